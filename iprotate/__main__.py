@@ -1,0 +1,5 @@
+"""`python -m iprotate`."""
+
+from iprotate.cli import main
+
+main()

@@ -1,0 +1,336 @@
+"""The CARP state machine, one per (group, vhid): every rule about CARP transitions lives here.
+
+Theory of operation
+-------------------
+A machine is sans-I/O: it owns no socket and reads no clock. The shell feeds it events with the
+current monotonic time `now` (`start`, `advert`, `timer`, `link`, `drain`, `undrain`, `stop`) and
+performs the actions it returns, in order (send an advert, add or delete the address, send a
+gratuitous ARP). After every event the shell reads `deadline` and calls `timer(now)` no later than
+that. Transitions come back as `Transition` actions so the shell can log them; it decides nothing.
+
+States follow ucarp 1.5.2 as measured (CARP.md):
+
+- INIT exists only until `start`: it goes straight to BACKUP (releasing the address, as ucarp runs
+  its downscript) and arms the master-down timer D = advbase * dead_ratio + advskew/256.
+- BACKUP never advertises. It becomes MASTER when D expires with no valid advert; at once when it
+  hears a master with a longer interval and it may preempt; and at once, preempt or not, when the
+  master's interval exceeds D (how a leaving master's farewell, advbase 255 / advskew 255, works).
+  Any other valid advert restarts D.
+- MASTER adds the address, sends a gratuitous ARP and an advert at once, then an advert every
+  interval T = advbase + advskew/256 and a second gratuitous ARP two intervals later. Hearing a
+  master with a shorter interval (or an equal one from a "lower" address, compared as ucarp does on
+  x86) it sends one last advert and becomes BACKUP. Hearing a less preferred master it sends a
+  gratuitous ARP and an advert at once, so clients and the other master both learn who is right.
+
+What iprotate adds, each kept to the same three states:
+
+- Link down forces BACKUP with no timers (the address is released); link up rejoins as BACKUP.
+- Hold-down: after start or link up, preemption waits until `preempt_after` (a hold-down plus a
+  per-VIP stagger chosen by the shell), so a flapping host does not drag addresses back and forth.
+  A master-down timeout still takes over at once: an unserved VIP is never left waiting.
+- Drain: a draining master advertises the farewell values until another host answers as master,
+  then yields (make-before-break: the new master holds the address before the old one lets go). A
+  drained backup never preempts and waits as if its advskew were 255: a last resort only.
+- Stop: a master sends the farewell advert and releases the address.
+- Replay: adverts from native peers must carry a counter above the last one seen from that peer.
+  ucarp peers copy and restart counters (CARP.md), so theirs are not checked.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from iprotate.timing import (
+    FAREWELL_ADVBASE,
+    FAREWELL_ADVSKEW,
+    interval,
+    interval_key,
+    master_down,
+)
+
+_M64 = (1 << 64) - 1
+# After this many intervals without an answer a draining master gives up waiting for a taker and
+# keeps the address (nobody else is alive to hold it); it goes on offering it with every advert.
+DRAIN_PATIENCE = 3
+
+
+class State(enum.Enum):
+    INIT = "INIT"
+    BACKUP = "BACKUP"
+    MASTER = "MASTER"
+
+
+# --- actions -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendAdvert:
+    advbase: int
+    advskew: int
+    counter: int
+
+
+@dataclass(frozen=True)
+class AddAddress:
+    pass
+
+
+@dataclass(frozen=True)
+class DelAddress:
+    pass
+
+
+@dataclass(frozen=True)
+class SendGarp:
+    pass
+
+
+@dataclass(frozen=True)
+class Transition:
+    old: State
+    new: State
+    why: str
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A valid-looking advert this machine refused (counted by the shell)."""
+
+    reason: str
+
+
+Action = SendAdvert | AddAddress | DelAddress | SendGarp | Transition | Dropped
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    vip: IPv4Address
+    vhid: int
+    src: IPv4Address  # our own address: the tie-break between equal intervals uses it
+    advbase: int
+    advskew: int
+    dead_ratio: int = 3
+    preempt: bool = True
+    native_peers: frozenset[IPv4Address] = frozenset()  # their counters are checked
+    garp_refresh: float = 0.0  # seconds between gratuitous ARPs while master; 0: only ucarp's two
+
+
+def _tiebreak(addr: IPv4Address) -> int:
+    """ucarp compares the raw network-order bytes as a native (x86: little-endian) integer."""
+    return int.from_bytes(addr.packed, "little")
+
+
+# --- the machine ---------------------------------------------------------------------------------
+
+
+@dataclass
+class CarpMachine:
+    """One VIP's CARP state. See the module docstring for the rules."""
+
+    cfg: MachineConfig
+    counter: int = 0  # the next counter we send (the shell seeds it, e.g. from the wall clock)
+    state: State = State.INIT
+    link_up: bool = True
+    drained: bool = False
+    preempt_after: float = 0.0
+    since: float = 0.0
+    transitions: int = 0
+    master_src: IPv4Address | None = None  # who we last heard advertise as master (or us)
+    master_prio: tuple[int, int] | None = None  # its (advbase, advskew)
+    _down_at: float | None = None  # BACKUP: master-down timer
+    _advert_at: float | None = None  # MASTER: next advert
+    _garp_at: float | None = None  # MASTER: the second (or a periodic) gratuitous ARP
+    _drain_deadline: float | None = None  # MASTER while draining: stop waiting for a taker
+    _last_counter: dict[IPv4Address, int] = field(default_factory=dict)
+
+    # --- derived values ----------------------------------------------------------------------
+
+    @property
+    def advskew(self) -> int:
+        """The skew we stand for now: a drained host ranks last."""
+        return FAREWELL_ADVSKEW if self.drained else self.cfg.advskew
+
+    @property
+    def interval(self) -> float:
+        return interval(self.cfg.advbase, self.advskew)
+
+    @property
+    def down_timeout(self) -> float:
+        return master_down(self.cfg.advbase, self.advskew, self.cfg.dead_ratio)
+
+    @property
+    def deadline(self) -> float | None:
+        """When `timer` must be called next (None: no timer armed)."""
+        times = [t for t in (self._down_at, self._advert_at, self._garp_at) if t is not None]
+        return min(times) if times else None
+
+    # --- events ------------------------------------------------------------------------------
+
+    def start(self, now: float, preempt_after: float | None = None) -> list[Action]:
+        """Join: INIT -> BACKUP, releasing any address a previous run left."""
+        self.preempt_after = now if preempt_after is None else preempt_after
+        out: list[Action] = [DelAddress()]
+        out += self._to_backup(now, "start")
+        return out
+
+    def advert(
+        self, now: float, src: IPv4Address, advbase: int, advskew: int, counter: int
+    ) -> list[Action]:
+        """A valid advert (digest checked) from another host for our vhid."""
+        if src in self.cfg.native_peers:
+            last = self._last_counter.get(src)
+            if last is not None and counter <= last:
+                return [Dropped("replay")]
+            self._last_counter[src] = counter
+        if self.state is State.INIT or not self.link_up:
+            return []
+        self.master_src, self.master_prio = src, (advbase, advskew)
+        theirs = interval_key(advbase, advskew)
+        ours = interval_key(self.cfg.advbase, self.advskew)
+        if self.state is State.BACKUP:
+            if interval(advbase, advskew) > self.down_timeout:
+                return self._to_master(
+                    now, f"{src} advertises {advbase}/{advskew}, past our timeout"
+                )
+            if theirs > ours and self._may_preempt(now):
+                return self._to_master(now, f"preempting {src} ({advbase}/{advskew})")
+            self._down_at = now + self.down_timeout
+            return []
+        # MASTER
+        yields = theirs < ours or (theirs == ours and _tiebreak(src) < _tiebreak(self.cfg.src))
+        if self.drained and self._drain_deadline is not None:
+            # Draining: anyone who answers as master takes over (we advertise the farewell).
+            yields = True
+        if yields:
+            out: list[Action] = [self._advert()]
+            out += self._to_backup(now, f"{src} is master with {advbase}/{advskew}")
+            return out
+        self.master_src, self.master_prio = self.cfg.src, (self.cfg.advbase, self.advskew)
+        return [SendGarp(), self._advert()]
+
+    def timer(self, now: float) -> list[Action]:
+        """Act on every deadline that has passed."""
+        out: list[Action] = []
+        if self._down_at is not None and now >= self._down_at:
+            return self._to_master(now, f"no advert for {self.down_timeout:.3f} s")
+        if self._advert_at is not None and now >= self._advert_at:
+            if self._drain_deadline is not None and now >= self._drain_deadline:
+                # Nobody took over: keep serving, and keep offering it with every advert.
+                self._drain_deadline = None
+            out.append(self._advert())
+            self._advert_at = now + self.interval
+        if self._garp_at is not None and now >= self._garp_at:
+            out.append(SendGarp())
+            refresh = self.cfg.garp_refresh
+            self._garp_at = now + refresh if refresh > 0 else None
+        return out
+
+    def link(self, up: bool, now: float, preempt_after: float | None = None) -> list[Action]:
+        """The advert interface lost or regained carrier."""
+        if up == self.link_up:
+            return []
+        self.link_up = up
+        if self.state is State.INIT:
+            return []
+        if not up:
+            out = self._to_backup(now, "link down")
+            self._down_at = None
+            return out
+        self.preempt_after = now if preempt_after is None else preempt_after
+        return self._to_backup(now, "link up")
+
+    def drain(self, now: float) -> list[Action]:
+        """Hand the VIP to the next host, make-before-break, and stay out of the way."""
+        if self.drained:
+            return []
+        self.drained = True
+        if self.state is not State.MASTER:
+            if self.state is State.BACKUP and self._down_at is not None:
+                # Wait as if our advskew were 255 from now on (undrain restarts D the same way).
+                self._down_at = now + self.down_timeout
+            return []
+        self._drain_deadline = now + DRAIN_PATIENCE * interval(self.cfg.advbase, self.cfg.advskew)
+        self._advert_at = now + interval(self.cfg.advbase, self.cfg.advskew)
+        return [self._advert()]
+
+    def undrain(self, now: float, preempt_after: float | None = None) -> list[Action]:
+        """Take part normally again; preempt (after `preempt_after`) to take the VIP back."""
+        if not self.drained:
+            return []
+        self.drained = False
+        self._drain_deadline = None
+        self.preempt_after = now if preempt_after is None else preempt_after
+        if self.state is State.BACKUP and self._down_at is not None:
+            self._down_at = now + self.down_timeout
+        return []
+
+    def stop(self, now: float) -> list[Action]:
+        """Leave: a master says farewell so backups take over at once; release the address."""
+        out: list[Action] = []
+        if self.state is State.MASTER:
+            out.append(SendAdvert(FAREWELL_ADVBASE, FAREWELL_ADVSKEW, self._next_counter()))
+        if self.state is not State.INIT:
+            out.append(DelAddress())
+            out.append(Transition(self.state, State.INIT, "stopping"))
+            self.transitions += 1
+        self.state = State.INIT
+        self._down_at = self._advert_at = self._garp_at = self._drain_deadline = None
+        return out
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _may_preempt(self, now: float) -> bool:
+        return self.cfg.preempt and not self.drained and now >= self.preempt_after
+
+    def _next_counter(self) -> int:
+        c = self.counter
+        self.counter = (self.counter + 1) & _M64
+        return c
+
+    def _advert(self) -> SendAdvert:
+        if self.drained and self.state is State.MASTER and self._drain_deadline is not None:
+            return SendAdvert(FAREWELL_ADVBASE, FAREWELL_ADVSKEW, self._next_counter())
+        return SendAdvert(self.cfg.advbase, self.advskew, self._next_counter())
+
+    def _to_backup(self, now: float, why: str) -> list[Action]:
+        old = self.state
+        self.state = State.BACKUP
+        self._advert_at = self._garp_at = self._drain_deadline = None
+        self._down_at = now + self.down_timeout if self.link_up else None
+        if old is State.MASTER and self.master_src == self.cfg.src:
+            self.master_src = self.master_prio = None
+        if old is State.BACKUP:
+            return []
+        self.since = now
+        self.transitions += 1
+        out: list[Action] = [Transition(old, State.BACKUP, why)]
+        if old is State.MASTER:
+            out.append(DelAddress())
+        return out
+
+    def _to_master(self, now: float, why: str) -> list[Action]:
+        old = self.state
+        self.state = State.MASTER
+        self.since = now
+        self.transitions += 1
+        self.master_src, self.master_prio = self.cfg.src, (self.cfg.advbase, self.advskew)
+        self._down_at = None
+        self._advert_at = now + self.interval
+        self._garp_at = now + 2 * self.interval
+        self._drain_deadline = None
+        if self.drained:
+            # A drained host that had to take over (nobody else alive) offers the VIP at once.
+            self._drain_deadline = now + DRAIN_PATIENCE * interval(
+                self.cfg.advbase, self.cfg.advskew
+            )
+        return [
+            Transition(old, State.MASTER, why),
+            AddAddress(),
+            SendGarp(),
+            self._advert(),
+        ]

@@ -1,0 +1,355 @@
+"""Load a cluster file (TOML) into the validated model, or say exactly what is wrong with it.
+
+Every problem names the file and the key path and says what is allowed; all problems are collected
+before anything is raised, so one run of `iprotate check` shows them all. Reading the password file
+is the only I/O beyond the cluster file itself.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from ipaddress import AddressValueError, IPv4Address, IPv4Interface, NetmaskValueError
+from pathlib import Path
+from typing import Any
+
+from iprotate.model import DEFAULT_GROUP, Cluster, ClusterError, Host, Vip
+
+MAX_PASSWORD = 19  # ucarp refuses longer ones
+MAX_POOL = 65536
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+IFNAME_RE = re.compile(r"^[^\s/:]{1,15}$")
+
+CLUSTER_KEYS = {
+    "interface", "vip_interface", "password", "password_file", "advbase", "dead_ratio",
+    "multicast", "backups", "preempt", "up_script", "down_script",
+}  # fmt: skip
+HOST_KEYS = {"name", "address", "interface", "vip_interface", "weight", "engine", "preempt"}
+VIP_KEYS = {"address", "pool", "vhid", "owner", "group", "up_script", "down_script"}
+TOP_KEYS = {"cluster", "hosts", "vips"}
+
+
+@dataclass
+class _Problems:
+    """Collects problems while the file is read."""
+
+    items: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, key: str, message: str) -> None:
+        self.items.append(f"{key}: {message}")
+
+
+def load_cluster(path: str | os.PathLike[str]) -> Cluster:
+    """Read and validate the cluster file at `path`. Raises ClusterError listing every problem."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ClusterError(str(p), [f"cannot read the file: {e.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ClusterError(str(p), [f"not a valid TOML file: {e}"]) from None
+    return parse_cluster(data, str(p), base_dir=p.parent)
+
+
+def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None) -> Cluster:
+    """Validate an already parsed TOML document. `base_dir` resolves `password_file`."""
+    pr = _Problems()
+    _unknown(pr, "", data, TOP_KEYS)
+    cl = data.get("cluster")
+    if not isinstance(cl, dict):
+        what = "missing" if cl is None else "must be a table"
+        pr.add("cluster", f"{what}: the file needs a [cluster] table")
+        cl = {}
+    _unknown(pr, "cluster", cl, CLUSTER_KEYS)
+
+    advbase = _int(pr, "cluster.advbase", cl.get("advbase", 1), 0, 255)
+    dead_ratio = _int(pr, "cluster.dead_ratio", cl.get("dead_ratio", 3), 1, 255)
+    backups = _int(pr, "cluster.backups", cl.get("backups", 3), 0, 255)
+    default_group = _group(pr, "cluster.multicast", cl.get("multicast", str(DEFAULT_GROUP)))
+    cl_if = _ifname(pr, "cluster.interface", cl.get("interface"))
+    cl_vip_if = _ifname(pr, "cluster.vip_interface", cl.get("vip_interface"))
+    cl_preempt = _bool(pr, "cluster.preempt", cl.get("preempt", True))
+    password = _password(pr, cl, base_dir or Path("."))
+    up_script = _opt_str(pr, "cluster.up_script", cl.get("up_script"))
+    down_script = _opt_str(pr, "cluster.down_script", cl.get("down_script"))
+
+    hosts = _hosts(pr, data.get("hosts"), cl_if, cl_vip_if, cl_preempt)
+    vips = _vips(pr, data.get("vips"), default_group, {h.name for h in hosts})
+
+    host_addrs = {h.address: h.name for h in hosts}
+    for v in vips:
+        if v.address.ip in host_addrs:
+            pr.add(v.source, f"{v.address.ip} is the address of host {host_addrs[v.address.ip]!r}")
+
+    if pr.items:
+        raise ClusterError(path, pr.items)
+    return Cluster(
+        path=path,
+        password=password,
+        advbase=advbase,
+        dead_ratio=dead_ratio,
+        backups=backups,
+        hosts=tuple(hosts),
+        vips=tuple(vips),
+        up_script=up_script,
+        down_script=down_script,
+        warnings=tuple(pr.warnings),
+    )
+
+
+# --- sections ------------------------------------------------------------------------------------
+
+
+def _hosts(
+    pr: _Problems, raw: Any, cl_if: str | None, cl_vip_if: str | None, cl_preempt: bool
+) -> list[Host]:
+    if not isinstance(raw, list) or not raw:
+        what = "missing" if raw is None or raw == [] else "must be an array of tables"
+        pr.add("hosts", f"{what}: the file needs at least one [[hosts]] entry")
+        return []
+    hosts: list[Host] = []
+    names: dict[str, int] = {}
+    addrs: dict[IPv4Address, int] = {}
+    for i, h in enumerate(raw):
+        key = f"hosts[{i}]"
+        if not isinstance(h, dict):
+            pr.add(key, "must be a table ([[hosts]])")
+            continue
+        _unknown(pr, key, h, HOST_KEYS)
+        name = h.get("name")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            what = "missing" if name is None else f"{name!r} is not a host name"
+            pr.add(f"{key}.name", f"{what} (letters, digits, '_.-', 1..63)")
+            name = None
+        elif name in names:
+            pr.add(f"{key}.name", f"{name!r} is already hosts[{names[name]}]")
+        else:
+            names[name] = i
+        addr = _address(pr, f"{key}.address", h.get("address"))
+        if addr is not None and addr in addrs:
+            pr.add(f"{key}.address", f"{addr} is already the address of hosts[{addrs[addr]}]")
+        if addr is not None:
+            addrs[addr] = i
+        iface = _ifname(pr, f"{key}.interface", h.get("interface")) or cl_if
+        if iface is None:
+            pr.add(f"{key}.interface", "missing: set it here or in [cluster]")
+        vip_if = _ifname(pr, f"{key}.vip_interface", h.get("vip_interface")) or cl_vip_if or iface
+        weight = h.get("weight", 1)
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+            or not 0 < weight < math.inf
+        ):
+            pr.add(f"{key}.weight", f"{weight!r} is not a finite number > 0")
+            weight = 1
+        engine = h.get("engine", "iprotate")
+        if engine not in ("iprotate", "ucarp"):
+            pr.add(f"{key}.engine", f"{engine!r} is not one of 'iprotate', 'ucarp'")
+            engine = "iprotate"
+        preempt = _bool(pr, f"{key}.preempt", h.get("preempt", cl_preempt))
+        if name is not None and addr is not None and iface is not None and vip_if is not None:
+            hosts.append(
+                Host(name, addr, iface, vip_if, float(weight), engine, preempt)  # type: ignore[arg-type]
+            )
+    return hosts
+
+
+def _vips(pr: _Problems, raw: Any, default_group: IPv4Address, host_names: set[str]) -> list[Vip]:
+    if not isinstance(raw, list) or not raw:
+        what = "missing" if raw is None or raw == [] else "must be an array of tables"
+        pr.add("vips", f"{what}: the file needs at least one [[vips]] entry")
+        return []
+    out: list[Vip] = []
+    seen: dict[IPv4Address, str] = {}
+    for i, v in enumerate(raw):
+        key = f"vips[{i}]"
+        if not isinstance(v, dict):
+            pr.add(key, "must be a table ([[vips]])")
+            continue
+        _unknown(pr, key, v, VIP_KEYS)
+        group = _group(pr, f"{key}.group", v.get("group", str(default_group)))
+        owner = v.get("owner")
+        if owner is not None and (not isinstance(owner, str) or owner not in host_names):
+            pr.add(f"{key}.owner", f"{owner!r} is not the name of a host ({_names(host_names)})")
+            owner = None
+        vhid = v.get("vhid")
+        if vhid is not None:
+            vhid = _int(pr, f"{key}.vhid", vhid, 1, 255)
+        up = _opt_str(pr, f"{key}.up_script", v.get("up_script"))
+        down = _opt_str(pr, f"{key}.down_script", v.get("down_script"))
+        if ("address" in v) == ("pool" in v):
+            pr.add(key, "give exactly one of `address` (one VIP) or `pool` (a range of VIPs)")
+            continue
+        if "address" in v:
+            members = [(key, _interface(pr, f"{key}.address", v["address"]))]
+        else:
+            members = [
+                (f"{key}.pool[{j}]", a) for j, a in enumerate(_pool(pr, f"{key}.pool", v["pool"]))
+            ]
+        for j, (src, addr) in enumerate(members):
+            if addr is None:
+                continue
+            if addr.ip in seen:
+                pr.add(src, f"{addr.ip} is already {seen[addr.ip]}")
+                continue
+            seen[addr.ip] = src
+            member_vhid = vhid + j if vhid is not None else None
+            if member_vhid is not None and member_vhid > 255:
+                pr.add(f"{key}.vhid", f"the pool needs vhids up to {member_vhid}; at most 255")
+                break
+            out.append(Vip(addr, src, group, member_vhid, owner, up, down))
+    return out
+
+
+def _names(names: set[str]) -> str:
+    return ", ".join(sorted(names)) or "no valid hosts"
+
+
+def _password(pr: _Problems, cl: dict[str, Any], base_dir: Path) -> bytes:
+    if ("password" in cl) == ("password_file" in cl):
+        pr.add("cluster", "give exactly one of `password` or `password_file`")
+        return b""
+    if "password" in cl:
+        pw = cl["password"]
+        if not isinstance(pw, str):
+            pr.add("cluster.password", "must be a string")
+            return b""
+        data = pw.encode()
+        key = "cluster.password"
+    else:
+        f = cl["password_file"]
+        key = "cluster.password_file"
+        if not isinstance(f, str) or not f:
+            pr.add(key, "must be a path (relative to the cluster file)")
+            return b""
+        fp = base_dir / f
+        try:
+            st = fp.stat()
+            raw = fp.read_bytes()
+        except OSError as e:
+            pr.add(key, f"cannot read {fp}: {e.strerror}")
+            return b""
+        if st.st_mode & (stat.S_IRGRP | stat.S_IROTH | stat.S_IWGRP | stat.S_IWOTH):
+            mode = stat.S_IMODE(st.st_mode)
+            pr.warnings.append(
+                f"{key}: {fp} is readable or writable by others (mode {mode:o}); chmod 600 it"
+            )
+        # As ucarp's --passfile: the first line, only the newline stripped.
+        data = raw.split(b"\n", 1)[0]
+    if not data:
+        pr.add(key, "the password is empty")
+    elif b"\0" in data:
+        pr.add(key, "the password contains a NUL byte; ucarp would cut it there")
+    elif len(data) > MAX_PASSWORD:
+        pr.add(key, f"the password is {len(data)} bytes; ucarp allows at most {MAX_PASSWORD}")
+    return data
+
+
+# --- values --------------------------------------------------------------------------------------
+
+
+def _unknown(pr: _Problems, key: str, table: dict[str, Any], allowed: set[str]) -> None:
+    for k in sorted(set(table) - allowed):
+        where = f"{key}.{k}" if key else k
+        pr.add(where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def _int(pr: _Problems, key: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        pr.add(key, f"{value!r} is not an integer in {lo}..{hi}")
+        return lo
+    return value
+
+
+def _bool(pr: _Problems, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        pr.add(key, f"{value!r} is not true or false")
+        return True
+    return value
+
+
+def _opt_str(pr: _Problems, key: str, value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        pr.add(key, f"{value!r} is not a non-empty string")
+        return None
+    return value
+
+
+def _ifname(pr: _Problems, key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not IFNAME_RE.match(value):
+        pr.add(key, f"{value!r} is not an interface name (1..15 characters, no '/', ':' or space)")
+        return None
+    return value
+
+
+def _address(pr: _Problems, key: str, value: Any) -> IPv4Address | None:
+    try:
+        if not isinstance(value, str):
+            raise AddressValueError
+        return IPv4Address(value)
+    except AddressValueError:
+        what = "missing" if value is None else f"{value!r} is not an IPv4 address"
+        pr.add(key, f"{what} (like '198.51.100.1')")
+        return None
+
+
+def _interface(pr: _Problems, key: str, value: Any) -> IPv4Interface | None:
+    if not isinstance(value, str) or "/" not in value:
+        pr.add(key, f"{value!r} is not an IPv4 interface address (like '203.0.113.10/24')")
+        return None
+    try:
+        addr = IPv4Interface(value)
+    except (AddressValueError, NetmaskValueError, ValueError):
+        pr.add(key, f"{value!r} is not an IPv4 interface address (like '203.0.113.10/24')")
+        return None
+    if addr.ip.is_multicast or addr.ip.is_unspecified or addr.ip.is_loopback:
+        pr.add(key, f"{value!r} cannot be a virtual address (multicast, loopback or 0.0.0.0)")
+        return None
+    return addr
+
+
+def _pool(pr: _Problems, key: str, value: Any) -> list[IPv4Interface]:
+    """`"203.0.113.10-203.0.113.40/24"`: every address from first to last, with that prefix."""
+    how = "like '203.0.113.10-203.0.113.40/24' (first-last/prefix)"
+    if not isinstance(value, str) or value.count("-") != 1 or "/" not in value:
+        pr.add(key, f"{value!r} is not a pool {how}")
+        return []
+    span, prefix = value.rsplit("/", 1)
+    first_s, last_s = span.split("-")
+    ends = _Problems()
+    first = _interface(ends, key, f"{first_s.strip()}/{prefix}")
+    last = _interface(ends, key, f"{last_s.strip()}/{prefix}")
+    if first is None or last is None:
+        pr.add(key, f"{value!r}: {ends.items[0].split(': ', 1)[1]}")
+        return []
+    n = int(last.ip) - int(first.ip) + 1
+    if n < 1 or n > MAX_POOL:
+        pr.add(key, f"{value!r}: the last address must follow the first, at most {MAX_POOL} in all")
+        return []
+    if last.network != first.network:
+        pr.add(key, f"{value!r}: first and last are not in one /{prefix} network")
+        return []
+    return [IPv4Interface(f"{IPv4Address(int(first.ip) + k)}/{prefix}") for k in range(n)]
+
+
+def _group(pr: _Problems, key: str, value: Any) -> IPv4Address:
+    try:
+        if not isinstance(value, str):
+            raise AddressValueError
+        addr = IPv4Address(value)
+    except AddressValueError:
+        pr.add(key, f"{value!r} is not a multicast group (224.0.0.0/4, like '224.0.0.18')")
+        return DEFAULT_GROUP
+    if not addr.is_multicast:
+        pr.add(key, f"{value!r} is not a multicast group (224.0.0.0/4)")
+        return DEFAULT_GROUP
+    return addr

@@ -1,0 +1,35 @@
+"""Gratuitous ARP, as ucarp sends it (CARP.md): one 42-byte ARP request from the NIC's own MAC,
+sender and target IP both the VIP. Sent through an AF_PACKET socket: microseconds, not scapy."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from ipaddress import IPv4Address
+
+ETH_P_ARP = 0x0806
+BROADCAST = b"\xff" * 6
+
+
+def garp_frame(mac: bytes, vip: IPv4Address) -> bytes:
+    """The Ethernet frame: broadcast, ARP request, sender = target = (our MAC, VIP)."""
+    eth = BROADCAST + mac + struct.pack("!H", ETH_P_ARP)
+    # htype Ethernet, ptype IPv4, hlen 6, plen 4, op request
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + vip.packed + mac + vip.packed
+    return eth + arp
+
+
+class GarpSender:
+    """An AF_PACKET socket bound to one interface."""
+
+    def __init__(self, interface: str) -> None:
+        self.interface = interface
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        self.sock.bind((interface, ETH_P_ARP))
+        self.mac: bytes = self.sock.getsockname()[4][:6]
+
+    def send(self, vip: IPv4Address) -> None:
+        self.sock.send(garp_frame(self.mac, vip))
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,77 @@
+"""The validated cluster: what the cluster file says, as immutable values.
+
+Nothing here reads files or talks to the network; :mod:`iprotate.config` builds these from TOML and
+the rest of the code sees only them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface
+from typing import Literal
+
+Engine = Literal["iprotate", "ucarp"]
+
+DEFAULT_GROUP = IPv4Address("224.0.0.18")
+
+
+@dataclass(frozen=True)
+class Host:
+    """One member of the cluster."""
+
+    name: str
+    address: IPv4Address  # CARP source address (ucarp --srcip)
+    interface: str  # where adverts flow
+    vip_interface: str  # where the VIPs are added (often the same as `interface`)
+    weight: float = 1.0
+    engine: Engine = "iprotate"
+    preempt: bool = True
+
+
+@dataclass(frozen=True)
+class Vip:
+    """One virtual address as the file gives it (before planning)."""
+
+    address: IPv4Interface  # with the prefix it is added with
+    source: str  # key path in the file, for messages: "vips[3]" or "vips[2].pool[5]"
+    group: IPv4Address = DEFAULT_GROUP
+    vhid: int | None = None  # pinned vhid, or None to derive it
+    owner: str | None = None  # pinned preferred owner
+    up_script: str | None = None
+    down_script: str | None = None
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The whole cluster file, validated."""
+
+    path: str  # the file it came from, for messages
+    password: bytes
+    advbase: int
+    dead_ratio: int
+    backups: int  # how many backup hosts each VIP gets (capped at hosts - 1)
+    hosts: tuple[Host, ...]
+    vips: tuple[Vip, ...]
+    up_script: str | None = None
+    down_script: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    def host(self, name: str) -> Host:
+        """The host called `name` (KeyError if there is none)."""
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    @property
+    def host_names(self) -> tuple[str, ...]:
+        return tuple(h.name for h in self.hosts)
+
+
+class ClusterError(Exception):
+    """A cluster file that cannot be used. Each problem names the key path and what is allowed."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = tuple(problems)
+        super().__init__("\n".join(f"{path}: {p}" for p in self.problems))

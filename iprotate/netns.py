@@ -1,0 +1,222 @@
+"""Throw-away Ethernet segments made of network namespaces, for the lab and the tests.
+
+A `Segment` is one bridge (in a namespace of its own, so the host's root namespace is never touched)
+and any number of member namespaces, each plugged into the bridge by a veth pair. Every name starts
+with a prefix unique to the run, every process started in a member is tracked by its PID, and
+`close()` (also on error, via the context manager) stops those processes by PID and deletes every
+namespace it made, which removes their links with them.
+
+Addresses: members get 198.51.100.0/24 addresses; VIPs live in 203.0.113.0/24. Nothing here sends a
+packet anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+HOST_NET = "198.51.100"
+VIP_NET = "203.0.113.0/24"
+
+
+class NetnsError(RuntimeError):
+    """An `ip` command failed while building or changing the segment."""
+
+
+def have_root() -> bool:
+    return os.geteuid() == 0
+
+
+def ip(*args: str, check: bool = True) -> str:
+    """Run `ip ARGS...`; return stdout. Raises NetnsError with ip's message on failure."""
+    r = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise NetnsError(f"ip {' '.join(args)}: {r.stderr.strip()}")
+    return r.stdout
+
+
+@dataclass
+class Member:
+    """One namespace on the segment."""
+
+    name: str  # short name in the segment, e.g. "alpha"
+    netns: str  # the namespace's real name, run-unique
+    port: str  # its veth end on the bridge (inside the switch namespace)
+    interface: str  # its own veth end (inside its namespace)
+    address: str  # 198.51.100.x
+
+    @property
+    def mac(self) -> str:
+        out = ip("-n", self.netns, "-o", "link", "show", self.interface)
+        return out.split("link/ether", 1)[1].split()[0]
+
+
+@dataclass
+class Segment:
+    """A bridge and its member namespaces. Use as a context manager."""
+
+    prefix: str = field(default_factory=lambda: "ipr" + secrets.token_hex(3))
+    members: dict[str, Member] = field(default_factory=dict)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.switch = f"{self.prefix}-sw"
+
+    # --- building ----------------------------------------------------------------------------
+
+    def __enter__(self) -> Segment:
+        try:
+            self._add_netns(self.switch)
+            ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
+            # Flood multicast to every port: CARP adverts must reach every member at once.
+            ip("-n", self.switch, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
+            ip("-n", self.switch, "link", "set", "br0", "up")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _add_netns(self, name: str) -> None:
+        ip("netns", "add", name)
+        self.namespaces.append(name)
+        ip("-n", name, "link", "set", "lo", "up")
+
+    def add(self, name: str, host_octet: int, interface: str = "eth1") -> Member:
+        """A namespace plugged into the bridge as `interface`, with 198.51.100.<host_octet>/24."""
+        ns = f"{self.prefix}-{name}"[:32]
+        port = f"p{len(self.members)}"
+        self._add_netns(ns)
+        tmp = f"{self.prefix}{len(self.members)}"[:15]
+        ip(
+            "link",
+            "add",
+            tmp,
+            "netns",
+            ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            self.switch,
+        )
+        ip("-n", ns, "link", "set", tmp, "name", interface)
+        address = f"{HOST_NET}.{host_octet}"
+        ip("-n", ns, "addr", "add", f"{address}/24", "dev", interface)
+        ip("-n", ns, "link", "set", interface, "up")
+        # VIPs are on-link for every member (the client ARPs for them directly).
+        ip("-n", ns, "route", "add", VIP_NET, "dev", interface)
+        ip("-n", self.switch, "link", "set", port, "master", "br0")
+        ip("-n", self.switch, "link", "set", port, "up")
+        m = Member(name, ns, port, interface, address)
+        self.members[name] = m
+        return m
+
+    # --- faults ------------------------------------------------------------------------------
+
+    def link(self, name: str, up: bool) -> None:
+        """Pull (or plug back) the member's cable: its interface loses carrier."""
+        ip("-n", self.switch, "link", "set", self.members[name].port, "up" if up else "down")
+
+    def partition(self, name: str, cut: bool) -> None:
+        """Cut the member off the bridge (carrier stays up) or join it back."""
+        port = self.members[name].port
+        if cut:
+            ip("-n", self.switch, "link", "set", port, "nomaster")
+        else:
+            ip("-n", self.switch, "link", "set", port, "master", "br0")
+
+    # --- processes ---------------------------------------------------------------------------
+
+    def spawn(
+        self, name: str, argv: Sequence[str], log: str | None = None, **kw: object
+    ) -> subprocess.Popen[bytes]:
+        """Start `argv` inside the member's namespace; tracked so close() stops it by PID.
+
+        `ip netns exec` execs the command itself, so the Popen PID is the process's own."""
+        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
+        try:
+            p = subprocess.Popen(
+                ["ip", "netns", "exec", self.members[name].netns, *argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                **kw,  # type: ignore[arg-type]
+            )
+        finally:
+            if log:
+                out.close()  # type: ignore[union-attr]
+        self.procs.append(p)
+        return p
+
+    def run(self, name: str, *argv: str, check: bool = True) -> str:
+        """Run a short command in the member's namespace and return its output."""
+        r = subprocess.run(
+            ["ip", "netns", "exec", self.members[name].netns, *argv], capture_output=True, text=True
+        )
+        if check and r.returncode != 0:
+            raise NetnsError(f"{name}: {' '.join(argv)}: {r.stderr.strip() or r.stdout.strip()}")
+        return r.stdout
+
+    @staticmethod
+    def stop(p: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 5.0) -> None:
+        """Signal one process by its PID and reap it (SIGKILL if it outlives `timeout`)."""
+        if p.poll() is not None:
+            return
+        try:
+            os.kill(p.pid, sig)
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+        except ProcessLookupError:
+            pass
+
+    def addresses(self, name: str, interface: str | None = None) -> list[str]:
+        """The IPv4 addresses (with prefix) on the member's interface."""
+        m = self.members[name]
+        out = ip("-n", m.netns, "-o", "-4", "addr", "show", "dev", interface or m.interface)
+        return [line.split()[3] for line in out.splitlines()]
+
+    # --- teardown ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop every tracked process by PID, then delete every namespace made. Idempotent."""
+        for p in self.procs:
+            self.stop(p, signal.SIGTERM, timeout=3.0)
+        self.procs.clear()
+        for ns in reversed(self.namespaces):
+            self._kill_leftovers(ns)
+            ip("netns", "del", ns, check=False)
+        self.namespaces.clear()
+        self.members.clear()
+
+    @staticmethod
+    def _kill_leftovers(ns: str) -> None:
+        """Processes still inside a namespace we made (children of what we started, such as a
+        daemonized ucarp) are ours: `ip netns pids` names them by PID."""
+        for _ in range(2):
+            pids = [int(x) for x in ip("netns", "pids", ns, check=False).split()]
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)

@@ -1,0 +1,210 @@
+"""Everything one host runs, as a pure object: its CARP machines and the receive path.
+
+A `Node` owns one state machine per VIP the host takes part in, routes received packets to them
+(decode, group and vhid lookup, digest, then the machine), keeps the counters `status` and metrics
+read, and remembers the master heard for every vhid on the segment, including VIPs this host takes
+no part in. Like the machines it has no socket and no clock: the daemon feeds it bytes and `now`
+and carries out the `Effect`s it returns.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from iprotate import codec
+from iprotate.carp import Action, CarpMachine, Dropped, MachineConfig, State, Transition
+from iprotate.plan import Plan, VipPlan
+
+Key = tuple[IPv4Address, int]  # (group, vhid): how VIPs are told apart on the wire
+
+
+@dataclass(frozen=True)
+class Effect:
+    """An action of one VIP's machine, for the daemon to carry out."""
+
+    vip: VipPlan
+    action: Action
+
+
+@dataclass
+class Seen:
+    """The last advert heard for a vhid: who sends it, with which priority, when."""
+
+    src: IPv4Address
+    advbase: int
+    advskew: int
+    at: float
+
+
+@dataclass
+class Node:
+    """One host's share of the plan. Build with `Node.build`."""
+
+    plan: Plan
+    host: str
+    machines: dict[Key, CarpMachine]
+    vips: dict[Key, VipPlan]
+    hold_down: float = 0.0
+    stagger: float = 0.0
+    counters: Counter[str] = field(default_factory=Counter)
+    seen: dict[Key, Seen] = field(default_factory=dict)
+    _timers: list[tuple[float, Key]] = field(default_factory=list)
+
+    @classmethod
+    def build(
+        cls,
+        plan: Plan,
+        host: str,
+        counter_seed: int,
+        hold_down: float = 0.0,
+        stagger: float = 0.0,
+        garp_refresh: float = 0.0,
+    ) -> Node:
+        """Machines for every VIP `host` takes part in, with the plan's priorities.
+
+        `counter_seed` starts every machine's advert counter: a value that grows across restarts
+        (microseconds of wall clock) keeps native peers' replay checks passing after a restart."""
+        c = plan.cluster
+        me = c.host(host)
+        native = frozenset(h.address for h in c.hosts if h.engine == "iprotate" and h.name != host)
+        machines: dict[Key, CarpMachine] = {}
+        vips: dict[Key, VipPlan] = {}
+        for v in plan.vips:
+            key = (v.group, v.vhid)
+            vips[key] = v
+            if host not in v.order:
+                continue
+            cfg = MachineConfig(
+                vip=v.ip,
+                vhid=v.vhid,
+                src=me.address,
+                advbase=c.advbase,
+                advskew=v.advskew_of(host),
+                dead_ratio=c.dead_ratio,
+                preempt=v.preempt_of(host),
+                native_peers=native,
+                garp_refresh=garp_refresh,
+            )
+            machines[key] = CarpMachine(cfg, counter=counter_seed)
+        return cls(plan, host, machines, vips, hold_down, stagger)
+
+    @property
+    def address(self) -> IPv4Address:
+        return self.plan.cluster.host(self.host).address
+
+    # --- events ------------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Effect]:
+        """Every machine joins as BACKUP; preemption waits for the hold-down, staggered."""
+        return self._all(lambda k, m, i: m.start(now, self._preempt_after(now, i)))
+
+    def stop(self, now: float) -> list[Effect]:
+        """Every machine leaves: farewell adverts from masters, every address released."""
+        return self._all(lambda k, m, i: m.stop(now))
+
+    def drain(self, now: float, only: IPv4Address | None = None) -> list[Effect]:
+        return self._all(lambda k, m, i: m.drain(now), only)
+
+    def undrain(self, now: float, only: IPv4Address | None = None) -> list[Effect]:
+        return self._all(lambda k, m, i: m.undrain(now, self._preempt_after(now, i)), only)
+
+    def link(self, up: bool, now: float) -> list[Effect]:
+        """The advert interface went down or came back."""
+        return self._all(lambda k, m, i: m.link(up, now, self._preempt_after(now, i)))
+
+    def packet(self, now: float, group: IPv4Address, data: bytes) -> list[Effect]:
+        """A packet read from the socket joined to `group`. Bad ones are dropped and counted."""
+        try:
+            pkt = codec.decode_packet(data)
+        except codec.DecodeError as e:
+            self.counters[f"drop_{e.reason.value}"] += 1
+            return []
+        if pkt.src == self.address:
+            return []  # our own advert, looped back
+        if pkt.dst != group:
+            self.counters[f"drop_{codec.Reject.WRONG_GROUP.value}"] += 1
+            return []
+        adv = pkt.advert
+        key = (group, adv.vhid)
+        vip = self.vips.get(key)
+        if vip is None:
+            self.counters[f"drop_{codec.Reject.UNKNOWN_VHID.value}"] += 1
+            return []
+        if not codec.verify(adv, self.plan.cluster.password, vip.ip):
+            self.counters[f"drop_{codec.Reject.BAD_DIGEST.value}"] += 1
+            return []
+        self.counters["adverts_received"] += 1
+        self.seen[key] = Seen(pkt.src, adv.advbase, adv.advskew, now)
+        m = self.machines.get(key)
+        if m is None:
+            return []  # a VIP we only watch
+        out = self._effects(key, m.advert(now, pkt.src, adv.advbase, adv.advskew, adv.counter))
+        return out
+
+    def timers(self, now: float) -> list[Effect]:
+        """Run every machine whose deadline has passed."""
+        out: list[Effect] = []
+        while self._timers and self._timers[0][0] <= now:
+            t, key = heapq.heappop(self._timers)
+            m = self.machines.get(key)
+            if m is None or m.deadline != t:
+                continue  # stale entry: that machine's deadline moved
+            out += self._effects(key, m.timer(now))
+        return out
+
+    @property
+    def deadline(self) -> float | None:
+        """When `timers` must run next."""
+        while self._timers:
+            t, key = self._timers[0]
+            m = self.machines.get(key)
+            if m is not None and m.deadline == t:
+                return t
+            heapq.heappop(self._timers)
+        return None
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _preempt_after(self, now: float, index: int) -> float:
+        """Hold-down, then one VIP every `stagger` seconds, so fail-back does not storm."""
+        return now + self.hold_down + index * self.stagger
+
+    def _all(self, fn, only: IPv4Address | None = None) -> list[Effect]:  # type: ignore[no-untyped-def]
+        out: list[Effect] = []
+        i = 0
+        for key, m in self.machines.items():
+            if only is not None and self.vips[key].ip != only:
+                continue
+            # Stagger only the VIPs this host would preempt: the ones it ranks above others.
+            out += self._effects(key, fn(key, m, i))
+            if m.cfg.preempt:
+                i += 1
+        return out
+
+    def _effects(self, key: Key, actions: list[Action]) -> list[Effect]:
+        m = self.machines[key]
+        if m.deadline is not None:
+            heapq.heappush(self._timers, (m.deadline, key))
+        vip = self.vips[key]
+        for a in actions:
+            if isinstance(a, Transition):
+                self.counters[f"to_{a.new.value.lower()}"] += 1
+            elif isinstance(a, Dropped):
+                self.counters[f"drop_{a.reason}"] += 1
+        return [Effect(vip, a) for a in actions]
+
+    def masters(self) -> dict[Key, IPv4Address | None]:
+        """Who is master of each vhid on the segment, as far as this host can tell."""
+        out: dict[Key, IPv4Address | None] = {}
+        for key in self.vips:
+            m = self.machines.get(key)
+            if m is not None and m.state is State.MASTER:
+                out[key] = self.address
+            elif key in self.seen:
+                out[key] = self.seen[key].src
+            else:
+                out[key] = None
+        return out

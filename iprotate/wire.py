@@ -1,0 +1,58 @@
+"""The CARP socket: one raw IPv4 socket per (interface, group), shared by every VIP on it.
+
+As measured in CARP.md: join the group with the interface's index (joining without one fails in a
+namespace with no default route), never bind() to the unicast source (the socket would receive
+nothing), multicast TTL 255 (ucarp drops anything else), TOS 0x10 like ucarp, and let the kernel
+build the IP header; send the 36 CARP bytes to (group, 0).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from ipaddress import IPv4Address
+
+from iprotate.codec import CARP_PROTO
+
+IPTOS_LOWDELAY = 0x10
+RECV_SIZE = 2048
+
+
+class CarpSocket:
+    """Receives every CARP packet for `group` on `interface`; sends adverts from `src`."""
+
+    def __init__(self, interface: str, ifindex: int, src: IPv4Address, group: IPv4Address) -> None:
+        self.interface = interface
+        self.group = group
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, CARP_PROTO)
+        try:
+            s.setblocking(False)
+            # Only packets that arrive on this interface: adverts of another segment are not ours.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+            mreqn = struct.pack("=4s4si", group.packed, src.packed, ifindex)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, IPTOS_LOWDELAY)
+        except OSError:
+            s.close()
+            raise
+        self.sock = s
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, carp: bytes) -> None:
+        self.sock.sendto(carp, (str(self.group), 0))
+
+    def recv(self) -> bytes | None:
+        """One packet (IP header included), or None when nothing is waiting."""
+        try:
+            return self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return None
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,941 @@
+"""Unit tests of the CARP state machine (iprotate/carp.py) against CARP.md, with a fake clock.
+
+No sockets and no sleeping: `now` is a plain float, and a tiny in-test "wire" delivers each
+SendAdvert to the other live machines at the same instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from iprotate.carp import (
+    DRAIN_PATIENCE,
+    Action,
+    AddAddress,
+    CarpMachine,
+    DelAddress,
+    Dropped,
+    MachineConfig,
+    SendAdvert,
+    SendGarp,
+    State,
+    Transition,
+)
+from iprotate.planner import ladder
+from iprotate.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW
+
+VIP = IPv4Address("192.0.2.10")
+ME = IPv4Address("10.99.0.9")
+PEER = IPv4Address("10.99.0.20")
+NATIVE = IPv4Address("10.99.0.30")
+FAREWELL = (FAREWELL_ADVBASE, FAREWELL_ADVSKEW)
+
+
+def make(
+    advbase: int = 1,
+    advskew: int = 64,
+    *,
+    src: IPv4Address = ME,
+    dead_ratio: int = 3,
+    preempt: bool = True,
+    native_peers: Iterable[IPv4Address] = (),
+    garp_refresh: float = 0.0,
+    counter: int = 1000,
+) -> CarpMachine:
+    cfg = MachineConfig(
+        vip=VIP,
+        vhid=10,
+        src=src,
+        advbase=advbase,
+        advskew=advskew,
+        dead_ratio=dead_ratio,
+        preempt=preempt,
+        native_peers=frozenset(native_peers),
+        garp_refresh=garp_refresh,
+    )
+    return CarpMachine(cfg=cfg, counter=counter)
+
+
+def kinds(actions: list[Action]) -> list[type]:
+    return [type(a) for a in actions]
+
+
+def adverts(actions: list[Action]) -> list[SendAdvert]:
+    return [a for a in actions if isinstance(a, SendAdvert)]
+
+
+def started(m: CarpMachine, now: float = 0.0, **kw) -> CarpMachine:
+    m.start(now, **kw)
+    return m
+
+
+def as_master(m: CarpMachine, now: float = 0.0) -> float:
+    """Start `m` and let its master-down timer expire; returns the takeover time."""
+    m.start(now)
+    t = m.deadline
+    assert t is not None
+    out = m.timer(t)
+    assert m.state is State.MASTER, out
+    return t
+
+
+def run_timers(m: CarpMachine, until: float) -> list[tuple[float, Action]]:
+    """Call `timer` at every deadline up to `until` (the shell's loop); collect timed actions."""
+    got: list[tuple[float, Action]] = []
+    for _ in range(100_000):
+        t = m.deadline
+        if t is None or t > until:
+            return got
+        got += [(t, a) for a in m.timer(t)]
+    raise AssertionError("timer loop does not advance")
+
+
+# --- INIT -------------------------------------------------------------------------------------
+
+
+def test_init_start_goes_to_backup_releasing_address_and_arming_d():
+    m = make(advbase=2, advskew=100, dead_ratio=4)
+    assert m.state is State.INIT
+    assert m.deadline is None
+    out = m.start(10.0)
+    assert out[0] == DelAddress()
+    assert out[1:] == [Transition(State.INIT, State.BACKUP, "start")]
+    assert m.state is State.BACKUP
+    # D = advbase * dead_ratio + advskew/256: the skew is not multiplied.
+    assert m.deadline == pytest.approx(10.0 + 2 * 4 + 100 / 256)
+    assert not adverts(out)
+
+
+def test_init_ignores_adverts_and_timers_before_start():
+    m = make()
+    assert m.advert(1.0, PEER, 1, 0, 5) == []
+    assert m.timer(100.0) == []
+    assert m.state is State.INIT
+    assert m.deadline is None
+
+
+def test_advbase_zero_master_down_is_skew_only():
+    m = started(make(advbase=0, advskew=48, dead_ratio=7), 1.0)
+    assert m.deadline == pytest.approx(1.0 + 48 / 256)
+
+
+# --- BACKUP -----------------------------------------------------------------------------------
+
+
+def test_backup_d_expiry_becomes_master_in_order():
+    m = started(make(advbase=1, advskew=64))
+    d = m.deadline
+    assert d == pytest.approx(3.25)
+    assert m.timer(d - 0.001) == []
+    assert m.state is State.BACKUP
+    out = m.timer(d)
+    assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
+    assert out[0].old is State.BACKUP and out[0].new is State.MASTER
+    assert out[3] == SendAdvert(1, 64, 1000)
+    assert m.state is State.MASTER
+    assert m.since == d
+
+
+def test_backup_longer_interval_with_preempt_becomes_master_at_once():
+    m = started(make(advbase=1, advskew=64, preempt=True))
+    out = m.advert(1.0, PEER, 1, 128, 7)
+    assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
+    assert m.state is State.MASTER
+
+
+def test_backup_longer_interval_without_preempt_stays_and_restarts_d():
+    m = started(make(advbase=1, advskew=64, preempt=False))
+    out = m.advert(2.0, PEER, 1, 128, 7)
+    assert out == []
+    assert m.state is State.BACKUP
+    assert m.deadline == pytest.approx(2.0 + 3.25)
+
+
+@pytest.mark.parametrize("preempt", [False, True])
+def test_backup_farewell_beyond_timeout_takes_over_even_without_preempt(preempt):
+    m = started(make(advbase=1, advskew=64, preempt=preempt))
+    out = m.advert(1.0, PEER, *FAREWELL, 7)
+    assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
+    assert m.state is State.MASTER
+
+
+def test_backup_interval_just_beyond_timeout_takes_over_just_within_does_not():
+    # Our D = 1 * 3 + 64/256 = 3.25 s.
+    m = started(make(advbase=1, advskew=64, preempt=False))
+    assert m.advert(1.0, PEER, 3, 64, 1) == []  # 3.25: not beyond
+    assert m.state is State.BACKUP
+    out = m.advert(2.0, PEER, 3, 65, 2)  # 3.254: beyond
+    assert AddAddress() in out
+    assert m.state is State.MASTER
+
+
+def test_backup_other_valid_advert_restarts_d():
+    m = started(make(advbase=1, advskew=64))
+    first = m.deadline
+    assert m.advert(2.0, PEER, 1, 0, 7) == []  # shorter interval: a better master
+    assert m.state is State.BACKUP
+    assert m.deadline == pytest.approx(2.0 + 3.25)
+    assert m.deadline > first
+    assert m.advert(2.5, PEER, 1, 64, 8) == []  # equal interval: no preemption either
+    assert m.deadline == pytest.approx(2.5 + 3.25)
+    assert m.state is State.BACKUP
+    assert m.master_src == PEER
+
+
+def test_backup_never_advertises():
+    m = started(make(advbase=1, advskew=200))
+    out: list[Action] = []
+    for i in range(50):
+        out += m.advert(i * 1.0, PEER, 1, 0, i)
+        out += m.timer(i * 1.0 + 0.5)
+    assert not adverts(out)
+    assert m.state is State.BACKUP
+
+
+# --- MASTER -----------------------------------------------------------------------------------
+
+
+def test_master_shorter_interval_sends_last_advert_and_yields():
+    m = make(advbase=1, advskew=64)
+    t0 = as_master(m)
+    out = m.advert(t0 + 0.5, PEER, 1, 0, 7)
+    assert kinds(out) == [SendAdvert, Transition, DelAddress]
+    assert out[0] == SendAdvert(1, 64, 1001)
+    assert out[1].old is State.MASTER and out[1].new is State.BACKUP
+    assert m.state is State.BACKUP
+    assert m.deadline == pytest.approx(t0 + 0.5 + 3.25)
+
+
+def test_tiebreak_is_little_endian_as_ucarp_on_x86():
+    # 10.99.0.9 yields to 10.99.1.1 ...
+    m = make(src=IPv4Address("10.99.0.9"))
+    t0 = as_master(m)
+    out = m.advert(t0 + 0.1, IPv4Address("10.99.1.1"), 1, 64, 7)
+    assert kinds(out) == [SendAdvert, Transition, DelAddress]
+    assert m.state is State.BACKUP
+    # ... but beats 10.99.0.10.
+    m = make(src=IPv4Address("10.99.0.9"))
+    t0 = as_master(m)
+    out = m.advert(t0 + 0.1, IPv4Address("10.99.0.10"), 1, 64, 7)
+    assert kinds(out) == [SendGarp, SendAdvert]
+    assert m.state is State.MASTER
+
+
+def test_tiebreak_the_other_side_agrees():
+    # 10.99.1.1 hearing 10.99.0.9 with an equal interval stays master; 10.99.0.10 yields to it.
+    m = make(src=IPv4Address("10.99.1.1"))
+    t0 = as_master(m)
+    assert kinds(m.advert(t0 + 0.1, IPv4Address("10.99.0.9"), 1, 64, 7)) == [SendGarp, SendAdvert]
+    assert m.state is State.MASTER
+    m = make(src=IPv4Address("10.99.0.10"))
+    t0 = as_master(m)
+    assert DelAddress() in m.advert(t0 + 0.1, IPv4Address("10.99.0.9"), 1, 64, 7)
+    assert m.state is State.BACKUP
+
+
+@pytest.mark.parametrize(
+    ("src", "advbase", "advskew"),
+    [
+        (PEER, 1, 65),  # longer interval
+        (PEER, 2, 0),  # longer interval through advbase
+        (IPv4Address("10.99.0.10"), 1, 64),  # equal interval from a "higher" address
+    ],
+)
+def test_master_less_preferred_master_gets_garp_and_advert(src, advbase, advskew):
+    m = make(advbase=1, advskew=64)
+    t0 = as_master(m)
+    deadline = m.deadline
+    out = m.advert(t0 + 0.5, src, advbase, advskew, 7)
+    assert out == [SendGarp(), SendAdvert(1, 64, 1001)]
+    assert m.state is State.MASTER
+    assert m.deadline == deadline
+    assert m.master_src == ME
+
+
+def test_master_timing_adverts_every_interval_and_second_garp():
+    m = make(advbase=1, advskew=64)
+    t0 = as_master(m)
+    assert t0 == pytest.approx(3.25)
+    T = 1.25
+    got = run_timers(m, t0 + 20)
+    advert_times = [t for t, a in got if isinstance(a, SendAdvert)]
+    garp_times = [t for t, a in got if isinstance(a, SendGarp)]
+    assert advert_times == pytest.approx([t0 + k * T for k in range(1, 17)])
+    assert garp_times == pytest.approx([t0 + 2 * T])
+    assert all(a == SendAdvert(1, 64, a.counter) for _, a in got if isinstance(a, SendAdvert))
+    assert m.state is State.MASTER
+
+
+def test_master_timing_periodic_garp_refresh():
+    m = make(advbase=1, advskew=64, garp_refresh=5.0)
+    t0 = as_master(m)
+    got = run_timers(m, t0 + 30)
+    garp_times = [t for t, a in got if isinstance(a, SendGarp)]
+    assert garp_times == pytest.approx([t0 + 2.5 + 5 * k for k in range(6)])
+
+
+def test_master_timing_subsecond():
+    m = make(advbase=0, advskew=16)
+    t0 = as_master(m)
+    assert t0 == pytest.approx(16 / 256)
+    got = run_timers(m, t0 + 1.0)
+    advert_times = [t for t, a in got if isinstance(a, SendAdvert)]
+    assert advert_times == pytest.approx([t0 + k / 16 for k in range(1, 17)])
+
+
+def test_sent_counters_increase_by_one():
+    m = make(advbase=1, advskew=0, counter=(1 << 64) - 3)
+    t0 = as_master(m)
+    sent = [a.counter for _, a in run_timers(m, t0 + 5) if isinstance(a, SendAdvert)]
+    sent += [a.counter for a in m.advert(t0 + 5.5, PEER, 2, 0, 1) if isinstance(a, SendAdvert)]
+    # The takeover advert carried (1 << 64) - 3; the 64-bit counter wraps.
+    assert sent == [(1 << 64) - 2, (1 << 64) - 1, 0, 1, 2, 3]
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+def test_native_peer_replay_is_dropped_and_changes_nothing():
+    m = make(advbase=1, advskew=64, native_peers=[NATIVE])
+    m.start(0.0)
+    assert m.advert(1.0, NATIVE, 1, 0, 100) == []
+    before = (m.state, m.deadline, m.master_src, m.master_prio, m.counter)
+    for counter in (100, 99, 0):
+        assert m.advert(2.0, NATIVE, 1, 0, counter) == [Dropped("replay")]
+        assert (m.state, m.deadline, m.master_src, m.master_prio, m.counter) == before
+    # A replayed farewell must not make us master either.
+    assert m.advert(2.0, NATIVE, *FAREWELL, 50) == [Dropped("replay")]
+    assert m.state is State.BACKUP
+    # A fresh counter is accepted and restarts D.
+    assert m.advert(2.0, NATIVE, 1, 0, 101) == []
+    assert m.deadline == pytest.approx(2.0 + 3.25)
+
+
+def test_native_peer_replay_dropped_while_master():
+    m = make(advbase=1, advskew=64, native_peers=[NATIVE])
+    t0 = as_master(m)
+    assert kinds(m.advert(t0, NATIVE, 1, 100, 10)) == [SendGarp, SendAdvert]
+    # A replayed better advert does not demote us.
+    assert m.advert(t0 + 1, NATIVE, 1, 0, 10) == [Dropped("replay")]
+    assert m.state is State.MASTER
+
+
+def test_ucarp_peer_counters_are_not_checked():
+    m = make(advbase=1, advskew=64, native_peers=[NATIVE])
+    m.start(0.0)
+    for i, counter in enumerate([5, 5, 4, 0, 1 << 63, 3]):
+        now = 1.0 + i
+        assert m.advert(now, PEER, 1, 0, counter) == []
+        assert m.deadline == pytest.approx(now + 3.25)
+    assert m.state is State.BACKUP
+
+
+def test_replay_is_tracked_per_native_peer():
+    other = IPv4Address("10.99.0.31")
+    m = make(native_peers=[NATIVE, other])
+    m.start(0.0)
+    assert m.advert(1.0, NATIVE, 1, 0, 100) == []
+    assert m.advert(1.1, other, 1, 0, 5) == []  # other peer: its own sequence
+    assert m.advert(1.2, other, 1, 0, 5) == [Dropped("replay")]
+
+
+# --- link -------------------------------------------------------------------------------------
+
+
+def test_link_down_forces_backup_without_timers_and_ignores_adverts():
+    m = make(advbase=1, advskew=64)
+    t0 = as_master(m)
+    out = m.link(False, t0 + 1)
+    assert kinds(out) == [Transition, DelAddress]
+    assert not adverts(out)
+    assert m.state is State.BACKUP
+    assert m.deadline is None
+    # Adverts, even a farewell, are ignored; timers do nothing.
+    assert m.advert(t0 + 2, PEER, *FAREWELL, 1) == []
+    assert m.advert(t0 + 3, PEER, 1, 128, 2) == []
+    assert m.timer(t0 + 100) == []
+    assert m.state is State.BACKUP
+    assert m.deadline is None
+    assert m.link(False, t0 + 101) == []  # no change
+
+
+def test_link_down_in_backup_clears_timer():
+    m = started(make())
+    assert m.link(False, 1.0) == []  # already BACKUP, no address held
+    assert m.state is State.BACKUP
+    assert m.deadline is None
+
+
+def test_link_up_rejoins_as_backup_with_d_armed():
+    m = make(advbase=1, advskew=64)
+    t0 = as_master(m)
+    m.link(False, t0 + 1)
+    out = m.link(True, t0 + 10)
+    assert AddAddress() not in out and not adverts(out)
+    assert m.state is State.BACKUP
+    assert m.deadline == pytest.approx(t0 + 10 + 3.25)
+    # Rejoin: a better master keeps us backup, silence makes us master.
+    assert m.advert(t0 + 11, PEER, 1, 0, 1) == []
+    assert m.deadline == pytest.approx(t0 + 11 + 3.25)
+    out = m.timer(t0 + 11 + 3.25)
+    assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
+
+
+def test_link_up_holds_down_preemption():
+    m = make(advbase=1, advskew=0)
+    t0 = as_master(m)
+    m.link(False, t0 + 1)
+    m.link(True, t0 + 2, preempt_after=t0 + 20)
+    assert m.advert(t0 + 3, PEER, 1, 64, 1) == []
+    assert m.state is State.BACKUP
+    assert AddAddress() in m.advert(t0 + 21, PEER, 1, 64, 2)
+
+
+def test_link_changes_before_start():
+    m = make()
+    assert m.link(False, 0.0) == []
+    m.start(1.0)
+    assert m.state is State.BACKUP
+    assert m.deadline is None
+    m.link(True, 2.0)
+    assert m.deadline == pytest.approx(2.0 + 3.25)
+
+
+# --- hold-down --------------------------------------------------------------------------------
+
+
+def test_hold_down_returning_owner_waits_then_preempts():
+    owner = make(advbase=1, advskew=0)
+    owner.start(0.0, preempt_after=30.0)
+    # rank 1 is master with 1/64: longer than ours, but we are held down.
+    for t in range(1, 30):
+        assert owner.advert(float(t), PEER, 1, 64, t) == []
+        assert owner.state is State.BACKUP
+        assert owner.deadline == pytest.approx(t + 3.0)
+    out = owner.advert(30.0, PEER, 1, 64, 30)
+    assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
+
+
+def test_hold_down_does_not_stop_master_down_takeover():
+    owner = make(advbase=1, advskew=0)
+    owner.start(0.0, preempt_after=1000.0)
+    assert owner.deadline == pytest.approx(3.0)
+    out = owner.timer(3.0)
+    assert AddAddress() in out
+    assert owner.state is State.MASTER
+
+
+def test_hold_down_does_not_stop_farewell_takeover():
+    owner = make(advbase=1, advskew=0)
+    owner.start(0.0, preempt_after=1000.0)
+    assert AddAddress() in owner.advert(1.0, PEER, *FAREWELL, 1)
+
+
+# --- drain ------------------------------------------------------------------------------------
+
+
+def test_draining_master_says_farewell_and_holds_until_answered():
+    m = make(advbase=1, advskew=0)
+    t0 = as_master(m)
+    out = m.drain(t0 + 0.5)
+    assert out == [SendAdvert(*FAREWELL, 1001)]
+    assert m.state is State.MASTER
+    # Still master (address held) while nobody answers; adverts stay farewells until the patience.
+    got = run_timers(m, t0 + 0.5 + DRAIN_PATIENCE - 0.01)
+    assert [(a.advbase, a.advskew) for _, a in got if isinstance(a, SendAdvert)]
+    assert all((a.advbase, a.advskew) == FAREWELL for _, a in got if isinstance(a, SendAdvert))
+    assert not any(isinstance(a, DelAddress) for _, a in got)
+    assert m.state is State.MASTER
+    # A master answers (its advert is better than ours, whatever the interval): we yield.
+    out = m.advert(t0 + 2.0, PEER, 1, 64, 7)
+    assert kinds(out) == [SendAdvert, Transition, DelAddress]
+    assert m.state is State.BACKUP
+
+
+def test_drain_is_make_before_break_on_the_wire():
+    owner, rank1 = make(advbase=1, advskew=0, src=ME), make(advbase=1, advskew=64, src=PEER)
+    wire = Wire([owner, rank1])
+    wire.start_all(0.0)
+    wire.run_until(10.0)
+    assert wire.masters() == [owner]
+    log_start = len(wire.log)
+    wire.feed(owner, owner.drain(10.0))
+    assert wire.masters() == [rank1]
+    # Order of address actions: rank1 adds before the owner deletes.
+    addr = [(m, a) for m, a in wire.log[log_start:] if isinstance(a, AddAddress | DelAddress)]
+    assert addr == [(rank1, AddAddress()), (owner, DelAddress())]
+    wire.run_until(60.0)
+    assert wire.masters() == [rank1]
+    assert owner.state is State.BACKUP
+
+
+def test_drained_backup_never_preempts():
+    m = make(advbase=1, advskew=0)
+    m.start(0.0)
+    m.drain(0.5)
+    assert m.state is State.BACKUP
+    for t in range(1, 20):
+        assert m.advert(float(t), PEER, 1, 200, t) == []
+        assert m.state is State.BACKUP
+        # It waits as if its advskew were 255.
+        assert m.deadline == pytest.approx(t + 3 + 255 / 256)
+
+
+def test_drained_backup_alone_takes_the_vip_as_last_resort():
+    m = make(advbase=1, advskew=0)
+    m.start(0.0)
+    m.drain(0.0)
+    assert m.deadline == pytest.approx(3 + 255 / 256)
+    out = m.timer(m.deadline)
+    assert AddAddress() in out
+    assert m.state is State.MASTER
+    # It keeps it while nobody else is alive.
+    got = run_timers(m, 100.0)
+    assert not any(isinstance(a, DelAddress) for _, a in got)
+    assert m.state is State.MASTER
+
+
+def test_drained_master_alone_keeps_the_vip():
+    m = make(advbase=1, advskew=0)
+    t0 = as_master(m)
+    m.drain(t0)
+    got = run_timers(m, t0 + 100)
+    assert m.state is State.MASTER
+    assert not any(isinstance(a, DelAddress) for _, a in got)
+    sent = [(t, (a.advbase, a.advskew)) for t, a in got if isinstance(a, SendAdvert)]
+    # After its patience it stops saying farewell but keeps advertising, as the least preferred.
+    assert sent[-1][1] == (1, 255)
+    assert all(t > t0 + DRAIN_PATIENCE for t, p in sent if p != FAREWELL)
+    # A newcomer that preempts takes it (the draining host then yields).
+    out = m.advert(t0 + 101, PEER, 1, 64, 1)
+    assert DelAddress() in out
+    assert m.state is State.BACKUP
+
+
+def test_undrain_restores_preemption():
+    m = make(advbase=1, advskew=0)
+    m.start(0.0)
+    m.drain(0.0)
+    assert m.advert(1.0, PEER, 1, 64, 1) == []
+    assert m.state is State.BACKUP
+    assert m.undrain(2.0) == []
+    assert m.deadline == pytest.approx(2.0 + 3.0)  # back to its own timeout
+    out = m.advert(3.0, PEER, 1, 64, 2)
+    assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
+    assert out[-1].advskew == 0
+
+
+def test_undrain_with_hold_down():
+    m = make(advbase=1, advskew=0)
+    m.start(0.0)
+    m.drain(0.0)
+    m.undrain(2.0, preempt_after=10.0)
+    assert m.advert(3.0, PEER, 1, 64, 1) == []
+    assert AddAddress() in m.advert(10.0, PEER, 1, 64, 2)
+
+
+def test_drain_and_undrain_are_idempotent():
+    m = make()
+    t0 = as_master(m)
+    assert len(m.drain(t0)) == 1
+    assert m.drain(t0 + 0.1) == []
+    assert m.undrain(t0 + 0.2) == []
+    assert m.undrain(t0 + 0.3) == []
+    assert m.state is State.MASTER
+
+
+def test_undrained_master_advertises_at_its_own_pace_again():
+    m = make(advbase=0, advskew=16)
+    t0 = as_master(m)
+    m.drain(t0)
+    run_timers(m, t0 + 2.0)  # past the patience: now advertising 0/255 (~1 s)
+    m.undrain(t0 + 2.0)
+    # Backups of rank 1 wait 48/256 s: the next advert must come within our own interval.
+    assert m.deadline is not None
+    assert m.deadline <= t0 + 2.0 + 16 / 256 + 1e-9
+
+
+# --- stop -------------------------------------------------------------------------------------
+
+
+def test_stop_master_sends_farewell_then_releases():
+    m = make(advbase=1, advskew=64)
+    t0 = as_master(m)
+    out = m.stop(t0 + 1)
+    assert kinds(out)[:2] == [SendAdvert, DelAddress]
+    assert out[0] == SendAdvert(*FAREWELL, 1001)
+    assert not any(isinstance(a, SendGarp) for a in out)
+    assert m.state is State.INIT
+    assert m.deadline is None
+
+
+def test_stop_backup_sends_nothing_but_releases():
+    m = started(make())
+    out = m.stop(1.0)
+    assert DelAddress() in out
+    assert not any(isinstance(a, SendAdvert | SendGarp | AddAddress) for a in out)
+    assert m.state is State.INIT
+    assert m.deadline is None
+    assert m.advert(2.0, PEER, *FAREWELL, 1) == []
+    assert m.timer(100.0) == []
+
+
+def test_stop_then_start_rejoins():
+    m = make()
+    t0 = as_master(m)
+    m.stop(t0 + 1)
+    out = m.start(t0 + 2)
+    assert out[0] == DelAddress()
+    assert m.state is State.BACKUP
+    assert m.deadline == pytest.approx(t0 + 2 + 3.25)
+
+
+# --- several machines on a fake wire ----------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Wire:
+    """Machines on one segment. Every SendAdvert reaches the other live machines at the same `now`.
+
+    `alive` holds the machines that are fed (a crashed one is simply no longer fed). `holds`
+    follows each machine's Add/DelAddress actions.
+    """
+
+    machines: list[CarpMachine]
+    now: float = 0.0
+    alive: list[CarpMachine] = field(default_factory=list)
+    holds: dict[int, bool] = field(default_factory=dict)
+    log: list[tuple[CarpMachine, Action]] = field(default_factory=list)
+    took_at: dict[int, float] = field(default_factory=dict)  # id -> last AddAddress time
+
+    def start_all(self, now: float) -> None:
+        self.now = now
+        for m in self.machines:
+            self.start(m, now)
+
+    def start(self, m: CarpMachine, now: float, **kw) -> None:
+        self.now = now
+        if m not in self.alive:
+            self.alive.append(m)
+        self.feed(m, m.start(now, **kw))
+
+    def kill(self, m: CarpMachine) -> None:
+        self.alive.remove(m)
+
+    def replace(self, old: CarpMachine, new: CarpMachine) -> None:
+        """A crashed host comes back as a fresh process (new machine, new counter seed)."""
+        if old in self.alive:
+            self.alive.remove(old)
+        self.machines[self.machines.index(old)] = new
+        self.holds.pop(id(old), None)
+
+    def feed(self, sender: CarpMachine, actions: list[Action]) -> None:
+        queue = [(sender, a) for a in actions]
+        for _ in range(10_000):
+            if not queue:
+                return
+            m, a = queue.pop(0)
+            self.log.append((m, a))
+            if isinstance(a, AddAddress):
+                self.holds[id(m)] = True
+                self.took_at[id(m)] = self.now
+            elif isinstance(a, DelAddress):
+                self.holds[id(m)] = False
+            elif isinstance(a, SendAdvert):
+                for other in self.alive:
+                    if other is not m:
+                        got = other.advert(self.now, m.cfg.src, a.advbase, a.advskew, a.counter)
+                        assert Dropped("replay") not in got
+                        queue += [(other, b) for b in got]
+        raise AssertionError("advert storm: the machines never stop answering each other")
+
+    def run_until(self, until: float) -> None:
+        for _ in range(1_000_000):
+            due = [m.deadline for m in self.alive if m.deadline is not None]
+            if not due or min(due) > until:
+                self.now = until
+                return
+            self.now = min(due)
+            for m in list(self.alive):
+                if m in self.alive and m.deadline is not None and m.deadline <= self.now:
+                    self.feed(m, m.timer(self.now))
+            self.check()
+        raise AssertionError("clock loop does not advance")
+
+    def check(self) -> None:
+        for m in self.alive:
+            assert self.holds.get(id(m), False) == (m.state is State.MASTER)
+
+    def masters(self) -> list[CarpMachine]:
+        return [m for m in self.alive if m.state is State.MASTER]
+
+    def holders(self) -> list[CarpMachine]:
+        return [m for m in self.alive if self.holds.get(id(m))]
+
+
+def three(advbase: int) -> tuple[CarpMachine, CarpMachine, CarpMachine]:
+    skews = ladder(advbase, 3)
+    srcs = [IPv4Address(f"10.99.0.{i}") for i in (1, 2, 3)]
+    return tuple(
+        make(
+            advbase=advbase,
+            advskew=skew,
+            src=src,
+            native_peers=[s for s in srcs if s != src],
+            counter=1000 * (i + 1),
+        )
+        for i, (skew, src) in enumerate(zip(skews, srcs, strict=True))
+    )
+
+
+@pytest.mark.parametrize("advbase", [1, 0])
+def test_plan_order_failover_and_return(advbase):
+    owner, rank1, rank2 = three(advbase)
+    if advbase == 0:
+        assert (owner.cfg.advskew, rank1.cfg.advskew, rank2.cfg.advskew) == (16, 48, 112)
+    wire = Wire([owner, rank1, rank2])
+    wire.start_all(0.0)
+    wire.run_until(20.0)
+    # Everybody started together: the owner's D expires first and it wins.
+    assert wire.masters() == [owner]
+    assert wire.holders() == [owner]
+    assert rank1.state is State.BACKUP and rank2.state is State.BACKUP
+
+    # The owner dies (no farewell: just no longer fed).
+    died = wire.now
+    wire.kill(owner)
+    wire.run_until(died + 40.0)
+    assert wire.masters() == [rank1]
+    assert rank2.state is State.BACKUP
+    failover = wire.took_at[id(rank1)] - died
+    assert 0 < failover <= rank1.down_timeout
+    if advbase == 0:
+        assert failover < 0.3
+
+    # The owner comes back (a fresh process, counter seeded higher) and preempts; rank1 yields.
+    back = wire.now
+    new_owner = make(
+        advbase=advbase,
+        advskew=owner.cfg.advskew,
+        src=owner.cfg.src,
+        native_peers=owner.cfg.native_peers,
+        counter=10**9,
+    )
+    wire.replace(owner, new_owner)
+    wire.start(new_owner, back)
+    wire.run_until(back + 40.0)
+    assert wire.masters() == [new_owner]
+    assert wire.holders() == [new_owner]
+    assert rank1.state is State.BACKUP and rank2.state is State.BACKUP
+    # It took over within rank1's interval (it preempts on rank1's next advert).
+    assert wire.took_at[id(new_owner)] - back <= rank1.interval + 1e-9
+
+
+@pytest.mark.parametrize("advbase", [1, 0])
+def test_plan_order_rank2_after_rank1_dies_too(advbase):
+    owner, rank1, rank2 = three(advbase)
+    wire = Wire([owner, rank1, rank2])
+    wire.start_all(0.0)
+    wire.run_until(10.0)
+    wire.kill(owner)
+    wire.run_until(20.0)
+    assert wire.masters() == [rank1]
+    wire.kill(rank1)
+    died = wire.now
+    wire.run_until(40.0)
+    assert wire.masters() == [rank2]
+    assert wire.took_at[id(rank2)] - died <= rank2.down_timeout
+
+
+def test_plan_order_graceful_stop_hands_over_at_once():
+    owner, rank1, rank2 = three(1)
+    wire = Wire([owner, rank1, rank2])
+    wire.start_all(0.0)
+    wire.run_until(10.0)
+    assert wire.masters() == [owner]
+    wire.feed(owner, owner.stop(10.0))
+    wire.kill(owner)
+    assert wire.masters() == [rank1]  # at once, on the farewell
+    assert wire.took_at[id(rank1)] == 10.0
+    wire.run_until(30.0)
+    assert wire.masters() == [rank1]
+    # The owner restarts (same process, its counter goes on) and preempts again.
+    wire.start(owner, 30.0)
+    wire.run_until(40.0)
+    assert wire.masters() == [owner]
+
+
+def test_plan_order_hold_down_on_the_wire():
+    owner, rank1, rank2 = three(1)
+    wire = Wire([owner, rank1, rank2])
+    wire.start_all(0.0)
+    wire.run_until(10.0)
+    wire.feed(owner, owner.stop(10.0))
+    wire.kill(owner)
+    wire.run_until(20.0)
+    wire.start(owner, 20.0, preempt_after=50.0)
+    wire.run_until(49.0)
+    assert wire.masters() == [rank1]
+    wire.run_until(60.0)
+    assert wire.masters() == [owner]
+
+
+@pytest.mark.parametrize("advbase", [1, 0])
+def test_plan_order_drain_owner(advbase):
+    owner, rank1, rank2 = three(advbase)
+    wire = Wire([owner, rank1, rank2])
+    wire.start_all(0.0)
+    wire.run_until(10.0)
+    wire.feed(owner, owner.drain(10.0))
+    wire.run_until(30.0)
+    assert wire.masters() == [rank1]
+    assert wire.holders() == [rank1]
+    wire.feed(owner, owner.undrain(30.0))
+    wire.run_until(40.0)
+    assert wire.masters() == [owner]
+
+
+def test_two_drained_hosts_alone_settle_on_one():
+    # Both hosts drained, nobody else alive: one of them must keep the VIP (last resort), without
+    # handing it back and forth.
+    a, b = make(advbase=1, advskew=0, src=ME), make(advbase=1, advskew=64, src=PEER)
+    wire = Wire([a, b])
+    wire.start_all(0.0)
+    wire.run_until(10.0)
+    assert wire.masters() == [a]
+    wire.feed(b, b.drain(10.0))
+    wire.feed(a, a.drain(10.0))
+    wire.run_until(60.0)
+    assert len(wire.masters()) == 1
+    assert len(wire.holders()) == 1
+    n = len(wire.log)
+    wire.run_until(120.0)
+    assert not any(isinstance(x, Transition) for _, x in wire.log[n:])
+
+
+def test_two_drained_backups_alone_settle_on_one():
+    a, b = make(advbase=1, advskew=0, src=ME), make(advbase=1, advskew=64, src=PEER)
+    a.drain(0.0)
+    b.drain(0.0)
+    wire = Wire([a, b])
+    wire.start_all(0.0)
+    wire.run_until(60.0)
+    assert len(wire.masters()) == 1
+    n = len(wire.log)
+    wire.run_until(120.0)
+    assert not any(isinstance(x, Transition) for _, x in wire.log[n:])
+
+
+# --- properties -------------------------------------------------------------------------------
+
+SRCS = [PEER, NATIVE, IPv4Address("10.99.1.1"), IPv4Address("10.99.0.10")]
+
+events = st.one_of(
+    st.tuples(
+        st.just("advert"),
+        st.floats(0, 3),
+        st.sampled_from(SRCS),
+        st.sampled_from([0, 1, 2, 3, 255]),
+        st.integers(0, 255),
+        st.integers(0, 20),
+    ),
+    st.tuples(st.just("timer"), st.floats(0, 5)),
+    st.tuples(st.just("link"), st.floats(0, 3), st.booleans()),
+    st.tuples(st.just("drain"), st.floats(0, 3)),
+    st.tuples(st.just("undrain"), st.floats(0, 3)),
+    st.tuples(st.just("stop"), st.floats(0, 3)),
+    st.tuples(st.just("start"), st.floats(0, 3), st.floats(0, 10)),
+)
+
+configs = st.builds(
+    lambda advbase, advskew, preempt, garp, dead: make(
+        advbase=advbase,
+        advskew=advskew if advbase else max(advskew, 16),
+        preempt=preempt,
+        garp_refresh=garp,
+        dead_ratio=dead,
+        native_peers=[NATIVE],
+        counter=5,
+    ),
+    st.sampled_from([0, 1, 2]),
+    st.integers(0, 255),
+    st.booleans(),
+    st.sampled_from([0.0, 0.7]),
+    st.integers(1, 4),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(m=configs, evs=st.lists(events, max_size=40), start_first=st.booleans())
+def test_random_event_sequences_keep_invariants(m, evs, start_first):
+    now = 0.0
+    held = False
+    last_sent: int | None = None
+
+    def apply(actions: list[Action], t: float, ev: str) -> None:
+        nonlocal held, last_sent
+        for a in actions:
+            assert isinstance(a, Action)
+            if isinstance(a, AddAddress):
+                held = True
+            elif isinstance(a, DelAddress):
+                held = False
+            elif isinstance(a, SendAdvert):
+                if last_sent is not None:
+                    assert a.counter == (last_sent + 1) & ((1 << 64) - 1)
+                last_sent = a.counter
+        assert isinstance(m.state, State)
+        assert held == (m.state is State.MASTER), (ev, actions)
+        d = m.deadline
+        if ev == "timer":
+            assert d is None or d > t, (ev, d, t)
+        else:
+            assert d is None or d >= t, (ev, d, t)
+        if m.state is State.BACKUP and m.link_up:
+            assert d is not None
+        if m.state is State.INIT:
+            assert d is None
+        if m.state is State.BACKUP:
+            assert not any(isinstance(a, SendAdvert | SendGarp) for a in actions) or ev == "advert"
+
+    def catch_up(t: float) -> None:
+        # The shell's contract: timer(now) no later than each deadline.
+        for _ in range(100_000):
+            d = m.deadline
+            if d is None or d > t:
+                return
+            apply(m.timer(d), d, "timer")
+        raise AssertionError("timer loop does not advance")
+
+    if start_first:
+        apply(m.start(now), now, "start")
+    for ev in evs:
+        kind, dt = ev[0], ev[1]
+        t = now + dt
+        if kind == "timer":
+            # Possibly late: timer(t) must still leave nothing due.
+            apply(m.timer(t), t, "timer")
+            now = t
+            continue
+        catch_up(t)
+        now = t
+        if kind == "advert":
+            _, _, src, advbase, advskew, counter = ev
+            out = m.advert(now, src, advbase, advskew, counter)
+        elif kind == "link":
+            out = m.link(ev[2], now)
+        elif kind == "drain":
+            out = m.drain(now)
+        elif kind == "undrain":
+            out = m.undrain(now)
+        elif kind == "stop":
+            out = m.stop(now)
+        else:
+            out = m.start(now, preempt_after=now + ev[2])
+        apply(out, now, kind)
