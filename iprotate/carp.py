@@ -193,7 +193,9 @@ class CarpMachine:
         theirs = interval_key(advbase, advskew)
         ours = interval_key(self.cfg.advbase, self.advskew)
         if self.state is State.BACKUP:
-            if interval(advbase, advskew) > self.down_timeout:
+            # A drained backup is a last resort: it takes over on D expiry only (taking the
+            # farewell too made two drained hosts hand the VIP back and forth forever).
+            if interval(advbase, advskew) > self.down_timeout and not self.drained:
                 return self._to_master(
                     now, f"{src} advertises {advbase}/{advskew}, past our timeout"
                 )
@@ -204,8 +206,13 @@ class CarpMachine:
         # MASTER
         yields = theirs < ours or (theirs == ours and _tiebreak(src) < _tiebreak(self.cfg.src))
         if self.drained and self._drain_deadline is not None:
-            # Draining: anyone who answers as master takes over (we advertise the farewell).
-            yields = True
+            # Draining: anyone who answers as master takes over (we advertise the farewell). Another
+            # draining master is no taker: between two farewells the address decides, so exactly
+            # one of them keeps the VIP.
+            if (advbase, advskew) == (FAREWELL_ADVBASE, FAREWELL_ADVSKEW):
+                yields = _tiebreak(src) < _tiebreak(self.cfg.src)
+            else:
+                yields = True
         if yields:
             out: list[Action] = [self._advert()]
             out += self._to_backup(now, f"{src} is master with {advbase}/{advskew}")
@@ -267,6 +274,10 @@ class CarpMachine:
         self.preempt_after = now if preempt_after is None else preempt_after
         if self.state is State.BACKUP and self._down_at is not None:
             self._down_at = now + self.down_timeout
+        if self.state is State.MASTER and self._advert_at is not None:
+            # Back to our own pace at once: a drained master advertised every advbase + 255/256,
+            # longer than our backups' timeout when advbase is 0.
+            self._advert_at = min(self._advert_at, now + self.interval)
         return []
 
     def stop(self, now: float) -> list[Action]:

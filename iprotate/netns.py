@@ -155,8 +155,8 @@ class Segment:
         try:
             p = subprocess.Popen(
                 ["ip", "netns", "exec", self.members[name].netns, *argv],
-                stdout=out,
-                stderr=subprocess.STDOUT,
+                stdout=kw.pop("stdout", out),
+                stderr=out,
                 stdin=subprocess.DEVNULL,
                 **kw,  # type: ignore[arg-type]
             )

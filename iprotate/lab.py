@@ -1,0 +1,226 @@
+"""The lab: a whole cluster on one machine, hosts as network namespaces on one bridge.
+
+`Lab` writes a cluster file, builds the segment (N hosts and a client), runs `iprotate run` on the
+native hosts and Debian's ucarp, with the lines `iprotate ucarp` generates, on the legacy ones, and
+can fail, stop and restore hosts. The client runs `iprotate.probe`, so the lab shows who holds each
+VIP the way a client sees it: which MAC answers ARP. The integration tests stand on the same class.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from iprotate.config import load_cluster
+from iprotate.netns import Segment
+from iprotate.plan import Plan
+from iprotate.planner import make_plan
+
+NAMES = (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
+    "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu"
+).split()
+CLIENT = "client"
+CLIENT_OCTET = 200
+FIRST_VIP = 10
+PASSWORD = "lab-secret"
+
+
+def lab_cluster_toml(
+    hosts: int,
+    vips: int,
+    legacy: int = 0,
+    advbase: int = 1,
+    dead_ratio: int = 3,
+    extra_cluster: dict[str, Any] | None = None,
+) -> str:
+    """The cluster file of a lab: hosts alpha, bravo, ...; the last `legacy` ones run ucarp."""
+    if not 1 <= hosts <= len(NAMES):
+        raise ValueError(f"a lab has 1..{len(NAMES)} hosts")
+    if not 1 <= vips <= 255 - FIRST_VIP:
+        raise ValueError(f"a lab has 1..{255 - FIRST_VIP} VIPs")
+    if not 0 <= legacy <= hosts:
+        raise ValueError("more legacy hosts than hosts")
+    lines = [
+        "# Written by `iprotate lab`.",
+        "[cluster]",
+        'interface = "eth1"',
+        'password_file = "password"',
+        f"advbase = {advbase}",
+        f"dead_ratio = {dead_ratio}",
+    ]
+    for k, v in (extra_cluster or {}).items():
+        lines.append(f"{k} = {json.dumps(v)}")
+    for i in range(hosts):
+        lines += ["", "[[hosts]]", f'name = "{NAMES[i]}"', f'address = "198.51.100.{i + 1}"']
+        if i >= hosts - legacy:
+            lines.append('engine = "ucarp"')
+    last = FIRST_VIP + vips - 1
+    lines += ["", "[[vips]]", f'pool = "203.0.113.{FIRST_VIP}-203.0.113.{last}/24"', ""]
+    return "\n".join(lines)
+
+
+@dataclass
+class Lab:
+    """A running lab. Use as a context manager: everything it made goes on exit."""
+
+    workdir: Path
+    hosts: int = 3
+    vips: int = 9
+    legacy: int = 0
+    advbase: int = 1
+    dead_ratio: int = 3
+    extra_cluster: dict[str, Any] | None = None
+    run_args: tuple[str, ...] = ()
+    seg: Segment = field(default_factory=Segment)
+    procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
+    _probe: subprocess.Popen[bytes] | None = None
+    _probe_buf: bytes = b""
+    view: dict[str, list[str]] = field(default_factory=dict)  # vip -> hosts answering ARP
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir)
+        self.cluster_file = self.workdir / "cluster.toml"
+        self.cluster_file.write_text(
+            lab_cluster_toml(
+                self.hosts, self.vips, self.legacy, self.advbase, self.dead_ratio, self.extra_cluster
+            )
+        )
+        pw = self.workdir / "password"
+        pw.write_text(PASSWORD + "\n")
+        pw.chmod(0o600)
+        self.plan: Plan = make_plan(load_cluster(self.cluster_file))
+        self.names = list(self.plan.cluster.host_names)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Lab:
+        self.seg.__enter__()
+        try:
+            for h in self.plan.cluster.hosts:
+                self.seg.add(h.name, int(str(h.address).rsplit(".", 1)[1]))
+            self.seg.add(CLIENT, CLIENT_OCTET, "eth0")
+            self.macs = {self.seg.members[n].mac: n for n in self.names}
+        except BaseException:
+            self.seg.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every process (by PID) and remove every namespace and link the lab made."""
+        self.procs.clear()
+        self._probe = None
+        self.seg.close()
+
+    # --- hosts -------------------------------------------------------------------------------
+
+    def start(self, name: str) -> None:
+        """Start the host's engine: `iprotate run`, or its ucarp processes if it is legacy."""
+        log = str(self.workdir / f"{name}.log")
+        host = self.plan.cluster.host(name)
+        if host.engine == "ucarp":
+            self.procs[name] = [
+                self.seg.spawn(name, argv, log=log) for argv in self.ucarp_argvs(name)
+            ]
+        else:
+            argv = [sys.executable, "-m", "iprotate", "run", str(self.cluster_file)]
+            argv += ["--host", name, *self.run_args]
+            self.procs[name] = [self.seg.spawn(name, argv, log=log)]
+
+    def start_all(self) -> None:
+        for n in self.names:
+            self.start(n)
+
+    def kill(self, name: str) -> None:
+        """A hard failure: the engine killed (SIGKILL) and the cable pulled."""
+        for p in self.procs.pop(name, []):
+            Segment.stop(p, signal.SIGKILL)
+        self.seg.link(name, False)
+
+    def stop(self, name: str) -> list[int | None]:
+        """A clean stop (SIGTERM); returns the exit codes."""
+        ps = self.procs.pop(name, [])
+        for p in ps:
+            Segment.stop(p, signal.SIGTERM)
+        return [p.returncode for p in ps]
+
+    def restore(self, name: str) -> None:
+        """Plug the cable back and start the engine again."""
+        self.seg.link(name, True)
+        if name not in self.procs:
+            self.start(name)
+
+    def running(self, name: str) -> bool:
+        return any(p.poll() is None for p in self.procs.get(name, []))
+
+    def ucarp_argvs(self, name: str) -> list[list[str]]:
+        """The ucarp command lines `iprotate ucarp` generates for a legacy host, made runnable in
+        the lab: the repository's up/down scripts and the lab's password file."""
+        from iprotate.ucarp import lab_argvs
+
+        return lab_argvs(self.plan, name, self.workdir / "password", _contrib_dir())
+
+    # --- what the hosts and the client see ---------------------------------------------------
+
+    def holders(self) -> dict[str, list[str]]:
+        """Ground truth: which hosts have each VIP configured."""
+        out: dict[str, list[str]] = {str(v.ip): [] for v in self.plan.vips}
+        for n in self.names:
+            for a in self.seg.addresses(n):
+                ip = a.split("/")[0]
+                if ip in out:
+                    out[ip].append(n)
+        return out
+
+    def start_probe(self, period: float = 0.2) -> None:
+        """Start the client's ARP prober; `poll_probe` reads its answers."""
+        argv = [sys.executable, "-m", "iprotate.probe", "--interface", "eth0"]
+        argv += ["--src", f"198.51.100.{CLIENT_OCTET}", "--period", str(period)]
+        argv += [str(v.ip) for v in self.plan.vips]
+        self._probe = self.seg.spawn(CLIENT, argv, stdout=subprocess.PIPE)
+        assert self._probe.stdout is not None
+        os.set_blocking(self._probe.stdout.fileno(), False)
+
+    def poll_probe(self, timeout: float = 0.0) -> list[tuple[float, dict[str, list[str]]]]:
+        """The probe rounds that arrived since the last call, as (t, {vip: [host, ...]})."""
+        assert self._probe is not None and self._probe.stdout is not None
+        fd = self._probe.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if ready:
+            try:
+                self._probe_buf += os.read(fd, 1 << 20)
+            except BlockingIOError:
+                pass
+        rounds = []
+        *lines, self._probe_buf = self._probe_buf.split(b"\n")
+        for line in lines:
+            r = json.loads(line)
+            view = {v: [self.macs.get(m, m) for m in ms] for v, ms in r["macs"].items()}
+            rounds.append((r["t"], view))
+            self.view = view
+        return rounds
+
+    def vip(self, address: str | IPv4Address) -> Any:
+        ip = IPv4Address(str(address).split("/")[0])
+        return next(v for v in self.plan.vips if v.ip == ip)
+
+
+def _contrib_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "contrib" / "ucarp"
