@@ -30,7 +30,9 @@ What iprotate adds, each kept to the same three states:
   A master-down timeout still takes over at once: an unserved VIP is never left waiting.
 - Drain: a draining master advertises the farewell values until another host answers as master,
   then yields (make-before-break: the new master holds the address before the old one lets go). A
-  drained backup never preempts and waits as if its advskew were 255: a last resort only.
+  drained backup never preempts, does not take a farewell either (it takes over on D expiry only)
+  and waits as if its advskew were 255: a last resort only. Two draining masters hearing each
+  other's farewell settle by the address tie-break, so exactly one keeps the VIP.
 - Stop: a master sends the farewell advert and releases the address.
 - Replay: adverts from native peers must carry a counter above the last one seen from that peer.
   ucarp peers copy and restart counters (CARP.md), so theirs are not checked.

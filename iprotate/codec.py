@@ -39,16 +39,17 @@ class Reject(enum.Enum):
     """Why a packet was dropped. Values are short snake_case strings, usable as metric labels.
 
     The decode functions raise the first group; the receive path (which knows its own address,
-    vhids, group and passwords) uses the second for the checks it makes after decoding.
+    vhids, group and passwords) uses the second for the checks it makes after decoding. Where
+    ucarp would accept the packet, the comment says so: no CARP sender produces those.
     """
 
     # Raised by decode_packet / decode_advert.
     SHORT = "short"  # fewer bytes than an IPv4 header, or than 36 CARP bytes after it
-    LONG = "long"  # more than 36 bytes after the IP header (ucarp's checksum would not cover them)
-    NOT_IPV4 = "not_ipv4"  # IP version nibble is not 4
+    LONG = "long"  # over 36 bytes after the IP header (ucarp sums only 36: a zero tail passes)
+    NOT_IPV4 = "not_ipv4"  # IP version nibble is not 4 (the kernel never delivers one)
     BAD_IHL = "bad_ihl"  # IP header length field below 5 words
-    IP_OPTIONS = "ip_options"  # IP header longer than 20 bytes; no CARP sender uses options
-    BAD_LENGTH = "bad_length"  # IP total length field differs from the bytes received
+    IP_OPTIONS = "ip_options"  # IP header longer than 20 bytes (ucarp accepts, summing them)
+    BAD_LENGTH = "bad_length"  # IP total length differs from the bytes given (the kernel trims)
     BAD_PROTO = "bad_proto"  # IP protocol is not 112
     BAD_TTL = "bad_ttl"  # TTL is not 255: the packet crossed a router (ucarp: "Bad TTL")
     BAD_VERSION = "bad_version"  # CARP version nibble is not 2 (ucarp: "Bad version")
@@ -230,8 +231,9 @@ def decode_packet(data: bytes) -> Packet:
     """Decode a whole IPv4 packet as a raw IPPROTO 112 socket returns it. Raises DecodeError.
 
     Checks in ucarp's order where ucarp checks too; the checksum, like ucarp's, is the sum over
-    the IP header and the 36 CARP bytes together. The caller still checks source, vhid,
-    destination group and digest.
+    the IP header and the 36 CARP bytes together. Not checked, as in ucarp: TOS, id, flags and
+    fragment offset (the kernel reassembles), authlen, pad, counter. The caller still checks
+    source, destination group, vhid and digest.
     """
     data = bytes(data)
     if len(data) < IP_HEADER_LEN:

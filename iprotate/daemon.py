@@ -230,9 +230,16 @@ class Daemon:
                 raise OSError(err.code, f"ip addr {op} {v.address}: {err}") from None
 
     def _log_status(self) -> None:
+        """SIGUSR1: one line per VIP and one with the counters (drops by reason among them)."""
+        now = asyncio.get_running_loop().time()
         for key, m in self.node.machines.items():
             v = self.node.vips[key]
-            log.info("%s vhid %d: %s since %.1f", v.address, v.vhid, m.state.value, m.since)
+            log.info(
+                "status %s vhid %d: %s for %.1f s, %d transitions",
+                v.address, v.vhid, m.state.value, now - m.since, m.transitions,
+            )  # fmt: skip
+        counts = " ".join(f"{k}={n}" for k, n in sorted(self.node.counters.items()))
+        log.info("status counters: %s", counts or "none")
 
 
 async def _collect(call: Any) -> list[Any]:

@@ -92,7 +92,12 @@ class Lab:
         self.cluster_file = self.workdir / "cluster.toml"
         self.cluster_file.write_text(
             lab_cluster_toml(
-                self.hosts, self.vips, self.legacy, self.advbase, self.dead_ratio, self.extra_cluster
+                self.hosts,
+                self.vips,
+                self.legacy,
+                self.advbase,
+                self.dead_ratio,
+                self.extra_cluster,
             )
         )
         pw = self.workdir / "password"

@@ -68,7 +68,9 @@ def probe_rounds(interface: str, src: IPv4Address, vips: list[IPv4Address], peri
 @click.argument("vips", nargs=-1, required=True)
 def main(interface: str, src: str, period: float, vips: tuple[str, ...]) -> None:
     """Print one JSON line per round: which MACs answered ARP for each VIP."""
-    for t, macs in probe_rounds(interface, IPv4Address(src), [IPv4Address(v) for v in vips], period):
+    for t, macs in probe_rounds(
+        interface, IPv4Address(src), [IPv4Address(v) for v in vips], period
+    ):
         sys.stdout.write(json.dumps({"t": t, "macs": macs}) + "\n")
         sys.stdout.flush()
 

@@ -1,8 +1,8 @@
 """ucarp 1.5.2 configuration for hosts that cannot run iprotate: pure, no I/O.
 
-From a :class:`~iprotate.plan.Plan` and a host name this module builds, for every VIP the host takes
-part in, the argv of one ucarp process with the plan's vhid, advbase, advskew, preempt, dead ratio and
-group, and renders it as shell lines, Debian ifupdown stanzas or systemd units. The CLI
+From a :class:`~iprotate.plan.Plan` and a host name this module builds, for every VIP the host
+takes part in, the argv of one ucarp process with the plan's vhid, advbase, advskew, preempt, dead
+ratio and group, and renders it as shell lines, Debian ifupdown stanzas or systemd units. The CLI
 (:mod:`iprotate.cli.ucarp_cmd`) only prints what is built here.
 
 Conventions (see ../shared/CARP.md for ucarp's real behaviour):
@@ -307,8 +307,8 @@ def systemd_text_all(insts: Sequence[Instance], cluster_path: str) -> str:
 
 # --- Debian ifupdown -----------------------------------------------------------------------------
 
-# Debian's hook expands ucarp-password unquoted: whitespace splits it, *?[ glob, a trailing backslash
-# continues the line in the interfaces file.
+# Debian's hook expands ucarp-password unquoted: whitespace splits it, *?[ glob; a trailing
+# backslash continues the line in the interfaces file.
 _IFUPDOWN_BAD = re.compile(r"[\s*?\[\\]|[^\x21-\x7e]")
 
 
@@ -343,8 +343,8 @@ def ifupdown(plan: Plan, insts: Sequence[Instance]) -> str:
     for i in insts:
         if i.mcast is not None:
             problems.append(
-                f"{i.vip.vip.source} ({i.vip.address}) is in group {i.vip.group}: Debian's hook has "
-                f"no multicast option (ucarp would use {DEFAULT_GROUP})"
+                f"{i.vip.vip.source} ({i.vip.address}) is in group {i.vip.group}: Debian's "
+                f"hook has no multicast option (ucarp would use {DEFAULT_GROUP})"
             )
         if len(alias_name(i)) > IFNAMSIZ:
             problems.append(f"alias interface {alias_name(i)} is longer than {IFNAMSIZ} characters")

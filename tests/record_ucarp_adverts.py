@@ -35,20 +35,6 @@ HOST_A = "198.51.100.1"  # where ucarp runs
 HOST_B = "198.51.100.2"  # where packets are captured (or injected)
 PREFIX_LEN = 24
 
-# The presets recorded into the fixture file: vhid edges, sub-second advbase, skew 255, the
-# longest password ucarp takes and a non-ASCII one (its UTF-8 bytes are the HMAC key).
-PRESETS_JSON = [
-    {"vhid": 1, "password": "secret", "vip": "203.0.113.1", "advbase": 1, "advskew": 0},
-    {
-        "vhid": 42,
-        "password": "0123456789abcdefghi",
-        "vip": "203.0.113.42",
-        "advbase": 0,
-        "advskew": 100,
-    },
-    {"vhid": 255, "password": "pässwörd", "vip": "203.0.113.254", "advbase": 2, "advskew": 255},
-]
-
 # Runs inside the capture namespace: join the group on the interface (CARP.md: joining without
 # an ifindex fails in a namespace with no default route), then print each packet as hex.
 RECEIVER = r"""
@@ -76,6 +62,15 @@ class Preset:
     vip: str
     advbase: int
     advskew: int
+
+
+# The presets recorded into the fixture file: vhid edges, sub-second advbase, skew 255, the
+# longest password ucarp takes and a non-ASCII one (its UTF-8 bytes are the HMAC key).
+PRESETS = [
+    Preset(vhid=1, password="secret", vip="203.0.113.1", advbase=1, advskew=0),
+    Preset(vhid=42, password="0123456789abcdefghi", vip="203.0.113.42", advbase=0, advskew=100),
+    Preset(vhid=255, password="pässwörd", vip="203.0.113.254", advbase=2, advskew=255),
+]
 
 
 def ucarp_argv(preset: Preset, interface: str, srcip: str, *extra: str) -> list[str]:
@@ -280,8 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _exit_on_signal)
 
-    presets = [Preset(**p) for p in PRESETS_JSON]
-    captures = capture(presets, args.count, args.timeout)
+    captures = capture(PRESETS, args.count, args.timeout)
     version = subprocess.run(
         ["dpkg-query", "-W", "-f", "${Version}", "ucarp"], capture_output=True, text=True
     ).stdout

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from iprotate import ucarp
 from iprotate.cli import main
-from iprotate.config import parse_cluster
+from iprotate.config import load_cluster, parse_cluster
 from iprotate.model import DEFAULT_GROUP
 from iprotate.plan import Plan
 from iprotate.planner import make_plan
@@ -100,7 +100,7 @@ def run_cli(*args: str) -> Any:
     return CliRunner().invoke(main, ["ucarp", *map(str, args)])
 
 
-# --- the argv against the plan ---------------------------------------------------------------------
+# --- the argv against the plan -------------------------------------------------------------------
 
 
 def check_against_plan(plan: Plan, opts: ucarp.UcarpOptions) -> int:
@@ -214,8 +214,11 @@ def test_argv_matches_plan_property(
 
 def test_scripts_precedence(plan: Plan) -> None:
     opts = ucarp.UcarpOptions(upscript="/u.sh", downscript="/d.sh")
-    by_ip = {str(i.vip.ip): i for h in ("alpha", "bravo", "charlie", "delta")
-             for i in ucarp.instances(plan, h, opts)}  # fmt: skip
+    by_ip = {
+        str(i.vip.ip): i
+        for h in ("alpha", "bravo", "charlie", "delta")
+        for i in ucarp.instances(plan, h, opts)
+    }
     assert by_ip["203.0.113.40"].upscript == "/opt/vip up.sh"  # the VIP's own
     assert by_ip["203.0.113.40"].downscript == "/d.sh"  # the option
     assert by_ip["203.0.113.41"].downscript == "/opt/down%$.sh"
@@ -276,7 +279,8 @@ def test_shell_lines_round_trip(plan: Plan) -> None:
 
 
 def test_systemd_units(plan: Plan) -> None:
-    insts = ucarp.instances(plan, "delta") + ucarp.instances(plan, "charlie")
+    insts = ucarp.instances(plan, "charlie")  # with no -P, a VIP of its own and odd scripts
+    assert any(i.mcast for i in insts) and not any(i.preempt for i in insts)
     units = ucarp.systemd_units(insts, "test.toml")
     assert len(units) == len(insts)
     assert len({p for p, _ in units}) == len(units)
@@ -362,11 +366,14 @@ def test_ifupdown_stanzas() -> None:
 def test_ifupdown_refuses_what_the_hook_cannot_do(plan: Plan) -> None:
     insts = ucarp.instances(plan, "alpha")
     assert any(i.mcast for i in insts)
-    with pytest.raises(ucarp.UcarpError, match="224.0.0.19"):
+    with pytest.raises(ucarp.UcarpError, match=r"224\.0\.0\.19"):
         ucarp.ifupdown(plan, insts)
     for bad in ("two words", "glob*", "back\\slash"):
-        data = {**CLUSTER, "cluster": {**CLUSTER["cluster"], "password": bad}, "vips": [
-            {"address": "203.0.113.10/24"}]}  # fmt: skip
+        data = {
+            **CLUSTER,
+            "cluster": {**CLUSTER["cluster"], "password": bad},
+            "vips": [{"address": "203.0.113.10/24"}],
+        }
         p = make(data)
         with pytest.raises(ucarp.UcarpError, match="password"):
             ucarp.ifupdown(p, ucarp.instances(p, "alpha"))
@@ -389,9 +396,12 @@ def test_passfile_content() -> None:
 
 
 def test_notes(plan: Plan) -> None:
-    assert any("iprotate run" in n for n in ucarp.notes(plan, "alpha", ucarp.instances(plan, "alpha")))
-    assert not any("iprotate run" in n for n in ucarp.notes(plan, "delta", ucarp.instances(plan, "delta")))
-    assert any("gratuitous ARP" in n for n in ucarp.notes(plan, "bravo", ucarp.instances(plan, "bravo")))
+    def notes(host: str) -> str:
+        return "\n".join(ucarp.notes(plan, host, ucarp.instances(plan, host)))
+
+    assert "iprotate run" in notes("alpha")  # engine = "iprotate"
+    assert "iprotate run" not in notes("delta")
+    assert "gratuitous ARP" in notes("bravo")  # VIPs on eth2, adverts on eth1
 
 
 # --- the command ----------------------------------------------------------------------------------
@@ -434,7 +444,7 @@ def cluster_file(tmp_path: Path) -> Path:
 def test_cli_shell(cluster_file: Path) -> None:
     r = run_cli(cluster_file, "--host", "charlie")
     assert r.exit_code == 0, r.output
-    p = make_plan(parse_cluster_file(cluster_file))
+    p = make_plan(load_cluster(cluster_file))
     lines = r.stdout.splitlines()
     assert len(lines) == len(p.for_host("charlie"))
     for line, v in zip(lines, p.for_host("charlie"), strict=True):
@@ -450,15 +460,21 @@ def test_cli_shell(cluster_file: Path) -> None:
     assert "iprotate run" not in r.stderr
 
 
-def parse_cluster_file(path: Path) -> Any:
-    from iprotate.config import load_cluster
-
-    return load_cluster(path)
-
-
 def test_cli_options(cluster_file: Path) -> None:
-    r = run_cli(cluster_file, "--host", "bravo", "--foreground", "--passfile", "/x/pw",
-                "--upscript", "/x/up", "--downscript", "/x/down", "--ucarp", UCARP_BIN)  # fmt: skip
+    r = run_cli(
+        cluster_file,
+        "--host",
+        "bravo",
+        "--foreground",
+        "--passfile",
+        "/x/pw",
+        "--upscript",
+        "/x/up",
+        "--downscript",
+        "/x/down",
+        "--ucarp",
+        UCARP_BIN,
+    )
     assert r.exit_code == 0, r.output
     for line in r.stdout.splitlines():
         values, flags = parse_argv(shlex.split(line))
@@ -535,10 +551,11 @@ def test_cli_iprotate_host_gets_a_note(cluster_file: Path) -> None:
 
 
 def test_cli_host_without_vips(tmp_path: Path) -> None:
-    body = EXAMPLE_BODY.replace('pool = "203.0.113.10-203.0.113.15/24"', 'address = "203.0.113.10/24"')
+    body = EXAMPLE_BODY.replace("203.0.113.10-203.0.113.15/24", "203.0.113.10/24")
+    body = body.replace("pool =", "address =")
     body = body.replace("dead_ratio = 3", "dead_ratio = 3\nbackups = 0")
     path = write_cluster(tmp_path, body)
-    p = make_plan(parse_cluster_file(path))
+    p = make_plan(load_cluster(path))
     idle = [h for h in ("alpha", "bravo", "charlie") if not p.for_host(h)]
     assert idle
     for fmt in ("shell", "json", "systemd", "ifupdown"):
@@ -561,7 +578,8 @@ def test_cli_write_passfile(cluster_file: Path, tmp_path: Path) -> None:
     assert PASSWORD not in r.stdout + r.stderr
     # Rewriting keeps the mode (the file is replaced, never written in place).
     pf.chmod(0o644)
-    assert run_cli(cluster_file, "--host", "charlie", "--passfile", pf, "--write-passfile").exit_code == 0
+    r = run_cli(cluster_file, "--host", "charlie", "--passfile", pf, "--write-passfile")
+    assert r.exit_code == 0, r.output
     assert stat.S_IMODE(pf.stat().st_mode) == 0o600
 
 
@@ -652,8 +670,13 @@ def segment() -> Iterator[Any]:
             pids = [p.pid for p in seg.procs]
     finally:
         seg.close()
-    left = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-            check=True).stdout.split() if n.startswith(seg.prefix)]  # fmt: skip
+    left = [
+        n
+        for n in subprocess.run(
+            ["ip", "netns", "list"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        if n.startswith(seg.prefix)
+    ]
     assert not left, f"namespaces left behind: {left}"
     assert not [p for p in pids if pid_alive(p)], "processes left behind"
 
@@ -693,7 +716,7 @@ def test_real_ucarp_from_generated_lines(segment: Any, tmp_path: Path) -> None:
     taken over by the other host, and stopping everything removes every VIP."""
     seg = segment
     path = write_cluster(tmp_path, TWO_HOSTS)
-    p = make_plan(parse_cluster_file(path))
+    p = make_plan(load_cluster(path))
     up, down = install_scripts(tmp_path)
     passfile = tmp_path / "ucarp-password"
     r = run_cli(path, "--host", "alpha", "--passfile", passfile, "--write-passfile")
@@ -734,6 +757,7 @@ def test_real_ucarp_from_generated_lines(segment: Any, tmp_path: Path) -> None:
     bound = 1 * 3 + 2
     took = wait_for(settled, bound + 2)
     assert took is not None, f"not settled after {bound + 2} s:\n" + logs(logfiles)
+    print(f"settled {took:.2f} s after start")
     time.sleep(2.5)  # and it stays that way
     assert settled(), logs(logfiles)
     for (host, vip), proc in procs.items():
@@ -749,9 +773,9 @@ def test_real_ucarp_from_generated_lines(segment: Any, tmp_path: Path) -> None:
     # ...and bravo takes it over within its master-down time plus ucarp's 1 s lag.
     skew = next(v for v in p.vips if str(v.ip) == alpha_vip).advskew_of("bravo")
     bound_takeover = 1 * 3 + skew / 256 + 1 + 1
-    took = wait_for(lambda: vips_on(seg, "bravo") == {f"{ip}/24" for ip in owner},
-                    bound_takeover)  # fmt: skip
+    took = wait_for(lambda: vips_on(seg, "bravo") == {f"{ip}/24" for ip in owner}, bound_takeover)
     assert took is not None, "bravo did not take over:\n" + logs(logfiles)
+    print(f"bravo took {alpha_vip} over {took:.2f} s after alpha stopped")
 
     for (host, _), proc in procs.items():
         if host == "bravo":
@@ -779,11 +803,14 @@ def test_real_vip_interface_and_debian_hook(segment: Any, tmp_path: Path) -> Non
     path = write_cluster(tmp_path, body)
     up, down = install_scripts(tmp_path)
     m = seg.add("alpha", 1)
-    seg.run("alpha", "ip", "link", "add", "eth2", "type", "dummy")
-    seg.run("alpha", "ip", "link", "set", "eth2", "up")
+    # A second NIC for the VIPs (a veth pair inside the namespace: no dummy module needed).
+    seg.run("alpha", "ip", "link", "add", "eth2", "type", "veth", "peer", "name", "eth2peer")
+    for dev in ("eth2", "eth2peer"):
+        seg.run("alpha", "ip", "link", "set", dev, "up")
 
-    r = run_cli(path, "--host", "alpha", "--format", "ifupdown", "--upscript", up,
-                "--downscript", down)  # fmt: skip
+    r = run_cli(
+        path, "--host", "alpha", "--format", "ifupdown", "--upscript", up, "--downscript", down
+    )
     assert r.exit_code == 0, r.output
     assert "warning:" in r.stderr
     (iface, opts), *rest = stanzas(r.stdout).items()
@@ -792,8 +819,12 @@ def test_real_vip_interface_and_debian_hook(segment: Any, tmp_path: Path) -> Non
     ifquery = shutil.which("ifquery")
     if ifquery:  # ifupdown itself reads the stanza the same way
         (tmp_path / "interfaces").write_text(r.stdout)
-        q = subprocess.run([ifquery, "-i", str(tmp_path / "interfaces"), iface],
-                           capture_output=True, text=True, check=True)  # fmt: skip
+        q = subprocess.run(
+            [ifquery, "-i", str(tmp_path / "interfaces"), iface],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert dict(x.split(": ", 1) for x in q.stdout.splitlines()) == opts
     env = {
         "PATH": "/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin",
@@ -810,8 +841,12 @@ def test_real_vip_interface_and_debian_hook(segment: Any, tmp_path: Path) -> Non
 
     def daemons() -> list[int]:
         out = subprocess.run(["ip", "netns", "pids", m.netns], capture_output=True, text=True)
-        return [int(x) for x in out.stdout.split() if Path(f"/proc/{x}/comm").exists()
-                and Path(f"/proc/{x}/comm").read_text().strip() == "ucarp"]  # fmt: skip
+        return [
+            int(x)
+            for x in out.stdout.split()
+            if Path(f"/proc/{x}/comm").exists()
+            and Path(f"/proc/{x}/comm").read_text().strip() == "ucarp"
+        ]
 
     (pid,) = daemons()
     try:

@@ -1,4 +1,4 @@
-"""`iprotate ucarp`: the ucarp 1.5.2 command lines (or ifupdown stanzas, systemd units) for a host."""
+"""`iprotate ucarp`: ucarp 1.5.2 command lines (or ifupdown stanzas, systemd units) for a host."""
 
 from __future__ import annotations
 

@@ -1,0 +1,243 @@
+"""The engine for real: `iprotate run` in network namespaces, real sockets, a real client.
+
+Each test builds its own lab (a bridge, host namespaces and a client, all named uniquely and
+removed afterwards, also on failure) and checks what the hosts have configured and what the client
+sees. Timing bounds come from the protocol (CARP.md), not from guesses.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iprotate import codec
+from iprotate.lab import CLIENT, Lab
+from iprotate.timing import master_down
+
+pytestmark = pytest.mark.netns
+
+WIRE_TOOL = str(Path(__file__).with_name("wire_tool.py"))
+
+
+@pytest.fixture
+def make_lab(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
+    labs: list[Lab] = []
+
+    def make(**kw: Any) -> Lab:
+        lab = Lab(tmp_path, **kw)
+        labs.append(lab)
+        lab.__enter__()
+        return lab
+
+    yield make
+    for lab in labs:
+        lab.close()
+
+
+def wait_for(what: Callable[[], bool], timeout: float, step: float = 0.02) -> float:
+    """Seconds until `what()` is true; fails the test after `timeout`."""
+    t0 = time.monotonic()
+    while True:
+        if what():
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"not true after {timeout:.2f} s")
+        time.sleep(step)
+
+
+def settled(lab: Lab, down: set[str] = frozenset()) -> Callable[[], bool]:  # type: ignore[assignment]
+    """Every VIP configured on exactly the live host the plan says, with `down` failed (a killed
+    host's leftovers do not count: its cable is out)."""
+    want = {str(v.ip): [v.holder(down)] for v in lab.plan.vips}
+
+    def check() -> bool:
+        seen = {ip: [h for h in hs if h not in down] for ip, hs in lab.holders().items()}
+        return seen == want
+
+    return check
+
+
+def takeover_bound(lab: Lab, failed: str) -> float:
+    """The protocol's bound for the failed host's VIPs: the slowest first backup's timeout."""
+    c = lab.plan.cluster
+    return max(
+        master_down(c.advbase, v.advskew[1], c.dead_ratio)
+        for v in lab.plan.vips
+        if v.owner == failed
+    )
+
+
+def client_mac(lab: Lab, vip: IPv4Address) -> str | None:
+    out = lab.seg.run(CLIENT, "ip", "neigh", "show", str(vip), "dev", "eth0")
+    m = re.search(r"lladdr (\S+)", out)
+    return m.group(1) if m else None
+
+
+def status_counters(lab: Lab, host: str) -> dict[str, int]:
+    """Ask a running daemon for its counters (SIGUSR1 logs them) and read them from its log."""
+    (proc,) = lab.procs[host]
+    log = lab.workdir / f"{host}.log"
+    before = log.read_text().count("status counters:")
+    os.kill(proc.pid, signal.SIGUSR1)
+    wait_for(lambda: log.read_text().count("status counters:") > before, 2.0)
+    line = log.read_text().rsplit("status counters:", 1)[1].splitlines()[0]
+    return {k: int(n) for k, n in (kv.split("=") for kv in line.split() if "=" in kv)}
+
+
+def test_owner_fails_and_returns(make_lab: Callable[..., Lab]) -> None:
+    lab = make_lab(hosts=3, vips=9)
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+
+    # The client reaches every VIP at its owner's MAC.
+    for v in lab.plan.vips:
+        lab.seg.run(CLIENT, "ping", "-c", "1", "-W", "1", str(v.ip))
+        assert client_mac(lab, v.ip) == lab.seg.members[v.owner].mac, v.address
+
+    owner = lab.names[0]
+    mine = [v for v in lab.plan.vips if v.owner == owner]
+    assert mine
+    lab.kill(owner)
+    took = wait_for(settled(lab, {owner}), 10.0)
+    assert took <= takeover_bound(lab, owner) + 0.5
+    # The new holders announced themselves: the client's entries moved without a new ARP query.
+    for v in mine:
+        assert client_mac(lab, v.ip) == lab.seg.members[v.holder({owner})].mac, v.address
+
+    lab.restore(owner)
+    wait_for(settled(lab), 8.0)
+    for v in mine:
+        wait_for(lambda v=v: client_mac(lab, v.ip) == lab.seg.members[owner].mac, 2.0)
+
+
+def test_clean_stop_hands_over_before_the_timeout(make_lab: Callable[..., Lab]) -> None:
+    lab = make_lab(hosts=3, vips=9)
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    leaving = lab.names[1]
+    t0 = time.monotonic()
+    codes = lab.stop(leaving)
+    wait_for(settled(lab, {leaving}), 3.0, step=0.01)
+    took = time.monotonic() - t0
+    assert codes == [0]
+    assert took < 1.0 < takeover_bound(lab, leaving)
+    assert lab.seg.addresses(leaving) == ["198.51.100.2/24"]
+
+
+def test_restart_after_sigkill_removes_leftovers(make_lab: Callable[..., Lab]) -> None:
+    lab = make_lab(hosts=2, vips=4)
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    host = lab.names[0]
+    (proc,) = lab.procs.pop(host)
+    lab.seg.stop(proc, signal.SIGKILL)  # the cable stays in: the addresses stay behind
+    lab.seg.link(host, False)
+    wait_for(settled(lab, {host}), 8.0)
+    assert any(a.startswith("203.0.113.") for a in lab.seg.addresses(host))
+    lab.restore(host)  # cable in, engine started: it must clean up before it takes part
+    wait_for(settled(lab), 8.0)
+
+
+def test_link_down_releases_and_link_up_rejoins(make_lab: Callable[..., Lab]) -> None:
+    lab = make_lab(hosts=2, vips=4)
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    host = lab.names[0]
+    lab.seg.link(host, False)  # the engine keeps running
+    wait_for(lambda: not any(a.startswith("203.") for a in lab.seg.addresses(host)), 2.0)
+    wait_for(settled(lab, {host}), 8.0)
+    lab.seg.link(host, True)
+    wait_for(settled(lab), 8.0)
+    assert lab.running(host)
+
+
+def _advert(vip: Any, src: str, password: bytes, **over: Any) -> bytes:
+    """A whole IP packet advertising `vip` with a priority better than any host's."""
+    fields = {"vhid": vip.vhid, "advbase": 0, "advskew": 1, "counter": 1 << 62}
+    fields.update({k: v for k, v in over.items() if k in fields})
+    carp = codec.encode_advert(vip=vip.ip, password=password, **fields)
+    carp = carp[: over.get("cut", 36)] + b"\0" * over.get("pad", 0)
+    return codec.build_ip_packet(IPv4Address(src), vip.group, carp, ttl=over.get("ttl", 255))
+
+
+def test_bad_packets_are_dropped_and_counted(make_lab: Callable[..., Lab]) -> None:
+    lab = make_lab(hosts=3, vips=3)
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    owner = lab.names[0]
+    v = next(v for v in lab.plan.vips if v.owner == owner)
+    pw = lab.plan.cluster.password
+    stranger = "198.51.100.99"
+    bad = {
+        "bad_digest": _advert(v, stranger, b"wrong-password"),
+        "unknown_vhid": _advert(v, stranger, pw, vhid=200),
+        "bad_ttl": _advert(v, stranger, pw, ttl=254),
+        "short": _advert(v, stranger, pw, cut=30),
+        "long": _advert(v, stranger, pw, pad=4),
+    }
+    before = status_counters(lab, owner)
+    for _ in range(3):
+        lab.seg.run(CLIENT, sys.executable, WIRE_TOOL, "send", "eth0", str(v.group),
+                    *(p.hex() for p in bad.values()))  # fmt: skip
+        time.sleep(0.2)
+    time.sleep(1.0)
+    assert settled(lab)(), "a bad packet changed who holds a VIP"
+    after = status_counters(lab, owner)
+    for reason in bad:
+        assert after.get(f"drop_{reason}", 0) - before.get(f"drop_{reason}", 0) == 3, reason
+    assert after.get("to_backup", 0) == before.get("to_backup", 0)
+
+
+def test_replayed_adverts_do_not_hold_off_a_takeover(make_lab: Callable[..., Lab]) -> None:
+    lab = make_lab(hosts=3, vips=3)
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    owner = lab.names[0]
+    v = next(v for v in lab.plan.vips if v.owner == owner)
+    src = str(lab.plan.cluster.host(owner).address)
+    out = lab.seg.run(CLIENT, sys.executable, WIRE_TOOL, "capture", "eth0", str(v.group), "2.5")
+    captured = []
+    for h in out.split():
+        p = codec.decode_packet(bytes.fromhex(h))
+        if str(p.src) == src and p.advert.vhid == v.vhid:
+            captured.append(h)
+    assert captured, "no advert of the owner captured"
+
+    # The owner dies (cable in, so only its adverts stop); an attacker replays what it said.
+    (proc,) = lab.procs.pop(owner)
+    lab.seg.stop(proc, signal.SIGKILL)
+    t0 = time.monotonic()
+    rank1 = v.order[1]
+    while time.monotonic() - t0 < takeover_bound(lab, owner) + 0.5:
+        lab.seg.run(CLIENT, sys.executable, WIRE_TOOL, "send", "eth0", str(v.group), *captured)
+        if str(v.address) in lab.seg.addresses(rank1):
+            break
+        time.sleep(0.3)
+    assert str(v.address) in lab.seg.addresses(rank1), "the replayed adverts held it off"
+    assert status_counters(lab, rank1).get("drop_replay", 0) >= 1
+
+
+def test_subsecond_failover(make_lab: Callable[..., Lab]) -> None:
+    lab = make_lab(hosts=3, vips=3, advbase=0)
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    owner = lab.names[0]
+    v = next(v for v in lab.plan.vips if v.owner == owner)
+    rank1 = v.order[1]
+    (proc,) = lab.procs.pop(owner)
+    os.kill(proc.pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    lab.seg.link(owner, False)
+    took = wait_for(lambda: str(v.address) in lab.seg.addresses(rank1), 2.0, step=0.005)
+    proc.wait()
+    assert took < 0.3, f"sub-second failover took {took:.3f} s"
+    assert time.monotonic() - t0 >= took

@@ -1,0 +1,47 @@
+"""Run inside a test namespace: send crafted CARP packets, or capture real ones.
+
+    python wire_tool.py send IFACE GROUP HEX [HEX ...]    one raw IPv4 packet per HEX (IP_HDRINCL)
+    python wire_tool.py capture IFACE GROUP SECONDS        print the hex of every CARP packet seen
+
+Only ever sends to the CARP group on the test's own interface.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import sys
+import time
+
+
+def _join(s: socket.socket, iface: str, group: str) -> None:
+    ifindex = socket.if_nametoindex(iface)
+    mreqn = struct.pack("=4s4si", socket.inet_aton(group), b"\0" * 4, ifindex)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
+
+
+def send(iface: str, group: str, packets: list[str]) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)  # IP_HDRINCL implied
+    _join(s, iface, group)
+    for h in packets:
+        s.sendto(bytes.fromhex(h), (group, 0))
+
+
+def capture(iface: str, group: str, seconds: float) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+    _join(s, iface, group)
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if select.select([s], [], [], left)[0]:
+            print(s.recv(2048).hex(), flush=True)
+
+
+if __name__ == "__main__":
+    cmd, iface, group, *rest = sys.argv[1:]
+    if cmd == "send":
+        send(iface, group, rest)
+    else:
+        capture(iface, group, float(rest[0]))
