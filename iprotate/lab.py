@@ -8,6 +8,7 @@ VIP the way a client sees it: which MAC answers ARP. The integration tests stand
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -26,9 +27,10 @@ from iprotate.plan import Plan
 from iprotate.planner import make_plan
 
 NAMES = (
-    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
-    "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu"
-).split()
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
+    "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango",
+    "uniform", "victor", "whiskey", "xray", "yankee", "zulu",
+)  # fmt: skip
 CLIENT = "client"
 CLIENT_OCTET = 200
 FIRST_VIP = 10
@@ -209,10 +211,8 @@ class Lab:
         fd = self._probe.stdout.fileno()
         ready, _, _ = select.select([fd], [], [], timeout)
         if ready:
-            try:
+            with contextlib.suppress(BlockingIOError):
                 self._probe_buf += os.read(fd, 1 << 20)
-            except BlockingIOError:
-                pass
         rounds = []
         *lines, self._probe_buf = self._probe_buf.split(b"\n")
         for line in lines:
