@@ -50,6 +50,9 @@ while (left := deadline - time.monotonic()) > 0:
         print(sock.recv(65535).hex(), flush=True)
 """
 
+# /usr/sbin may be missing from a non-root PATH.
+UCARP = shutil.which("ucarp") or ("/usr/sbin/ucarp" if Path("/usr/sbin/ucarp").exists() else None)
+
 _serial = itertools.count()
 
 
@@ -76,7 +79,7 @@ PRESETS = [
 def ucarp_argv(preset: Preset, interface: str, srcip: str, *extra: str) -> list[str]:
     """The ucarp command line for preset, logging to stdout/stderr only."""
     return [
-        shutil.which("ucarp") or "ucarp",
+        UCARP or "ucarp",
         f"--interface={interface}",
         f"--srcip={srcip}",
         f"--vhid={preset.vhid}",
@@ -270,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("needs root (network namespaces, raw sockets)")
-    if shutil.which("ucarp") is None:
+    if UCARP is None:
         parser.error("ucarp is not installed")
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _exit_on_signal)
