@@ -80,8 +80,9 @@ def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None)
     up_script = _opt_str(pr, "cluster.up_script", cl.get("up_script"))
     down_script = _opt_str(pr, "cluster.down_script", cl.get("down_script"))
 
-    hosts = _hosts(pr, data.get("hosts"), cl_if, cl_vip_if, cl_preempt)
-    vips = _vips(pr, data.get("vips"), default_group, {h.name for h in hosts})
+    names: set[str] = set()  # every well-formed host name, even of hosts with other problems
+    hosts = _hosts(pr, data.get("hosts"), cl_if, cl_vip_if, cl_preempt, names)
+    vips = _vips(pr, data.get("vips"), default_group, names)
 
     host_addrs = {h.address: h.name for h in hosts}
     for v in vips:
@@ -108,7 +109,12 @@ def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None)
 
 
 def _hosts(
-    pr: _Problems, raw: Any, cl_if: str | None, cl_vip_if: str | None, cl_preempt: bool
+    pr: _Problems,
+    raw: Any,
+    cl_if: str | None,
+    cl_vip_if: str | None,
+    cl_preempt: bool,
+    all_names: set[str],
 ) -> list[Host]:
     if not isinstance(raw, list) or not raw:
         what = "missing" if raw is None or raw == [] else "must be an array of tables"
@@ -132,6 +138,7 @@ def _hosts(
             pr.add(f"{key}.name", f"{name!r} is already hosts[{names[name]}]")
         else:
             names[name] = i
+            all_names.add(name)
         addr = _address(pr, f"{key}.address", h.get("address"))
         if addr is not None and addr in addrs:
             pr.add(f"{key}.address", f"{addr} is already the address of hosts[{addrs[addr]}]")
@@ -202,7 +209,11 @@ def _vips(pr: _Problems, raw: Any, default_group: IPv4Address, host_names: set[s
             seen[addr.ip] = src
             member_vhid = vhid + j if vhid is not None else None
             if member_vhid is not None and member_vhid > 255:
-                pr.add(f"{key}.vhid", f"the pool needs vhids up to {member_vhid}; at most 255")
+                last = vhid + len(members) - 1
+                pr.add(
+                    f"{key}.vhid",
+                    f"{vhid} + {len(members)} addresses needs vhids up to {last}; at most 255",
+                )
                 break
             out.append(Vip(addr, src, group, member_vhid, owner, up, down))
     return out
@@ -329,7 +340,7 @@ def _pool(pr: _Problems, key: str, value: Any) -> list[IPv4Interface]:
     first = _interface(ends, key, f"{first_s.strip()}/{prefix}")
     last = _interface(ends, key, f"{last_s.strip()}/{prefix}")
     if first is None or last is None:
-        pr.add(key, f"{value!r}: {ends.items[0].split(': ', 1)[1]}")
+        pr.add(key, f"{value!r} is not a pool {how}: {ends.items[0].split(': ', 1)[1]}")
         return []
     n = int(last.ip) - int(first.ip) + 1
     if n < 1 or n > MAX_POOL:

@@ -120,12 +120,14 @@ def fail_text(plan: Plan, failed: Iterable[str]) -> str:
 
 
 def _worst(plan: Plan, k: int) -> dict[str, Any]:
-    """The failure of `k` hosts that leaves the most loaded survivor carrying most."""
+    """The failure of `k` hosts that leaves the most loaded survivor carrying most (`down`, `max`),
+    and the most VIPs any failure of `k` hosts leaves unserved (`unserved`)."""
     names = plan.cluster.host_names
     if len(names) <= k:
         return {"down": None, "max": None, "unserved": None}
     base = plan.load()
     best: dict[str, Any] = {"down": None, "max": -1, "unserved": 0}
+    worst_unserved = 0
     # Only VIPs of the failed hosts (or those failing over to them) move: start from the base load.
     involved: dict[str, list[Any]] = {n: [] for n in names}
     for v in plan.vips:
@@ -152,8 +154,9 @@ def _worst(plan: Plan, k: int) -> dict[str, Any]:
                     load[after] += 1
         top = max(load.values())
         if top > best["max"]:
-            best = {"down": list(down), "max": top, "unserved": unserved}
-        best["unserved"] = max(best["unserved"], unserved)
+            best = {"down": list(down), "max": top}
+        worst_unserved = max(worst_unserved, unserved)
+    best["unserved"] = worst_unserved
     return best
 
 
@@ -180,7 +183,7 @@ def stats_text(s: dict[str, Any]) -> str:
         lines.append(
             f"worst after any {label} failure: {w['max']} VIPs on one survivor "
             f"(ideal {s['ideal'][ideal]}), e.g. with {', '.join(w['down'])} down"
-            + (f"; {w['unserved']} VIPs unserved" if w["unserved"] else "")
+            + (f"; up to {w['unserved']} VIPs unserved" if w["unserved"] else "")
         )
     return "\n".join(lines)
 
