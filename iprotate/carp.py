@@ -282,6 +282,22 @@ class CarpMachine:
             self._advert_at = min(self._advert_at, now + self.interval)
         return []
 
+    def reconfigure(self, cfg: MachineConfig, now: float) -> list[Action]:
+        """A reload changed this VIP's priorities (same VIP and vhid). No transition here: a
+        master advertises its new skew at once and a better backup preempts it by the usual rules;
+        a backup's timeout follows its new skew."""
+        if cfg == self.cfg:
+            return []
+        if (cfg.vip, cfg.vhid) != (self.cfg.vip, self.cfg.vhid):
+            raise ValueError("reconfigure keeps the VIP and vhid; stop and start a new machine")
+        self.cfg = cfg
+        if self.state is State.BACKUP and self._down_at is not None:
+            self._down_at = now + self.down_timeout
+        if self.state is State.MASTER:
+            self._advert_at = now + self.interval
+            return [self._advert()]
+        return []
+
     def stop(self, now: float) -> list[Action]:
         """Leave: a master says farewell so backups take over at once; release the address."""
         out: list[Action] = []

@@ -17,7 +17,7 @@ from ipaddress import AddressValueError, IPv4Address, IPv4Interface, NetmaskValu
 from pathlib import Path
 from typing import Any
 
-from iprotate.model import DEFAULT_GROUP, Cluster, ClusterError, Host, Vip
+from iprotate.model import DEFAULT_GROUP, Cluster, ClusterError, Host, RunSettings, Vip
 
 MAX_PASSWORD = 19  # ucarp refuses longer ones
 MAX_POOL = 65536
@@ -30,7 +30,11 @@ CLUSTER_KEYS = {
 }  # fmt: skip
 HOST_KEYS = {"name", "address", "interface", "vip_interface", "weight", "engine", "preempt"}
 VIP_KEYS = {"address", "pool", "vhid", "owner", "group", "up_script", "down_script"}
-TOP_KEYS = {"cluster", "hosts", "vips"}
+TOP_KEYS = {"cluster", "hosts", "vips", "run"}
+RUN_KEYS = {
+    "hold_down", "stagger", "garp_refresh", "control_socket", "control_group", "state_dir",
+    "metrics", "hook_timeout",
+}  # fmt: skip
 
 
 @dataclass
@@ -80,6 +84,8 @@ def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None)
     up_script = _opt_str(pr, "cluster.up_script", cl.get("up_script"))
     down_script = _opt_str(pr, "cluster.down_script", cl.get("down_script"))
 
+    run = _run(pr, data.get("run", {}))
+
     names: set[str] = set()  # every well-formed host name, even of hosts with other problems
     hosts = _hosts(pr, data.get("hosts"), cl_if, cl_vip_if, cl_preempt, names)
     vips = _vips(pr, data.get("vips"), default_group, names)
@@ -102,6 +108,7 @@ def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None)
         up_script=up_script,
         down_script=down_script,
         warnings=tuple(pr.warnings),
+        run=run,
     )
 
 
@@ -221,6 +228,26 @@ def _vips(pr: _Problems, raw: Any, default_group: IPv4Address, host_names: set[s
 
 def _names(names: set[str]) -> str:
     return ", ".join(sorted(names)) or "no valid hosts"
+
+
+def _run(pr: _Problems, raw: Any) -> RunSettings:
+    """[run]: how `iprotate run` behaves on every host (command-line options override)."""
+    if not isinstance(raw, dict):
+        pr.add("run", "must be a table ([run])")
+        return RunSettings()
+    _unknown(pr, "run", raw, RUN_KEYS)
+    d = RunSettings()
+    out = {}
+    for key, hi in (("hold_down", 3600), ("stagger", 60), ("garp_refresh", 3600),
+                    ("hook_timeout", 3600)):  # fmt: skip
+        v = raw.get(key, getattr(d, key))
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= hi:
+            pr.add(f"run.{key}", f"{v!r} is not a number of seconds in 0..{hi}")
+            v = getattr(d, key)
+        out[key] = float(v)
+    for key in ("control_socket", "state_dir", "control_group", "metrics"):
+        out[key] = _opt_str(pr, f"run.{key}", raw.get(key, getattr(d, key)))
+    return RunSettings(**out)  # type: ignore[arg-type]
 
 
 def _password(pr: _Problems, cl: dict[str, Any], base_dir: Path) -> bytes:

@@ -10,22 +10,40 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from pyroute2 import AsyncIPRoute, NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_LINK
 
 from iprotate import codec
-from iprotate.carp import AddAddress, DelAddress, Dropped, SendAdvert, SendGarp, Transition
+from iprotate.carp import (
+    AddAddress,
+    DelAddress,
+    Dropped,
+    SendAdvert,
+    SendGarp,
+    State,
+    Transition,
+)
+from iprotate.config import load_cluster
+from iprotate.control import ControlServer
 from iprotate.garp import GarpSender
+from iprotate.hooks import HookRunner, hook_for
+from iprotate.metrics import serve as serve_metrics
+from iprotate.model import ClusterError
 from iprotate.node import Effect, Node
 from iprotate.plan import Plan, VipPlan
+from iprotate.planner import make_plan
+from iprotate.sdnotify import Notifier
+from iprotate.status import build_status
 from iprotate.wire import CarpSocket
 
 log = logging.getLogger("iprotate")
@@ -39,9 +57,17 @@ class StartError(Exception):
 
 @dataclass(frozen=True)
 class RunOptions:
+    """How the engine runs; the defaults are `[run]` in the cluster file's defaults."""
+
     hold_down: float = 0.0
     stagger: float = 0.0
     garp_refresh: float = 0.0
+    control_socket: str | None = None  # None: no control socket
+    control_group: str | None = None
+    state_dir: str | None = None  # where the drained state survives restarts; None: nowhere
+    metrics: str | None = None  # listen address of the Prometheus exporter
+    hook_timeout: float = 10.0
+    cluster_file: str | None = None  # re-read on SIGHUP / reload
 
 
 class Daemon:
@@ -54,18 +80,22 @@ class Daemon:
         self.node = Node.build(
             plan,
             host,
-            counter_seed=time.time_ns() // 1000,
+            counter_seed=_counter_seed(),
             hold_down=self.options.hold_down,
             stagger=self.options.stagger,
             garp_refresh=self.options.garp_refresh,
         )
         self.sockets: dict[IPv4Address, CarpSocket] = {}
         self.garp: GarpSender | None = None
+        self.hooks = HookRunner(timeout=self.options.hook_timeout, logger=log)
+        self.notifier = Notifier()
         self._effects: asyncio.Queue[list[Effect] | None] = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
         self._vip_index = 0
         self._adv_index = 0
+        self._takeover_started: dict[tuple[IPv4Address, int], float] = {}
+        self._drain_all = False
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -73,17 +103,33 @@ class Daemon:
         loop = asyncio.get_running_loop()
         ipr = AsyncIPRoute()
         watch = AsyncIPRoute()
+        control = None
+        exporter = None
+        tasks: list[asyncio.Task[None]] = []
         try:
             await watch.bind(groups=RTMGRP_LINK)
             self._adv_index, running = await self._link(ipr, self.host.interface)
             self._vip_index, _ = await self._link(ipr, self.host.vip_interface)
             await self._cleanup(ipr)
             self._open_sockets()
-            executor = asyncio.create_task(self._execute(ipr))
-            watcher = asyncio.create_task(self._watch_links(watch))
+            if self.options.control_socket:
+                control = ControlServer(
+                    self.options.control_socket, self._control, self.options.control_group
+                )
+                await control.start()
+            if self.options.metrics:
+                exporter = serve_metrics(
+                    self.options.metrics, lambda: self.node, loop.time, lambda: self.hooks
+                )
+            tasks = [
+                asyncio.create_task(self._execute(ipr)),
+                asyncio.create_task(self._watch_links(watch)),
+                asyncio.create_task(self._watchdog()),
+            ]
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stopping.set)
             loop.add_signal_handler(signal.SIGUSR1, self._log_status)
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
             log.info(
                 "%s: taking part in %d VIPs on %s (VIPs on %s), %d owned",
                 self.host.name,
@@ -92,17 +138,23 @@ class Daemon:
                 self.host.vip_interface,
                 sum(1 for v in self.plan.vips if v.owner == self.host.name),
             )
-            self._emit(self.node.start(loop.time()))
+            now = loop.time()
+            self._emit(self.node.start(now))
+            self._restore_drained(now)
             if not running:
-                self._emit(self.node.link(False, loop.time()))
+                self._emit(self.node.link(False, now))
+            self.notifier.ready(f"{len(self.node.machines)} VIPs")
             await self._stopping.wait()
+            self.notifier.stopping()
             log.info("%s: stopping: handing over every VIP", self.host.name)
             self._emit(self.node.stop(loop.time()))
             self._effects.put_nowait(None)
-            await executor
-            watcher.cancel()
+            await tasks[0]
+            await self.hooks.drain(self.options.hook_timeout)
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            for t in tasks[1:]:
+                t.cancel()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             if self._timer:
                 self._timer.cancel()
@@ -111,12 +163,57 @@ class Daemon:
                 s.close()
             if self.garp:
                 self.garp.close()
+            if control is not None:
+                await control.close()
+            if exporter is not None:
+                exporter.close()
             ipr.close()
             watch.close()
 
     def stop(self) -> None:
         """Ask a running daemon to stop (as SIGTERM does)."""
         self._stopping.set()
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the cluster file and apply its plan; a file that does not validate is refused
+        and the running plan stays."""
+        path = self.options.cluster_file
+        if path is None:
+            return {"ok": False, "error": "no cluster file to reload"}
+        self.notifier.reloading()
+        try:
+            plan = make_plan(load_cluster(path))
+            plan.cluster.host(self.host.name)
+        except (ClusterError, KeyError) as e:
+            msg = f"host {self.host.name} is not in the new file" if isinstance(e, KeyError) else e
+            log.error("reload refused, the running plan stays: %s", msg)
+            self.notifier.ready("reload refused")
+            return {"ok": False, "error": f"reload refused: {msg}"}
+        new = plan.cluster.host(self.host.name)
+        if (new.address, new.interface, new.vip_interface) != (
+            self.host.address,
+            self.host.interface,
+            self.host.vip_interface,
+        ):
+            log.error("reload refused: this host's address or interfaces changed; restart instead")
+            self.notifier.ready("reload refused")
+            return {"ok": False, "error": "this host's address or interfaces changed: restart"}
+        before = {k: (v.address, v.order, v.advskew) for k, v in self.node.vips.items()}
+        self.plan = plan
+        self.host = new
+        now = asyncio.get_running_loop().time()
+        self._emit(self.node.reload(plan, now, _counter_seed()))
+        self._open_sockets()
+        if self._drain_all:
+            self._emit(self.node.drain(now))
+        after = {k: (v.address, v.order, v.advskew) for k, v in self.node.vips.items()}
+        changed = sum(1 for k in after if k in before and after[k] != before[k])
+        added, removed = len(after.keys() - before.keys()), len(before.keys() - after.keys())
+        log.info(
+            "reloaded %s: %d VIPs added, %d removed, %d changed", path, added, removed, changed
+        )
+        self.notifier.ready(f"{len(self.node.machines)} VIPs")
+        return {"ok": True, "added": added, "removed": removed, "changed": changed}
 
     async def _link(self, ipr: AsyncIPRoute, name: str) -> tuple[int, bool]:
         found = await ipr.link_lookup(ifname=name)
@@ -127,22 +224,24 @@ class Daemon:
 
     async def _cleanup(self, ipr: AsyncIPRoute) -> None:
         """Remove every planned VIP a previous run (killed, so it could not) left on our NIC."""
-        planned = {v.ip: v for v in self.plan.vips}
-        present = await _collect(ipr.addr("dump", index=self._vip_index, family=2))
-        for m in present:
-            ip = IPv4Address(m.get_attr("IFA_ADDRESS"))
-            if ip in planned:
-                log.warning("%s: removing %s left by an earlier run", self.host.name, ip)
-                await self._addr(ipr, "del", planned[ip])
+        for ip in await remove_vips(self.plan, self.host.name, ipr):
+            log.warning("%s: removed %s, left by an earlier run", self.host.name, ip)
 
     def _open_sockets(self) -> None:
+        """A socket for every group in the plan (so status sees the masters of VIPs we take no
+        part in too); groups no longer planned are closed."""
         loop = asyncio.get_running_loop()
-        # Every group in the plan, so status sees the masters of VIPs we take no part in too.
-        for group in sorted({v.group for v in self.plan.vips}):
+        groups = {v.group for v in self.plan.vips}
+        for group in sorted(groups - self.sockets.keys()):
             s = CarpSocket(self.host.interface, self._adv_index, self.host.address, group)
             self.sockets[group] = s
             loop.add_reader(s.fileno(), self._on_readable, s)
-        self.garp = GarpSender(self.host.vip_interface)
+        for group in sorted(self.sockets.keys() - groups):
+            s = self.sockets.pop(group)
+            loop.remove_reader(s.fileno())
+            s.close()
+        if self.garp is None:
+            self.garp = GarpSender(self.host.vip_interface)
 
     # --- events in ---------------------------------------------------------------------------
 
@@ -208,17 +307,29 @@ class Daemon:
             )
             self.sockets[v.group].send(carp)
             self.node.counters["adverts_sent"] += 1
+            started = self._takeover_started.pop((v.group, v.vhid), None)
+            if started is not None:
+                self.node.takeover_seconds[(v.group, v.vhid)] = time.perf_counter() - started
         elif isinstance(a, AddAddress):
             await self._addr(ipr, "add", v)
+            self._hook(v, "up")
         elif isinstance(a, DelAddress):
             await self._addr(ipr, "del", v)
+            self._hook(v, "down")
         elif isinstance(a, SendGarp):
             assert self.garp is not None
             self.garp.send(v.ip)
         elif isinstance(a, Transition):
+            if a.new is State.MASTER:
+                self._takeover_started[(v.group, v.vhid)] = time.perf_counter()
             log.info("%s vhid %d: %s -> %s: %s", v.address, v.vhid, a.old.value, a.new.value, a.why)
         elif isinstance(a, Dropped):
             log.debug("%s vhid %d: dropped an advert: %s", v.address, v.vhid, a.reason)
+
+    def _hook(self, v: VipPlan, event: Literal["up", "down"]) -> None:
+        hook = hook_for(self.plan.cluster, v.vip, event, self.host.vip_interface)
+        if hook is not None:
+            self.hooks.run(hook)
 
     async def _addr(self, ipr: AsyncIPRoute, op: str, v: VipPlan) -> None:
         try:
@@ -228,6 +339,83 @@ class Daemon:
         except NetlinkError as err:
             if (op, err.code) not in (("add", errno.EEXIST), ("del", errno.EADDRNOTAVAIL)):
                 raise OSError(err.code, f"ip addr {op} {v.address}: {err}") from None
+
+    # --- control -----------------------------------------------------------------------------
+
+    async def _control(self, req: dict[str, Any]) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        cmd = req.get("cmd")
+        if cmd == "status":
+            return {"ok": True, "status": build_status(self.node, loop.time())}
+        if cmd in ("drain", "undrain"):
+            only = req.get("vip")
+            try:
+                ip = IPv4Address(str(only).split("/")[0]) if only else None
+            except ValueError:
+                return {"ok": False, "error": f"{only!r} is not an IPv4 address"}
+            if ip is not None and all(v.ip != ip for v in self.node.vips.values()):
+                return {"ok": False, "error": f"{ip} is not a VIP of this cluster"}
+            if ip is not None and all(self.node.vips[k].ip != ip for k in self.node.machines):
+                return {"ok": False, "error": f"{self.host.name} takes no part in {ip}"}
+            now = loop.time()
+            if cmd == "drain":
+                self._drain_all = self._drain_all or ip is None
+                self._emit(self.node.drain(now, ip))
+            else:
+                self._drain_all = False  # what stays drained is the per-VIP list
+                self._emit(self.node.undrain(now, ip))
+            log.info("%s %s", cmd, ip or "every VIP")
+            self._save_drained()
+            return {"ok": True, "drained": [str(v.address) for v in self.node.drained()]}
+        if cmd == "reload":
+            return await self.reload()
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def _state_file(self) -> Path | None:
+        d = self.options.state_dir
+        return Path(d) / f"drained-{self.host.name}.json" if d else None
+
+    def _save_drained(self) -> None:
+        path = self._state_file()
+        if path is None:
+            return
+        doc = {"all": self._drain_all, "vips": [str(v.ip) for v in self.node.drained()]}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(doc) + "\n")
+            tmp.replace(path)
+        except OSError as e:
+            log.error("cannot save the drained state to %s: %s", path, e)
+
+    def _restore_drained(self, now: float) -> None:
+        """A host drained for maintenance stays drained across restarts until undrained."""
+        path = self._state_file()
+        if path is None or not path.exists():
+            return
+        try:
+            doc = json.loads(path.read_text())
+            vips = [IPv4Address(a) for a in doc.get("vips", [])]
+            drain_all = bool(doc.get("all", False))
+        except (OSError, ValueError) as e:
+            log.error("ignoring the drained state in %s: %s", path, e)
+            return
+        self._drain_all = drain_all
+        if drain_all:
+            log.info("still drained (every VIP): `iprotate undrain` to take part again")
+            self._emit(self.node.drain(now))
+            return
+        for ip in vips:
+            log.info("%s still drained: `iprotate undrain --vip %s` to take it back", ip, ip)
+            self._emit(self.node.drain(now, ip))
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval / 2)
 
     def _log_status(self) -> None:
         """SIGUSR1: one line per VIP and one with the counters (drops by reason among them)."""
@@ -248,6 +436,40 @@ async def _collect(call: Any) -> list[Any]:
     if hasattr(result, "__aiter__"):
         return [m async for m in result]
     return list(result)
+
+
+async def remove_vips(plan: Plan, host: str, ipr: AsyncIPRoute | None = None) -> list[str]:
+    """Delete every planned VIP present on `host`'s VIP interface; the ones removed."""
+    own = ipr is None
+    ipr = ipr or AsyncIPRoute()
+    try:
+        name = plan.cluster.host(host).vip_interface
+        found = await ipr.link_lookup(ifname=name)
+        if not found:
+            raise StartError(f"interface {name!r} not found on this host ({host})")
+        planned = {v.ip: v for v in plan.vips}
+        removed = []
+        for m in await _collect(ipr.addr("dump", index=found[0], family=2)):
+            ip = IPv4Address(m.get_attr("IFA_ADDRESS"))
+            if ip in planned:
+                v = planned[ip]
+                prefix = m["prefixlen"]
+                try:
+                    await ipr.addr("del", index=found[0], address=str(ip), prefixlen=prefix)
+                except NetlinkError as err:
+                    if err.code != errno.EADDRNOTAVAIL:
+                        raise
+                removed.append(str(v.address))
+        return removed
+    finally:
+        if own:
+            ipr.close()
+
+
+def _counter_seed() -> int:
+    """Advert counters start from the wall clock in microseconds: they keep growing across
+    restarts, so native peers' replay checks accept a restarted host."""
+    return time.time_ns() // 1000
 
 
 def find_host(plan: Plan, local: Iterable[IPv4Address]) -> str:

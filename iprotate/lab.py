@@ -148,8 +148,12 @@ class Lab:
             ]
         else:
             argv = [sys.executable, "-m", "iprotate", "run", str(self.cluster_file)]
-            argv += ["--host", name, *self.run_args]
+            argv += ["--host", name, "--control-socket", str(self.control_socket(name))]
+            argv += ["--state-dir", str(self.workdir / "state"), *self.run_args]
             self.procs[name] = [self.seg.spawn(name, argv, log=log)]
+
+    def control_socket(self, name: str) -> Path:
+        return self.workdir / f"{name}.sock"
 
     def start_all(self) -> None:
         for n in self.names:

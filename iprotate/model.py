@@ -42,6 +42,21 @@ class Vip:
 
 
 @dataclass(frozen=True)
+class RunSettings:
+    """[run]: how `iprotate run` behaves (the same on every host; options on the command line
+    override them)."""
+
+    hold_down: float = 3.0  # seconds after start or link up before taking VIPs back
+    stagger: float = 0.1  # seconds between two VIPs taken back
+    garp_refresh: float = 60.0  # seconds between gratuitous ARPs while master (0: ucarp's two)
+    control_socket: str | None = "/run/iprotate/iprotate.sock"
+    control_group: str | None = None  # a group allowed to use the control socket besides root
+    state_dir: str | None = "/var/lib/iprotate"  # the drained state survives restarts here
+    metrics: str | None = None  # "127.0.0.1:9650": serve Prometheus metrics there
+    hook_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class Cluster:
     """The whole cluster file, validated."""
 
@@ -55,6 +70,7 @@ class Cluster:
     up_script: str | None = None
     down_script: str | None = None
     warnings: tuple[str, ...] = ()
+    run: RunSettings = RunSettings()
 
     def host(self, name: str) -> Host:
         """The host called `name` (KeyError if there is none)."""

@@ -17,8 +17,31 @@ from ipaddress import IPv4Address
 from iprotate import codec
 from iprotate.carp import Action, CarpMachine, Dropped, MachineConfig, State, Transition
 from iprotate.plan import Plan, VipPlan
+from iprotate.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW
 
 Key = tuple[IPv4Address, int]  # (group, vhid): how VIPs are told apart on the wire
+
+
+def machine_configs(plan: Plan, host: str, garp_refresh: float = 0.0) -> dict[Key, MachineConfig]:
+    """The CARP configuration of every VIP `host` takes part in, with the plan's priorities."""
+    c = plan.cluster
+    me = c.host(host)
+    native = frozenset(h.address for h in c.hosts if h.engine == "iprotate" and h.name != host)
+    return {
+        (v.group, v.vhid): MachineConfig(
+            vip=v.ip,
+            vhid=v.vhid,
+            src=me.address,
+            advbase=c.advbase,
+            advskew=v.advskew_of(host),
+            dead_ratio=c.dead_ratio,
+            preempt=v.preempt_of(host),
+            native_peers=native,
+            garp_refresh=garp_refresh,
+        )
+        for v in plan.vips
+        if host in v.order
+    }
 
 
 @dataclass(frozen=True)
@@ -40,6 +63,16 @@ class Seen:
 
 
 @dataclass
+class Drift:
+    """A peer whose adverts disagree with the plan (other priorities, or failing the digest)."""
+
+    detail: str
+    first: float
+    last: float
+    count: int = 1
+
+
+@dataclass
 class Node:
     """One host's share of the plan. Build with `Node.build`."""
 
@@ -49,9 +82,16 @@ class Node:
     vips: dict[Key, VipPlan]
     hold_down: float = 0.0
     stagger: float = 0.0
+    garp_refresh: float = 0.0
     counters: Counter[str] = field(default_factory=Counter)
-    seen: dict[Key, Seen] = field(default_factory=dict)
+    seen: dict[Key, dict[IPv4Address, Seen]] = field(default_factory=dict)
+    drift: dict[tuple[Key, IPv4Address], Drift] = field(default_factory=dict)
+    takeover_seconds: dict[Key, float] = field(default_factory=dict)  # filled in by the daemon
     _timers: list[tuple[float, Key]] = field(default_factory=list)
+    _host_at: dict[IPv4Address, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._host_at = {h.address: h.name for h in self.plan.cluster.hosts}
 
     @classmethod
     def build(
@@ -67,29 +107,12 @@ class Node:
 
         `counter_seed` starts every machine's advert counter: a value that grows across restarts
         (microseconds of wall clock) keeps native peers' replay checks passing after a restart."""
-        c = plan.cluster
-        me = c.host(host)
-        native = frozenset(h.address for h in c.hosts if h.engine == "iprotate" and h.name != host)
-        machines: dict[Key, CarpMachine] = {}
-        vips: dict[Key, VipPlan] = {}
-        for v in plan.vips:
-            key = (v.group, v.vhid)
-            vips[key] = v
-            if host not in v.order:
-                continue
-            cfg = MachineConfig(
-                vip=v.ip,
-                vhid=v.vhid,
-                src=me.address,
-                advbase=c.advbase,
-                advskew=v.advskew_of(host),
-                dead_ratio=c.dead_ratio,
-                preempt=v.preempt_of(host),
-                native_peers=native,
-                garp_refresh=garp_refresh,
-            )
-            machines[key] = CarpMachine(cfg, counter=counter_seed)
-        return cls(plan, host, machines, vips, hold_down, stagger)
+        vips = {(v.group, v.vhid): v for v in plan.vips}
+        machines = {
+            key: CarpMachine(cfg, counter=counter_seed)
+            for key, cfg in machine_configs(plan, host, garp_refresh).items()
+        }
+        return cls(plan, host, machines, vips, hold_down, stagger, garp_refresh)
 
     @property
     def address(self) -> IPv4Address:
@@ -135,13 +158,40 @@ class Node:
             return []
         if not codec.verify(adv, self.plan.cluster.password, vip.ip):
             self.counters[f"drop_{codec.Reject.BAD_DIGEST.value}"] += 1
+            self._drifting(
+                now, key, pkt.src, "fails the digest check (another password, VIP or vhid)"
+            )
             return []
         self.counters["adverts_received"] += 1
-        self.seen[key] = Seen(pkt.src, adv.advbase, adv.advskew, now)
+        self.seen.setdefault(key, {})[pkt.src] = Seen(pkt.src, adv.advbase, adv.advskew, now)
+        self._check_priorities(now, key, vip, pkt.src, adv.advbase, adv.advskew)
         m = self.machines.get(key)
         if m is None:
             return []  # a VIP we only watch
-        out = self._effects(key, m.advert(now, pkt.src, adv.advbase, adv.advskew, adv.counter))
+        return self._effects(key, m.advert(now, pkt.src, adv.advbase, adv.advskew, adv.counter))
+
+    def reload(self, plan: Plan, now: float, counter_seed: int) -> list[Effect]:
+        """Apply a new plan: unchanged VIPs are not touched, changed priorities are applied in
+        place, VIPs this host no longer takes part in are released, new ones join."""
+        old_vips = self.vips
+        new_cfgs = machine_configs(plan, self.host, self.garp_refresh)
+        new_vips = {(v.group, v.vhid): v for v in plan.vips}
+        out: list[Effect] = []
+        for key in list(self.machines):
+            if key not in new_cfgs or new_vips[key].address != old_vips[key].address:
+                out += self._effects(key, self.machines[key].stop(now))
+                del self.machines[key]
+        self.plan, self.vips = plan, new_vips
+        self._host_at = {h.address: h.name for h in plan.cluster.hosts}
+        self.seen = {k: v for k, v in self.seen.items() if k in new_vips}
+        self.drift = {k: d for k, d in self.drift.items() if k[0] in new_vips}
+        for i, (key, cfg) in enumerate(new_cfgs.items()):
+            m = self.machines.get(key)
+            if m is not None:
+                out += self._effects(key, m.reconfigure(cfg, now))
+            else:
+                m = self.machines[key] = CarpMachine(cfg, counter=counter_seed)
+                out += self._effects(key, m.start(now, self._preempt_after(now, i)))
         return out
 
     def timers(self, now: float) -> list[Effect]:
@@ -196,15 +246,56 @@ class Node:
                 self.counters[f"drop_{a.reason}"] += 1
         return [Effect(vip, a) for a in actions]
 
-    def masters(self) -> dict[Key, IPv4Address | None]:
-        """Who is master of each vhid on the segment, as far as this host can tell."""
-        out: dict[Key, IPv4Address | None] = {}
+    def drained(self) -> list[VipPlan]:
+        """The VIPs drained on this host (to remember across restarts)."""
+        return [self.vips[k] for k, m in self.machines.items() if m.drained]
+
+    def _drifting(self, now: float, key: Key, src: IPv4Address, detail: str) -> None:
+        d = self.drift.get((key, src))
+        if d is None or d.detail != detail:
+            self.drift[(key, src)] = Drift(detail, now, now)
+            self.counters["drift"] += 1
+        else:
+            d.last, d.count = now, d.count + 1
+
+    def _check_priorities(
+        self, now: float, key: Key, vip: VipPlan, src: IPv4Address, advbase: int, advskew: int
+    ) -> None:
+        """A peer advertising what the plan does not give it is drifting (a stale or different
+        cluster file, or a hand-started ucarp). Farewell and drained values are expected."""
+        host = self._host_at.get(src)
+        if host is None:
+            self._drifting(now, key, src, "advertises but is no host of the cluster file")
+            return
+        if host not in vip.order:
+            self._drifting(now, key, src, f"{host} advertises but takes no part in the plan")
+            return
+        planned = (self.plan.cluster.advbase, vip.advskew_of(host))
+        allowed = {planned, (planned[0], FAREWELL_ADVSKEW), (FAREWELL_ADVBASE, FAREWELL_ADVSKEW)}
+        if (advbase, advskew) not in allowed:
+            self._drifting(
+                now, key, src,
+                f"{host} advertises {advbase}/{advskew}, its plan says {planned[0]}/{planned[1]}",
+            )  # fmt: skip
+        else:
+            self.drift.pop((key, src), None)
+
+    def masters(self, now: float) -> dict[Key, list[IPv4Address]]:
+        """Who is master of each vhid on the segment, as far as this host can tell: us, and
+        whoever advertised it within the last `fresh` seconds (two entries: two masters)."""
+        c = self.plan.cluster
+        out: dict[Key, list[IPv4Address]] = {}
         for key in self.vips:
+            heard = self.seen.get(key, {})
+            # A master advertises every advbase + skew/256 s: heard within that (and a margin).
+            fresh = c.advbase + 1.0
+            srcs = sorted(
+                s.src
+                for s in heard.values()
+                if now - s.at <= fresh and s.advbase != FAREWELL_ADVBASE
+            )
             m = self.machines.get(key)
             if m is not None and m.state is State.MASTER:
-                out[key] = self.address
-            elif key in self.seen:
-                out[key] = self.seen[key].src
-            else:
-                out[key] = None
+                srcs = [self.address, *srcs]
+            out[key] = srcs
         return out

@@ -23,6 +23,7 @@ from iprotate import ucarp
 from iprotate.cli import main
 from iprotate.config import load_cluster, parse_cluster
 from iprotate.model import DEFAULT_GROUP
+from iprotate.netns import Segment
 from iprotate.plan import Plan
 from iprotate.planner import make_plan
 
@@ -606,13 +607,16 @@ def test_contrib_scripts_are_posix_sh() -> None:
 # --- for real: namespaces and Debian's ucarp ------------------------------------------------------
 
 
-def need_root_and_ucarp() -> None:
+def need_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces)")
-    if not os.access(UCARP_BIN, os.X_OK):
-        pytest.skip(f"needs Debian's ucarp ({UCARP_BIN})")
     if shutil.which("ip") is None:
         pytest.skip("needs iproute2")
+
+
+def need_ucarp() -> None:
+    if not os.access(UCARP_BIN, os.X_OK):
+        pytest.skip(f"needs Debian's ucarp ({UCARP_BIN})")
 
 
 def wait_for(cond: Callable[[], bool], timeout: float, step: float = 0.1) -> float | None:
@@ -655,30 +659,87 @@ def _proc_state(pid: int) -> str:
         return "X"
 
 
-@pytest.fixture
-def segment() -> Iterator[Any]:
-    """A Segment that is closed (processes stopped by PID, namespaces deleted) whatever happens,
-    and checked to leave nothing behind."""
-    need_root_and_ucarp()
-    from iprotate.netns import Segment
+def netns_pids(ns: str) -> list[int]:
+    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+    return [int(x) for x in out.stdout.split()]
 
-    seg = Segment()
-    pids: list[int] = []
-    try:
-        with seg:
-            yield seg
-            pids = [p.pid for p in seg.procs]
-    finally:
-        seg.close()
-    left = [
-        n
-        for n in subprocess.run(
-            ["ip", "netns", "list"], capture_output=True, text=True, check=True
-        ).stdout.split()
-        if n.startswith(seg.prefix)
-    ]
+
+@pytest.fixture
+def segment() -> Iterator[Segment]:
+    """A Segment that is closed (processes stopped by PID, namespaces deleted) whatever happens,
+    and checked to leave nothing behind: no namespace, no process it started or that ran in it."""
+    need_root()
+    with Segment() as seg:
+        yield seg
+        ours = [p.pid for p in seg.procs]
+        ours += [pid for ns in seg.namespaces for pid in netns_pids(ns)]
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    left = [n for n in listed.stdout.split() if n.startswith(seg.prefix)]
     assert not left, f"namespaces left behind: {left}"
-    assert not [p for p in pids if pid_alive(p)], "processes left behind"
+    # close() SIGKILLs what is left in the namespaces; give the kernel a moment to finish them.
+    wait_for(lambda: not any(pid_alive(p) for p in ours), 2)
+    alive = {p: _proc_state(p) for p in ours if pid_alive(p)}
+    assert not alive, f"processes left behind: {alive}"
+
+
+def add_second_nic(seg: Segment, name: str) -> None:
+    """eth2 in the member's namespace, for VIPs (a veth pair inside it: no dummy module needed)."""
+    seg.run(name, "ip", "link", "add", "eth2", "type", "veth", "peer", "name", "eth2peer")
+    for dev in ("eth2", "eth2peer"):
+        seg.run(name, "ip", "link", "set", dev, "up")
+
+
+@pytest.mark.netns
+def test_real_contrib_scripts(segment: Segment, tmp_path: Path) -> None:
+    """The scripts as ucarp calls them: every xparam form, alias labels, idempotence, bad input."""
+    seg = segment
+    seg.add("alpha", 1)
+    add_second_nic(seg, "alpha")
+    up, down = install_scripts(tmp_path)
+
+    def call(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", seg.members["alpha"].netns, script, *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+
+    def labels() -> dict[str, str]:
+        out = seg.run("alpha", "ip", "-o", "-4", "addr", "show")
+        return {f[3]: f[-1] for f in (line.split("\\")[0].split() for line in out.splitlines())}
+
+    for xparam, dev, addr in [
+        ("24", "eth1", "203.0.113.10/24"),
+        ("28@eth2", "eth2", "203.0.113.10/28"),
+        ("26 eth2", "eth2", "203.0.113.10/26"),
+        (None, "eth1", "203.0.113.10/32"),
+    ]:
+        args = ("eth1", "203.0.113.10", *([xparam] if xparam is not None else []))
+        for _ in range(2):  # the second time: "already there" / "not there" is fine
+            t0 = time.monotonic()
+            r = call(up, *args)
+            assert r.returncode == 0, r.stderr
+            assert time.monotonic() - t0 < 1.0  # arping runs in the background
+            assert addr in seg.addresses("alpha", dev)
+        for _ in range(2):
+            r = call(down, *args)
+            assert r.returncode == 0, r.stderr
+            assert addr not in seg.addresses("alpha", dev)
+
+    # An ifupdown alias (eth1:10) is eth1, and becomes the address label.
+    assert call(up, "eth1:10", "203.0.113.10", "24").returncode == 0
+    assert labels()["203.0.113.10/24"] == "eth1:10"
+    assert call(down, "eth1:10", "203.0.113.10", "24").returncode == 0
+    assert "203.0.113.10/24" not in labels()
+
+    for script in (up, down):
+        for bad in [("eth1",), ("eth1", "203.0.113.10", "33"), ("eth1", "x", "24"),
+                    ("eth1", "203.0.113.10", "24@")]:  # fmt: skip
+            r = call(script, *bad)
+            assert r.returncode == 2 and "usage" in r.stderr, (script, bad, r)
+    r = call(up, "eth1", "203.0.113.10", "24@nosuch")
+    assert r.returncode == 1 and "nosuch" in r.stderr
 
 
 TWO_HOSTS = """
@@ -703,17 +764,18 @@ pool = "203.0.113.10-203.0.113.11/24"
 """
 
 
-def vips_on(seg: Any, name: str) -> set[str]:
+def vips_on(seg: Segment, name: str) -> set[str]:
     return {a for a in seg.addresses(name) if a.startswith("203.0.113.")}
 
 
 @pytest.mark.netns
 @pytest.mark.ucarp
 @pytest.mark.timeout(90)
-def test_real_ucarp_from_generated_lines(segment: Any, tmp_path: Path) -> None:
+def test_real_ucarp_from_generated_lines(segment: Segment, tmp_path: Path) -> None:
     """Two hosts, two VIPs, the generated lines run by Debian's ucarp: each VIP settles on its
     owner with the right prefix, a stopped owner's VIP is released (-z runs the downscript) and
     taken over by the other host, and stopping everything removes every VIP."""
+    need_ucarp()
     seg = segment
     path = write_cluster(tmp_path, TWO_HOSTS)
     p = make_plan(load_cluster(path))
@@ -791,10 +853,11 @@ def test_real_ucarp_from_generated_lines(segment: Any, tmp_path: Path) -> None:
 @pytest.mark.netns
 @pytest.mark.ucarp
 @pytest.mark.timeout(60)
-def test_real_vip_interface_and_debian_hook(segment: Any, tmp_path: Path) -> None:
+def test_real_vip_interface_and_debian_hook(segment: Segment, tmp_path: Path) -> None:
     """The ifupdown stanzas, run by Debian's own hook (/etc/network/if-up.d/ucarp) as ifupdown would
     (alias interface eth1:10, -B), put the VIP on the host's vip_interface (xparam PREFIX@IFACE);
     SIGTERM to the daemonized ucarp removes it."""
+    need_ucarp()
     if not os.access(DEBIAN_HOOK, os.X_OK):
         pytest.skip(f"needs Debian's ucarp hook {DEBIAN_HOOK}")
     seg = segment
@@ -803,10 +866,7 @@ def test_real_vip_interface_and_debian_hook(segment: Any, tmp_path: Path) -> Non
     path = write_cluster(tmp_path, body)
     up, down = install_scripts(tmp_path)
     m = seg.add("alpha", 1)
-    # A second NIC for the VIPs (a veth pair inside the namespace: no dummy module needed).
-    seg.run("alpha", "ip", "link", "add", "eth2", "type", "veth", "peer", "name", "eth2peer")
-    for dev in ("eth2", "eth2peer"):
-        seg.run("alpha", "ip", "link", "set", dev, "up")
+    add_second_nic(seg, "alpha")
 
     r = run_cli(
         path, "--host", "alpha", "--format", "ifupdown", "--upscript", up, "--downscript", down
@@ -848,7 +908,15 @@ def test_real_vip_interface_and_debian_hook(segment: Any, tmp_path: Path) -> Non
             and Path(f"/proc/{x}/comm").read_text().strip() == "ucarp"
         ]
 
-    (pid,) = daemons()
+    # -B forks: wait until one ucarp is left, the same one twice in a row (the daemon).
+    seen = [daemons()]
+    for _ in range(50):
+        time.sleep(0.1)
+        seen.append(daemons())
+        if len(seen[-1]) == 1 and seen[-1] == seen[-2]:
+            break
+    assert len(seen[-1]) == 1 and seen[-1] == seen[-2], seen
+    (pid,) = seen[-1]
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         # What the warning is about: Debian's hook gives ucarp the password as an argument.

@@ -60,6 +60,11 @@ garp() {
     fi
 }
 if command -v arping >/dev/null 2>&1; then
-    garp </dev/null >/dev/null 2>&1 &
+    # exec first: a redirection on the call itself would leave the shell holding our stdout and
+    # stderr open until arping ends, and a caller reading them would wait for it.
+    (
+        exec </dev/null >/dev/null 2>&1
+        garp
+    ) &
 fi
 exit 0

@@ -15,7 +15,7 @@ def main() -> None:
 
 def _register() -> None:
     # Imported for their side effect: each module adds its commands to `main`.
-    from iprotate.cli import lab_cmd, plan_cmd, run_cmd, ucarp_cmd  # noqa: F401
+    from iprotate.cli import lab_cmd, ops_cmd, plan_cmd, run_cmd, ucarp_cmd  # noqa: F401
 
 
 _register()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sys
 from ipaddress import IPv4Address
@@ -30,46 +31,72 @@ def local_addresses() -> list[IPv4Address]:
 @click.option(
     "--hold-down",
     type=float,
-    default=0.0,
-    show_default=True,
-    help="Seconds after start or link up before this host preempts its VIPs back.",
+    help="Seconds after start or link up before taking VIPs back [run.hold_down].",
 )
-@click.option(
-    "--stagger",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Seconds between two VIPs taken back after the hold-down.",
-)
+@click.option("--stagger", type=float, help="Seconds between two VIPs taken back [run.stagger].")
 @click.option(
     "--garp-refresh",
     type=float,
-    default=0.0,
-    show_default=True,
-    help="Seconds between gratuitous ARPs while master (0: on takeover only, as ucarp).",
+    help="Seconds between gratuitous ARPs while master; 0: on takeover only [run.garp_refresh].",
+)
+@click.option(
+    "--control-socket", metavar="PATH", help="The control socket; '' for none [run.control_socket]."
+)
+@click.option(
+    "--state-dir", metavar="DIR", help="Where the drained state survives restarts [run.state_dir]."
+)
+@click.option(
+    "--metrics",
+    metavar="ADDR",
+    help="Serve Prometheus metrics on ADDR, e.g. 127.0.0.1:9650 [run.metrics].",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log dropped packets too.")
 def run(
     cluster_file: str,
     host: str | None,
-    hold_down: float,
-    stagger: float,
-    garp_refresh: float,
+    hold_down: float | None,
+    stagger: float | None,
+    garp_refresh: float | None,
+    control_socket: str | None,
+    state_dir: str | None,
+    metrics: str | None,
     verbose: bool,
 ) -> None:  # fmt: skip
-    """Run this host's part of the plan: one CARP machine per VIP it takes part in."""
+    """Run this host's part of the plan: one CARP machine per VIP it takes part in.
+
+    SIGTERM hands every VIP over at once and removes the addresses; SIGHUP reloads the file;
+    SIGUSR1 logs the state of every VIP."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    _, plan = load_plan(cluster_file)
+    cluster, plan = load_plan(cluster_file)
+    given = {
+        "hold_down": hold_down,
+        "stagger": stagger,
+        "garp_refresh": garp_refresh,
+        "control_socket": control_socket,
+        "state_dir": state_dir,
+        "metrics": metrics,
+    }
+    settings = dataclasses.replace(cluster.run, **{k: v for k, v in given.items() if v is not None})
+    options = RunOptions(
+        hold_down=settings.hold_down,
+        stagger=settings.stagger,
+        garp_refresh=settings.garp_refresh,
+        control_socket=settings.control_socket or None,
+        control_group=settings.control_group,
+        state_dir=settings.state_dir or None,
+        metrics=settings.metrics or None,
+        hook_timeout=settings.hook_timeout,
+        cluster_file=cluster_file,
+    )
     try:
         if host is None:
             host = find_host(plan, local_addresses())
         else:
             check_host(plan, host)
-        options = RunOptions(hold_down=hold_down, stagger=stagger, garp_refresh=garp_refresh)
         asyncio.run(Daemon(plan, host, options).run())
     except StartError as e:
         click.echo(f"error: {e}", err=True)
