@@ -13,9 +13,9 @@ States follow ucarp 1.5.2 as measured (CARP.md):
 - INIT exists only until `start`: it goes straight to BACKUP (releasing the address, as ucarp runs
   its downscript) and arms the master-down timer D = advbase * dead_ratio + advskew/256.
 - BACKUP never advertises. It becomes MASTER when D expires with no valid advert; at once when it
-  hears a master with a longer interval and it may preempt; and at once, preempt or not, when the
-  master's interval exceeds D (how a leaving master's farewell, advbase 255 / advskew 255, works).
-  Any other valid advert restarts D.
+  hears a master with a longer interval and it may preempt; and, preempt or not, when the master's
+  interval exceeds D (how a leaving master's farewell, advbase 255 / advskew 255, works). Any other
+  valid advert restarts D.
 - MASTER adds the address, sends a gratuitous ARP and an advert at once, then an advert every
   interval T = advbase + advskew/256 and a second gratuitous ARP two intervals later. Hearing a
   master with a shorter interval (or an equal one from a "lower" address, compared as ucarp does on
@@ -33,6 +33,9 @@ What iprotate adds, each kept to the same three states:
   drained backup never preempts, does not take a farewell either (it takes over on D expiry only)
   and waits as if its advskew were 255: a last resort only. Two draining masters hearing each
   other's farewell settle by the address tie-break, so exactly one keeps the VIP.
+- Farewell: ucarp takes over at once on a farewell, so every backup grabs the VIP together. A
+  native backup waits advskew/1024 s instead (62 ms for a first backup): the best-ranked one
+  answers first and the others hear a new master in time. An owner (advskew 0) takes over at once.
 - Stop: a master sends the farewell advert and releases the address.
 - Replay: adverts from native peers must carry a counter above the last one seen from that peer.
   ucarp peers copy and restart counters (CARP.md), so theirs are not checked.
@@ -56,6 +59,8 @@ _M64 = (1 << 64) - 1
 # After this many intervals without an answer a draining master gives up waiting for a taker and
 # keeps the address (nobody else is alive to hold it); it goes on offering it with every advert.
 DRAIN_PATIENCE = 3
+# A native backup takes over advskew/1024 s after a farewell (rank 1 of the usual ladder: 62 ms).
+FAREWELL_SKEW_DIVISOR = 1024.0
 
 
 class State(enum.Enum):
@@ -147,6 +152,7 @@ class CarpMachine:
     _down_at: float | None = None  # BACKUP: master-down timer
     _advert_at: float | None = None  # MASTER: next advert
     _garp_at: float | None = None  # MASTER: the second (or a periodic) gratuitous ARP
+    _down_why: str | None = None  # BACKUP: why _down_at is early (a farewell), for the log
     _drain_deadline: float | None = None  # MASTER while draining: stop waiting for a taker
     _last_counter: dict[IPv4Address, int] = field(default_factory=dict)
 
@@ -198,12 +204,21 @@ class CarpMachine:
             # A drained backup is a last resort: it takes over on D expiry only (taking the
             # farewell too made two drained hosts hand the VIP back and forth forever).
             if interval(advbase, advskew) > self.down_timeout and not self.drained:
-                return self._to_master(
-                    now, f"{src} advertises {advbase}/{advskew}, past our timeout"
-                )
+                # ucarp takes over at once. Every backup hears a farewell at the same instant,
+                # so we wait advskew/1024 s: the best-ranked backup answers first and the others
+                # just hear a new master, instead of all of them grabbing the VIP together.
+                delay = self.advskew / FAREWELL_SKEW_DIVISOR
+                if delay == 0:
+                    return self._to_master(now, f"farewell from {src} ({advbase}/{advskew})")
+                due = now + delay
+                if self._down_at is None or due < self._down_at:
+                    self._down_at = due
+                    self._down_why = f"farewell from {src} ({advbase}/{advskew})"
+                return []
             if theirs > ours and self._may_preempt(now):
                 return self._to_master(now, f"preempting {src} ({advbase}/{advskew})")
             self._down_at = now + self.down_timeout
+            self._down_why = None
             return []
         # MASTER
         yields = theirs < ours or (theirs == ours and _tiebreak(src) < _tiebreak(self.cfg.src))
@@ -216,7 +231,8 @@ class CarpMachine:
             else:
                 yields = True
         if yields:
-            out: list[Action] = [self._advert()]
+            # The last advert is never a farewell: the backups would take it as one more.
+            out: list[Action] = [SendAdvert(self.cfg.advbase, self.advskew, self._next_counter())]
             out += self._to_backup(now, f"{src} is master with {advbase}/{advskew}")
             return out
         self.master_src, self.master_prio = self.cfg.src, (self.cfg.advbase, self.advskew)
@@ -226,7 +242,8 @@ class CarpMachine:
         """Act on every deadline that has passed."""
         out: list[Action] = []
         if self._down_at is not None and now >= self._down_at:
-            return self._to_master(now, f"no advert for {self.down_timeout:.3f} s")
+            why = self._down_why or f"no advert for {self.down_timeout:.3f} s"
+            return self._to_master(now, why)
         if self._advert_at is not None and now >= self._advert_at:
             if self._drain_deadline is not None and now >= self._drain_deadline:
                 # Nobody took over: keep serving, and keep offering it with every advert.
@@ -331,6 +348,7 @@ class CarpMachine:
         self.state = State.BACKUP
         self._advert_at = self._garp_at = self._drain_deadline = None
         self._down_at = now + self.down_timeout if self.link_up else None
+        self._down_why = None
         if old is State.MASTER and self.master_src == self.cfg.src:
             self.master_src = self.master_prio = None
         if old is State.BACKUP:

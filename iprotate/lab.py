@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from iprotate.config import load_cluster
 from iprotate.netns import Segment
 from iprotate.plan import Plan
 from iprotate.planner import make_plan
+from iprotate.ucarp import DEFAULT_UCARP, UcarpOptions, command, instances
 
 NAMES = (
     "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
@@ -91,6 +93,7 @@ class Lab:
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.cluster_file = self.workdir / "cluster.toml"
         self.cluster_file.write_text(
             lab_cluster_toml(
@@ -182,11 +185,16 @@ class Lab:
         return any(p.poll() is None for p in self.procs.get(name, []))
 
     def ucarp_argvs(self, name: str) -> list[list[str]]:
-        """The ucarp command lines `iprotate ucarp` generates for a legacy host, made runnable in
-        the lab: the repository's up/down scripts and the lab's password file."""
-        from iprotate.ucarp import lab_argvs
-
-        return lab_argvs(self.plan, name, self.workdir / "password", _contrib_dir())
+        """The ucarp command lines `iprotate ucarp` generates for a legacy host, in the
+        foreground, with the repository's up/down scripts and the lab's password file."""
+        scripts = _contrib_dir()
+        opts = UcarpOptions(
+            ucarp=shutil.which("ucarp") or DEFAULT_UCARP,
+            passfile=str(self.workdir / "password"),
+            upscript=str(scripts / "vip-up.sh"),
+            downscript=str(scripts / "vip-down.sh"),
+        )
+        return [list(command(i, daemonize=False)) for i in instances(self.plan, name, opts)]
 
     # --- what the hosts and the client see ---------------------------------------------------
 

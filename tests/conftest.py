@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from iprotate.lab import Lab
 
 UCARP = shutil.which("ucarp") or ("/usr/sbin/ucarp" if Path("/usr/sbin/ucarp").exists() else None)
 
@@ -34,3 +38,19 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if os.environ.get("IPROTATE_REQUIRE_ALL") == "1":
         pytest.fail(f"{why}, and IPROTATE_REQUIRE_ALL=1 forbids skipping it", pytrace=False)
     pytest.skip(why)
+
+
+@pytest.fixture
+def make_lab(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
+    """Build labs in the test's own directory; every one is removed when the test ends."""
+    labs: list[Lab] = []
+
+    def make(**kw: Any) -> Lab:
+        lab = Lab(tmp_path / f"lab{len(labs)}", **kw)
+        labs.append(lab)
+        lab.__enter__()
+        return lab
+
+    yield make
+    for lab in labs:
+        lab.close()

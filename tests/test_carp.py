@@ -160,9 +160,34 @@ def test_backup_longer_interval_without_preempt_stays_and_restarts_d():
 @pytest.mark.parametrize("preempt", [False, True])
 def test_backup_farewell_beyond_timeout_takes_over_even_without_preempt(preempt):
     m = started(make(advbase=1, advskew=64, preempt=preempt))
+    assert m.advert(1.0, PEER, *FAREWELL, 7) == []
+    # Not at once as ucarp: after advskew/1024 s, so better-ranked backups answer first.
+    assert m.deadline == pytest.approx(1.0 + 64 / 1024)
+    out = m.timer(1.0 + 64 / 1024)
+    assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
+    assert "farewell" in out[0].why
+    assert m.state is State.MASTER
+
+
+def test_owner_takes_a_farewell_at_once():
+    m = started(make(advbase=1, advskew=0))
     out = m.advert(1.0, PEER, *FAREWELL, 7)
     assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
-    assert m.state is State.MASTER
+
+
+def test_farewell_then_a_better_backup_answers_first():
+    rank2 = started(make(advbase=1, advskew=128))
+    assert rank2.advert(1.0, PEER, *FAREWELL, 7) == []
+    assert rank2.deadline == pytest.approx(1.0 + 128 / 1024)
+    # Rank 1 answered 62 ms after the farewell: rank 2 hears a master and stays backup.
+    assert rank2.advert(1.0 + 64 / 1024, NATIVE, 1, 64, 1) == []
+    assert rank2.state is State.BACKUP
+    assert rank2.deadline == pytest.approx(1.0 + 64 / 1024 + 3.5)
+    # More farewells never push an early takeover later.
+    m = started(make(advbase=1, advskew=64))
+    m.advert(1.0, PEER, *FAREWELL, 1)
+    m.advert(1.05, PEER, *FAREWELL, 2)
+    assert m.deadline == pytest.approx(1.0 + 64 / 1024)
 
 
 def test_backup_interval_just_beyond_timeout_takes_over_just_within_does_not():
@@ -170,8 +195,8 @@ def test_backup_interval_just_beyond_timeout_takes_over_just_within_does_not():
     m = started(make(advbase=1, advskew=64, preempt=False))
     assert m.advert(1.0, PEER, 3, 64, 1) == []  # 3.25: not beyond
     assert m.state is State.BACKUP
-    out = m.advert(2.0, PEER, 3, 65, 2)  # 3.254: beyond
-    assert AddAddress() in out
+    assert m.advert(2.0, PEER, 3, 65, 2) == []  # 3.254: beyond: taken after advskew/1024 s
+    assert AddAddress() in m.timer(2.0 + 64 / 1024)
     assert m.state is State.MASTER
 
 
@@ -466,6 +491,8 @@ def test_drain_is_make_before_break_on_the_wire():
     assert wire.masters() == [owner]
     log_start = len(wire.log)
     wire.feed(owner, owner.drain(10.0))
+    assert wire.masters() == [owner]  # until rank 1 answers, advskew/1024 s later
+    wire.run_until(10.0 + 64 / 1024)
     assert wire.masters() == [rank1]
     # Order of address actions: rank1 adds before the owner deletes.
     addr = [(m, a) for m, a in wire.log[log_start:] if isinstance(a, AddAddress | DelAddress)]
@@ -802,8 +829,10 @@ def test_plan_order_graceful_stop_hands_over_at_once():
     assert wire.masters() == [owner]
     wire.feed(owner, owner.stop(10.0))
     wire.kill(owner)
-    assert wire.masters() == [rank1]  # at once, on the farewell
-    assert wire.took_at[id(rank1)] == 10.0
+    wire.run_until(10.0 + 64 / 1024)
+    assert wire.masters() == [rank1]  # on the farewell, after rank 1's advskew/1024 s
+    assert wire.took_at[id(rank1)] == pytest.approx(10.0 + 64 / 1024)
+    assert rank2.state is State.BACKUP  # it heard rank 1 before its own, later, turn
     wire.run_until(30.0)
     assert wire.masters() == [rank1]
     # The owner restarts (same process, its counter goes on) and preempts again.

@@ -8,89 +8,27 @@ sees. Timing bounds come from the protocol (CARP.md), not from guesses.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from ipaddress import IPv4Address
-from pathlib import Path
 from typing import Any
 
 import pytest
+from labtools import (
+    WIRE_TOOL,
+    client_mac,
+    settled,
+    status_counters,
+    takeover_bound,
+    wait_for,
+)
 
 from iprotate import codec
 from iprotate.lab import CLIENT, Lab
-from iprotate.timing import master_down
 
 pytestmark = pytest.mark.netns
-
-WIRE_TOOL = str(Path(__file__).with_name("wire_tool.py"))
-
-
-@pytest.fixture
-def make_lab(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
-    labs: list[Lab] = []
-
-    def make(**kw: Any) -> Lab:
-        lab = Lab(tmp_path, **kw)
-        labs.append(lab)
-        lab.__enter__()
-        return lab
-
-    yield make
-    for lab in labs:
-        lab.close()
-
-
-def wait_for(what: Callable[[], bool], timeout: float, step: float = 0.02) -> float:
-    """Seconds until `what()` is true; fails the test after `timeout`."""
-    t0 = time.monotonic()
-    while True:
-        if what():
-            return time.monotonic() - t0
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"not true after {timeout:.2f} s")
-        time.sleep(step)
-
-
-def settled(lab: Lab, down: set[str] = frozenset()) -> Callable[[], bool]:  # type: ignore[assignment]
-    """Every VIP configured on exactly the live host the plan says, with `down` failed (a killed
-    host's leftovers do not count: its cable is out)."""
-    want = {str(v.ip): [v.holder(down)] for v in lab.plan.vips}
-
-    def check() -> bool:
-        seen = {ip: [h for h in hs if h not in down] for ip, hs in lab.holders().items()}
-        return seen == want
-
-    return check
-
-
-def takeover_bound(lab: Lab, failed: str) -> float:
-    """The protocol's bound for the failed host's VIPs: the slowest first backup's timeout."""
-    c = lab.plan.cluster
-    return max(
-        master_down(c.advbase, v.advskew[1], c.dead_ratio)
-        for v in lab.plan.vips
-        if v.owner == failed
-    )
-
-
-def client_mac(lab: Lab, vip: IPv4Address) -> str | None:
-    out = lab.seg.run(CLIENT, "ip", "neigh", "show", str(vip), "dev", "eth0")
-    m = re.search(r"lladdr (\S+)", out)
-    return m.group(1) if m else None
-
-
-def status_counters(lab: Lab, host: str) -> dict[str, int]:
-    """Ask a running daemon for its counters (SIGUSR1 logs them) and read them from its log."""
-    (proc,) = lab.procs[host]
-    log = lab.workdir / f"{host}.log"
-    before = log.read_text().count("status counters:")
-    os.kill(proc.pid, signal.SIGUSR1)
-    wait_for(lambda: log.read_text().count("status counters:") > before, 2.0)
-    line = log.read_text().rsplit("status counters:", 1)[1].splitlines()[0]
-    return {k: int(n) for k, n in (kv.split("=") for kv in line.split() if "=" in kv)}
 
 
 def test_owner_fails_and_returns(make_lab: Callable[..., Lab]) -> None:
@@ -241,3 +179,27 @@ def test_subsecond_failover(make_lab: Callable[..., Lab]) -> None:
     proc.wait()
     assert took < 0.3, f"sub-second failover took {took:.3f} s"
     assert time.monotonic() - t0 >= took
+
+
+@pytest.mark.ucarp
+def test_mixed_cluster_with_ucarp(make_lab: Callable[..., Lab]) -> None:
+    """Two native hosts and one running the generated lines under Debian's ucarp."""
+    lab = make_lab(hosts=3, vips=9, legacy=1)
+    legacy = lab.names[-1]
+    native = lab.names[0]
+    assert lab.plan.cluster.host(legacy).engine == "ucarp"
+    lab.start_all()
+    wait_for(settled(lab), 10.0)
+
+    # ucarp reacts to the wire up to ~1 s late (pcap's timeout) and checks its timer only when it
+    # wakes, up to one interval after D (CARP.md): it gets that much more time than a native host.
+    ucarp_lag = 1.0 + lab.plan.cluster.advbase + 0.5
+    for failed in (legacy, native):
+        lab.kill(failed)
+        bound = takeover_bound(lab, failed)
+        heirs = {v.holder({failed}) for v in lab.plan.vips if v.owner == failed}
+        slack = ucarp_lag if legacy in heirs else 0.5
+        took = wait_for(settled(lab, {failed}), bound + slack + 2.0)
+        assert took <= bound + slack, f"{failed}'s VIPs took {took:.2f} s"
+        lab.restore(failed)
+        wait_for(settled(lab), 10.0)

@@ -2,6 +2,7 @@
 
     python wire_tool.py send IFACE GROUP HEX [HEX ...]    one raw IPv4 packet per HEX (IP_HDRINCL)
     python wire_tool.py capture IFACE GROUP SECONDS        print the hex of every CARP packet seen
+    python wire_tool.py garp IFACE - SECONDS               print "time vip mac" per gratuitous ARP
 
 Only ever sends to the CARP group on the test's own interface.
 """
@@ -39,9 +40,24 @@ def capture(iface: str, group: str, seconds: float) -> None:
             print(s.recv(2048).hex(), flush=True)
 
 
+def garp(iface: str, seconds: float) -> None:
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+    s.bind((iface, 0x0806))
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if select.select([s], [], [], left)[0]:
+            f = s.recv(128)
+            # An ARP request whose sender and target IP are the same: gratuitous.
+            if len(f) >= 42 and f[20:22] == b"\x00\x01" and f[28:32] == f[38:42]:
+                mac = ":".join(f"{b:02x}" for b in f[22:28])
+                print(f"{time.monotonic():.3f} {socket.inet_ntoa(f[28:32])} {mac}", flush=True)
+
+
 if __name__ == "__main__":
     cmd, iface, group, *rest = sys.argv[1:]
     if cmd == "send":
         send(iface, group, rest)
+    elif cmd == "garp":
+        garp(iface, float(rest[0]))
     else:
         capture(iface, group, float(rest[0]))
