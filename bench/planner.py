@@ -35,9 +35,7 @@ def cluster_doc(hosts: int, vips: int) -> dict:
         g += 1
     return {
         "cluster": {"interface": "eth1", "password": "bench"},
-        "hosts": [
-            {"name": f"h{i:03d}", "address": f"198.51.100.{i + 1}"} for i in range(hosts)
-        ],
+        "hosts": [{"name": f"h{i:03d}", "address": f"198.51.100.{i + 1}"} for i in range(hosts)],
         "vips": pools,
     }
 
