@@ -7,6 +7,7 @@ is the only I/O beyond the cluster file itself.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -59,7 +60,17 @@ def load_cluster(path: str | os.PathLike[str]) -> Cluster:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ClusterError(str(p), [f"not a valid TOML file: {e}"]) from None
-    return parse_cluster(data, str(p), base_dir=p.parent)
+    cluster = parse_cluster(data, str(p), base_dir=p.parent)
+    cl = data.get("cluster")
+    if isinstance(cl, dict) and "password" in cl:
+        mode = p.stat().st_mode
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            warning = (
+                f"cluster.password: {p} holds the password and is readable by others "
+                f"(mode {stat.S_IMODE(mode):o}); chmod 600 it or use password_file"
+            )
+            cluster = dataclasses.replace(cluster, warnings=(*cluster.warnings, warning))
+    return cluster
 
 
 def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None) -> Cluster:

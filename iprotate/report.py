@@ -175,13 +175,16 @@ def stats(plan: Plan) -> dict[str, Any]:
 def stats_text(s: dict[str, Any]) -> str:
     own = s["owners"]
     lines = [tabulate(sorted(own.items()), headers=["host", "owns"]), ""]
-    for key, label, ideal in (("worst_one", "one", "one"), ("worst_two", "two", "two")):
+    for key, label, ideal in (
+        ("worst_one", "one failure", "one"),
+        ("worst_two", "two failures", "two"),
+    ):
         w = s[key]
         if w["down"] is None:
-            lines.append(f"any {label} failure: not applicable (too few hosts)")
+            lines.append(f"any {label}: not applicable (too few hosts)")
             continue
         lines.append(
-            f"worst after any {label} failure: {w['max']} VIPs on one survivor "
+            f"worst after any {label}: {w['max']} VIPs on one survivor "
             f"(ideal {s['ideal'][ideal]}), e.g. with {', '.join(w['down'])} down"
             + (f"; up to {w['unserved']} VIPs unserved" if w["unserved"] else "")
         )

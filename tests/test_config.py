@@ -839,3 +839,50 @@ def test_parsing_does_not_change_its_input() -> None:
 def test_a_broken_host_does_not_make_its_pins_errors_too(tmp_path: Path) -> None:
     p = bad(tmp_path, lambda d: d["hosts"][0].update(address="nowhere"))
     assert [ln.split(": ")[1] for ln in problems(p)] == ["hosts[0].address"]
+
+
+def test_inline_password_in_a_file_others_can_read_is_a_warning(tmp_path: Path) -> None:
+    p = tmp_path / "cluster.toml"
+    p.write_text(
+        '[cluster]\ninterface = "eth1"\npassword = "pw"\n'
+        '[[hosts]]\nname = "a"\naddress = "198.51.100.1"\n'
+        '[[vips]]\naddress = "203.0.113.10/24"\n'
+    )
+    p.chmod(0o644)
+    assert any("readable by others" in w for w in load_cluster(p).warnings)
+    p.chmod(0o600)
+    assert load_cluster(p).warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("run", "key"),
+    [
+        ({"hold_down": -1}, "run.hold_down"),
+        ({"stagger": "fast"}, "run.stagger"),
+        ({"garp_refresh": True}, "run.garp_refresh"),
+        ({"metrics": 9650}, "run.metrics"),
+        ({"holddown": 3}, "run.holddown"),
+    ],
+)
+def test_run_table_errors(run: dict[str, Any], key: str) -> None:
+    doc = {
+        "cluster": {"interface": "eth1", "password": "pw"},
+        "hosts": [{"name": "a", "address": "198.51.100.1"}],
+        "vips": [{"address": "203.0.113.10/24"}],
+        "run": run,
+    }
+    with pytest.raises(ClusterError) as e:
+        parse_cluster(doc, "t.toml")
+    assert any(p.startswith(f"{key}:") for p in e.value.problems), e.value.problems
+
+
+def test_run_table_defaults_and_values() -> None:
+    doc = {
+        "cluster": {"interface": "eth1", "password": "pw"},
+        "hosts": [{"name": "a", "address": "198.51.100.1"}],
+        "vips": [{"address": "203.0.113.10/24"}],
+    }
+    assert parse_cluster(doc, "t.toml").run.hold_down == 3.0
+    doc["run"] = {"hold_down": 0, "metrics": "127.0.0.1:9650", "control_group": "netops"}
+    run = parse_cluster(doc, "t.toml").run
+    assert (run.hold_down, run.metrics, run.control_group) == (0.0, "127.0.0.1:9650", "netops")

@@ -3,11 +3,13 @@ hooks and the control socket, each against real daemons in namespaces."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -285,3 +287,53 @@ def test_control_socket_refuses_other_users(make_lab: Callable[..., Lab]) -> Non
     with pytest.raises(ControlError):
         request(path, {"cmd": "no-such-command"})
     os.kill(lab.procs["alpha"][0].pid, signal.SIGTERM)
+
+
+def test_systemd_notify_ready_watchdog_and_stopping(
+    make_lab: Callable[..., Lab], tmp_path: Path
+) -> None:
+    """The daemon says READY=1 once its sockets are joined, pings the watchdog, says STOPPING=1."""
+    lab = make_lab(hosts=2, vips=2)
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(5.0)
+    env = dict(os.environ, NOTIFY_SOCKET=str(path), WATCHDOG_USEC="400000")
+    argv = [sys.executable, "-m", "iprotate", "run", str(lab.cluster_file), "--host", "alpha"]
+    argv += ["--control-socket", str(lab.control_socket("alpha"))]
+    proc = lab.seg.spawn("alpha", argv, log=str(lab.workdir / "alpha.log"), env=env)
+    lab.procs["alpha"] = [proc]
+    got: list[str] = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 3.0 or not got:
+        got.append(sock.recv(4096).decode())
+    assert got[0].startswith("READY=1"), got
+    assert sum(m == "WATCHDOG=1" for m in got) >= 5  # every 0.2 s for 3 s
+    assert lab.stop("alpha") == [0]
+    rest = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            rest.append(sock.recv(4096).decode())
+    assert "STOPPING=1" in rest
+    sock.close()
+
+
+def test_the_password_stays_out_of_logs_status_and_command_lines(
+    make_lab: Callable[..., Lab],
+) -> None:
+    lab = make_lab(hosts=3, vips=3, legacy=1)
+    lab.start_all()
+    wait_for(settled(lab), 10.0)
+    password = lab.plan.cluster.password.decode()
+    lab.kill("alpha")
+    wait_for(settled(lab, {"alpha"}), 8.0)
+    for n in lab.names:
+        for p in lab.procs.get(n, []):
+            cmdline = Path(f"/proc/{p.pid}/cmdline").read_bytes().decode(errors="replace")
+            assert password not in cmdline, n
+    _, out = cli("status", "--json", "--socket", str(lab.control_socket("bravo")))
+    assert password not in out
+    os.kill(lab.procs["bravo"][0].pid, signal.SIGUSR1)
+    time.sleep(0.3)
+    for log in lab.workdir.glob("*.log"):
+        assert password not in log.read_text(errors="replace"), log
