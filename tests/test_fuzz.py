@@ -94,7 +94,7 @@ toml_value = st.recursive(
         st.lists(inner, max_size=4),
         st.dictionaries(
             st.sampled_from(["name", "address", "pool", "vhid", "owner", "x"]), inner, max_size=4
-        ),  # fmt: skip
+        ),
     ),
     max_leaves=12,
 )
