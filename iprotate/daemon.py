@@ -258,9 +258,11 @@ class Daemon:
         running: bool | None = None
         while True:
             async for msg in watch.get():
-                if msg.get("event") != "RTM_NEWLINK" or msg["index"] != self._adv_index:
+                event = msg.get("event")
+                if event not in ("RTM_NEWLINK", "RTM_DELLINK") or msg["index"] != self._adv_index:
                     continue
-                up = bool(msg["flags"] & IFF_RUNNING)
+                # A deleted interface is a link that will not come back by itself.
+                up = event == "RTM_NEWLINK" and bool(msg["flags"] & IFF_RUNNING)
                 if up != running:
                     running = up
                     log.info("%s: link %s", self.host.interface, "up" if up else "down")
@@ -292,6 +294,9 @@ class Daemon:
                 except OSError as err:  # the NIC vanished, the socket broke: log, keep going
                     self.node.counters["errors"] += 1
                     log.error("%s vhid %d: %s failed: %s", e.vip.address, e.vip.vhid, e.action, err)
+                except Exception:  # a bug must not stop every other VIP's adverts
+                    self.node.counters["errors"] += 1
+                    log.exception("%s vhid %d: %s failed", e.vip.address, e.vip.vhid, e.action)
 
     async def _apply(self, ipr: AsyncIPRoute, e: Effect) -> None:
         a = e.action

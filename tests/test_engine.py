@@ -203,3 +203,24 @@ def test_mixed_cluster_with_ucarp(make_lab: Callable[..., Lab]) -> None:
         assert took <= bound + slack, f"{failed}'s VIPs took {took:.2f} s"
         lab.restore(failed)
         wait_for(settled(lab), 10.0)
+
+
+def test_run_refuses_clearly_without_an_interface_or_a_host(make_lab: Callable[..., Lab]) -> None:
+    import subprocess
+
+    lab = make_lab(hosts=2, vips=2)
+    bad = lab.workdir / "bad.toml"
+    bad.write_text(lab.cluster_file.read_text().replace('interface = "eth1"', 'interface = "eth9"'))
+
+    def run(member: str, path: str, *more: str) -> subprocess.CompletedProcess[str]:
+        argv = ["ip", "netns", "exec", lab.seg.members[member].netns, sys.executable, "-m"]
+        argv += ["iprotate", "run", path, "--control-socket", "", *more]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=20)
+
+    r = run("alpha", str(bad))
+    assert r.returncode == 1 and "interface 'eth9' not found" in r.stderr, r.stderr
+    r = run(CLIENT, str(lab.cluster_file))
+    assert r.returncode == 1 and "no host of the cluster file" in r.stderr, r.stderr
+    r = run("alpha", str(lab.cluster_file), "--host", "nosuch")
+    assert r.returncode == 2 and "nosuch" in r.stderr, r.stderr
+    assert lab.holders() == {str(v.ip): [] for v in lab.plan.vips}

@@ -1,0 +1,325 @@
+"""Takeover benchmark: the work per VIP when a host takes it over (target: address + gratuitous ARP
+under 2 ms), measured in a network namespace with the daemon's own code.
+
+    sudo .venv/bin/python bench/takeover.py [--vips 254] [--rounds 5] [--out bench/results]
+
+One throw-away `Segment` with one member (`alpha`, eth1, 198.51.100.1); inside it a worker
+process (this script, `--worker`) builds the real `Daemon` for a cluster file whose VIPs are all
+owned by alpha and drives the daemon's own effect path (`Daemon._apply`, `Daemon._execute`,
+`AsyncIPRoute`, `GarpSender`, `CarpSocket`), nothing reimplemented. Per round it measures:
+
+- ``add_garp``: `AddAddress` then `SendGarp` for one VIP, as the executor applies them (the
+  target: under 2 ms per VIP);
+- ``del``: `DelAddress` for one VIP;
+- ``takeover``: every VIP's master-down timer expires at once (`Node.timers`), and the whole batch
+  (Transition log line, address, gratuitous ARP, first advert, per VIP) goes through the
+  executor task, as after a host death; per VIP the daemon's own `takeover_seconds`
+  (Transition -> advert sent), the time to compute the batch, and the time until the last VIP's
+  advert is out;
+- ``stop``: the clean stop (farewell advert and address removal for every VIP).
+
+Only 203.0.113.0/24 VIPs and a 198.51.100.0/24 host address, inside namespaces this run makes
+and removes (also on errors). Prints JSON lines; with --out also writes takeover.json and
+takeover.md there. Figures are indicative: a shared 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+VIP_PREFIX = "203.0.113"
+HOST = "alpha"
+HOST_ADDRESS = "198.51.100.1"
+INTERFACE = "eth1"
+PASSWORD = "bench-secret"
+
+
+def cluster_toml(vips: int) -> str:
+    """Two hosts (only alpha exists here), `vips` VIPs from 203.0.113.1 owned by alpha, split
+    over two multicast groups when there are more than 127."""
+    if not 1 <= vips <= 254:
+        raise ValueError("1..254 VIPs: the VIPs must come from 203.0.113.0/24")
+    lines = [
+        "[cluster]",
+        f'interface = "{INTERFACE}"',
+        'password_file = "password"',
+        "advbase = 1",
+        "dead_ratio = 3",
+        "",
+        "[[hosts]]",
+        f'name = "{HOST}"',
+        f'address = "{HOST_ADDRESS}"',
+        "",
+        "[[hosts]]",
+        'name = "bravo"',
+        'address = "198.51.100.2"',
+    ]
+    half = min(vips, 127)
+    ranges = [(1, half, "224.0.0.18")]
+    if vips > half:
+        ranges.append((half + 1, vips, "224.0.0.19"))
+    for first, last, group in ranges:
+        lines += [
+            "",
+            "[[vips]]",
+            f'pool = "{VIP_PREFIX}.{first}-{VIP_PREFIX}.{last}/24"',
+            f'group = "{group}"',
+            f'owner = "{HOST}"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    """p50/p99/max/mean of durations in seconds, reported in milliseconds."""
+    s = sorted(samples)
+    if not s:
+        return {}
+    p99 = s[min(len(s) - 1, round(0.99 * (len(s) - 1)))]
+    return {
+        "n": len(s),
+        "p50_ms": round(statistics.median(s) * 1e3, 3),
+        "p99_ms": round(p99 * 1e3, 3),
+        "max_ms": round(s[-1] * 1e3, 3),
+        "mean_ms": round(statistics.fmean(s) * 1e3, 3),
+    }
+
+
+# --- the worker, inside the namespace --------------------------------------------------------------
+
+
+async def _worker(cluster_file: str, rounds: int, log_file: str) -> dict[str, Any]:
+    """Drive the daemon's effect path for every VIP, `rounds` times; raw samples in seconds."""
+    from pyroute2 import AsyncIPRoute
+
+    from iprotate.carp import AddAddress, DelAddress, SendGarp
+    from iprotate.config import load_cluster
+    from iprotate.daemon import Daemon, RunOptions
+    from iprotate.node import Effect
+    from iprotate.planner import make_plan
+
+    # As `iprotate run` logs (the Transition lines are part of the takeover work).
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        filename=log_file,
+    )
+    plan = make_plan(load_cluster(cluster_file))
+    daemon = Daemon(plan, HOST, RunOptions())
+    vips = [v for v in plan.vips if v.owner == HOST]
+    loop = asyncio.get_running_loop()
+    ipr = AsyncIPRoute()
+    out: dict[str, Any] = {"add_garp": [], "add": [], "garp": [], "del": [], "rounds": []}
+    try:
+        daemon._adv_index, _ = await daemon._link(ipr, daemon.host.interface)
+        daemon._vip_index, _ = await daemon._link(ipr, daemon.host.vip_interface)
+        await daemon._cleanup(ipr)
+        daemon._open_sockets()  # the CARP sockets and the GarpSender, as `run` opens them
+        for _ in range(rounds):
+            # 1. address + gratuitous ARP, one VIP at a time, through Daemon._apply.
+            for v in vips:
+                t0 = time.perf_counter()
+                await daemon._apply(ipr, Effect(v, AddAddress()))
+                t1 = time.perf_counter()
+                await daemon._apply(ipr, Effect(v, SendGarp()))
+                t2 = time.perf_counter()
+                out["add"].append(t1 - t0)
+                out["garp"].append(t2 - t1)
+                out["add_garp"].append(t2 - t0)
+            for v in vips:
+                t0 = time.perf_counter()
+                await daemon._apply(ipr, Effect(v, DelAddress()))
+                out["del"].append(time.perf_counter() - t0)
+
+            # 2. a whole takeover: every machine BACKUP, then all master-down timers expire.
+            node = daemon.node
+            now = loop.time()
+            start_batch = node.start(now)
+            await _run_executor(daemon, ipr, start_batch)
+            node.takeover_seconds.clear()
+            t0 = time.perf_counter()
+            batch = node.timers(now + 3600.0)
+            t1 = time.perf_counter()
+            await _run_executor(daemon, ipr, batch)
+            t2 = time.perf_counter()
+            per_vip = list(node.takeover_seconds.values())
+            held = await _count_held(ipr, daemon._vip_index, {str(v.ip) for v in vips})
+
+            # 3. the clean stop: farewell adverts and every address removed.
+            t3 = time.perf_counter()
+            stop_batch = node.stop(loop.time())
+            await _run_executor(daemon, ipr, stop_batch)
+            t4 = time.perf_counter()
+            out["rounds"].append(
+                {
+                    "effects": len(batch),
+                    "compute_s": t1 - t0,
+                    "execute_s": t2 - t1,
+                    "per_vip_s": per_vip,
+                    "held_after": held,
+                    "stop_s": t4 - t3,
+                    "stop_effects": len(stop_batch),
+                }
+            )
+        out["errors"] = daemon.node.counters.get("errors", 0)
+    finally:
+        for s in daemon.sockets.values():
+            loop.remove_reader(s.fileno())
+            s.close()
+        if daemon.garp is not None:
+            daemon.garp.close()
+        ipr.close()
+    return out
+
+
+async def _run_executor(daemon: Any, ipr: Any, batch: list[Any]) -> None:
+    """One batch through the daemon's own executor task, to its end."""
+    daemon._effects.put_nowait(batch)
+    daemon._effects.put_nowait(None)
+    await daemon._execute(ipr)
+
+
+async def _count_held(ipr: Any, index: int, wanted: set[str]) -> int:
+    from iprotate.daemon import _collect
+
+    msgs = await _collect(ipr.addr("dump", index=index, family=2))
+    return sum(1 for m in msgs if m.get_attr("IFA_ADDRESS") in wanted)
+
+
+# --- the driver ------------------------------------------------------------------------------------
+
+
+def run(vips: int, rounds: int) -> list[dict[str, Any]]:
+    """Build the segment, run the worker in it, summarise; everything removed on return."""
+    from iprotate.netns import Segment
+
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="iprotate-takeover-") as tmp:
+        work = Path(tmp)
+        cluster = work / "cluster.toml"
+        cluster.write_text(cluster_toml(vips))
+        pw = work / "password"
+        pw.write_text(PASSWORD + "\n")
+        pw.chmod(0o600)
+        with Segment() as seg:
+            seg.add(HOST, 1, INTERFACE)
+            argv = [sys.executable, os.path.abspath(__file__), "--worker", str(cluster)]
+            argv += ["--rounds", str(rounds), "--log", str(work / "worker.log")]
+            raw = json.loads(seg.run(HOST, *argv))
+            left = seg.addresses(HOST)
+        base = {"bench": "takeover", "vips": vips, "rounds": rounds, "machine": _machine()}
+        results.append({**base, "what": "add_garp", **summary(raw["add_garp"]), "target_ms": 2.0})
+        results.append({**base, "what": "add", **summary(raw["add"])})
+        results.append({**base, "what": "garp", **summary(raw["garp"])})
+        results.append({**base, "what": "del", **summary(raw["del"])})
+        per_vip = [s for r in raw["rounds"] for s in r["per_vip_s"]]
+        results.append(
+            {
+                **base,
+                "what": "takeover_per_vip",
+                "detail": "Transition -> first advert sent, per VIP (daemon's takeover_seconds)",
+                **summary(per_vip),
+            }
+        )
+        results.append(
+            {
+                **base,
+                "what": "takeover_batch",
+                "detail": f"all {vips} VIPs at once: machine compute, executor until the last advert",
+                "compute_ms": summary([r["compute_s"] for r in raw["rounds"]]),
+                "execute_ms": summary([r["execute_s"] for r in raw["rounds"]]),
+                "effects_per_round": raw["rounds"][0]["effects"],
+                "held_after_takeover": [r["held_after"] for r in raw["rounds"]],
+                "errors": raw["errors"],
+            }
+        )
+        results.append(
+            {
+                **base,
+                "what": "stop_batch",
+                "detail": "clean stop: farewell advert + address removal for every VIP",
+                **summary([r["stop_s"] for r in raw["rounds"]]),
+                "addresses_left": len([a for a in left if a.startswith(VIP_PREFIX + ".")]),
+            }
+        )
+    return results
+
+
+def _machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    """The results as a markdown page."""
+    r0 = results[0]
+    lines = [
+        "# Takeover work per VIP",
+        "",
+        f"`bench/takeover.py`: {r0['vips']} VIPs x {r0['rounds']} rounds, one namespace "
+        f"(`eth1`), the daemon's own `_apply`/`_execute`, `AsyncIPRoute`, `GarpSender`. "
+        f"Machine: {r0['machine']}, shared with other jobs: indicative figures.",
+        "",
+        "| what | n | p50 ms | p99 ms | max ms | mean ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        if "p50_ms" in r:
+            lines.append(
+                f"| {r['what']} | {r['n']} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} "
+                f"| {r['mean_ms']} |"
+            )
+    batch = next(r for r in results if r["what"] == "takeover_batch")
+    lines += [
+        "",
+        "Target: `add_garp` (address + gratuitous ARP) under 2 ms per VIP.",
+        "",
+        f"Whole takeover of {r0['vips']} VIPs at once (`Node.timers` then the executor, "
+        f"{batch['effects_per_round']} effects): compute p50 {batch['compute_ms']['p50_ms']} ms, "
+        f"execute p50 {batch['execute_ms']['p50_ms']} ms, max {batch['execute_ms']['max_ms']} ms "
+        f"(the last VIP's advert goes out that long after its timer fired); VIPs held after "
+        f"each round: {batch['held_after_takeover']}; executor errors: {batch['errors']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--vips", type=int, default=254, help="1..254 (203.0.113.1 upwards)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--out", metavar="DIR", help="also write takeover.json and takeover.md here")
+    ap.add_argument("--worker", metavar="CLUSTER", help=argparse.SUPPRESS)
+    ap.add_argument("--log", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(asyncio.run(_worker(args.worker, args.rounds, args.log or os.devnull))))
+        return
+    from iprotate.netns import NetnsError
+
+    if os.geteuid() != 0:
+        sys.exit("bench/takeover.py needs root (network namespaces)")
+    try:
+        results = run(args.vips, args.rounds)
+    except NetnsError as e:
+        sys.exit(f"worker failed: {e}")
+    for r in results:
+        print(json.dumps(r))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "takeover.json").write_text("".join(json.dumps(r) + "\n" for r in results))
+        (out / "takeover.md").write_text(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
