@@ -84,14 +84,14 @@ def _demo(lab: Lab) -> bool:
 
 
 def _interactive(lab: Lab) -> None:
-    click.echo(HELP)
     last = ""
     while True:
         lab.poll_probe(0.0)
         shown = _table(lab)
         body = shown.split("\n", 1)[1]
         if body != last:
-            click.echo(shown + "\n> ", nl=False)
+            click.clear()  # a live table, redrawn in place
+            click.echo(f"{shown}\n\n{HELP}\n> ", nl=False)
             last = body
         ready, _, _ = select.select([sys.stdin], [], [], 0.2)
         if not ready:
@@ -109,7 +109,7 @@ def _interactive(lab: Lab) -> None:
             {"fail": lab.kill, "stop": lab.stop, "start": lab.restore}[cmd](args[0])
             last = ""
         else:
-            click.echo(HELP)
+            click.echo(f"? {line.strip()}\n{HELP}\n> ", nl=False)
 
 
 def _raise_exit(signum: int, frame: FrameType | None) -> None:

@@ -1,0 +1,984 @@
+"""Chaos: a seeded random sequence of failures against a lab, with invariants checked all along.
+
+`run_chaos(ChaosConfig(seed=...), workdir)` builds a lab (4 hosts, 10 VIPs, advbase 1 by default),
+plays a schedule drawn from `random.Random(seed)` and watches the cluster every ~50 ms the whole
+time. The same seed gives the same schedule (`make_schedule` is pure), so a failure is replayed
+with `IPROTATE_CHAOS_SEED=<seed> pytest tests/test_chaos.py` or `python bench/chaos.py --seed
+<seed>`. The CI test (tests/test_chaos.py) and the long benchmark (bench/chaos.py) both drive it.
+
+Faults, each on a host that is fully up, each followed by its recovery after a drawn hold time:
+
+- kill: the engine SIGKILLed and the cable pulled (its addresses stay behind, harmless with the
+  cable out). Recovery `restore`, in the order a rebooted machine comes back: the engine is
+  started with the cable still out, and the cable goes back in once it has started (and removed
+  the leftovers); `Lab.restore` plugs the cable first, which shows the leftovers to the segment
+  for as long as the engine takes to start.
+- stop: a clean stop (SIGTERM). Recovery `start`.
+- flap: the cable pulled with the engine running, short (under D) or long. Recovery `link_up`.
+- cut: the host's port taken off the bridge, carrier up (a partition: the host hears nobody and
+  takes every VIP for itself). Recovery `heal`.
+
+At most `max_down` hosts (default N - 1) are not fully up at once, so one host always is. Now and
+then the schedule holds still (`quiet`): transient faults end, killed and stopped hosts stay down,
+and the cluster must settle. The run ends with two quiet checks: with the hosts that are still
+killed or stopped left down, then with every host back.
+
+What is watched: the client's ARP probe (`Lab.start_probe`, every `probe_period`: which hosts
+answer for each VIP), the ground truth (`Lab.holders`, every `truth_period`: which hosts have each
+address), the engines' processes and their logs.
+
+Invariants and their bounds, all from the protocol (CARP.md, "Timing"; advbase = b, dead ratio r,
+a host h's advskew s_h). D_h = b*r + s_h/256 is h's master-down timeout, T_h = b + s_h/256 its
+advert interval. A host is *eligible* while its engine runs (and has started), its cable is in and
+it is not cut off; `a_h` is when it last became so. ucarp hosts get `ucarp_lag` = 1 s + b more
+everywhere (pcap hands it packets up to 1 s late and it checks its timer only when it wakes), and
+become eligible 10 s after their link comes back (ucarp sleeps 10 s while its link is down).
+
+1. unserved: a VIP the client gets no answer for since g0 must be answered again by
+   min over eligible participants h of (max(g0, a_h) + D_h) + margin. A backup's timer runs from
+   the last advert it heard, which is no later than the holder's failure, so the best eligible
+   backup takes over within D_h of the failure (or of its own arrival). margin = 0.5 s of
+   scheduling on a loaded machine + 2 probe periods (when a gap starts and ends is known to a
+   period each). With no eligible participant the VIP may stay unserved.
+2. two holders: two hosts answering for one VIP (client view), or two reachable hosts having it
+   configured (ground truth), for no longer than one interval, max T_h over the hosts involved,
+   + 0.5 s + 2 observation periods. Two masters that hear each other settle at the first advert
+   of either (the better one keeps it, the other yields at once); the usual case is a healed
+   partition, whose host became master of everything while cut off. Make-before-break handovers
+   (a returning host preempting) overlap for milliseconds.
+3. quiet: `settle` after the last event (or after the last host became eligible, whichever is
+   later) every VIP is held, in the ground truth and in the client's view, by exactly
+   `VipPlan.holder(down)`, down = the hosts not fully up. settle = max(D_max, hold_down +
+   stagger * (k - 1) + T_max) + 1 s, k the most VIPs a host preempts (its stagger ladder): a failed
+   holder is replaced within D; a returning host preempts its last VIP at hold_down + (k-1)*stagger
+   at the next advert of the current master.
+4. no address on a stopped host: after a clean stop (SIGTERM) exits (status 0 for iprotate), no
+   VIP is left on it, and none appears while it is stopped. Likewise an engine whose cable is out
+   releases its VIPs within `release_bound` (native hosts: DESIGN "interface down -> backup").
+   A killed host keeps its addresses until restarted (nothing runs to remove them); not checked.
+5. the daemons never crash: every engine we did not kill or stop is still running, starts within
+   `ready_timeout`, stops within 10 s, and no log has a "Traceback". ERROR lines are collected.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from iprotate.lab import Lab
+from iprotate.netns import Segment
+from iprotate.netns import ip as ip_cmd
+from iprotate.timing import interval, master_down
+
+FAULTS = ("kill", "stop", "flap", "cut")
+RECOVERY = {"kill": "restore", "stop": "start", "flap": "link_up", "cut": "heal"}
+TRANSIENT = ("flap", "cut")  # ended before every quiet check
+VIP_PREFIX = "203.0.113."
+UCARP_LINK_SLEEP = 10.0  # ucarp polls a link that is not RUNNING every 10 s (CARP.md)
+STOP_TIMEOUT = 10.0
+CAUSE_TOLERANCE = 0.05  # an event begun this soon after a probe round began can explain it
+POST_DEADLINE = 10.0  # how long a quiet check keeps measuring after its bound was missed
+STEP_PATIENCE = 60.0  # a step whose host never gets ready for it is skipped (and reported)
+
+
+# --- configuration and schedule ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    """One chaos run. `seconds` is the planned length of the fault phase (quiet checks, start-up
+    and the final checks come on top)."""
+
+    seed: int
+    seconds: float = 40.0
+    hosts: int = 4
+    vips: int = 10
+    legacy: int = 0  # the last `legacy` hosts run Debian's ucarp
+    advbase: int = 1
+    dead_ratio: int = 3
+    hold_down: float = 1.0
+    stagger: float = 0.1
+    max_down: int | None = None  # hosts not fully up at once; None: hosts - 1
+    mean_gap: float = 2.0  # mean seconds between two faults (exponential)
+    quiet_every: float = 20.0  # a quiet check every this many planned seconds; 0: none
+    probe_period: float = 0.1
+    truth_period: float = 0.2
+    slack: float = 0.5  # scheduling slack on a loaded machine, in every bound
+    settle_slack: float = 1.0
+    release_bound: float = 1.0  # link down -> addresses gone (native)
+    ready_timeout: float = 30.0  # an engine started -> "taking part" in its log
+
+    @property
+    def down_limit(self) -> int:
+        return self.hosts - 1 if self.max_down is None else self.max_down
+
+    @property
+    def run_args(self) -> tuple[str, ...]:
+        return ("--hold-down", str(self.hold_down), "--stagger", str(self.stagger))
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a schedule, at a planned time (seconds into the fault phase; quiet checks take
+    no planned time). `hold` is how long a fault is planned to last."""
+
+    at: float
+    kind: str  # a fault, a recovery, or "quiet"
+    host: str | None = None
+    hold: float = 0.0
+
+
+def _hold(rng: random.Random, kind: str) -> float:
+    """How long a fault lasts: flaps and cuts are short (under D) or long, half and half."""
+    if kind == "kill":
+        return rng.uniform(1.0, 8.0)
+    if kind == "stop":
+        return rng.uniform(0.5, 6.0)
+    if kind == "flap":
+        return rng.uniform(0.2, 2.5) if rng.random() < 0.5 else rng.uniform(4.0, 8.0)
+    return rng.uniform(0.5, 2.5) if rng.random() < 0.5 else rng.uniform(4.0, 10.0)
+
+
+def make_schedule(
+    seed: int,
+    names: Sequence[str],
+    seconds: float,
+    max_down: int,
+    mean_gap: float = 2.0,
+    quiet_every: float = 20.0,
+    weights: Sequence[float] = (3, 2, 2, 3),
+) -> list[Step]:
+    """The steps of a run: pure, the same for the same arguments.
+
+    Faults hit hosts that are fully up, at most `max_down` hosts are down at once, every fault is
+    recovered; every `quiet_every` planned seconds the transient faults end and a quiet check
+    follows; at the end the transient faults end, a quiet check, every other host back, a last
+    quiet check."""
+    rng = random.Random(seed)
+    steps: list[Step] = []
+    pending: dict[str, tuple[float, str]] = {}  # host -> (planned recovery, fault)
+
+    def recover(until: float, kinds: Sequence[str] = FAULTS, at: float | None = None) -> None:
+        for h, (due, kind) in sorted(pending.items(), key=lambda kv: (kv[1][0], kv[0])):
+            if (at is not None or due <= until) and kind in kinds:
+                steps.append(Step(due if at is None else at, RECOVERY[kind], h))
+                del pending[h]
+
+    t = 0.0
+    next_quiet = quiet_every if quiet_every > 0 else math.inf
+    while True:
+        t += min(max(rng.expovariate(1.0 / mean_gap), 0.1), 4 * mean_gap)
+        if t >= seconds:
+            break
+        recover(t)
+        if t >= next_quiet:
+            recover(t, TRANSIENT, at=t)
+            steps.append(Step(t, "quiet"))
+            next_quiet += quiet_every
+            continue
+        up = [h for h in names if h not in pending]
+        if len(pending) >= max_down or not up:
+            continue
+        host = rng.choice(up)
+        kind = rng.choices(FAULTS, weights)[0]
+        hold = round(_hold(rng, kind), 3)
+        steps.append(Step(round(t, 3), kind, host, hold))
+        pending[host] = (round(t + hold, 3), kind)
+    end = max([seconds, *(s.at for s in steps)])
+    recover(end, TRANSIENT, at=end)
+    steps.append(Step(end, "quiet"))
+    recover(end, FAULTS, at=end)
+    steps.append(Step(end, "quiet"))
+    return steps
+
+
+# --- what a run records --------------------------------------------------------------------------
+
+
+@dataclass
+class Violation:
+    t: float  # seconds since the fault phase began
+    invariant: str
+    subject: str  # a VIP or a host
+    detail: str
+    logs: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Gap:
+    """A VIP the client got no answer for."""
+
+    vip: str
+    t: float
+    seconds: float
+    allowed: float | None  # None: no participant was eligible
+    cause: str
+    cause_host: str | None
+
+
+@dataclass
+class Overlap:
+    """A VIP two hosts answered for (client) or had configured (truth)."""
+
+    vip: str
+    source: str  # "client" or "truth"
+    t: float
+    seconds: float
+    allowed: float
+    hosts: list[str]
+    cause: str
+    cause_host: str | None
+
+
+@dataclass
+class QuietCheck:
+    t: float
+    down: list[str]
+    settled_after: float | None  # seconds after the reference (last event / arrival); None: never
+    bound: float
+
+
+@dataclass
+class Executed:
+    t: float
+    kind: str
+    host: str | None
+    planned: float
+    hold: float
+
+
+@dataclass
+class ChaosResult:
+    """Everything a run saw; `summary()` has the figures."""
+
+    config: dict[str, Any]
+    bounds: dict[str, Any]
+    workdir: str
+    executed: list[Executed] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
+    overlaps: list[Overlap] = field(default_factory=list)
+    quiets: list[QuietCheck] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+    errors: dict[str, list[str]] = field(default_factory=dict)
+    probe_rounds: int = 0
+    truth_samples: int = 0
+    fault_phase: float = 0.0
+    wall: float = 0.0
+    namespaces_left: list[str] = field(default_factory=list)
+
+    @property
+    def seed(self) -> int:
+        return int(self.config["seed"])
+
+    def summary(self) -> dict[str, Any]:
+        """Events run; per cause, the longest unserved gap and two-holder overlap vs its bound;
+        quiet checks; violations."""
+        events: dict[str, int] = defaultdict(int)
+        for e in self.executed:
+            events[e.kind] += 1
+        unserved: dict[str, dict[str, Any]] = {}
+        for g in self.gaps:
+            row = unserved.setdefault(
+                g.cause, {"gaps": 0, "max_s": 0.0, "bound_s": None, "max_past_D_s": None}
+            )
+            row["gaps"] += 1
+            if g.allowed is not None:
+                past = round(g.seconds - (g.allowed - self.bounds["margin_client"]), 3)
+                row["max_past_D_s"] = max(row["max_past_D_s"] or -math.inf, past)
+            if g.seconds >= row["max_s"]:
+                row["max_s"] = round(g.seconds, 3)
+                row["bound_s"] = None if g.allowed is None else round(g.allowed, 3)
+                row["vip"] = g.vip
+        overlap: dict[str, dict[str, Any]] = {}
+        for o in self.overlaps:
+            row = overlap.setdefault(
+                f"{o.cause} ({o.source})", {"overlaps": 0, "max_s": 0.0, "bound_s": None}
+            )
+            row["overlaps"] += 1
+            if o.seconds >= row["max_s"]:
+                row["max_s"] = round(o.seconds, 3)
+                row["bound_s"] = round(o.allowed, 3)
+                row["vip"] = o.vip
+        settled = [q.settled_after for q in self.quiets if q.settled_after is not None]
+        return {
+            "seed": self.seed,
+            "fault_phase_s": round(self.fault_phase, 1),
+            "wall_s": round(self.wall, 1),
+            "events": dict(sorted(events.items())),
+            "probe_rounds": self.probe_rounds,
+            "truth_samples": self.truth_samples,
+            "unserved_by_cause": dict(sorted(unserved.items())),
+            "two_holders_by_cause": dict(sorted(overlap.items())),
+            "quiet_checks": len(self.quiets),
+            "quiet_settled_max_s": round(max(settled), 3) if settled else None,
+            "quiet_bound_s": round(self.bounds["settle"], 3),
+            "violations": len(self.violations),
+            "error_lines": sum(len(v) for v in self.errors.values()),
+            "namespaces_left": self.namespaces_left,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary(),
+            "config": self.config,
+            "bounds": self.bounds,
+            "workdir": self.workdir,
+            "executed": [asdict(e) for e in self.executed],
+            "violations": [asdict(v) for v in self.violations],
+            "quiets": [asdict(q) for q in self.quiets],
+            "gaps": [asdict(g) for g in self.gaps],
+            "overlaps": [asdict(o) for o in self.overlaps],
+            "errors": self.errors,
+        }
+
+    def replay(self) -> str:
+        c = self.config
+        return (
+            f"IPROTATE_CHAOS_SEED={c['seed']} IPROTATE_CHAOS_SECONDS={c['seconds']:g} "
+            f"pytest tests/test_chaos.py, or python bench/chaos.py --seed {c['seed']} "
+            f"--seconds {c['seconds']:g} --legacy {c['legacy']}"
+        )
+
+    def failure_message(self, limit: int = 8) -> str:
+        lines = [
+            f"chaos seed {self.seed}: {len(self.violations)} invariant violation(s); "
+            f"replay: {self.replay()}; logs in {self.workdir}"
+        ]
+        for v in self.violations[:limit]:
+            lines.append(f"  t={v.t:.2f}s {v.invariant} {v.subject}: {v.detail}")
+            for host, tail in v.logs.items():
+                lines += [f"    {host}.log: {line}" for line in tail[-6:]]
+        if len(self.violations) > limit:
+            lines.append(f"  ... and {len(self.violations) - limit} more (chaos.json)")
+        return "\n".join(lines)
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+class HostState(enum.Enum):
+    UP = "up"
+    KILLED = "killed"
+    RESTORING = "restoring"  # engine started, cable still out
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    STARTING = "starting"
+    FLAPPED = "flapped"  # cable out, engine running
+    CUT = "cut"  # off the bridge, carrier up
+
+
+ENGINE_RUNS = {
+    HostState.UP,
+    HostState.FLAPPED,
+    HostState.CUT,
+    HostState.STARTING,
+    HostState.RESTORING,
+}
+
+
+OFF_SEGMENT = {HostState.KILLED, HostState.RESTORING, HostState.FLAPPED, HostState.CUT}
+
+
+@dataclass
+class Host:
+    name: str
+    legacy: bool
+    state: HostState = HostState.UP
+    eligible_since: float | None = None
+    spawned_at: float = 0.0
+    ready_seen: bool = False
+    log_pos: int = 0
+    stopping: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    stop_sent: float = 0.0
+    link_down_at: float = 0.0
+    link_was_down: bool = False  # a ucarp host whose link was down sleeps 10 s before it sees it
+    release_flagged: bool = False
+    stopped_flagged: bool = False
+
+    @property
+    def connected(self) -> bool:
+        """On the segment: its cable in and its port on the bridge."""
+        return self.state not in OFF_SEGMENT
+
+
+@dataclass
+class _Streak:
+    start: float
+    hosts: set[str]
+    flagged: bool = False
+
+
+class ChaosRun:
+    """Plays a schedule against a lab and checks the invariants (see the module docstring)."""
+
+    def __init__(
+        self, cfg: ChaosConfig, lab: Lab, say: Callable[[str], None] | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.lab = lab
+        self.say = say or (lambda s: None)
+        self.plan = lab.plan
+        c = self.plan.cluster
+        self.legacy = {h.name for h in c.hosts if h.engine == "ucarp"}
+        self.hosts = {n: Host(n, n in self.legacy) for n in lab.names}
+        self.lag = {n: (1.0 + c.advbase if n in self.legacy else 0.0) for n in lab.names}
+        self.vips = {str(v.ip): v for v in self.plan.vips}
+        self.D = {
+            ip: {h: master_down(c.advbase, v.advskew_of(h), c.dead_ratio) for h in v.order}
+            for ip, v in self.vips.items()
+        }
+        self.T = {
+            ip: {h: interval(c.advbase, v.advskew_of(h)) for h in v.order}
+            for ip, v in self.vips.items()
+        }
+        d_max = max(d + self.lag[h] for row in self.D.values() for h, d in row.items())
+        t_max = max(t + self.lag[h] for row in self.T.values() for h, t in row.items())
+        k = max(sum(1 for v in self.plan.for_host(n) if v.preempt_of(n)) for n in lab.names)
+        self.settle = (
+            max(d_max, cfg.hold_down + cfg.stagger * max(k - 1, 0) + t_max) + cfg.settle_slack
+        )
+        self.margin_client = cfg.slack + 2 * cfg.probe_period
+        self.margin_truth = cfg.slack + 2 * cfg.truth_period
+        self.schedule = make_schedule(
+            cfg.seed, lab.names, cfg.seconds, cfg.down_limit, cfg.mean_gap, cfg.quiet_every
+        )
+        self.result = ChaosResult(
+            config=asdict(cfg),
+            bounds={
+                "D": self.D,
+                "T": self.T,
+                "ucarp_lag": {n: self.lag[n] for n in self.legacy},
+                "settle": self.settle,
+                "margin_client": self.margin_client,
+                "margin_truth": self.margin_truth,
+                "release": cfg.release_bound,
+            },
+            workdir=str(lab.workdir),
+        )
+        self.t0 = 0.0
+        self.checking = False
+        self.gap: dict[str, float | None] = dict.fromkeys(self.vips)
+        self.gap_flagged: dict[str, bool] = dict.fromkeys(self.vips, False)
+        self.last_answer: dict[str, list[str]] = {ip: [v.owner] for ip, v in self.vips.items()}
+        self.streaks: dict[tuple[str, str], _Streak] = {}
+        self.view: dict[str, list[str]] = {}
+        self.view_t = 0.0
+        self.truth: dict[str, list[str]] = {}
+        self.last_truth = 0.0
+        self.last_logs = 0.0
+        self.last_event = 0.0
+        self.match_since: float | None = None
+        self.cursor = 0
+        self.step_due = 0.0
+        self.quiet_deadline: float | None = None
+        self.quiet_ref = 0.0
+        self.quiet_flagged = False
+
+    # --- driving -----------------------------------------------------------------------------
+
+    def run(self) -> ChaosResult:
+        wall0 = time.monotonic()
+        lab = self.lab
+        for h in self.hosts.values():
+            h.spawned_at = time.monotonic()
+        lab.start_all()
+        lab.start_probe(self.cfg.probe_period)
+        want = {ip: [v.owner] for ip, v in self.vips.items()}
+        deadline = time.monotonic() + 30.0
+        while not (self._sample_truth() == want and self._poll_client() == want):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the lab did not settle at start: {self.truth} {self.view}")
+            time.sleep(0.1)
+        self.t0 = now = time.monotonic()
+        for h in self.hosts.values():
+            self._scan_log(h)
+            h.ready_seen = True
+            h.eligible_since = now
+        self.checking = True
+        self.step_due = now + self.schedule[0].at if self.schedule else now
+        self.say(f"chaos seed {self.cfg.seed}: {len(self.schedule)} steps, settle {self.settle}")
+        while self.cursor < len(self.schedule):
+            self._observe()
+            self._advance()
+        self.result.fault_phase = time.monotonic() - self.t0
+        self._final_checks()
+        self.result.wall = time.monotonic() - wall0
+        return self.result
+
+    def _observe(self) -> None:
+        self._poll_client(timeout=0.05)
+        now = time.monotonic()
+        if now - self.last_truth >= self.cfg.truth_period:
+            self._sample_truth()
+            self._check_truth(self.last_truth)
+        if now - self.last_logs >= 0.25:
+            self.last_logs = now
+            for h in self.hosts.values():
+                self._scan_log(h)
+        self._check_processes(now)
+
+    def _advance(self) -> None:
+        """Run the next step once it is due and its preconditions hold."""
+        step = self.schedule[self.cursor]
+        now = time.monotonic()
+        if now < self.step_due:
+            return
+        if step.kind == "quiet":
+            done = self._quiet(now)
+        else:
+            done = self._ready_for(step)
+            if done:
+                self._execute(step, now)
+            elif now - self.step_due > STEP_PATIENCE:
+                self._violate(
+                    "stuck", step.host or "cluster", f"{step.kind} waited {STEP_PATIENCE} s for "
+                    f"its host to be ready; states {self._states()}; skipped",
+                )  # fmt: skip
+                done = True
+        if done:
+            self.cursor += 1
+            if self.cursor < len(self.schedule):
+                gap = self.schedule[self.cursor].at - step.at
+                self.step_due = time.monotonic() + max(gap, 0.0)
+
+    def _ready_for(self, step: Step) -> bool:
+        assert step.host is not None
+        h = self.hosts[step.host]
+        if step.kind in FAULTS:
+            down = sum(1 for x in self.hosts.values() if x.state is not HostState.UP)
+            return h.state is HostState.UP and down < self.cfg.down_limit
+        need = {
+            "restore": HostState.KILLED,
+            "start": HostState.STOPPED,
+            "link_up": HostState.FLAPPED,
+            "heal": HostState.CUT,
+        }[step.kind]
+        return h.state is need
+
+    def _execute(self, step: Step, now: float) -> None:
+        assert step.host is not None
+        h = self.hosts[step.host]
+        lab, seg = self.lab, self.lab.seg
+        kind = step.kind
+        began = time.monotonic()
+        if kind == "kill":
+            for p in lab.procs.pop(h.name, []):
+                Segment.stop(p, signal.SIGKILL)
+            seg.link(h.name, False)
+            h.link_was_down = True
+            self._set(h, HostState.KILLED)
+        elif kind == "restore":
+            self._spawn(h)
+            self._set(h, HostState.RESTORING)
+        elif kind == "stop":
+            h.stopping = lab.procs.pop(h.name, [])
+            h.stop_sent = time.monotonic()
+            for p in h.stopping:
+                if p.poll() is None:
+                    os.kill(p.pid, signal.SIGTERM)
+            self._set(h, HostState.STOPPING)
+        elif kind == "start":
+            self._spawn(h)
+            self._set(h, HostState.STARTING)
+        elif kind == "flap":
+            seg.link(h.name, False)
+            h.link_down_at = time.monotonic()
+            h.release_flagged = False
+            h.link_was_down = True
+            self._set(h, HostState.FLAPPED)
+        elif kind == "link_up":
+            seg.link(h.name, True)
+            self._set(h, HostState.UP)
+        elif kind == "cut":
+            seg.partition(h.name, True)
+            self._set(h, HostState.CUT)
+        elif kind == "heal":
+            seg.partition(h.name, False)
+            self._set(h, HostState.UP)
+        else:
+            raise ValueError(kind)
+        t = time.monotonic()
+        self.last_event = t
+        self.match_since = None
+        self.result.executed.append(
+            Executed(round(began - self.t0, 3), kind, h.name, step.at, step.hold)
+        )
+        hold = f" for {step.hold:.1f} s" if step.hold else ""
+        self.say(f"t={t - self.t0:7.2f} {kind:8} {h.name}{hold}")
+
+    def _set(self, h: Host, state: HostState) -> None:
+        h.state = state
+        if state is HostState.UP:
+            now = time.monotonic()
+            # ucarp sleeps 10 s while its link is not RUNNING, so it notices the cable late.
+            late = UCARP_LINK_SLEEP if h.legacy and h.link_was_down else 0.0
+            h.eligible_since = now + late + self.lag[h.name]
+            h.link_was_down = False
+        else:
+            h.eligible_since = None
+
+    def _spawn(self, h: Host) -> None:
+        self._scan_log(h)  # whatever the last run wrote is read: "taking part" below is new
+        h.ready_seen = False
+        h.spawned_at = time.monotonic()
+        self.lab.start(h.name)
+
+    def _became_ready(self, h: Host) -> None:
+        if h.state is HostState.RESTORING:
+            self.lab.seg.link(h.name, True)  # the engine has cleaned up: cable back in
+        self._set(h, HostState.UP)
+        self.last_event = time.monotonic()
+        self.match_since = None
+        self.say(f"t={self.last_event - self.t0:7.2f} ready    {h.name}")
+
+    # --- observing ---------------------------------------------------------------------------
+
+    def _poll_client(self, timeout: float = 0.0) -> dict[str, list[str]]:
+        for t, view in self.lab.poll_probe(timeout):
+            self.result.probe_rounds += 1
+            self.view, self.view_t = view, t
+            if self.checking:
+                self._check_client(t, view)
+        return self.view
+
+    def _sample_truth(self) -> dict[str, list[str]]:
+        self.last_truth = time.monotonic()
+        self.truth = self.lab.holders()
+        self.last_truth = (self.last_truth + time.monotonic()) / 2
+        self.result.truth_samples += 1
+        return self.truth
+
+    def _scan_log(self, h: Host) -> None:
+        path = self.lab.workdir / f"{h.name}.log"
+        try:
+            with open(path, "rb") as f:
+                f.seek(h.log_pos)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        cut = data.rfind(b"\n") + 1
+        h.log_pos += cut
+        text = data[:cut].decode("utf-8", "replace")
+        if not text:
+            return
+        for line in text.splitlines():
+            if " ERROR " in line:
+                self.result.errors.setdefault(h.name, []).append(line)
+        if "Traceback" in text and self.checking:
+            tb = text[text.index("Traceback") :].splitlines()[:30]
+            self._violate("traceback", h.name, "a Traceback in the engine's log", {h.name: tb})
+        if (
+            h.state in (HostState.STARTING, HostState.RESTORING)
+            and not h.ready_seen
+            and not h.legacy
+            and "taking part in" in text
+        ):
+            h.ready_seen = True
+            self._became_ready(h)
+
+    def _check_processes(self, now: float) -> None:
+        for h in self.hosts.values():
+            if h.state in (HostState.STARTING, HostState.RESTORING) and not h.ready_seen:
+                if h.legacy and now - h.spawned_at >= 1.0 and self.lab.running(h.name):
+                    h.ready_seen = True
+                    self._became_ready(h)
+                elif now - h.spawned_at > self.cfg.ready_timeout:
+                    self._violate(
+                        "not_ready", h.name, f"not started after {now - h.spawned_at:.1f} s"
+                    )
+                    self._crashed(h)
+                    continue
+            if h.state in ENGINE_RUNS:
+                procs = self.lab.procs.get(h.name, [])
+                dead = [p for p in procs if p.poll() is not None]
+                if dead or not procs:
+                    codes = [p.returncode for p in dead]
+                    self._violate("crash", h.name, f"engine exited by itself, status {codes}")
+                    self._crashed(h)
+            elif h.state is HostState.STOPPING:
+                if all(p.poll() is not None for p in h.stopping):
+                    self._stopped(h, time.monotonic())
+                elif now - h.stop_sent > STOP_TIMEOUT:
+                    self._violate(
+                        "stop_timeout", h.name, f"still running {STOP_TIMEOUT} s after SIGTERM"
+                    )
+                    for p in h.stopping:
+                        Segment.stop(p, signal.SIGKILL)
+                    self._stopped(h, time.monotonic())
+
+    def _stopped(self, h: Host, now: float) -> None:
+        codes = [p.returncode for p in h.stopping]
+        if not h.legacy and codes != [0]:
+            self._violate("exit_code", h.name, f"clean stop exited with {codes}")
+        left = [a for a in self.lab.seg.addresses(h.name) if a.startswith(VIP_PREFIX)]
+        h.stopped_flagged = bool(left)
+        if left:
+            self._violate("stopped_host", h.name, f"VIPs left after a clean stop: {left}")
+        h.stopping = []
+        self._set(h, HostState.STOPPED)
+        self.say(f"t={now - self.t0:7.2f} stopped  {h.name} in {now - h.stop_sent:.2f} s")
+
+    def _crashed(self, h: Host) -> None:
+        """An engine that died unasked (or never started): treat it as killed, restore it."""
+        for p in self.lab.procs.pop(h.name, []):
+            Segment.stop(p, signal.SIGKILL)
+        self.lab.seg.link(h.name, False)
+        h.link_was_down = True
+        if h.state is HostState.CUT:
+            self.lab.seg.partition(h.name, False)
+        self._set(h, HostState.KILLED)
+        self._spawn(h)
+        self._set(h, HostState.RESTORING)
+
+    # --- invariants --------------------------------------------------------------------------
+
+    def _violate(
+        self, invariant: str, subject: str, detail: str, logs: dict[str, list[str]] | None = None
+    ) -> None:
+        t = time.monotonic() - self.t0
+        if logs is None:
+            hosts = [subject] if subject in self.hosts else self.lab.names
+            logs = {n: self._log_tail(n, subject) for n in hosts}
+        self.result.violations.append(Violation(round(t, 3), invariant, subject, detail, logs))
+        self.say(f"t={t:7.2f} VIOLATION {invariant} {subject}: {detail}")
+
+    def _log_tail(self, host: str, needle: str, n: int = 12) -> list[str]:
+        path = self.lab.workdir / f"{host}.log"
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+        if needle in self.vips:
+            lines = [x for x in lines if needle + "/" in x or "link" in x or "stopping" in x]
+        return lines[-n:]
+
+    def _cause(self, t: float, hosts: Sequence[str] = ()) -> tuple[str, str | None]:
+        """The last event that began before `t` on one of `hosts` (the VIP's last holders), or
+        on any host if none of them had one."""
+        rel = t - self.t0 + CAUSE_TOLERANCE
+        for pick in (set(hosts), None):
+            for e in reversed(self.result.executed):
+                if e.t <= rel and (pick is None or e.host in pick):
+                    return e.kind, e.host
+        return "start", None
+
+    def _unserved_deadline(self, ip: str, g0: float) -> float:
+        out = math.inf
+        for n in self.vips[ip].order:
+            a = self.hosts[n].eligible_since
+            if a is not None:
+                out = min(out, max(g0, a) + self.D[ip][n] + self.lag[n])
+        return out + self.margin_client
+
+    def _check_client(self, t: float, view: dict[str, list[str]]) -> None:
+        for ip, answering in view.items():
+            g0 = self.gap[ip]
+            if answering:
+                if g0 is not None:
+                    dl = self._unserved_deadline(ip, g0)
+                    cause, who = self._cause(g0, self.last_answer[ip])
+                    allowed = None if math.isinf(dl) else dl - g0
+                    self.result.gaps.append(
+                        Gap(ip, round(g0 - self.t0, 3), round(t - g0, 3), allowed, cause, who)
+                    )
+                    self.gap[ip] = None
+                    self.gap_flagged[ip] = False
+                self.last_answer[ip] = answering
+            else:
+                if g0 is None:
+                    self.gap[ip] = g0 = t
+                dl = self._unserved_deadline(ip, g0)
+                if t > dl and not self.gap_flagged[ip]:
+                    self.gap_flagged[ip] = True
+                    eligible = {
+                        n: round(h.eligible_since - self.t0, 2)
+                        for n, h in self.hosts.items()
+                        if h.eligible_since is not None
+                    }
+                    self._violate(
+                        "unserved",
+                        ip,
+                        f"no answer for {t - g0:.2f} s (bound {dl - g0:.2f} s) since "
+                        f"t={g0 - self.t0:.2f}; eligible since {eligible}; "
+                        f"states {self._states()}; cause {self._cause(g0, self.last_answer[ip])}",
+                    )
+            self._overlap("client", ip, answering, t, self.margin_client)
+
+    def _check_truth(self, t: float) -> None:
+        if not self.checking:
+            return
+        for ip, holders in self.truth.items():
+            reachable = [n for n in holders if self.hosts[n].connected]
+            self._overlap("truth", ip, reachable, t, self.margin_truth)
+        for h in self.hosts.values():
+            mine = [ip for ip, hs in self.truth.items() if h.name in hs]
+            if h.state is HostState.STOPPED and mine and not h.stopped_flagged:
+                h.stopped_flagged = True
+                self._violate("stopped_host", h.name, f"holds {mine} while stopped")
+            if (
+                h.state is HostState.FLAPPED
+                and not h.legacy
+                and mine
+                and t - h.link_down_at > self.cfg.release_bound
+                and not h.release_flagged
+            ):
+                h.release_flagged = True
+                self._violate(
+                    "link_down_release",
+                    h.name,
+                    f"holds {mine} {t - h.link_down_at:.2f} s after its link went down",
+                )
+        match = self._matches_plan()
+        if match is None:
+            if self.match_since is None:
+                self.match_since = t
+        else:
+            self.match_since = None
+
+    def _overlap(self, source: str, ip: str, hosts: list[str], t: float, margin: float) -> None:
+        key = (source, ip)
+        s = self.streaks.get(key)
+        if len(hosts) >= 2:
+            if s is None:
+                s = self.streaks[key] = _Streak(t, set(hosts))
+            s.hosts |= set(hosts)
+            allowed = max(self.T[ip][n] + self.lag[n] for n in s.hosts) + margin
+            if t - s.start > allowed and not s.flagged:
+                s.flagged = True
+                self._violate(
+                    "two_holders",
+                    ip,
+                    f"{source}: {sorted(s.hosts)} for {t - s.start:.2f} s (bound {allowed:.2f} s) "
+                    f"since t={s.start - self.t0:.2f}; states {self._states()}; "
+                    f"cause {self._cause(s.start, sorted(s.hosts))}",
+                )
+        elif s is not None:
+            allowed = max(self.T[ip][n] + self.lag[n] for n in s.hosts) + margin
+            cause, who = self._cause(s.start, sorted(s.hosts))
+            self.result.overlaps.append(
+                Overlap(
+                    ip,
+                    source,
+                    round(s.start - self.t0, 3),
+                    round(t - s.start, 3),
+                    round(allowed, 3),
+                    sorted(s.hosts),
+                    cause,
+                    who,
+                )
+            )
+            del self.streaks[key]
+
+    def _states(self) -> dict[str, str]:
+        return {n: h.state.value for n, h in self.hosts.items()}
+
+    def _down(self) -> set[str]:
+        return {n for n, h in self.hosts.items() if h.state is not HostState.UP}
+
+    def _matches_plan(self) -> str | None:
+        """None if every VIP is where the plan puts it, in the truth and the client's view;
+        otherwise what differs."""
+        down = self._down()
+        diffs = []
+        for ip, v in self.vips.items():
+            want = [] if v.holder(down) is None else [v.holder(down)]
+            truth = [n for n in self.truth.get(ip, []) if self.hosts[n].state is HostState.UP]
+            seen = self.view.get(ip, [])
+            if truth != want or seen != want:
+                diffs.append(f"{ip}: want {want}, truth {truth}, client {seen}")
+        if time.monotonic() - self.view_t > 1.0:
+            diffs.append("no recent probe round")
+        return "; ".join(diffs) or None
+
+    def _quiet(self, now: float) -> bool:
+        """A quiet check: wait `settle` after the last event and the last arrival, then every
+        VIP must be on its plan holder (and is measured until it is)."""
+        if any(
+            h.state in (HostState.STARTING, HostState.RESTORING, HostState.STOPPING)
+            for h in self.hosts.values()
+        ):
+            return False
+        if self.quiet_deadline is None:
+            arrivals = [h.eligible_since for h in self.hosts.values() if h.eligible_since]
+            self.quiet_ref = max([self.last_event, *arrivals])
+            self.quiet_deadline = self.quiet_ref + self.settle
+            self.quiet_flagged = False
+            self.say(f"t={now - self.t0:7.2f} quiet    down {sorted(self._down())}")
+        if now < self.quiet_deadline:
+            return False
+        mismatch = self._matches_plan()
+        settled = mismatch is None and self.match_since is not None
+        if not settled and not self.quiet_flagged:
+            self.quiet_flagged = True
+            self._violate(
+                "quiet",
+                "cluster",
+                f"not settled {self.settle:.2f} s after the last event: {mismatch or 'just now'}",
+            )
+        if not settled and now < self.quiet_deadline + POST_DEADLINE:
+            return False
+        after = None
+        if settled and self.match_since is not None:
+            after = round(max(self.match_since - self.quiet_ref, 0.0), 3)
+        self.result.quiets.append(
+            QuietCheck(round(now - self.t0, 3), sorted(self._down()), after, self.settle)
+        )
+        self.say(f"t={now - self.t0:7.2f} settled  after {after} s (bound {self.settle:.2f} s)")
+        self.quiet_deadline = None
+        self.last_event = time.monotonic()
+        return True
+
+    def _final_checks(self) -> None:
+        """Every engine still runs, no log has a Traceback (the last lines are read too)."""
+        for h in self.hosts.values():
+            self._scan_log(h)
+        self._check_processes(time.monotonic())
+        self.checking = False
+
+
+def lab_for(cfg: ChaosConfig, workdir: Path) -> Lab:
+    return Lab(
+        workdir,
+        hosts=cfg.hosts,
+        vips=cfg.vips,
+        legacy=cfg.legacy,
+        advbase=cfg.advbase,
+        dead_ratio=cfg.dead_ratio,
+        run_args=cfg.run_args,
+    )
+
+
+def run_chaos(
+    cfg: ChaosConfig, workdir: Path, say: Callable[[str], None] | None = None
+) -> ChaosResult:
+    """Build a lab in `workdir`, run the chaos, tear the lab down (also on failure) and check
+    that none of its namespaces is left. chaos.json in `workdir` has everything seen."""
+    workdir = Path(workdir)
+    lab = lab_for(cfg, workdir)
+    with lab:
+        prefix = lab.seg.prefix
+        run = ChaosRun(cfg, lab, say)
+        try:
+            result = run.run()
+        finally:
+            (workdir / "chaos.json").write_text(json.dumps(run.result.to_json(), indent=1))
+    left = [n for n in ip_cmd("netns", "list").split() if n.startswith(prefix)]
+    result.namespaces_left = left
+    (workdir / "chaos.json").write_text(json.dumps(result.to_json(), indent=1))
+    return result
+
+
+def printer(s: str) -> None:
+    print(s, flush=True, file=sys.stdout)
