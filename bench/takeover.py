@@ -31,7 +31,9 @@ import json
 import logging
 import os
 import platform
+import socket
 import statistics
+import struct
 import sys
 import tempfile
 import time
@@ -95,7 +97,7 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
-# --- the worker, inside the namespace --------------------------------------------------------------
+# --- the worker, inside the namespace -------------------------------------------------------------
 
 
 async def _worker(cluster_file: str, rounds: int, log_file: str) -> dict[str, Any]:
@@ -120,6 +122,7 @@ async def _worker(cluster_file: str, rounds: int, log_file: str) -> dict[str, An
     loop = asyncio.get_running_loop()
     ipr = AsyncIPRoute()
     out: dict[str, Any] = {"add_garp": [], "add": [], "garp": [], "del": [], "rounds": []}
+    out["by_action"] = {}
     try:
         daemon._adv_index, _ = await daemon._link(ipr, daemon.host.interface)
         daemon._vip_index, _ = await daemon._link(ipr, daemon.host.vip_interface)
@@ -150,7 +153,11 @@ async def _worker(cluster_file: str, rounds: int, log_file: str) -> dict[str, An
             t0 = time.perf_counter()
             batch = node.timers(now + 3600.0)
             t1 = time.perf_counter()
-            await _run_executor(daemon, ipr, batch)
+            daemon._apply = _timed(daemon._apply, out["by_action"])  # the executor calls it
+            try:
+                await _run_executor(daemon, ipr, batch)
+            finally:
+                del daemon._apply  # back to the class's method
             t2 = time.perf_counter()
             per_vip = list(node.takeover_seconds.values())
             held = await _count_held(ipr, daemon._vip_index, {str(v.ip) for v in vips})
@@ -172,6 +179,7 @@ async def _worker(cluster_file: str, rounds: int, log_file: str) -> dict[str, An
                 }
             )
         out["errors"] = daemon.node.counters.get("errors", 0)
+        out["floor_add"], out["floor_del"] = _netlink_floor(daemon._vip_index, vips, rounds)
     finally:
         for s in daemon.sockets.values():
             loop.remove_reader(s.fileno())
@@ -180,6 +188,55 @@ async def _worker(cluster_file: str, rounds: int, log_file: str) -> dict[str, An
             daemon.garp.close()
         ipr.close()
     return out
+
+
+def _timed(apply: Any, into: dict[str, list[float]]) -> Any:
+    """`Daemon._apply` with the time of each call recorded by action type."""
+
+    async def timed(ipr: Any, e: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            await apply(ipr, e)
+        finally:
+            into.setdefault(type(e.action).__name__, []).append(time.perf_counter() - t0)
+
+    return timed
+
+
+def _netlink_floor(index: int, vips: list[Any], rounds: int) -> tuple[list[float], list[float]]:
+    """Reference only, not the daemon's path: the kernel's own cost of one address add and
+    delete, as a hand-built RTM_NEWADDR/RTM_DELADDR on a raw netlink socket, one at a time,
+    each waiting for its ack. What is left above this in `add` is the Python side."""
+    nl_request, nl_ack, nl_excl, nl_create = 0x1, 0x4, 0x200, 0x400
+    rtm_newaddr, rtm_deladdr, ifa_address, ifa_local = 20, 21, 1, 2
+
+    def message(kind: int, flags: int, seq: int, v: Any) -> bytes:
+        ip = v.ip.packed
+        attrs = struct.pack("=HH4s", 8, ifa_local, ip) + struct.pack("=HH4s", 8, ifa_address, ip)
+        body = struct.pack("=BBBBI", socket.AF_INET, v.address.network.prefixlen, 0, 0, index)
+        body += attrs
+        return struct.pack("=IHHII", 16 + len(body), kind, flags, seq, 0) + body
+
+    add: list[float] = []
+    delete: list[float] = []
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    try:
+        s.bind((0, 0))
+        seq = 0
+        for _ in range(rounds):
+            for kind, flags, into in (
+                (rtm_newaddr, nl_request | nl_ack | nl_create | nl_excl, add),
+                (rtm_deladdr, nl_request | nl_ack, delete),
+            ):
+                for v in vips:
+                    seq += 1
+                    t0 = time.perf_counter()
+                    s.send(message(kind, flags, seq, v))
+                    s.recv(65536)
+                    into.append(time.perf_counter() - t0)
+    finally:
+        s.close()
+    return add, delete
 
 
 async def _run_executor(daemon: Any, ipr: Any, batch: list[Any]) -> None:
@@ -196,7 +253,7 @@ async def _count_held(ipr: Any, index: int, wanted: set[str]) -> int:
     return sum(1 for m in msgs if m.get_attr("IFA_ADDRESS") in wanted)
 
 
-# --- the driver ------------------------------------------------------------------------------------
+# --- the driver -----------------------------------------------------------------------------------
 
 
 def run(vips: int, rounds: int) -> list[dict[str, Any]]:
@@ -222,6 +279,24 @@ def run(vips: int, rounds: int) -> list[dict[str, Any]]:
         results.append({**base, "what": "add", **summary(raw["add"])})
         results.append({**base, "what": "garp", **summary(raw["garp"])})
         results.append({**base, "what": "del", **summary(raw["del"])})
+        for action, samples in sorted(raw["by_action"].items()):
+            results.append(
+                {
+                    **base,
+                    "what": f"in_batch_{action}",
+                    "detail": f"{action} effects of the takeover batch, through Daemon._apply",
+                    **summary(samples),
+                }
+            )
+        for what in ("floor_add", "floor_del"):
+            results.append(
+                {
+                    **base,
+                    "what": what,
+                    "detail": "reference, not the daemon: hand-built netlink request + ack",
+                    **summary(raw[what]),
+                }
+            )
         per_vip = [s for r in raw["rounds"] for s in r["per_vip_s"]]
         results.append(
             {
@@ -235,7 +310,7 @@ def run(vips: int, rounds: int) -> list[dict[str, Any]]:
             {
                 **base,
                 "what": "takeover_batch",
-                "detail": f"all {vips} VIPs at once: machine compute, executor until the last advert",
+                "detail": f"all {vips} VIPs at once: compute, executor until the last advert",
                 "compute_ms": summary([r["compute_s"] for r in raw["rounds"]]),
                 "execute_ms": summary([r["execute_s"] for r in raw["rounds"]]),
                 "effects_per_round": raw["rounds"][0]["effects"],

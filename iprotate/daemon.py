@@ -49,6 +49,7 @@ from iprotate.wire import CarpSocket
 log = logging.getLogger("iprotate")
 
 IFF_RUNNING = 0x40
+DRIFT_LOG_EVERY = 60.0  # seconds between two log lines about the same drifting peer
 
 
 class StartError(Exception):
@@ -96,6 +97,7 @@ class Daemon:
         self._adv_index = 0
         self._takeover_started: dict[tuple[IPv4Address, int], float] = {}
         self._drain_all = False
+        self._drift_logged: dict[tuple[tuple[IPv4Address, int], IPv4Address], float] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -125,6 +127,7 @@ class Daemon:
                 asyncio.create_task(self._execute(ipr)),
                 asyncio.create_task(self._watch_links(watch)),
                 asyncio.create_task(self._watchdog()),
+                asyncio.create_task(self._drift_reminders()),
             ]
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stopping.set)
@@ -247,8 +250,31 @@ class Daemon:
 
     def _on_readable(self, s: CarpSocket) -> None:
         now = asyncio.get_running_loop().time()
+        drift = self.node.counters["drift"]
         while (data := s.recv()) is not None:
             self._emit(self.node.packet(now, s.group, data))
+        if self.node.counters["drift"] != drift:
+            self._log_drift(now)
+
+    def _log_drift(self, now: float) -> None:
+        """Name every drifting peer, at most once a minute each (a peer that keeps sending bad
+        adverts every second must not flood the log)."""
+        for (key, src), d in self.node.drift.items():
+            last = self._drift_logged.get((key, src))
+            stale = now - d.last > DRIFT_LOG_EVERY
+            if stale or (last is not None and now - last < DRIFT_LOG_EVERY):
+                continue
+            self._drift_logged[(key, src)] = now
+            v = self.node.vips[key]
+            log.warning(
+                "%s vhid %d: drift: %s %s (%d adverts so far)",
+                v.address, v.vhid, src, d.detail, d.count,
+            )  # fmt: skip
+
+    async def _drift_reminders(self) -> None:
+        while True:
+            await asyncio.sleep(DRIFT_LOG_EVERY / 6)
+            self._log_drift(asyncio.get_running_loop().time())
 
     def _on_timer(self) -> None:
         self._timer = None

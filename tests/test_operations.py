@@ -91,6 +91,12 @@ def test_status_shows_the_whole_cluster_and_drift(make_lab: Callable[..., Lab]) 
     assert code == 1
     assert any("bravo advertises 1/200" in p for p in doc["problems"]), doc["problems"]
     assert settled(lab)()
+    # ... and logged, once, not per advert.
+    for _ in range(3):
+        lab.seg.run(CLIENT, sys.executable, WIRE_TOOL, "send", "eth0", str(v.group), pkt.hex())
+    time.sleep(0.3)
+    log = (lab.workdir / "alpha.log").read_text()
+    assert log.count("drift: 198.51.100.2 bravo advertises 1/200") == 1, log
 
 
 def wait_status(lab: Lab, host: str, what: Callable[[dict], object]) -> tuple[int, dict]:
