@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -20,6 +21,7 @@ from iprotate.plan import Plan, VipPlan
 from iprotate.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW
 
 Key = tuple[IPv4Address, int]  # (group, vhid): how VIPs are told apart on the wire
+Step = Callable[[CarpMachine, int], list[Action]]
 
 
 def machine_configs(plan: Plan, host: str, garp_refresh: float = 0.0) -> dict[Key, MachineConfig]:
@@ -89,9 +91,15 @@ class Node:
     takeover_seconds: dict[Key, float] = field(default_factory=dict)  # filled in by the daemon
     _timers: list[tuple[float, Key]] = field(default_factory=list)
     _host_at: dict[IPv4Address, str] = field(default_factory=dict)
+    _address: IPv4Address = field(default=IPv4Address(0))
 
     def __post_init__(self) -> None:
+        self._index_hosts()
+
+    def _index_hosts(self) -> None:
+        # Looked up for every packet: keep them at hand rather than search the host list.
         self._host_at = {h.address: h.name for h in self.plan.cluster.hosts}
+        self._address = self.plan.cluster.host(self.host).address
 
     @classmethod
     def build(
@@ -116,27 +124,27 @@ class Node:
 
     @property
     def address(self) -> IPv4Address:
-        return self.plan.cluster.host(self.host).address
+        return self._address
 
     # --- events ------------------------------------------------------------------------------
 
     def start(self, now: float) -> list[Effect]:
         """Every machine joins as BACKUP; preemption waits for the hold-down, staggered."""
-        return self._all(lambda k, m, i: m.start(now, self._preempt_after(now, i)))
+        return self._all(lambda m, i: m.start(now, self._preempt_after(now, i)))
 
     def stop(self, now: float) -> list[Effect]:
         """Every machine leaves: farewell adverts from masters, every address released."""
-        return self._all(lambda k, m, i: m.stop(now))
+        return self._all(lambda m, i: m.stop(now))
 
     def drain(self, now: float, only: IPv4Address | None = None) -> list[Effect]:
-        return self._all(lambda k, m, i: m.drain(now), only)
+        return self._all(lambda m, i: m.drain(now), only)
 
     def undrain(self, now: float, only: IPv4Address | None = None) -> list[Effect]:
-        return self._all(lambda k, m, i: m.undrain(now, self._preempt_after(now, i)), only)
+        return self._all(lambda m, i: m.undrain(now, self._preempt_after(now, i)), only)
 
     def link(self, up: bool, now: float) -> list[Effect]:
         """The advert interface went down or came back."""
-        return self._all(lambda k, m, i: m.link(up, now, self._preempt_after(now, i)))
+        return self._all(lambda m, i: m.link(up, now, self._preempt_after(now, i)))
 
     def packet(self, now: float, group: IPv4Address, data: bytes) -> list[Effect]:
         """A packet read from the socket joined to `group`. Bad ones are dropped and counted."""
@@ -182,16 +190,18 @@ class Node:
                 out += self._effects(key, self.machines[key].stop(now))
                 del self.machines[key]
         self.plan, self.vips = plan, new_vips
-        self._host_at = {h.address: h.name for h in plan.cluster.hosts}
+        self._index_hosts()
         self.seen = {k: v for k, v in self.seen.items() if k in new_vips}
         self.drift = {k: d for k, d in self.drift.items() if k[0] in new_vips}
-        for i, (key, cfg) in enumerate(new_cfgs.items()):
+        joined = 0
+        for key, cfg in new_cfgs.items():
             m = self.machines.get(key)
             if m is not None:
                 out += self._effects(key, m.reconfigure(cfg, now))
             else:
                 m = self.machines[key] = CarpMachine(cfg, counter=counter_seed)
-                out += self._effects(key, m.start(now, self._preempt_after(now, i)))
+                out += self._effects(key, m.start(now, self._preempt_after(now, joined)))
+                joined += 1
         return out
 
     def timers(self, now: float) -> list[Effect]:
@@ -222,14 +232,15 @@ class Node:
         """Hold-down, then one VIP every `stagger` seconds, so fail-back does not storm."""
         return now + self.hold_down + index * self.stagger
 
-    def _all(self, fn, only: IPv4Address | None = None) -> list[Effect]:  # type: ignore[no-untyped-def]
+    def _all(self, step: Step, only: IPv4Address | None = None) -> list[Effect]:
+        """Apply `step(machine, i)` to every machine (or the one for VIP `only`); `i` counts the
+        machines that preempt, so each gets its own place in the stagger."""
         out: list[Effect] = []
         i = 0
         for key, m in self.machines.items():
             if only is not None and self.vips[key].ip != only:
                 continue
-            # Stagger only the VIPs this host would preempt: the ones it ranks above others.
-            out += self._effects(key, fn(key, m, i))
+            out += self._effects(key, step(m, i))
             if m.cfg.preempt:
                 i += 1
         return out

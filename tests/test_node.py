@@ -1,0 +1,159 @@
+"""The node (one host's machines and its receive path) and the status built from it, driven with a
+fake clock and packets made by the codec: no sockets."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+from typing import Any
+
+from iprotate import codec
+from iprotate.carp import AddAddress, DelAddress, SendAdvert, State, Transition
+from iprotate.config import parse_cluster
+from iprotate.node import Node
+from iprotate.plan import Plan
+from iprotate.planner import make_plan
+from iprotate.status import build_status, status_text
+
+PW = b"pw"
+
+
+def plan(vips: list[dict[str, Any]] | None = None, hosts: int = 3) -> Plan:
+    doc = {
+        "cluster": {"interface": "eth1", "password": PW.decode()},
+        "hosts": [{"name": f"h{i}", "address": f"198.51.100.{i + 1}"} for i in range(hosts)],
+        "vips": vips or [{"pool": "203.0.113.10-203.0.113.15/24"}],
+    }
+    return make_plan(parse_cluster(doc, "t.toml"))
+
+
+def advert(p: Plan, vip: Any, src: str, advskew: int, counter: int, advbase: int = 1) -> bytes:
+    carp = codec.encode_advert(vhid=vip.vhid, advbase=advbase, advskew=advskew,
+                               counter=counter, vip=vip.ip, password=PW)  # fmt: skip
+    return codec.build_ip_packet(IPv4Address(src), vip.group, carp)
+
+
+def settle(node: Node, until: float) -> list[Any]:
+    out = []
+    while node.deadline is not None and node.deadline <= until:
+        out += node.timers(node.deadline)
+    return out
+
+
+def test_a_lone_node_takes_every_vip_it_takes_part_in() -> None:
+    p = plan()
+    node = Node.build(p, "h0", counter_seed=100)
+    effects = node.start(0.0)
+    assert all(isinstance(e.action, DelAddress | Transition) for e in effects)
+    settle(node, 10.0)
+    assert all(m.state is State.MASTER for m in node.machines.values())
+    assert node.counters["to_master"] == len(p.for_host("h0"))
+
+
+def test_packets_route_to_their_machine_and_bad_ones_are_counted() -> None:
+    p = plan()
+    node = Node.build(p, "h1", counter_seed=100)
+    node.start(0.0)
+    v = next(v for v in p.vips if v.owner == "h0")
+    src = "198.51.100.1"
+    assert node.packet(1.0, v.group, advert(p, v, src, 0, 5)) == []
+    assert node.counters["adverts_received"] == 1
+    assert node.machines[(v.group, v.vhid)].master_src == IPv4Address(src)
+    node.packet(1.1, v.group, advert(p, v, src, 0, 5))  # the same counter again: a replay
+    assert node.counters["drop_replay"] == 1
+    node.packet(1.2, v.group, b"\x45" + b"\0" * 10)
+    assert node.counters["drop_short"] == 1
+    node.packet(1.3, IPv4Address("224.0.0.19"), advert(p, v, src, 0, 6))
+    assert node.counters["drop_wrong_group"] == 1
+    own = advert(p, v, "198.51.100.2", 0, 7)
+    assert node.packet(1.4, v.group, own) == []  # our own, looped back: ignored, not counted
+    assert node.counters["adverts_received"] == 2  # the first and the replay (then dropped)
+
+
+def test_drift_names_the_peer_and_status_fails() -> None:
+    p = plan()
+    node = Node.build(p, "h1", counter_seed=100)
+    node.start(0.0)
+    v = next(v for v in p.vips if v.owner == "h0")
+    node.packet(1.0, v.group, advert(p, v, "198.51.100.1", 200, 5))
+    node.packet(1.1, v.group, advert(p, v, "198.51.100.99", 0, 5))
+    bad = codec.encode_advert(vhid=v.vhid, advbase=1, advskew=0, counter=9, vip=v.ip,
+                              password=b"other")  # fmt: skip
+    node.packet(1.2, v.group, codec.build_ip_packet(IPv4Address("198.51.100.3"), v.group, bad))
+    doc = build_status(node, 2.0)
+    details = sorted(d["detail"] for d in doc["drift"])
+    assert details == [
+        "advertises but is no host of the cluster file",
+        "fails the digest check (another password, VIP or vhid)",
+        "h0 advertises 1/200, its plan says 1/0",
+    ]
+    assert doc["problems"]
+    assert "PROBLEMS" in status_text(doc)
+    # The plan's own priorities, the farewell and a drained skew are not drift.
+    node2 = Node.build(p, "h1", counter_seed=100)
+    node2.start(0.0)
+    for i, (base, skew) in enumerate(((1, 0), (255, 255), (1, 255))):
+        node2.packet(1.0 + i, v.group, advert(p, v, "198.51.100.1", skew, 10 + i, advbase=base))
+    assert node2.drift == {}
+
+
+def test_status_sees_masters_of_vips_it_takes_no_part_in_and_two_masters() -> None:
+    p = plan(hosts=4, vips=[{"pool": "203.0.113.10-203.0.113.17/24"}])
+    p = make_plan(parse_cluster({**_doc(p), "cluster": {**_doc(p)["cluster"], "backups": 1}}, "t"))
+    node = Node.build(p, "h0", counter_seed=1)
+    node.start(0.0)
+    watched = next(v for v in p.vips if "h0" not in v.order)
+    owner = p.cluster.host(watched.owner).address
+    node.packet(1.0, watched.group, advert(p, watched, str(owner), 0, 1))
+    doc = build_status(node, 1.5)
+    row = next(r for r in doc["vips"] if r["address"] == str(watched.address))
+    assert row["state"] is None and row["master"] == [watched.owner]
+    other = next(h.address for h in p.cluster.hosts if h.name not in ("h0", watched.owner))
+    node.packet(1.6, watched.group, advert(p, watched, str(other), 255, 1))
+    doc = build_status(node, 1.7)
+    assert any("two masters" in x for x in doc["problems"])
+    # Silence for longer than an interval and a margin: no master any more.
+    doc = build_status(node, 5.0)
+    assert any(
+        f"{watched.address} vhid {watched.vhid}: no master heard" == x for x in doc["problems"]
+    )
+
+
+def _doc(p: Plan) -> dict[str, Any]:
+    c = p.cluster
+    return {
+        "cluster": {"interface": "eth1", "password": c.password.decode()},
+        "hosts": [{"name": h.name, "address": str(h.address)} for h in c.hosts],
+        "vips": [{"address": str(v.address)} for v in c.vips],
+    }
+
+
+def test_reload_touches_only_what_changed() -> None:
+    p1 = plan(vips=[{"pool": "203.0.113.10-203.0.113.15/24"}])
+    node = Node.build(p1, "h0", counter_seed=1)
+    node.start(0.0)
+    settle(node, 10.0)  # alone: master of everything it takes part in
+    before = {k: m for k, m in node.machines.items()}
+    p2 = plan(vips=[{"pool": "203.0.113.10-203.0.113.14/24"}, {"address": "203.0.113.30/24"}])
+    effects = node.reload(p2, 11.0, counter_seed=2)
+    touched = {e.vip.address for e in effects}
+    gone = IPv4Address("203.0.113.15")
+    # The removed VIP says farewell and is released.
+    assert [type(e.action) for e in effects if e.vip.ip == gone][:2] == [SendAdvert, DelAddress]
+    assert all(k[1] != 15 for k in node.machines)
+    # The new VIP joins as backup.
+    new = next(m for k, m in node.machines.items() if k[1] == 30)
+    assert new.state is State.BACKUP
+    # A VIP whose plan did not change keeps its machine and gets no effect at all.
+    same = [
+        v for v in p2.vips
+        if v.ip in {x.ip for x in p1.vips}
+        and (v.order, v.advskew) == next((x.order, x.advskew) for x in p1.vips if x.ip == v.ip)
+    ]  # fmt: skip
+    assert same
+    for v in same:
+        key = (v.group, v.vhid)
+        if key in before:
+            assert node.machines[key] is before[key]
+            assert v.address not in touched
+            assert node.machines[key].state is State.MASTER
+    assert not any(isinstance(e.action, AddAddress) for e in effects)
