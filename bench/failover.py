@@ -321,7 +321,22 @@ def victims(lab: Lab, repeat: int) -> list[str]:
     return [top[i % len(top)] for i in range(repeat)]
 
 
-def run_engine(engine: Engine, workdir: Path, repeat: int) -> dict[str, Any]:
+def promote_secondaries(lab: Lab) -> None:
+    """Set net.ipv4.conf.{all,eth1}.promote_secondaries = 1 in every host's namespace, as
+    systemd's sysctl.d/50-default.conf does on a Debian host.
+
+    A new namespace has the kernel's 0: the VIPs share a /24, the first one added is the primary
+    and the others its secondaries, and deleting the primary deletes the secondaries with it. An
+    engine that releases one VIP (fail-back, drain, a ucarp flap at start-up) can then lose every
+    other VIP it holds, silently (measured with ucarp and with iprotate's drain; keepalived sets
+    the flag on its interfaces itself)."""
+    for name in lab.names:
+        iface = lab.plan.cluster.host(name).vip_interface
+        lab.seg.run(name, "sysctl", "-q", "-w", "net.ipv4.conf.all.promote_secondaries=1",
+                    f"net.ipv4.conf.{iface}.promote_secondaries=1")  # fmt: skip
+
+
+def run_engine(engine: Engine, workdir: Path, repeat: int, promote: bool = True) -> dict[str, Any]:
     """Build the engine's lab, run every scenario `repeat` times, tear everything down."""
     shutil.rmtree(workdir, ignore_errors=True)
     lab = engine.lab(
@@ -337,6 +352,8 @@ def run_engine(engine: Engine, workdir: Path, repeat: int) -> dict[str, Any]:
     load_before = os.getloadavg()
     with lab:
         lab.seg.add(WATCH, WATCH_OCTET, "eth0")
+        if promote:
+            promote_secondaries(lab)
         vips = [str(v.ip) for v in lab.plan.vips]
         client = Client(vips, dict(lab.macs), workdir / "pings.txt", workdir / "arp.jsonl")
         pinger = [sys.executable, str(BENCH / "pinger.py"), "--interface", "eth0"]
@@ -377,6 +394,7 @@ def run_engine(engine: Engine, workdir: Path, repeat: int) -> dict[str, Any]:
         "note": engine.note,
         "advbase": engine.advbase,
         "run_args": list(engine.run_args),
+        "promote_secondaries": promote,
         "startup_settle_s": round(startup, 3),
         "send_errors": errors,
         "loadavg_before": [round(x, 2) for x in load_before],
@@ -505,6 +523,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="Runs of the three scenarios per engine.")
     ap.add_argument("--out", type=Path, default=BENCH / "results", help="Table, JSON and plot.")
     ap.add_argument("--workdir", type=Path, default=BENCH / "out", help="Logs and raw data.")
+    ap.add_argument(
+        "--kernel-secondaries",
+        action="store_true",
+        help="Leave promote_secondaries at the kernel's 0 in the hosts' namespaces (see "
+        "promote_secondaries()): engines may then lose VIPs and never settle.",
+    )
     ap.add_argument("--replot", type=Path, help="Only redraw the plot and table from this JSON.")
     args = ap.parse_args(argv)
     if args.replot:
@@ -528,7 +552,9 @@ def main(argv: list[str] | None = None) -> int:
     with terminate_as_interrupt():
         for n in names:
             print(f"{n}:", flush=True)
-            doc["results"].append(run_engine(ENGINES[n], args.workdir / n, args.repeat))
+            doc["results"].append(
+                run_engine(ENGINES[n], args.workdir / n, args.repeat, not args.kernel_secondaries)
+            )
     write_outputs(doc, args.out)
     print(tabulate(table_rows(doc["results"]), HEADERS))
     return 0

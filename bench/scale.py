@@ -516,6 +516,7 @@ def run_size(
         "groups": used_groups,
         "window_s": window,
         "machine": machine(),
+        "revision": revision(),
     }
     wanted = {str(v.ip) for v in plan.vips}
     with contextlib.ExitStack() as stack:
@@ -573,6 +574,17 @@ def run_size(
         log = (sides[0].workdir / f"{SURVIVOR}.log").read_text()
         result["iprotate"]["survivor_log_to_master"] = log.count("BACKUP -> MASTER")
     return result
+
+
+def revision() -> str:
+    """The commit measured, with "+dirty" when iprotate/ has uncommitted changes."""
+
+    def git(*args: str) -> str:
+        r = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+        return r.stdout.strip()
+
+    rev = git("rev-parse", "--short", "HEAD") or "unknown"
+    return rev + ("+dirty" if git("status", "--porcelain", "--", "iprotate") else "")
 
 
 def machine() -> str:
@@ -722,7 +734,8 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
     lines = [
         "# Scale: one `iprotate run` beside ucarp, same VIPs, same run",
         "",
-        f"Command: `{command}`. Machine: {machine()}, shared with other jobs (the 1-minute "
+        f"Command: `{command}`. Revision {revision()}. Machine: {machine()}, shared with other "
+        "jobs (the 1-minute "
         "load average before and after each window is in scale.json): indicative figures.",
         "",
         "Per size two segments run at the same time, each with two hosts: alpha owns every VIP "

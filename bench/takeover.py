@@ -37,13 +37,15 @@ import platform
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
 VIP_PREFIX = "203.0.113"
 HOST = "alpha"
 HOST_ADDRESS = "198.51.100.1"
@@ -278,7 +280,13 @@ def run(vips: int, rounds: int) -> list[dict[str, Any]]:
             argv += ["--rounds", str(rounds), "--log", str(work / "worker.log")]
             raw = json.loads(seg.run(HOST, *argv))
             left = seg.addresses(HOST)
-        base = {"bench": "takeover", "vips": vips, "rounds": rounds, "machine": _machine()}
+        base = {
+            "bench": "takeover",
+            "vips": vips,
+            "rounds": rounds,
+            "machine": _machine(),
+            "revision": revision(),
+        }
         results.append({**base, "what": "add_garp", **summary(raw["add_garp"]), "target_ms": 2.0})
         results.append({**base, "what": "add", **summary(raw["add"])})
         results.append({**base, "what": "garp", **summary(raw["garp"])})
@@ -334,6 +342,17 @@ def run(vips: int, rounds: int) -> list[dict[str, Any]]:
     return results
 
 
+def revision() -> str:
+    """The commit measured, with "+dirty" when iprotate/ has uncommitted changes."""
+
+    def git(*args: str) -> str:
+        r = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+        return r.stdout.strip()
+
+    rev = git("rev-parse", "--short", "HEAD") or "unknown"
+    return rev + ("+dirty" if git("status", "--porcelain", "--", "iprotate") else "")
+
+
 def _machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
 
@@ -361,7 +380,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
         f"Command: `python bench/takeover.py --vips {r0['vips']} --rounds {r0['rounds']}`. "
         "One namespace (one member, `eth1`); the worker builds the real `Daemon` and drives its "
         "own `_apply`/`_execute` with `AsyncIPRoute`, `GarpSender` and `CarpSocket`. "
-        f"Machine: {r0['machine']}, shared with other jobs: indicative figures.",
+        f"Revision {r0['revision']}. Machine: {r0['machine']}, shared with other jobs: "
+        "indicative figures.",
         "",
         "Target: address + gratuitous ARP under 2 ms per VIP.",
         "",

@@ -8,14 +8,16 @@ hostname: every tie is broken by a 64-bit key derived from names and addresses):
    multicast group is an error that names both and the way out (pin one, or move it to another
    group).
 2. Owners. Each host gets a quota, floor or ceil of its weighted share of the VIPs (pins count
-   towards it). VIPs are then matched to hosts by deferred acceptance over rendezvous-hash scores:
-   every VIP ranks hosts by score, every host keeps the VIPs that score highest for it. The match
-   is unique whatever the processing order, and a host's VIPs depend on the scores, not on which
-   other hosts exist, so removing or adding a host moves few VIPs beyond that host's own.
+   towards it). VIPs are then matched to hosts by deferred acceptance over a consistent-hash ring:
+   every VIP prefers the hosts it meets walking the ring from its own point, every host keeps the
+   VIPs nearest to it. The match is unique whatever the processing order, and a host's points do
+   not depend on which other hosts exist, so removing or adding a host moves few VIPs beyond that
+   host's own (exact balance for every host set makes a few rebalancing moves unavoidable).
 3. Failover order. For each owner, its VIPs' first backups are spread over the other hosts by weight
-   (floor or ceil each), the odd ones to the hosts with the fewest first-backup duties so far. For
-   each pair of hosts, the VIPs that would land on a third host if both failed are spread to the
-   survivors that would carry least. Deeper ranks follow the VIP's rendezvous order.
+   (floor or ceil each), the odd ones to the hosts that own least, then to those with the fewest
+   first-backup duties so far. For each pair of hosts, the VIPs that would land on a third host if
+   both failed are spread to the survivors that would carry least. Deeper ranks walk the hosts in
+   key order from a point the VIP's key picks.
 4. Priorities. advskew rises with rank in even steps (CARP.md: the shortest interval wins and a
    backup's timeout grows with its skew), so the CARP election picks the plan's order.
 """
@@ -41,7 +43,7 @@ SUBSECOND_LADDER = (16, 48, 112, 240)
 # advbase >= 1: the margin between two ranks' timeouts is (step)/256 s.
 MAX_STEP = 64
 # Points per host (of mean weight) on the owner ring.
-RING_POINTS = 64
+RING_POINTS = 64  # per unit of weight
 
 _M64 = (1 << 64) - 1
 
@@ -139,11 +141,10 @@ class _Ring:
     no host's points, so preferences between two hosts never depend on a third."""
 
     def __init__(self, hosts: Sequence[Host]) -> None:
-        mean = sum(h.weight for h in hosts) / len(hosts)
         points = sorted(
             (_key(f"point:{h.name}#{k}"), j)
             for j, h in enumerate(hosts)
-            for k in range(max(1, round(RING_POINTS * h.weight / mean)))
+            for k in range(max(1, round(RING_POINTS * h.weight)))
         )
         self.pos = [p for p, _ in points]
         self.host = [j for _, j in points]
@@ -276,8 +277,7 @@ def assign_orders(cluster: Cluster, owners: Sequence[str]) -> list[tuple[str, ..
         return [tuple(o) for o in orders]
 
     # Rank 2: for each pair {a, b}, the VIPs that fall to a third host when both fail go to the
-    # survivors that would otherwise carry least. Only the first few hosts by base load, and those
-    # a or b already sends first-backup duty to, can be least loaded: look at no others.
+    # survivors that would otherwise carry least (their own VIPs plus what a and b send them).
     sends: dict[str, dict[str, int]] = defaultdict(dict)
     for (o, n), k in to.items():
         sends[o][n] = k
