@@ -1,9 +1,10 @@
 """`iprotate run`: the asyncio shell around a `Node`.
 
 It owns the sockets, the netlink handles and the clock, and decides nothing: packets, timers, link
-events and signals go to the node, and the effects it returns are carried out in order by a single
-executor task (so an address is always added before its gratuitous ARP, and a takeover's effects
-are never interleaved with another event's).
+events and signals go to the node, and the effects it returns are carried out at once, in order,
+before the next event (so an address is always added before its gratuitous ARP, and a takeover's
+effects never interleave with another event's). Every effect is a non-blocking send or a netlink
+request answered within microseconds (iprotate.addresses); hook scripts run in the background.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pyroute2 import AsyncIPRoute, NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_LINK
 
 from iprotate import codec
+from iprotate.addresses import AddressSetter
 from iprotate.carp import (
     AddAddress,
     DelAddress,
@@ -49,6 +51,7 @@ from iprotate.wire import CarpSocket
 log = logging.getLogger("iprotate")
 
 IFF_RUNNING = 0x40
+STOP_HANDOVER = 0.5  # seconds a stopping host waits for the next ones to take its VIPs
 DRIFT_LOG_EVERY = 60.0  # seconds between two log lines about the same drifting peer
 
 
@@ -90,7 +93,7 @@ class Daemon:
         self.garp: GarpSender | None = None
         self.hooks = HookRunner(timeout=self.options.hook_timeout, logger=log)
         self.notifier = Notifier()
-        self._effects: asyncio.Queue[list[Effect] | None] = asyncio.Queue()
+        self.addresses: AddressSetter | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
         self._vip_index = 0
@@ -112,6 +115,7 @@ class Daemon:
             await watch.bind(groups=RTMGRP_LINK)
             self._adv_index, running = await self._link(ipr, self.host.interface)
             self._vip_index, _ = await self._link(ipr, self.host.vip_interface)
+            self.addresses = AddressSetter(self._vip_index)
             await self._cleanup(ipr)
             self._open_sockets()
             if self.options.control_socket:
@@ -124,7 +128,6 @@ class Daemon:
                     self.options.metrics, lambda: self.node, loop.time, lambda: self.hooks
                 )
             tasks = [
-                asyncio.create_task(self._execute(ipr)),
                 asyncio.create_task(self._watch_links(watch)),
                 asyncio.create_task(self._watchdog()),
                 asyncio.create_task(self._drift_reminders()),
@@ -149,13 +152,11 @@ class Daemon:
             self.notifier.ready(f"{len(self.node.machines)} VIPs")
             await self._stopping.wait()
             self.notifier.stopping()
-            log.info("%s: stopping: handing over every VIP", self.host.name)
+            await self._hand_over()
             self._emit(self.node.stop(loop.time()))
-            self._effects.put_nowait(None)
-            await tasks[0]
             await self.hooks.drain(self.options.hook_timeout)
         finally:
-            for t in tasks[1:]:
+            for t in tasks:
                 t.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
@@ -166,6 +167,8 @@ class Daemon:
                 s.close()
             if self.garp:
                 self.garp.close()
+            if self.addresses is not None:
+                self.addresses.close()
             if control is not None:
                 await control.close()
             if exporter is not None:
@@ -176,6 +179,19 @@ class Daemon:
     def stop(self) -> None:
         """Ask a running daemon to stop (as SIGTERM does)."""
         self._stopping.set()
+
+    async def _hand_over(self) -> None:
+        """Make-before-break on the way out: offer every VIP we hold (a drain, not remembered)
+        and wait, briefly, for the next hosts to answer as master before letting go."""
+        loop = asyncio.get_running_loop()
+        held = sum(1 for m in self.node.machines.values() if m.state is State.MASTER)
+        log.info("%s: stopping: handing over %d VIPs", self.host.name, held)
+        self._emit(self.node.drain(loop.time()))
+        give_up = loop.time() + STOP_HANDOVER
+        while loop.time() < give_up and any(
+            m.state is State.MASTER for m in self.node.machines.values()
+        ):
+            await asyncio.sleep(0.01)
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the cluster file and apply its plan; a file that does not validate is refused
@@ -295,8 +311,15 @@ class Daemon:
                     self._emit(self.node.link(up, asyncio.get_running_loop().time()))
 
     def _emit(self, effects: list[Effect]) -> None:
-        if effects:
-            self._effects.put_nowait(effects)
+        for e in effects:
+            try:
+                self._apply(e)
+            except OSError as err:  # the NIC vanished, the socket broke: log, keep going
+                self.node.counters["errors"] += 1
+                log.error("%s vhid %d: %s failed: %s", e.vip.address, e.vip.vhid, e.action, err)
+            except Exception:  # a bug must not stop every other VIP's adverts
+                self.node.counters["errors"] += 1
+                log.exception("%s vhid %d: %s failed", e.vip.address, e.vip.vhid, e.action)
         self._arm_timer()
 
     def _arm_timer(self) -> None:
@@ -312,19 +335,7 @@ class Daemon:
 
     # --- effects out -------------------------------------------------------------------------
 
-    async def _execute(self, ipr: AsyncIPRoute) -> None:
-        while (batch := await self._effects.get()) is not None:
-            for e in batch:
-                try:
-                    await self._apply(ipr, e)
-                except OSError as err:  # the NIC vanished, the socket broke: log, keep going
-                    self.node.counters["errors"] += 1
-                    log.error("%s vhid %d: %s failed: %s", e.vip.address, e.vip.vhid, e.action, err)
-                except Exception:  # a bug must not stop every other VIP's adverts
-                    self.node.counters["errors"] += 1
-                    log.exception("%s vhid %d: %s failed", e.vip.address, e.vip.vhid, e.action)
-
-    async def _apply(self, ipr: AsyncIPRoute, e: Effect) -> None:
+    def _apply(self, e: Effect) -> None:
         a = e.action
         v = e.vip
         if isinstance(a, SendAdvert):
@@ -342,11 +353,13 @@ class Daemon:
             if started is not None:
                 self.node.takeover_seconds[(v.group, v.vhid)] = time.perf_counter() - started
         elif isinstance(a, AddAddress):
-            await self._addr(ipr, "add", v)
-            self._hook(v, "up")
+            assert self.addresses is not None
+            if self.addresses.add(v.address):
+                self._hook(v, "up")
         elif isinstance(a, DelAddress):
-            await self._addr(ipr, "del", v)
-            self._hook(v, "down")
+            assert self.addresses is not None
+            if self.addresses.delete(v.address):
+                self._hook(v, "down")
         elif isinstance(a, SendGarp):
             assert self.garp is not None
             self.garp.send(v.ip)
@@ -361,15 +374,6 @@ class Daemon:
         hook = hook_for(self.plan.cluster, v.vip, event, self.host.vip_interface)
         if hook is not None:
             self.hooks.run(hook)
-
-    async def _addr(self, ipr: AsyncIPRoute, op: str, v: VipPlan) -> None:
-        try:
-            await ipr.addr(
-                op, index=self._vip_index, address=str(v.ip), prefixlen=v.address.network.prefixlen
-            )
-        except NetlinkError as err:
-            if (op, err.code) not in (("add", errno.EEXIST), ("del", errno.EADDRNOTAVAIL)):
-                raise OSError(err.code, f"ip addr {op} {v.address}: {err}") from None
 
     # --- control -----------------------------------------------------------------------------
 
