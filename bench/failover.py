@@ -19,14 +19,15 @@ MAC answered each ping; a second client namespace runs `iprotate.probe` (ARP: wh
 every 50 ms without touching the first client's ARP cache. Scenarios, on the host owning the most
 VIPs (ties rotate over the repeats), each once the cluster has settled:
 
-- hard:     the engine SIGKILLed and the host's cable pulled (Lab.kill);
+- hard:     the engine SIGKILLed and the host's cable pulled, as one instant (`hard_fail`);
 - failback: cable back, engine started again (Lab.restore);
-- stop:     a clean stop, SIGTERM (then restored, unmeasured).
+- stop:     a clean stop, SIGTERM to all the host's engine processes (then restored, unmeasured).
 
 For every VIP that changes hands: seconds from the fault to the first ping answered by its new
-holder (the client's own ARP cache and the engine's gratuitous ARPs included), and to the first ARP
-answer from it; and for every VIP the pings lost (sent after the fault, never answered). Writes
-bench/results/failover.{md,json,png} (--out to change); logs and raw files go to bench/out/.
+holder (the client's own ARP cache and the engine's gratuitous ARPs included) and to when it stays
+there, which other hosts answered meanwhile, and the ARP view; for every VIP the pings lost (sent
+after the fault, never answered). Writes bench/results/failover.{md,json,png} (--out to change);
+logs and raw files go to bench/out/<engine>/. `--replot FILE.json` redraws table and plot only.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from typing import Any
 from tabulate import tabulate
 
 from iprotate.lab import CLIENT, Lab
+from iprotate.netns import Segment
 from iprotate.timing import master_down
 
 BENCH = Path(__file__).resolve().parent
@@ -66,7 +68,7 @@ WATCH_OCTET = 201  # updates the pinging client's neighbour cache
 RAW_FAILBACK = ("--hold-down", "0", "--stagger", "0")
 SCENARIOS = ("hard", "failback", "stop")
 STEADY = 1.0  # seconds the cluster must look settled (hosts and client) before a fault
-TAIL = 1.0  # seconds watched after it has settled again: late flaps show up here
+STABLE = 1.0  # seconds it must stay settled after a fault for the scenario to end
 STREAK = 5  # consecutive pings from the expected host for a VIP to count as settled
 
 
@@ -95,7 +97,7 @@ ENGINES: dict[str, Engine] = {
             Lab,
             advbase=0,
             run_args=RAW_FAILBACK,
-            note="advbase 0, advskew 16/48/112",
+            note="advbase 0 (advskew 16/48/112), `--hold-down 0 --stagger 0`",
         ),
     )
 }
@@ -194,13 +196,6 @@ def wait_settled(lab: Lab, client: Client, down: set[str], timeout: float, hold:
     return False
 
 
-def watch(client: Client, seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        client.poll()
-        time.sleep(0.05)
-
-
 # --- one scenario ------------------------------------------------------------------------------
 
 
@@ -215,21 +210,42 @@ def percentile(values: list[float], q: float) -> float | None:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def segments(rs: list[Reply], t0: float, start: float, end: float) -> list[list[Any]]:
-    """Runs of consecutive pings answered by one host, as [from, to, host] seconds after t0, for
-    the plot. A gap longer than three ping intervals ends a run."""
+def segments(
+    rs: list[Reply], sent: dict[int, float], t0: float, start: float, end: float
+) -> list[list[Any]]:
+    """Runs of consecutive pings answered by one host, as [from, to, host] in seconds after t0 by
+    the time each ping was sent (a lost ping is a gap where it was sent, however late the
+    replies around it were read), for the plot. A gap over three ping intervals ends a run."""
     out: list[list[Any]] = []
+    seen: set[int] = set()
     for r in rs:
-        if not start <= r.t <= end:
+        t = sent.get(r.seq)
+        if t is None or r.seq in seen or not start <= t <= end:
             continue
-        x = r.t - t0
+        seen.add(r.seq)
+        x = t - t0
         if out and out[-1][2] == r.host and x - out[-1][1] <= 3 * PING_INTERVAL:
             out[-1][1] = x
         else:
             out.append([x, x, r.host])
-    for s in out:
-        s[0], s[1] = round(s[0], 4), round(s[1] + PING_INTERVAL, 4)
+    for seg in out:
+        seg[0], seg[1] = round(seg[0], 4), round(seg[1] + PING_INTERVAL, 4)
     return out
+
+
+def stable_since(rs: list[Reply], rounds: list[int], holder: str | None) -> float | None:
+    """When the final unbroken run of pings answered by `holder` began (the reply time of its
+    first ping), or None if the last round was not answered by it: the VIP has moved for good."""
+    by_seq: dict[int, Reply] = {}
+    for r in rs:
+        by_seq.setdefault(r.seq, r)
+    first: Reply | None = None
+    for seq in sorted(rounds, reverse=True):
+        r = by_seq.get(seq)
+        if r is None or r.host != holder:
+            break
+        first = r
+    return None if first is None else first.t
 
 
 def measure(
@@ -249,19 +265,21 @@ def measure(
     t0 = time.monotonic()
     fault()
     t_fault = time.monotonic() - t0
-    ok = wait_settled(lab, client, down_after, timeout, 0.0)
-    watch(client, TAIL)
+    # Settled for STABLE seconds on end: a VIP that reaches its new holder and then flaps away
+    # again (ucarp's second backup) restarts the clock.
+    ok = wait_settled(lab, client, down_after, timeout, STABLE)
     t_end = time.monotonic()
 
     before = {str(v.ip): v.holder(down_before) for v in lab.plan.vips}
     after = {str(v.ip): v.holder(down_after) for v in lab.plan.vips}
     moved = [ip for ip in before if before[ip] != after[ip]]
-    rounds = [s for s, t in client.sent.items() if t0 <= t <= t_end - 0.3]
+    rounds = sorted(s for s, t in client.sent.items() if t0 <= t <= t_end - 0.3)
     vips: dict[str, Any] = {}
     for ip in before:
         rs = [r for r in client.replies[ip] if t0 <= r.t <= t_end]
         answered = {r.seq for r in client.replies[ip]}
         first = next((r.t - t0 for r in rs if r.host == after[ip]), None)
+        stable = stable_since(rs, rounds, after[ip])
         arp = next(
             (t - t0 for t, view in client.arp if t >= t0 and after[ip] in view.get(ip, [])), None
         )
@@ -272,23 +290,22 @@ def measure(
                      None)  # fmt: skip
         # Rounds in which the watcher saw two or more hosts answer ARP for the VIP.
         multi = sum(1 for t, view in client.arp if t0 <= t <= t_end and len(view.get(ip, [])) > 1)
-        others = (
-            sum(1 for r in rs if r.t - t0 > first and r.host != after[ip])
-            if first is not None
-            else None
-        )
+        # Pings answered by a host that neither held the VIP before nor should hold it after:
+        # a backup further down the order took over too (or first).
+        wrong = sum(1 for r in rs if r.host not in (before[ip], after[ip]))
         vips[ip] = {
             "from": before[ip],
             "to": after[ip],
             "moved": ip in moved,
             "answer_s": None if first is None else round(first, 4),
+            "stable_s": None if stable is None else round(stable - t0, 4),
             "arp_s": None if arp is None else round(arp, 4),
             "arp_alone_s": None if alone is None else round(alone, 4),
             "lost": sum(1 for s in rounds if s not in answered),
             "sent": len(rounds),
             "arp_multi_s": round(multi * ARP_PERIOD, 3),
-            "other_host_replies_after": others,
-            "timeline": segments(client.replies[ip], t0, t0 - 0.5, t_end),
+            "wrong_host_replies": wrong,
+            "timeline": segments(client.replies[ip], client.sent, t0, t0 - 0.5, t_end),
         }
     return {
         "scenario": kind,
@@ -298,6 +315,52 @@ def measure(
         "window_s": round(t_end - t0, 3),
         "vips": vips,
     }
+
+
+# --- faults ------------------------------------------------------------------------------------
+
+
+def engine_pids(lab: Lab, name: str) -> list[int]:
+    """The PIDs of the host's engine processes (keepalived: its VRRP child too, first)."""
+    if isinstance(lab, KeepalivedLab):
+        return lab.pids(name)
+    return [p.pid for p in lab.procs.get(name, []) if p.poll() is None]
+
+
+def hard_fail(lab: Lab, name: str) -> None:
+    """Lab.kill as one instant for every engine: SIGSTOP every engine process of the host (a
+    frozen process sends nothing and cannot react to the carrier loss, so no farewell and no
+    clean-up get out), pull the cable, then SIGKILL them, children first.
+
+    Lab.kill SIGKILLs and reaps one process after another, then pulls the cable: for ucarp's
+    twelve processes that took 0.4 s on a loaded machine, during which the host kept answering
+    for the VIPs whose process was still alive, and the cable was still in."""
+    pids = engine_pids(lab, name)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    lab.seg.link(name, False)
+    procs = {p.pid: p for p in lab.procs.pop(name, [])}
+    for pid in pids:
+        if pid in procs:
+            Segment.stop(procs.pop(pid), signal.SIGKILL)
+        else:  # keepalived's VRRP child: not ours to reap, its parent (killed next) does
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    for p in procs.values():
+        Segment.stop(p, signal.SIGKILL)
+
+
+def clean_stop(lab: Lab, name: str) -> None:
+    """Lab.stop with every process signalled at once (SIGTERM), then reaped, as an init system
+    stopping the host's units together would; Lab.stop waits for each before the next."""
+    procs = lab.procs.pop(name, [])
+    for p in procs:
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGTERM)
+    for p in procs:
+        Segment.stop(p, signal.SIGTERM)
 
 
 # --- one engine --------------------------------------------------------------------------------
@@ -328,21 +391,28 @@ def promote_secondaries(lab: Lab) -> None:
     A new namespace has the kernel's 0: the VIPs share a /24, the first one added is the primary
     and the others its secondaries, and deleting the primary deletes the secondaries with it. An
     engine that releases one VIP (fail-back, drain, a ucarp flap at start-up) can then lose every
-    other VIP it holds, silently (measured with ucarp and with iprotate's drain; keepalived sets
-    the flag on its interfaces itself)."""
+    other VIP it holds, silently (measured with ucarp and with iprotate's drain; keepalived only
+    sets the flag with its opt-in `promote_secondaries` keyword)."""
     for name in lab.names:
         iface = lab.plan.cluster.host(name).vip_interface
         lab.seg.run(name, "sysctl", "-q", "-w", "net.ipv4.conf.all.promote_secondaries=1",
                     f"net.ipv4.conf.{iface}.promote_secondaries=1")  # fmt: skip
 
 
-def run_engine(engine: Engine, workdir: Path, repeat: int, promote: bool = True) -> dict[str, Any]:
+def run_engine(
+    engine: Engine,
+    workdir: Path,
+    repeat: int,
+    promote: bool = True,
+    hosts: int = HOSTS,
+    vips: int = VIPS,
+) -> dict[str, Any]:
     """Build the engine's lab, run every scenario `repeat` times, tear everything down."""
     shutil.rmtree(workdir, ignore_errors=True)
     lab = engine.lab(
         workdir,
-        hosts=HOSTS,
-        vips=VIPS,
+        hosts=hosts,
+        vips=vips,
         legacy=engine.legacy,
         advbase=engine.advbase,
         run_args=engine.run_args,
@@ -351,16 +421,17 @@ def run_engine(engine: Engine, workdir: Path, repeat: int, promote: bool = True)
     runs: list[dict[str, Any]] = []
     load_before = os.getloadavg()
     with lab:
+        print(f"  namespaces {lab.seg.prefix}-*, logs in {workdir}", flush=True)
         lab.seg.add(WATCH, WATCH_OCTET, "eth0")
         if promote:
             promote_secondaries(lab)
-        vips = [str(v.ip) for v in lab.plan.vips]
-        client = Client(vips, dict(lab.macs), workdir / "pings.txt", workdir / "arp.jsonl")
+        addrs = [str(v.ip) for v in lab.plan.vips]
+        client = Client(addrs, dict(lab.macs), workdir / "pings.txt", workdir / "arp.jsonl")
         pinger = [sys.executable, str(BENCH / "pinger.py"), "--interface", "eth0"]
-        pinger += ["--interval", str(PING_INTERVAL), "--out", str(client.ping_file), *vips]
+        pinger += ["--interval", str(PING_INTERVAL), "--out", str(client.ping_file), *addrs]
         lab.seg.spawn(CLIENT, pinger, log=str(workdir / "pinger.log"))
         probe = [sys.executable, "-m", "iprotate.probe", "--interface", "eth0"]
-        probe += ["--src", f"198.51.100.{WATCH_OCTET}", "--period", str(ARP_PERIOD), *vips]
+        probe += ["--src", f"198.51.100.{WATCH_OCTET}", "--period", str(ARP_PERIOD), *addrs]
         with client.arp_file.open("wb") as out:
             lab.seg.spawn(WATCH, probe, log=str(workdir / "probe.log"), stdout=out)
         t_start = time.monotonic()
@@ -372,20 +443,25 @@ def run_engine(engine: Engine, workdir: Path, repeat: int, promote: bool = True)
             print(f"  {engine.name} run {i + 1}/{repeat}: victim {victim}", flush=True)
             d = bound(lab, engine, victim)
             one = {victim}
+            steps: list[tuple[str, set[str], set[str], Callable[[], object]]] = [
+                ("hard", set(), one, lambda v=victim: hard_fail(lab, v)),
+                ("failback", one, set(), lambda v=victim: lab.restore(v)),
+                ("stop", set(), one, lambda v=victim: clean_stop(lab, v)),
+            ]
             res = [
-                measure(lab, client, "hard", victim, set(), one, lambda v=victim: lab.kill(v),
-                        timeout),
-                measure(lab, client, "failback", victim, one, set(),
-                        lambda v=victim: lab.restore(v), timeout),
-                measure(lab, client, "stop", victim, set(), one, lambda v=victim: lab.stop(v),
-                        timeout),
-            ]  # fmt: skip
+                measure(lab, client, kind, victim, before, after, fault, timeout)
+                for kind, before, after, fault in steps
+            ]
             res[0]["bound_s"] = round(d, 4)
             for r in res:
                 print(f"    {r['scenario']:9} {summary_line(r)}", flush=True)
             lab.restore(victim)
             if not wait_settled(lab, client, set(), timeout, STEADY):
                 raise RuntimeError(f"{engine.name}: {victim} did not come back after the stop")
+            if i > 0:  # the plot draws the first run; keep the committed JSON small
+                for r in res:
+                    for v in r["vips"].values():
+                        del v["timeline"]
             runs.append({"victim": victim, "scenarios": res})
         client.poll()
         errors = client.errors
@@ -395,6 +471,7 @@ def run_engine(engine: Engine, workdir: Path, repeat: int, promote: bool = True)
         "advbase": engine.advbase,
         "run_args": list(engine.run_args),
         "promote_secondaries": promote,
+        "netns_prefix": lab.seg.prefix,
         "startup_settle_s": round(startup, 3),
         "send_errors": errors,
         "loadavg_before": [round(x, 2) for x in load_before],
@@ -429,23 +506,26 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
             moved = [v for s in scen for v in s["vips"].values() if v["moved"]]
             unmoved = [v for s in scen for v in s["vips"].values() if not v["moved"]]
             times = [v["answer_s"] for v in moved if v["answer_s"] is not None]
-            arps = [v["arp_alone_s"] for v in moved if v["arp_alone_s"] is not None]
+            stables = [v["stable_s"] for v in moved if v["stable_s"] is not None]
             never = len(moved) - len(times)
             lost_runs = [sum(v["lost"] for v in s["vips"].values()) for s in scen]
             d = scen[0].get("bound_s")
+            unsettled = sum(1 for s in scen if not s["settled"])
             rows.append(
                 [
                     e["engine"],
-                    kind,
+                    kind + (f" ({unsettled}/{len(scen)} unsettled)" if unsettled else ""),
                     f"{len(moved) // len(scen)}" + (f" ({never} never)" if never else ""),
                     fmt(d),
                     fmt(percentile(times, 50)),
                     fmt(percentile(times, 99)),
                     fmt(max(times) if times else None),
-                    fmt(percentile(arps, 50)),
+                    fmt(max(stables) if stables else None),
                     f"{sum(lost_runs) / len(lost_runs):.0f}",
                     str(max((v["lost"] for v in moved), default=0)),
                     str(sum(v["lost"] for v in unmoved)),
+                    f"{sum(1 for v in moved if v['wrong_host_replies'])}/{len(moved)}",
+                    fmt(max((v["arp_multi_s"] for v in moved), default=None)),
                 ]
             )
     return rows
@@ -459,10 +539,12 @@ HEADERS = [
     "p50 (s)",
     "p99 (s)",
     "max (s)",
-    "ARP p50 (s)",
+    "stable max (s)",
     "lost/run",
     "lost max/VIP",
     "lost unmoved",
+    "wrong host",
+    "ARP 2 hosts (s)",
 ]
 
 
@@ -481,38 +563,92 @@ def environment(argv: list[str]) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "keepalived": version([KEEPALIVED, "--version"]),
-        "ucarp": "ucarp 1.5.2 (Debian)",
+        "ucarp": "ucarp " + version(["dpkg-query", "-W", "-f", "${Version}", "ucarp"]),
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 
 def markdown(doc: dict[str, Any]) -> str:
+    """The results as the markdown page bench/results/failover.md."""
     env = doc["environment"]
     table = tabulate(table_rows(doc["results"]), HEADERS, tablefmt="github")
-    notes = "\n".join(f"- {e['engine']}: {e['note']}" for e in doc["results"])
-    loads = ", ".join(
-        f"{e['engine']} {e['loadavg_before'][0]:.2f}→{e['loadavg_after'][0]:.2f}"
+    engines = "\n".join(
+        f"- **{e['engine']}**: {e['note']}; the cluster settled {e['startup_settle_s']:.1f} s "
+        f"after start; load average {e['loadavg_before'][0]:.2f} → {e['loadavg_after'][0]:.2f}"
         for e in doc["results"]
     )
-    return f"""# Failover benchmark
+    promote = all(e.get("promote_secondaries", True) for e in doc["results"])
+    promoted = "set to 1, as systemd sets it on Debian" if promote else "left at the kernel's 0"
+    argv = " ".join(doc["argv"])
+    errors = "".join(
+        f"- **{e['engine']}**: no result, {e['error']}\n" for e in doc.get("errors", [])
+    )
+    return f"""# Failover benchmark: iprotate, ucarp and keepalived, side by side
 
-    sudo .venv/bin/python bench/failover.py {" ".join(doc["argv"])}
+    sudo .venv/bin/python bench/failover.py{" " + argv if argv else ""}
 
-{env["date"]}, Linux {env["kernel"]}, {env["cpus"]} CPUs, {env["keepalived"]}. Load average (1 min)
-over each engine's run: {loads}. Other jobs shared the machine: take the figures as indicative.
+Run {env["date"]} on Linux {env["kernel"]}, {env["cpus"]} CPUs, Python {env["python"]},
+{env["keepalived"]}, {env["ucarp"]}. The machine runs other jobs at times (load averages
+below): take the figures as indicative; the protocol timers dominate them anyway.
 
-3 hosts, 12 VIPs, {doc["repeat"]} run(s) per engine; the fault hits the host owning the most VIPs.
-Times are seconds from the fault to the first ping answered by the VIP's new holder (pooled over
-the VIPs that moved and the runs); D is the protocol's bound for a hard failure (the first backup's
-master-down timeout); "ARP p50" is when the new holder first answered ARP. Lost: pings (every 10 ms
-per VIP) sent after the fault and never answered; "lost unmoved" counts those of VIPs that should
-not have been touched.
+The same cluster, 3 hosts and 12 VIPs planned by iprotate (each host owns 4), run by each engine
+in its own set of network namespaces, one engine after the other. A client namespace pings every
+VIP every 10 ms and notes which host's MAC answered; {doc["repeat"]} run(s) per engine, the fault
+hitting each time a host owning the most VIPs (all own 4: the victim rotates).
+
+- **hard**: every engine process of the host frozen (SIGSTOP), its cable pulled, then SIGKILL;
+- **failback**: the cable back in and the engine started again;
+- **stop**: a clean stop, SIGTERM to every engine process of the host at once.
+
+Columns: *VIPs moved* per run; *D*, the protocol's bound for a hard failure (the first backup's
+master-down timeout: CARP advbase × dead_ratio + advskew/256, VRRP 3 × advert_int +
+(256 − priority)/256); *p50/p99/max*, seconds from the fault to the first ping answered by the
+VIP's new holder, pooled over the VIPs that moved and the runs (the client's own ARP cache and
+the engine's gratuitous ARPs included); *stable max*, the latest time a VIP reached its new holder
+for good (after any flap); *lost/run*, pings sent after the fault never answered, summed over the
+VIPs, mean per run; *lost max/VIP*, the worst VIP; *lost unmoved*, pings lost by VIPs that should
+not have been touched; *wrong host*, moved VIPs answered at some point by a host that is neither
+their old nor their new holder; *ARP 2 hosts*, the longest time (in 50 ms rounds of a second
+client's ARP probe) during which two hosts answered ARP for one moved VIP.
 
 {table}
 
-{notes}
+{engines}
+{errors}
+![Which host answered each VIP's pings, first run of each engine and scenario](failover.png)
 
-![timeline](failover.png)
+How to read it:
+
+- A hard failure takes the dead owner's VIPs to their first backups after D less the time since
+  the owner's last advert, so anywhere in [D − interval, D]. ucarp adds its pcap lag (0 to 1 s,
+  CARP.md), and because its backups' timeouts differ by less than that lag (advskew steps of
+  64/256 s), the second backup often takes a VIP too, and the client, sent there by that host's
+  gratuitous ARP, loses pings again when it steps back: *wrong host* and *stable max*.
+- Fail-back: a returning host starts as a backup and preempts on the first advert it hears from
+  the current holder, so it takes its VIPs back its start-up time (iprotate: a Python process,
+  about 0.3 s) plus up to one advert interval after the restart. iprotate runs with
+  `--hold-down 0 --stagger 0` here to measure that raw; by default it waits 3 s on purpose, so a
+  flapping host does not drag VIPs back and forth. ucarp hears the advert 0 to 1 s late.
+  keepalived's returning backup ignores the lower-priority adverts (RFC 3768) and only takes
+  over when its master-down timer expires.
+  The old holder keeps the address until it hears the new one, so fail-back loses little, but
+  the two hosts claim the VIP together meanwhile (*ARP 2 hosts*): ucarp for up to its 1 s lag;
+  and a host that was SIGKILLed still has its VIPs configured when its cable comes back, so it
+  answers ARP for them until its engine starts and removes them (iprotate's start-up clean-up,
+  ucarp's down script at start; keepalived cleans up at once).
+- Clean stop: iprotate's farewell advert makes the backups take over at once; keepalived sends
+  priority 0 and its backups wait only their skew time (about 0.2 s); ucarp (`-z`) runs its down
+  script but sends nothing, so its backups wait a whole master-down timeout, as after a crash.
+- Sub-second iprotate (advbase 0: owner every 62 ms, first backup's timeout 187 ms) cuts the
+  hard failure below a quarter of a second.
+- In every host namespace net.ipv4.conf.all.promote_secondaries is
+  {promoted}: at 0, deleting the
+  first VIP added to an interface deletes every other VIP of the same /24 with it (seen with ucarp
+  flapping at start-up, and with `iprotate drain --vip`); keepalived has an opt-in
+  `promote_secondaries` keyword for it.
+
+Raw data: [failover.json](failover.json) (per VIP: times, losses, ARP view, and the timeline
+drawn above).
 """
 
 
@@ -520,7 +656,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--engines", default=",".join(ENGINES), help="Comma-separated, in run order.")
-    ap.add_argument("--repeat", type=int, default=1, help="Runs of the three scenarios per engine.")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="Runs of the three scenarios per engine; the victim rotates over the hosts that own "
+        "the most VIPs (3: each of the three hosts once).",
+    )
     ap.add_argument("--out", type=Path, default=BENCH / "results", help="Table, JSON and plot.")
     ap.add_argument("--workdir", type=Path, default=BENCH / "out", help="Logs and raw data.")
     ap.add_argument(
@@ -548,16 +690,23 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "environment": environment(argv),
         "results": [],
+        "errors": [],
     }
-    with terminate_as_interrupt():
+    with terminate_as_interrupt(), interrupted_exit():
         for n in names:
             print(f"{n}:", flush=True)
-            doc["results"].append(
-                run_engine(ENGINES[n], args.workdir / n, args.repeat, not args.kernel_secondaries)
-            )
+            try:
+                res = run_engine(
+                    ENGINES[n], args.workdir / n, args.repeat, not args.kernel_secondaries
+                )
+            except RuntimeError as e:  # one engine that never settles must not hide the others
+                print(f"  {n}: {e}", file=sys.stderr)
+                doc["errors"].append({"engine": n, "error": str(e)})
+                continue
+            doc["results"].append(res)
     write_outputs(doc, args.out)
     print(tabulate(table_rows(doc["results"]), HEADERS))
-    return 0
+    return 1 if doc["errors"] else 0
 
 
 def write_outputs(doc: dict[str, Any], out: Path) -> None:
@@ -569,18 +718,36 @@ def write_outputs(doc: dict[str, Any], out: Path) -> None:
     except ImportError as e:  # matplotlib is the `bench` extra
         print(f"failover: no plot ({e}); pip install matplotlib", file=sys.stderr)
         return
-    plot(doc, out / "failover.png")
+    if doc["results"]:
+        plot(doc, out / "failover.png")
     print(f"failover: wrote {out}/failover.md, .json, .png")
+
+
+class Interrupted(SystemExit):
+    """Leaves main with status 130 once the labs are torn down."""
+
+
+@contextlib.contextmanager
+def interrupted_exit() -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        print(f"failover: interrupted ({e or 'Ctrl-C'}); labs removed", file=sys.stderr)
+        raise Interrupted(130) from None
 
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM/SIGHUP unwind like Ctrl-C, so every lab's context manager tears it down."""
+    """SIGINT/SIGTERM/SIGHUP unwind as KeyboardInterrupt, so every lab's context manager tears
+    it down (processes stopped by PID, namespaces deleted)."""
 
     def raise_interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    old = {s: signal.signal(s, raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT too: a shell starting us in the background leaves it ignored.
+    old = {
+        s: signal.signal(s, raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
     try:
         yield
     finally:

@@ -121,6 +121,12 @@ class KeepalivedLab(Lab):
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         return pid if ppid in parents else None
 
+    def pids(self, name: str) -> list[int]:
+        """Every process of the host's keepalived, the VRRP child first."""
+        child = self.vrrp_child(name)
+        own = [p.pid for p in self.procs.get(name, []) if p.poll() is None]
+        return ([child] if child is not None else []) + own
+
     def kill(self, name: str) -> None:
         """A hard failure. The VRRP child dies first: killed after its parent, it would get the
         parent-death signal, shut down cleanly and send priority-0 adverts (a clean stop)."""

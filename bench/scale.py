@@ -31,6 +31,10 @@ For 1,000 the plan is shown instead (`iprotate plan` on a file with 4 groups of 
 198.18.0.0/15; planning sends nothing), plus a core-only simulation (`Node` objects fed encoded
 adverts on a fake clock: no sockets, no netlink) and a linear extrapolation of the measured sizes.
 
+Then, unless --no-one-group-check, iprotate alone with the largest size in a single group: the
+survivor's CPU with one group against two, and its counters (`drop_wrong_group`), show what
+each extra group costs the receive path.
+
 Writes scale.json (JSON lines) and scale.md into --out (default bench/results). The machine is
 shared (2 cores, other jobs running): the figures are indicative.
 """
@@ -44,6 +48,7 @@ import os
 import platform
 import re
 import select
+import shutil
 import signal
 import socket
 import statistics
@@ -58,6 +63,17 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
+
+from iprotate import codec
+from iprotate.carp import SendAdvert
+from iprotate.config import load_cluster
+from iprotate.netns import Segment
+from iprotate.node import Node
+from iprotate.plan import Plan
+from iprotate.planner import make_plan
+from iprotate.timing import master_down
+from iprotate.ucarp import DEFAULT_UCARP, UcarpOptions, command, instances
+from iprotate.wire import CarpSocket
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -239,12 +255,11 @@ def _netlink_addresses(data: bytes) -> Iterator[tuple[str, str]]:
         at += (length + 3) & ~3
 
 
-def monitor(interface: str, owner: str, groups: Sequence[str]) -> None:
+def monitor(interface: str, me: str, owner: str, groups: Sequence[str]) -> None:
     """Print a JSON line per VIP address added or removed here (wall-clock time of receipt); on
     SIGUSR1 print when the last advert from `owner` was heard for each (group, vhid); stop on
-    SIGTERM. Only listens: it sends nothing."""
-    from iprotate.wire import CarpSocket
-
+    SIGTERM. `me` is this namespace's address (the group memberships need it). Only listens:
+    it sends nothing."""
     dump = stop = False
 
     def on_usr1(*_: object) -> None:
@@ -261,14 +276,9 @@ def monitor(interface: str, owner: str, groups: Sequence[str]) -> None:
     nl.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     nl.bind((0, RTMGRP_IPV4_IFADDR))
     index = socket.if_nametoindex(interface)
-    me = socket.inet_aton(
-        subprocess.run(
-            ["ip", "-o", "-4", "addr", "show", "dev", interface], capture_output=True, text=True
-        )
-        .stdout.split()[3]
-        .split("/")[0]
-    )
-    socks = {CarpSocket(interface, index, IPv4Address(me), IPv4Address(g)).sock: g for g in groups}
+    # One socket per group, as the daemon has: each gets every CARP packet of the interface
+    # anyway, so a packet is keyed by its own destination, not by the socket it came from.
+    socks = [CarpSocket(interface, index, IPv4Address(me), IPv4Address(g)).sock for g in groups]
     owner_raw = socket.inet_aton(owner)
     last: dict[str, float] = {}
     print(json.dumps({"ready": True}), flush=True)
@@ -286,7 +296,7 @@ def monitor(interface: str, owner: str, groups: Sequence[str]) -> None:
                     data = s.recv(2048)
                     ihl = (data[0] & 0x0F) * 4
                     if data[12:16] == owner_raw and len(data) > ihl + 1:
-                        last[f"{socks[s]}/{data[ihl + 1]}"] = now
+                        last[f"{socket.inet_ntoa(data[16:20])}/{data[ihl + 1]}"] = now
         if dump:
             dump = False
             print(json.dumps({"last_advert": last}), flush=True)
@@ -299,7 +309,12 @@ class Monitor:
     proc: subprocess.Popen[bytes]
     events: list[dict[str, Any]] = field(default_factory=list)
     last_advert: dict[str, float] | None = None
+    ready: bool = False
     _buf: bytes = b""
+
+    def __post_init__(self) -> None:
+        assert self.proc.stdout is not None
+        os.set_blocking(self.proc.stdout.fileno(), False)
 
     def poll(self, timeout: float = 0.0) -> None:
         assert self.proc.stdout is not None
@@ -311,21 +326,19 @@ class Monitor:
         *lines, self._buf = self._buf.split(b"\n")
         for line in lines:
             doc = json.loads(line)
-            if "last_advert" in doc:
+            if "ready" in doc:
+                self.ready = True
+            elif "last_advert" in doc:
                 self.last_advert = doc["last_advert"]
             elif "t" in doc:
                 self.events.append(doc)
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        assert self.proc.stdout is not None
-        os.set_blocking(self.proc.stdout.fileno(), True)
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            raise RuntimeError("the monitor did not start")
-        line = self.proc.stdout.readline()
-        if b"ready" not in line:
-            raise RuntimeError(f"the monitor said {line!r}")
-        os.set_blocking(self.proc.stdout.fileno(), False)
+        deadline = time.monotonic() + timeout
+        while not self.ready:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("the monitor did not start (see its monitor.log)")
+            self.poll(0.1)
 
     def added_since(self, t0: float) -> dict[str, float]:
         """The first time each VIP was added at or after t0."""
@@ -354,12 +367,12 @@ class Side:
     """One segment: an engine's owner and survivor."""
 
     engine: str  # "iprotate" or "ucarp"
-    seg: Any  # iprotate.netns.Segment
+    seg: Segment
     workdir: Path
     procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
     monitor: Monitor | None = None
 
-    def start(self, host: str, cluster_file: Path, plan: Any) -> None:
+    def start(self, host: str, cluster_file: Path, plan: Plan) -> None:
         if self.engine == "iprotate":
             argv = [sys.executable, "-m", "iprotate", "run", str(cluster_file), "--host", host]
             argv += ["--control-socket", str(self.workdir / f"{host}.sock")]
@@ -406,12 +419,8 @@ class Side:
         self.procs.clear()
 
 
-def ucarp_argvs(plan: Any, host: str) -> list[list[str]]:
+def ucarp_argvs(plan: Plan, host: str) -> list[list[str]]:
     """The generated ucarp lines for `host`, in the foreground, as `Lab.ucarp_argvs` builds them."""
-    import shutil
-
-    from iprotate.ucarp import DEFAULT_UCARP, UcarpOptions, command, instances
-
     opts = UcarpOptions(
         ucarp=shutil.which("ucarp") or DEFAULT_UCARP,
         passfile=str(Path(plan.cluster.path).parent / "password"),
@@ -435,7 +444,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
-def takeover(side: Side, plan: Any, d: float, advbase: float, extra: float) -> dict[str, Any]:
+def takeover(side: Side, plan: Plan, d: float, advbase: float, extra: float) -> dict[str, Any]:
     """Kill the owner of `side`; per VIP, when the survivor's kernel got the address."""
     assert side.monitor is not None
     mon = side.monitor
@@ -493,16 +502,17 @@ class Tracked:
 
 
 def run_size(
-    vips: int, groups: int, window: float, warmup: float, tmp: Path, track: Tracked
+    vips: int,
+    groups: int,
+    window: float,
+    warmup: float,
+    tmp: Path,
+    track: Tracked,
+    engines: Sequence[str] = ("iprotate", "ucarp"),
 ) -> dict[str, Any]:
-    """One size: both engines side by side, steady state, then a takeover each."""
-    from iprotate.config import load_cluster
-    from iprotate.netns import Segment
-    from iprotate.planner import make_plan
-    from iprotate.timing import master_down
-
+    """One size: the engines side by side, steady state, then a takeover each."""
     workdir = tmp / f"v{vips}"
-    workdir.mkdir()
+    workdir.mkdir(parents=True)
     write_password(workdir)
     cluster_file = workdir / "cluster.toml"
     cluster_file.write_text(cluster_toml(vips, groups))
@@ -521,7 +531,7 @@ def run_size(
     wanted = {str(v.ip) for v in plan.vips}
     with contextlib.ExitStack() as stack:
         sides = []
-        for engine in ("iprotate", "ucarp"):
+        for engine in engines:
             seg = stack.enter_context(Segment())
             track.prefixes.append(seg.prefix)
             side = Side(engine, seg, workdir / engine)
@@ -531,6 +541,7 @@ def run_size(
                 seg.add(name, octet, INTERFACE)
             argv = [sys.executable, str(Path(__file__).resolve()), "--monitor"]
             argv += ["--owner", f"198.51.100.{OCTETS[OWNER]}", "--mcast", ",".join(used_groups)]
+            argv += ["--me", f"198.51.100.{OCTETS[SURVIVOR]}"]
             log = str(side.workdir / "monitor.log")
             mon = Monitor(seg.spawn(SURVIVOR, argv, log=log, stdout=subprocess.PIPE))
             side.monitor = mon
@@ -567,13 +578,28 @@ def run_size(
                 "steady": ok,
                 "survivor_adds_before_kill": len(flaps),
             }
+            if side.engine == "iprotate":
+                result["iprotate"]["survivor_counters"] = status_counters(side, SURVIVOR)
         # Takeovers one after the other, each while the other segment runs.
         for side in sides:
             extra = 3.0 if side.engine == "iprotate" else 5.0  # ucarp: D + 0..1 s, scripts
             result[side.engine]["takeover"] = takeover(side, plan, d, c.advbase, extra)
-        log = (sides[0].workdir / f"{SURVIVOR}.log").read_text()
-        result["iprotate"]["survivor_log_to_master"] = log.count("BACKUP -> MASTER")
+        if "iprotate" in engines:
+            log = (workdir / "iprotate" / f"{SURVIVOR}.log").read_text()
+            result["iprotate"]["survivor_log_to_master"] = log.count("BACKUP -> MASTER")
     return result
+
+
+def status_counters(side: Side, host: str, timeout: float = 3.0) -> dict[str, int]:
+    """An iprotate daemon's counters: SIGUSR1 makes it log them (as tests/labtools does)."""
+    (proc,) = side.procs[host]
+    log = side.workdir / f"{host}.log"
+    before = log.read_text().count("status counters:")
+    os.kill(proc.pid, signal.SIGUSR1)
+    if not wait_until(lambda: log.read_text().count("status counters:") > before, timeout):
+        return {}
+    line = log.read_text().rsplit("status counters:", 1)[1].splitlines()[0]
+    return {k: int(n) for k, n in (kv.split("=") for kv in line.split() if "=" in kv)}
 
 
 def revision() -> str:
@@ -640,12 +666,6 @@ def simulate_core(tmp: Path, seconds: float = 30.0, groups: int = 4) -> dict[str
     (`codec.encode_advert`, plus the IP header the kernel would add) and fed to bravo's `Node`.
     CPU of each side per simulated second, memory of the nodes, and the survivor's takeover
     computation. No socket, no netlink, no asyncio, no logging: a lower bound of the engine."""
-    from iprotate import codec
-    from iprotate.carp import SendAdvert
-    from iprotate.config import load_cluster
-    from iprotate.node import Node
-    from iprotate.planner import make_plan
-
     work = tmp / "p1000"
     plan = make_plan(load_cluster(work / "cluster-1000.toml"))
     c = plan.cluster
@@ -703,24 +723,51 @@ def simulate_core(tmp: Path, seconds: float = 30.0, groups: int = 4) -> dict[str
     }
 
 
-def extrapolate(results: list[dict[str, Any]], n: int = 1000) -> dict[str, Any] | None:
-    """A least-squares line through the measured sizes (iprotate owner and survivor), at `n`."""
-    pts = [r for r in results if r.get("bench") == "scale" and "error" not in r]
+def extrapolate(
+    results: list[dict[str, Any]], n: int = 1000, groups: int = 4
+) -> dict[str, Any] | None:
+    """Estimates at `n` VIPs (not measurements): a least-squares line through the measured
+    iprotate sizes; and, when the one-group run is there, a per-advert cost model that counts
+    the extra copies each added group brings to the survivor's receive path."""
+    ok = [r for r in results if r.get("bench") == "scale" and "error" not in r and "iprotate" in r]
+    pts = [r for r in ok if "variant" not in r]
     if len(pts) < 2:
         return None
     out: dict[str, Any] = {"bench": "extrapolated_1000", "from_sizes": [r["vips"] for r in pts]}
     for role in ("owner", "survivor"):
-        for metric in ("rss_mb", "cpu_pct_of_core"):
+        for metric in ("rss_mb", "sched_cpu_pct_of_core"):
             xs = [r["vips"] for r in pts]
             ys = [r["iprotate"][role][metric] for r in pts]
             mx, my = statistics.fmean(xs), statistics.fmean(ys)
             sxx = sum((x - mx) ** 2 for x in xs)
             slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
-            out[f"{role}_{metric}"] = round(my + slope * (n - mx), 2)
+            out[f"line_{role}_{metric}"] = round(my + slope * (n - mx), 2)
+    one = next((r for r in ok if r.get("variant") == "one_group"), None)
+    two = next((r for r in pts if one and r["vips"] == one["vips"] and len(r["groups"]) > 1), None)
+    if one is not None and two is not None:
+        k, g2 = one["vips"], len(two["groups"])
+        sent_us = two["iprotate"]["owner"]["sched_cpu_pct_of_core"] / 100 / k * 1e6
+        recv_us = one["iprotate"]["survivor"]["sched_cpu_pct_of_core"] / 100 / k * 1e6
+        extra = two["iprotate"]["survivor"]["sched_cpu_pct_of_core"]
+        extra -= one["iprotate"]["survivor"]["sched_cpu_pct_of_core"]
+        copy_us = extra / 100 / (k * (g2 - 1)) * 1e6
+        out["model"] = {
+            "advert_sent_us": round(sent_us, 1),
+            "advert_received_us": round(recv_us, 1),
+            "other_group_copy_us": round(copy_us, 1),
+            "groups": groups,
+            "owner_cpu_pct": round(n * sent_us / 1e4, 2),
+            "survivor_cpu_pct": round((n * recv_us + n * (groups - 1) * copy_us) / 1e4, 2),
+            "survivor_cpu_pct_one_socket": round(n * recv_us / 1e4, 2),
+        }
     return out
 
 
 # --- output --------------------------------------------------------------------------------------
+
+
+def _engines(r: dict[str, Any]) -> list[str]:
+    return [e for e in ("iprotate", "ucarp") if e in r]
 
 
 def _fmt(d: dict[str, Any] | None, key: str) -> str:
@@ -753,7 +800,7 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
         "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in scale:
-        for eng in ("iprotate", "ucarp"):
+        for eng in _engines(r):
             o, s = r[eng]["owner"], r[eng]["survivor"]
             lines.append(
                 f"| {r['vips']} | {len(r['groups'])} | {eng} | {o['processes']} | {o['rss_mb']} "
@@ -761,6 +808,12 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
                 f"| {o['sched_cpu_pct_of_core']} | {s['rss_mb']} | {s['sched_cpu_pct_of_core']} |"
             )
     window = scale[0]["window_s"] if scale else "-"
+    if any("variant" in r for r in scale):
+        lines += [
+            "",
+            "The row with one group (iprotate alone, same VIPs in a single multicast group) is "
+            "there to isolate what a second group costs the survivor's receive path (below).",
+        ]
     lines += [
         "",
         f"CPU over a {window} s window: utime+stime from /proc/PID/stat (CPU s/min, % of a "
@@ -769,19 +822,37 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
         "are summed over its processes; RSS counts shared pages once per process, PSS shares "
         "them out. Targets for one iprotate process: under 64 MB RSS and under 2% of one core.",
         "",
+        "Receive path of the iprotate survivor (its counters, SIGUSR1, at the end of the "
+        "window, since its start):",
+        "",
+        "| VIPs | groups | adverts_received | drop_wrong_group |",
+        "|---:|---:|---:|---:|",
+        *(
+            f"| {r['vips']} | {len(r['groups'])} "
+            f"| {r['iprotate'].get('survivor_counters', {}).get('adverts_received', '-')} "
+            f"| {r['iprotate'].get('survivor_counters', {}).get('drop_wrong_group', 0)} |"
+            for r in scale
+            if "iprotate" in r
+        ),
+        "",
+        "A raw IPPROTO 112 socket gets every CARP packet the host receives, whatever group it "
+        "joined: with one socket per group each advert is received and decoded once per group "
+        "and dropped as another group's by all but one.",
+        "",
         "## Takeover after a hard kill of the owner (cable pulled, then SIGKILL)",
         "",
-        "| VIPs | engine | served | kill -> served p50 s | max s | past D p50 s | p99 s "
-        "| max s | within D + 100 ms |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| VIPs | groups | engine | served | kill -> served p50 s | max s | past D p50 s "
+        "| p99 s | max s | within D + 100 ms |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in scale:
-        for eng in ("iprotate", "ucarp"):
+        for eng in _engines(r):
             t = r[eng]["takeover"]
             k, p = t.get("kill_to_served_s"), t.get("past_D_s")
             within = t.get("within_D_plus_100ms", "-")
             lines.append(
-                f"| {r['vips']} | {eng} | {t['served']}/{t['of']} | {_fmt(k, 'p50')} "
+                f"| {r['vips']} | {len(r['groups'])} | {eng} | {t['served']}/{t['of']} "
+                f"| {_fmt(k, 'p50')} "
                 f"| {_fmt(k, 'max')} | {_fmt(p, 'p50')} | {_fmt(p, 'p99')} | {_fmt(p, 'max')} "
                 f"| {within}/{t['of']} |"
             )
@@ -798,6 +869,7 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
         "1 s timeout, CARP.md) and runs a shell script per VIP.",
         "",
     ]
+    lines += targets(scale)
     if failed:
         lines += ["Sizes that failed: " + "; ".join(f"{r['vips']}: {r['error']}" for r in failed)]
         lines.append("")
@@ -849,13 +921,55 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
     e = next((r for r in results if r.get("bench") == "extrapolated_1000"), None)
     if e:
         lines += [
-            f"A straight line through the measured iprotate sizes {e['from_sizes']}, at 1,000 "
-            f"VIPs (an estimate, not a measurement): owner {e['owner_rss_mb']} MB RSS, "
-            f"{e['owner_cpu_pct_of_core']}% of a core; survivor {e['survivor_rss_mb']} MB, "
-            f"{e['survivor_cpu_pct_of_core']}%.",
+            f"Estimates at 1,000 VIPs, not measurements. A straight line through the measured "
+            f"iprotate sizes {e['from_sizes']}: owner {e['line_owner_rss_mb']} MB RSS, "
+            f"{e['line_owner_sched_cpu_pct_of_core']}% of a core; survivor "
+            f"{e['line_survivor_rss_mb']} MB, {e['line_survivor_sched_cpu_pct_of_core']}%.",
             "",
         ]
+        m = e.get("model")
+        if m:
+            lines += [
+                f"Per advert, from the 254-VIP runs: {m['advert_sent_us']} µs of the owner's CPU "
+                f"per advert sent, {m['advert_received_us']} µs of the survivor's per advert "
+                f"received, {m['other_group_copy_us']} µs per copy received on another group's "
+                f"socket and dropped. At 1,000 VIPs in {m['groups']} groups (1,000 adverts/s): "
+                f"owner about {m['owner_cpu_pct']}% of a core, survivor about "
+                f"{m['survivor_cpu_pct']}% ({m['survivor_cpu_pct_one_socket']}% if each advert "
+                "were received once).",
+                "",
+            ]
     return "\n".join(lines)
+
+
+def targets(scale: list[dict[str, Any]]) -> list[str]:
+    """The issues' targets against the iprotate figures, per measured size."""
+    rows = [
+        "## Targets (iprotate)",
+        "",
+        "| VIPs | groups | RSS < 64 MB | CPU < 2% of a core | every VIP within D + 100 ms "
+        "| kill -> served <= D (expected) |",
+        "|---:|---:|---|---|---|---|",
+    ]
+    for r in scale:
+        if "iprotate" not in r:
+            continue
+        o, t = r["iprotate"]["owner"], r["iprotate"]["takeover"]
+        past, kill = t.get("past_D_s", {}), t.get("kill_to_served_s", {})
+        within = t.get("within_D_plus_100ms", 0)
+        rows.append(
+            f"| {r['vips']} | {len(r['groups'])} | {_yes(o['rss_mb'] < TARGET_RSS_MB)} "
+            f"({o['rss_mb']}) "
+            f"| {_yes(o['sched_cpu_pct_of_core'] < TARGET_CPU_PCT)} "
+            f"({o['sched_cpu_pct_of_core']}%) "
+            f"| {_yes(within == t['of'])} ({within}/{t['of']}, max {past.get('max', '-')} s) "
+            f"| {_yes(kill.get('max', 1e9) <= t['D_s'] + 0.001)} ({kill.get('max', '-')} s) |"
+        )
+    return [*rows, ""]
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "**no**"
 
 
 def leftovers(prefixes: Sequence[str], pids: Sequence[int]) -> dict[str, Any]:
@@ -885,14 +999,22 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=2, help="multicast groups when VIPs > 1")
     ap.add_argument("--window", type=float, default=40.0, help="steady-state window, seconds")
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds before the window")
+    ap.add_argument("--engines", default="iprotate,ucarp", help="which segments to run")
+    ap.add_argument(
+        "--one-group-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run iprotate alone with the largest size in one group (receive-path cost)",
+    )
     ap.add_argument("--quick", action="store_true", help="sizes 1,64, 10 s window")
     ap.add_argument("--out", default=str(RESULTS), help="where scale.json and scale.md go")
     ap.add_argument("--monitor", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--owner", help=argparse.SUPPRESS)
+    ap.add_argument("--me", help=argparse.SUPPRESS)
     ap.add_argument("--mcast", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.monitor:
-        monitor(INTERFACE, args.owner, [g for g in args.mcast.split(",") if g])
+        monitor(INTERFACE, args.me, args.owner, [g for g in args.mcast.split(",") if g])
         return
     if os.geteuid() != 0:
         sys.exit("bench/scale.py needs root (network namespaces)")
@@ -903,9 +1025,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="iprotate-scale-") as tmp:
         for n in sizes:
             try:
-                r = run_size(n, args.groups if n > 1 else 1, window, args.warmup, Path(tmp), track)
+                groups = args.groups if n > 1 else 1
+                engines = [e for e in args.engines.split(",") if e in ("iprotate", "ucarp")]
+                r = run_size(n, groups, window, args.warmup, Path(tmp), track, engines)
             except (RuntimeError, OSError) as e:  # NetnsError is a RuntimeError
                 r = {"bench": "scale", "vips": n, "error": str(e)}
+            print(json.dumps(r), flush=True)
+            results.append(r)
+        n = max(sizes)
+        if args.one_group_check and n > 1 and args.groups > 1 and not args.quick:
+            try:
+                r = run_size(n, 1, window, args.warmup, Path(tmp) / "one", track, ["iprotate"])
+                r["variant"] = "one_group"
+            except (RuntimeError, OSError) as e:
+                r = {"bench": "scale", "vips": n, "variant": "one_group", "error": str(e)}
             print(json.dumps(r), flush=True)
             results.append(r)
         p = plan_1000(Path(tmp))

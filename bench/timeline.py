@@ -87,7 +87,8 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     handles.append(plt.Line2D([], [], color="red", linestyle="--", label="protocol bound D"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
     fig.suptitle(
-        "Which host answered each VIP's pings (every 10 ms per VIP; * = VIP that moves)",
+        "Which host answered each VIP's pings (every 10 ms per VIP; * = VIP that moves); "
+        "first run of each engine",
         fontsize=12,
     )
     fig.tight_layout(rect=(0, 0.03, 1, 0.98))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,11 @@ def _seed() -> int:
 
 def _seconds() -> float:
     return float(os.environ.get("IPROTATE_CHAOS_SECONDS", CI_SECONDS))
+
+
+def _promote_secondaries() -> bool:
+    """A workaround to look past one engine problem (see ChaosConfig); never set in CI."""
+    return os.environ.get("IPROTATE_CHAOS_PROMOTE_SECONDARIES") == "1"
 
 
 # --- the schedule (pure) -------------------------------------------------------------------------
@@ -75,15 +82,25 @@ def test_schedule_keeps_a_host_up_and_recovers_every_fault(seed: int) -> None:
 
 @pytest.mark.netns
 @pytest.mark.timeout(300)
-def test_chaos_short_run(tmp_path: Path) -> None:
-    cfg = ChaosConfig(seed=_seed(), seconds=_seconds(), quiet_every=20.0)
+def test_chaos_short_run() -> None:
+    cfg = ChaosConfig(
+        seed=_seed(),
+        seconds=_seconds(),
+        quiet_every=20.0,
+        promote_secondaries=_promote_secondaries(),
+    )
     printer(f"chaos seed {cfg.seed} ({cfg.seconds:g} s); IPROTATE_CHAOS_SEED=N to change it")
-    result = run_chaos(cfg, tmp_path / "chaos", printer)
+    # Not tmp_path: pytest prunes old base directories, and the daemons' logs of a failed run must
+    # outlive other test sessions on the machine. Removed when the run passes.
+    workdir = Path(tempfile.mkdtemp(prefix=f"iprotate-chaos-{cfg.seed}-"))
+    result = run_chaos(cfg, workdir, printer)
     printer(json.dumps(result.summary(), indent=1))
     assert not result.namespaces_left, f"namespaces left behind: {result.namespaces_left}"
-    assert not result.violations, result.failure_message()
+    if result.violations:
+        pytest.fail(result.failure_message(), pytrace=False)
     # The run did what it was meant to: every kind of fault, and quiet checks that settled.
     events = result.summary()["events"]
     assert all(events.get(k, 0) >= 1 for k in FAULTS), events
     assert len(result.quiets) >= 3
     assert all(q.settled_after is not None for q in result.quiets)
+    shutil.rmtree(workdir, ignore_errors=True)

@@ -78,6 +78,8 @@ def _demo(lab: Lab) -> bool:
         note = f"{what} {who or 'all'}: " + (
             f"settled in {took:.2f} s" if took is not None else f"NOT settled after {limit:.0f} s"
         )
+        if what == "restore":
+            note += f" (it waits the {c.run.hold_down:g} s hold-down before taking VIPs back)"
         ok &= took is not None
         click.echo(_table(lab, note) + "\n")
     return ok
