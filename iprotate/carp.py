@@ -37,6 +37,7 @@ What iprotate adds, each kept to the same three states:
   native backup waits advskew/1024 s instead (62 ms for a first backup): the best-ranked one
   answers first and the others hear a new master in time. An owner (advskew 0) takes over at once.
 - Stop: a master sends the farewell advert and releases the address.
+- An address removed behind our back while we are master is added back (and announced).
 - Replay: adverts from native peers must carry a counter above the last one seen from that peer.
   ucarp peers copy and restart counters (CARP.md), so theirs are not checked.
 """
@@ -298,6 +299,13 @@ class CarpMachine:
             # longer than our backups' timeout when advbase is 0.
             self._advert_at = min(self._advert_at, now + self.interval)
         return []
+
+    def address_gone(self, now: float) -> list[Action]:
+        """Our address vanished from the interface while we are master (someone ran `ip addr
+        del`, or the kernel dropped it with the subnet's primary): put it back and announce it."""
+        if self.state is not State.MASTER:
+            return []
+        return [AddAddress(), SendGarp()]
 
     def reconfigure(self, cfg: MachineConfig, now: float) -> list[Action]:
         """A reload changed this VIP's priorities (same VIP and vhid). No transition here: a

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pyroute2 import AsyncIPRoute, NetlinkError
-from pyroute2.netlink.rtnl import RTMGRP_LINK
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_LINK
 
 from iprotate import codec
 from iprotate.addresses import AddressSetter
@@ -112,10 +112,11 @@ class Daemon:
         exporter = None
         tasks: list[asyncio.Task[None]] = []
         try:
-            await watch.bind(groups=RTMGRP_LINK)
+            await watch.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR)
             self._adv_index, running = await self._link(ipr, self.host.interface)
             self._vip_index, _ = await self._link(ipr, self.host.vip_interface)
             self.addresses = AddressSetter(self._vip_index)
+            promote_secondaries(self.host.vip_interface)
             await self._cleanup(ipr)
             self._open_sockets()
             if self.options.control_socket:
@@ -301,6 +302,9 @@ class Daemon:
         while True:
             async for msg in watch.get():
                 event = msg.get("event")
+                if event == "RTM_DELADDR" and msg["index"] == self._vip_index:
+                    self._address_gone(msg)
+                    continue
                 if event not in ("RTM_NEWLINK", "RTM_DELLINK") or msg["index"] != self._adv_index:
                     continue
                 # A deleted interface is a link that will not come back by itself.
@@ -309,6 +313,15 @@ class Daemon:
                     running = up
                     log.info("%s: link %s", self.host.interface, "up" if up else "down")
                     self._emit(self.node.link(up, asyncio.get_running_loop().time()))
+
+    def _address_gone(self, msg: Any) -> None:
+        ip = IPv4Address(msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS"))
+        effects = self.node.address_gone(asyncio.get_running_loop().time(), ip)
+        if effects:
+            self.node.counters["addresses_restored"] += 1
+            where = self.host.vip_interface
+            log.warning("%s: removed from %s behind our back; added it back", ip, where)
+        self._emit(effects)
 
     def _emit(self, effects: list[Effect]) -> None:
         for e in effects:
@@ -471,6 +484,26 @@ async def _collect(call: Any) -> list[Any]:
     if hasattr(result, "__aiter__"):
         return [m async for m in result]
     return list(result)
+
+
+def promote_secondaries(interface: str) -> None:
+    """VIPs of one subnet are secondaries of the first one added; unless the kernel promotes
+    secondaries, removing that one (handing it back) silently removes all the others with it."""
+    conf = Path("/proc/sys/net/ipv4/conf")
+    try:
+        if (conf / "all" / "promote_secondaries").read_text().strip() == "1":
+            return
+        path = conf / interface / "promote_secondaries"
+        if path.read_text().strip() != "1":
+            path.write_text("1\n")
+            log.info("%s: promote_secondaries set to 1", interface)
+    except OSError as e:
+        log.error(
+            "%s: cannot set promote_secondaries (%s): releasing one VIP may remove the others of "
+            "its subnet; set net.ipv4.conf.all.promote_secondaries=1",
+            interface,
+            e,
+        )
 
 
 async def remove_vips(plan: Plan, host: str, ipr: AsyncIPRoute | None = None) -> list[str]:

@@ -146,6 +146,10 @@ class Node:
         """The advert interface went down or came back."""
         return self._all(lambda m, i: m.link(up, now, self._preempt_after(now, i)))
 
+    def address_gone(self, now: float, ip: IPv4Address) -> list[Effect]:
+        """An address was removed from the VIP interface (by us or by someone else)."""
+        return self._all(lambda m, i: m.address_gone(now), ip)
+
     def packet(self, now: float, group: IPv4Address, data: bytes) -> list[Effect]:
         """A packet read from the socket joined to `group`. Bad ones are dropped and counted."""
         try:

@@ -224,3 +224,33 @@ def test_run_refuses_clearly_without_an_interface_or_a_host(make_lab: Callable[.
     r = run("alpha", str(lab.cluster_file), "--host", "nosuch")
     assert r.returncode == 2 and "nosuch" in r.stderr, r.stderr
     assert lab.holders() == {str(v.ip): [] for v in lab.plan.vips}
+
+
+def test_a_vip_removed_behind_its_back_comes_back_and_others_stay(
+    make_lab: Callable[..., Lab],
+) -> None:
+    """VIPs of one subnet are secondaries of the first one added: handing that one back must not
+    take the others with it, and an address someone deletes while we are master comes back."""
+    lab = make_lab(hosts=2, vips=6)
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    host = "alpha"
+    mine = [a for a in lab.seg.addresses(host) if a.startswith("203.")]
+    assert len(mine) >= 2
+    primary = mine[0]  # the first one listed is the subnet's primary
+    lab.seg.run(host, "ip", "addr", "del", primary, "dev", "eth1")
+    wait_for(lambda: set(mine) <= set(lab.seg.addresses(host)), 2.0)
+    assert settled(lab)()
+    assert status_counters(lab, host).get("addresses_restored", 0) >= 1
+    # Drain just the primary: the other VIPs stay where they are.
+    primary_ip = primary.split("/")[0]
+    from iprotate.control import request
+
+    request(str(lab.control_socket(host)), {"cmd": "drain", "vip": primary_ip})
+    v = lab.vip(primary_ip)
+    wait_for(lambda: lab.holders()[primary_ip] == [v.order[1]], 3.0)
+    time.sleep(0.5)
+    assert set(mine) - {primary} <= set(lab.seg.addresses(host))
+    # ... because the daemon had the kernel promote secondaries on its VIP interface.
+    conf = "/proc/sys/net/ipv4/conf/eth1/promote_secondaries"
+    assert lab.seg.run(host, "cat", conf).strip() == "1"

@@ -41,6 +41,10 @@ if [ "$1" != "$iface" ] && [ "$dev" = "$iface" ] && [ ${#1} -le 15 ]; then
     label=$1
 fi
 
+# VIPs of one subnet are secondaries of the first one added; without promote_secondaries, deleting
+# that one (when this host hands it back) silently deletes every other VIP of the subnet with it.
+echo 1 >"/proc/sys/net/ipv4/conf/$dev/promote_secondaries" 2>/dev/null || true
+
 present() {
     ip -o -4 addr show dev "$dev" 2>/dev/null | grep -qF "inet $vip/$prefix "
 }
