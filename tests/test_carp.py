@@ -1064,3 +1064,12 @@ def test_random_cluster_histories_settle_on_the_plan(advbase, ops):
     if willing:
         # The plan's order among the hosts that are up, undrained and connected.
         assert masters[0] is min(willing, key=lambda m: m.cfg.advskew)
+
+
+def test_an_address_lost_while_master_is_put_back() -> None:
+    m = started(make(advbase=1, advskew=0))
+    m.timer(10.0)
+    assert m.state is State.MASTER
+    assert m.address_gone(11.0) == [AddAddress(), SendGarp()]
+    b = started(make(advbase=1, advskew=64))
+    assert b.address_gone(1.0) == []
