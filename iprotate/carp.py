@@ -232,8 +232,11 @@ class CarpMachine:
             else:
                 yields = True
         if yields:
-            # The last advert is never a farewell: the backups would take it as one more.
-            out: list[Action] = [SendAdvert(self.cfg.advbase, self.advskew, self._next_counter())]
+            # ucarp's one last advert. A drained host sends none: its skew of 255 would make every
+            # backup with preempt jump at the VIP the new master has just taken.
+            out: list[Action] = []
+            if not self.drained:
+                out.append(SendAdvert(self.cfg.advbase, self.advskew, self._next_counter()))
             out += self._to_backup(now, f"{src} is master with {advbase}/{advskew}")
             return out
         self.master_src, self.master_prio = self.cfg.src, (self.cfg.advbase, self.advskew)

@@ -163,14 +163,29 @@ class Lab:
             self.start(n)
 
     def kill(self, name: str) -> None:
-        """A hard failure: the engine killed (SIGKILL) and the cable pulled."""
-        for p in self.procs.pop(name, []):
-            Segment.stop(p, signal.SIGKILL)
+        """A hard failure: the engine frozen, the cable pulled, then the engine killed (SIGKILL).
+
+        Freezing first makes every process of the host fail at one instant. Afterwards the
+        addresses a native host held are removed, as systemd's ExecStopPost (`iprotate cleanup`)
+        does after a crash, so it does not answer for them when its cable comes back."""
+        procs = self.procs.pop(name, [])
+        for p in procs:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGSTOP)
         self.seg.link(name, False)
+        for p in procs:
+            Segment.stop(p, signal.SIGKILL)
+        if self.plan.cluster.host(name).engine == "iprotate":
+            for a in self.seg.addresses(name):
+                if any(str(v.address) == a for v in self.plan.vips):
+                    self.seg.run(name, "ip", "addr", "del", a, "dev", "eth1", check=False)
 
     def stop(self, name: str) -> list[int | None]:
-        """A clean stop (SIGTERM); returns the exit codes."""
+        """A clean stop (SIGTERM to every process of the host at once); the exit codes."""
         ps = self.procs.pop(name, [])
+        for p in ps:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGTERM)
         for p in ps:
             Segment.stop(p, signal.SIGTERM)
         return [p.returncode for p in ps]

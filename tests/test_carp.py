@@ -479,7 +479,8 @@ def test_draining_master_says_farewell_and_holds_until_answered():
     assert m.state is State.MASTER
     # A master answers (its advert is better than ours, whatever the interval): we yield.
     out = m.advert(t0 + 2.0, PEER, 1, 64, 7)
-    assert kinds(out) == [SendAdvert, Transition, DelAddress]
+    # No last advert: its skew of 255 would make every backup with preempt jump.
+    assert kinds(out) == [Transition, DelAddress]
     assert m.state is State.BACKUP
 
 
@@ -565,7 +566,7 @@ def test_draining_masters_break_the_tie_by_address():
     assert out == [SendGarp(), SendAdvert(*FAREWELL, 1002)]
     assert m.state is State.MASTER
     out = m.advert(t0 + 0.2, IPv4Address("10.99.1.1"), *FAREWELL, 1)
-    assert kinds(out) == [SendAdvert, Transition, DelAddress]
+    assert kinds(out) == [Transition, DelAddress]
     assert m.state is State.BACKUP
 
 
