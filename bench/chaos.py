@@ -3,7 +3,7 @@ against a 4-host lab, invariants checked all along (the driver and the bounds ar
 tests/chaos_driver.py; tests/test_chaos.py runs a short one in CI).
 
     sudo .venv/bin/python bench/chaos.py [--seconds 600] [--seed 1] [--legacy 0|1]
-        [--promote-secondaries] [--out bench/results] [--name chaos] [--fresh]
+        [--out bench/results] [--name chaos] [--fresh]
 
 Each run is added to <out>/<name>.json (a run with the same seed, length and variant is
 replaced; --fresh starts the file over), and <out>/<name>.md is rewritten from it: the figures of
@@ -35,10 +35,9 @@ def _variant(c: dict[str, Any]) -> str:
     engines = f"{c['hosts'] - c['legacy']} iprotate" + (
         f" + {c['legacy']} ucarp" if c["legacy"] else ""
     )
-    promote = ", promote_secondaries=1 (workaround)" if c.get("promote_secondaries") else ""
     return (
         f"{c['hosts']} hosts ({engines}), {c['vips']} VIPs, advbase {c['advbase']}, dead ratio "
-        f"{c['dead_ratio']}, hold-down {c['hold_down']}, stagger {c['stagger']}{promote}"
+        f"{c['dead_ratio']}, hold-down {c['hold_down']}, stagger {c['stagger']}"
     )
 
 
@@ -100,7 +99,7 @@ def markdown(runs: list[dict[str, Any]]) -> str:
 
 
 def _key(c: dict[str, Any]) -> tuple[Any, ...]:
-    return (c["seed"], c["seconds"], c["legacy"], c.get("promote_secondaries", False))
+    return (c["seed"], c["seconds"], c["legacy"])
 
 
 def main() -> int:
@@ -111,11 +110,6 @@ def main() -> int:
     ap.add_argument("--quiet-every", type=float, default=60.0)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     ap.add_argument("--name", default="chaos")
-    ap.add_argument(
-        "--promote-secondaries",
-        action="store_true",
-        help="set promote_secondaries=1 on the hosts (a workaround, see ChaosConfig)",
-    )
     ap.add_argument("--fresh", action="store_true", help="forget the runs already in the file")
     args = ap.parse_args()
 
@@ -128,7 +122,6 @@ def main() -> int:
         seconds=args.seconds,
         legacy=args.legacy,
         quiet_every=args.quiet_every,
-        promote_secondaries=args.promote_secondaries,
     )
     cfg_d = asdict(cfg)
     workdir = Path(tempfile.mkdtemp(prefix=f"iprotate-chaos-{args.seed}-"))

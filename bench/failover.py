@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -307,10 +308,19 @@ def measure(
             "wrong_host_replies": wrong,
             "timeline": segments(client.replies[ip], client.sent, t0, t0 - 0.5, t_end),
         }
+    # Stretches in which the client itself sent nothing (a busy machine stalls it): gaps across
+    # every VIP in the plot that are no outage, and no lost ping either.
+    sends = sorted(t for t in client.sent.values() if t0 - 0.5 <= t <= t_end)
+    stalls = [
+        [round(a - t0 + PING_INTERVAL, 4), round(b - t0, 4)]
+        for a, b in itertools.pairwise(sends)
+        if b - a > 3 * PING_INTERVAL
+    ]
     return {
         "scenario": kind,
         "victim": victim,
         "settled": ok,
+        "client_stalls": stalls,
         "fault_call_s": round(t_fault, 4),
         "window_s": round(t_end - t0, 3),
         "vips": vips,
@@ -395,8 +405,10 @@ def promote_secondaries(lab: Lab) -> None:
     sets the flag with its opt-in `promote_secondaries` keyword)."""
     for name in lab.names:
         iface = lab.plan.cluster.host(name).vip_interface
-        lab.seg.run(name, "sysctl", "-q", "-w", "net.ipv4.conf.all.promote_secondaries=1",
-                    f"net.ipv4.conf.{iface}.promote_secondaries=1")  # fmt: skip
+        # /proc/sys/net belongs to the namespace of the process that writes it; sh rather than
+        # sysctl, which a minimal Debian may lack (procps).
+        paths = [f"/proc/sys/net/ipv4/conf/{i}/promote_secondaries" for i in ("all", iface)]
+        lab.seg.run(name, "sh", "-c", 'for f; do echo 1 > "$f"; done', "sh", *paths)
 
 
 def run_engine(
@@ -509,6 +521,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
             stables = [v["stable_s"] for v in moved if v["stable_s"] is not None]
             never = len(moved) - len(times)
             lost_runs = [sum(v["lost"] for v in s["vips"].values()) for s in scen]
+            mean_lost = sum(lost_runs) / len(lost_runs)
             d = scen[0].get("bound_s")
             unsettled = sum(1 for s in scen if not s["settled"])
             rows.append(
@@ -521,7 +534,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
                     fmt(percentile(times, 99)),
                     fmt(max(times) if times else None),
                     fmt(max(stables) if stables else None),
-                    f"{sum(lost_runs) / len(lost_runs):.0f}",
+                    f"{mean_lost:.{0 if mean_lost >= 10 else 1}f}",
                     str(max((v["lost"] for v in moved), default=0)),
                     str(sum(v["lost"] for v in unmoved)),
                     f"{sum(1 for v in moved if v['wrong_host_replies'])}/{len(moved)}",
@@ -557,7 +570,8 @@ def environment(argv: list[str]) -> dict[str, Any]:
         return (r.stdout + r.stderr).strip().splitlines()[0] if (r.stdout + r.stderr) else "?"
 
     return {
-        "command": "python bench/failover.py " + " ".join(argv),
+        "command": " ".join(["python bench/failover.py", *argv]),
+        "commit": commit(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "kernel": platform.release(),
         "cpus": os.cpu_count(),
@@ -566,6 +580,22 @@ def environment(argv: list[str]) -> dict[str, Any]:
         "ucarp": "ucarp " + version(["dpkg-query", "-W", "-f", "${Version}", "ucarp"]),
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def commit() -> str:
+    """The repository's commit, marked when iprotate's own code (not the benchmarks) has local
+    changes: that is what the figures measure."""
+
+    def git(*args: str) -> str:
+        try:
+            r = subprocess.run(["git", "-C", str(BENCH), *args], capture_output=True, text=True)
+        except OSError:
+            return ""
+        return r.stdout.strip() if r.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD") or "?"
+    local = git("status", "--porcelain", "--", "../iprotate", "../contrib")
+    return head + (" + local changes to iprotate/ or contrib/" if local else "")
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -647,6 +677,9 @@ How to read it:
   flapping at start-up, and with `iprotate drain --vip`); keepalived has an opt-in
   `promote_secondaries` keyword for it.
 
+In the plot, grey bands are moments the client itself sent nothing (the machine was busy): no
+outage, and no ping counted lost.
+
 Raw data: [failover.json](failover.json) (per VIP: times, losses, ARP view, and the timeline
 drawn above).
 """
@@ -709,9 +742,68 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if doc["errors"] else 0
 
 
+def dumps(doc: Any, indent: str = "") -> str:
+    """JSON with one line per leaf object (a dict holding no dict, e.g. one VIP's figures and
+    timeline) and per list of such lines, so the file reads, and diffs, by VIP."""
+    inner = indent + " "
+    if isinstance(doc, dict) and any(isinstance(v, dict | list) for v in doc.values()):
+        if not any(isinstance(v, dict) for v in doc.values()) and len(json.dumps(doc)) < 400:
+            return json.dumps(doc, ensure_ascii=False)
+        items = [f"{inner}{json.dumps(k)}: {dumps(v, inner)}" for k, v in doc.items()]
+        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+    if isinstance(doc, list) and any(isinstance(v, dict | list) for v in doc):
+        if all(isinstance(v, list) for v in doc):
+            return json.dumps(doc, ensure_ascii=False)
+        return "[\n" + ",\n".join(inner + dumps(v, inner) for v in doc) + f"\n{indent}]"
+    return json.dumps(doc, ensure_ascii=False)
+
+
+README = BENCH / "README.md"
+BEGIN, END = (
+    "<!-- failover: begin (bench/failover.py writes this block) -->",
+    "<!-- failover: end -->",
+)
+
+
+def readme_block(doc: dict[str, Any], out: Path) -> str:
+    """The failover section of bench/README.md: the command, the table and the plot."""
+    argv = " ".join(doc["argv"])
+    rel = os.path.relpath(out, BENCH)
+    table = tabulate(table_rows(doc["results"]), HEADERS, tablefmt="github")
+    return f"""{BEGIN}
+## Failover: iprotate, ucarp and keepalived side by side
+
+    sudo .venv/bin/python bench/failover.py{" " + argv if argv else ""}
+
+3 hosts, 12 VIPs; a client pings every VIP every 10 ms. Times in seconds from the fault to the
+first ping answered by the VIP's new holder; lost = pings never answered. Measured
+{doc["environment"]["date"]} at {doc["environment"].get("commit", "?")}; what each column means,
+how the faults are made and why the engines differ: [{rel}/failover.md]({rel}/failover.md).
+
+{table}
+
+![Which host answered each VIP's pings]({rel}/failover.png)
+{END}"""
+
+
+def update_readme(doc: dict[str, Any], out: Path) -> None:
+    """Replace the failover block of bench/README.md (other sections are left as they are), or
+    append it."""
+    block = readme_block(doc, out)
+    text = README.read_text() if README.exists() else "# Benchmarks\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    README.write_text(text)
+
+
 def write_outputs(doc: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "failover.json").write_text(json.dumps(doc, indent=1) + "\n")
+    if out.resolve() == (BENCH / "results").resolve() and doc["results"]:
+        update_readme(doc, out)
+    (out / "failover.json").write_text(dumps(doc) + "\n")
     (out / "failover.md").write_text(markdown(doc))
     try:
         from timeline import plot

@@ -603,14 +603,15 @@ def status_counters(side: Side, host: str, timeout: float = 3.0) -> dict[str, in
 
 
 def revision() -> str:
-    """The commit measured, with "+dirty" when iprotate/ has uncommitted changes."""
+    """The commit measured, and the files of iprotate/ that differ from it."""
 
     def git(*args: str) -> str:
         r = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
         return r.stdout.strip()
 
     rev = git("rev-parse", "--short", "HEAD") or "unknown"
-    return rev + ("+dirty" if git("status", "--porcelain", "--", "iprotate") else "")
+    dirty = sorted(line[3:] for line in git("status", "--porcelain", "--", "iprotate").splitlines())
+    return rev + (f" + uncommitted {', '.join(dirty)}" if dirty else "")
 
 
 def machine() -> str:
@@ -655,7 +656,9 @@ def plan_1000(tmp: Path, groups: int = 4) -> dict[str, Any]:
         "owners": sorted(owners),
         "survivor_advskew": sorted(skews),
         "one_group_exit": one.returncode,
-        "one_group_error": one.stderr.strip().splitlines()[-1] if one.stderr.strip() else "",
+        "one_group_error": one.stderr.strip().replace(str(work) + "/", "")
+        if one.stderr.strip()
+        else "",
         "file": cluster_1000_toml(groups),
     }
 
@@ -695,8 +698,8 @@ def simulate_core(tmp: Path, seconds: float = 30.0, groups: int = 4) -> dict[str
                 )  # fmt: skip
                 packets.append((e.vip.group, codec.build_ip_packet(src, e.vip.group, carp)))
         p1 = time.process_time()
-        for group, data in packets:
-            survivor.packet(t, group, data)
+        for _group, data in packets:
+            survivor.packet(t, data)
         survivor.timers(t)
         p2 = time.process_time()
         if t >= measure_from:
@@ -864,8 +867,8 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
         "minus (the last advert the survivor heard for that vhid + D), the protocol's own "
         "bound; the target is every VIP within D + 100 ms (past D <= 0.1 s). The iprotate "
         "survivor's timers for all VIPs fire together (the owner's adverts arrive in one "
-        "burst) and its executor serves them one after the other, so past D grows along the "
-        "batch (see takeover.md for the work per VIP). ucarp reacts 0..1 s late (libpcap's "
+        "burst) and it carries the takeovers out one after the other, so past D grows along "
+        "the batch (takeover.md has the work per VIP). ucarp reacts 0..1 s late (libpcap's "
         "1 s timeout, CARP.md) and runs a shell script per VIP.",
         "",
     ]

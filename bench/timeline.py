@@ -70,6 +70,8 @@ def plot(doc: dict[str, Any], path: Path) -> None:
             )
             ax.set_ylim(len(vips) - 0.5, -0.5)
             ax.set_xlim(-0.5, xmax[k])
+            for a, b in s.get("client_stalls", []):
+                ax.axvspan(a, b, color="0.8", linewidth=0, zorder=0)
             ax.axvline(0, color="black", linewidth=1)
             if "bound_s" in s:
                 ax.axvline(s["bound_s"], color="red", linestyle="--", linewidth=1)
@@ -83,6 +85,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
                 ax.set_xlabel(f"seconds after the fault on {s['victim']}", fontsize=9)
     handles = [Patch(color=colour[h], label=f"answered by {h}") for h in hosts]
     handles.append(Patch(facecolor="white", edgecolor="grey", label="no answer"))
+    handles.append(Patch(color="0.8", label="client sent nothing (machine busy)"))
     handles.append(plt.Line2D([], [], color="black", label="fault"))
     handles.append(plt.Line2D([], [], color="red", linestyle="--", label="protocol bound D"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)

@@ -89,7 +89,7 @@ class Daemon:
             stagger=self.options.stagger,
             garp_refresh=self.options.garp_refresh,
         )
-        self.sockets: dict[IPv4Address, CarpSocket] = {}
+        self.socket: CarpSocket | None = None
         self.garp: GarpSender | None = None
         self.hooks = HookRunner(timeout=self.options.hook_timeout, logger=log)
         self.notifier = Notifier()
@@ -118,7 +118,7 @@ class Daemon:
             self.addresses = AddressSetter(self._vip_index)
             promote_secondaries(self.host.vip_interface)
             await self._cleanup(ipr)
-            self._open_sockets()
+            self._join_groups()
             if self.options.control_socket:
                 control = ControlServer(
                     self.options.control_socket, self._control, self.options.control_group
@@ -163,9 +163,9 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             if self._timer:
                 self._timer.cancel()
-            for s in self.sockets.values():
-                loop.remove_reader(s.fileno())
-                s.close()
+            if self.socket is not None:
+                loop.remove_reader(self.socket.fileno())
+                self.socket.close()
             if self.garp:
                 self.garp.close()
             if self.addresses is not None:
@@ -223,7 +223,7 @@ class Daemon:
         self.host = new
         now = asyncio.get_running_loop().time()
         self._emit(self.node.reload(plan, now, _counter_seed()))
-        self._open_sockets()
+        self._join_groups()
         if self._drain_all:
             self._emit(self.node.drain(now))
         after = {k: (v.address, v.order, v.advskew) for k, v in self.node.vips.items()}
@@ -247,29 +247,28 @@ class Daemon:
         for ip in await remove_vips(self.plan, self.host.name, ipr):
             log.warning("%s: removed %s, left by an earlier run", self.host.name, ip)
 
-    def _open_sockets(self) -> None:
-        """A socket for every group in the plan (so status sees the masters of VIPs we take no
-        part in too); groups no longer planned are closed."""
-        loop = asyncio.get_running_loop()
+    def _join_groups(self) -> None:
+        """Join every group in the plan (so status sees the masters of VIPs we take no part in
+        too) and leave the ones no longer planned."""
+        if self.socket is None:
+            self.socket = CarpSocket(self.host.interface, self._adv_index, self.host.address)
+            asyncio.get_running_loop().add_reader(self.socket.fileno(), self._on_readable)
         groups = {v.group for v in self.plan.vips}
-        for group in sorted(groups - self.sockets.keys()):
-            s = CarpSocket(self.host.interface, self._adv_index, self.host.address, group)
-            self.sockets[group] = s
-            loop.add_reader(s.fileno(), self._on_readable, s)
-        for group in sorted(self.sockets.keys() - groups):
-            s = self.sockets.pop(group)
-            loop.remove_reader(s.fileno())
-            s.close()
+        for group in sorted(groups - self.socket.groups):
+            self.socket.join(group)
+        for group in sorted(self.socket.groups - groups):
+            self.socket.leave(group)
         if self.garp is None:
             self.garp = GarpSender(self.host.vip_interface)
 
     # --- events in ---------------------------------------------------------------------------
 
-    def _on_readable(self, s: CarpSocket) -> None:
+    def _on_readable(self) -> None:
+        assert self.socket is not None
         now = asyncio.get_running_loop().time()
         drift = self.node.counters["drift"]
-        while (data := s.recv()) is not None:
-            self._emit(self.node.packet(now, s.group, data))
+        while (data := self.socket.recv()) is not None:
+            self._emit(self.node.packet(now, data))
         if self.node.counters["drift"] != drift:
             self._log_drift(now)
 
@@ -360,7 +359,8 @@ class Daemon:
                 vip=v.ip,
                 password=self.plan.cluster.password,
             )
-            self.sockets[v.group].send(carp)
+            assert self.socket is not None
+            self.socket.send(carp, v.group)
             self.node.counters["adverts_sent"] += 1
             started = self._takeover_started.pop((v.group, v.vhid), None)
             if started is not None:

@@ -187,7 +187,10 @@ class Lab:
             if p.poll() is None:
                 os.kill(p.pid, signal.SIGTERM)
         for p in ps:
-            Segment.stop(p, signal.SIGTERM)
+            try:
+                p.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                Segment.stop(p, signal.SIGKILL)
         return [p.returncode for p in ps]
 
     def restore(self, name: str) -> None:

@@ -92,6 +92,7 @@ class Node:
     _timers: list[tuple[float, Key]] = field(default_factory=list)
     _host_at: dict[IPv4Address, str] = field(default_factory=dict)
     _address: IPv4Address = field(default=IPv4Address(0))
+    _groups: set[IPv4Address] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._index_hosts()
@@ -100,6 +101,7 @@ class Node:
         # Looked up for every packet: keep them at hand rather than search the host list.
         self._host_at = {h.address: h.name for h in self.plan.cluster.hosts}
         self._address = self.plan.cluster.host(self.host).address
+        self._groups = {v.group for v in self.plan.vips}
 
     @classmethod
     def build(
@@ -150,8 +152,8 @@ class Node:
         """An address was removed from the VIP interface (by us or by someone else)."""
         return self._all(lambda m, i: m.address_gone(now), ip)
 
-    def packet(self, now: float, group: IPv4Address, data: bytes) -> list[Effect]:
-        """A packet read from the socket joined to `group`. Bad ones are dropped and counted."""
+    def packet(self, now: float, data: bytes) -> list[Effect]:
+        """A packet read from the CARP socket. Bad ones are dropped and counted."""
         try:
             pkt = codec.decode_packet(data)
         except codec.DecodeError as e:
@@ -159,11 +161,11 @@ class Node:
             return []
         if pkt.src == self.address:
             return []  # our own advert, looped back
-        if pkt.dst != group:
+        if pkt.dst not in self._groups:
             self.counters[f"drop_{codec.Reject.WRONG_GROUP.value}"] += 1
             return []
         adv = pkt.advert
-        key = (group, adv.vhid)
+        key = (pkt.dst, adv.vhid)
         vip = self.vips.get(key)
         if vip is None:
             self.counters[f"drop_{codec.Reject.UNKNOWN_VHID.value}"] += 1

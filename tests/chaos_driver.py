@@ -58,6 +58,10 @@ become eligible 10 s after their link comes back (ucarp sleeps 10 s while its li
    A killed host keeps its addresses until restarted (nothing runs to remove them); not checked.
 5. the daemons never crash: every engine we did not kill or stop is still running, starts within
    `ready_timeout`, stops within 10 s, and no log has a "Traceback". ERROR lines are collected.
+6. the engine's word matches the kernel (native hosts, asked on the control socket every
+   `state_period`): a VIP whose machine is MASTER is configured on the host, one that is BACKUP
+   is not, on two reads in a row (a transition between the two reads of one sample is no
+   mismatch). It names the culprit when invariant 1 or 3 fails without a visible cause.
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from iprotate.control import ControlError, request
 from iprotate.lab import Lab
 from iprotate.netns import Segment
 from iprotate.netns import ip as ip_cmd
@@ -115,14 +120,11 @@ class ChaosConfig:
     quiet_every: float = 20.0  # a quiet check every this many planned seconds; 0: none
     probe_period: float = 0.1
     truth_period: float = 0.2
+    state_period: float = 1.0
     slack: float = 0.5  # scheduling slack on a loaded machine, in every bound
     settle_slack: float = 1.0
     release_bound: float = 1.0  # link down -> addresses gone (native)
     ready_timeout: float = 30.0  # an engine started -> "taking part" in its log
-    # Set net.ipv4.conf.<if>.promote_secondaries=1 in every host first. Off by default: with the
-    # kernel's default (0) deleting the first (primary) VIP of a prefix deletes every other VIP of
-    # that prefix too, and the engine must cope with that; on, a run can look past that problem.
-    promote_secondaries: bool = False
 
     @property
     def down_limit(self) -> int:
@@ -353,14 +355,11 @@ class ChaosResult:
         c = self.config
         env = f"IPROTATE_CHAOS_SEED={c['seed']} IPROTATE_CHAOS_SECONDS={c['seconds']:g}"
         flags = f"--seed {c['seed']} --seconds {c['seconds']:g} --legacy {c['legacy']}"
-        if c["promote_secondaries"]:
-            env += " IPROTATE_CHAOS_PROMOTE_SECONDARIES=1"
-            flags += " --promote-secondaries"
         if c["legacy"]:
             return f"python bench/chaos.py {flags}"
         return f"{env} pytest tests/test_chaos.py -k short, or python bench/chaos.py {flags}"
 
-    def failure_message(self, limit: int = 8) -> str:
+    def failure_message(self, limit: int = 5) -> str:
         lines = [
             f"chaos seed {self.seed}: {len(self.violations)} invariant violation(s); "
             f"replay: {self.replay()}; logs in {self.workdir}"
@@ -368,7 +367,7 @@ class ChaosResult:
         for v in self.violations[:limit]:
             lines.append(f"  t={v.t:.2f}s {v.invariant} {v.subject}: {v.detail}")
             for host, tail in v.logs.items():
-                lines += [f"    {host}.log: {line}" for line in tail[-6:]]
+                lines += [f"    {host}.log: {line}" for line in tail[-4:]]
         if len(self.violations) > limit:
             lines.append(f"  ... and {len(self.violations) - limit} more (chaos.json)")
         return "\n".join(lines)
@@ -487,6 +486,8 @@ class ChaosRun:
         self.truth: dict[str, list[str]] = {}
         self.last_truth = 0.0
         self.last_logs = 0.0
+        self.last_states = 0.0
+        self.mismatch: dict[tuple[str, str], int] = {}  # (host, vip) -> reads in a row
         self.last_event = 0.0
         self.match_since: float | None = None
         self.cursor = 0
@@ -500,10 +501,6 @@ class ChaosRun:
     def run(self) -> ChaosResult:
         wall0 = time.monotonic()
         lab = self.lab
-        if self.cfg.promote_secondaries:
-            for n in lab.names:
-                iface = lab.plan.cluster.host(n).vip_interface
-                lab.seg.run(n, "sysctl", "-qw", f"net.ipv4.conf.{iface}.promote_secondaries=1")
         for h in self.hosts.values():
             h.spawned_at = time.monotonic()
         lab.start_all()
@@ -511,15 +508,21 @@ class ChaosRun:
         want = {ip: [v.owner] for ip, v in self.vips.items()}
         deadline = time.monotonic() + 30.0
         while not (self._sample_truth() == want and self._poll_client() == want):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the lab did not settle at start: {self.truth} {self.view}")
+            dead = [n for n in lab.names if not lab.running(n)]
+            if dead or time.monotonic() > deadline:
+                why = f"engines exited: {dead}" if dead else "not settled after 30 s"
+                tails = {n: self._log_tail(n, "", 15) for n in (dead or lab.names)}
+                raise RuntimeError(
+                    f"chaos seed {self.cfg.seed}: the lab did not start ({why}); holders "
+                    f"{self.truth}, client {self.view}; logs in {lab.workdir}: {tails}"
+                )
             time.sleep(0.1)
         self.t0 = now = time.monotonic()
+        self.checking = True
         for h in self.hosts.values():
             self._scan_log(h)
             h.ready_seen = True
             h.eligible_since = now
-        self.checking = True
         self.step_due = now + self.schedule[0].at if self.schedule else now
         self.say(f"chaos seed {self.cfg.seed}: {len(self.schedule)} steps, settle {self.settle}")
         while self.cursor < len(self.schedule):
@@ -540,6 +543,9 @@ class ChaosRun:
             self.last_logs = now
             for h in self.hosts.values():
                 self._scan_log(h)
+        if now - self.last_states >= self.cfg.state_period:
+            self.last_states = now
+            self._check_engine_states()
         self._check_processes(now)
 
     def _advance(self) -> None:
@@ -553,7 +559,7 @@ class ChaosRun:
         else:
             done = self._ready_for(step)
             if done:
-                self._execute(step, now)
+                self._execute(step)
             elif now - self.step_due > STEP_PATIENCE:
                 self._violate(
                     "stuck", step.host or "cluster", f"{step.kind} waited {STEP_PATIENCE} s for "
@@ -580,16 +586,21 @@ class ChaosRun:
         }[step.kind]
         return h.state is need
 
-    def _execute(self, step: Step, now: float) -> None:
+    def _execute(self, step: Step) -> None:
         assert step.host is not None
         h = self.hosts[step.host]
         lab, seg = self.lab, self.lab.seg
         kind = step.kind
         began = time.monotonic()
         if kind == "kill":
-            for p in lab.procs.pop(h.name, []):
-                Segment.stop(p, signal.SIGKILL)
+            # Every process of the host fails at one instant (a ucarp host runs several).
+            procs = lab.procs.pop(h.name, [])
+            for p in procs:
+                if p.poll() is None:
+                    os.kill(p.pid, signal.SIGSTOP)
             seg.link(h.name, False)
+            for p in procs:
+                Segment.stop(p, signal.SIGKILL)
             h.link_was_down = True
             self._set(h, HostState.KILLED)
         elif kind == "restore":
@@ -689,7 +700,7 @@ class ChaosRun:
         for line in text.splitlines():
             if " ERROR " in line:
                 self.result.errors.setdefault(h.name, []).append(line)
-        if "Traceback" in text and self.checking:
+        if "Traceback" in text:
             tb = text[text.index("Traceback") :].splitlines()[:30]
             self._violate("traceback", h.name, "a Traceback in the engine's log", {h.name: tb})
         if (
@@ -859,6 +870,36 @@ class ChaosRun:
                 self.match_since = t
         else:
             self.match_since = None
+
+    def _check_engine_states(self) -> None:
+        """Invariant 6: what each running native engine says it is master of, against the
+        addresses its host has."""
+        for h in self.hosts.values():
+            if h.legacy or h.state not in (HostState.UP, HostState.FLAPPED, HostState.CUT):
+                continue
+            try:
+                doc = request(str(self.lab.control_socket(h.name)), {"cmd": "status"}, 2.0)
+            except ControlError:
+                continue  # starting or stopping; invariant 5 watches the process
+            have = {a.split("/")[0] for a in self.lab.seg.addresses(h.name)}
+            for v in doc["status"]["vips"]:
+                ip = v["address"].split("/")[0]
+                key = (h.name, ip)
+                if (v["state"] == "MASTER") == (ip in have):
+                    self.mismatch.pop(key, None)
+                    continue
+                n = self.mismatch[key] = self.mismatch.get(key, 0) + 1
+                if n == 2:
+                    says = v["state"]
+                    has = "has" if ip in have else "has not"
+                    self._violate(
+                        "engine_vs_kernel",
+                        ip,
+                        f"{h.name}'s engine says {says} (for {v['since']} s) but the host {has} "
+                        f"the address, on two reads {self.cfg.state_period:g} s apart; "
+                        f"states {self._states()}",
+                        {h.name: self._log_tail(h.name, ip)},
+                    )
 
     def _overlap(self, source: str, ip: str, hosts: list[str], t: float, margin: float) -> None:
         key = (source, ip)

@@ -161,7 +161,7 @@ def _valid_packet(node: Node) -> bytes:
 def assert_accounted(node: Node, data: bytes) -> None:
     """Feed `data`; it must be used or dropped and counted (our own adverts are ignored)."""
     before = sum(n for k, n in node.counters.items() if k.startswith(("drop_", "adverts_received")))
-    node.packet(1.0, node.plan.vips[0].group, data)
+    node.packet(1.0, data)
     node.timers(100.0)
     after = sum(n for k, n in node.counters.items() if k.startswith(("drop_", "adverts_received")))
     try:

@@ -114,10 +114,10 @@ def test_packets_counted_by_reason(plan: Plan) -> None:
     node = master_node(plan)
     v = plan.vips[0]
     good = advert_packet(v, "198.51.100.2", advskew=200)
-    node.packet(11.0, v.group, advert_packet(v, "198.51.100.2", 200, cut=20))  # malformed
-    node.packet(11.0, v.group, advert_packet(v, "198.51.100.2", 200, ttl=64))  # crossed a router
-    node.packet(11.0, v.group, advert_packet(v, "198.51.100.2", 200, password=b"wrong"))
-    node.packet(11.0, v.group, good)  # valid, less preferred: alpha stays master
+    node.packet(11.0, advert_packet(v, "198.51.100.2", 200, cut=20))  # malformed
+    node.packet(11.0, advert_packet(v, "198.51.100.2", 200, ttl=64))  # crossed a router
+    node.packet(11.0, advert_packet(v, "198.51.100.2", 200, password=b"wrong"))
+    node.packet(11.0, good)  # valid, less preferred: alpha stays master
     node.counters["adverts_sent"] += 7  # the daemon counts what it sends
     node.counters["errors"] += 1
     got = scrape(lambda: node)
@@ -152,7 +152,7 @@ def test_unknown_drop_reason_is_exported(plan: Plan) -> None:
 def test_yielding_to_a_better_master(plan: Plan) -> None:
     node = master_node(plan)
     v = plan.vips[0]
-    node.packet(11.0, v.group, advert_packet(v, "198.51.100.2", advskew=0))
+    node.packet(11.0, advert_packet(v, "198.51.100.2", advskew=0))
     got = scrape(lambda: node, now=14.0)
     assert got[("iprotate_vip_state", vip_labels(v, state="backup"))] == 1.0
     assert got[("iprotate_vip_state", vip_labels(v, state="master"))] == 0.0

@@ -55,17 +55,18 @@ def test_packets_route_to_their_machine_and_bad_ones_are_counted() -> None:
     node.start(0.0)
     v = next(v for v in p.vips if v.owner == "h0")
     src = "198.51.100.1"
-    assert node.packet(1.0, v.group, advert(p, v, src, 0, 5)) == []
+    assert node.packet(1.0, advert(p, v, src, 0, 5)) == []
     assert node.counters["adverts_received"] == 1
     assert node.machines[(v.group, v.vhid)].master_src == IPv4Address(src)
-    node.packet(1.1, v.group, advert(p, v, src, 0, 5))  # the same counter again: a replay
+    node.packet(1.1, advert(p, v, src, 0, 5))  # the same counter again: a replay
     assert node.counters["drop_replay"] == 1
-    node.packet(1.2, v.group, b"\x45" + b"\0" * 10)
+    node.packet(1.2, b"\x45" + b"\0" * 10)
     assert node.counters["drop_short"] == 1
-    node.packet(1.3, IPv4Address("224.0.0.19"), advert(p, v, src, 0, 6))
+    stray = codec.encode_advert(vhid=v.vhid, advbase=1, advskew=0, counter=6, vip=v.ip, password=PW)
+    node.packet(1.3, codec.build_ip_packet(IPv4Address(src), IPv4Address("224.0.0.19"), stray))
     assert node.counters["drop_wrong_group"] == 1
     own = advert(p, v, "198.51.100.2", 0, 7)
-    assert node.packet(1.4, v.group, own) == []  # our own, looped back: ignored, not counted
+    assert node.packet(1.4, own) == []  # our own, looped back: ignored, not counted
     assert node.counters["adverts_received"] == 2  # the first and the replay (then dropped)
 
 
@@ -74,11 +75,11 @@ def test_drift_names_the_peer_and_status_fails() -> None:
     node = Node.build(p, "h1", counter_seed=100)
     node.start(0.0)
     v = next(v for v in p.vips if v.owner == "h0")
-    node.packet(1.0, v.group, advert(p, v, "198.51.100.1", 200, 5))
-    node.packet(1.1, v.group, advert(p, v, "198.51.100.99", 0, 5))
+    node.packet(1.0, advert(p, v, "198.51.100.1", 200, 5))
+    node.packet(1.1, advert(p, v, "198.51.100.99", 0, 5))
     bad = codec.encode_advert(vhid=v.vhid, advbase=1, advskew=0, counter=9, vip=v.ip,
                               password=b"other")  # fmt: skip
-    node.packet(1.2, v.group, codec.build_ip_packet(IPv4Address("198.51.100.3"), v.group, bad))
+    node.packet(1.2, codec.build_ip_packet(IPv4Address("198.51.100.3"), v.group, bad))
     doc = build_status(node, 2.0)
     details = sorted(d["detail"] for d in doc["drift"])
     assert details == [
@@ -92,7 +93,7 @@ def test_drift_names_the_peer_and_status_fails() -> None:
     node2 = Node.build(p, "h1", counter_seed=100)
     node2.start(0.0)
     for i, (base, skew) in enumerate(((1, 0), (255, 255), (1, 255))):
-        node2.packet(1.0 + i, v.group, advert(p, v, "198.51.100.1", skew, 10 + i, advbase=base))
+        node2.packet(1.0 + i, advert(p, v, "198.51.100.1", skew, 10 + i, advbase=base))
     assert node2.drift == {}
 
 
@@ -103,12 +104,12 @@ def test_status_sees_masters_of_vips_it_takes_no_part_in_and_two_masters() -> No
     node.start(0.0)
     watched = next(v for v in p.vips if "h0" not in v.order)
     owner = p.cluster.host(watched.owner).address
-    node.packet(1.0, watched.group, advert(p, watched, str(owner), 0, 1))
+    node.packet(1.0, advert(p, watched, str(owner), 0, 1))
     doc = build_status(node, 1.5)
     row = next(r for r in doc["vips"] if r["address"] == str(watched.address))
     assert row["state"] is None and row["master"] == [watched.owner]
     other = next(h.address for h in p.cluster.hosts if h.name not in ("h0", watched.owner))
-    node.packet(1.6, watched.group, advert(p, watched, str(other), 255, 1))
+    node.packet(1.6, advert(p, watched, str(other), 255, 1))
     doc = build_status(node, 1.7)
     assert any("two masters" in x for x in doc["problems"])
     # Silence for longer than an interval and a margin: no master any more.
