@@ -276,9 +276,12 @@ def monitor(interface: str, me: str, owner: str, groups: Sequence[str]) -> None:
     nl.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     nl.bind((0, RTMGRP_IPV4_IFADDR))
     index = socket.if_nametoindex(interface)
-    # One socket per group, as the daemon has: each gets every CARP packet of the interface
-    # anyway, so a packet is keyed by its own destination, not by the socket it came from.
-    socks = [CarpSocket(interface, index, IPv4Address(me), IPv4Address(g)).sock for g in groups]
+    # One socket for the interface, joined to every group, as the daemon has; a packet is keyed by
+    # its own destination.
+    carp = CarpSocket(interface, index, IPv4Address(me))
+    for g in groups:
+        carp.join(IPv4Address(g))
+    socks = [carp.sock]
     owner_raw = socket.inet_aton(owner)
     last: dict[str, float] = {}
     print(json.dumps({"ready": True}), flush=True)

@@ -5,7 +5,7 @@ under 2 ms), measured in a network namespace with the daemon's own code.
 
 One throw-away `Segment` with one member (`alpha`, eth1, 198.51.100.1); inside it a worker
 process (this script, `--worker`) builds the real `Daemon` for a cluster file whose VIPs are all
-owned by alpha, sets it up as `Daemon.run` does (`AddressSetter`, `GarpSender`, `CarpSocket`s)
+owned by alpha, sets it up as `Daemon.run` does (`AddressSetter`, `GarpSender`, `CarpSocket`)
 and drives the daemon's own effect path (`Daemon._apply`, `Daemon._emit`), nothing
 reimplemented. Per round it measures:
 
@@ -144,7 +144,7 @@ async def _worker(cluster_file: str, rounds: int, log_file: str) -> dict[str, An
         daemon._vip_index, _ = await daemon._link(ipr, daemon.host.vip_interface)
         daemon.addresses = AddressSetter(daemon._vip_index)
         await daemon._cleanup(ipr)
-        daemon._open_sockets()  # the CARP sockets and the GarpSender
+        daemon._join_groups()  # the CARP socket and the GarpSender
         for _ in range(rounds):
             # 1. address + gratuitous ARP, one VIP at a time, through Daemon._apply.
             for v in vips:
@@ -211,9 +211,9 @@ async def _worker(cluster_file: str, rounds: int, log_file: str) -> dict[str, An
     finally:
         if daemon._timer is not None:
             daemon._timer.cancel()
-        for s in daemon.sockets.values():
-            loop.remove_reader(s.fileno())
-            s.close()
+        if daemon.socket is not None:
+            loop.remove_reader(daemon.socket.fileno())
+            daemon.socket.close()
         if daemon.garp is not None:
             daemon.garp.close()
         if daemon.addresses is not None:
@@ -414,7 +414,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "",
         f"Command: `python bench/takeover.py --vips {r0['vips']} --rounds {r0['rounds']}`. "
         "One namespace (one member, `eth1`); the worker builds the real `Daemon` and drives its "
-        "own `_apply`/`_emit` with its `AddressSetter`, `GarpSender` and `CarpSocket`s. "
+        "own `_apply`/`_emit` with its `AddressSetter`, `GarpSender` and `CarpSocket`. "
         f"Revision {r0['revision']}. Machine: {r0['machine']}, shared with other jobs: "
         "indicative figures.",
         "",
