@@ -206,6 +206,11 @@ class Lab:
         """The ucarp command lines `iprotate ucarp` generates for a legacy host, in the
         foreground, with the repository's up/down scripts and the lab's password file."""
         scripts = _contrib_dir()
+        if not (scripts / "vip-up.sh").exists():
+            raise FileNotFoundError(
+                f"{scripts}/vip-up.sh: the lab's ucarp hosts use the repository's contrib/ucarp "
+                "scripts: run iprotate from a checkout (./setup installs it editable)"
+            )
         opts = UcarpOptions(
             ucarp=shutil.which("ucarp") or DEFAULT_UCARP,
             passfile=str(self.workdir / "password"),
