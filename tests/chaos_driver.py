@@ -35,10 +35,13 @@ everywhere (pcap hands it packets up to 1 s late and it checks its timer only wh
 become eligible 10 s after their link comes back (ucarp sleeps 10 s while its link is down).
 
 1. unserved: a VIP the client gets no answer for since g0 must be answered again by
-   min over eligible participants h of (max(g0, a_h) + D_h) + margin. A backup's timer runs from
-   the last advert it heard, which is no later than the holder's failure, so the best eligible
-   backup takes over within D_h of the failure (or of its own arrival). margin = 0.5 s of
-   scheduling on a loaded machine + 2 probe periods (when a gap starts and ends is known to a
+   min over eligible participants h of (max(g0, a_h, L_h) + D_h) + margin, L_h the last time
+   another participant left the segment (killed, stopped, cable out, cut off). A backup's timer
+   runs from the last advert it heard; every advert comes from a master the client could see, or
+   from one that has left since (a host that takes a VIP over and is cut off milliseconds later
+   restarts the other backups' timers with its first advert), so the best eligible backup takes
+   over within D_h of the failure, of its own arrival, or of the last departure. margin = 0.5 s
+   of scheduling on a loaded machine + 2 probe periods (when a gap starts and ends is known to a
    period each). With no eligible participant the VIP may stay unserved.
 2. two holders: two hosts answering for one VIP (client view), or two reachable hosts having it
    configured (ground truth), for no longer than one interval, max T_h over the hosts involved,
@@ -216,6 +219,7 @@ def make_schedule(
 @dataclass
 class Violation:
     t: float  # seconds since the fault phase began
+    wall: str  # the same instant as the daemons' logs write it (local time)
     invariant: str
     subject: str  # a VIP or a host
     detail: str
@@ -284,6 +288,7 @@ class ChaosResult:
     truth_samples: int = 0
     fault_phase: float = 0.0
     wall: float = 0.0
+    t0_wall: str = ""  # t=0 as the daemons' logs write the time
     namespaces_left: list[str] = field(default_factory=list)
 
     @property
@@ -343,6 +348,7 @@ class ChaosResult:
             "config": self.config,
             "bounds": self.bounds,
             "workdir": self.workdir,
+            "t0_wall": self.t0_wall,
             "executed": [asdict(e) for e in self.executed],
             "violations": [asdict(v) for v in self.violations],
             "quiets": [asdict(q) for q in self.quiets],
@@ -365,7 +371,7 @@ class ChaosResult:
             f"replay: {self.replay()}; logs in {self.workdir}"
         ]
         for v in self.violations[:limit]:
-            lines.append(f"  t={v.t:.2f}s {v.invariant} {v.subject}: {v.detail}")
+            lines.append(f"  t={v.t:.2f}s ({v.wall}) {v.invariant} {v.subject}: {v.detail}")
             for host, tail in v.logs.items():
                 lines += [f"    {host}.log: {line}" for line in tail[-4:]]
         if len(self.violations) > limit:
@@ -410,6 +416,7 @@ class Host:
     log_pos: int = 0
     stopping: list[subprocess.Popen[bytes]] = field(default_factory=list)
     stop_sent: float = 0.0
+    left_at: float = 0.0  # when it last left the segment (its last advert may be that late)
     link_down_at: float = 0.0
     link_was_down: bool = False  # a ucarp host whose link was down sleeps 10 s before it sees it
     release_flagged: bool = False
@@ -518,13 +525,17 @@ class ChaosRun:
                 )
             time.sleep(0.1)
         self.t0 = now = time.monotonic()
+        self.result.t0_wall = _wall(time.time())
         self.checking = True
         for h in self.hosts.values():
             self._scan_log(h)
             h.ready_seen = True
             h.eligible_since = now
         self.step_due = now + self.schedule[0].at if self.schedule else now
-        self.say(f"chaos seed {self.cfg.seed}: {len(self.schedule)} steps, settle {self.settle}")
+        self.say(
+            f"chaos seed {self.cfg.seed}: {len(self.schedule)} steps, settle {self.settle}, "
+            f"t=0 at {self.result.t0_wall}"
+        )
         while self.cursor < len(self.schedule):
             self._observe()
             self._advance()
@@ -643,6 +654,8 @@ class ChaosRun:
         self.say(f"t={t - self.t0:7.2f} {kind:8} {h.name}{hold}")
 
     def _set(self, h: Host, state: HostState) -> None:
+        if h.state in (HostState.UP, HostState.STARTING) and state is not HostState.UP:
+            h.left_at = time.monotonic()
         h.state = state
         if state is HostState.UP:
             now = time.monotonic()
@@ -775,8 +788,11 @@ class ChaosRun:
         if logs is None:
             hosts = [subject] if subject in self.hosts else self.lab.names
             logs = {n: self._log_tail(n, subject) for n in hosts}
-        self.result.violations.append(Violation(round(t, 3), invariant, subject, detail, logs))
-        self.say(f"t={t:7.2f} VIOLATION {invariant} {subject}: {detail}")
+        wall = _wall(time.time())
+        self.result.violations.append(
+            Violation(round(t, 3), wall, invariant, subject, detail, logs)
+        )
+        self.say(f"t={t:7.2f} ({wall}) VIOLATION {invariant} {subject}: {detail}")
 
     def _log_tail(self, host: str, needle: str, n: int = 12) -> list[str]:
         path = self.lab.workdir / f"{host}.log"
@@ -799,11 +815,14 @@ class ChaosRun:
         return "start", None
 
     def _unserved_deadline(self, ip: str, g0: float) -> float:
+        """Invariant 1's deadline for a gap that began at g0 (inf: nobody can take it)."""
+        order = self.vips[ip].order
         out = math.inf
-        for n in self.vips[ip].order:
+        for n in order:
             a = self.hosts[n].eligible_since
             if a is not None:
-                out = min(out, max(g0, a) + self.D[ip][n] + self.lag[n])
+                left = max((self.hosts[o].left_at for o in order if o != n), default=0.0)
+                out = min(out, max(g0, a, left) + self.D[ip][n] + self.lag[n])
         return out + self.margin_client
 
     def _check_client(self, t: float, view: dict[str, list[str]]) -> None:
@@ -1060,6 +1079,11 @@ def run_chaos(
     result.namespaces_left = left
     (workdir / "chaos.json").write_text(json.dumps(result.to_json(), indent=1))
     return result
+
+
+def _wall(t: float) -> str:
+    """`t` (time.time()) as logging's asctime writes it: local time, milliseconds."""
+    return time.strftime("%H:%M:%S", time.localtime(t)) + f",{int(t * 1000) % 1000:03d}"
 
 
 def printer(s: str) -> None:
