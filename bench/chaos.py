@@ -50,7 +50,8 @@ def markdown(runs: list[dict[str, Any]]) -> str:
         "from the protocol are in `tests/chaos_driver.py`. Times in seconds. A bound is what the "
         "invariant allowed for that very gap or overlap (D or T of the hosts involved, plus the "
         'observation margin); "past D" is the most any gap of that kind lasted beyond the '
-        "protocol's own takeover time (negative: before it).",
+        "protocol's own takeover time: D after the failure, the taker's arrival or the last "
+        "departure of another participant (negative: before it).",
     ]
     for run in runs:
         s, c = run["summary"], run["config"]
@@ -93,7 +94,10 @@ def markdown(runs: list[dict[str, Any]]) -> str:
             out += ["", "Violations (the first of each kind):", ""]
             for inv, vs in by.items():
                 v = vs[0]
-                out.append(f"- {inv} x{len(vs)}; first at t={v['t']:.2f} s, {v['subject']}: ")
+                out.append(
+                    f"- {inv} x{len(vs)}; first at t={v['t']:.2f} s ({v.get('wall', '')}), "
+                    f"{v['subject']}: "
+                )
                 out[-1] += v["detail"][:400].replace("|", "/")
     return "\n".join(out) + "\n"
 

@@ -384,7 +384,8 @@ def _pool(pr: _Problems, key: str, value: Any) -> list[IPv4Interface]:
     if n < 1 or n > MAX_POOL:
         pr.add(key, f"{value!r}: the last address must follow the first, at most {MAX_POOL} in all")
         return []
-    if last.network != first.network:
+    # /32 VIPs are host addresses: any range of them is fine.
+    if first.network.prefixlen < 32 and last.network != first.network:
         pr.add(key, f"{value!r}: first and last are not in one /{prefix} network")
         return []
     return [IPv4Interface(f"{IPv4Address(int(first.ip) + k)}/{prefix}") for k in range(n)]

@@ -886,3 +886,16 @@ def test_run_table_defaults_and_values() -> None:
     doc["run"] = {"hold_down": 0, "metrics": "127.0.0.1:9650", "control_group": "netops"}
     run = parse_cluster(doc, "t.toml").run
     assert (run.hold_down, run.metrics, run.control_group) == (0.0, "127.0.0.1:9650", "netops")
+
+
+def test_a_pool_of_host_addresses() -> None:
+    doc = {
+        "cluster": {"interface": "eth1", "password": "pw"},
+        "hosts": [{"name": "a", "address": "198.51.100.1"}],
+        "vips": [{"pool": "203.0.113.0-203.0.113.255/32", "group": "224.0.0.19", "vhid": 1}],
+    }
+    with pytest.raises(ClusterError):  # vhid 1 + 256 addresses runs past 255
+        parse_cluster(doc, "t.toml")
+    doc["vips"] = [{"pool": "203.0.113.1-203.0.113.255/32"}]
+    vips = parse_cluster(doc, "t.toml").vips
+    assert len(vips) == 255 and str(vips[0].address) == "203.0.113.1/32"
