@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -59,6 +60,7 @@ def markdown(runs: list[dict[str, Any]]) -> str:
             "",
             f"## seed {s['seed']}, {c['seconds']:g} s: {_variant(c)}",
             "",
+            f"- revision {run.get('revision', 'unknown')}",
             f"- fault phase {s['fault_phase_s']} s (planned {c['seconds']:g} s), wall "
             f"{s['wall_s']} s; {s['probe_rounds']} client probe rounds "
             f"({c['probe_period']} s), {s['truth_samples']} ground-truth samples",
@@ -102,6 +104,27 @@ def markdown(runs: list[dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def revision() -> str:
+    """The commit the engine ran at, "+dirty" if iprotate/ had uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "iprotate"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def _key(c: dict[str, Any]) -> tuple[Any, ...]:
     return (c["seed"], c["seconds"], c["legacy"])
 
@@ -131,9 +154,11 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix=f"iprotate-chaos-{args.seed}-"))
     printer(f"chaos seed {args.seed}, {args.seconds:g} s, workdir {workdir}")
     t0 = time.monotonic()
+    rev = revision()
     result = run_chaos(cfg, workdir, printer)
     data: dict[str, Any] = result.to_json()
     data["replay"] = result.replay()
+    data["revision"] = rev
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{args.name}.json"
     runs: list[dict[str, Any]] = []
