@@ -52,7 +52,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import re
 import select
 import shutil
@@ -70,6 +69,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
+
+from provenance import machine, revision
 
 from iprotate import codec
 from iprotate.carp import SendAdvert
@@ -653,22 +654,6 @@ def status_counters(side: Side, host: str, timeout: float = 3.0) -> dict[str, in
         return {}
     line = log.read_text().rsplit("status counters:", 1)[1].splitlines()[0]
     return {k: int(n) for k, n in (kv.split("=") for kv in line.split() if "=" in kv)}
-
-
-def revision() -> str:
-    """The commit measured, and the files of iprotate/ that differ from it."""
-
-    def git(*args: str) -> str:
-        r = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
-        return r.stdout.strip()
-
-    rev = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = sorted(line[3:] for line in git("status", "--porcelain", "--", "iprotate").splitlines())
-    return rev + (f" + uncommitted {', '.join(dirty)}" if dirty else "")
-
-
-def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 # --- 1,000 VIPs: the plan, a core-only simulation ------------------------------------------------

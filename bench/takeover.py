@@ -40,9 +40,7 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from provenance import machine, revision
 from pyroute2 import AsyncIPRoute, NetlinkError
 
 from iprotate.addresses import AddressSetter
@@ -313,7 +312,7 @@ def run(vips: int, rounds: int, promote: bool = True) -> list[dict[str, Any]]:
             "bench": "takeover",
             "vips": vips,
             "rounds": rounds,
-            "machine": _machine(),
+            "machine": machine(),
             "revision": revision(),
             "promote_secondaries": promote,
         }
@@ -373,22 +372,6 @@ def run(vips: int, rounds: int, promote: bool = True) -> list[dict[str, Any]]:
             }
         )
     return results
-
-
-def revision() -> str:
-    """The commit measured, and the files of iprotate/ that differ from it."""
-
-    def git(*args: str) -> str:
-        r = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
-        return r.stdout.strip()
-
-    rev = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = sorted(line[3:] for line in git("status", "--porcelain", "--", "iprotate").splitlines())
-    return rev + (f" + uncommitted {', '.join(dirty)}" if dirty else "")
-
-
-def _machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
