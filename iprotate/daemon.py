@@ -10,18 +10,17 @@ request answered within microseconds (iprotate.addresses); hook scripts run in t
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
 import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any, Literal
 
-from pyroute2 import AsyncIPRoute, NetlinkError
+from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_LINK
 
 from iprotate import codec
@@ -236,11 +235,9 @@ class Daemon:
         return {"ok": True, "added": added, "removed": removed, "changed": changed}
 
     async def _link(self, ipr: AsyncIPRoute, name: str) -> tuple[int, bool]:
-        found = await ipr.link_lookup(ifname=name)
-        if not found:
-            raise StartError(f"interface {name!r} not found on this host ({self.host.name})")
-        links = await _collect(ipr.link("get", index=found[0]))
-        return found[0], bool(links[0]["flags"] & IFF_RUNNING)
+        index = await _ifindex(ipr, name, self.host.name)
+        links = await _collect(ipr.link("get", index=index))
+        return index, bool(links[0]["flags"] & IFF_RUNNING)
 
     async def _cleanup(self, ipr: AsyncIPRoute) -> None:
         """Remove every planned VIP a previous run (killed, so it could not) left on our NIC."""
@@ -506,29 +503,31 @@ def promote_secondaries(interface: str) -> None:
         )
 
 
+async def _ifindex(ipr: AsyncIPRoute, name: str, host: str) -> int:
+    found = await ipr.link_lookup(ifname=name)
+    if not found:
+        raise StartError(f"interface {name!r} not found on this host ({host})")
+    return int(found[0])
+
+
 async def remove_vips(plan: Plan, host: str, ipr: AsyncIPRoute | None = None) -> list[str]:
     """Delete every planned VIP present on `host`'s VIP interface; the ones removed."""
     own = ipr is None
     ipr = ipr or AsyncIPRoute()
     try:
-        name = plan.cluster.host(host).vip_interface
-        found = await ipr.link_lookup(ifname=name)
-        if not found:
-            raise StartError(f"interface {name!r} not found on this host ({host})")
+        index = await _ifindex(ipr, plan.cluster.host(host).vip_interface, host)
         planned = {v.ip: v for v in plan.vips}
-        removed = []
-        for m in await _collect(ipr.addr("dump", index=found[0], family=2)):
-            ip = IPv4Address(m.get_attr("IFA_ADDRESS"))
-            if ip in planned:
-                v = planned[ip]
-                prefix = m["prefixlen"]
-                try:
-                    await ipr.addr("del", index=found[0], address=str(ip), prefixlen=prefix)
-                except NetlinkError as err:
-                    if err.code != errno.EADDRNOTAVAIL:
-                        raise
-                removed.append(str(v.address))
-        return removed
+        present = [
+            IPv4Interface(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
+            for m in await _collect(ipr.addr("dump", index=index, family=2))
+        ]
+        setter = AddressSetter(index)
+        try:
+            return [
+                str(planned[a.ip].address) for a in present if a.ip in planned and setter.delete(a)
+            ]
+        finally:
+            setter.close()
     finally:
         if own:
             ipr.close()
