@@ -2,8 +2,8 @@
 
     sudo .venv/bin/python bench/failover.py [--engines iprotate,ucarp,keepalived,...] [--repeat N]
 
-One lab (network namespaces on one bridge, iprotate.lab) per engine, one after the other, each with
-3 hosts and 12 VIPs planned by iprotate:
+One lab (network namespaces on one bridge, iprotate.lab.lab) per engine, one after the other,
+each with 3 hosts and 12 VIPs planned by iprotate:
 
 - iprotate            `iprotate run` on every host (advbase 1);
 - ucarp               Debian's ucarp on every host, the lines `iprotate ucarp` generates;
@@ -15,9 +15,9 @@ iprotate runs with `--hold-down 0 --stagger 0` so that its fail-back is measured
 others' (its default waits 3 s after a host comes back, on purpose).
 
 In each lab a client namespace pings every VIP every 10 ms (bench/pinger.py) and notes which host's
-MAC answered each ping; a second client namespace runs `iprotate.probe` (ARP: who claims each VIP)
-every 50 ms without touching the first client's ARP cache. Scenarios, on the host owning the most
-VIPs (ties rotate over the repeats), each once the cluster has settled:
+MAC answered each ping; a second client namespace runs `iprotate.lab.probe` (ARP: who claims
+each VIP) every 50 ms without touching the first client's ARP cache. Scenarios, on the host
+owning the most VIPs (ties rotate over the repeats), each once the cluster has settled:
 
 - hard:     the engine SIGKILLed and the host's cable pulled, as one instant (`hard_fail`);
 - failback: cable back, engine started again (Lab.restore);
@@ -51,9 +51,9 @@ from typing import Any
 
 from tabulate import tabulate
 
-from iprotate.lab import CLIENT, Lab
-from iprotate.netns import Segment
-from iprotate.timing import master_down
+from iprotate.lab.lab import CLIENT, Lab
+from iprotate.lab.netns import Segment
+from iprotate.plan.timing import master_down
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))  # the sibling modules, also when imported from the tests
@@ -442,7 +442,7 @@ def run_engine(
         pinger = [sys.executable, str(BENCH / "pinger.py"), "--interface", "eth0"]
         pinger += ["--interval", str(PING_INTERVAL), "--out", str(client.ping_file), *addrs]
         lab.seg.spawn(CLIENT, pinger, log=str(workdir / "pinger.log"))
-        probe = [sys.executable, "-m", "iprotate.probe", "--interface", "eth0"]
+        probe = [sys.executable, "-m", "iprotate.lab.probe", "--interface", "eth0"]
         probe += ["--src", f"198.51.100.{WATCH_OCTET}", "--period", str(ARP_PERIOD), *addrs]
         with client.arp_file.open("wb") as out:
             lab.seg.spawn(WATCH, probe, log=str(workdir / "probe.log"), stdout=out)

@@ -19,9 +19,9 @@ import shutil
 import signal
 from pathlib import Path
 
-from iprotate.lab import Lab
-from iprotate.netns import Segment
-from iprotate.plan import Plan
+from iprotate.lab.lab import Lab
+from iprotate.lab.netns import Segment
+from iprotate.plan.model import Plan
 
 KEEPALIVED = shutil.which("keepalived") or "/usr/sbin/keepalived"
 TOP_PRIORITY = 250  # below 255, which keepalived reserves for the address owner (instant master)

@@ -14,8 +14,8 @@ import json
 import resource
 import time
 
-from iprotate.config import parse_cluster
-from iprotate.planner import make_plan
+from iprotate.cluster.loader import parse_cluster
+from iprotate.plan.planner import make_plan
 
 
 def cluster_doc(hosts: int, vips: int) -> dict:

@@ -9,7 +9,8 @@ owns every VIP (`owner = "alpha"` pins), `bravo` (198.51.100.2) is the survivor.
 
 - iprotate segment: `python -m iprotate run FILE --host NAME ... --hold-down 0` on both hosts.
 - ucarp segment: on both hosts one Debian ucarp process per VIP, the lines `iprotate ucarp`
-  generates (`iprotate.ucarp.instances` + `command(..., daemonize=False)`, as `Lab.ucarp_argvs`),
+  generates (`iprotate.export.ucarp.instances` + `command(..., daemonize=False)`, as
+  `Lab.ucarp_argvs`),
   with the repository's contrib up/down scripts.
 
 Steady state: the owners come up first (they take every VIP after D), then the survivors; after a
@@ -72,16 +73,16 @@ from typing import Any
 
 from provenance import machine, revision
 
-from iprotate import codec
-from iprotate.carp import SendAdvert
-from iprotate.config import load_cluster
-from iprotate.netns import Segment
-from iprotate.node import Node
-from iprotate.plan import Plan
-from iprotate.planner import make_plan
-from iprotate.timing import master_down
-from iprotate.ucarp import DEFAULT_UCARP, UcarpOptions, command, instances
-from iprotate.wire import CarpSocket
+from iprotate.carp import codec
+from iprotate.carp.machine import SendAdvert
+from iprotate.carp.node import Node
+from iprotate.cluster.loader import load_cluster
+from iprotate.engine.wire import CarpSocket
+from iprotate.export.ucarp import DEFAULT_UCARP, UcarpOptions, command, instances
+from iprotate.lab.netns import Segment
+from iprotate.plan.model import Plan
+from iprotate.plan.planner import make_plan
+from iprotate.plan.timing import master_down
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"

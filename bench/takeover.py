@@ -19,7 +19,7 @@ reimplemented. Per round it measures:
   timer); the time to compute the batch, and until the last VIP's advert is out;
 - ``stop``: the last step of a clean stop (farewell advert and address removal, every VIP);
 - as a reference only, pyroute2's `AsyncIPRoute.addr` add and delete, awaited one at a time
-  (the daemon's path before iprotate.addresses).
+  (the daemon's path before iprotate.engine.addresses).
 
 The VIPs share one /24: the first one added is the subnet's primary address and the others are
 secondaries, and with the kernel's default `promote_secondaries=0` deleting the primary deletes
@@ -51,14 +51,14 @@ from typing import Any
 from provenance import machine, revision
 from pyroute2 import AsyncIPRoute, NetlinkError
 
-from iprotate.addresses import AddressSetter
-from iprotate.carp import AddAddress, DelAddress, SendGarp
-from iprotate.config import load_cluster
-from iprotate.daemon import Daemon, RunOptions, _collect
-from iprotate.netns import NetnsError, Segment
-from iprotate.node import Effect
-from iprotate.plan import VipPlan
-from iprotate.planner import make_plan
+from iprotate.carp.machine import AddAddress, DelAddress, SendGarp
+from iprotate.carp.node import Effect
+from iprotate.cluster.loader import load_cluster
+from iprotate.engine.addresses import AddressSetter
+from iprotate.engine.daemon import Daemon, RunOptions, _collect
+from iprotate.lab.netns import NetnsError, Segment
+from iprotate.plan.model import VipPlan
+from iprotate.plan.planner import make_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -264,7 +264,7 @@ async def _pyroute2_reference(
 ) -> tuple[list[float], list[float]]:
     """Reference only, not the daemon's path any more: one address add and delete through
     pyroute2's `AsyncIPRoute.addr`, awaited one at a time (what the daemon used before
-    iprotate.addresses)."""
+    iprotate.engine.addresses)."""
     add: list[float] = []
     delete: list[float] = []
     for _ in range(rounds):
@@ -436,7 +436,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "timer fires at once (a dead owner's adverts all arrived in one burst) the last VIP is "
         "served the whole batch time after the first: the batch time is what a survivor adds "
         "to D for its last VIP. The pyroute2 rows show what the address add cost before "
-        "iprotate.addresses.",
+        "iprotate.engine.addresses.",
         "",
         "Deletes: the VIPs share a /24, so the first one added is the subnet's primary address. "
         "Deleting VIPs in plan order (as the clean stop does) deletes the primary every time and "

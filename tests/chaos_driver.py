@@ -84,11 +84,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iprotate.control import ControlError, request
-from iprotate.lab import Lab
-from iprotate.netns import Segment
-from iprotate.netns import ip as ip_cmd
-from iprotate.timing import interval, master_down
+from iprotate.engine.control import ControlError, request
+from iprotate.lab.lab import Lab
+from iprotate.lab.netns import Segment
+from iprotate.lab.netns import ip as ip_cmd
+from iprotate.plan.timing import interval, master_down
 
 FAULTS = ("kill", "stop", "flap", "cut")
 RECOVERY = {"kill": "restore", "stop": "start", "flap": "link_up", "cut": "heal"}

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from iprotate.lab import Lab
+from iprotate.lab.lab import Lab
 
 UCARP = shutil.which("ucarp") or ("/usr/sbin/ucarp" if Path("/usr/sbin/ucarp").exists() else None)
 

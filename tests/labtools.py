@@ -10,8 +10,8 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from iprotate.lab import CLIENT, Lab
-from iprotate.timing import master_down
+from iprotate.lab.lab import CLIENT, Lab
+from iprotate.plan.timing import master_down
 
 WIRE_TOOL = str(Path(__file__).with_name("wire_tool.py"))
 

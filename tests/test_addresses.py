@@ -8,15 +8,15 @@ from ipaddress import IPv4Interface
 
 import pytest
 
-from iprotate.addresses import encode
-from iprotate.netns import Segment
+from iprotate.engine.addresses import encode
+from iprotate.lab.netns import Segment
 
 pytestmark = pytest.mark.netns
 
 SCRIPT = """
 import sys
 from ipaddress import IPv4Interface
-from iprotate.addresses import AddressSetter
+from iprotate.engine.addresses import AddressSetter
 import socket
 s = AddressSetter(socket.if_nametoindex("eth1"))
 a = IPv4Interface("203.0.113.10/24")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from labtools import settled, wait_for
 
-from iprotate.lab import Lab
+from iprotate.lab.lab import Lab
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iprotate.carp import (
+from iprotate.carp.machine import (
     DRAIN_PATIENCE,
     Action,
     AddAddress,
@@ -27,8 +27,8 @@ from iprotate.carp import (
     State,
     Transition,
 )
-from iprotate.planner import ladder
-from iprotate.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW
+from iprotate.plan.planner import ladder
+from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW
 
 VIP = IPv4Address("192.0.2.10")
 ME = IPv4Address("10.99.0.9")

@@ -24,7 +24,7 @@ from chaos_driver import (
     run_chaos,
 )
 
-from iprotate.lab import NAMES
+from iprotate.lab.lab import NAMES
 
 CI_SEED = 20240611
 CI_SECONDS = 40.0

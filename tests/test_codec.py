@@ -1,4 +1,4 @@
-"""Tests for iprotate.codec against real ucarp bytes, scapy's CARP layer, and fuzzing."""
+"""Tests for iprotate.carp.codec against real ucarp bytes, scapy's CARP layer, and fuzzing."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from iprotate import codec
-from iprotate.codec import (
+from iprotate.carp import codec
+from iprotate.carp.codec import (
     CARP_LEN,
     IP_HEADER_LEN,
     Advert,

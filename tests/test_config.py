@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from iprotate.config import load_cluster, parse_cluster
-from iprotate.model import DEFAULT_GROUP, Cluster, ClusterError, Host, Vip
-from iprotate.planner import make_plan
+from iprotate.cluster.loader import load_cluster, parse_cluster
+from iprotate.cluster.model import DEFAULT_GROUP, Cluster, ClusterError, Host, Vip
+from iprotate.plan.planner import make_plan
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -25,8 +25,8 @@ from labtools import (
     wait_for,
 )
 
-from iprotate import codec
-from iprotate.lab import CLIENT, Lab
+from iprotate.carp import codec
+from iprotate.lab.lab import CLIENT, Lab
 
 pytestmark = pytest.mark.netns
 
@@ -244,7 +244,7 @@ def test_a_vip_removed_behind_its_back_comes_back_and_others_stay(
     assert status_counters(lab, host).get("addresses_restored", 0) >= 1
     # Drain just the primary: the other VIPs stay where they are.
     primary_ip = primary.split("/")[0]
-    from iprotate.control import request
+    from iprotate.engine.control import request
 
     request(str(lab.control_socket(host)), {"cmd": "drain", "vip": primary_ip})
     v = lab.vip(primary_ip)

@@ -18,12 +18,12 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iprotate import codec
+from iprotate.carp import codec
+from iprotate.carp.node import Node
 from iprotate.cli import main
-from iprotate.config import load_cluster, parse_cluster
-from iprotate.model import ClusterError
-from iprotate.node import Node
-from iprotate.planner import make_plan
+from iprotate.cluster.loader import load_cluster, parse_cluster
+from iprotate.cluster.model import ClusterError
+from iprotate.plan.planner import make_plan
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "cluster.toml"
 SECRET = EXAMPLE.with_name("secret").read_bytes()

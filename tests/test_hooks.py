@@ -1,4 +1,4 @@
-"""Up/down scripts (iprotate.hooks): ucarp's calling convention, run in the background.
+"""Up/down scripts (iprotate.engine.hooks): ucarp's calling convention, run in the background.
 
 Each test runs its own event loop with asyncio.run (no pytest-asyncio) and real /bin/sh scripts
 written into tmp_path that record what they were given.
@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from iprotate.hooks import SCRIPT_PATH, Event, Hook, HookRunner, hook_for
-from iprotate.model import Cluster, Host, Vip
-from iprotate.plan import VipPlan
+from iprotate.cluster.model import Cluster, Host, Vip
+from iprotate.engine.hooks import SCRIPT_PATH, Event, Hook, HookRunner, hook_for
+from iprotate.plan.model import VipPlan
 
 PASSWORD = b"hunter2-cluster-secret"
 SENTINEL = "IPROTATE_TEST_PARENT_SENTINEL"

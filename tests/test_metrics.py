@@ -13,12 +13,13 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from iprotate import codec, metrics
-from iprotate.config import parse_cluster
-from iprotate.hooks import HookRunner
-from iprotate.node import Node
-from iprotate.plan import Plan, VipPlan
-from iprotate.planner import make_plan
+from iprotate.carp import codec
+from iprotate.carp.node import Node
+from iprotate.cluster.loader import parse_cluster
+from iprotate.engine import metrics
+from iprotate.engine.hooks import HookRunner
+from iprotate.plan.model import Plan, VipPlan
+from iprotate.plan.planner import make_plan
 
 HOSTS = ("alpha", "bravo", "charlie")
 VIPS = ("203.0.113.10", "203.0.113.11", "203.0.113.12", "203.0.113.13")

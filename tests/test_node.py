@@ -6,13 +6,13 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 from typing import Any
 
-from iprotate import codec
-from iprotate.carp import AddAddress, DelAddress, SendAdvert, State, Transition
-from iprotate.config import parse_cluster
-from iprotate.node import Node
-from iprotate.plan import Plan
-from iprotate.planner import make_plan
-from iprotate.status import build_status, status_text
+from iprotate.carp import codec
+from iprotate.carp.machine import AddAddress, DelAddress, SendAdvert, State, Transition
+from iprotate.carp.node import Node
+from iprotate.carp.status import build_status, status_text
+from iprotate.cluster.loader import parse_cluster
+from iprotate.plan.model import Plan
+from iprotate.plan.planner import make_plan
 
 PW = b"pw"
 

@@ -21,10 +21,10 @@ import pytest
 from click.testing import CliRunner
 from labtools import WIRE_TOOL, settled, takeover_bound, wait_for
 
-from iprotate import codec
+from iprotate.carp import codec
 from iprotate.cli import main
-from iprotate.control import ControlError, request
-from iprotate.lab import CLIENT, Lab
+from iprotate.engine.control import ControlError, request
+from iprotate.lab.lab import CLIENT, Lab
 
 pytestmark = pytest.mark.netns
 
@@ -181,8 +181,8 @@ def test_reload_applies_a_new_plan_and_refuses_a_bad_file(make_lab: Callable[...
         'pool = "203.0.113.10-203.0.113.14/24"\n\n[[vips]]\naddress = "203.0.113.30/24"',
     )
     lab.cluster_file.write_text(text)
-    from iprotate.config import load_cluster
-    from iprotate.planner import make_plan
+    from iprotate.cluster.loader import load_cluster
+    from iprotate.plan.planner import make_plan
 
     new_plan = make_plan(load_cluster(lab.cluster_file))
     same = [str(v.ip) for v in new_plan.vips if str(v.ip) in old and

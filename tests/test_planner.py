@@ -20,12 +20,12 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from iprotate import report
-from iprotate.config import parse_cluster
-from iprotate.model import Cluster, ClusterError
-from iprotate.plan import Plan
-from iprotate.planner import ladder, make_plan
-from iprotate.timing import interval_key, master_down
+from iprotate.cluster.loader import parse_cluster
+from iprotate.cluster.model import Cluster, ClusterError
+from iprotate.plan import report
+from iprotate.plan.model import Plan
+from iprotate.plan.planner import ladder, make_plan
+from iprotate.plan.timing import interval_key, master_down
 
 FILE = "test.toml"
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -156,8 +156,8 @@ DETERMINISM_CASES: list[dict[str, Any]] = [
 
 SUBPROCESS_SCRIPT = """
 import json, sys
-from iprotate.config import parse_cluster
-from iprotate.planner import make_plan
+from iprotate.cluster.loader import parse_cluster
+from iprotate.plan.planner import make_plan
 cases = json.load(sys.stdin)
 print(json.dumps([json.dumps(make_plan(parse_cluster(c, "test.toml")).to_json()) for c in cases]))
 """

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from iprotate.sdnotify import Notifier
+from iprotate.engine.sdnotify import Notifier
 
 
 class Listener:

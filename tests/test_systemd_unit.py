@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from iprotate.control import DEFAULT_SOCKET
+from iprotate.engine.control import DEFAULT_SOCKET
 
 UNIT = Path(__file__).resolve().parent.parent / "contrib" / "systemd" / "iprotate.service"
 INSTALLED = "/usr/local/bin/iprotate"

@@ -19,13 +19,13 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iprotate import ucarp
 from iprotate.cli import main
-from iprotate.config import load_cluster, parse_cluster
-from iprotate.model import DEFAULT_GROUP
-from iprotate.netns import Segment
-from iprotate.plan import Plan
-from iprotate.planner import make_plan
+from iprotate.cluster.loader import load_cluster, parse_cluster
+from iprotate.cluster.model import DEFAULT_GROUP
+from iprotate.export import ucarp
+from iprotate.lab.netns import Segment
+from iprotate.plan.model import Plan
+from iprotate.plan.planner import make_plan
 
 REPO = Path(__file__).resolve().parent.parent
 CONTRIB = REPO / "contrib" / "ucarp"

@@ -7,10 +7,10 @@ from typing import Any
 
 import click
 
-from iprotate.config import load_cluster
-from iprotate.model import Cluster, ClusterError
-from iprotate.plan import Plan
-from iprotate.planner import make_plan
+from iprotate.cluster.loader import load_cluster
+from iprotate.cluster.model import Cluster, ClusterError
+from iprotate.plan.model import Plan
+from iprotate.plan.planner import make_plan
 
 # Exit status for a cluster file that cannot be used (as DESIGN.md says).
 EXIT_BAD_FILE = 2

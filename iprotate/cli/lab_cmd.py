@@ -16,7 +16,7 @@ import click
 from tabulate import tabulate
 
 from iprotate.cli import main
-from iprotate.lab import Lab
+from iprotate.lab.lab import Lab
 
 HELP = "commands: fail NAME (kill + cable out) | stop NAME (SIGTERM) | start NAME | quit"
 

@@ -7,10 +7,10 @@ import asyncio
 
 import click
 
+from iprotate.carp.status import status_text
 from iprotate.cli import main
 from iprotate.cli.common import check_host, cluster_file, echo_json, load_plan
-from iprotate.control import DEFAULT_SOCKET, ControlError, request
-from iprotate.status import status_text
+from iprotate.engine.control import DEFAULT_SOCKET, ControlError, request
 
 socket_option = click.option(
     "--socket",
@@ -83,7 +83,7 @@ def cleanup(cluster_file: str, host: str | None) -> None:
     """Remove every planned VIP from this host's VIP interface (after a crash; systemd's
     ExecStopPost runs it)."""
     from iprotate.cli.run_cmd import local_addresses
-    from iprotate.daemon import StartError, find_host, remove_vips
+    from iprotate.engine.daemon import StartError, find_host, remove_vips
 
     _, plan = load_plan(cluster_file)
     try:

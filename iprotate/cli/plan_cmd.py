@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from iprotate import report
 from iprotate.cli import main
 from iprotate.cli.common import check_host, cluster_file, echo_json, load_plan
-from iprotate.config import load_cluster
-from iprotate.model import ClusterError
-from iprotate.planner import make_plan
+from iprotate.cluster.loader import load_cluster
+from iprotate.cluster.model import ClusterError
+from iprotate.plan import report
+from iprotate.plan.planner import make_plan
 
 
 @main.command()

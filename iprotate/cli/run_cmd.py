@@ -12,7 +12,7 @@ import click
 
 from iprotate.cli import main
 from iprotate.cli.common import check_host, cluster_file, load_plan
-from iprotate.daemon import Daemon, RunOptions, StartError, find_host
+from iprotate.engine.daemon import Daemon, RunOptions, StartError, find_host
 
 
 def local_addresses() -> list[IPv4Address]:

@@ -8,9 +8,9 @@ import tempfile
 
 import click
 
-from iprotate import ucarp
 from iprotate.cli import main
 from iprotate.cli.common import EXIT_BAD_FILE, check_host, cluster_file, load_plan
+from iprotate.export import ucarp
 
 
 @main.command("ucarp")

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import IO, Literal
 
-from iprotate.model import Cluster, Vip
-from iprotate.plan import VipPlan
+from iprotate.cluster.model import Cluster, Vip
+from iprotate.plan.model import VipPlan
 
 Event = Literal["up", "down"]
 
@@ -97,7 +97,7 @@ def hook_for(cluster: Cluster, vip: Vip | VipPlan, event: Event, interface: str)
     The VIP's own script wins over the cluster's. `interface` is passed as the script's first
     argument: give the interface the VIP lives on (the host's ``vip_interface``), so that a ucarp
     up script that adds VIP/PREFIX on it finds the address already there. With a
-    :class:`~iprotate.plan.VipPlan` the vhid goes into log lines and ``IPROTATE_VHID``.
+    :class:`~iprotate.plan.model.VipPlan` the vhid goes into log lines and ``IPROTATE_VHID``.
     """
     model = vip.vip if isinstance(vip, VipPlan) else vip
     if event == "up":

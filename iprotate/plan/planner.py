@@ -33,8 +33,8 @@ from collections.abc import Iterator, Sequence
 from ipaddress import IPv4Address
 from typing import Any
 
-from iprotate.model import Cluster, ClusterError, Host, Vip
-from iprotate.plan import Plan, VipPlan
+from iprotate.cluster.model import Cluster, ClusterError, Host, Vip
+from iprotate.plan.model import Plan, VipPlan
 
 MAX_VHID = 255
 # advbase 0: intervals are advskew/256 s and the timeout equals the interval, so each rank needs a

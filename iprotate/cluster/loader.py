@@ -18,7 +18,7 @@ from ipaddress import AddressValueError, IPv4Address, IPv4Interface, NetmaskValu
 from pathlib import Path
 from typing import Any
 
-from iprotate.model import DEFAULT_GROUP, Cluster, ClusterError, Host, RunSettings, Vip
+from iprotate.cluster.model import DEFAULT_GROUP, Cluster, ClusterError, Host, RunSettings, Vip
 
 MAX_PASSWORD = 19  # ucarp refuses longer ones
 MAX_POOL = 65536

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from iprotate import codec
-from iprotate.carp import Action, CarpMachine, Dropped, MachineConfig, State, Transition
-from iprotate.plan import Plan, VipPlan
-from iprotate.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW
+from iprotate.carp import codec
+from iprotate.carp.machine import Action, CarpMachine, Dropped, MachineConfig, State, Transition
+from iprotate.plan.model import Plan, VipPlan
+from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW
 
 Key = tuple[IPv4Address, int]  # (group, vhid): how VIPs are told apart on the wire
 Step = Callable[[CarpMachine, int], list[Action]]

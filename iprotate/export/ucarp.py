@@ -1,6 +1,6 @@
 """ucarp 1.5.2 configuration for hosts that cannot run iprotate: pure, no I/O.
 
-From a :class:`~iprotate.plan.Plan` and a host name this module builds, for every VIP the host
+From a :class:`~iprotate.plan.model.Plan` and a host name this module builds, for every VIP the host
 takes part in, the argv of one ucarp process with the plan's vhid, advbase, advskew, preempt, dead
 ratio and group, and renders it as shell lines, Debian ifupdown stanzas or systemd units. The CLI
 (:mod:`iprotate.cli.ucarp_cmd`) only prints what is built here.
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
 
-from iprotate.model import DEFAULT_GROUP, Host
-from iprotate.plan import Plan, VipPlan
+from iprotate.cluster.model import DEFAULT_GROUP, Host
+from iprotate.plan.model import Plan, VipPlan
 
 DEFAULT_UCARP = "/usr/sbin/ucarp"
 DEFAULT_UPSCRIPT = "/usr/local/lib/iprotate/vip-up.sh"

@@ -4,7 +4,8 @@ It owns the sockets, the netlink handles and the clock, and decides nothing: pac
 events and signals go to the node, and the effects it returns are carried out at once, in order,
 before the next event (so an address is always added before its gratuitous ARP, and a takeover's
 effects never interleave with another event's). Every effect is a non-blocking send or a netlink
-request answered within microseconds (iprotate.addresses); hook scripts run in the background.
+request answered within microseconds (iprotate.engine.addresses); hook scripts run in the
+background.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from typing import Any, Literal
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_LINK
 
-from iprotate import codec
-from iprotate.addresses import AddressSetter
-from iprotate.carp import (
+from iprotate.carp import codec
+from iprotate.carp.machine import (
     AddAddress,
     DelAddress,
     Dropped,
@@ -34,18 +34,19 @@ from iprotate.carp import (
     State,
     Transition,
 )
-from iprotate.config import load_cluster
-from iprotate.control import ControlServer
-from iprotate.garp import GarpSender
-from iprotate.hooks import HookRunner, hook_for
-from iprotate.metrics import serve as serve_metrics
-from iprotate.model import ClusterError
-from iprotate.node import Effect, Node
-from iprotate.plan import Plan, VipPlan
-from iprotate.planner import make_plan
-from iprotate.sdnotify import Notifier
-from iprotate.status import build_status
-from iprotate.wire import CarpSocket
+from iprotate.carp.node import Effect, Node
+from iprotate.carp.status import build_status
+from iprotate.cluster.loader import load_cluster
+from iprotate.cluster.model import ClusterError
+from iprotate.engine.addresses import AddressSetter
+from iprotate.engine.control import ControlServer
+from iprotate.engine.garp import GarpSender
+from iprotate.engine.hooks import HookRunner, hook_for
+from iprotate.engine.metrics import serve as serve_metrics
+from iprotate.engine.sdnotify import Notifier
+from iprotate.engine.wire import CarpSocket
+from iprotate.plan.model import Plan, VipPlan
+from iprotate.plan.planner import make_plan
 
 log = logging.getLogger("iprotate")
 

@@ -1,8 +1,9 @@
 """A client's view of who holds each VIP: which MAC answers an ARP request for it.
 
-Run inside a client namespace (`python -m iprotate.probe --interface eth0 VIP...`); every round it
-asks for every VIP and prints one JSON line, `{"t": <monotonic>, "macs": {vip: [mac, ...]}}`, so
-the lab, the tests and the benchmarks see several answers (two masters) and none (unserved) alike.
+Run inside a client namespace (`python -m iprotate.lab.probe --interface eth0 VIP...`); every
+round it asks for every VIP and prints one JSON line,
+`{"t": <monotonic>, "macs": {vip: [mac, ...]}}`, so the lab, the tests and the benchmarks see
+several answers (two masters) and none (unserved) alike.
 It only ever sends ARP requests on its own interface, for the VIPs it is given.
 """
 

@@ -2,8 +2,9 @@
 
 `Lab` writes a cluster file, builds the segment (N hosts and a client), runs `iprotate run` on the
 native hosts and Debian's ucarp, with the lines `iprotate ucarp` generates, on the legacy ones, and
-can fail, stop and restore hosts. The client runs `iprotate.probe`, so the lab shows who holds each
-VIP the way a client sees it: which MAC answers ARP. The integration tests stand on the same class.
+can fail, stop and restore hosts. The client runs `iprotate.lab.probe`, so the lab shows who
+holds each VIP the way a client sees it: which MAC answers ARP. The integration tests stand on
+the same class.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from iprotate.config import load_cluster
-from iprotate.netns import Segment
-from iprotate.plan import Plan
-from iprotate.planner import make_plan
-from iprotate.ucarp import DEFAULT_UCARP, UcarpOptions, command, instances
+from iprotate.cluster.loader import load_cluster
+from iprotate.export.ucarp import DEFAULT_UCARP, UcarpOptions, command, instances
+from iprotate.lab.netns import Segment
+from iprotate.plan.model import Plan
+from iprotate.plan.planner import make_plan
 
 NAMES = (
     "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
@@ -233,7 +234,7 @@ class Lab:
 
     def start_probe(self, period: float = 0.2) -> None:
         """Start the client's ARP prober; `poll_probe` reads its answers."""
-        argv = [sys.executable, "-m", "iprotate.probe", "--interface", "eth0"]
+        argv = [sys.executable, "-m", "iprotate.lab.probe", "--interface", "eth0"]
         argv += ["--src", f"198.51.100.{CLIENT_OCTET}", "--period", str(period)]
         argv += [str(v.ip) for v in self.plan.vips]
         self._probe = self.seg.spawn(CLIENT, argv, stdout=subprocess.PIPE)
@@ -263,4 +264,4 @@ class Lab:
 
 
 def _contrib_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "contrib" / "ucarp"
+    return Path(__file__).resolve().parents[2] / "contrib" / "ucarp"

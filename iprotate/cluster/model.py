@@ -1,7 +1,7 @@
 """The validated cluster: what the cluster file says, as immutable values.
 
-Nothing here reads files or talks to the network; :mod:`iprotate.config` builds these from TOML and
-the rest of the code sees only them.
+Nothing here reads files or talks to the network; :mod:`iprotate.cluster.loader` builds these
+from TOML and the rest of the code sees only them.
 """
 
 from __future__ import annotations

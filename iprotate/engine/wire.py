@@ -18,7 +18,7 @@ import socket
 import struct
 from ipaddress import IPv4Address
 
-from iprotate.codec import CARP_PROTO
+from iprotate.carp.codec import CARP_PROTO
 
 IPTOS_LOWDELAY = 0x10
 RECV_SIZE = 2048

@@ -9,8 +9,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from iprotate.plan import Plan
-from iprotate.timing import master_down
+from iprotate.plan.model import Plan
+from iprotate.plan.timing import master_down
 
 
 def owners(plan: Plan) -> dict[str, int]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from iprotate.node import Node
+from iprotate.carp.node import Node
 
 # A drift older than this is history (the peer was fixed or left), not a current problem.
 DRIFT_RECENT = 30.0

@@ -48,7 +48,7 @@ import enum
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from iprotate.timing import (
+from iprotate.plan.timing import (
     FAREWELL_ADVBASE,
     FAREWELL_ADVSKEW,
     interval,

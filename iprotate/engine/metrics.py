@@ -39,11 +39,11 @@ from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from iprotate import codec
-from iprotate.carp import State
+from iprotate.carp import codec
+from iprotate.carp.machine import State
 
 if TYPE_CHECKING:
-    from iprotate.node import Node
+    from iprotate.carp.node import Node
 
 log = logging.getLogger("iprotate")
 
@@ -52,7 +52,7 @@ NowFn = Callable[[], float]
 
 
 class HookCounts(Protocol):
-    """What the exporter reads of the hook runner (iprotate.hooks.HookRunner has it)."""
+    """What the exporter reads of the hook runner (iprotate.engine.hooks.HookRunner has it)."""
 
     succeeded: int
     failures: int

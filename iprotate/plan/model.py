@@ -1,6 +1,7 @@
 """The plan: for every VIP its vhid, group, failover order and per-host CARP priorities.
 
-Built by :func:`iprotate.planner.make_plan`; read by the engine, the ucarp generator and the CLI.
+Built by :func:`iprotate.plan.planner.make_plan`; read by the engine, the ucarp generator and
+the CLI.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
-from iprotate.model import Cluster, Vip
+from iprotate.cluster.model import Cluster, Vip
 
 
 @dataclass(frozen=True)
