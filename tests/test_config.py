@@ -738,7 +738,7 @@ def test_all_problems_are_reported_together(tmp_path: Path) -> None:
 
 def test_example_loads_into_the_expected_model(tmp_path: Path) -> None:
     shutil.copy(EXAMPLES / "cluster.toml", tmp_path / "cluster.toml")
-    shutil.copy(EXAMPLES / "secret", tmp_path / "secret")
+    (tmp_path / "secret").write_text("s3cret-pass\n")  # as the README says
     (tmp_path / "secret").chmod(0o600)
     path = tmp_path / "cluster.toml"
     c = load_cluster(path)

@@ -26,7 +26,7 @@ from iprotate.cluster.model import ClusterError
 from iprotate.plan.planner import make_plan
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "cluster.toml"
-SECRET = EXAMPLE.with_name("secret").read_bytes()
+SECRET = b"s3cret-pass\n"  # as the README has the user write it
 # tmp_path is shared by the examples of one test: each writes its files anew.
 FIXTURES = [HealthCheck.function_scoped_fixture]
 

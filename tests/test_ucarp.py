@@ -584,8 +584,13 @@ def test_cli_write_passfile(cluster_file: Path, tmp_path: Path) -> None:
     assert stat.S_IMODE(pf.stat().st_mode) == 0o600
 
 
-def test_cli_example_charlie() -> None:
-    r = run_cli(EXAMPLE, "--host", "charlie")
+def test_cli_example_charlie(tmp_path: Path) -> None:
+    # The repository ships no password file (git cannot keep it mode 600): write it as the
+    # README says.
+    shutil.copy(EXAMPLE, tmp_path / "cluster.toml")
+    (tmp_path / "secret").write_text("s3cret-pass\n")
+    (tmp_path / "secret").chmod(0o600)
+    r = run_cli(tmp_path / "cluster.toml", "--host", "charlie")
     assert r.exit_code == 0, r.output
     assert len(r.stdout.splitlines()) == 9
 

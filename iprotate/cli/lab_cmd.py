@@ -114,7 +114,14 @@ def _interactive(lab: Lab) -> None:
             click.echo(f"? {line.strip()}\n{HELP}\n> ", nl=False)
 
 
+# SIGHUP: the terminal closed. Each of these unwinds through the `with` that removes the lab.
+EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
 def _raise_exit(signum: int, frame: FrameType | None) -> None:
+    # Once: a second signal must not interrupt the clean-up the first one started.
+    for sig in (*EXIT_SIGNALS, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
     raise SystemExit(128 + signum)
 
 
@@ -137,7 +144,7 @@ def lab(hosts: int, vips: int, legacy: int, advbase: int, demo: bool, keep: bool
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             raise click.ClickException(f"{tool} not found: apt-get install iproute2 ucarp")
     workdir = Path(tempfile.mkdtemp(prefix="iprotate-lab-"))
-    old = signal.signal(signal.SIGTERM, _raise_exit)
+    old = {sig: signal.signal(sig, _raise_exit) for sig in EXIT_SIGNALS}
     ok = True
     try:
         try:
@@ -157,7 +164,8 @@ def lab(hosts: int, vips: int, legacy: int, advbase: int, demo: bool, keep: bool
     except KeyboardInterrupt:
         click.echo("\ninterrupted: lab removed")
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
         if keep:
             click.echo(f"files kept in {workdir}")
         else:

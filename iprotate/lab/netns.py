@@ -17,6 +17,7 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ class Segment:
     members: dict[str, Member] = field(default_factory=dict)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
+    _janitor: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
         self.switch = f"{self.prefix}-sw"
@@ -73,6 +75,7 @@ class Segment:
     # --- building ----------------------------------------------------------------------------
 
     def __enter__(self) -> Segment:
+        self._janitor = _start_janitor(self.prefix)
         try:
             self._add_netns(self.switch)
             ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
@@ -158,6 +161,9 @@ class Segment:
                 stdout=kw.pop("stdout", out),
                 stderr=out,
                 stdin=subprocess.DEVNULL,
+                # Out of the terminal's process group: Ctrl-C or a closing terminal reaches the
+                # lab, which stops its processes itself, in order.
+                start_new_session=True,
                 **kw,  # type: ignore[arg-type]
             )
         finally:
@@ -207,6 +213,9 @@ class Segment:
             ip("netns", "del", ns, check=False)
         self.namespaces.clear()
         self.members.clear()
+        if self._janitor is not None:
+            self.stop(self._janitor, signal.SIGTERM, timeout=3.0)
+            self._janitor = None
 
     @staticmethod
     def _kill_leftovers(ns: str) -> None:
@@ -220,3 +229,14 @@ class Segment:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.05)
+
+
+def _start_janitor(prefix: str) -> subprocess.Popen[bytes]:
+    """A process that removes the segment if we die without cleaning up (iprotate.lab.janitor)."""
+    argv = [sys.executable, "-m", "iprotate.lab.janitor", "--pid", str(os.getpid())]
+    return subprocess.Popen(
+        [*argv, "--prefix", prefix],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,  # a closing terminal must not take it down with us
+    )
