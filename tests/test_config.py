@@ -202,7 +202,7 @@ def test_host_without_a_name_still_has_its_other_keys_checked(tmp_path: Path) ->
     p = bad(tmp_path, change)
     assert problem(p, "hosts[0].name").startswith("missing")
     assert problem(p, "hosts[0].address").startswith("'198.51.100.256' is not an IPv4 address")
-    assert problem(p, "hosts[0].weight").startswith("0 is not a finite number > 0")
+    assert problem(p, "hosts[0].weight").startswith("0 is not a number in (0, 100]")
 
 
 def test_host_interface_missing(tmp_path: Path) -> None:
@@ -267,12 +267,38 @@ def test_vip_address_not_a_string(tmp_path: Path) -> None:
     assert problem(p, "vips[3].address") == f"12 {IFACE_ALLOWED}"
 
 
-@pytest.mark.parametrize("address", ["224.0.0.18/24", "127.0.0.2/8", "0.0.0.0/24"])
+@pytest.mark.parametrize(
+    "address", ["224.0.0.18/24", "127.0.0.2/8", "0.0.0.0/24", "240.0.0.5/24", "255.255.255.255/32"]
+)
 def test_vip_address_unusable(tmp_path: Path, address: str) -> None:
     p = bad(tmp_path, lambda d: d["vips"][0].update(address=address))
     assert problem(p, "vips[0].address") == (
-        f"{address!r} cannot be a virtual address (multicast, loopback or 0.0.0.0)"
+        f"{address!r} cannot be a virtual address (multicast, loopback, 0.0.0.0, 240/4)"
     )
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("203.0.113.0/24", "is the network address of 203.0.113.0/24"),
+        ("203.0.113.255/24", "is the broadcast address of 203.0.113.0/24"),
+        ("203.0.113.7/30", "is the broadcast address of 203.0.113.4/30"),
+        ("203.0.113.10/0", "a prefix shorter than /8 is not a subnet to serve"),
+        ("169.254.1.1/16", "cannot be a virtual address (link-local, 169.254/16)"),
+    ],
+)
+def test_vip_address_not_servable(tmp_path: Path, address: str, why: str) -> None:
+    p = bad(tmp_path, lambda d: d["vips"][0].update(address=address))
+    assert why in problem(p, "vips[0].address")
+
+
+@pytest.mark.parametrize("address", ["203.0.113.0/31", "203.0.113.0/32", "203.0.113.255/32"])
+def test_vip_point_to_point_and_host_prefixes_have_no_network_address(
+    tmp_path: Path, address: str
+) -> None:
+    p = bad(tmp_path, lambda d: d["vips"][0].update(address=address, vhid=200))
+    c = load_cluster(p)
+    assert str(c.vips[0].address) == address
 
 
 @pytest.mark.parametrize("address", ["198.51.100.300", "198.51.100.1/24", "alpha", ""])
@@ -409,7 +435,7 @@ def test_same_vhid_in_two_groups_is_fine(tmp_path: Path) -> None:
 
 
 def test_vhid_cannot_be_derived_from_last_octet_0(tmp_path: Path) -> None:
-    p = bad(tmp_path, lambda d: d["vips"][0].update(address="203.0.113.0/24"))
+    p = bad(tmp_path, lambda d: d["vips"][0].update(address="203.0.113.0/32"))
     assert problem(p, "vips[0]") == (
         "cannot derive a vhid from 203.0.113.0 (last octet 0); pin one with `vhid = N` (1..255)"
     )
@@ -417,7 +443,7 @@ def test_vhid_cannot_be_derived_from_last_octet_0(tmp_path: Path) -> None:
 
 def test_more_than_255_vips_in_one_group(tmp_path: Path) -> None:
     def change(d: dict[str, Any]) -> None:
-        d["vips"] = [{"pool": "203.0.113.1-203.0.113.255/24"}, {"address": "203.0.113.0/24"}]
+        d["vips"] = [{"pool": "203.0.113.1-203.0.113.255/32"}, {"address": "203.0.113.0/32"}]
 
     p = bad(tmp_path, change)
     assert problem(p, "vips") == (
@@ -482,7 +508,7 @@ def test_password_file_unreadable(tmp_path: Path) -> None:
     p = with_password_file(tmp_path, None)
     (tmp_path / "secret").mkdir()  # unreadable for root too
     assert problem(p, "cluster.password_file") == (
-        f"cannot read {tmp_path / 'secret'}: Is a directory"
+        f"cannot read {tmp_path / 'secret'}: not a regular file"
     )
 
 
@@ -620,7 +646,7 @@ def test_advbase_0_with_a_ucarp_backup(tmp_path: Path) -> None:
 @pytest.mark.parametrize("weight", [0, -1, 0.0, "2", True, float("nan"), float("inf")])
 def test_weight_not_positive(tmp_path: Path, weight: Any) -> None:
     p = bad(tmp_path, lambda d: d["hosts"][1].update(weight=weight))
-    assert problem(p, "hosts[1].weight") == f"{weight!r} is not a finite number > 0"
+    assert problem(p, "hosts[1].weight") == f"{weight!r} is not a number in (0, 100]"
 
 
 @pytest.mark.parametrize("engine", ["keepalived", "UCARP", "", 1])
@@ -883,9 +909,9 @@ def test_run_table_defaults_and_values() -> None:
         "vips": [{"address": "203.0.113.10/24"}],
     }
     assert parse_cluster(doc, "t.toml").run.hold_down == 3.0
-    doc["run"] = {"hold_down": 0, "metrics": "127.0.0.1:9650", "control_group": "netops"}
+    doc["run"] = {"hold_down": 0, "metrics": "127.0.0.1:9650", "control_group": "root"}
     run = parse_cluster(doc, "t.toml").run
-    assert (run.hold_down, run.metrics, run.control_group) == (0.0, "127.0.0.1:9650", "netops")
+    assert (run.hold_down, run.metrics, run.control_group) == (0.0, "127.0.0.1:9650", "root")
 
 
 def test_a_pool_of_host_addresses() -> None:
