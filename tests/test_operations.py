@@ -253,7 +253,7 @@ def test_hooks_run_with_ucarps_arguments_and_a_slow_one_delays_nothing(
     slow = next(str(v.ip) for v in lab0.plan.vips if v.owner == "alpha")
     script.write_text(
         "#!/bin/sh\n"
-        f'echo "$(cat /proc/uptime | cut -d" " -f1) $0 $*" >> {record}\n'
+        f'echo "$(cat /proc/uptime | cut -d" " -f1) $0 $* vhid=$IPROTATE_VHID" >> {record}\n'
         f'[ "$2" = "{slow}" ] && sleep 30\n'
         "exit 0\n"
     )
@@ -265,7 +265,8 @@ def test_hooks_run_with_ucarps_arguments_and_a_slow_one_delays_nothing(
     mine = [v for v in lab.plan.vips if v.owner == "alpha"]
     lines = record.read_text().splitlines()
     for v in lab.plan.vips:
-        assert any(line.split()[2:] == ["eth1", str(v.ip), "24"] for line in lines), v.address
+        want = ["eth1", str(v.ip), "24", f"vhid={v.vhid}"]  # IPROTATE_VHID as documented
+        assert any(line.split()[2:] == want for line in lines), v.address
     # The slow up script of one VIP holds up neither the others nor the adverts.
     lab.stop("alpha")
     wait_for(settled(lab, {"alpha"}), 2.0)

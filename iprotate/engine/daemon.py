@@ -382,7 +382,7 @@ class Daemon:
             log.debug("%s vhid %d: dropped an advert: %s", v.address, v.vhid, a.reason)
 
     def _hook(self, v: VipPlan, event: Literal["up", "down"]) -> None:
-        hook = hook_for(self.plan.cluster, v.vip, event, self.host.vip_interface)
+        hook = hook_for(self.plan.cluster, v, event, self.host.vip_interface)
         if hook is not None:
             self.hooks.run(hook)
 
