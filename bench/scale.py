@@ -305,7 +305,7 @@ def monitor(interface: str, me: str, owner: str, groups: Sequence[str]) -> None:
     index = socket.if_nametoindex(interface)
     # One socket for the interface, joined to every group, as the daemon has; a packet is keyed by
     # its own destination.
-    carp = CarpSocket(interface, index, IPv4Address(me))
+    carp = CarpSocket(interface, index, IPv4Address(me), [IPv4Address(owner)])
     for g in groups:
         carp.join(IPv4Address(g))
     socks = [carp.sock]

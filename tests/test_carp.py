@@ -6,7 +6,6 @@ SendAdvert to the other live machines at the same instant.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -20,7 +19,6 @@ from iprotate.carp.machine import (
     AddAddress,
     CarpMachine,
     DelAddress,
-    Dropped,
     MachineConfig,
     SendAdvert,
     SendGarp,
@@ -44,9 +42,7 @@ def make(
     src: IPv4Address = ME,
     dead_ratio: int = 3,
     preempt: bool = True,
-    native_peers: Iterable[IPv4Address] = (),
     garp_refresh: float = 0.0,
-    counter: int = 1000,
 ) -> CarpMachine:
     cfg = MachineConfig(
         vip=VIP,
@@ -56,10 +52,9 @@ def make(
         advskew=advskew,
         dead_ratio=dead_ratio,
         preempt=preempt,
-        native_peers=frozenset(native_peers),
         garp_refresh=garp_refresh,
     )
-    return CarpMachine(cfg=cfg, counter=counter)
+    return CarpMachine(cfg=cfg)
 
 
 def kinds(actions: list[Action]) -> list[type]:
@@ -114,7 +109,7 @@ def test_init_start_goes_to_backup_releasing_address_and_arming_d():
 
 def test_init_ignores_adverts_and_timers_before_start():
     m = make()
-    assert m.advert(1.0, PEER, 1, 0, 5) == []
+    assert m.advert(1.0, PEER, 1, 0) == []
     assert m.timer(100.0) == []
     assert m.state is State.INIT
     assert m.deadline is None
@@ -137,21 +132,21 @@ def test_backup_d_expiry_becomes_master_in_order():
     out = m.timer(d)
     assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
     assert out[0].old is State.BACKUP and out[0].new is State.MASTER
-    assert out[3] == SendAdvert(1, 64, 1000)
+    assert out[3] == SendAdvert(1, 64)
     assert m.state is State.MASTER
     assert m.since == d
 
 
 def test_backup_longer_interval_with_preempt_becomes_master_at_once():
     m = started(make(advbase=1, advskew=64, preempt=True))
-    out = m.advert(1.0, PEER, 1, 128, 7)
+    out = m.advert(1.0, PEER, 1, 128)
     assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
     assert m.state is State.MASTER
 
 
 def test_backup_longer_interval_without_preempt_stays_and_restarts_d():
     m = started(make(advbase=1, advskew=64, preempt=False))
-    out = m.advert(2.0, PEER, 1, 128, 7)
+    out = m.advert(2.0, PEER, 1, 128)
     assert out == []
     assert m.state is State.BACKUP
     assert m.deadline == pytest.approx(2.0 + 3.25)
@@ -160,7 +155,7 @@ def test_backup_longer_interval_without_preempt_stays_and_restarts_d():
 @pytest.mark.parametrize("preempt", [False, True])
 def test_backup_farewell_beyond_timeout_takes_over_even_without_preempt(preempt):
     m = started(make(advbase=1, advskew=64, preempt=preempt))
-    assert m.advert(1.0, PEER, *FAREWELL, 7) == []
+    assert m.advert(1.0, PEER, *FAREWELL) == []
     # Not at once as ucarp: after advskew/1024 s, so better-ranked backups answer first.
     assert m.deadline == pytest.approx(1.0 + 64 / 1024)
     out = m.timer(1.0 + 64 / 1024)
@@ -171,31 +166,31 @@ def test_backup_farewell_beyond_timeout_takes_over_even_without_preempt(preempt)
 
 def test_owner_takes_a_farewell_at_once():
     m = started(make(advbase=1, advskew=0))
-    out = m.advert(1.0, PEER, *FAREWELL, 7)
+    out = m.advert(1.0, PEER, *FAREWELL)
     assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
 
 
 def test_farewell_then_a_better_backup_answers_first():
     rank2 = started(make(advbase=1, advskew=128))
-    assert rank2.advert(1.0, PEER, *FAREWELL, 7) == []
+    assert rank2.advert(1.0, PEER, *FAREWELL) == []
     assert rank2.deadline == pytest.approx(1.0 + 128 / 1024)
     # Rank 1 answered 62 ms after the farewell: rank 2 hears a master and stays backup.
-    assert rank2.advert(1.0 + 64 / 1024, NATIVE, 1, 64, 1) == []
+    assert rank2.advert(1.0 + 64 / 1024, NATIVE, 1, 64) == []
     assert rank2.state is State.BACKUP
     assert rank2.deadline == pytest.approx(1.0 + 64 / 1024 + 3.5)
     # More farewells never push an early takeover later.
     m = started(make(advbase=1, advskew=64))
-    m.advert(1.0, PEER, *FAREWELL, 1)
-    m.advert(1.05, PEER, *FAREWELL, 2)
+    m.advert(1.0, PEER, *FAREWELL)
+    m.advert(1.05, PEER, *FAREWELL)
     assert m.deadline == pytest.approx(1.0 + 64 / 1024)
 
 
 def test_backup_interval_just_beyond_timeout_takes_over_just_within_does_not():
     # Our D = 1 * 3 + 64/256 = 3.25 s.
     m = started(make(advbase=1, advskew=64, preempt=False))
-    assert m.advert(1.0, PEER, 3, 64, 1) == []  # 3.25: not beyond
+    assert m.advert(1.0, PEER, 3, 64) == []  # 3.25: not beyond
     assert m.state is State.BACKUP
-    assert m.advert(2.0, PEER, 3, 65, 2) == []  # 3.254: beyond: taken after advskew/1024 s
+    assert m.advert(2.0, PEER, 3, 65) == []  # 3.254: beyond: taken after advskew/1024 s
     assert AddAddress() in m.timer(2.0 + 64 / 1024)
     assert m.state is State.MASTER
 
@@ -203,11 +198,11 @@ def test_backup_interval_just_beyond_timeout_takes_over_just_within_does_not():
 def test_backup_other_valid_advert_restarts_d():
     m = started(make(advbase=1, advskew=64))
     first = m.deadline
-    assert m.advert(2.0, PEER, 1, 0, 7) == []  # shorter interval: a better master
+    assert m.advert(2.0, PEER, 1, 0) == []  # shorter interval: a better master
     assert m.state is State.BACKUP
     assert m.deadline == pytest.approx(2.0 + 3.25)
     assert m.deadline > first
-    assert m.advert(2.5, PEER, 1, 64, 8) == []  # equal interval: no preemption either
+    assert m.advert(2.5, PEER, 1, 64) == []  # equal interval: no preemption either
     assert m.deadline == pytest.approx(2.5 + 3.25)
     assert m.state is State.BACKUP
     assert m.master_src == PEER
@@ -217,7 +212,7 @@ def test_backup_never_advertises():
     m = started(make(advbase=1, advskew=200))
     out: list[Action] = []
     for i in range(50):
-        out += m.advert(i * 1.0, PEER, 1, 0, i)
+        out += m.advert(i * 1.0, PEER, 1, 0)
         out += m.timer(i * 1.0 + 0.5)
     assert not adverts(out)
     assert m.state is State.BACKUP
@@ -229,9 +224,9 @@ def test_backup_never_advertises():
 def test_master_shorter_interval_sends_last_advert_and_yields():
     m = make(advbase=1, advskew=64)
     t0 = as_master(m)
-    out = m.advert(t0 + 0.5, PEER, 1, 0, 7)
+    out = m.advert(t0 + 0.5, PEER, 1, 0)
     assert kinds(out) == [SendAdvert, Transition, DelAddress]
-    assert out[0] == SendAdvert(1, 64, 1001)
+    assert out[0] == SendAdvert(1, 64)
     assert out[1].old is State.MASTER and out[1].new is State.BACKUP
     assert m.state is State.BACKUP
     assert m.deadline == pytest.approx(t0 + 0.5 + 3.25)
@@ -241,13 +236,13 @@ def test_tiebreak_is_little_endian_as_ucarp_on_x86():
     # 10.99.0.9 yields to 10.99.1.1 ...
     m = make(src=IPv4Address("10.99.0.9"))
     t0 = as_master(m)
-    out = m.advert(t0 + 0.1, IPv4Address("10.99.1.1"), 1, 64, 7)
+    out = m.advert(t0 + 0.1, IPv4Address("10.99.1.1"), 1, 64)
     assert kinds(out) == [SendAdvert, Transition, DelAddress]
     assert m.state is State.BACKUP
     # ... but beats 10.99.0.10.
     m = make(src=IPv4Address("10.99.0.9"))
     t0 = as_master(m)
-    out = m.advert(t0 + 0.1, IPv4Address("10.99.0.10"), 1, 64, 7)
+    out = m.advert(t0 + 0.1, IPv4Address("10.99.0.10"), 1, 64)
     assert kinds(out) == [SendGarp, SendAdvert]
     assert m.state is State.MASTER
 
@@ -256,11 +251,11 @@ def test_tiebreak_the_other_side_agrees():
     # 10.99.1.1 hearing 10.99.0.9 with an equal interval stays master; 10.99.0.10 yields to it.
     m = make(src=IPv4Address("10.99.1.1"))
     t0 = as_master(m)
-    assert kinds(m.advert(t0 + 0.1, IPv4Address("10.99.0.9"), 1, 64, 7)) == [SendGarp, SendAdvert]
+    assert kinds(m.advert(t0 + 0.1, IPv4Address("10.99.0.9"), 1, 64)) == [SendGarp, SendAdvert]
     assert m.state is State.MASTER
     m = make(src=IPv4Address("10.99.0.10"))
     t0 = as_master(m)
-    assert DelAddress() in m.advert(t0 + 0.1, IPv4Address("10.99.0.9"), 1, 64, 7)
+    assert DelAddress() in m.advert(t0 + 0.1, IPv4Address("10.99.0.9"), 1, 64)
     assert m.state is State.BACKUP
 
 
@@ -276,8 +271,8 @@ def test_master_less_preferred_master_gets_garp_and_advert(src, advbase, advskew
     m = make(advbase=1, advskew=64)
     t0 = as_master(m)
     deadline = m.deadline
-    out = m.advert(t0 + 0.5, src, advbase, advskew, 7)
-    assert out == [SendGarp(), SendAdvert(1, 64, 1001)]
+    out = m.advert(t0 + 0.5, src, advbase, advskew)
+    assert out == [SendGarp(), SendAdvert(1, 64)]
     assert m.state is State.MASTER
     assert m.deadline == deadline
     assert m.master_src == ME
@@ -293,7 +288,7 @@ def test_master_timing_adverts_every_interval_and_second_garp():
     garp_times = [t for t, a in got if isinstance(a, SendGarp)]
     assert advert_times == pytest.approx([t0 + k * T for k in range(1, 17)])
     assert garp_times == pytest.approx([t0 + 2 * T])
-    assert all(a == SendAdvert(1, 64, a.counter) for _, a in got if isinstance(a, SendAdvert))
+    assert all(a == SendAdvert(1, 64) for _, a in got if isinstance(a, SendAdvert))
     assert m.state is State.MASTER
 
 
@@ -314,62 +309,6 @@ def test_master_timing_subsecond():
     assert advert_times == pytest.approx([t0 + k / 16 for k in range(1, 17)])
 
 
-def test_sent_counters_increase_by_one():
-    m = make(advbase=1, advskew=0, counter=(1 << 64) - 3)
-    t0 = as_master(m)
-    sent = [a.counter for _, a in run_timers(m, t0 + 5) if isinstance(a, SendAdvert)]
-    sent += [a.counter for a in m.advert(t0 + 5.5, PEER, 2, 0, 1) if isinstance(a, SendAdvert)]
-    # The takeover advert carried (1 << 64) - 3; the 64-bit counter wraps.
-    assert sent == [(1 << 64) - 2, (1 << 64) - 1, 0, 1, 2, 3]
-
-
-# --- replay -----------------------------------------------------------------------------------
-
-
-def test_native_peer_replay_is_dropped_and_changes_nothing():
-    m = make(advbase=1, advskew=64, native_peers=[NATIVE])
-    m.start(0.0)
-    assert m.advert(1.0, NATIVE, 1, 0, 100) == []
-    before = (m.state, m.deadline, m.master_src, m.master_prio, m.counter)
-    for counter in (100, 99, 0):
-        assert m.advert(2.0, NATIVE, 1, 0, counter) == [Dropped("replay")]
-        assert (m.state, m.deadline, m.master_src, m.master_prio, m.counter) == before
-    # A replayed farewell must not make us master either.
-    assert m.advert(2.0, NATIVE, *FAREWELL, 50) == [Dropped("replay")]
-    assert m.state is State.BACKUP
-    # A fresh counter is accepted and restarts D.
-    assert m.advert(2.0, NATIVE, 1, 0, 101) == []
-    assert m.deadline == pytest.approx(2.0 + 3.25)
-
-
-def test_native_peer_replay_dropped_while_master():
-    m = make(advbase=1, advskew=64, native_peers=[NATIVE])
-    t0 = as_master(m)
-    assert kinds(m.advert(t0, NATIVE, 1, 100, 10)) == [SendGarp, SendAdvert]
-    # A replayed better advert does not demote us.
-    assert m.advert(t0 + 1, NATIVE, 1, 0, 10) == [Dropped("replay")]
-    assert m.state is State.MASTER
-
-
-def test_ucarp_peer_counters_are_not_checked():
-    m = make(advbase=1, advskew=64, native_peers=[NATIVE])
-    m.start(0.0)
-    for i, counter in enumerate([5, 5, 4, 0, 1 << 63, 3]):
-        now = 1.0 + i
-        assert m.advert(now, PEER, 1, 0, counter) == []
-        assert m.deadline == pytest.approx(now + 3.25)
-    assert m.state is State.BACKUP
-
-
-def test_replay_is_tracked_per_native_peer():
-    other = IPv4Address("10.99.0.31")
-    m = make(native_peers=[NATIVE, other])
-    m.start(0.0)
-    assert m.advert(1.0, NATIVE, 1, 0, 100) == []
-    assert m.advert(1.1, other, 1, 0, 5) == []  # other peer: its own sequence
-    assert m.advert(1.2, other, 1, 0, 5) == [Dropped("replay")]
-
-
 # --- link -------------------------------------------------------------------------------------
 
 
@@ -382,8 +321,8 @@ def test_link_down_forces_backup_without_timers_and_ignores_adverts():
     assert m.state is State.BACKUP
     assert m.deadline is None
     # Adverts, even a farewell, are ignored; timers do nothing.
-    assert m.advert(t0 + 2, PEER, *FAREWELL, 1) == []
-    assert m.advert(t0 + 3, PEER, 1, 128, 2) == []
+    assert m.advert(t0 + 2, PEER, *FAREWELL) == []
+    assert m.advert(t0 + 3, PEER, 1, 128) == []
     assert m.timer(t0 + 100) == []
     assert m.state is State.BACKUP
     assert m.deadline is None
@@ -406,7 +345,7 @@ def test_link_up_rejoins_as_backup_with_d_armed():
     assert m.state is State.BACKUP
     assert m.deadline == pytest.approx(t0 + 10 + 3.25)
     # Rejoin: a better master keeps us backup, silence makes us master.
-    assert m.advert(t0 + 11, PEER, 1, 0, 1) == []
+    assert m.advert(t0 + 11, PEER, 1, 0) == []
     assert m.deadline == pytest.approx(t0 + 11 + 3.25)
     out = m.timer(t0 + 11 + 3.25)
     assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
@@ -417,9 +356,9 @@ def test_link_up_holds_down_preemption():
     t0 = as_master(m)
     m.link(False, t0 + 1)
     m.link(True, t0 + 2, preempt_after=t0 + 20)
-    assert m.advert(t0 + 3, PEER, 1, 64, 1) == []
+    assert m.advert(t0 + 3, PEER, 1, 64) == []
     assert m.state is State.BACKUP
-    assert AddAddress() in m.advert(t0 + 21, PEER, 1, 64, 2)
+    assert AddAddress() in m.advert(t0 + 21, PEER, 1, 64)
 
 
 def test_link_changes_before_start():
@@ -440,10 +379,10 @@ def test_hold_down_returning_owner_waits_then_preempts():
     owner.start(0.0, preempt_after=30.0)
     # rank 1 is master with 1/64: longer than ours, but we are held down.
     for t in range(1, 30):
-        assert owner.advert(float(t), PEER, 1, 64, t) == []
+        assert owner.advert(float(t), PEER, 1, 64) == []
         assert owner.state is State.BACKUP
         assert owner.deadline == pytest.approx(t + 3.0)
-    out = owner.advert(30.0, PEER, 1, 64, 30)
+    out = owner.advert(30.0, PEER, 1, 64)
     assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
 
 
@@ -459,7 +398,7 @@ def test_hold_down_does_not_stop_master_down_takeover():
 def test_hold_down_does_not_stop_farewell_takeover():
     owner = make(advbase=1, advskew=0)
     owner.start(0.0, preempt_after=1000.0)
-    assert AddAddress() in owner.advert(1.0, PEER, *FAREWELL, 1)
+    assert AddAddress() in owner.advert(1.0, PEER, *FAREWELL)
 
 
 # --- drain ------------------------------------------------------------------------------------
@@ -469,7 +408,7 @@ def test_draining_master_says_farewell_and_holds_until_answered():
     m = make(advbase=1, advskew=0)
     t0 = as_master(m)
     out = m.drain(t0 + 0.5)
-    assert out == [SendAdvert(*FAREWELL, 1001)]
+    assert out == [SendAdvert(*FAREWELL)]
     assert m.state is State.MASTER
     # Still master (address held) while nobody answers; adverts stay farewells until the patience.
     got = run_timers(m, t0 + 0.5 + DRAIN_PATIENCE - 0.01)
@@ -478,7 +417,7 @@ def test_draining_master_says_farewell_and_holds_until_answered():
     assert not any(isinstance(a, DelAddress) for _, a in got)
     assert m.state is State.MASTER
     # A master answers (its advert is better than ours, whatever the interval): we yield.
-    out = m.advert(t0 + 2.0, PEER, 1, 64, 7)
+    out = m.advert(t0 + 2.0, PEER, 1, 64)
     # No last advert: its skew of 255 would make every backup with preempt jump.
     assert kinds(out) == [Transition, DelAddress]
     assert m.state is State.BACKUP
@@ -509,7 +448,7 @@ def test_drained_backup_never_preempts():
     m.drain(0.5)
     assert m.state is State.BACKUP
     for t in range(1, 20):
-        assert m.advert(float(t), PEER, 1, 200, t) == []
+        assert m.advert(float(t), PEER, 1, 200) == []
         assert m.state is State.BACKUP
         # It waits as if its advskew were 255.
         assert m.deadline == pytest.approx(t + 3 + 255 / 256)
@@ -541,7 +480,7 @@ def test_drained_master_alone_keeps_the_vip():
     assert sent[-1][1] == (1, 255)
     assert all(t > t0 + DRAIN_PATIENCE for t, p in sent if p != FAREWELL)
     # A newcomer that preempts takes it (the draining host then yields).
-    out = m.advert(t0 + 101, PEER, 1, 64, 1)
+    out = m.advert(t0 + 101, PEER, 1, 64)
     assert DelAddress() in out
     assert m.state is State.BACKUP
 
@@ -552,7 +491,7 @@ def test_drained_backup_does_not_take_a_farewell():
     m = make(advbase=1, advskew=0, preempt=False)
     m.start(0.0)
     m.drain(0.0)
-    assert m.advert(1.0, PEER, *FAREWELL, 1) == []
+    assert m.advert(1.0, PEER, *FAREWELL) == []
     assert m.state is State.BACKUP
     assert m.deadline == pytest.approx(1.0 + 3 + 255 / 256)
 
@@ -562,10 +501,10 @@ def test_draining_masters_break_the_tie_by_address():
     m = make(advbase=1, advskew=0, src=IPv4Address("10.99.0.9"))
     t0 = as_master(m)
     m.drain(t0)
-    out = m.advert(t0 + 0.1, IPv4Address("10.99.0.10"), *FAREWELL, 1)
-    assert out == [SendGarp(), SendAdvert(*FAREWELL, 1002)]
+    out = m.advert(t0 + 0.1, IPv4Address("10.99.0.10"), *FAREWELL)
+    assert out == [SendGarp(), SendAdvert(*FAREWELL)]
     assert m.state is State.MASTER
-    out = m.advert(t0 + 0.2, IPv4Address("10.99.1.1"), *FAREWELL, 1)
+    out = m.advert(t0 + 0.2, IPv4Address("10.99.1.1"), *FAREWELL)
     assert kinds(out) == [Transition, DelAddress]
     assert m.state is State.BACKUP
 
@@ -587,11 +526,11 @@ def test_undrain_restores_preemption():
     m = make(advbase=1, advskew=0)
     m.start(0.0)
     m.drain(0.0)
-    assert m.advert(1.0, PEER, 1, 64, 1) == []
+    assert m.advert(1.0, PEER, 1, 64) == []
     assert m.state is State.BACKUP
     assert m.undrain(2.0) == []
     assert m.deadline == pytest.approx(2.0 + 3.0)  # back to its own timeout
-    out = m.advert(3.0, PEER, 1, 64, 2)
+    out = m.advert(3.0, PEER, 1, 64)
     assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
     assert out[-1].advskew == 0
 
@@ -601,8 +540,8 @@ def test_undrain_with_hold_down():
     m.start(0.0)
     m.drain(0.0)
     m.undrain(2.0, preempt_after=10.0)
-    assert m.advert(3.0, PEER, 1, 64, 1) == []
-    assert AddAddress() in m.advert(10.0, PEER, 1, 64, 2)
+    assert m.advert(3.0, PEER, 1, 64) == []
+    assert AddAddress() in m.advert(10.0, PEER, 1, 64)
 
 
 def test_drain_and_undrain_are_idempotent():
@@ -638,7 +577,7 @@ def test_stop_master_sends_farewell_then_releases():
     t0 = as_master(m)
     out = m.stop(t0 + 1)
     assert kinds(out)[:2] == [SendAdvert, DelAddress]
-    assert out[0] == SendAdvert(*FAREWELL, 1001)
+    assert out[0] == SendAdvert(*FAREWELL)
     assert not any(isinstance(a, SendGarp) for a in out)
     assert m.state is State.INIT
     assert m.deadline is None
@@ -651,7 +590,7 @@ def test_stop_backup_sends_nothing_but_releases():
     assert not any(isinstance(a, SendAdvert | SendGarp | AddAddress) for a in out)
     assert m.state is State.INIT
     assert m.deadline is None
-    assert m.advert(2.0, PEER, *FAREWELL, 1) == []
+    assert m.advert(2.0, PEER, *FAREWELL) == []
     assert m.timer(100.0) == []
 
 
@@ -698,7 +637,7 @@ class Wire:
         self.alive.remove(m)
 
     def replace(self, old: CarpMachine, new: CarpMachine) -> None:
-        """A crashed host comes back as a fresh process (new machine, new counter seed)."""
+        """A crashed host comes back as a fresh process (a new machine)."""
         if old in self.alive:
             self.alive.remove(old)
         self.machines[self.machines.index(old)] = new
@@ -719,8 +658,7 @@ class Wire:
             elif isinstance(a, SendAdvert):
                 for other in self.alive:
                     if other is not m:
-                        got = other.advert(self.now, m.cfg.src, a.advbase, a.advskew, a.counter)
-                        assert Dropped("replay") not in got
+                        got = other.advert(self.now, m.cfg.src, a.advbase, a.advskew)
                         queue += [(other, b) for b in got]
         raise AssertionError("advert storm: the machines never stop answering each other")
 
@@ -756,10 +694,8 @@ def three(advbase: int) -> tuple[CarpMachine, CarpMachine, CarpMachine]:
             advbase=advbase,
             advskew=skew,
             src=src,
-            native_peers=[s for s in srcs if s != src],
-            counter=1000 * (i + 1),
         )
-        for i, (skew, src) in enumerate(zip(skews, srcs, strict=True))
+        for skew, src in zip(skews, srcs, strict=True)
     )
 
 
@@ -787,14 +723,12 @@ def test_plan_order_failover_and_return(advbase):
     if advbase == 0:
         assert failover < 0.3
 
-    # The owner comes back (a fresh process, counter seeded higher) and preempts; rank1 yields.
+    # The owner comes back (a fresh process) and preempts; rank1 yields.
     back = wire.now
     new_owner = make(
         advbase=advbase,
         advskew=owner.cfg.advskew,
         src=owner.cfg.src,
-        native_peers=owner.cfg.native_peers,
-        counter=10**9,
     )
     wire.replace(owner, new_owner)
     wire.start(new_owner, back)
@@ -836,7 +770,7 @@ def test_plan_order_graceful_stop_hands_over_at_once():
     assert rank2.state is State.BACKUP  # it heard rank 1 before its own, later, turn
     wire.run_until(30.0)
     assert wire.masters() == [rank1]
-    # The owner restarts (same process, its counter goes on) and preempts again.
+    # The owner restarts (the same process) and preempts again.
     wire.start(owner, 30.0)
     wire.run_until(40.0)
     assert wire.masters() == [owner]
@@ -931,8 +865,6 @@ configs = st.builds(
         preempt=preempt,
         garp_refresh=garp,
         dead_ratio=dead,
-        native_peers=[NATIVE],
-        counter=5,
     ),
     st.sampled_from([0, 1, 2]),
     st.integers(0, 255),
@@ -947,20 +879,15 @@ configs = st.builds(
 def test_random_event_sequences_keep_invariants(m, evs, start_first):
     now = 0.0
     held = False
-    last_sent: int | None = None
 
     def apply(actions: list[Action], t: float, ev: str) -> None:
-        nonlocal held, last_sent
+        nonlocal held
         for a in actions:
             assert isinstance(a, Action)
             if isinstance(a, AddAddress):
                 held = True
             elif isinstance(a, DelAddress):
                 held = False
-            elif isinstance(a, SendAdvert):
-                if last_sent is not None:
-                    assert a.counter == (last_sent + 1) & ((1 << 64) - 1)
-                last_sent = a.counter
         assert isinstance(m.state, State)
         assert held == (m.state is State.MASTER), (ev, actions)
         d = m.deadline
@@ -997,8 +924,8 @@ def test_random_event_sequences_keep_invariants(m, evs, start_first):
         catch_up(t)
         now = t
         if kind == "advert":
-            _, _, src, advbase, advskew, counter = ev
-            out = m.advert(now, src, advbase, advskew, counter)
+            _, _, src, advbase, advskew, _counter = ev
+            out = m.advert(now, src, advbase, advskew)
         elif kind == "link":
             out = m.link(ev[2], now)
         elif kind == "drain":

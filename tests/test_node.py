@@ -8,6 +8,7 @@ from typing import Any
 
 from iprotate.carp import codec
 from iprotate.carp.machine import AddAddress, DelAddress, SendAdvert, State, Transition
+from iprotate.carp.native_auth import derive_key, split, tag
 from iprotate.carp.node import Node
 from iprotate.carp.status import build_status, status_text
 from iprotate.cluster.loader import parse_cluster
@@ -26,10 +27,19 @@ def plan(vips: list[dict[str, Any]] | None = None, hosts: int = 3) -> Plan:
     return make_plan(parse_cluster(doc, "t.toml"))
 
 
-def advert(p: Plan, vip: Any, src: str, advskew: int, counter: int, advbase: int = 1) -> bytes:
+def advert(
+    p: Plan, vip: Any, src: str, advskew: int, seq: int, advbase: int = 1, raw: bool = False
+) -> bytes:
+    """An advert as iprotate host `src` sends it: its counter sealed with `seq` (native_auth);
+    `raw`: `seq` is the whole counter, as ucarp or a forger would send it."""
+    s = IPv4Address(src)
+    counter = seq
+    if not raw:
+        t = tag(derive_key(PW), s, vip.group, vip.vhid, vip.ip, advbase, advskew, seq)
+        counter = seq << 32 | t
     carp = codec.encode_advert(vhid=vip.vhid, advbase=advbase, advskew=advskew,
                                counter=counter, vip=vip.ip, password=PW)  # fmt: skip
-    return codec.build_ip_packet(IPv4Address(src), vip.group, carp)
+    return codec.build_ip_packet(s, vip.group, carp)
 
 
 def settle(node: Node, until: float) -> list[Any]:
@@ -41,7 +51,7 @@ def settle(node: Node, until: float) -> list[Any]:
 
 def test_a_lone_node_takes_every_vip_it_takes_part_in() -> None:
     p = plan()
-    node = Node.build(p, "h0", counter_seed=100)
+    node = Node.build(p, "h0")
     effects = node.start(0.0)
     assert all(isinstance(e.action, DelAddress | Transition) for e in effects)
     settle(node, 10.0)
@@ -51,7 +61,7 @@ def test_a_lone_node_takes_every_vip_it_takes_part_in() -> None:
 
 def test_packets_route_to_their_machine_and_bad_ones_are_counted() -> None:
     p = plan()
-    node = Node.build(p, "h1", counter_seed=100)
+    node = Node.build(p, "h1")
     node.start(0.0)
     v = next(v for v in p.vips if v.owner == "h0")
     src = "198.51.100.1"
@@ -67,12 +77,59 @@ def test_packets_route_to_their_machine_and_bad_ones_are_counted() -> None:
     assert node.counters["drop_wrong_group"] == 1
     own = advert(p, v, "198.51.100.2", 0, 7)
     assert node.packet(1.4, own) == []  # our own, looped back: ignored, not counted
-    assert node.counters["adverts_received"] == 2  # the first and the replay (then dropped)
+    assert node.counters["adverts_received"] == 1  # the replay never counts as received
+    # The owner's advert rewritten to a better priority, or sent with a made-up counter: forged.
+    node.packet(1.5, advert(p, v, src, 0, 99, raw=True))
+    rewritten = bytearray(advert(p, v, src, 0, 6))
+    rewritten[20 + 2] = 1  # advskew 0 -> 1: the CARP digest still verifies
+    rewritten[20 + 6 : 20 + 8] = codec.checksum(
+        bytes(rewritten[20:22] + b"\x01" + rewritten[23:26] + b"\0\0" + rewritten[28:56])
+    ).to_bytes(2, "big")
+    node.packet(1.6, bytes(rewritten))
+    assert node.counters["drop_forged"] == 2, dict(node.counters)
+    assert node.counters["adverts_received"] == 1
+
+
+def test_what_a_node_sends_its_peers_accept_and_a_replay_they_drop() -> None:
+    """Two nodes on a fake wire, in time order: every advert one sends the other accepts (sealed
+    counters, seq floored by the wall clock); each sent again is dropped as a replay."""
+    p = plan()
+    nodes = [Node.build(p, "h0", wall_offset=1e9), Node.build(p, "h1", wall_offset=1e9)]
+    for n in nodes:
+        n.start(0.0)
+    now, sent = 0.0, 0
+    while now < 20.0:
+        due = [(n.deadline, i) for i, n in enumerate(nodes) if n.deadline is not None]
+        now, i = min(due)
+        queue = [(i, e) for e in nodes[i].timers(now)]
+        while queue:
+            i, e = queue.pop(0)
+            if not isinstance(e.action, SendAdvert):
+                continue
+            v, adv = e.vip, e.action
+            assert split(adv.counter)[0] >= 1e9  # the wall clock is the floor of the seq
+            carp = codec.encode_advert(vhid=v.vhid, advbase=adv.advbase, advskew=adv.advskew,
+                                       counter=adv.counter, vip=v.ip, password=PW)  # fmt: skip
+            pkt = codec.build_ip_packet(nodes[i].address, v.group, carp)
+            other = nodes[1 - i]
+            before = other.counters["adverts_received"]
+            queue += [(1 - i, r) for r in other.packet(now, pkt)]
+            assert other.counters["adverts_received"] == before + 1, dict(other.counters)
+            other.packet(now, pkt)
+            sent += 1
+    assert sent > 20
+    assert sum(n.counters["drop_replay"] for n in nodes) == sent
+    assert all(
+        m.state is State.MASTER
+        for n in nodes
+        for k, m in n.machines.items()
+        if n.vips[k].owner == n.host
+    )
 
 
 def test_drift_names_the_peer_and_status_fails() -> None:
     p = plan()
-    node = Node.build(p, "h1", counter_seed=100)
+    node = Node.build(p, "h1")
     node.start(0.0)
     v = next(v for v in p.vips if v.owner == "h0")
     node.packet(1.0, advert(p, v, "198.51.100.1", 200, 5))
@@ -83,14 +140,16 @@ def test_drift_names_the_peer_and_status_fails() -> None:
     doc = build_status(node, 2.0)
     details = sorted(d["detail"] for d in doc["drift"])
     assert details == [
-        "advertises but is no host of the cluster file",
         "fails the digest check (another password, VIP or vhid)",
         "h0 advertises 1/200, its plan says 1/0",
     ]
+    # A sender that is no host of the file is dropped before anything else, and remembered.
+    assert node.counters["drop_not_a_host"] == 1
+    assert list(node.strangers) == [IPv4Address("198.51.100.99")]
     assert doc["problems"]
     assert "PROBLEMS" in status_text(doc)
     # The plan's own priorities, the farewell and a drained skew are not drift.
-    node2 = Node.build(p, "h1", counter_seed=100)
+    node2 = Node.build(p, "h1")
     node2.start(0.0)
     for i, (base, skew) in enumerate(((1, 0), (255, 255), (1, 255))):
         node2.packet(1.0 + i, advert(p, v, "198.51.100.1", skew, 10 + i, advbase=base))
@@ -100,7 +159,7 @@ def test_drift_names_the_peer_and_status_fails() -> None:
 def test_status_sees_masters_of_vips_it_takes_no_part_in_and_two_masters() -> None:
     p = plan(hosts=4, vips=[{"pool": "203.0.113.10-203.0.113.17/24"}])
     p = make_plan(parse_cluster({**_doc(p), "cluster": {**_doc(p)["cluster"], "backups": 1}}, "t"))
-    node = Node.build(p, "h0", counter_seed=1)
+    node = Node.build(p, "h0")
     node.start(0.0)
     watched = next(v for v in p.vips if "h0" not in v.order)
     owner = p.cluster.host(watched.owner).address
@@ -130,12 +189,12 @@ def _doc(p: Plan) -> dict[str, Any]:
 
 def test_reload_touches_only_what_changed() -> None:
     p1 = plan(vips=[{"pool": "203.0.113.10-203.0.113.15/24"}])
-    node = Node.build(p1, "h0", counter_seed=1)
+    node = Node.build(p1, "h0")
     node.start(0.0)
     settle(node, 10.0)  # alone: master of everything it takes part in
     before = {k: m for k, m in node.machines.items()}
     p2 = plan(vips=[{"pool": "203.0.113.10-203.0.113.14/24"}, {"address": "203.0.113.30/24"}])
-    effects = node.reload(p2, 11.0, counter_seed=2)
+    effects = node.reload(p2, 11.0)
     touched = {e.vip.address for e in effects}
     gone = IPv4Address("203.0.113.15")
     # The removed VIP says farewell and is released.

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from labtools import WIRE_TOOL, settled, takeover_bound, wait_for
 
 from iprotate.carp import codec
+from iprotate.carp.native_auth import derive_key, tag
 from iprotate.cli import main
 from iprotate.engine.control import ControlError, request
 from iprotate.lab.lab import CLIENT, Lab
@@ -82,18 +83,28 @@ def test_status_shows_the_whole_cluster_and_drift(make_lab: Callable[..., Lab]) 
 
     # A peer advertising priorities its plan does not give it is named, and status fails.
     v = next(v for v in lab.plan.vips if v.owner == "alpha")
-    bravo = str(lab.plan.cluster.host("bravo").address)
-    carp = codec.encode_advert(vhid=v.vhid, advbase=1, advskew=200, counter=1, vip=v.ip,
-                               password=lab.plan.cluster.password)  # fmt: skip
-    pkt = codec.build_ip_packet(IPv4Address(bravo), v.group, carp)
-    lab.seg.run(CLIENT, sys.executable, WIRE_TOOL, "send", "eth0", str(v.group), pkt.hex())
+    bravo = IPv4Address(str(lab.plan.cluster.host("bravo").address))
+    pw = lab.plan.cluster.password
+
+    def drifting_advert(seq: int) -> str:
+        # As bravo would send it with another file: its own priority, sealed with the password.
+        counter = seq << 32 | tag(derive_key(pw), bravo, v.group, v.vhid, v.ip, 1, 200, seq)
+        carp = codec.encode_advert(vhid=v.vhid, advbase=1, advskew=200, counter=counter,
+                                   vip=v.ip, password=pw)  # fmt: skip
+        return codec.build_ip_packet(bravo, v.group, carp).hex()
+
+    seq = int(time.time()) + 1000
+    lab.seg.run(
+        CLIENT, sys.executable, WIRE_TOOL, "send", "eth0", str(v.group), drifting_advert(seq)
+    )
     code, doc = wait_status(lab, "alpha", lambda d: d["drift"])
     assert code == 1
     assert any("bravo advertises 1/200" in p for p in doc["problems"]), doc["problems"]
     assert settled(lab)()
     # ... and logged, once, not per advert.
-    for _ in range(3):
-        lab.seg.run(CLIENT, sys.executable, WIRE_TOOL, "send", "eth0", str(v.group), pkt.hex())
+    for k in range(3):
+        pkt = drifting_advert(seq + 1 + k)
+        lab.seg.run(CLIENT, sys.executable, WIRE_TOOL, "send", "eth0", str(v.group), pkt)
     time.sleep(0.3)
     log = (lab.workdir / "alpha.log").read_text()
     assert log.count("drift: 198.51.100.2 bravo advertises 1/200") == 1, log

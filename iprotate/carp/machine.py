@@ -38,14 +38,15 @@ What iprotate adds, each kept to the same three states:
   answers first and the others hear a new master in time. An owner (advskew 0) takes over at once.
 - Stop: a master sends the farewell advert and releases the address.
 - An address removed behind our back while we are master is added back (and announced).
-- Replay: adverts from native peers must carry a counter above the last one seen from that peer.
-  ucarp peers copy and restart counters (CARP.md), so theirs are not checked.
+- What reaches a machine is an advert the node has accepted: digest verified, sent by a host of
+  the cluster file, and from an iprotate peer with its sender and priority authenticated and its
+  counter fresh (carp.native_auth). The counter of what a machine sends is the node's business.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from iprotate.plan.timing import (
@@ -56,7 +57,6 @@ from iprotate.plan.timing import (
     master_down,
 )
 
-_M64 = (1 << 64) - 1
 # After this many intervals without an answer a draining master gives up waiting for a taker and
 # keeps the address (nobody else is alive to hold it); it goes on offering it with every advert.
 DRAIN_PATIENCE = 3
@@ -77,7 +77,7 @@ class State(enum.Enum):
 class SendAdvert:
     advbase: int
     advskew: int
-    counter: int
+    counter: int = 0  # filled in by the node (carp.native_auth) when it hands the advert out
 
 
 @dataclass(frozen=True)
@@ -102,14 +102,7 @@ class Transition:
     why: str
 
 
-@dataclass(frozen=True)
-class Dropped:
-    """A valid-looking advert this machine refused (counted by the shell)."""
-
-    reason: str
-
-
-Action = SendAdvert | AddAddress | DelAddress | SendGarp | Transition | Dropped
+Action = SendAdvert | AddAddress | DelAddress | SendGarp | Transition
 
 
 # --- configuration -------------------------------------------------------------------------------
@@ -124,7 +117,6 @@ class MachineConfig:
     advskew: int
     dead_ratio: int = 3
     preempt: bool = True
-    native_peers: frozenset[IPv4Address] = frozenset()  # their counters are checked
     garp_refresh: float = 0.0  # seconds between gratuitous ARPs while master; 0: only ucarp's two
 
 
@@ -141,7 +133,6 @@ class CarpMachine:
     """One VIP's CARP state. See the module docstring for the rules."""
 
     cfg: MachineConfig
-    counter: int = 0  # the next counter we send (the shell seeds it, e.g. from the wall clock)
     state: State = State.INIT
     link_up: bool = True
     drained: bool = False
@@ -155,7 +146,6 @@ class CarpMachine:
     _garp_at: float | None = None  # MASTER: the second (or a periodic) gratuitous ARP
     _down_why: str | None = None  # BACKUP: why _down_at is early (a farewell), for the log
     _drain_deadline: float | None = None  # MASTER while draining: stop waiting for a taker
-    _last_counter: dict[IPv4Address, int] = field(default_factory=dict)
 
     # --- derived values ----------------------------------------------------------------------
 
@@ -187,15 +177,8 @@ class CarpMachine:
         out += self._to_backup(now, "start")
         return out
 
-    def advert(
-        self, now: float, src: IPv4Address, advbase: int, advskew: int, counter: int
-    ) -> list[Action]:
-        """A valid advert (digest checked) from another host for our vhid."""
-        if src in self.cfg.native_peers:
-            last = self._last_counter.get(src)
-            if last is not None and counter <= last:
-                return [Dropped("replay")]
-            self._last_counter[src] = counter
+    def advert(self, now: float, src: IPv4Address, advbase: int, advskew: int) -> list[Action]:
+        """A valid advert (accepted by the node's receive path) from another host for our vhid."""
         if self.state is State.INIT or not self.link_up:
             return []
         self.master_src, self.master_prio = src, (advbase, advskew)
@@ -236,7 +219,7 @@ class CarpMachine:
             # backup with preempt jump at the VIP the new master has just taken.
             out: list[Action] = []
             if not self.drained:
-                out.append(SendAdvert(self.cfg.advbase, self.advskew, self._next_counter()))
+                out.append(SendAdvert(self.cfg.advbase, self.advskew))
             out += self._to_backup(now, f"{src} is master with {advbase}/{advskew}")
             return out
         self.master_src, self.master_prio = self.cfg.src, (self.cfg.advbase, self.advskew)
@@ -330,7 +313,7 @@ class CarpMachine:
         """Leave: a master says farewell so backups take over at once; release the address."""
         out: list[Action] = []
         if self.state is State.MASTER:
-            out.append(SendAdvert(FAREWELL_ADVBASE, FAREWELL_ADVSKEW, self._next_counter()))
+            out.append(SendAdvert(FAREWELL_ADVBASE, FAREWELL_ADVSKEW))
         if self.state is not State.INIT:
             out.append(DelAddress())
             out.append(Transition(self.state, State.INIT, "stopping"))
@@ -344,15 +327,10 @@ class CarpMachine:
     def _may_preempt(self, now: float) -> bool:
         return self.cfg.preempt and not self.drained and now >= self.preempt_after
 
-    def _next_counter(self) -> int:
-        c = self.counter
-        self.counter = (self.counter + 1) & _M64
-        return c
-
     def _advert(self) -> SendAdvert:
         if self.drained and self.state is State.MASTER and self._drain_deadline is not None:
-            return SendAdvert(FAREWELL_ADVBASE, FAREWELL_ADVSKEW, self._next_counter())
-        return SendAdvert(self.cfg.advbase, self.advskew, self._next_counter())
+            return SendAdvert(FAREWELL_ADVBASE, FAREWELL_ADVSKEW)
+        return SendAdvert(self.cfg.advbase, self.advskew)
 
     def _to_backup(self, now: float, why: str) -> list[Action]:
         old = self.state

@@ -1,10 +1,11 @@
 """Everything one host runs, as a pure object: its CARP machines and the receive path.
 
 A `Node` owns one state machine per VIP the host takes part in, routes received packets to them
-(decode, group and vhid lookup, digest, then the machine), keeps the counters `status` and metrics
-read, and remembers the master heard for every vhid on the segment, including VIPs this host takes
-no part in. Like the machines it has no socket and no clock: the daemon feeds it bytes and `now`
-and carries out the `Effect`s it returns.
+(decode, sender, group and vhid lookup, digest, the iprotate peers' authentication and freshness
+(carp.native_auth), then the machine), seals the counters of the adverts it sends, keeps the
+counters `status` and metrics read, and remembers the master heard for every vhid on the segment,
+including VIPs this host takes no part in. Like the machines it has no socket and no clock: the
+daemon feeds it bytes and `now` and carries out the `Effect`s it returns.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from iprotate.carp import codec
-from iprotate.carp.machine import Action, CarpMachine, Dropped, MachineConfig, State, Transition
+from iprotate.carp.machine import Action, CarpMachine, MachineConfig, SendAdvert, State, Transition
+from iprotate.carp.native_auth import NativeAuth, Verdict, derive_key
 from iprotate.plan.model import Plan, VipPlan
 from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW
 
 Key = tuple[IPv4Address, int]  # (group, vhid): how VIPs are told apart on the wire
+# Senders that are no host of the cluster file, remembered for status: the most recent ones only.
+MAX_STRANGERS = 16
 Step = Callable[[CarpMachine, int], list[Action]]
 
 
@@ -28,7 +32,6 @@ def machine_configs(plan: Plan, host: str, garp_refresh: float = 0.0) -> dict[Ke
     """The CARP configuration of every VIP `host` takes part in, with the plan's priorities."""
     c = plan.cluster
     me = c.host(host)
-    native = frozenset(h.address for h in c.hosts if h.engine == "iprotate" and h.name != host)
     return {
         (v.group, v.vhid): MachineConfig(
             vip=v.ip,
@@ -38,7 +41,6 @@ def machine_configs(plan: Plan, host: str, garp_refresh: float = 0.0) -> dict[Ke
             advskew=v.advskew_of(host),
             dead_ratio=c.dead_ratio,
             preempt=v.preempt_of(host),
-            native_peers=native,
             garp_refresh=garp_refresh,
         )
         for v in plan.vips
@@ -65,6 +67,14 @@ class Seen:
 
 
 @dataclass
+class Stranger:
+    """A sender that is no host of the cluster file (its adverts are dropped)."""
+
+    count: int
+    last: float
+
+
+@dataclass
 class Drift:
     """A peer whose adverts disagree with the plan (other priorities, or failing the digest)."""
 
@@ -85,44 +95,51 @@ class Node:
     hold_down: float = 0.0
     stagger: float = 0.0
     garp_refresh: float = 0.0
+    wall_offset: float = 0.0  # add to `now` for wall-clock seconds (the counters' floor)
     counters: Counter[str] = field(default_factory=Counter)
     seen: dict[Key, dict[IPv4Address, Seen]] = field(default_factory=dict)
     drift: dict[tuple[Key, IPv4Address], Drift] = field(default_factory=dict)
     takeover_seconds: dict[Key, float] = field(default_factory=dict)  # filled in by the daemon
+    strangers: dict[IPv4Address, Stranger] = field(default_factory=dict)
+    auth: NativeAuth = field(init=False)
     _timers: list[tuple[float, Key]] = field(default_factory=list)
     _host_at: dict[IPv4Address, str] = field(default_factory=dict)
     _address: IPv4Address = field(default=IPv4Address(0))
     _groups: set[IPv4Address] = field(default_factory=set)
+    _native: frozenset[IPv4Address] = frozenset()
 
     def __post_init__(self) -> None:
         self._index_hosts()
+        self.auth = NativeAuth.for_password(self.plan.cluster.password, self._address)
 
     def _index_hosts(self) -> None:
         # Looked up for every packet: keep them at hand rather than search the host list.
-        self._host_at = {h.address: h.name for h in self.plan.cluster.hosts}
-        self._address = self.plan.cluster.host(self.host).address
+        c = self.plan.cluster
+        self._host_at = {h.address: h.name for h in c.hosts}
+        self._address = c.host(self.host).address
         self._groups = {v.group for v in self.plan.vips}
+        # Whose adverts carry authenticated priorities and fresh counters (ucarp's do not).
+        self._native = frozenset(h.address for h in c.hosts if h.engine == "iprotate")
 
     @classmethod
     def build(
         cls,
         plan: Plan,
         host: str,
-        counter_seed: int,
+        wall_offset: float = 0.0,
         hold_down: float = 0.0,
         stagger: float = 0.0,
         garp_refresh: float = 0.0,
     ) -> Node:
         """Machines for every VIP `host` takes part in, with the plan's priorities.
 
-        `counter_seed` starts every machine's advert counter: a value that grows across restarts
-        (microseconds of wall clock) keeps native peers' replay checks passing after a restart."""
+        `wall_offset` turns the shell's monotonic `now` into wall-clock seconds, the floor of the
+        counters this host sends (carp.native_auth)."""
         vips = {(v.group, v.vhid): v for v in plan.vips}
         machines = {
-            key: CarpMachine(cfg, counter=counter_seed)
-            for key, cfg in machine_configs(plan, host, garp_refresh).items()
+            key: CarpMachine(cfg) for key, cfg in machine_configs(plan, host, garp_refresh).items()
         }
-        return cls(plan, host, machines, vips, hold_down, stagger, garp_refresh)
+        return cls(plan, host, machines, vips, hold_down, stagger, garp_refresh, wall_offset)
 
     @property
     def address(self) -> IPv4Address:
@@ -132,25 +149,25 @@ class Node:
 
     def start(self, now: float) -> list[Effect]:
         """Every machine joins as BACKUP; preemption waits for the hold-down, staggered."""
-        return self._all(lambda m, i: m.start(now, self._preempt_after(now, i)))
+        return self._all(now, lambda m, i: m.start(now, self._preempt_after(now, i)))
 
     def stop(self, now: float) -> list[Effect]:
         """Every machine leaves: farewell adverts from masters, every address released."""
-        return self._all(lambda m, i: m.stop(now))
+        return self._all(now, lambda m, i: m.stop(now))
 
     def drain(self, now: float, only: IPv4Address | None = None) -> list[Effect]:
-        return self._all(lambda m, i: m.drain(now), only)
+        return self._all(now, lambda m, i: m.drain(now), only)
 
     def undrain(self, now: float, only: IPv4Address | None = None) -> list[Effect]:
-        return self._all(lambda m, i: m.undrain(now, self._preempt_after(now, i)), only)
+        return self._all(now, lambda m, i: m.undrain(now, self._preempt_after(now, i)), only)
 
     def link(self, up: bool, now: float) -> list[Effect]:
         """The advert interface went down or came back."""
-        return self._all(lambda m, i: m.link(up, now, self._preempt_after(now, i)))
+        return self._all(now, lambda m, i: m.link(up, now, self._preempt_after(now, i)))
 
     def address_gone(self, now: float, ip: IPv4Address) -> list[Effect]:
         """An address was removed from the VIP interface (by us or by someone else)."""
-        return self._all(lambda m, i: m.address_gone(now), ip)
+        return self._all(now, lambda m, i: m.address_gone(now), ip)
 
     def packet(self, now: float, data: bytes) -> list[Effect]:
         """A packet read from the CARP socket. Bad ones are dropped and counted."""
@@ -161,6 +178,9 @@ class Node:
             return []
         if pkt.src == self.address:
             return []  # our own advert, looped back
+        if pkt.src not in self._host_at:
+            self._stranger(now, pkt.src)
+            return []
         if pkt.dst not in self._groups:
             self.counters[f"drop_{codec.Reject.WRONG_GROUP.value}"] += 1
             return []
@@ -176,15 +196,26 @@ class Node:
                 now, key, pkt.src, "fails the digest check (another password, VIP or vhid)"
             )
             return []
+        if pkt.src in self._native:
+            verdict = self.auth.check(pkt.src, key, vip.ip, adv.advbase, adv.advskew, adv.counter)
+            if verdict is not Verdict.OK:
+                self.counters[f"drop_{verdict.value}"] += 1
+                if verdict is Verdict.FORGED:
+                    self._drifting(
+                        now, key, pkt.src,
+                        "fails iprotate's check of sender and priority (rewritten or forged, "
+                        "or another version)",
+                    )  # fmt: skip
+                return []
         self.counters["adverts_received"] += 1
         self.seen.setdefault(key, {})[pkt.src] = Seen(pkt.src, adv.advbase, adv.advskew, now)
         self._check_priorities(now, key, vip, pkt.src, adv.advbase, adv.advskew)
         m = self.machines.get(key)
         if m is None:
             return []  # a VIP we only watch
-        return self._effects(key, m.advert(now, pkt.src, adv.advbase, adv.advskew, adv.counter))
+        return self._effects(key, m.advert(now, pkt.src, adv.advbase, adv.advskew), now)
 
-    def reload(self, plan: Plan, now: float, counter_seed: int) -> list[Effect]:
+    def reload(self, plan: Plan, now: float) -> list[Effect]:
         """Apply a new plan: unchanged VIPs are not touched, changed priorities are applied in
         place, VIPs this host no longer takes part in are released, new ones join."""
         old_vips = self.vips
@@ -193,20 +224,24 @@ class Node:
         out: list[Effect] = []
         for key in list(self.machines):
             if key not in new_cfgs or new_vips[key].address != old_vips[key].address:
-                out += self._effects(key, self.machines[key].stop(now))
+                out += self._effects(key, self.machines[key].stop(now), now)
                 del self.machines[key]
+        if plan.cluster.password != self.plan.cluster.password:
+            self.auth.key = derive_key(plan.cluster.password)
         self.plan, self.vips = plan, new_vips
         self._index_hosts()
+        self.auth.src = self._address
+        self.auth.forget(set(new_vips))
         self.seen = {k: v for k, v in self.seen.items() if k in new_vips}
         self.drift = {k: d for k, d in self.drift.items() if k[0] in new_vips}
         joined = 0
         for key, cfg in new_cfgs.items():
             m = self.machines.get(key)
             if m is not None:
-                out += self._effects(key, m.reconfigure(cfg, now))
+                out += self._effects(key, m.reconfigure(cfg, now), now)
             else:
-                m = self.machines[key] = CarpMachine(cfg, counter=counter_seed)
-                out += self._effects(key, m.start(now, self._preempt_after(now, joined)))
+                m = self.machines[key] = CarpMachine(cfg)
+                out += self._effects(key, m.start(now, self._preempt_after(now, joined)), now)
                 joined += 1
         return out
 
@@ -218,7 +253,7 @@ class Node:
             m = self.machines.get(key)
             if m is None or m.deadline != t:
                 continue  # stale entry: that machine's deadline moved
-            out += self._effects(key, m.timer(now))
+            out += self._effects(key, m.timer(now), now)
         return out
 
     @property
@@ -238,7 +273,7 @@ class Node:
         """Hold-down, then one VIP every `stagger` seconds, so fail-back does not storm."""
         return now + self.hold_down + index * self.stagger
 
-    def _all(self, step: Step, only: IPv4Address | None = None) -> list[Effect]:
+    def _all(self, now: float, step: Step, only: IPv4Address | None = None) -> list[Effect]:
         """Apply `step(machine, i)` to every machine (or the one for VIP `only`); `i` counts the
         machines that preempt, so each gets its own place in the stagger."""
         out: list[Effect] = []
@@ -246,26 +281,43 @@ class Node:
         for key, m in self.machines.items():
             if only is not None and self.vips[key].ip != only:
                 continue
-            out += self._effects(key, step(m, i))
+            out += self._effects(key, step(m, i), now)
             if m.cfg.preempt:
                 i += 1
         return out
 
-    def _effects(self, key: Key, actions: list[Action]) -> list[Effect]:
+    def _effects(self, key: Key, actions: list[Action], now: float) -> list[Effect]:
         m = self.machines[key]
         if m.deadline is not None:
             heapq.heappush(self._timers, (m.deadline, key))
         vip = self.vips[key]
+        out = []
         for a in actions:
             if isinstance(a, Transition):
                 self.counters[f"to_{a.new.value.lower()}"] += 1
-            elif isinstance(a, Dropped):
-                self.counters[f"drop_{a.reason}"] += 1
-        return [Effect(vip, a) for a in actions]
+            elif isinstance(a, SendAdvert):
+                # Every advert leaves with a sealed counter: peers authenticate its sender and
+                # priority and drop it when replayed (carp.native_auth).
+                wall = now + self.wall_offset
+                a = SendAdvert(
+                    a.advbase, a.advskew, self.auth.counter(key, vip.ip, a.advbase, a.advskew, wall)
+                )
+            out.append(Effect(vip, a))
+        return out
 
     def drained(self) -> list[VipPlan]:
         """The VIPs drained on this host (to remember across restarts)."""
         return [self.vips[k] for k, m in self.machines.items() if m.drained]
+
+    def _stranger(self, now: float, src: IPv4Address) -> None:
+        """An advert from an address that is no host of the cluster file: dropped, counted, and
+        its sender remembered (the most recent MAX_STRANGERS only: a flood from spoofed sources
+        costs bounded memory)."""
+        self.counters["drop_not_a_host"] += 1
+        seen = self.strangers.pop(src, None)
+        self.strangers[src] = Stranger((seen.count if seen else 0) + 1, now)
+        while len(self.strangers) > MAX_STRANGERS:
+            del self.strangers[next(iter(self.strangers))]
 
     def _drifting(self, now: float, key: Key, src: IPv4Address, detail: str) -> None:
         d = self.drift.get((key, src))

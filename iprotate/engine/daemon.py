@@ -28,7 +28,6 @@ from iprotate.carp import codec
 from iprotate.carp.machine import (
     AddAddress,
     DelAddress,
-    Dropped,
     SendAdvert,
     SendGarp,
     State,
@@ -84,7 +83,7 @@ class Daemon:
         self.node = Node.build(
             plan,
             host,
-            counter_seed=_counter_seed(),
+            wall_offset=_wall_offset(),
             hold_down=self.options.hold_down,
             stagger=self.options.stagger,
             garp_refresh=self.options.garp_refresh,
@@ -222,7 +221,7 @@ class Daemon:
         self.plan = plan
         self.host = new
         now = asyncio.get_running_loop().time()
-        self._emit(self.node.reload(plan, now, _counter_seed()))
+        self._emit(self.node.reload(plan, now))
         self._join_groups()
         if self._drain_all:
             self._emit(self.node.drain(now))
@@ -249,8 +248,12 @@ class Daemon:
         """Join every group in the plan (so status sees the masters of VIPs we take no part in
         too) and leave the ones no longer planned."""
         if self.socket is None:
-            self.socket = CarpSocket(self.host.interface, self._adv_index, self.host.address)
+            self.socket = CarpSocket(
+                self.host.interface, self._adv_index, self.host.address, self._sources()
+            )
             asyncio.get_running_loop().add_reader(self.socket.fileno(), self._on_readable)
+        else:
+            self.socket.set_sources(self._sources())
         groups = {v.group for v in self.plan.vips}
         for group in sorted(groups - self.socket.groups):
             self.socket.join(group)
@@ -258,6 +261,10 @@ class Daemon:
             self.socket.leave(group)
         if self.garp is None:
             self.garp = GarpSender(self.host.vip_interface)
+
+    def _sources(self) -> list[IPv4Address]:
+        """Whose adverts the kernel lets through: every host of the cluster file."""
+        return [h.address for h in self.plan.cluster.hosts]
 
     # --- events in ---------------------------------------------------------------------------
 
@@ -378,8 +385,6 @@ class Daemon:
             if a.new is State.MASTER:
                 self._takeover_started[(v.group, v.vhid)] = time.perf_counter()
             log.info("%s vhid %d: %s -> %s: %s", v.address, v.vhid, a.old.value, a.new.value, a.why)
-        elif isinstance(a, Dropped):
-            log.debug("%s vhid %d: dropped an advert: %s", v.address, v.vhid, a.reason)
 
     def _hook(self, v: VipPlan, event: Literal["up", "down"]) -> None:
         hook = hook_for(self.plan.cluster, v, event, self.host.vip_interface)
@@ -534,10 +539,10 @@ async def remove_vips(plan: Plan, host: str, ipr: AsyncIPRoute | None = None) ->
             ipr.close()
 
 
-def _counter_seed() -> int:
-    """Advert counters start from the wall clock in microseconds: they keep growing across
-    restarts, so native peers' replay checks accept a restarted host."""
-    return time.time_ns() // 1000
+def _wall_offset() -> float:
+    """What turns the loop's monotonic clock into wall-clock seconds (the floor of the counters
+    the node seals: carp.native_auth)."""
+    return time.time() - time.monotonic()  # asyncio's loop.time() is time.monotonic()
 
 
 def find_host(plan: Plan, local: Iterable[IPv4Address]) -> str:
