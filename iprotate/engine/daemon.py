@@ -11,7 +11,6 @@ background.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import time
@@ -37,6 +36,7 @@ from iprotate.carp.node import Effect, Node
 from iprotate.carp.status import build_status
 from iprotate.cluster.loader import load_cluster
 from iprotate.cluster.model import ClusterError
+from iprotate.engine import drained_state
 from iprotate.engine.addresses import AddressSetter
 from iprotate.engine.control import ControlServer
 from iprotate.engine.garp import GarpSender
@@ -430,33 +430,34 @@ class Daemon:
         path = self._state_file()
         if path is None:
             return
-        doc = {"all": self._drain_all, "vips": [str(v.ip) for v in self.node.drained()]}
+        state = drained_state.Drained(self._drain_all, tuple(v.ip for v in self.node.drained()))
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(doc) + "\n")
-            tmp.replace(path)
+            drained_state.save(path, state)
         except OSError as e:
             log.error("cannot save the drained state to %s: %s", path, e)
 
     def _restore_drained(self, now: float) -> None:
-        """A host drained for maintenance stays drained across restarts until undrained."""
+        """A host drained for maintenance stays drained across restarts until undrained. A file
+        that cannot be used is logged and ignored: the host takes part normally."""
         path = self._state_file()
-        if path is None or not path.exists():
+        if path is None:
             return
         try:
-            doc = json.loads(path.read_text())
-            vips = [IPv4Address(a) for a in doc.get("vips", [])]
-            drain_all = bool(doc.get("all", False))
-        except (OSError, ValueError) as e:
+            state = drained_state.load(path)
+        except drained_state.StateError as e:
             log.error("ignoring the drained state in %s: %s", path, e)
             return
-        self._drain_all = drain_all
-        if drain_all:
+        if state is None:
+            return
+        self._drain_all = state.all
+        if state.all:
             log.info("still drained (every VIP): `iprotate undrain` to take part again")
             self._emit(self.node.drain(now))
             return
-        for ip in vips:
+        for ip in state.vips:
+            if all(v.ip != ip for v in self.node.vips.values()):
+                log.warning("drained state: %s is no longer a VIP of the plan; ignored", ip)
+                continue
             log.info("%s still drained: `iprotate undrain --vip %s` to take it back", ip, ip)
             self._emit(self.node.drain(now, ip))
 
