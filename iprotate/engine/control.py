@@ -24,6 +24,7 @@ log = logging.getLogger("iprotate")
 
 DEFAULT_SOCKET = "/run/iprotate/iprotate.sock"
 MAX_REQUEST = 64 * 1024
+REQUEST_TIMEOUT = 5.0  # seconds for a client to send its line
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -75,7 +76,9 @@ class ControlServer:
             p.unlink()  # a socket left by a killed run
         old = os.umask(0o177)  # never world-connectable, not even for an instant
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=self.path)
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=self.path, limit=MAX_REQUEST
+            )
         finally:
             os.umask(old)
         if self.group is not None:
@@ -97,21 +100,39 @@ class ControlServer:
                 log.warning("control: refused a request from uid %d", uid)
                 answer: dict[str, Any] = {"ok": False, "error": "permission denied"}
             else:
-                line = await asyncio.wait_for(reader.readline(), 5.0)
-                try:
-                    request = json.loads(line[:MAX_REQUEST])
-                    if not isinstance(request, dict):
-                        raise ValueError("not an object")
-                except ValueError as e:
-                    answer = {"ok": False, "error": f"bad request: {e}"}
-                else:
-                    answer = await self.handler(request)
+                answer = await self._answer(reader)
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
         except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
             log.debug("control: connection failed: %s", e)
         finally:
             writer.close()
+
+    async def _answer(self, reader: asyncio.StreamReader) -> dict[str, Any]:
+        """One request line in, one answer out; whatever comes in, an answer (never a
+        traceback): too long, no newline in time, not JSON, nested too deeply, or the handler
+        failing."""
+        try:
+            line = await asyncio.wait_for(reader.readuntil(b"\n"), REQUEST_TIMEOUT)
+        except asyncio.LimitOverrunError:
+            return {"ok": False, "error": f"bad request: longer than {MAX_REQUEST} bytes"}
+        except asyncio.IncompleteReadError as e:
+            if not e.partial:
+                raise
+            line = e.partial  # the client closed its side without a newline: take what came
+        except TimeoutError:
+            return {"ok": False, "error": f"bad request: no complete line in {REQUEST_TIMEOUT:g} s"}
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("not an object")
+        except (ValueError, RecursionError) as e:
+            return {"ok": False, "error": f"bad request: {str(e)[:200]}"}
+        try:
+            return await self.handler(request)
+        except Exception as e:  # a bug answers an error and is logged; the daemon carries on
+            log.exception("control: request %.200r failed", request)
+            return {"ok": False, "error": f"internal error: {type(e).__name__}"}
 
 
 def request(path: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:

@@ -99,6 +99,7 @@ class Daemon:
         self._adv_index = 0
         self._takeover_started: dict[tuple[IPv4Address, int], float] = {}
         self._drain_all = False
+        self._reloading = False
         self._drift_logged: dict[tuple[tuple[IPv4Address, int], IPv4Address], float] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -199,15 +200,27 @@ class Daemon:
         path = self.options.cluster_file
         if path is None:
             return {"ok": False, "error": "no cluster file to reload"}
+        if self._reloading:
+            return {"ok": False, "error": "a reload is already running"}
+        self._reloading = True
         self.notifier.reloading()
         try:
-            plan = make_plan(load_cluster(path))
+            # In a thread: a big or hostile file takes seconds to check and plan, and adverts
+            # must go on meanwhile (the loader bounds what a file may ask for).
+            plan = await asyncio.to_thread(_load_plan, path)
             plan.cluster.host(self.host.name)
-        except (ClusterError, KeyError) as e:
-            msg = f"host {self.host.name} is not in the new file" if isinstance(e, KeyError) else e
+        except Exception as e:  # whatever went wrong, the running plan stays
+            if isinstance(e, KeyError):
+                msg = f"host {self.host.name} is not in the new file"
+            elif isinstance(e, ClusterError):
+                msg = str(e)
+            else:
+                msg = f"{type(e).__name__}: {e}"
             log.error("reload refused, the running plan stays: %s", msg)
             self.notifier.ready("reload refused")
             return {"ok": False, "error": f"reload refused: {msg}"}
+        finally:
+            self._reloading = False
         new = plan.cluster.host(self.host.name)
         if (new.address, new.interface, new.vip_interface) != (
             self.host.address,
@@ -400,8 +413,11 @@ class Daemon:
             return {"ok": True, "status": build_status(self.node, loop.time())}
         if cmd in ("drain", "undrain"):
             only = req.get("vip")
+            if only is not None and not isinstance(only, str):
+                return {"ok": False, "error": "vip must be an address, or absent for every VIP"}
             try:
-                ip = IPv4Address(str(only).split("/")[0]) if only else None
+                # "" is no address: it must never mean "every VIP".
+                ip = IPv4Address(only.split("/")[0]) if only is not None else None
             except ValueError:
                 return {"ok": False, "error": f"{only!r} is not an IPv4 address"}
             if ip is not None and all(v.ip != ip for v in self.node.vips.values()):
@@ -538,6 +554,10 @@ async def remove_vips(plan: Plan, host: str, ipr: AsyncIPRoute | None = None) ->
     finally:
         if own:
             ipr.close()
+
+
+def _load_plan(path: str) -> Plan:
+    return make_plan(load_cluster(path))
 
 
 def _wall_offset() -> float:
