@@ -328,6 +328,8 @@ class Daemon:
     def link_changed(self, name: str, old: LinkState, new: LinkState) -> None:
         """Feed the node what happened to the advert and/or VIP interface called `name`."""
         now = asyncio.get_running_loop().time()
+        # VIPs on the advert interface: one link, and ignore_ifstate covers it (as ucarp's -S).
+        same = self.host.vip_interface == self.host.interface
         for vip in (False, True):
             if name != (self.host.vip_interface if vip else self.host.interface):
                 continue
@@ -336,10 +338,14 @@ class Daemon:
             if new.index is not None and new.index != index:
                 # Deleted and created again: what held the old index is deaf and mute. Down (the
                 # hold-down applies when it comes back), then rebuilt on the new index.
-                log.warning("%s: re-created (index %d -> %d): rebuilding", name, index, new.index)
-                self._feed_link(vip, False, f"{name}: {role} down (re-created)", now)
+                if not (vip and same):
+                    log.warning("%s: re-created (index %d -> %d): rebuilding", name, index,
+                                new.index)  # fmt: skip
+                if not (vip and same):
+                    self._feed_link(vip, False, f"{name}: {role} down (re-created)", now)
                 self._rebuild(vip, new.index)
-            self._feed_link(vip, new.up, f"{name}: {role} {'up' if new.up else 'down'}", now)
+            if not (vip and same):
+                self._feed_link(vip, new.up, f"{name}: {role} {'up' if new.up else 'down'}", now)
 
     def _feed_link(self, vip: bool, up: bool, line: str, now: float) -> None:
         if self._links_up[vip] == up:
