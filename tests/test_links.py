@@ -5,6 +5,8 @@ after an admin down/up. In none of them may a VIP stay on two hosts or on none b
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
 
@@ -83,11 +85,22 @@ def test_netlink_storm_is_survived(make_lab: Callable[..., Lab]) -> None:
     batch = lab.workdir / "storm.batch"
     batch.write_text("\n".join(cmds) + "\n")
     lab.seg.run(host, "ip", "link", "add", "spare0", "type", "veth", "peer", "name", "spare1")
-    lab.seg.run(host, "ip", "-batch", str(batch))
-    time.sleep(0.5)
+    # Frozen while the storm lasts (well under D), so its socket overflows for certain.
+    # The VIP deleted behind the master's back at the end: that event is lost in the overflow,
+    # the resynchronisation finds the VIP missing and puts it back.
+    v = next(v for v in lab.plan.vips if v.owner == host)
+    (proc,) = lab.procs[host]
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        lab.seg.run(host, "ip", "-batch", str(batch))
+        lab.seg.run(host, "ip", "addr", "del", str(v.address), "dev", "eth1")
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    log = lab.workdir / f"{host}.log"
+    wait_for(lambda: "overflowed (ENOBUFS)" in log.read_text(), 2.0)
+    wait_for(lambda: str(v.address) in lab.seg.addresses(host), 2.0)
     assert lab.running(host)
     # Still watching: a VIP deleted behind the master's back is put back...
-    v = next(v for v in lab.plan.vips if v.owner == host)
     lab.seg.run(host, "ip", "addr", "del", str(v.address), "dev", "eth1")
     wait_for(lambda: str(v.address) in lab.seg.addresses(host), 2.0)
     # ...and a pulled cable is noticed: the host lets go and the other one takes over.
@@ -95,7 +108,7 @@ def test_netlink_storm_is_survived(make_lab: Callable[..., Lab]) -> None:
     wait_for(lambda: not vips_on(lab, host), 2.0)
     wait_for(settled(lab, {host}), 10.0)
     counters = status_counters(lab, host)
-    assert counters.get("addresses_restored", 0) >= 1
+    assert counters.get("addresses_restored", 0) >= 2
 
 
 def test_stray_vip_is_removed(make_lab: Callable[..., Lab]) -> None:
