@@ -37,6 +37,20 @@ def test_vip_link_loss_moves_the_vips_and_they_come_back(make_lab: Callable[...,
     assert lab.running(host)
 
 
+def test_vip_interface_recreated_rejoins(make_lab: Callable[..., Lab]) -> None:
+    lab = make_lab(hosts=2, vips=4, vip_interface=True, run_args=("--hold-down", "1"))
+    lab.start_all()
+    wait_for(settled(lab), 10.0)
+    host = lab.names[0]
+    lab.seg.run(host, "ip", "link", "del", "eth2")
+    took = wait_for(settled(lab, {host}), 10.0)  # the farewell on eth1: no need to wait for D
+    assert took <= takeover_bound(lab, host) + MARGIN
+    lab.seg.plug(host, "eth2", "198.51.100.101/32", "br1")
+    # Its addresses go on the new interface: it takes its VIPs back after the hold-down.
+    wait_for(settled(lab), 10.0)
+    assert "failed" not in (lab.workdir / f"{host}.log").read_text()
+
+
 def test_ignore_ifstate_keeps_serving_when_the_peer_powers_off(
     make_lab: Callable[..., Lab],
 ) -> None:

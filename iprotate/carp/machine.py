@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 A machine is sans-I/O: it owns no socket and reads no clock. The shell feeds it events with the
-current monotonic time `now` (`start`, `advert`, `timer`, `link`, `drain`, `undrain`, `stop`) and
+current monotonic time `now` (`start`, `advert`, `timer`, `link`, `drain`, `undrain`, `stop`,
+`address_gone`, `address_present`) and
 performs the actions it returns, in order (send an advert, add or delete the address, send a
 gratuitous ARP). After every event the shell reads `deadline` and calls `timer(now)` no later than
 that. Transitions come back as `Transition` actions so the shell can log them; it decides nothing.

@@ -214,9 +214,10 @@ class Segment:
             pass
 
     def addresses(self, name: str, interface: str | None = None) -> list[str]:
-        """The IPv4 addresses (with prefix) on the member's interface."""
+        """The IPv4 addresses (with prefix) on the member's interface (none if it is gone)."""
         m = self.members[name]
-        out = ip("-n", m.netns, "-o", "-4", "addr", "show", "dev", interface or m.interface)
+        dev = interface or m.interface
+        out = ip("-n", m.netns, "-o", "-4", "addr", "show", "dev", dev, check=False)
         return [line.split()[3] for line in out.splitlines()]
 
     # --- teardown ----------------------------------------------------------------------------
