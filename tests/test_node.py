@@ -187,3 +187,16 @@ def test_vip_link_and_ignore_ifstate_reach_every_machine() -> None:
     assert sum(isinstance(e.action, DelAddress) for e in effects) == len(node.machines)
     r = node.reload(p, 11.0, 200)
     assert r == [] and all(m.cfg.ignore_ifstate for m in node.machines.values())
+
+
+def test_a_vip_joining_by_reload_while_a_link_is_down_does_not_take_over() -> None:
+    small = plan(vips=[{"pool": "203.0.113.10-203.0.113.11/24"}])
+    node = Node.build(small, "h0", counter_seed=100)
+    node.start(0.0)
+    node.link(False, 1.0, vip=True)
+    node.reload(plan(), 2.0, 200)
+    settle(node, 30.0)
+    assert all(m.state is State.BACKUP for m in node.machines.values())
+    node.link(True, 31.0, vip=True)
+    settle(node, 40.0)
+    assert all(m.state is State.MASTER for m in node.machines.values())

@@ -97,6 +97,7 @@ class Node:
     stagger: float = 0.0
     garp_refresh: float = 0.0
     ignore_ifstate: bool = False
+    links_up: dict[bool, bool] = field(default_factory=lambda: {False: True, True: True})
     counters: Counter[str] = field(default_factory=Counter)
     seen: dict[Key, dict[IPv4Address, Seen]] = field(default_factory=dict)
     drift: dict[tuple[Key, IPv4Address], Drift] = field(default_factory=dict)
@@ -159,6 +160,7 @@ class Node:
 
     def link(self, up: bool, now: float, vip: bool = False) -> list[Effect]:
         """The advert interface (or with `vip`, the VIP interface) went down or came back."""
+        self.links_up[vip] = up
         return self._all(lambda m, i: m.link(up, now, self._preempt_after(now, i), vip))
 
     def address_gone(self, now: float, ip: IPv4Address) -> list[Effect]:
@@ -233,6 +235,8 @@ class Node:
                 out += self._effects(key, m.reconfigure(cfg, now))
             else:
                 m = self.machines[key] = CarpMachine(cfg, counter=counter_seed)
+                # A VIP that joins while a link is down must not take over on it.
+                m.advert_link_up, m.vip_link_up = self.links_up[False], self.links_up[True]
                 out += self._effects(key, m.start(now, self._preempt_after(now, joined)))
                 joined += 1
         return out

@@ -34,7 +34,7 @@ RTMGRP_IPV4_IFADDR = 0x10
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
 IFLA_IFNAME = 3
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 IFF_RUNNING = 0x40
@@ -100,6 +100,7 @@ class LinkWatcher:
         self._seq = 0
         self._dumping: int | None = None  # the request type of the dump in progress
         self._dump_links: set[str] = set()
+        self._dump_intr = False  # the kernel says the dump in progress may be inconsistent
         self._dump_addrs: dict[int, set[IPv4Address]] = {}
         self.synced = asyncio.Event()  # set after the first complete dump
 
@@ -119,6 +120,7 @@ class LinkWatcher:
                 self.resyncs += 1
             finally:
                 self.close()
+            await asyncio.sleep(0.01)  # a socket that keeps failing must not spin the loop
 
     def close(self) -> None:
         if self._sock is not None:
@@ -146,6 +148,7 @@ class LinkWatcher:
         assert self._sock is not None
         self._seq += 1
         self._dumping = kind
+        self._dump_intr = False
         if kind == RTM_GETLINK:
             self._dump_links = set()
             body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
@@ -164,11 +167,13 @@ class LinkWatcher:
     def _messages(self, data: bytes) -> None:
         at = 0
         while at + _NLMSG.size <= len(data):
-            length, kind, _, seq, _ = _NLMSG.unpack_from(data, at)
+            length, kind, flags, seq, _ = _NLMSG.unpack_from(data, at)
             if length < _NLMSG.size:
                 return
             body, end = at + _NLMSG.size, at + length
             dumped = self._dumping is not None and seq == self._seq
+            if dumped and flags & NLM_F_DUMP_INTR:
+                self._dump_intr = True
             if kind == NLMSG_DONE and dumped:
                 self._dump_done()
             elif kind == NLMSG_ERROR and dumped:
@@ -181,6 +186,10 @@ class LinkWatcher:
             at += (length + 3) & ~3
 
     def _dump_done(self) -> None:
+        if self._dump_intr:  # changed while dumping: the events said what changed, but redo it
+            assert self._dumping is not None
+            self._dump(self._dumping)
+            return
         if self._dumping == RTM_GETLINK:
             for name in self.names:
                 if name not in self._dump_links:
