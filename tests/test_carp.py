@@ -43,6 +43,7 @@ def make(
     dead_ratio: int = 3,
     preempt: bool = True,
     garp_refresh: float = 0.0,
+    ignore_ifstate: bool = False,
 ) -> CarpMachine:
     cfg = MachineConfig(
         vip=VIP,
@@ -53,6 +54,7 @@ def make(
         dead_ratio=dead_ratio,
         preempt=preempt,
         garp_refresh=garp_refresh,
+        ignore_ifstate=ignore_ifstate,
     )
     return CarpMachine(cfg=cfg)
 
@@ -369,6 +371,59 @@ def test_link_changes_before_start():
     assert m.deadline is None
     m.link(True, 2.0)
     assert m.deadline == pytest.approx(2.0 + 3.25)
+
+
+def test_vip_link_down_master_says_farewell_and_releases():
+    m = make(advbase=1, advskew=64)
+    t0 = as_master(m)
+    out = m.link(False, t0 + 1, vip=True)
+    assert kinds(out) == [SendAdvert, Transition, DelAddress]
+    assert (out[0].advbase, out[0].advskew) == FAREWELL
+    assert m.state is State.BACKUP and m.deadline is None
+    assert not m.link_up
+    # It cannot serve: no takeover, whatever it hears or however long it waits.
+    assert m.advert(t0 + 2, PEER, *FAREWELL) == []
+    assert m.timer(t0 + 100) == []
+    # The advert link going down and up meanwhile does not bring it back.
+    assert m.link(False, t0 + 101) == []
+    assert m.link(True, t0 + 102) == []
+    assert m.deadline is None
+    out = m.link(True, t0 + 103, preempt_after=t0 + 110, vip=True)
+    assert out == [] and m.state is State.BACKUP
+    assert m.deadline == pytest.approx(t0 + 103 + 3.25)
+    assert m.preempt_after == t0 + 110
+
+
+def test_advert_link_down_master_sends_nothing():
+    m = make(advbase=1, advskew=64)
+    t0 = as_master(m)
+    out = m.link(False, t0 + 1)
+    assert kinds(out) == [Transition, DelAddress]  # no farewell: the link cannot carry it
+
+
+def test_ignore_ifstate_keeps_serving_without_advert_carrier():
+    m = make(advbase=1, advskew=64, ignore_ifstate=True)
+    t0 = as_master(m)
+    assert m.link(False, t0 + 1) == []
+    assert m.state is State.MASTER
+    assert adverts(m.timer(t0 + 2))  # keeps advertising (a peer may come back)
+    # A backup keeps its timer and takes over when the peer is silent.
+    b = started(make(advbase=1, advskew=64, ignore_ifstate=True))
+    assert b.link(False, 0.5) == []
+    assert b.deadline == pytest.approx(3.25)
+    # The VIP link still counts.
+    out = m.link(False, t0 + 3, vip=True)
+    assert State.BACKUP is m.state and DelAddress() in out
+
+
+def test_stray_address_is_removed_unless_master():
+    m = make()
+    assert m.address_present(0.0) == []  # INIT: start-up cleanup's business
+    m.start(0.0)
+    assert m.address_present(0.5) == [DelAddress()]
+    m2 = make()
+    t = as_master(m2)
+    assert m2.address_present(t + 0.1) == []  # our own add, seen while master
 
 
 # --- hold-down --------------------------------------------------------------------------------

@@ -888,6 +888,7 @@ def test_inline_password_in_a_file_others_can_read_is_a_warning(tmp_path: Path) 
         ({"garp_refresh": True}, "run.garp_refresh"),
         ({"metrics": 9650}, "run.metrics"),
         ({"holddown": 3}, "run.holddown"),
+        ({"ignore_ifstate": "yes"}, "run.ignore_ifstate"),
     ],
 )
 def test_run_table_errors(run: dict[str, Any], key: str) -> None:
@@ -912,6 +913,9 @@ def test_run_table_defaults_and_values() -> None:
     doc["run"] = {"hold_down": 0, "metrics": "127.0.0.1:9650", "control_group": "root"}
     run = parse_cluster(doc, "t.toml").run
     assert (run.hold_down, run.metrics, run.control_group) == (0.0, "127.0.0.1:9650", "root")
+    assert run.ignore_ifstate is False
+    doc["run"] = {"ignore_ifstate": True}
+    assert parse_cluster(doc, "t.toml").run.ignore_ifstate is True
 
 
 def test_a_pool_of_host_addresses() -> None:

@@ -217,3 +217,45 @@ def test_reload_touches_only_what_changed() -> None:
             assert v.address not in touched
             assert node.machines[key].state is State.MASTER
     assert not any(isinstance(e.action, AddAddress) for e in effects)
+
+
+def test_stray_vips_are_removed_from_a_backup_and_a_non_participant() -> None:
+    p = plan(hosts=4, vips=[{"pool": "203.0.113.10-203.0.113.17/24"}])
+    node = Node.build(p, "h0")
+    node.start(0.0)
+    mine = next(v for v in p.vips if "h0" in v.order)
+    effects = node.address_present(0.5, mine.ip)
+    assert [(e.vip, e.action) for e in effects] == [(mine, DelAddress())]
+    others = [v for v in p.vips if "h0" not in v.order]
+    if others:
+        effects = node.address_present(0.5, others[0].ip)
+        assert [(e.vip, e.action) for e in effects] == [(others[0], DelAddress())]
+    assert node.address_present(0.5, IPv4Address("203.0.113.99")) == []
+    settle(node, 10.0)
+    assert node.address_present(10.0, mine.ip) == []  # master now: it is ours
+
+
+def test_vip_link_and_ignore_ifstate_reach_every_machine() -> None:
+    p = plan()
+    node = Node.build(p, "h0", ignore_ifstate=True)
+    node.start(0.0)
+    settle(node, 10.0)
+    assert node.link(False, 10.0) == []  # advert carrier ignored
+    effects = node.link(False, 10.5, vip=True)
+    assert all(m.state is State.BACKUP for m in node.machines.values())
+    assert sum(isinstance(e.action, DelAddress) for e in effects) == len(node.machines)
+    r = node.reload(p, 11.0)
+    assert r == [] and all(m.cfg.ignore_ifstate for m in node.machines.values())
+
+
+def test_a_vip_joining_by_reload_while_a_link_is_down_does_not_take_over() -> None:
+    small = plan(vips=[{"pool": "203.0.113.10-203.0.113.11/24"}])
+    node = Node.build(small, "h0")
+    node.start(0.0)
+    node.link(False, 1.0, vip=True)
+    node.reload(plan(), 2.0)
+    settle(node, 30.0)
+    assert all(m.state is State.BACKUP for m in node.machines.values())
+    node.link(True, 31.0, vip=True)
+    settle(node, 40.0)
+    assert all(m.state is State.MASTER for m in node.machines.values())

@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 A machine is sans-I/O: it owns no socket and reads no clock. The shell feeds it events with the
-current monotonic time `now` (`start`, `advert`, `timer`, `link`, `drain`, `undrain`, `stop`) and
+current monotonic time `now` (`start`, `advert`, `timer`, `link`, `drain`, `undrain`, `stop`,
+`address_gone`, `address_present`) and
 performs the actions it returns, in order (send an advert, add or delete the address, send a
 gratuitous ARP). After every event the shell reads `deadline` and calls `timer(now)` no later than
 that. Transitions come back as `Transition` actions so the shell can log them; it decides nothing.
@@ -24,7 +25,20 @@ States follow ucarp 1.5.2 as measured (CARP.md):
 
 What iprotate adds, each kept to the same three states:
 
-- Link down forces BACKUP with no timers (the address is released); link up rejoins as BACKUP.
+- Links: a machine watches two of them, the advert link (where adverts flow) and the VIP link
+  (where the address lives; often the same interface). It can serve only while its VIP link is
+  up and its advert link is up, or ignored (`ignore_ifstate`, ucarp's -S: a back-to-back link loses
+  carrier when the peer powers off, and the survivor must keep serving then). A machine that
+  cannot serve is forced to BACKUP with no timers (the address is released) and ignores adverts;
+  when it can serve again it rejoins as BACKUP with D armed and the hold-down. A master that loses
+  only its VIP link can still speak on the advert link, so it sends the farewell (255/255) as
+  `stop` does: every backup takes over at once (a native one after advskew/1024 s) instead of
+  after D, the fastest correct takeover; a master that loses its advert link cannot tell anyone,
+  and the next host takes over when D expires. Gratuitous ARPs are sent only by a master, and a
+  machine is master only while its links are up, so a GARP never goes out on a link that is down;
+  after a link comes back the next takeover sends them.
+- Stray address: the VIP present on our interface while we are BACKUP (added by hand, left
+  behind) makes two hosts answer ARP: `address_present` removes it.
 - Hold-down: after start or link up, preemption waits until `preempt_after` (a hold-down plus a
   per-VIP stagger chosen by the shell), so a flapping host does not drag addresses back and forth.
   A master-down timeout still takes over at once: an unserved VIP is never left waiting.
@@ -118,6 +132,7 @@ class MachineConfig:
     dead_ratio: int = 3
     preempt: bool = True
     garp_refresh: float = 0.0  # seconds between gratuitous ARPs while master; 0: only ucarp's two
+    ignore_ifstate: bool = False  # ucarp's -S: serve even while the advert link has no carrier
 
 
 def _tiebreak(addr: IPv4Address) -> int:
@@ -134,7 +149,8 @@ class CarpMachine:
 
     cfg: MachineConfig
     state: State = State.INIT
-    link_up: bool = True
+    advert_link_up: bool = True
+    vip_link_up: bool = True
     drained: bool = False
     preempt_after: float = 0.0
     since: float = 0.0
@@ -161,6 +177,11 @@ class CarpMachine:
     @property
     def down_timeout(self) -> float:
         return master_down(self.cfg.advbase, self.advskew, self.cfg.dead_ratio)
+
+    @property
+    def link_up(self) -> bool:
+        """Whether this machine may serve: its VIP link up, its advert link up or ignored."""
+        return self.vip_link_up and (self.advert_link_up or self.cfg.ignore_ifstate)
 
     @property
     def deadline(self) -> float | None:
@@ -243,19 +264,28 @@ class CarpMachine:
             self._garp_at = now + refresh if refresh > 0 else None
         return out
 
-    def link(self, up: bool, now: float, preempt_after: float | None = None) -> list[Action]:
-        """The advert interface lost or regained carrier."""
-        if up == self.link_up:
+    def link(
+        self, up: bool, now: float, preempt_after: float | None = None, vip: bool = False
+    ) -> list[Action]:
+        """The advert link (or with `vip`, the VIP link) lost or regained carrier."""
+        could = self.link_up
+        if vip:
+            self.vip_link_up = up
+        else:
+            self.advert_link_up = up
+        which = "VIP link" if vip else "link"
+        if self.link_up == could or self.state is State.INIT:
             return []
-        self.link_up = up
-        if self.state is State.INIT:
-            return []
-        if not up:
-            out = self._to_backup(now, "link down")
+        if not self.link_up:
+            out: list[Action] = []
+            if self.state is State.MASTER and self.advert_link_up:
+                # We can still tell the backups: the farewell makes them take over now, not in D.
+                out.append(SendAdvert(FAREWELL_ADVBASE, FAREWELL_ADVSKEW))
+            out += self._to_backup(now, f"{which} down")
             self._down_at = None
             return out
         self.preempt_after = now if preempt_after is None else preempt_after
-        return self._to_backup(now, "link up")
+        return self._to_backup(now, f"{which} up")
 
     def drain(self, now: float) -> list[Action]:
         """Hand the VIP to the next host, make-before-break, and stay out of the way."""
@@ -292,6 +322,13 @@ class CarpMachine:
         if self.state is not State.MASTER:
             return []
         return [AddAddress(), SendGarp()]
+
+    def address_present(self, now: float) -> list[Action]:
+        """Our address is on the interface. Only a master may hold it: on a backup (added by
+        hand, or left behind) it makes two hosts answer ARP, so it is removed."""
+        if self.state is State.BACKUP:
+            return [DelAddress()]
+        return []
 
     def reconfigure(self, cfg: MachineConfig, now: float) -> list[Action]:
         """A reload changed this VIP's priorities (same VIP and vhid). No transition here: a

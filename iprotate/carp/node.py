@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from iprotate.carp import codec
-from iprotate.carp.machine import Action, CarpMachine, MachineConfig, SendAdvert, State, Transition
+from iprotate.carp.machine import (
+    Action,
+    CarpMachine,
+    DelAddress,
+    MachineConfig,
+    SendAdvert,
+    State,
+    Transition,
+)
 from iprotate.carp.native_auth import NativeAuth, Verdict, derive_key
 from iprotate.plan.model import Plan, VipPlan
 from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW
@@ -28,7 +36,9 @@ MAX_STRANGERS = 16
 Step = Callable[[CarpMachine, int], list[Action]]
 
 
-def machine_configs(plan: Plan, host: str, garp_refresh: float = 0.0) -> dict[Key, MachineConfig]:
+def machine_configs(
+    plan: Plan, host: str, garp_refresh: float = 0.0, ignore_ifstate: bool = False
+) -> dict[Key, MachineConfig]:
     """The CARP configuration of every VIP `host` takes part in, with the plan's priorities."""
     c = plan.cluster
     me = c.host(host)
@@ -42,6 +52,7 @@ def machine_configs(plan: Plan, host: str, garp_refresh: float = 0.0) -> dict[Ke
             dead_ratio=c.dead_ratio,
             preempt=v.preempt_of(host),
             garp_refresh=garp_refresh,
+            ignore_ifstate=ignore_ifstate,
         )
         for v in plan.vips
         if host in v.order
@@ -96,6 +107,8 @@ class Node:
     stagger: float = 0.0
     garp_refresh: float = 0.0
     wall_offset: float = 0.0  # add to `now` for wall-clock seconds (the counters' floor)
+    ignore_ifstate: bool = False
+    links_up: dict[bool, bool] = field(default_factory=lambda: {False: True, True: True})
     counters: Counter[str] = field(default_factory=Counter)
     seen: dict[Key, dict[IPv4Address, Seen]] = field(default_factory=dict)
     drift: dict[tuple[Key, IPv4Address], Drift] = field(default_factory=dict)
@@ -130,6 +143,7 @@ class Node:
         hold_down: float = 0.0,
         stagger: float = 0.0,
         garp_refresh: float = 0.0,
+        ignore_ifstate: bool = False,
     ) -> Node:
         """Machines for every VIP `host` takes part in, with the plan's priorities.
 
@@ -137,9 +151,20 @@ class Node:
         counters this host sends (carp.native_auth)."""
         vips = {(v.group, v.vhid): v for v in plan.vips}
         machines = {
-            key: CarpMachine(cfg) for key, cfg in machine_configs(plan, host, garp_refresh).items()
+            key: CarpMachine(cfg)
+            for key, cfg in machine_configs(plan, host, garp_refresh, ignore_ifstate).items()
         }
-        return cls(plan, host, machines, vips, hold_down, stagger, garp_refresh, wall_offset)
+        return cls(
+            plan,
+            host,
+            machines,
+            vips,
+            hold_down=hold_down,
+            stagger=stagger,
+            garp_refresh=garp_refresh,
+            wall_offset=wall_offset,
+            ignore_ifstate=ignore_ifstate,
+        )
 
     @property
     def address(self) -> IPv4Address:
@@ -161,13 +186,28 @@ class Node:
     def undrain(self, now: float, only: IPv4Address | None = None) -> list[Effect]:
         return self._all(now, lambda m, i: m.undrain(now, self._preempt_after(now, i)), only)
 
-    def link(self, up: bool, now: float) -> list[Effect]:
-        """The advert interface went down or came back."""
-        return self._all(now, lambda m, i: m.link(up, now, self._preempt_after(now, i)))
+    def link(self, up: bool, now: float, vip: bool = False) -> list[Effect]:
+        """The advert interface (or with `vip`, the VIP interface) went down or came back."""
+        self.links_up[vip] = up
+        return self._all(now, lambda m, i: m.link(up, now, self._preempt_after(now, i), vip))
 
     def address_gone(self, now: float, ip: IPv4Address) -> list[Effect]:
         """An address was removed from the VIP interface (by us or by someone else)."""
         return self._all(now, lambda m, i: m.address_gone(now), ip)
+
+    def address_present(self, now: float, ip: IPv4Address) -> list[Effect]:
+        """A planned VIP is on the VIP interface. Unless its machine here is master it must go:
+        a VIP this host takes no part in is never ours to hold."""
+        out: list[Effect] = []
+        for key, v in self.vips.items():
+            if v.ip != ip:
+                continue
+            m = self.machines.get(key)
+            if m is None:
+                out.append(Effect(v, DelAddress()))
+            else:
+                out += self._effects(key, m.address_present(now), now)
+        return out
 
     def packet(self, now: float, data: bytes) -> list[Effect]:
         """A packet read from the CARP socket. Bad ones are dropped and counted."""
@@ -219,7 +259,7 @@ class Node:
         """Apply a new plan: unchanged VIPs are not touched, changed priorities are applied in
         place, VIPs this host no longer takes part in are released, new ones join."""
         old_vips = self.vips
-        new_cfgs = machine_configs(plan, self.host, self.garp_refresh)
+        new_cfgs = machine_configs(plan, self.host, self.garp_refresh, self.ignore_ifstate)
         new_vips = {(v.group, v.vhid): v for v in plan.vips}
         out: list[Effect] = []
         for key in list(self.machines):
@@ -241,6 +281,8 @@ class Node:
                 out += self._effects(key, m.reconfigure(cfg, now), now)
             else:
                 m = self.machines[key] = CarpMachine(cfg)
+                # A VIP that joins while a link is down must not take over on it.
+                m.advert_link_up, m.vip_link_up = self.links_up[False], self.links_up[True]
                 out += self._effects(key, m.start(now, self._preempt_after(now, joined)), now)
                 joined += 1
         return out

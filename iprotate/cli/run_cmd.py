@@ -12,7 +12,7 @@ import click
 
 from iprotate.cli import main
 from iprotate.cli.common import check_host, cluster_file, load_plan
-from iprotate.engine.daemon import Daemon, RunOptions, StartError, find_host
+from iprotate.engine.daemon import Daemon, DaemonFailed, RunOptions, StartError, find_host
 
 
 def local_addresses() -> list[IPv4Address]:
@@ -50,6 +50,12 @@ def local_addresses() -> list[IPv4Address]:
     metavar="ADDR",
     help="Serve Prometheus metrics on ADDR, e.g. 127.0.0.1:9650 [run.metrics].",
 )
+@click.option(
+    "--ignore-ifstate",
+    is_flag=True,
+    default=None,
+    help="Keep serving when the advert interface loses carrier (ucarp -S) [run.ignore_ifstate].",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log dropped packets too.")
 def run(
     cluster_file: str,
@@ -60,6 +66,7 @@ def run(
     control_socket: str | None,
     state_dir: str | None,
     metrics: str | None,
+    ignore_ifstate: bool | None,
     verbose: bool,
 ) -> None:  # fmt: skip
     """Run this host's part of the plan: one CARP machine per VIP it takes part in.
@@ -79,6 +86,7 @@ def run(
         "control_socket": control_socket,
         "state_dir": state_dir,
         "metrics": metrics,
+        "ignore_ifstate": ignore_ifstate,
     }
     settings = dataclasses.replace(cluster.run, **{k: v for k, v in given.items() if v is not None})
     options = RunOptions(
@@ -91,6 +99,7 @@ def run(
         metrics=settings.metrics or None,
         hook_timeout=settings.hook_timeout,
         cluster_file=cluster_file,
+        ignore_ifstate=settings.ignore_ifstate,
     )
     try:
         if host is None:
@@ -98,7 +107,7 @@ def run(
         else:
             check_host(plan, host)
         asyncio.run(Daemon(plan, host, options).run())
-    except StartError as e:
+    except (StartError, DaemonFailed) as e:
         click.echo(f"error: {e}", err=True)
         raise SystemExit(1) from None
     except PermissionError as e:

@@ -44,7 +44,7 @@ VIP_KEYS = {"address", "pool", "vhid", "owner", "group", "up_script", "down_scri
 TOP_KEYS = {"cluster", "hosts", "vips", "run"}
 RUN_KEYS = {
     "hold_down", "stagger", "garp_refresh", "control_socket", "control_group", "state_dir",
-    "metrics", "hook_timeout",
+    "metrics", "hook_timeout", "ignore_ifstate",
 }  # fmt: skip
 
 
@@ -298,6 +298,7 @@ def _run(pr: _Problems, raw: Any) -> RunSettings:
         out[key] = float(v)
     for key in ("control_socket", "state_dir", "control_group", "metrics"):
         out[key] = _opt_str(pr, f"run.{key}", raw.get(key, getattr(d, key)))
+    out["ignore_ifstate"] = _bool(pr, "run.ignore_ifstate", raw.get("ignore_ifstate", False))
     return RunSettings(**out)  # type: ignore[arg-type]
 
 

@@ -54,6 +54,7 @@ class RunSettings:
     state_dir: str | None = "/var/lib/iprotate"  # the drained state survives restarts here
     metrics: str | None = None  # "127.0.0.1:9650": serve Prometheus metrics there
     hook_timeout: float = 10.0
+    ignore_ifstate: bool = False  # ucarp's -S: keep serving when the advert link loses carrier
 
 
 @dataclass(frozen=True)

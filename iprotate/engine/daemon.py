@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pyroute2 import AsyncIPRoute
-from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_LINK
 
 from iprotate.carp import codec
 from iprotate.carp.machine import (
@@ -41,6 +40,7 @@ from iprotate.engine.addresses import AddressSetter
 from iprotate.engine.control import ControlServer
 from iprotate.engine.garp import GarpSender
 from iprotate.engine.hooks import HookRunner, hook_for
+from iprotate.engine.links import LinkState, LinkWatcher
 from iprotate.engine.metrics import serve as serve_metrics
 from iprotate.engine.sdnotify import Notifier
 from iprotate.engine.wire import CarpSocket
@@ -58,6 +58,11 @@ class StartError(Exception):
     """The daemon cannot start (missing interface, no permission): a clear message, exit 1."""
 
 
+class DaemonFailed(Exception):
+    """A background task failed; the daemon stopped cleanly and must exit non-zero (so that its
+    supervisor restarts it)."""
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How the engine runs; the defaults are `[run]` in the cluster file's defaults."""
@@ -71,6 +76,7 @@ class RunOptions:
     metrics: str | None = None  # listen address of the Prometheus exporter
     hook_timeout: float = 10.0
     cluster_file: str | None = None  # re-read on SIGHUP / reload
+    ignore_ifstate: bool = False  # ucarp's -S: serve even without carrier on the advert link
 
 
 class Daemon:
@@ -87,6 +93,7 @@ class Daemon:
             hold_down=self.options.hold_down,
             stagger=self.options.stagger,
             garp_refresh=self.options.garp_refresh,
+            ignore_ifstate=self.options.ignore_ifstate,
         )
         self.socket: CarpSocket | None = None
         self.garp: GarpSender | None = None
@@ -101,18 +108,19 @@ class Daemon:
         self._drain_all = False
         self._reloading = False
         self._drift_logged: dict[tuple[tuple[IPv4Address, int], IPv4Address], float] = {}
+        self._links_up = {False: True, True: True}  # (vip link?) -> up, as the node was told
+        self._failed: str | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         ipr = AsyncIPRoute()
-        watch = AsyncIPRoute()
+        watch = LinkWatcher([self.host.interface, self.host.vip_interface], self)
         control = None
         exporter = None
         tasks: list[asyncio.Task[None]] = []
         try:
-            await watch.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR)
             self._adv_index, running = await self._link(ipr, self.host.interface)
             self._vip_index, _ = await self._link(ipr, self.host.vip_interface)
             self.addresses = AddressSetter(self._vip_index)
@@ -129,9 +137,9 @@ class Daemon:
                     self.options.metrics, lambda: self.node, loop.time, lambda: self.hooks
                 )
             tasks = [
-                asyncio.create_task(self._watch_links(watch)),
-                asyncio.create_task(self._watchdog()),
-                asyncio.create_task(self._drift_reminders()),
+                self._background(watch.run(), "link watcher"),
+                self._background(self._watchdog(), "watchdog"),
+                self._background(self._drift_reminders(), "drift reminders"),
             ]
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stopping.set)
@@ -149,6 +157,7 @@ class Daemon:
             self._emit(self.node.start(now))
             self._restore_drained(now)
             if not running:
+                self._links_up[False] = False
                 self._emit(self.node.link(False, now))
             self.notifier.ready(f"{len(self.node.machines)} VIPs")
             await self._stopping.wait()
@@ -156,6 +165,8 @@ class Daemon:
             await self._hand_over()
             self._emit(self.node.stop(loop.time()))
             await self.hooks.drain(self.options.hook_timeout)
+            if self._failed is not None:
+                raise DaemonFailed(self._failed)
         finally:
             for t in tasks:
                 t.cancel()
@@ -176,6 +187,24 @@ class Daemon:
                 exporter.close()
             ipr.close()
             watch.close()
+
+    def _background(self, coro: Any, what: str) -> asyncio.Task[None]:
+        """A task that may not end silently: if it fails, the daemon logs it, stops cleanly
+        (handing its VIPs over) and exits non-zero, so the supervisor restarts it."""
+        task = asyncio.create_task(coro, name=what)
+
+        def done(t: asyncio.Task[None]) -> None:
+            if t.cancelled():
+                return
+            err = t.exception()
+            if err is None:
+                return  # finished its work (the watchdog has none without systemd)
+            log.error("error: %s failed: %r; stopping", what, err, exc_info=err)
+            self._failed = f"{what} failed: {err!r}"
+            self._stopping.set()
+
+        task.add_done_callback(done)
+        return task
 
     def stop(self) -> None:
         """Ask a running daemon to stop (as SIGTERM does)."""
@@ -314,25 +343,95 @@ class Daemon:
         self._timer = None
         self._emit(self.node.timers(asyncio.get_running_loop().time()))
 
-    async def _watch_links(self, watch: AsyncIPRoute) -> None:
-        running: bool | None = None
-        while True:
-            async for msg in watch.get():
-                event = msg.get("event")
-                if event == "RTM_DELADDR" and msg["index"] == self._vip_index:
-                    self._address_gone(msg)
-                    continue
-                if event not in ("RTM_NEWLINK", "RTM_DELLINK") or msg["index"] != self._adv_index:
-                    continue
-                # A deleted interface is a link that will not come back by itself.
-                up = event == "RTM_NEWLINK" and bool(msg["flags"] & IFF_RUNNING)
-                if up != running:
-                    running = up
-                    log.info("%s: link %s", self.host.interface, "up" if up else "down")
-                    self._emit(self.node.link(up, asyncio.get_running_loop().time()))
+    # --- link watcher events (iprotate.engine.links.LinkEvents) ------------------------------
 
-    def _address_gone(self, msg: Any) -> None:
-        ip = IPv4Address(msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS"))
+    def link_changed(self, name: str, old: LinkState, new: LinkState) -> None:
+        """Feed the node what happened to the advert and/or VIP interface called `name`."""
+        now = asyncio.get_running_loop().time()
+        # VIPs on the advert interface: one link, and ignore_ifstate covers it (as ucarp's -S).
+        same = self.host.vip_interface == self.host.interface
+        for vip in (False, True):
+            if name != (self.host.vip_interface if vip else self.host.interface):
+                continue
+            index = self._vip_index if vip else self._adv_index
+            role = "VIP link" if vip else "link"
+            if new.index is not None and new.index != index:
+                # Deleted and created again: what held the old index is deaf and mute. Down (the
+                # hold-down applies when it comes back), then rebuilt on the new index.
+                if not (vip and same):
+                    log.warning("%s: re-created (index %d -> %d): rebuilding", name, index,
+                                new.index)  # fmt: skip
+                if not (vip and same):
+                    self._feed_link(vip, False, f"{name}: {role} down (re-created)", now)
+                self._rebuild(vip, new.index)
+            if not (vip and same):
+                self._feed_link(vip, new.up, f"{name}: {role} {'up' if new.up else 'down'}", now)
+
+    def _feed_link(self, vip: bool, up: bool, line: str, now: float) -> None:
+        if self._links_up[vip] == up:
+            return
+        self._links_up[vip] = up
+        log.info("%s", line)
+        self._emit(self.node.link(up, now, vip))
+
+    def _rebuild(self, vip: bool, index: int) -> None:
+        """Sockets and requests for an interface's new index (it was re-created)."""
+        try:
+            if vip:
+                self._vip_index = index
+                if self.addresses is not None:
+                    self.addresses.close()
+                self.addresses = AddressSetter(index)
+                if self.garp is not None:
+                    self.garp.close()
+                    self.garp = None
+                promote_secondaries(self.host.vip_interface)
+            else:
+                self._adv_index = index
+                if self.socket is not None:
+                    asyncio.get_running_loop().remove_reader(self.socket.fileno())
+                    self.socket.close()
+                    self.socket = None
+            self._join_groups()
+        except OSError as e:
+            self.node.counters["errors"] += 1
+            log.error("cannot rebuild on the new %s (index %d): %s", "VIP link" if vip else "link",
+                      index, e)  # fmt: skip
+
+    def address_added(self, index: int, address: IPv4Interface) -> None:
+        """A planned VIP on our VIP interface while we are not its master: remove it."""
+        if index != self._vip_index or self.addresses is None:
+            return
+        for e in self.node.address_present(asyncio.get_running_loop().time(), address.ip):
+            m = self.node.machines.get((e.vip.group, e.vip.vhid))
+            state = m.state.value if m is not None else "taking no part in it"
+            try:
+                removed = self.addresses.delete(address)  # as found: its prefix may differ
+            except OSError as err:
+                log.error("%s vhid %d: cannot remove it: %s", e.vip.address, e.vip.vhid, err)
+                continue
+            if removed:  # not our own delete racing the event
+                self.node.counters["addresses_removed_stray"] += 1
+                log.warning(
+                    "%s vhid %d: removed %s, present while %s (two hosts would answer ARP)",
+                    e.vip.address, e.vip.vhid, address, state,
+                )  # fmt: skip
+
+    def address_removed(self, index: int, address: IPv4Interface) -> None:
+        if index == self._vip_index:
+            self._address_gone(address.ip)
+
+    def addresses_dumped(self, index: int, present: set[IPv4Address]) -> None:
+        """After a (re)synchronisation: a VIP we are master of and that is missing was removed
+        while we could not hear it."""
+        if index != self._vip_index:
+            return
+        for key, m in self.node.machines.items():
+            ip = self.node.vips[key].ip
+            if m.state is State.MASTER and ip not in present:
+                self._address_gone(ip)
+
+    def _address_gone(self, ip: IPv4Address) -> None:
         effects = self.node.address_gone(asyncio.get_running_loop().time(), ip)
         if effects:
             self.node.counters["addresses_restored"] += 1

@@ -25,7 +25,7 @@ from typing import Any
 
 from iprotate.cluster.loader import load_cluster
 from iprotate.export.ucarp import DEFAULT_UCARP, UcarpOptions, command, instances
-from iprotate.lab.netns import Segment
+from iprotate.lab.netns import Segment, ip
 from iprotate.plan.model import Plan
 from iprotate.plan.planner import make_plan
 
@@ -38,6 +38,7 @@ CLIENT = "client"
 CLIENT_OCTET = 200
 FIRST_VIP = 10
 PASSWORD = "lab-secret"
+VIP_IFACE = "eth2"
 
 
 def lab_cluster_toml(
@@ -47,6 +48,7 @@ def lab_cluster_toml(
     advbase: int = 1,
     dead_ratio: int = 3,
     extra_cluster: dict[str, Any] | None = None,
+    vip_interface: str | None = None,
 ) -> str:
     """The cluster file of a lab: hosts alpha, bravo, ...; the last `legacy` ones run ucarp."""
     if not 1 <= hosts <= len(NAMES):
@@ -67,6 +69,8 @@ def lab_cluster_toml(
         lines.append(f"{k} = {json.dumps(v)}")
     for i in range(hosts):
         lines += ["", "[[hosts]]", f'name = "{NAMES[i]}"', f'address = "198.51.100.{i + 1}"']
+        if vip_interface:
+            lines.append(f'vip_interface = "{vip_interface}"')
         if i >= hosts - legacy:
             lines.append('engine = "ucarp"')
     last = FIRST_VIP + vips - 1
@@ -86,6 +90,9 @@ class Lab:
     dead_ratio: int = 3
     extra_cluster: dict[str, Any] | None = None
     run_args: tuple[str, ...] = ()
+    # A second interface per host for the VIPs (vip_interface = "eth2"), on a second bridge where
+    # the client sits; the adverts stay on eth1.
+    vip_interface: bool = False
     seg: Segment = field(default_factory=Segment)
     procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
     _probe: subprocess.Popen[bytes] | None = None
@@ -104,6 +111,7 @@ class Lab:
                 self.advbase,
                 self.dead_ratio,
                 self.extra_cluster,
+                VIP_IFACE if self.vip_interface else None,
             )
         )
         pw = self.workdir / "password"
@@ -111,6 +119,7 @@ class Lab:
         pw.chmod(0o600)
         self.plan: Plan = make_plan(load_cluster(self.cluster_file))
         self.names = list(self.plan.cluster.host_names)
+        self.vip_ifname = VIP_IFACE if self.vip_interface else "eth1"
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -121,10 +130,23 @@ class Lab:
                 self.seg.add(h.name, int(str(h.address).rsplit(".", 1)[1]))
             self.seg.add(CLIENT, CLIENT_OCTET, "eth0")
             self.macs = {self.seg.members[n].mac: n for n in self.names}
+            if self.vip_interface:
+                self._vip_segment()
         except BaseException:
             self.seg.close()
             raise
         return self
+
+    def _vip_segment(self) -> None:
+        """eth2 on every host, on a second bridge with the client (moved there). A VIP interface
+        needs an address of its own (the kernel flushes its routes when its last VIP leaves): a
+        /32, with a route to the client only, so eth1 keeps the segment's /24."""
+        for i, n in enumerate(self.names):
+            self.seg.plug(n, VIP_IFACE, f"198.51.100.{101 + i}/32", "br1")
+            self.seg.run(n, "ip", "route", "add", f"198.51.100.{CLIENT_OCTET}/32", "dev", VIP_IFACE)
+            self.macs[self.seg.members[n].link_mac(VIP_IFACE)] = n
+        self.seg.partition(CLIENT, True)
+        ip("-n", self.seg.switch, "link", "set", self.seg.members[CLIENT].port, "master", "br1")
 
     def __exit__(
         self,
@@ -177,9 +199,9 @@ class Lab:
         for p in procs:
             Segment.stop(p, signal.SIGKILL)
         if self.plan.cluster.host(name).engine == "iprotate":
-            for a in self.seg.addresses(name):
+            for a in self.seg.addresses(name, self.vip_ifname):
                 if any(str(v.address) == a for v in self.plan.vips):
-                    self.seg.run(name, "ip", "addr", "del", a, "dev", "eth1", check=False)
+                    self.seg.run(name, "ip", "addr", "del", a, "dev", self.vip_ifname, check=False)
 
     def stop(self, name: str) -> list[int | None]:
         """A clean stop (SIGTERM to every process of the host at once); the exit codes."""
@@ -226,10 +248,10 @@ class Lab:
         """Ground truth: which hosts have each VIP configured."""
         out: dict[str, list[str]] = {str(v.ip): [] for v in self.plan.vips}
         for n in self.names:
-            for a in self.seg.addresses(n):
-                ip = a.split("/")[0]
-                if ip in out:
-                    out[ip].append(n)
+            for a in self.seg.addresses(n, self.vip_ifname):
+                vip = a.split("/")[0]
+                if vip in out:
+                    out[vip].append(n)
         return out
 
     def start_probe(self, period: float = 0.2) -> None:

@@ -52,10 +52,14 @@ class Member:
     port: str  # its veth end on the bridge (inside the switch namespace)
     interface: str  # its own veth end (inside its namespace)
     address: str  # 198.51.100.x
+    ports: dict[str, str] = field(default_factory=dict)  # more interfaces: interface -> port
 
     @property
     def mac(self) -> str:
-        out = ip("-n", self.netns, "-o", "link", "show", self.interface)
+        return self.link_mac(self.interface)
+
+    def link_mac(self, interface: str) -> str:
+        out = ip("-n", self.netns, "-o", "link", "show", interface)
         return out.split("link/ether", 1)[1].split()[0]
 
 
@@ -105,38 +109,58 @@ class Segment:
         ns = f"{self.prefix}-{name}"[:32]
         port = f"p{len(self.members)}"
         self._add_netns(ns)
-        tmp = f"{self.prefix}{len(self.members)}"[:15]
-        ip(
-            "link",
-            "add",
-            tmp,
-            "netns",
-            ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            port,
-            "netns",
-            self.switch,
-        )
-        ip("-n", ns, "link", "set", tmp, "name", interface)
-        address = f"{HOST_NET}.{host_octet}"
-        ip("-n", ns, "addr", "add", f"{address}/24", "dev", interface)
-        ip("-n", ns, "link", "set", interface, "up")
-        # VIPs are on-link for every member (the client ARPs for them directly).
-        ip("-n", ns, "route", "add", VIP_NET, "dev", interface)
-        ip("-n", self.switch, "link", "set", port, "master", "br0")
-        ip("-n", self.switch, "link", "set", port, "up")
-        m = Member(name, ns, port, interface, address)
+        m = Member(name, ns, port, interface, f"{HOST_NET}.{host_octet}")
+        self._cable(m, f"{self.prefix}{len(self.members)}"[:15])
         self.members[name] = m
         return m
 
+    def _cable(self, m: Member, tmp: str) -> None:
+        ip("link", "add", tmp, "netns", m.netns, "type", "veth", "peer", "name", m.port,
+           "netns", self.switch)  # fmt: skip
+        ip("-n", m.netns, "link", "set", tmp, "name", m.interface)
+        ip("-n", m.netns, "addr", "add", f"{m.address}/24", "dev", m.interface)
+        ip("-n", m.netns, "link", "set", m.interface, "up")
+        # VIPs are on-link for every member (the client ARPs for them directly).
+        ip("-n", m.netns, "route", "add", VIP_NET, "dev", m.interface)
+        ip("-n", self.switch, "link", "set", m.port, "master", "br0")
+        ip("-n", self.switch, "link", "set", m.port, "up")
+
+    def recreate(self, name: str, gap: float = 0.0) -> None:
+        """Delete the member's interface and, `gap` seconds later, create it again with the same
+        name and address (it gets a new ifindex and MAC)."""
+        m = self.members[name]
+        ip("-n", m.netns, "link", "del", m.interface)
+        time.sleep(gap)
+        self._cable(m, f"{self.prefix}r{len(self.members)}"[:15])
+
+    def plug(self, name: str, interface: str, address: str, bridge: str) -> str:
+        """A second interface for member `name`, plugged into `bridge` (made on first use) with
+        `address` (CIDR); the port's name."""
+        if not ip("-n", self.switch, "-o", "link", "show", "dev", bridge, check=False):
+            ip("-n", self.switch, "link", "add", bridge, "type", "bridge")
+            ip("-n", self.switch, "link", "set", bridge, "type", "bridge", "mcast_snooping", "0")
+            ip("-n", self.switch, "link", "set", bridge, "up")
+        m = self.members[name]
+        n = sum(len(x.ports) for x in self.members.values())
+        port, tmp = f"q{n}", f"{self.prefix}q{n}"[:15]
+        ip("link", "add", tmp, "netns", m.netns, "type", "veth", "peer", "name", port,
+           "netns", self.switch)  # fmt: skip
+        ip("-n", m.netns, "link", "set", tmp, "name", interface)
+        ip("-n", m.netns, "addr", "add", address, "dev", interface)
+        ip("-n", m.netns, "link", "set", interface, "up")
+        ip("-n", self.switch, "link", "set", port, "master", bridge)
+        ip("-n", self.switch, "link", "set", port, "up")
+        m.ports[interface] = port
+        return port
+
     # --- faults ------------------------------------------------------------------------------
 
-    def link(self, name: str, up: bool) -> None:
-        """Pull (or plug back) the member's cable: its interface loses carrier."""
-        ip("-n", self.switch, "link", "set", self.members[name].port, "up" if up else "down")
+    def link(self, name: str, up: bool, interface: str | None = None) -> None:
+        """Pull (or plug back) the member's cable (of `interface`, default its first one): its
+        interface loses carrier."""
+        m = self.members[name]
+        port = m.port if interface in (None, m.interface) else m.ports[interface or ""]
+        ip("-n", self.switch, "link", "set", port, "up" if up else "down")
 
     def partition(self, name: str, cut: bool) -> None:
         """Cut the member off the bridge (carrier stays up) or join it back."""
@@ -196,9 +220,10 @@ class Segment:
             pass
 
     def addresses(self, name: str, interface: str | None = None) -> list[str]:
-        """The IPv4 addresses (with prefix) on the member's interface."""
+        """The IPv4 addresses (with prefix) on the member's interface (none if it is gone)."""
         m = self.members[name]
-        out = ip("-n", m.netns, "-o", "-4", "addr", "show", "dev", interface or m.interface)
+        dev = interface or m.interface
+        out = ip("-n", m.netns, "-o", "-4", "addr", "show", "dev", dev, check=False)
         return [line.split()[3] for line in out.splitlines()]
 
     # --- teardown ----------------------------------------------------------------------------
