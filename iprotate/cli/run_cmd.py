@@ -7,11 +7,13 @@ import dataclasses
 import logging
 import sys
 from ipaddress import IPv4Address
+from typing import Any
 
 import click
 
 from iprotate.cli import main
 from iprotate.cli.common import check_host, cluster_file, load_plan
+from iprotate.cluster.bounds import check_seconds
 from iprotate.engine.daemon import Daemon, RunOptions, StartError, find_host
 
 
@@ -23,6 +25,27 @@ def local_addresses() -> list[IPv4Address]:
         return [IPv4Address(m.get_attr("IFA_ADDRESS")) for m in ipr.get_addr(family=2)]
 
 
+class Seconds(click.ParamType):
+    """A `[run]` timing value on the command line, held to the same bounds as in the file."""
+
+    name = "seconds"
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = value  # check_seconds says why it is no number
+        problem = check_seconds(self.key, number)
+        if problem is not None:
+            self.fail(problem, param, ctx)
+        return number
+
+
 @main.command()
 @cluster_file
 @click.option(
@@ -30,13 +53,17 @@ def local_addresses() -> list[IPv4Address]:
 )
 @click.option(
     "--hold-down",
-    type=float,
+    type=Seconds("hold_down"),
     help="Seconds after start or link up before taking VIPs back [run.hold_down].",
 )
-@click.option("--stagger", type=float, help="Seconds between two VIPs taken back [run.stagger].")
+@click.option(
+    "--stagger",
+    type=Seconds("stagger"),
+    help="Seconds between two VIPs taken back [run.stagger].",
+)
 @click.option(
     "--garp-refresh",
-    type=float,
+    type=Seconds("garp_refresh"),
     help="Seconds between gratuitous ARPs while master; 0: on takeover only [run.garp_refresh].",
 )
 @click.option(
