@@ -28,6 +28,25 @@ What iprotate adds, each kept to the same three states:
 - Hold-down: after start or link up, preemption waits until `preempt_after` (a hold-down plus a
   per-VIP stagger chosen by the shell), so a flapping host does not drag addresses back and forth.
   A master-down timeout still takes over at once: an unserved VIP is never left waiting.
+- Patience: a backup never concludes that a master is gone before that master's own interval has
+  passed. With advbase 0, D = advskew/256 alone is shorter than a slower master's interval (62 ms
+  for an owner behind a first backup advertising every 187 ms), so D expired between two adverts
+  and the owner took its VIPs back by timeout, through the hold-down. So:
+  * after an advert from a live master with interval Tm >= D, a backup waits Tm + advskew/256
+    (the master's interval plus our own skew) instead of D. Behind a faster master (Tm < D, the
+    usual case: a backup behind a better-ranked master) D stays, so failover still takes D;
+  * on joining (start, link up, undrain) it has heard nobody yet and treats the slowest live
+    master possible as heard: W = advbase + 255/256 (a drained master), so it waits W +
+    advskew/256 when W >= D. Hosts started together still time out in the plan's order;
+  * an advert is a farewell only when its interval exceeds max(D, W): at advbase 0 a slower
+    master's ordinary advert (187 ms > an owner's D) was taken as a farewell and taken over.
+    After a farewell a backup waits D (the leaving master is no live master).
+  The order among backups holds: behind one master, those that wait Tm + advskew/256 are the ones
+  ranked above it and time out by skew, before those ranked below it, which wait their D, as
+  long as the skews of the ranks next above and next below the master differ by more than the
+  master's own skew (the advbase 0 ladder 16, 48, 112, 240 does: 96 > 48, 192 > 112). With
+  advbase >= 1 and dead_ratio >= 2, D = advbase * dead_ratio + advskew/256 exceeds W, so nothing
+  changes there: ucarp's behaviour, made to hold at advbase 0.
 - Drain: a draining master advertises the farewell values until another host answers as master,
   then yields (make-before-break: the new master holds the address before the old one lets go). A
   drained backup never preempts, does not take a farewell either (it takes over on D expiry only)
@@ -185,6 +204,7 @@ class CarpMachine:
         self.preempt_after = now if preempt_after is None else preempt_after
         out: list[Action] = [DelAddress()]
         out += self._to_backup(now, "start")
+        self._join(now)
         return out
 
     def advert(
@@ -204,7 +224,7 @@ class CarpMachine:
         if self.state is State.BACKUP:
             # A drained backup is a last resort: it takes over on D expiry only (taking the
             # farewell too made two drained hosts hand the VIP back and forth forever).
-            if interval(advbase, advskew) > self.down_timeout and not self.drained:
+            if interval(advbase, advskew) > self._farewell_above and not self.drained:
                 # ucarp takes over at once. Every backup hears a farewell at the same instant,
                 # so we wait advskew/1024 s: the best-ranked backup answers first and the others
                 # just hear a new master, instead of all of them grabbing the VIP together.
@@ -218,7 +238,7 @@ class CarpMachine:
                 return []
             if theirs > ours and self._may_preempt(now):
                 return self._to_master(now, f"preempting {src} ({advbase}/{advskew})")
-            self._down_at = now + self.down_timeout
+            self._down_at = now + self._patience(interval(advbase, advskew))
             self._down_why = None
             return []
         # MASTER
@@ -238,6 +258,7 @@ class CarpMachine:
             if not self.drained:
                 out.append(SendAdvert(self.cfg.advbase, self.advskew, self._next_counter()))
             out += self._to_backup(now, f"{src} is master with {advbase}/{advskew}")
+            self._down_at = now + self._patience(interval(advbase, advskew))
             return out
         self.master_src, self.master_prio = self.cfg.src, (self.cfg.advbase, self.advskew)
         return [SendGarp(), self._advert()]
@@ -272,7 +293,9 @@ class CarpMachine:
             self._down_at = None
             return out
         self.preempt_after = now if preempt_after is None else preempt_after
-        return self._to_backup(now, "link up")
+        out = self._to_backup(now, "link up")
+        self._join(now)
+        return out
 
     def drain(self, now: float) -> list[Action]:
         """Hand the VIP to the next host, make-before-break, and stay out of the way."""
@@ -296,7 +319,7 @@ class CarpMachine:
         self._drain_deadline = None
         self.preempt_after = now if preempt_after is None else preempt_after
         if self.state is State.BACKUP and self._down_at is not None:
-            self._down_at = now + self.down_timeout
+            self._join(now)
         if self.state is State.MASTER and self._advert_at is not None:
             # Back to our own pace at once: a drained master advertised every advbase + 255/256,
             # longer than our backups' timeout when advbase is 0.
@@ -340,6 +363,31 @@ class CarpMachine:
         return out
 
     # --- internals ---------------------------------------------------------------------------
+
+    @property
+    def _slowest_master(self) -> float:
+        """W: the longest interval a live master of this vhid may advertise (a drained one)."""
+        return interval(self.cfg.advbase, FAREWELL_ADVSKEW)
+
+    @property
+    def _farewell_above(self) -> float:
+        """An advert with a longer interval than this is a farewell, not a slower live master."""
+        return max(self.down_timeout, self._slowest_master)
+
+    def _patience(self, master_interval: float) -> float:
+        """How long a backup waits for the next advert of a master advertising every
+        `master_interval` s: D, unless that master is no faster than D; then its interval plus
+        our own skew (see "Patience" above). A farewell is no live master: D."""
+        d = self.down_timeout
+        if master_interval < d or master_interval > self._farewell_above:
+            return d
+        return master_interval + self.advskew / 256.0
+
+    def _join(self, now: float) -> None:
+        """A backup that has heard nobody yet waits for the slowest live master first."""
+        if self.state is State.BACKUP and self.link_up:
+            self._down_at = now + self._patience(self._slowest_master)
+            self._down_why = None
 
     def _may_preempt(self, now: float) -> bool:
         return self.cfg.preempt and not self.drained and now >= self.preempt_after
