@@ -1150,3 +1150,84 @@ def test_advbase0_held_down_owner_still_comes_before_the_second_backup():
     assert wire.masters() == [owner]
     assert wire.took_at[id(owner)] - died <= rank1.interval + owner.advskew / 256 + 1e-9
     assert rank2.transitions == 1  # INIT -> BACKUP only
+
+
+# --- demote (SIGUSR2) -------------------------------------------------------------------------
+
+
+def test_demoted_master_hands_over_make_before_break_then_takes_part_again():
+    m = make(advbase=1, advskew=0)
+    t0 = as_master(m)
+    out = m.demote(t0 + 1, until=t0 + 4, preempt_after=t0 + 7)
+    assert adverts(out) == [SendAdvert(*FAREWELL, adverts(out)[0].counter)]
+    assert DelAddress() not in out and m.state is State.MASTER  # keeps it until a taker answers
+    out = m.advert(t0 + 1.1, PEER, 1, 64, 1)  # the first backup answers as master
+    assert DelAddress() in out and m.state is State.BACKUP
+    assert not adverts(out)  # no last advert at 255: it would make every backup preempt
+    # Standing aside: no preemption of the less preferred master, no farewell taken.
+    assert m.advert(t0 + 2, PEER, 1, 64, 2) == []
+    assert m.advert(t0 + 3, PEER, *FAREWELL, 3) == []
+    assert m.timer(t0 + 3.5) == [] and m.state is State.BACKUP
+    # The demote ends: its own skew again, but preempting only after the hold-down.
+    m.timer(t0 + 4)
+    assert m.demoted_until is None and m.advskew == 0
+    assert m.advert(t0 + 5, PEER, 1, 64, 4) == []
+    out = m.advert(t0 + 7, PEER, 1, 64, 5)
+    assert m.state is State.MASTER and AddAddress() in out
+
+
+def test_demoted_backup_stays_a_last_resort():
+    m = started(make(advbase=1, advskew=0), 0.0)
+    m.demote(1.0, until=10.0)
+    assert m.advskew == FAREWELL_ADVSKEW
+    assert m.advert(1.5, PEER, 1, 64, 1) == []  # would preempt, but stands aside
+    assert m.state is State.BACKUP
+    # Nobody is left: it still takes the VIP, on its (last resort) master-down timer.
+    m.timer(1.5 + 3 + 255 / 256)
+    assert m.state is State.MASTER
+
+
+def test_a_demote_ends_without_undraining_a_drained_vip():
+    m = make(advbase=1, advskew=0)
+    t0 = as_master(m)
+    m.drain(t0 + 1)
+    m.advert(t0 + 1.1, PEER, 1, 64, 1)
+    m.demote(t0 + 2, until=t0 + 5)
+    m.timer(t0 + 5)
+    assert m.drained and m.demoted_until is None and m.advskew == FAREWELL_ADVSKEW
+    assert m.advert(t0 + 10, PEER, 1, 64, 2) == []  # still no preemption
+    # ... and a drain during a demote outlasts it as well.
+    m.undrain(t0 + 11)
+    m.demote(t0 + 12, until=t0 + 15)
+    m.drain(t0 + 13)
+    m.timer(t0 + 15)
+    assert m.drained and m.advskew == FAREWELL_ADVSKEW
+
+
+def test_undrain_during_a_demote_waits_for_the_demote():
+    m = started(make(advbase=1, advskew=0), 0.0)
+    m.drain(0.5)
+    m.demote(1.0, until=4.0, preempt_after=4.0)
+    m.undrain(2.0)
+    assert m.aside and m.advert(2.5, PEER, 1, 64, 1) == []
+    m.timer(4.0)
+    assert not m.aside
+    m.advert(4.5, PEER, 1, 64, 2)
+    assert m.state is State.MASTER
+
+
+@pytest.mark.parametrize("advbase", [1, 0])
+def test_demoted_owner_goes_to_the_first_backup_and_comes_back(advbase):
+    owner, rank1, rank2 = three(advbase)
+    wire = Wire([owner, rank1, rank2])
+    wire.start_all(0.0)
+    wire.run_until(10.0)
+    assert wire.masters() == [owner]
+    t = wire.now
+    wire.feed(owner, owner.demote(t, until=t + 3, preempt_after=t + 5))
+    wire.run_until(t + 4.9)
+    assert wire.masters() == [rank1] and wire.holders() == [rank1]
+    assert rank2.transitions == 1  # the second backup never took it
+    wire.run_until(t + 5 + 3)
+    assert wire.masters() == [owner] and wire.holders() == [owner]
+    assert wire.took_at[id(owner)] >= t + 5
