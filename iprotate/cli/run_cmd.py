@@ -91,8 +91,15 @@ def run(
 ) -> None:  # fmt: skip
     """Run this host's part of the plan: one CARP machine per VIP it takes part in.
 
-    SIGTERM hands every VIP over at once and removes the addresses; SIGHUP reloads the file;
-    SIGUSR1 logs the state of every VIP."""
+    \b
+    Signals:
+      SIGTERM, SIGINT, SIGQUIT  hand every VIP over, remove the addresses, exit 0
+      SIGHUP                    reload the cluster file
+      SIGUSR1                   log the state of every VIP and the counters
+      SIGUSR2                   demote, as ucarp: hand every VIP over, stay backup 3 s,
+                                then take part again (VIPs back after the hold-down)
+      SIGALRM, SIGIO, SIGPWR, SIGTSTP, SIGRTMIN..SIGRTMAX and the like: logged, ignored
+      SIGPIPE, SIGTTIN, SIGTTOU, SIGXFSZ: ignored"""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
