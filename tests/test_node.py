@@ -158,3 +158,21 @@ def test_reload_touches_only_what_changed() -> None:
             assert v.address not in touched
             assert node.machines[key].state is State.MASTER
     assert not any(isinstance(e.action, AddAddress) for e in effects)
+
+
+def test_demote_hands_every_vip_over_and_staggers_the_return() -> None:
+    p = plan()
+    node = Node.build(p, "h0", counter_seed=100, hold_down=2.0, stagger=0.5)
+    node.start(0.0)
+    settle(node, 10.0)
+    held = [m for m in node.machines.values() if m.state is State.MASTER]
+    assert held
+    effects = node.demote(10.0, 3.0)
+    farewells = [e for e in effects if isinstance(e.action, SendAdvert)]
+    assert len(farewells) == len(held) and all(e.action.advskew == 255 for e in farewells)
+    assert all(m.demoted_until == 13.0 and not m.drained for m in node.machines.values())
+    preempting = [m for m in node.machines.values() if m.cfg.preempt]
+    assert sorted(m._demote_preempt_after for m in preempting) == [
+        13.0 + 2.0 + 0.5 * i for i in range(len(preempting))
+    ]
+    assert node.drained() == []  # nothing to remember across a restart

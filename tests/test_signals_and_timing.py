@@ -97,8 +97,13 @@ def test_every_signal_a_user_may_send(make_lab: Callable[..., Lab]) -> None:
     assert vips_on(lab, "alpha") == []
 
 
-def test_sigusr2_demotes_hands_over_and_comes_back(make_lab: Callable[..., Lab]) -> None:
-    lab = make_lab(hosts=3, vips=6, run_args=("--hold-down", "1", "--stagger", "0"))
+@pytest.mark.parametrize("advbase", [1, 0])
+def test_sigusr2_demotes_hands_over_and_comes_back(
+    make_lab: Callable[..., Lab], advbase: int
+) -> None:
+    lab = make_lab(
+        hosts=3, vips=6, advbase=advbase, run_args=("--hold-down", "1", "--stagger", "0")
+    )
     lab.start_all()
     wait_for(settled(lab), 8.0)
     mine = [str(v.ip) for v in lab.plan.vips if v.owner == "alpha"]
