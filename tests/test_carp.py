@@ -119,7 +119,12 @@ def test_init_ignores_adverts_and_timers_before_start():
 
 def test_advbase_zero_master_down_is_skew_only():
     m = started(make(advbase=0, advskew=48, dead_ratio=7), 1.0)
-    assert m.deadline == pytest.approx(1.0 + 48 / 256)
+    assert m.down_timeout == pytest.approx(48 / 256)
+    # Joining, it first waits for the slowest live master (a drained one, 255/256 s)...
+    assert m.deadline == pytest.approx(1.0 + 255 / 256 + 48 / 256)
+    # ... and behind a faster master D is what it waits, as ucarp does.
+    m.advert(1.5, PEER, 0, 16)
+    assert m.deadline == pytest.approx(1.5 + 48 / 256)
 
 
 # --- BACKUP -----------------------------------------------------------------------------------
@@ -305,7 +310,7 @@ def test_master_timing_periodic_garp_refresh():
 def test_master_timing_subsecond():
     m = make(advbase=0, advskew=16)
     t0 = as_master(m)
-    assert t0 == pytest.approx(16 / 256)
+    assert t0 == pytest.approx(255 / 256 + 16 / 256)  # alone: after the joining wait
     got = run_timers(m, t0 + 1.0)
     advert_times = [t for t, a in got if isinstance(a, SendAdvert)]
     assert advert_times == pytest.approx([t0 + k / 16 for k in range(1, 17)])
@@ -1056,3 +1061,155 @@ def test_an_address_lost_while_master_is_put_back() -> None:
     assert m.address_gone(11.0) == [AddAddress(), SendGarp()]
     b = started(make(advbase=1, advskew=64))
     assert b.address_gone(1.0) == []
+
+
+# --- patience: sub-second timing keeps the hold-down and the plan's order ---------------------
+
+
+def test_advbase0_held_down_owner_waits_out_a_slower_master():
+    # The owner (0/16, D = 62 ms) behind its first backup (0/48, every 187 ms), held down for 3 s:
+    # it used to time out between two adverts (and take the farewell path) and take the VIP back.
+    m = started(make(advbase=0, advskew=16), 0.0, preempt_after=3.0)
+    assert m.deadline == pytest.approx((255 + 16) / 256)  # heard nobody yet: no timeout at 62 ms
+    t = 0.1
+    while t < 3.0:
+        assert m.advert(t, PEER, 0, 48) == []
+        assert m.deadline == pytest.approx(t + (48 + 16) / 256)
+        assert m.timer(t + 0.187) == []  # the next advert is due: no takeover in between
+        t += 0.1875
+    assert m.state is State.BACKUP
+    # After the hold-down it preempts on the next advert, as with advbase >= 1.
+    out = m.advert(t, PEER, 0, 48)
+    assert (
+        m.state is State.MASTER
+        and Transition(State.BACKUP, State.MASTER, f"preempting {PEER} (0/48)") in out
+    )
+
+
+def test_advbase0_link_up_and_undrain_wait_for_the_slowest_master():
+    m = started(make(advbase=0, advskew=16), 0.0)
+    m.link(False, 1.0)
+    m.link(True, 2.0, preempt_after=5.0)
+    assert m.deadline == pytest.approx(2.0 + (255 + 16) / 256)
+    m.drain(3.0)
+    m.undrain(4.0, preempt_after=9.0)
+    assert m.deadline == pytest.approx(4.0 + (255 + 16) / 256)
+
+
+def test_advbase0_a_slower_masters_advert_is_no_farewell_but_a_farewell_is():
+    m = started(make(advbase=0, advskew=16), 0.0, preempt_after=10.0)
+    m.advert(1.0, PEER, 0, 240)  # 0.94 s > D = 62 ms: a live master all the same
+    m.timer(1.0 + 16 / 1024)
+    assert m.state is State.BACKUP
+    m.advert(1.5, PEER, *FAREWELL)
+    m.timer(1.5 + 16 / 1024)
+    assert m.state is State.MASTER
+
+
+def test_advbase1_patience_changes_nothing():
+    # D = 3 + skew/256 exceeds every live master's interval: ucarp's timers exactly.
+    m = started(make(advbase=1, advskew=64, preempt=False), 0.0)
+    assert m.deadline == pytest.approx(3 + 64 / 256)
+    m.advert(1.0, PEER, 1, 255)  # the slowest live master (a drained one)
+    assert m.deadline == pytest.approx(1.0 + 3 + 64 / 256)
+
+
+def test_advbase0_held_down_owner_still_comes_before_the_second_backup():
+    # The owner is back but held down; rank1 serves the VIP; rank1 dies. The owner (rank 0) must
+    # take it, not rank2: it waits rank1's interval + 62 ms (250 ms), rank2 its D (437 ms).
+    owner, rank1, rank2 = three(0)
+    wire = Wire([owner, rank1, rank2])
+    wire.start(rank1, 0.0)
+    wire.start(rank2, 0.0)
+    wire.run_until(5.0)
+    assert wire.masters() == [rank1]
+    wire.start(owner, 5.0, preempt_after=100.0)
+    wire.run_until(10.0)
+    assert wire.masters() == [rank1]  # held down: no takeover by timeout either
+    wire.kill(rank1)
+    died = wire.now
+    wire.run_until(20.0)
+    assert wire.masters() == [owner]
+    assert wire.took_at[id(owner)] - died <= rank1.interval + owner.advskew / 256 + 1e-9
+    assert rank2.transitions == 1  # INIT -> BACKUP only
+
+
+# --- demote (SIGUSR2) -------------------------------------------------------------------------
+
+
+def test_demoted_master_hands_over_make_before_break_then_takes_part_again():
+    m = make(advbase=1, advskew=0)
+    t0 = as_master(m)
+    out = m.demote(t0 + 1, until=t0 + 4, preempt_after=t0 + 7)
+    assert adverts(out) == [SendAdvert(*FAREWELL, adverts(out)[0].counter)]
+    assert DelAddress() not in out and m.state is State.MASTER  # keeps it until a taker answers
+    out = m.advert(t0 + 1.1, PEER, 1, 64)  # the first backup answers as master
+    assert DelAddress() in out and m.state is State.BACKUP
+    assert not adverts(out)  # no last advert at 255: it would make every backup preempt
+    # Standing aside: no preemption of the less preferred master, no farewell taken.
+    assert m.advert(t0 + 2, PEER, 1, 64) == []
+    assert m.advert(t0 + 3, PEER, *FAREWELL) == []
+    assert m.timer(t0 + 3.5) == [] and m.state is State.BACKUP
+    # The demote ends: its own skew again, but preempting only after the hold-down.
+    m.timer(t0 + 4)
+    assert m.demoted_until is None and m.advskew == 0
+    assert m.advert(t0 + 5, PEER, 1, 64) == []
+    out = m.advert(t0 + 7, PEER, 1, 64)
+    assert m.state is State.MASTER and AddAddress() in out
+
+
+def test_demoted_backup_stays_a_last_resort():
+    m = started(make(advbase=1, advskew=0), 0.0)
+    m.demote(1.0, until=10.0)
+    assert m.advskew == FAREWELL_ADVSKEW
+    assert m.advert(1.5, PEER, 1, 64) == []  # would preempt, but stands aside
+    assert m.state is State.BACKUP
+    # Nobody is left: it still takes the VIP, on its (last resort) master-down timer.
+    m.timer(1.5 + 3 + 255 / 256)
+    assert m.state is State.MASTER
+
+
+def test_a_demote_ends_without_undraining_a_drained_vip():
+    m = make(advbase=1, advskew=0)
+    t0 = as_master(m)
+    m.drain(t0 + 1)
+    m.advert(t0 + 1.1, PEER, 1, 64)
+    m.demote(t0 + 2, until=t0 + 5)
+    m.timer(t0 + 5)
+    assert m.drained and m.demoted_until is None and m.advskew == FAREWELL_ADVSKEW
+    assert m.advert(t0 + 10, PEER, 1, 64) == []  # still no preemption
+    # ... and a drain during a demote outlasts it as well.
+    m.undrain(t0 + 11)
+    m.demote(t0 + 12, until=t0 + 15)
+    m.drain(t0 + 13)
+    m.timer(t0 + 15)
+    assert m.drained and m.advskew == FAREWELL_ADVSKEW
+
+
+def test_undrain_during_a_demote_waits_for_the_demote():
+    m = started(make(advbase=1, advskew=0), 0.0)
+    m.drain(0.5)
+    m.demote(1.0, until=4.0, preempt_after=4.0)
+    m.undrain(2.0)
+    assert m.aside and m.advert(2.5, PEER, 1, 64) == []
+    m.timer(4.0)
+    assert not m.aside
+    m.advert(4.5, PEER, 1, 64)
+    assert m.state is State.MASTER
+
+
+@pytest.mark.parametrize("advbase", [1, 0])
+def test_demoted_owner_goes_to_the_first_backup_and_comes_back(advbase):
+    owner, rank1, rank2 = three(advbase)
+    wire = Wire([owner, rank1, rank2])
+    wire.start_all(0.0)
+    wire.run_until(10.0)
+    assert wire.masters() == [owner]
+    t = wire.now
+    wire.feed(owner, owner.demote(t, until=t + 3, preempt_after=t + 5))
+    wire.run_until(t + 4.9)
+    assert wire.masters() == [rank1] and wire.holders() == [rank1]
+    assert rank2.transitions == 1  # the second backup never took it
+    wire.run_until(t + 5 + 3)
+    assert wire.masters() == [owner] and wire.holders() == [owner]
+    assert wire.took_at[id(owner)] >= t + 5

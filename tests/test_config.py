@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from iprotate.cli import main
 from iprotate.cluster.loader import load_cluster, parse_cluster
 from iprotate.cluster.model import DEFAULT_GROUP, Cluster, ClusterError, Host, Vip
 from iprotate.plan.planner import make_plan
@@ -929,3 +931,56 @@ def test_a_pool_of_host_addresses() -> None:
     doc["vips"] = [{"pool": "203.0.113.1-203.0.113.255/32"}]
     vips = parse_cluster(doc, "t.toml").vips
     assert len(vips) == 255 and str(vips[0].address) == "203.0.113.1/32"
+
+
+# --- timing values: one set of bounds, in the file and on the command line ----------------------
+
+BAD_SECONDS = [
+    ("hold_down", float("nan")),
+    ("hold_down", float("inf")),
+    ("hold_down", -1.0),
+    ("hold_down", 3601),
+    ("stagger", float("-inf")),
+    ("stagger", 61),
+    ("garp_refresh", 0.000001),  # thousands of ARPs a second
+    ("garp_refresh", 0.5),
+    ("garp_refresh", float("nan")),
+    ("hook_timeout", 0),
+    ("hook_timeout", float("inf")),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), BAD_SECONDS)
+def test_run_timing_out_of_bounds_in_the_file(tmp_path: Path, key: str, value: float) -> None:
+    p = bad(tmp_path, lambda d: d.update(run={key: value}))
+    message = problem(p, f"run.{key}")
+    assert "seconds" in message, message
+    # `iprotate run` refuses the file before it touches anything: exit 2, no traceback.
+    r = CliRunner().invoke(main, ["run", str(p), "--host", "alpha"])
+    assert r.exit_code == 2, r.output
+    assert f"run.{key}:" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [*((k, v) for k, v in BAD_SECONDS if k != "hook_timeout"), ("hold_down", "soon")],
+)
+def test_run_timing_out_of_bounds_on_the_command_line(
+    tmp_path: Path, key: str, value: float | str
+) -> None:
+    p = write(tmp_path, base())
+    option = "--" + key.replace("_", "-")
+    r = CliRunner().invoke(main, ["run", str(p), "--host", "alpha", option, str(value)])
+    assert r.exit_code == 2, r.output
+    assert f"Invalid value for '{option}'" in r.output and "seconds" in r.output, r.output
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("hold_down", 0), ("hold_down", 3600), ("stagger", 0), ("stagger", 0.05),
+     ("garp_refresh", 0), ("garp_refresh", 1), ("garp_refresh", 86400), ("hook_timeout", 0.1)],
+)  # fmt: skip
+def test_run_timing_within_bounds(key: str, value: float) -> None:
+    doc = base()
+    doc["run"] = {key: value}
+    assert getattr(parse_cluster(doc, "t.toml").run, key) == value

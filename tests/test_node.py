@@ -259,3 +259,21 @@ def test_a_vip_joining_by_reload_while_a_link_is_down_does_not_take_over() -> No
     node.link(True, 31.0, vip=True)
     settle(node, 40.0)
     assert all(m.state is State.MASTER for m in node.machines.values())
+
+
+def test_demote_hands_every_vip_over_and_staggers_the_return() -> None:
+    p = plan()
+    node = Node.build(p, "h0", hold_down=2.0, stagger=0.5)
+    node.start(0.0)
+    settle(node, 10.0)
+    held = [m for m in node.machines.values() if m.state is State.MASTER]
+    assert held
+    effects = node.demote(10.0, 3.0)
+    farewells = [e for e in effects if isinstance(e.action, SendAdvert)]
+    assert len(farewells) == len(held) and all(e.action.advskew == 255 for e in farewells)
+    assert all(m.demoted_until == 13.0 and not m.drained for m in node.machines.values())
+    preempting = [m for m in node.machines.values() if m.cfg.preempt]
+    assert sorted(m._demote_preempt_after for m in preempting) == [
+        13.0 + 2.0 + 0.5 * i for i in range(len(preempting))
+    ]
+    assert node.drained() == []  # nothing to remember across a restart

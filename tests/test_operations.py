@@ -220,11 +220,11 @@ def test_reload_applies_a_new_plan_and_refuses_a_bad_file(make_lab: Callable[...
 
 
 def test_periodic_gratuitous_arp(make_lab: Callable[..., Lab]) -> None:
-    lab = make_lab(hosts=2, vips=2, run_args=("--garp-refresh", "0.5"))
+    lab = make_lab(hosts=2, vips=2, run_args=("--garp-refresh", "1"))
     lab.start_all()
     wait_for(settled(lab), 8.0)
     time.sleep(3.0)  # past ucarp's two (on takeover, two intervals later)
-    out = lab.seg.run(CLIENT, sys.executable, WIRE_TOOL, "garp", "eth0", "-", "2.2")
+    out = lab.seg.run(CLIENT, sys.executable, WIRE_TOOL, "garp", "eth0", "-", "3.3")
     seen: dict[str, list[str]] = {}
     for line in out.splitlines():
         _, ip, mac = line.split()

@@ -183,6 +183,12 @@ class Node:
     def drain(self, now: float, only: IPv4Address | None = None) -> list[Effect]:
         return self._all(now, lambda m, i: m.drain(now), only)
 
+    def demote(self, now: float, seconds: float) -> list[Effect]:
+        """SIGUSR2: every machine hands its VIP over and stands aside for `seconds`, then takes
+        part again; preemption then waits for the hold-down, staggered."""
+        until = now + seconds
+        return self._all(now, lambda m, i: m.demote(now, until, self._preempt_after(until, i)))
+
     def undrain(self, now: float, only: IPv4Address | None = None) -> list[Effect]:
         return self._all(now, lambda m, i: m.undrain(now, self._preempt_after(now, i)), only)
 

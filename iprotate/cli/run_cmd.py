@@ -7,11 +7,13 @@ import dataclasses
 import logging
 import sys
 from ipaddress import IPv4Address
+from typing import Any
 
 import click
 
 from iprotate.cli import main
 from iprotate.cli.common import check_host, cluster_file, load_plan
+from iprotate.cluster.bounds import check_seconds
 from iprotate.engine.daemon import Daemon, DaemonFailed, RunOptions, StartError, find_host
 
 
@@ -23,6 +25,27 @@ def local_addresses() -> list[IPv4Address]:
         return [IPv4Address(m.get_attr("IFA_ADDRESS")) for m in ipr.get_addr(family=2)]
 
 
+class Seconds(click.ParamType):
+    """A `[run]` timing value on the command line, held to the same bounds as in the file."""
+
+    name = "seconds"
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = value  # check_seconds says why it is no number
+        problem = check_seconds(self.key, number)
+        if problem is not None:
+            self.fail(problem, param, ctx)
+        return number
+
+
 @main.command()
 @cluster_file
 @click.option(
@@ -30,13 +53,17 @@ def local_addresses() -> list[IPv4Address]:
 )
 @click.option(
     "--hold-down",
-    type=float,
+    type=Seconds("hold_down"),
     help="Seconds after start or link up before taking VIPs back [run.hold_down].",
 )
-@click.option("--stagger", type=float, help="Seconds between two VIPs taken back [run.stagger].")
+@click.option(
+    "--stagger",
+    type=Seconds("stagger"),
+    help="Seconds between two VIPs taken back [run.stagger].",
+)
 @click.option(
     "--garp-refresh",
-    type=float,
+    type=Seconds("garp_refresh"),
     help="Seconds between gratuitous ARPs while master; 0: on takeover only [run.garp_refresh].",
 )
 @click.option(
@@ -71,8 +98,15 @@ def run(
 ) -> None:  # fmt: skip
     """Run this host's part of the plan: one CARP machine per VIP it takes part in.
 
-    SIGTERM hands every VIP over at once and removes the addresses; SIGHUP reloads the file;
-    SIGUSR1 logs the state of every VIP."""
+    \b
+    Signals:
+      SIGTERM, SIGINT, SIGQUIT  hand every VIP over, remove the addresses, exit 0
+      SIGHUP                    reload the cluster file
+      SIGUSR1                   log the state of every VIP and the counters
+      SIGUSR2                   demote, as ucarp: hand every VIP over, stay backup 3 s,
+                                then take part again (VIPs back after the hold-down)
+      SIGALRM, SIGIO, SIGPWR, SIGTSTP, SIGRTMIN..SIGRTMAX and the like: logged, ignored
+      SIGPIPE, SIGTTIN, SIGTTOU, SIGXFSZ: ignored"""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",

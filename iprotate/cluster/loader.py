@@ -18,6 +18,7 @@ from ipaddress import AddressValueError, IPv4Address, IPv4Interface, NetmaskValu
 from pathlib import Path
 from typing import Any
 
+from iprotate.cluster.bounds import RUN_SECONDS, check_seconds
 from iprotate.cluster.model import DEFAULT_GROUP, Cluster, ClusterError, Host, RunSettings, Vip
 
 MAX_PASSWORD = 19  # ucarp refuses longer ones
@@ -289,11 +290,11 @@ def _run(pr: _Problems, raw: Any) -> RunSettings:
     _unknown(pr, "run", raw, RUN_KEYS)
     d = RunSettings()
     out = {}
-    for key, hi in (("hold_down", 3600), ("stagger", 60), ("garp_refresh", 3600),
-                    ("hook_timeout", 3600)):  # fmt: skip
+    for key in RUN_SECONDS:
         v = raw.get(key, getattr(d, key))
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= hi:
-            pr.add(f"run.{key}", f"{v!r} is not a number of seconds in 0..{hi}")
+        problem = check_seconds(key, v)
+        if problem is not None:
+            pr.add(f"run.{key}", problem)
             v = getattr(d, key)
         out[key] = float(v)
     for key in ("control_socket", "state_dir", "control_group", "metrics"):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pyroute2 import AsyncIPRoute
 
 from iprotate.carp import codec
 from iprotate.carp.machine import (
+    DEMOTE_SECONDS,
     AddAddress,
     DelAddress,
     SendAdvert,
@@ -43,6 +43,8 @@ from iprotate.engine.hooks import HookRunner, hook_for
 from iprotate.engine.links import LinkState, LinkWatcher
 from iprotate.engine.metrics import serve as serve_metrics
 from iprotate.engine.sdnotify import Notifier
+from iprotate.engine.signals import SignalRules
+from iprotate.engine.signals import install as install_signal_rules
 from iprotate.engine.wire import CarpSocket
 from iprotate.plan.model import Plan, VipPlan
 from iprotate.plan.planner import make_plan
@@ -120,6 +122,7 @@ class Daemon:
         control = None
         exporter = None
         tasks: list[asyncio.Task[None]] = []
+        signal_rules: SignalRules | None = None
         try:
             self._adv_index, running = await self._link(ipr, self.host.interface)
             self._vip_index, _ = await self._link(ipr, self.host.vip_interface)
@@ -141,10 +144,13 @@ class Daemon:
                 self._background(self._watchdog(), "watchdog"),
                 self._background(self._drift_reminders(), "drift reminders"),
             ]
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._stopping.set)
-            loop.add_signal_handler(signal.SIGUSR1, self._log_status)
-            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+            signal_rules = install_signal_rules(
+                loop,
+                stop=self._stopping.set,
+                reload=lambda: asyncio.ensure_future(self.reload()),
+                status=self._log_status,
+                demote=self._demote,
+            )
             log.info(
                 "%s: taking part in %d VIPs on %s (VIPs on %s), %d owned",
                 self.host.name,
@@ -170,8 +176,8 @@ class Daemon:
         finally:
             for t in tasks:
                 t.cancel()
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
+            if signal_rules is not None:
+                signal_rules.remove()
             if self._timer:
                 self._timer.cancel()
             if self.socket is not None:
@@ -222,6 +228,15 @@ class Daemon:
             m.state is State.MASTER for m in self.node.machines.values()
         ):
             await asyncio.sleep(0.01)
+
+    def _demote(self) -> None:
+        """SIGUSR2, ucarp's demote: hand every VIP over, stand aside for a while, carry on."""
+        if self._stopping.is_set():
+            return
+        now = asyncio.get_running_loop().time()
+        held = sum(1 for m in self.node.machines.values() if m.state is State.MASTER)
+        log.info("SIGUSR2: demoting %d VIPs for %g s", held, DEMOTE_SECONDS)
+        self._emit(self.node.demote(now, DEMOTE_SECONDS))
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the cluster file and apply its plan; a file that does not validate is refused
