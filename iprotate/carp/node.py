@@ -89,6 +89,11 @@ class Node:
     seen: dict[Key, dict[IPv4Address, Seen]] = field(default_factory=dict)
     drift: dict[tuple[Key, IPv4Address], Drift] = field(default_factory=dict)
     takeover_seconds: dict[Key, float] = field(default_factory=dict)  # filled in by the daemon
+    started: float | None = None  # when `start` ran: status judges silence only after a while
+    # Adverts from hosts of the cluster for vhids our plan does not have (a different cluster
+    # file there): (source, group, vhid) -> when last heard. Only hosts of the file are kept,
+    # so forged sources cannot grow it.
+    strangers: dict[tuple[IPv4Address, IPv4Address, int], float] = field(default_factory=dict)
     _timers: list[tuple[float, Key]] = field(default_factory=list)
     _host_at: dict[IPv4Address, str] = field(default_factory=dict)
     _address: IPv4Address = field(default=IPv4Address(0))
@@ -132,6 +137,7 @@ class Node:
 
     def start(self, now: float) -> list[Effect]:
         """Every machine joins as BACKUP; preemption waits for the hold-down, staggered."""
+        self.started = now
         return self._all(lambda m, i: m.start(now, self._preempt_after(now, i)))
 
     def stop(self, now: float) -> list[Effect]:
@@ -169,6 +175,8 @@ class Node:
         vip = self.vips.get(key)
         if vip is None:
             self.counters[f"drop_{codec.Reject.UNKNOWN_VHID.value}"] += 1
+            if pkt.src in self._host_at:
+                self.strangers[(pkt.src, pkt.dst, adv.vhid)] = now
             return []
         if not codec.verify(adv, self.plan.cluster.password, vip.ip):
             self.counters[f"drop_{codec.Reject.BAD_DIGEST.value}"] += 1
@@ -199,6 +207,11 @@ class Node:
         self._index_hosts()
         self.seen = {k: v for k, v in self.seen.items() if k in new_vips}
         self.drift = {k: d for k, d in self.drift.items() if k[0] in new_vips}
+        self.strangers = {
+            k: t
+            for k, t in self.strangers.items()
+            if (k[1], k[2]) not in new_vips and k[0] in self._host_at
+        }
         joined = 0
         for key, cfg in new_cfgs.items():
             m = self.machines.get(key)
@@ -296,6 +309,14 @@ class Node:
             )  # fmt: skip
         else:
             self.drift.pop((key, src), None)
+
+    def last_heard(self) -> dict[IPv4Address, float]:
+        """When each peer was last heard advertising (any vhid of our plan, valid digest)."""
+        out: dict[IPv4Address, float] = {}
+        for heard in self.seen.values():
+            for s in heard.values():
+                out[s.src] = max(out.get(s.src, s.at), s.at)
+        return out
 
     def masters(self, now: float) -> dict[Key, list[IPv4Address]]:
         """Who is master of each vhid on the segment, as far as this host can tell: us, and

@@ -38,8 +38,9 @@ from iprotate.carp.node import Effect, Node
 from iprotate.carp.status import build_status
 from iprotate.cluster.loader import load_cluster
 from iprotate.cluster.model import ClusterError
+from iprotate.engine import hostlock
 from iprotate.engine.addresses import AddressSetter
-from iprotate.engine.control import ControlServer
+from iprotate.engine.control import ControlError, ControlServer
 from iprotate.engine.garp import GarpSender
 from iprotate.engine.hooks import HookRunner, hook_for
 from iprotate.engine.metrics import serve as serve_metrics
@@ -106,12 +107,27 @@ class Daemon:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        # Before any change to the system: one daemon per host (per network namespace), and a
+        # control socket nobody else is using; refused, we touch nothing.
+        try:
+            lock = hostlock.lock(self.host)
+        except hostlock.HostInUse as e:
+            raise StartError(str(e)) from None
         ipr = AsyncIPRoute()
         watch = AsyncIPRoute()
         control = None
         exporter = None
         tasks: list[asyncio.Task[None]] = []
         try:
+            if self.options.control_socket:
+                control = ControlServer(
+                    self.options.control_socket, self._control, self.options.control_group
+                )
+                try:
+                    await control.bind()
+                except ControlError as e:
+                    control = None
+                    raise StartError(str(e)) from None
             await watch.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR)
             self._adv_index, running = await self._link(ipr, self.host.interface)
             self._vip_index, _ = await self._link(ipr, self.host.vip_interface)
@@ -119,11 +135,8 @@ class Daemon:
             promote_secondaries(self.host.vip_interface)
             await self._cleanup(ipr)
             self._join_groups()
-            if self.options.control_socket:
-                control = ControlServer(
-                    self.options.control_socket, self._control, self.options.control_group
-                )
-                await control.start()
+            if control is not None:
+                await control.serve()
             if self.options.metrics:
                 exporter = serve_metrics(
                     self.options.metrics, lambda: self.node, loop.time, lambda: self.hooks
@@ -176,6 +189,7 @@ class Daemon:
                 exporter.close()
             ipr.close()
             watch.close()
+            lock.close()
 
     def stop(self) -> None:
         """Ask a running daemon to stop (as SIGTERM does)."""
