@@ -158,3 +158,69 @@ def test_reload_touches_only_what_changed() -> None:
             assert v.address not in touched
             assert node.machines[key].state is State.MASTER
     assert not any(isinstance(e.action, AddAddress) for e in effects)
+
+
+def test_status_levels_follow_the_monitoring_convention() -> None:
+    """OK with every VIP on its owner; UNKNOWN for silence just after start; WARNING for a VIP
+    on a backup, an owner not heard, a drained peer, adverts of another plan; CRITICAL for a
+    VIP with no master."""
+    p = plan(hosts=2, vips=[{"pool": "203.0.113.10-203.0.113.13/24"}])
+    node = Node.build(p, "h1", counter_seed=100)
+    node.start(0.0)
+    theirs = [v for v in p.vips if v.owner == "h0"]
+    doc = build_status(node, 1.0)
+    assert doc["level"] == "UNKNOWN" and doc["warming_up"], doc["problems"]
+    assert doc["summary"].startswith("IPROTATE UNKNOWN - ")
+
+    def hear(t: float, skew: int = 0, counter: int = 0) -> None:
+        for v in theirs:
+            node.packet(t, advert(p, v, "198.51.100.1", skew, int(t * 10) + counter))
+
+    t = 0.0
+    while t < 6.0:  # h0 advertises its VIPs; we take ours when D expires
+        t += 0.5
+        hear(t)
+        settle(node, t)
+    doc = build_status(node, t)
+    assert (doc["level"], doc["problems"]) == ("OK", []), doc["problems"]
+    assert doc["summary"] == "IPROTATE OK - 4 VIPs, each served by its planned owner"
+    # h0 gone: we take its VIPs; a VIP on a backup and a host not heard are warnings.
+    settle(node, t + 10.0)
+    doc = build_status(node, t + 10.0)
+    assert doc["level"] == "WARNING" and doc["summary"] == (
+        f"IPROTATE WARNING - {len(theirs)} VIPs not on their owner (h0); not heard: h0"
+    )
+    # Adverts from a host of the file for a vhid we do not know: another plan there; from an
+    # address outside the file, someone else's cluster on the segment, not ours to judge.
+    stray = codec.encode_advert(vhid=99, advbase=1, advskew=0, counter=1, vip=IPv4Address(
+        "203.0.113.99"), password=PW)  # fmt: skip
+    for src in ("198.51.100.1", "198.51.100.77"):
+        node.packet(t + 10.1, codec.build_ip_packet(IPv4Address(src), theirs[0].group, stray))
+    doc = build_status(node, t + 10.2)
+    assert [x for x in doc["problems"] if "vhid 99" in x] == [
+        "host h0: advertises vhid 99, not in our plan (another cluster file?)"
+    ]
+    assert "another plan on h0" in doc["summary"]
+    # Nobody at all for a VIP: CRITICAL.
+    other = Node.build(p, "h1", counter_seed=1)
+    other.start(0.0)
+    node_doc = build_status(other, 10.0)  # never settled: nobody holds anything
+    assert node_doc["level"] == "CRITICAL"
+    assert "PROBLEMS" in status_text(node_doc)
+
+
+def test_status_names_a_peer_drained_with_nobody_to_take_over() -> None:
+    """A drained master nobody relieves keeps advertising with the skew 255: a warning, named."""
+    p = plan(hosts=3, vips=[{"pool": "203.0.113.10-203.0.113.15/24"}])
+    p = make_plan(parse_cluster({**_doc(p), "cluster": {**_doc(p)["cluster"], "backups": 1}}, "t"))
+    watcher = next(h.name for h in p.cluster.hosts if any(h.name not in v.order for v in p.vips))
+    v = next(v for v in p.vips if watcher not in v.order)
+    node = Node.build(p, watcher, counter_seed=1)
+    node.start(0.0)
+    owner = str(p.cluster.host(v.owner).address)
+    node.packet(9.0, advert(p, v, owner, 255, 1))
+    doc = build_status(node, 9.5)
+    assert (
+        f"{v.address} vhid {v.vhid}: drained on {v.owner} (advertises skew 255)" in doc["problems"]
+    )
+    assert next(i for i in doc["issues"] if i["kind"] == "drained")["level"] == "WARNING"
