@@ -21,6 +21,16 @@ from iprotate.lab.lab import CLIENT, Lab
 pytestmark = pytest.mark.netns
 
 
+# `iprotate ARGS` as user nobody with the group given as the first argument (imported first:
+# nobody may not read the interpreter's files).
+AS_USER = (
+    "import os, sys, collections.abc, json, click, tabulate\n"
+    "from iprotate.cli import main\n"
+    "os.setgroups([]); os.setgid(int(sys.argv[1])); os.setuid(65534)\n"
+    "main(sys.argv[2:], prog_name='iprotate')\n"
+)
+
+
 def iprotate(lab: Lab, member: str, *args: str) -> subprocess.CompletedProcess[str]:
     """`python -m iprotate ARGS` in a member's namespace, to its end."""
     argv = ["ip", "netns", "exec", lab.seg.members[member].netns, sys.executable, "-m", "iprotate"]
@@ -55,6 +65,15 @@ def test_a_second_daemon_for_a_host_is_refused_and_touches_nothing(
         line = one_line(r)
         assert line == f"error: host alpha is already run by pid {pid} in this network namespace"
     assert not Path(elsewhere).exists()
+    # However often it is asked (a supervisor restarting a second one in a loop), it names itself.
+    ask = (
+        "import sys\nfrom iprotate.cluster.loader import load_cluster\n"
+        "from iprotate.engine.hostlock import holder_pid\n"
+        "host = load_cluster(sys.argv[1]).host('alpha')\n"
+        "print(*sorted({holder_pid(host) for _ in range(12)}))\n"
+    )
+    out = lab.seg.run("alpha", sys.executable, "-c", ask, str(lab.cluster_file))
+    assert out.strip() == str(pid)
     # The first one kept its VIPs and its control socket.
     assert lab.holders() == before and settled(lab)()
     assert request(str(lab.control_socket("alpha")), {"cmd": "status"})["status"]["host"] == "alpha"
@@ -129,6 +148,9 @@ def test_clients_find_their_namespace_daemon_on_the_default_sockets(
         sock = Path(SOCKET_DIR) / f"{name}.sock"
         if sock.exists():
             pytest.skip(f"{sock} exists: a daemon of this machine uses the default path")
+    # A group besides root may use the sockets: its members find their daemon without /proc.
+    with lab.cluster_file.open("a") as f:
+        f.write('\n[run]\ncontrol_group = "nogroup"\n')
     for name in lab.names:  # no --host, no --control-socket: the defaults
         argv = [sys.executable, "-m", "iprotate", *run_args(lab, "--hold-down", "0")]
         lab.procs[name] = [lab.seg.spawn(name, argv, log=str(lab.workdir / f"{name}.log"))]
@@ -137,6 +159,13 @@ def test_clients_find_their_namespace_daemon_on_the_default_sockets(
         r = iprotate(lab, name, "status", "--json")
         assert r.returncode == 0, r.stdout + r.stderr
         assert json.loads(r.stdout)["host"] == name
+    for gid, code, out in ((65534, 0, '"host": "alpha"'), (12345, 3, "not allowed to use")):
+        r = subprocess.run(
+            ["ip", "netns", "exec", lab.seg.members["alpha"].netns, sys.executable, "-c", AS_USER,
+             str(gid), "status", "--json"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert r.returncode == code and out in r.stdout + r.stderr, r
     # From a namespace with no daemon: UNKNOWN, 3.
     r = iprotate(lab, CLIENT, "status")
     assert r.returncode == 3 and r.stdout.startswith("IPROTATE UNKNOWN"), r

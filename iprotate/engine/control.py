@@ -1,9 +1,10 @@
 """The control socket: a unix stream socket, one JSON request line, one JSON answer line.
 
 Requests: {"cmd": "status"}, {"cmd": "drain", "vip": "203.0.113.10" | null},
-{"cmd": "undrain", "vip": ...}, {"cmd": "reload"}. The socket file is created mode 0600, and each
-connection's peer credentials (SO_PEERCRED) are checked too: only root, the daemon's own user, and
-members of an optional group may talk to it.
+{"cmd": "undrain", "vip": ...}, {"cmd": "reload"}, {"cmd": "netns"} (which network namespace the
+daemon runs in, for clients that may not look at its /proc entry). The socket file is created mode
+0600, and each connection's peer credentials (SO_PEERCRED) are checked too: only root, the daemon's
+own user, and members of an optional group may talk to it.
 
 Each host's daemon has its own socket, `/run/iprotate/<host>.sock` unless told otherwise, so the
 daemons of several hosts on one machine (the lab, tests, one's own namespaces) never meet. Only a
@@ -29,6 +30,7 @@ from typing import Any
 log = logging.getLogger("iprotate")
 
 SOCKET_DIR = "/run/iprotate"
+NETNS_CMD = "netns"  # answered by the server itself: which network namespace it runs in
 SUN_PATH_MAX = 107  # bytes of a socket path, without the terminating NUL (sun_path is 108)
 MAX_REQUEST = 64 * 1024
 
@@ -108,11 +110,27 @@ def claim_path(path: str) -> None:
         log.info("control: removed the stale socket %s", path)
 
 
-def _same_netns(pid: int) -> bool:
+def netns_id(pid: int | str = "self") -> tuple[int, int]:
+    """The identity of a process's network namespace (OSError if we may not look)."""
+    st = os.stat(f"/proc/{pid}/ns/net")
+    return st.st_dev, st.st_ino
+
+
+def _in_our_netns(path: str, pid: int) -> bool:
+    """Whether the daemon `pid` listening at `path` runs in our network namespace. Only root may
+    look at another user's /proc/<pid>/ns; anyone else (the control group) asks the daemon."""
     try:
-        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
+        if pid:
+            return netns_id(pid) == netns_id()
+    except PermissionError:
+        pass
     except OSError:
         return False
+    try:
+        answer = request(path, {"cmd": NETNS_CMD}, timeout=2.0)
+    except ControlError:
+        return False
+    return tuple(answer.get("netns", ())) == netns_id()
 
 
 def find_socket(candidates: Iterable[str] = ()) -> str:
@@ -120,16 +138,24 @@ def find_socket(candidates: Iterable[str] = ()) -> str:
     `SOCKET_DIR/*.sock`, the live ones whose daemon shares our network namespace. ControlError
     if there is none, or several (then --host or --socket says which)."""
     paths = dict.fromkeys([*candidates, *sorted(str(p) for p in Path(SOCKET_DIR).glob("*.sock"))])
-    mine = []
+    mine, denied = [], []
     for path in paths:
         try:
             pid = listener_pid(path)
+        except PermissionError:
+            denied.append(path)
+            continue
         except OSError:
-            continue  # missing, not a socket, not ours to use
-        if pid and _same_netns(pid):
+            continue  # missing, or not a socket
+        if pid is not None and _in_our_netns(path, pid):
             mine.append(path)
     if len(mine) == 1:
         return mine[0]
+    if not mine and denied:
+        raise ControlError(
+            f"not allowed to use {', '.join(denied)} (root or the control group); "
+            "no other daemon of this network namespace answers"
+        )
     if not mine:
         raise ControlError(
             f"no iprotate daemon of this network namespace answers in {SOCKET_DIR} "
@@ -231,7 +257,10 @@ class ControlServer:
                 except ValueError as e:
                     answer = {"ok": False, "error": f"bad request: {e}"}
                 else:
-                    answer = await self.handler(request)
+                    if request.get("cmd") == NETNS_CMD:
+                        answer = {"ok": True, "netns": list(netns_id())}
+                    else:
+                        answer = await self.handler(request)
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
         except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:

@@ -113,6 +113,7 @@ class Daemon:
             lock = hostlock.lock(self.host)
         except hostlock.HostInUse as e:
             raise StartError(str(e)) from None
+        loop.add_reader(lock.fileno(), hostlock.close_waiting, lock)
         ipr = AsyncIPRoute()
         watch = AsyncIPRoute()
         control = None
@@ -189,6 +190,7 @@ class Daemon:
                 exporter.close()
             ipr.close()
             watch.close()
+            loop.remove_reader(lock.fileno())
             lock.close()
 
     def stop(self) -> None:

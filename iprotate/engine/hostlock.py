@@ -32,7 +32,7 @@ def holder_pid(host: Host) -> int | None:
             s.connect(_name(host))
         except ConnectionRefusedError:
             return None
-        except OSError:  # its backlog is full (nobody accepts): taken, by whom unknown
+        except OSError:  # it does not accept in time (frozen?): taken, by whom unknown
             return 0
         return peer_pid(s)
 
@@ -44,8 +44,9 @@ def lock(host: Host) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.bind(_name(host))
-        # Listening lets a second daemon connect and read our PID (SO_PEERCRED); nobody accepts.
+        # Listening lets a second daemon connect and read our PID (SO_PEERCRED).
         s.listen(8)
+        s.setblocking(False)
     except OSError:
         s.close()
         pid = holder_pid(host)
@@ -54,6 +55,17 @@ def lock(host: Host) -> socket.socket:
             f"host {host.name} is already run by {who} in this network namespace"
         ) from None
     return s
+
+
+def close_waiting(sock: socket.socket) -> None:
+    """Close the connections second daemons made to read our PID, so they never fill the
+    backlog (a daemon restarted in a loop by its supervisor must still get the PID)."""
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        conn.close()
 
 
 def check_local(host: Host, local: Iterable[IPv4Address]) -> None:
