@@ -109,11 +109,15 @@ def test_status_sees_masters_of_vips_it_takes_no_part_in_and_two_masters() -> No
     row = next(r for r in doc["vips"] if r["address"] == str(watched.address))
     assert row["state"] is None and row["master"] == [watched.owner]
     other = next(h.address for h in p.cluster.hosts if h.name not in ("h0", watched.owner))
+    # Both go on advertising (they do not hear each other): two masters.
     node.packet(1.6, advert(p, watched, str(other), 255, 1))
-    doc = build_status(node, 1.7)
+    node.packet(2.0, advert(p, watched, str(owner), 0, 2))
+    node.packet(2.6, advert(p, watched, str(other), 255, 2))
+    node.packet(3.0, advert(p, watched, str(owner), 0, 3))
+    doc = build_status(node, 3.1)
     assert any("two masters" in x for x in doc["problems"])
     # Silence for longer than an interval and a margin: no master any more.
-    doc = build_status(node, 5.0)
+    doc = build_status(node, 6.0)
     assert any(
         f"{watched.address} vhid {watched.vhid}: no master heard" == x for x in doc["problems"]
     )
@@ -224,3 +228,23 @@ def test_status_names_a_peer_drained_with_nobody_to_take_over() -> None:
         f"{v.address} vhid {v.vhid}: drained on {v.owner} (advertises skew 255)" in doc["problems"]
     )
     assert next(i for i in doc["issues"] if i["kind"] == "drained")["level"] == "WARNING"
+
+
+def test_a_handover_is_not_two_masters() -> None:
+    """A master that hears a better one sends one last advert and falls silent: while that advert
+    is still fresh, status names the new master alone."""
+    p = plan(hosts=3, vips=[{"address": "203.0.113.10/24"}])
+    v = p.vips[0]
+    watcher = v.order[2]
+    node = Node.build(p, watcher, counter_seed=1)
+    node.start(0.0)
+    first, second = (str(p.cluster.host(h).address) for h in v.order[:2])
+    for i, t in enumerate((1.0, 2.0, 3.0)):  # the first backup holds it
+        node.packet(t, advert(p, v, second, v.advskew[1], 10 + i))
+    node.packet(3.5, advert(p, v, first, 0, 20))  # the owner comes back and preempts
+    node.packet(3.51, advert(p, v, second, v.advskew[1], 13))  # its last advert
+    node.packet(3.52, advert(p, v, first, 0, 21))  # the owner answers it at once
+    for t in (3.6, 4.4):
+        assert node.masters(t)[(v.group, v.vhid)] == [IPv4Address(first)], t
+    node.packet(4.5, advert(p, v, first, 0, 22))
+    assert node.masters(5.0)[(v.group, v.vhid)] == [IPv4Address(first)]

@@ -70,10 +70,15 @@ def test_a_second_daemon_for_a_host_is_refused_and_touches_nothing(
         "import sys\nfrom iprotate.cluster.loader import load_cluster\n"
         "from iprotate.engine.hostlock import holder_pid\n"
         "host = load_cluster(sys.argv[1]).host('alpha')\n"
-        "print(*sorted({holder_pid(host) for _ in range(12)}))\n"
+        "print(*sorted({holder_pid(host) for _ in range(80)}))\n"
     )
     out = lab.seg.run("alpha", sys.executable, "-c", ask, str(lab.cluster_file))
     assert out.strip() == str(pid)
+    # Nor may `cleanup` remove a running daemon's VIPs.
+    r = iprotate(lab, "alpha", "cleanup", str(lab.cluster_file))
+    assert r.returncode == 1 and one_line(r) == (
+        f"error: host alpha is run by pid {pid} in this network namespace: stop it first"
+    )
     # The first one kept its VIPs and its control socket.
     assert lab.holders() == before and settled(lab)()
     assert request(str(lab.control_socket("alpha")), {"cmd": "status"})["status"]["host"] == "alpha"

@@ -18,8 +18,10 @@ from ipaddress import IPv4Address
 from iprotate.carp import codec
 from iprotate.carp.machine import Action, CarpMachine, Dropped, MachineConfig, State, Transition
 from iprotate.plan.model import Plan, VipPlan
-from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW
+from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW, interval
 
+# Two masters' adverts must overlap this long at least (sub-second intervals can be a few ms).
+OVERLAP_FLOOR = 0.05
 Key = tuple[IPv4Address, int]  # (group, vhid): how VIPs are told apart on the wire
 Step = Callable[[CarpMachine, int], list[Action]]
 
@@ -62,6 +64,7 @@ class Seen:
     advbase: int
     advskew: int
     at: float
+    first: float = 0.0  # when this source began advertising without a pause (a master's streak)
 
 
 @dataclass
@@ -185,7 +188,11 @@ class Node:
             )
             return []
         self.counters["adverts_received"] += 1
-        self.seen.setdefault(key, {})[pkt.src] = Seen(pkt.src, adv.advbase, adv.advskew, now)
+        heard = self.seen.setdefault(key, {})
+        prior = heard.get(pkt.src)
+        streak = prior is not None and now - prior.at <= self._fresh()
+        first = prior.first if streak and prior is not None else now
+        heard[pkt.src] = Seen(pkt.src, adv.advbase, adv.advskew, now, first)
         self._check_priorities(now, key, vip, pkt.src, adv.advbase, adv.advskew)
         m = self.machines.get(key)
         if m is None:
@@ -318,22 +325,42 @@ class Node:
                 out[s.src] = max(out.get(s.src, s.at), s.at)
         return out
 
+    def _fresh(self) -> float:
+        # A master advertises every advbase + skew/256 s: heard within that (and a margin).
+        return self.plan.cluster.advbase + 1.0
+
     def masters(self, now: float) -> dict[Key, list[IPv4Address]]:
         """Who is master of each vhid on the segment, as far as this host can tell: us, and
-        whoever advertised it within the last `fresh` seconds (two entries: two masters)."""
-        c = self.plan.cluster
+        whoever advertised it within the last `fresh` seconds (two entries: two masters).
+
+        A handover is not two masters: a master that hears a better one sends one last advert
+        and falls silent, and that advert stays fresh for a while. Two sources are both masters
+        only when their streaks of adverts overlap by half an interval (two masters that do not
+        hear each other keep advertising); otherwise the master is us if our machine says so,
+        else the one heard last (the one that answered the other)."""
         out: dict[Key, list[IPv4Address]] = {}
         for key in self.vips:
-            heard = self.seen.get(key, {})
-            # A master advertises every advbase + skew/256 s: heard within that (and a margin).
-            fresh = c.advbase + 1.0
-            srcs = sorted(
-                s.src
-                for s in heard.values()
-                if now - s.at <= fresh and s.advbase != FAREWELL_ADVBASE
-            )
+            fresh = [
+                (s.src, s.first, s.at, interval(s.advbase, s.advskew))
+                for s in self.seen.get(key, {}).values()
+                if now - s.at <= self._fresh() and s.advbase != FAREWELL_ADVBASE
+            ]
             m = self.machines.get(key)
             if m is not None and m.state is State.MASTER:
-                srcs = [self.address, *srcs]
+                fresh.append((self.address, m.since, now, interval(m.cfg.advbase, m.cfg.advskew)))
+            both: set[IPv4Address] = set()
+            for i, (a, a_first, a_at, a_every) in enumerate(fresh):
+                for b, b_first, b_at, b_every in fresh[i + 1 :]:
+                    overlap = min(a_at, b_at) - max(a_first, b_first)
+                    if overlap >= max(min(a_every, b_every) / 2, OVERLAP_FLOOR):
+                        both |= {a, b}
+            if both:
+                srcs = sorted(both)
+            elif fresh:
+                srcs = [max(fresh, key=lambda f: (f[0] == self.address, f[2]))[0]]
+            else:
+                srcs = []
+            if self.address in srcs:  # us first, as before
+                srcs = [self.address, *(a for a in srcs if a != self.address)]
             out[key] = srcs
         return out

@@ -111,17 +111,22 @@ def reload(socket_path: str | None, host: str | None) -> None:
 @click.option("--host", metavar="NAME", help="Which host this is (default: found from addresses).")
 def cleanup(cluster_file: str, host: str | None) -> None:
     """Remove every planned VIP from this host's VIP interface (after a crash; systemd's
-    ExecStopPost runs it)."""
+    ExecStopPost runs it). Refused while a daemon runs this host here: they are its VIPs."""
     from iprotate.cli.run_cmd import local_addresses
     from iprotate.engine.daemon import StartError, find_host, remove_vips
+    from iprotate.engine.hostlock import HostInUse, holder_pid
 
     _, plan = load_plan(cluster_file)
     try:
         if host is None:
             host = find_host(plan, local_addresses())
         check_host(plan, host)
+        pid = holder_pid(plan.cluster.host(host))
+        if pid is not None:
+            who = f"pid {pid}" if pid else "another process"
+            raise HostInUse(f"host {host} is run by {who} in this network namespace: stop it first")
         removed = asyncio.run(remove_vips(plan, host))
-    except StartError as e:
+    except (StartError, HostInUse) as e:
         click.echo(f"error: {e}", err=True)
         raise SystemExit(1) from None
     click.echo(f"removed {len(removed)} VIPs" + (f": {', '.join(removed)}" if removed else ""))

@@ -205,19 +205,25 @@ class ControlServer:
         self._bound = -1  # the inode of the socket we bound, to remove only that one
 
     async def bind(self) -> None:
-        """Take the path (see `claim_path`; ControlError if refused) and bind, without answering
-        yet: connections wait until `serve`."""
+        """Take the path (see `claim_path`; ControlError if refused), bind and listen, without
+        answering yet: connections wait in the backlog until `serve`. Listening at once keeps the
+        socket live to anyone checking it (a stale socket is one nobody listens on)."""
         claim_path(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)  # never world-connectable, not even for an instant
         try:
+            sock.bind(self.path)
+            sock.listen(64)
+            self._bound = os.stat(self.path).st_ino
             self._server = await asyncio.start_unix_server(
-                self._serve, path=self.path, start_serving=False
+                self._serve, sock=sock, start_serving=False
             )
         except OSError as e:
+            sock.close()
+            self._remove_ours()
             raise ControlError(f"control socket {self.path}: {e.strerror}") from None
         finally:
             os.umask(old)
-        self._bound = os.stat(self.path).st_ino
         if self.group is not None:
             with contextlib.suppress(KeyError):
                 os.chown(self.path, -1, grp.getgrnam(self.group).gr_gid)
@@ -237,7 +243,10 @@ class ControlServer:
             return
         self._server.close()
         await self._server.wait_closed()
-        # Remove our socket only: never a path someone else has taken since.
+        self._remove_ours()
+
+    def _remove_ours(self) -> None:
+        """Remove our socket only: never a path someone else has taken since."""
         with contextlib.suppress(OSError):
             if os.lstat(self.path).st_ino == self._bound:
                 Path(self.path).unlink()

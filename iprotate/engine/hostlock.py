@@ -9,6 +9,7 @@ second daemon that finds the name taken connects to it and names the holder's PI
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterable
 from ipaddress import IPv4Address
 
@@ -26,15 +27,20 @@ def _name(host: Host) -> bytes:
 
 def holder_pid(host: Host) -> int | None:
     """The PID of the daemon holding `host`'s lock in this network namespace, None if free."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(1.0)
-        try:
-            s.connect(_name(host))
-        except ConnectionRefusedError:
-            return None
-        except OSError:  # it does not accept in time (frozen?): taken, by whom unknown
-            return 0
-        return peer_pid(s)
+    give_up = time.monotonic() + 1.0
+    while True:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.setblocking(False)
+            try:
+                s.connect(_name(host))
+            except ConnectionRefusedError:
+                return None
+            except BlockingIOError:  # its backlog is full until the holder accepts
+                if time.monotonic() > give_up:
+                    return 0  # it does not accept (frozen?): taken, by whom unknown
+                time.sleep(0.01)
+                continue
+            return peer_pid(s)
 
 
 def lock(host: Host) -> socket.socket:
@@ -45,7 +51,7 @@ def lock(host: Host) -> socket.socket:
     try:
         s.bind(_name(host))
         # Listening lets a second daemon connect and read our PID (SO_PEERCRED).
-        s.listen(8)
+        s.listen(64)
         s.setblocking(False)
     except OSError:
         s.close()
