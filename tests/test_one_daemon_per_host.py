@@ -109,7 +109,7 @@ def test_the_control_socket_replaces_only_a_stale_socket(make_lab: Callable[...,
     adir.mkdir()
     long = str(lab.workdir / ("x" * 120 + ".sock"))
     refused = {
-        live: f"control socket {live} is in use by pid {alpha_pid}: is a daemon running?",
+        live: f"control socket {live} is in use by pid {alpha_pid}: refusing to take it",
         str(afile): f"control socket {afile} is a regular file: refusing to replace it",
         str(adir): f"control socket {adir} is a directory: refusing to replace it",
         str(afile / "x.sock"): f"control socket {afile}/x.sock: {afile} is not a directory",

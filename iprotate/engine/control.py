@@ -104,7 +104,7 @@ def claim_path(path: str) -> None:
         raise ControlError(f"control socket {path} cannot be checked: {e}") from None
     if pid is not None:
         who = f"pid {pid}" if pid else "another process"
-        raise ControlError(f"control socket {path} is in use by {who}: is a daemon running?")
+        raise ControlError(f"control socket {path} is in use by {who}: refusing to take it")
     with contextlib.suppress(FileNotFoundError):
         p.unlink()  # stale: left by a daemon that was killed
         log.info("control: removed the stale socket %s", path)
