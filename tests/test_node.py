@@ -168,11 +168,15 @@ def test_status_sees_masters_of_vips_it_takes_no_part_in_and_two_masters() -> No
     row = next(r for r in doc["vips"] if r["address"] == str(watched.address))
     assert row["state"] is None and row["master"] == [watched.owner]
     other = next(h.address for h in p.cluster.hosts if h.name not in ("h0", watched.owner))
+    # Both go on advertising (they do not hear each other): two masters.
     node.packet(1.6, advert(p, watched, str(other), 255, 1))
-    doc = build_status(node, 1.7)
+    node.packet(2.0, advert(p, watched, str(owner), 0, 2))
+    node.packet(2.6, advert(p, watched, str(other), 255, 2))
+    node.packet(3.0, advert(p, watched, str(owner), 0, 3))
+    doc = build_status(node, 3.1)
     assert any("two masters" in x for x in doc["problems"])
     # Silence for longer than an interval and a margin: no master any more.
-    doc = build_status(node, 5.0)
+    doc = build_status(node, 6.0)
     assert any(
         f"{watched.address} vhid {watched.vhid}: no master heard" == x for x in doc["problems"]
     )
@@ -277,3 +281,89 @@ def test_demote_hands_every_vip_over_and_staggers_the_return() -> None:
         13.0 + 2.0 + 0.5 * i for i in range(len(preempting))
     ]
     assert node.drained() == []  # nothing to remember across a restart
+
+
+def test_status_levels_follow_the_monitoring_convention() -> None:
+    """OK with every VIP on its owner; UNKNOWN for silence just after start; WARNING for a VIP
+    on a backup, an owner not heard, a drained peer, adverts of another plan; CRITICAL for a
+    VIP with no master."""
+    p = plan(hosts=2, vips=[{"pool": "203.0.113.10-203.0.113.13/24"}])
+    node = Node.build(p, "h1")
+    node.start(0.0)
+    theirs = [v for v in p.vips if v.owner == "h0"]
+    doc = build_status(node, 1.0)
+    assert doc["level"] == "UNKNOWN" and doc["warming_up"], doc["problems"]
+    assert doc["summary"].startswith("IPROTATE UNKNOWN - ")
+
+    def hear(t: float, skew: int = 0, counter: int = 0) -> None:
+        for v in theirs:
+            node.packet(t, advert(p, v, "198.51.100.1", skew, int(t * 10) + counter))
+
+    t = 0.0
+    while t < 6.0:  # h0 advertises its VIPs; we take ours when D expires
+        t += 0.5
+        hear(t)
+        settle(node, t)
+    doc = build_status(node, t)
+    assert (doc["level"], doc["problems"]) == ("OK", []), doc["problems"]
+    assert doc["summary"] == "IPROTATE OK - 4 VIPs, each served by its planned owner"
+    # h0 gone: we take its VIPs; a VIP on a backup and a host not heard are warnings.
+    settle(node, t + 10.0)
+    doc = build_status(node, t + 10.0)
+    assert doc["level"] == "WARNING" and doc["summary"] == (
+        f"IPROTATE WARNING - {len(theirs)} VIPs not on their owner (h0); not heard: h0"
+    )
+    # Adverts from a host of the file for a vhid we do not know: another plan there; from an
+    # address outside the file, someone else's cluster on the segment, not ours to judge.
+    stray = codec.encode_advert(vhid=99, advbase=1, advskew=0, counter=1, vip=IPv4Address(
+        "203.0.113.99"), password=PW)  # fmt: skip
+    for src in ("198.51.100.1", "198.51.100.77"):
+        node.packet(t + 10.1, codec.build_ip_packet(IPv4Address(src), theirs[0].group, stray))
+    doc = build_status(node, t + 10.2)
+    assert [x for x in doc["problems"] if "vhid 99" in x] == [
+        "host h0: advertises vhid 99, not in our plan (another cluster file?)"
+    ]
+    assert "another plan on h0" in doc["summary"]
+    # Nobody at all for a VIP: CRITICAL.
+    other = Node.build(p, "h1")
+    other.start(0.0)
+    node_doc = build_status(other, 10.0)  # never settled: nobody holds anything
+    assert node_doc["level"] == "CRITICAL"
+    assert "PROBLEMS" in status_text(node_doc)
+
+
+def test_status_names_a_peer_drained_with_nobody_to_take_over() -> None:
+    """A drained master nobody relieves keeps advertising with the skew 255: a warning, named."""
+    p = plan(hosts=3, vips=[{"pool": "203.0.113.10-203.0.113.15/24"}])
+    p = make_plan(parse_cluster({**_doc(p), "cluster": {**_doc(p)["cluster"], "backups": 1}}, "t"))
+    watcher = next(h.name for h in p.cluster.hosts if any(h.name not in v.order for v in p.vips))
+    v = next(v for v in p.vips if watcher not in v.order)
+    node = Node.build(p, watcher)
+    node.start(0.0)
+    owner = str(p.cluster.host(v.owner).address)
+    node.packet(9.0, advert(p, v, owner, 255, 1))
+    doc = build_status(node, 9.5)
+    assert (
+        f"{v.address} vhid {v.vhid}: drained on {v.owner} (advertises skew 255)" in doc["problems"]
+    )
+    assert next(i for i in doc["issues"] if i["kind"] == "drained")["level"] == "WARNING"
+
+
+def test_a_handover_is_not_two_masters() -> None:
+    """A master that hears a better one sends one last advert and falls silent: while that advert
+    is still fresh, status names the new master alone."""
+    p = plan(hosts=3, vips=[{"address": "203.0.113.10/24"}])
+    v = p.vips[0]
+    watcher = v.order[2]
+    node = Node.build(p, watcher)
+    node.start(0.0)
+    first, second = (str(p.cluster.host(h).address) for h in v.order[:2])
+    for i, t in enumerate((1.0, 2.0, 3.0)):  # the first backup holds it
+        node.packet(t, advert(p, v, second, v.advskew[1], 10 + i))
+    node.packet(3.5, advert(p, v, first, 0, 20))  # the owner comes back and preempts
+    node.packet(3.51, advert(p, v, second, v.advskew[1], 13))  # its last advert
+    node.packet(3.52, advert(p, v, first, 0, 21))  # the owner answers it at once
+    for t in (3.6, 4.4):
+        assert node.masters(t)[(v.group, v.vhid)] == [IPv4Address(first)], t
+    node.packet(4.5, advert(p, v, first, 0, 22))
+    assert node.masters(5.0)[(v.group, v.vhid)] == [IPv4Address(first)]

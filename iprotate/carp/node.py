@@ -28,8 +28,10 @@ from iprotate.carp.machine import (
 )
 from iprotate.carp.native_auth import NativeAuth, Verdict, derive_key
 from iprotate.plan.model import Plan, VipPlan
-from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW
+from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW, interval
 
+# Two masters' adverts must overlap this long at least (sub-second intervals can be a few ms).
+OVERLAP_FLOOR = 0.05
 Key = tuple[IPv4Address, int]  # (group, vhid): how VIPs are told apart on the wire
 # Senders that are no host of the cluster file, remembered for status: the most recent ones only.
 MAX_STRANGERS = 16
@@ -75,6 +77,7 @@ class Seen:
     advbase: int
     advskew: int
     at: float
+    first: float = 0.0  # when this source began advertising without a pause (a master's streak)
 
 
 @dataclass
@@ -115,6 +118,11 @@ class Node:
     takeover_seconds: dict[Key, float] = field(default_factory=dict)  # filled in by the daemon
     strangers: dict[IPv4Address, Stranger] = field(default_factory=dict)
     auth: NativeAuth = field(init=False)
+    started: float | None = None  # when `start` ran: status judges silence only after a while
+    # Adverts from hosts of the cluster for vhids our plan does not have (a different cluster
+    # file there): (source, group, vhid) -> when last heard. Only hosts of the file are kept,
+    # so forged sources cannot grow it.
+    unplanned: dict[tuple[IPv4Address, IPv4Address, int], float] = field(default_factory=dict)
     _timers: list[tuple[float, Key]] = field(default_factory=list)
     _host_at: dict[IPv4Address, str] = field(default_factory=dict)
     _address: IPv4Address = field(default=IPv4Address(0))
@@ -174,6 +182,7 @@ class Node:
 
     def start(self, now: float) -> list[Effect]:
         """Every machine joins as BACKUP; preemption waits for the hold-down, staggered."""
+        self.started = now
         return self._all(now, lambda m, i: m.start(now, self._preempt_after(now, i)))
 
     def stop(self, now: float) -> list[Effect]:
@@ -235,6 +244,8 @@ class Node:
         vip = self.vips.get(key)
         if vip is None:
             self.counters[f"drop_{codec.Reject.UNKNOWN_VHID.value}"] += 1
+            if pkt.src in self._host_at:
+                self.unplanned[(pkt.src, pkt.dst, adv.vhid)] = now
             return []
         if not codec.verify(adv, self.plan.cluster.password, vip.ip):
             self.counters[f"drop_{codec.Reject.BAD_DIGEST.value}"] += 1
@@ -254,7 +265,11 @@ class Node:
                     )  # fmt: skip
                 return []
         self.counters["adverts_received"] += 1
-        self.seen.setdefault(key, {})[pkt.src] = Seen(pkt.src, adv.advbase, adv.advskew, now)
+        heard = self.seen.setdefault(key, {})
+        prior = heard.get(pkt.src)
+        streak = prior is not None and now - prior.at <= self._fresh()
+        first = prior.first if streak and prior is not None else now
+        heard[pkt.src] = Seen(pkt.src, adv.advbase, adv.advskew, now, first)
         self._check_priorities(now, key, vip, pkt.src, adv.advbase, adv.advskew)
         m = self.machines.get(key)
         if m is None:
@@ -280,6 +295,11 @@ class Node:
         self.auth.forget(set(new_vips))
         self.seen = {k: v for k, v in self.seen.items() if k in new_vips}
         self.drift = {k: d for k, d in self.drift.items() if k[0] in new_vips}
+        self.unplanned = {
+            k: t
+            for k, t in self.unplanned.items()
+            if (k[1], k[2]) not in new_vips and k[0] in self._host_at
+        }
         joined = 0
         for key, cfg in new_cfgs.items():
             m = self.machines.get(key)
@@ -397,22 +417,50 @@ class Node:
         else:
             self.drift.pop((key, src), None)
 
+    def last_heard(self) -> dict[IPv4Address, float]:
+        """When each peer was last heard advertising (any vhid of our plan, valid digest)."""
+        out: dict[IPv4Address, float] = {}
+        for heard in self.seen.values():
+            for s in heard.values():
+                out[s.src] = max(out.get(s.src, s.at), s.at)
+        return out
+
+    def _fresh(self) -> float:
+        # A master advertises every advbase + skew/256 s: heard within that (and a margin).
+        return self.plan.cluster.advbase + 1.0
+
     def masters(self, now: float) -> dict[Key, list[IPv4Address]]:
         """Who is master of each vhid on the segment, as far as this host can tell: us, and
-        whoever advertised it within the last `fresh` seconds (two entries: two masters)."""
-        c = self.plan.cluster
+        whoever advertised it within the last `fresh` seconds (two entries: two masters).
+
+        A handover is not two masters: a master that hears a better one sends one last advert
+        and falls silent, and that advert stays fresh for a while. Two sources are both masters
+        only when their streaks of adverts overlap by half an interval (two masters that do not
+        hear each other keep advertising); otherwise the master is us if our machine says so,
+        else the one heard last (the one that answered the other)."""
         out: dict[Key, list[IPv4Address]] = {}
         for key in self.vips:
-            heard = self.seen.get(key, {})
-            # A master advertises every advbase + skew/256 s: heard within that (and a margin).
-            fresh = c.advbase + 1.0
-            srcs = sorted(
-                s.src
-                for s in heard.values()
-                if now - s.at <= fresh and s.advbase != FAREWELL_ADVBASE
-            )
+            fresh = [
+                (s.src, s.first, s.at, interval(s.advbase, s.advskew))
+                for s in self.seen.get(key, {}).values()
+                if now - s.at <= self._fresh() and s.advbase != FAREWELL_ADVBASE
+            ]
             m = self.machines.get(key)
             if m is not None and m.state is State.MASTER:
-                srcs = [self.address, *srcs]
+                fresh.append((self.address, m.since, now, interval(m.cfg.advbase, m.cfg.advskew)))
+            both: set[IPv4Address] = set()
+            for i, (a, a_first, a_at, a_every) in enumerate(fresh):
+                for b, b_first, b_at, b_every in fresh[i + 1 :]:
+                    overlap = min(a_at, b_at) - max(a_first, b_first)
+                    if overlap >= max(min(a_every, b_every) / 2, OVERLAP_FLOOR):
+                        both |= {a, b}
+            if both:
+                srcs = sorted(both)
+            elif fresh:
+                srcs = [max(fresh, key=lambda f: (f[0] == self.address, f[2]))[0]]
+            else:
+                srcs = []
+            if self.address in srcs:  # us first, as before
+                srcs = [self.address, *(a for a in srcs if a != self.address)]
             out[key] = srcs
         return out

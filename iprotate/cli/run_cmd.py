@@ -14,7 +14,9 @@ import click
 from iprotate.cli import main
 from iprotate.cli.common import check_host, cluster_file, load_plan
 from iprotate.cluster.bounds import check_seconds
+from iprotate.engine.control import default_socket
 from iprotate.engine.daemon import Daemon, DaemonFailed, RunOptions, StartError, find_host
+from iprotate.engine.hostlock import HostInUse, check_local
 
 
 def local_addresses() -> list[IPv4Address]:
@@ -67,7 +69,9 @@ class Seconds(click.ParamType):
     help="Seconds between gratuitous ARPs while master; 0: on takeover only [run.garp_refresh].",
 )
 @click.option(
-    "--control-socket", metavar="PATH", help="The control socket; '' for none [run.control_socket]."
+    "--control-socket",
+    metavar="PATH",
+    help="The control socket; '' for none [run.control_socket] (default /run/iprotate/HOST.sock).",
 )
 @click.option(
     "--state-dir", metavar="DIR", help="Where the drained state survives restarts [run.state_dir]."
@@ -123,25 +127,29 @@ def run(
         "ignore_ifstate": ignore_ifstate,
     }
     settings = dataclasses.replace(cluster.run, **{k: v for k, v in given.items() if v is not None})
-    options = RunOptions(
-        hold_down=settings.hold_down,
-        stagger=settings.stagger,
-        garp_refresh=settings.garp_refresh,
-        control_socket=settings.control_socket or None,
-        control_group=settings.control_group,
-        state_dir=settings.state_dir or None,
-        metrics=settings.metrics or None,
-        hook_timeout=settings.hook_timeout,
-        cluster_file=cluster_file,
-        ignore_ifstate=settings.ignore_ifstate,
-    )
     try:
+        local = local_addresses()
         if host is None:
-            host = find_host(plan, local_addresses())
+            host = find_host(plan, local)
         else:
             check_host(plan, host)
+            check_local(plan.cluster.host(host), local)
+        sock = settings.control_socket
+        options = RunOptions(
+            hold_down=settings.hold_down,
+            stagger=settings.stagger,
+            garp_refresh=settings.garp_refresh,
+            # Unset: this host's own path, so several hosts' daemons on one machine never meet.
+            control_socket=default_socket(host) if sock is None else (sock or None),
+            control_group=settings.control_group,
+            state_dir=settings.state_dir or None,
+            metrics=settings.metrics or None,
+            hook_timeout=settings.hook_timeout,
+            cluster_file=cluster_file,
+            ignore_ifstate=settings.ignore_ifstate,
+        )
         asyncio.run(Daemon(plan, host, options).run())
-    except (StartError, DaemonFailed) as e:
+    except (StartError, DaemonFailed, HostInUse) as e:
         click.echo(f"error: {e}", err=True)
         raise SystemExit(1) from None
     except PermissionError as e:

@@ -35,9 +35,9 @@ from iprotate.carp.node import Effect, Node
 from iprotate.carp.status import build_status
 from iprotate.cluster.loader import load_cluster
 from iprotate.cluster.model import ClusterError
-from iprotate.engine import drained_state
+from iprotate.engine import drained_state, hostlock
 from iprotate.engine.addresses import AddressSetter
-from iprotate.engine.control import ControlServer
+from iprotate.engine.control import ControlError, ControlServer
 from iprotate.engine.garp import GarpSender
 from iprotate.engine.hooks import HookRunner, hook_for
 from iprotate.engine.links import LinkState, LinkWatcher
@@ -117,6 +117,13 @@ class Daemon:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        # Before any change to the system: one daemon per host (per network namespace), and a
+        # control socket nobody else is using; refused, we touch nothing.
+        try:
+            lock = hostlock.lock(self.host)
+        except hostlock.HostInUse as e:
+            raise StartError(str(e)) from None
+        loop.add_reader(lock.fileno(), hostlock.close_waiting, lock)
         ipr = AsyncIPRoute()
         watch = LinkWatcher([self.host.interface, self.host.vip_interface], self)
         control = None
@@ -124,21 +131,30 @@ class Daemon:
         tasks: list[asyncio.Task[None]] = []
         signal_rules: SignalRules | None = None
         try:
+            if self.options.control_socket:
+                control = ControlServer(
+                    self.options.control_socket, self._control, self.options.control_group
+                )
+                try:
+                    await control.bind()
+                except ControlError as e:
+                    control = None
+                    raise StartError(str(e)) from None
+            if self.options.metrics:
+                try:
+                    exporter = serve_metrics(
+                        self.options.metrics, lambda: self.node, loop.time, lambda: self.hooks
+                    )
+                except (ValueError, OSError) as e:  # a bad address, a port in use
+                    raise StartError(f"metrics on {self.options.metrics!r}: {e}") from None
             self._adv_index, running = await self._link(ipr, self.host.interface)
             self._vip_index, _ = await self._link(ipr, self.host.vip_interface)
             self.addresses = AddressSetter(self._vip_index)
             promote_secondaries(self.host.vip_interface)
             await self._cleanup(ipr)
             self._join_groups()
-            if self.options.control_socket:
-                control = ControlServer(
-                    self.options.control_socket, self._control, self.options.control_group
-                )
-                await control.start()
-            if self.options.metrics:
-                exporter = serve_metrics(
-                    self.options.metrics, lambda: self.node, loop.time, lambda: self.hooks
-                )
+            if control is not None:
+                await control.serve()
             tasks = [
                 self._background(watch.run(), "link watcher"),
                 self._background(self._watchdog(), "watchdog"),
@@ -193,6 +209,8 @@ class Daemon:
                 exporter.close()
             ipr.close()
             watch.close()
+            loop.remove_reader(lock.fileno())
+            lock.close()
 
     def _background(self, coro: Any, what: str) -> asyncio.Task[None]:
         """A task that may not end silently: if it fails, the daemon logs it, stops cleanly
