@@ -146,6 +146,12 @@ def test_drift_names_the_peer_and_status_fails() -> None:
     # A sender that is no host of the file is dropped before anything else, and remembered.
     assert node.counters["drop_not_a_host"] == 1
     assert list(node.strangers) == [IPv4Address("198.51.100.99")]
+    assert doc["strangers"] == [{"address": "198.51.100.99", "sampled": 1, "last_seen": 0.9}]
+    assert any(i["kind"] == "not_a_host" and i["level"] == "WARNING" for i in doc["issues"])
+    # Bounded: a flood from ever new spoofed sources keeps the most recent 16.
+    for k in range(100):
+        node.packet(3.0, advert(p, v, f"198.51.100.{101 + k}", 0, 5))
+    assert len(node.strangers) == 16 and IPv4Address("198.51.100.200") in node.strangers
     assert doc["problems"]
     assert "PROBLEMS" in status_text(doc)
     # The plan's own priorities, the farewell and a drained skew are not drift.

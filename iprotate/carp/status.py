@@ -7,7 +7,8 @@ Levels follow the monitoring-plugins convention (the exit code of `iprotate stat
 - OK (0): every VIP has exactly one master, its planned owner; every owner is heard; no drift.
 - WARNING (1): degraded but served: a VIP on a backup, a host that owns VIPs not heard, VIPs
   drained (here, or a peer advertising the drained skew 255), a drifting peer, a host of the
-  cluster advertising vhids our plan does not have (it runs another cluster file).
+  cluster advertising vhids our plan does not have (it runs another cluster file), adverts from
+  addresses that are no host of the cluster file (a forger, or a host missing from the file).
 - CRITICAL (2): a VIP with no master heard, or two.
 - UNKNOWN (3): nobody answers (the client says so); or, right after the daemon started, VIPs
   whose master it has not heard yet: silence means nothing until one master-down time has passed.
@@ -141,6 +142,20 @@ def build_status(node: Node, now: float) -> dict[str, Any]:
             host=peer,
         )  # fmt: skip
 
+    strangers = []
+    for src, st in node.strangers.items():
+        recent = now - st.last <= DRIFT_RECENT
+        strangers.append(
+            {"address": str(src), "sampled": st.count, "last_seen": round(now - st.last, 1)}
+        )
+        if recent:
+            issue(
+                WARNING, "not_a_host",
+                f"{src}: sends adverts but is no host of the cluster file ({st.count} seen; the "
+                "kernel passes 1 in 64 of them)",
+                host=str(src),
+            )  # fmt: skip
+
     level = worst([i["level"] for i in issues])
     return {
         "host": node.host,
@@ -149,6 +164,7 @@ def build_status(node: Node, now: float) -> dict[str, Any]:
         "warming_up": warming,
         "vips": vips,
         "drift": drift,
+        "strangers": strangers,
         "counters": dict(sorted(node.counters.items())),
         "problems": [i["text"] for i in issues],
         "issues": issues,
@@ -175,6 +191,7 @@ def _summary(level: str, issues: list[dict[str, str]], vips: int) -> str:
         "drained": lambda n: f"{n} VIPs drained ({hosts('drained')})",
         "drift": lambda n: f"{n} drifting adverts ({hosts('drift')})",
         "other_plan": lambda n: f"another plan on {hosts('other_plan')}",
+        "not_a_host": lambda n: f"adverts from {n} addresses that are no host",
     }
     parts = [say(len(by_kind[k])) for k, say in phrases.items() if k in by_kind]
     return f"IPROTATE {level} - " + "; ".join(parts)
