@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 import shutil
 from ipaddress import IPv4Address, IPv4Interface
@@ -18,8 +19,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from iprotate.cli import main
+from iprotate.cluster.bounds import RUN_SECONDS, check_seconds
 from iprotate.cluster.loader import load_cluster, parse_cluster
 from iprotate.cluster.model import DEFAULT_GROUP, Cluster, ClusterError, Host, Vip
 from iprotate.plan.planner import make_plan
@@ -984,3 +988,24 @@ def test_run_timing_within_bounds(key: str, value: float) -> None:
     doc = base()
     doc["run"] = {key: value}
     assert getattr(parse_cluster(doc, "t.toml").run, key) == value
+
+
+@given(
+    key=st.sampled_from(sorted(RUN_SECONDS)),
+    value=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(-(10**30), 10**30),
+        st.booleans(),
+        st.text(max_size=5),
+        st.none(),
+    ),
+)
+def test_run_timing_bounds_fuzzed(key: str, value: Any) -> None:
+    """Whatever the value, the check answers (never raises), and what it accepts is a finite
+    number within the key's bounds."""
+    why = check_seconds(key, value)
+    if why is None:
+        b = RUN_SECONDS[key]
+        assert isinstance(value, int | float) and not isinstance(value, bool)
+        assert math.isfinite(value)
+        assert value == 0 if b.zero_means and value == 0 else b.lo <= value <= b.hi
