@@ -190,3 +190,28 @@ def test_clients_find_their_namespace_daemon_on_the_default_sockets(
         assert lab.stop(name) == [0]
         assert not (Path(SOCKET_DIR) / f"{name}.sock").exists()
     assert os.path.isdir(SOCKET_DIR)
+
+
+def test_a_bad_metrics_address_or_a_port_in_use_is_one_line_and_touches_nothing(
+    make_lab: Callable[..., Lab],
+) -> None:
+    """Before, both were tracebacks. Refused before the daemon changes anything."""
+    lab = make_lab(hosts=2, vips=2)
+    sock = str(lab.workdir / "bravo.sock")
+    for addr in ("127.0.0.1:notaport", "not an address", "127.0.0.1:70000"):
+        r = iprotate(lab, "bravo", *run_args(lab, "--control-socket", sock, "--metrics", addr))
+        assert r.returncode == 1 and one_line(r).startswith(f"error: metrics on {addr!r}:"), r
+    # A port already taken in bravo's namespace.
+    holder = lab.seg.spawn(
+        "bravo",
+        [sys.executable, "-c", "import socket, time\ns = socket.socket()\n"
+         "s.bind(('127.0.0.1', 9650)); s.listen(); print('up', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == b"up"
+    r = iprotate(
+        lab, "bravo", *run_args(lab, "--control-socket", sock, "--metrics", "127.0.0.1:9650")
+    )
+    assert r.returncode == 1 and "Address already in use" in one_line(r), r.stderr
+    assert all("bravo" not in h for h in lab.holders().values())
+    assert not Path(sock).exists()

@@ -17,6 +17,7 @@ import pytest
 from labtools import WIRE_TOOL, settled, status_counters, takeover_bound, wait_for
 
 from iprotate.carp import codec
+from iprotate.engine.control import request
 from iprotate.lab.lab import CLIENT, Lab
 
 pytestmark = pytest.mark.netns
@@ -106,6 +107,11 @@ def test_a_rewritten_priority_from_a_stranger_is_dropped(make_lab: Callable[...,
     time.sleep(1.0)
     assert settled(lab)(), lab.holders()
     assert status_counters(lab, "alpha").get("drop_not_a_host", 0) >= 1  # sampled, counted
+    # Named in status, and logged once however many arrived.
+    doc = request(str(lab.control_socket("alpha")), {"cmd": "status"})["status"]
+    assert [s["address"] for s in doc["strangers"]] == ["198.51.100.99"]
+    log = (lab.workdir / "alpha.log").read_text()
+    assert log.count("addresses that are no host of the cluster file") == 1, log
     # The same rewrite under a host's own address fails iprotate's tag instead.
     send(lab, v, rewrite(p, src=address(lab, "bravo"), advbase=0, advskew=1))
     time.sleep(1.0)

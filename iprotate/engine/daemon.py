@@ -109,6 +109,7 @@ class Daemon:
         self._takeover_started: dict[tuple[IPv4Address, int], float] = {}
         self._drain_all = False
         self._reloading = False
+        self._strangers_logged = -DRIFT_LOG_EVERY
         self._drift_logged: dict[tuple[tuple[IPv4Address, int], IPv4Address], float] = {}
         self._links_up = {False: True, True: True}  # (vip link?) -> up, as the node was told
         self._failed: str | None = None
@@ -347,10 +348,27 @@ class Daemon:
         assert self.socket is not None
         now = asyncio.get_running_loop().time()
         drift = self.node.counters["drift"]
+        strangers = self.node.counters["drop_not_a_host"]
         while (data := self.socket.recv()) is not None:
             self._emit(self.node.packet(now, data))
         if self.node.counters["drift"] != drift:
             self._log_drift(now)
+        if self.node.counters["drop_not_a_host"] != strangers:
+            self._log_strangers(now)
+
+    def _log_strangers(self, now: float) -> None:
+        """Adverts from addresses that are no host: one line a minute at most, for all senders
+        together (a flood from ever new spoofed sources must not flood the log)."""
+        if now - self._strangers_logged < DRIFT_LOG_EVERY:
+            return
+        self._strangers_logged = now
+        recent = ", ".join(str(a) for a in reversed(self.node.strangers))
+        log.warning(
+            "dropping adverts from addresses that are no host of the cluster file: %d sampled so "
+            "far (the kernel passes 1 in 64), lately from %s",
+            self.node.counters["drop_not_a_host"],
+            recent,
+        )
 
     def _log_drift(self, now: float) -> None:
         """Name every drifting peer, at most once a minute each (a peer that keeps sending bad
