@@ -5,12 +5,15 @@ section states these results)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +24,8 @@ from iprotate.engine.control import request
 from iprotate.lab.lab import CLIENT, Lab
 
 pytestmark = pytest.mark.netns
+
+ATTACKER = str(Path(__file__).with_name("attacker.py"))
 
 
 def capture(lab: Lab, v: Any, src: str, seconds: float = 2.5) -> list[codec.Packet]:
@@ -164,3 +169,32 @@ def test_a_host_restarted_with_its_clock_an_hour_behind_is_not_locked_out(
     assert settled(lab)(), lab.holders()
     for peer in ("bravo", "charlie"):
         assert status_counters(lab, peer).get("drop_replay", 0) == 0
+
+
+def test_an_attacker_replaying_and_rewriting_for_a_while_changes_nothing(
+    make_lab: Callable[..., Lab],
+) -> None:
+    """tests/attacker.py on the segment for 12 s: old adverts replayed, better priorities, other
+    hosts' addresses, a stranger's. No VIP moves, none is held twice or by nobody, meanwhile."""
+    lab = make_lab(hosts=3, vips=6)
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    hosts = [address(lab, h) for h in lab.names]
+    argv = [sys.executable, ATTACKER, "eth0", "224.0.0.18", "12", "7", *hosts]
+    attacker = lab.seg.spawn(CLIENT, argv, stdout=subprocess.PIPE)
+    bad = []
+    t0 = time.monotonic()
+    while attacker.poll() is None and time.monotonic() - t0 < 20:
+        if not settled(lab)():
+            bad.append(lab.holders())
+        time.sleep(0.2)
+    assert attacker.stdout is not None
+    sent = json.loads(attacker.stdout.read().decode().splitlines()[-1])
+    assert sum(sent.values()) >= 40 and all(n > 0 for n in sent.values()), sent
+    assert bad == [], bad[:3]
+    dropped = sum(
+        status_counters(lab, h).get(f"drop_{r}", 0)
+        for h in lab.names
+        for r in ("replay", "stale", "forged", "not_a_host")
+    )
+    assert dropped > 0
