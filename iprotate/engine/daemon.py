@@ -54,6 +54,11 @@ log = logging.getLogger("iprotate")
 IFF_RUNNING = 0x40
 STOP_HANDOVER = 0.5  # seconds a stopping host waits for the next ones to take its VIPs
 DRIFT_LOG_EVERY = 60.0  # seconds between two log lines about the same drifting peer
+# Packets read from the CARP socket per wake-up before the event loop gets its turn back. Under a
+# flood the socket never empties: reading until it does would hold off every timer, our own
+# adverts included, for as long as the flood lasts (bench/flood.py: backups took over VIPs whose
+# master was alive but mute). The loop wakes us again at once while packets wait.
+READ_BATCH = 64
 
 
 class StartError(Exception):
@@ -329,7 +334,9 @@ class Daemon:
         assert self.socket is not None
         now = asyncio.get_running_loop().time()
         drift = self.node.counters["drift"]
-        while (data := self.socket.recv()) is not None:
+        for _ in range(READ_BATCH):
+            if (data := self.socket.recv()) is None:
+                break
             self._emit(self.node.packet(now, data))
         if self.node.counters["drift"] != drift:
             self._log_drift(now)
