@@ -113,3 +113,15 @@ def test_the_carp_socket_gets_a_receive_buffer_for_bursts() -> None:
         seg.add("alpha", 1)
         got = int(seg.run("alpha", sys.executable, "-c", code))
     assert got >= 2 * RECV_BUFFER  # the kernel reports twice what was set
+
+
+def test_the_kernel_filter_passes_the_other_hosts_not_our_own_address() -> None:
+    # Our adverts never come back to us: a packet under our address is a spoof.
+    assert _daemon()._sources() == [PEER]
+    doc = {
+        "cluster": {"interface": "eth1", "password": "pw"},
+        "hosts": [{"name": "a", "address": str(HOST)}],
+        "vips": [{"address": f"{VIP}/24"}],
+    }
+    alone = Daemon(make_plan(parse_cluster(doc, "t.toml")), "a")
+    assert alone._sources() == [HOST]  # the filter needs an address; no one else sends

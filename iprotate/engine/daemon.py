@@ -325,8 +325,14 @@ class Daemon:
             self.garp = GarpSender(self.host.vip_interface)
 
     def _sources(self) -> list[IPv4Address]:
-        """Whose adverts the kernel lets through: every host of the cluster file."""
-        return [h.address for h in self.plan.cluster.hosts]
+        """Whose adverts the kernel lets through: every other host of the cluster file.
+
+        Not our own address: the socket never loops our adverts back (IP_MULTICAST_LOOP 0), so a
+        packet under it is always someone else's, which the node ignores anyway; a flood of them
+        now stops in the kernel (but for the filter's sample) instead of costing a decode each.
+        A cluster of one host has no one else: the filter keeps our address (it needs one)."""
+        me = self.host.address
+        return [h.address for h in self.plan.cluster.hosts if h.address != me] or [me]
 
     # --- events in ---------------------------------------------------------------------------
 
