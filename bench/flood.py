@@ -364,7 +364,6 @@ def one_run(
     return {
         "kind": kind,
         "target": rate,
-        "revision": revision(),
         "settled_before": settled,
         "sender": {**sent, "cpu_pct": round(sender_cpu / secs * 100, 1)},
         # What reached a host's interface, per second of flood (adverts included: 9/s).
@@ -384,8 +383,15 @@ def one_run(
 
 
 def run(
-    kinds: list[str], rates: list[int], duration: float, workdir: Path, repeat: int = 1
+    kinds: list[str],
+    rates: list[int],
+    duration: float,
+    workdir: Path,
+    repeat: int = 1,
+    about: dict[str, Any] | None = None,
 ) -> list[dict]:
+    """Every flood of every kind at every rate, `repeat` times, in one lab; each result carries
+    `about` (the command, the revision the daemons run) and the load average at its end."""
     results: list[dict] = []
     with Lab(workdir, hosts=HOSTS, vips=VIPS, advbase=1) as lab:
         lab.start_all()
@@ -401,6 +407,9 @@ def run(
                     r = one_run(lab, kind, rate, duration, packet_file, workdir)
                 except (RuntimeError, ControlError, OSError) as e:
                     r = {"kind": kind, "target": rate, "error": str(e)}
+                r.update(about or {})
+                r["date"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
+                r["load"] = round(os.getloadavg()[0], 2)
                 print("  " + summary_line(r), flush=True)
                 results.append(r)
     return results
@@ -446,20 +455,22 @@ def _counter_text(hosts: dict[str, Any]) -> str:
 def table(results: list[dict[str, Any]]) -> list[str]:
     rows = [
         "| kind | target/s | sent/s | received/s | transitions | VIPs on 2 hosts / none | "
-        "daemon CPU % (per host) | µs/packet | kernel drops (per host) | node counters (3 hosts) |",
-        "|---|---:|---:|---:|---:|---|---|---:|---|---|",
+        "daemon CPU % (per host) | µs/packet | kernel drops (per host) | node counters (3 hosts) "
+        "| load |",
+        "|---|---:|---:|---:|---:|---|---|---:|---|---|---:|",
     ]
     for r in results:
         target = f"{r['target']:,}" if r["target"] else "max"
         if "error" in r:
-            rows.append(f"| {r['kind']} | {target} | error: {r['error']} ||||||||")
+            rows.append(f"| {r['kind']} | {target} | error: {r['error']} |||||||||")
             continue
         hs = r["hosts"].values()
         rows.append(
             f"| {r['kind']} | {target} | {r['sender'].get('rate', 0):,} | {r['received_rate']:,} "
             f"| {r['transitions']} | {len(r['two_hosts'])} / {len(r['no_host'])} "
             f"| {' / '.join(str(x['cpu_pct']) for x in hs)} | {us_per_packet(r) or '-'} "
-            f"| {' / '.join(str(x['kernel_drops']) for x in hs)} | {_counter_text(r['hosts'])} |"
+            f"| {' / '.join(str(x['kernel_drops']) for x in hs)} | {_counter_text(r['hosts'])} "
+            f"| {r.get('load', '-')} |"
         )
     return rows
 
@@ -482,9 +493,23 @@ def survived(results: list[dict[str, Any]]) -> dict[str, int | None]:
     return out
 
 
+def _about(results: list[dict[str, Any]]) -> list[str]:
+    """The commands, revisions and dates of a set of runs."""
+    commands = list(dict.fromkeys(r.get("command", "?") for r in results))
+    revs = ", ".join(dict.fromkeys(r.get("revision", "?") for r in results))
+    dates = sorted(r["date"] for r in results if "date" in r)
+    when = f"{dates[0]} to {dates[-1]}" if dates else "?"
+    return [
+        *(f"    {c}" for c in commands),
+        "",
+        f"Daemons at revision {revs}; runs from {when}; {machine()}. The machine is shared with "
+        "other jobs (its 1-minute load average at the end of each run: *load*): indicative "
+        "figures.",
+    ]
+
+
 def markdown(
     results: list[dict[str, Any]],
-    command: str,
     duration: float,
     before: list[dict[str, Any]] | None = None,
 ) -> str:
@@ -494,10 +519,7 @@ def markdown(
         [
             "# Flood benchmark: junk CARP packets at a cluster (issue 9)",
             "",
-            f"    {command}",
-            "",
-            f"Revision {revision()}; {machine()}; {time.strftime('%Y-%m-%d %H:%M:%S %z')}. "
-            "The machine is shared with other jobs (2 cores): indicative figures.",
+            *_about(results),
             "",
             f"3 iprotate hosts, 9 VIPs (3 each), advbase 1 (D = 3 s + skew), every VIP on its "
             f"owner; a sender in the client namespace floods 224.0.0.18 on the lab's bridge for "
@@ -562,7 +584,7 @@ HOW_TO_READ = [
 
 
 def _before_section(before: list[dict[str, Any]]) -> list[str]:
-    revs = sorted({r.get("revision", "?") for r in before})
+    revs = list(dict.fromkeys(r.get("revision", "?") for r in before))
     ok = survived(before)
     head = "; ".join(f"{k}: {'none' if v is None else f'{v:,}/s'}" for k, v in ok.items())
     return [
@@ -572,6 +594,8 @@ def _before_section(before: list[dict[str, Any]]) -> list[str]:
         "the kernel's default receive buffer, our own address passed by the filter). Its "
         "*µs/packet* for *spoofed* is overstated: the third of those packets under the host's own "
         "address was decoded too, but counted nowhere.",
+        "",
+        *_about(before),
         "",
         *table(before),
         "",
@@ -591,6 +615,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--before", type=Path, help="flood.json of an earlier revision, shown below for comparison"
     )
+    ap.add_argument(
+        "--daemons",
+        type=Path,
+        help="run the hosts' daemons from this copy of the source (a directory holding iprotate/, "
+        "e.g. `git archive REV iprotate | tar -x -C DIR`), to measure another revision",
+    )
+    ap.add_argument("--label", help="the revision the results are marked with (with --daemons)")
+    ap.add_argument(
+        "--replot",
+        nargs="+",
+        type=Path,
+        help="only write flood.md from these flood.json files (runs of several invocations)",
+    )
     ap.add_argument("--send", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--interface", help=argparse.SUPPRESS)
     ap.add_argument("--packets", type=Path, help=argparse.SUPPRESS)
@@ -601,6 +638,15 @@ def main(argv: list[str] | None = None) -> int:
         pkts = [bytes.fromhex(x) for x in args.packets.read_text().split()]
         r = send_flood(args.interface, pkts, args.rate, min(args.duration, 120.0))
         args.result.write_text(json.dumps(r) + "\n")
+        return 0
+    before = None
+    if args.before:
+        before = [json.loads(line) for line in args.before.read_text().splitlines() if line]
+    if args.replot:
+        rows = [json.loads(x) for f in args.replot for x in f.read_text().splitlines() if x]
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "flood.md").write_text(markdown(rows, args.duration, before))
+        print(f"flood: wrote {args.out}/flood.md")
         return 0
     if os.geteuid() != 0:
         print("flood: needs root (network namespaces)", file=sys.stderr)
@@ -615,15 +661,19 @@ def main(argv: list[str] | None = None) -> int:
 
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, interrupt)
+    about = {
+        "command": " ".join(["sudo .venv/bin/python bench/flood.py", *argv]),
+        "revision": args.label or revision(),
+    }
+    if args.daemons:
+        # The daemons (and the sender) are started with this interpreter and this environment.
+        os.environ["PYTHONPATH"] = str(args.daemons.resolve())
+        about["revision"] = args.label or f"the source in {args.daemons}"
     with tempfile.TemporaryDirectory(prefix="iprotate-flood-") as tmp:
-        results = run(kinds, rates, args.duration, Path(tmp), args.repeat)
+        results = run(kinds, rates, args.duration, Path(tmp), args.repeat, about)
     args.out.mkdir(parents=True, exist_ok=True)
-    command = " ".join(["sudo .venv/bin/python bench/flood.py", *argv])
     (args.out / "flood.json").write_text("".join(json.dumps(r) + "\n" for r in results))
-    before = None
-    if args.before:
-        before = [json.loads(line) for line in args.before.read_text().splitlines() if line]
-    (args.out / "flood.md").write_text(markdown(results, command, args.duration, before))
+    (args.out / "flood.md").write_text(markdown(results, args.duration, before))
     print(f"flood: wrote {args.out}/flood.md, flood.json")
     return 0
 

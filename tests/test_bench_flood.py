@@ -107,6 +107,6 @@ def test_survived_is_the_highest_rate_below_the_first_failure() -> None:
         run("stranger", 10000, 9999, 0, two=["203.0.113.10"]),
     ]
     assert flood.survived(results) == {"spoofed": 29000, "stranger": None}
-    page = flood.markdown(results, "python bench/flood.py", 10.0)
+    page = flood.markdown(results, 10.0)
     assert "| spoofed | 100,000 | 50,000 | 50,000 | 2 | 0 / 0 |" in page
     assert "spoofed: 29,000/s; stranger: none" in page
