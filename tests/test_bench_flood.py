@@ -110,3 +110,12 @@ def test_survived_is_the_highest_rate_below_the_first_failure() -> None:
     page = flood.markdown(results, 10.0)
     assert "| spoofed | 100,000 | 50,000 | 50,000 | 2 | 0 / 0 |" in page
     assert "spoofed: 29,000/s; stranger: none" in page
+
+
+def test_tally_counts_failed_runs_by_rate_sent() -> None:
+    results = [
+        run("spoofed", 30000, 29990, 0),
+        run("spoofed", 30000, 30004, 14),
+        run("spoofed", 0, 41000, 0, two=["203.0.113.10"]),
+    ]
+    assert flood.tally(results) == ["- spoofed: 30,000/s 1 of 2, 40,000/s 1 of 1"]
