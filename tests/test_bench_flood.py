@@ -4,6 +4,7 @@ the parsing of /proc/net/raw; the headline."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from iprotate.carp import codec
 from iprotate.carp.node import Node
 from iprotate.lab.lab import Lab
+from iprotate.lab.netns import Segment
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
@@ -119,3 +121,30 @@ def test_tally_counts_failed_runs_by_rate_sent() -> None:
         run("spoofed", 0, 41000, 0, two=["203.0.113.10"]),
     ]
     assert flood.tally(results) == ["- spoofed: 30,000/s 1 of 2, 40,000/s 1 of 1"]
+
+
+@pytest.mark.netns
+def test_the_sender_paces_its_flood_and_it_reaches_the_segment(tmp_path: Path) -> None:
+    """One second at 2,000 packets/s from a client namespace: the rate it reports, and a host's
+    interface received them all (the segment is the test's own bridge)."""
+    lab = Lab(tmp_path, hosts=1, vips=1)  # the plan only, for the packets
+    pkts = tmp_path / "packets.hex"
+    pkts.write_text("\n".join(p.hex() for p in flood.flood_packets("stranger", lab.plan, 16)))
+    result = tmp_path / "sent.json"
+    argv = [sys.executable, str(BENCH / "flood.py"), "--send", "--interface", "eth0"]
+    argv += ["--packets", str(pkts), "--rate", "2000", "--duration", "1", "--result", str(result)]
+    with Segment() as seg:
+        seg.add("alpha", 1)
+        seg.add("client", 200, "eth0")
+
+        def rx() -> int:
+            out = json.loads(seg.run("alpha", "ip", "-s", "-j", "link", "show", "eth1"))
+            return int(out[0]["stats64"]["rx"]["packets"])
+
+        before = rx()
+        seg.run("client", *argv)
+        got = rx() - before
+    sent = json.loads(result.read_text())
+    assert 0.9 <= sent["seconds"] <= 1.5
+    assert 1800 <= sent["sent"] <= 2100
+    assert got >= sent["sent"]
