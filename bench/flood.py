@@ -11,12 +11,12 @@ receives every packet. Kinds:
 
 - stranger: valid adverts (digest right, advskew 0) from 198.51.100.99, no host of the cluster:
   the kernel filter (engine.source_filter) drops all but 1 in 64 before Python sees them;
-- spoofed:  adverts under a host's own address (each VIP's owner), digest right (the attacker
+- spoofed:  adverts under a host's address (each VIP's owner), digest right (the attacker
   knows the password, or rewrote captures), advskew 0, but a counter whose tag is wrong: the
   filter passes them and the node drops them in Python (`drop_forged`), after the decode, the
   digest and the tag, each packet costing the daemon CPU time;
 - garbage:  protocol 112 packets of 36 random bytes under a host's address: the filter passes
-  them, the decoder drops them (`drop_bad_checksum` and the like).
+  them, the decoder drops them (`drop_bad_version`, `drop_bad_type` and the like).
 
 Each run, rate after rate: the hosts' transitions (the status document's per-VIP count, read
 through the control socket before and after), who holds each VIP (Lab.holders, the addresses each
@@ -27,7 +27,12 @@ buffer was full, which is how real adverts get lost), the node's drop counters, 
 sender achieved and the rate a host's interface received. Between runs the cluster must settle
 again (each VIP on its owner alone).
 
-Writes bench/results/flood.md and flood.json (--out to change) with the command and the revision.
+Writes bench/results/flood.md and flood.json (--out to change) with the command and the revision;
+`--repeat N` runs each kind and rate N times; `--daemons DIR --label REV` runs the hosts' daemons
+from another copy of the source (`git archive REV iprotate | tar -x -C DIR`), to compare revisions
+in the same conditions; `--replot FILE... [--before FILE]` writes the page from the JSON of several
+invocations (bench/results/flood.json holds the runs at this revision, flood-before.json those
+before the receive-path fixes).
 The sender only ever sends on the client's interface, to 224.0.0.18, inside the lab; it stops
 itself after --duration and is stopped by PID when the benchmark ends, even on failure.
 """
@@ -454,7 +459,7 @@ def _counter_text(hosts: dict[str, Any]) -> str:
 
 def table(results: list[dict[str, Any]]) -> list[str]:
     rows = [
-        "| kind | target/s | sent/s | received/s | transitions | VIPs on 2 hosts / none | "
+        "| kind | target/s | sent/s | received/s | transitions | VIPs on 2 hosts / none (ARP) | "
         "daemon CPU % (per host) | µs/packet | kernel drops (per host) | node counters (3 hosts) "
         "| load |",
         "|---|---:|---:|---:|---:|---|---|---:|---|---|---:|",
@@ -473,6 +478,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
         rows.append(
             f"| {r['kind']} | {target} | {r['sender'].get('rate', 0):,} | {r['received_rate']:,} "
             f"| {r['transitions']} | {len(r['two_hosts'])} / {len(r['no_host'])} "
+            f"({len(r.get('arp_two', []))} / {len(r.get('arp_none', []))}) "
             f"| {' / '.join(str(x['cpu_pct']) for x in hs)} | {us_per_packet(r) or '-'} "
             f"| {' / '.join(str(x['kernel_drops']) for x in hs)} | {_counter_text(r['hosts'])} "
             f"| {r.get('load', '-')} |"
@@ -559,7 +565,9 @@ def markdown(
             "busiest host's eth1 received per second of flood (the lab's own adverts, about 9/s, "
             "included); *transitions*, CARP state changes over the 3 hosts during the flood and "
             f"{AFTER:g} s after (status document); *VIPs on 2 hosts / none*, from the addresses "
-            "the hosts really had (`Lab.holders`, sampled every 50 ms at best); *daemon CPU*, "
+            "the hosts really had (`Lab.holders`, sampled every 50 ms at best, about every 60 ms "
+            "in practice), and in brackets what the client's ARP probe saw (every 100 ms: VIPs "
+            "answered by two MACs / by none); *daemon CPU*, "
             "utime+stime of each `iprotate run` over the flood, % of one core; *kernel drops*, "
             "packets the kernel dropped on the daemon's CARP socket because its receive buffer "
             "was full (/proc/net/raw; this is how real adverts get lost); *node counters*, the "

@@ -110,7 +110,7 @@ def test_survived_is_the_highest_rate_below_the_first_failure() -> None:
     ]
     assert flood.survived(results) == {"spoofed": 29000, "stranger": None}
     page = flood.markdown(results, 10.0)
-    assert "| spoofed | 100,000 | 50,000 | 50,000 | 2 | 0 / 0 |" in page
+    assert "| spoofed | 100,000 | 50,000 | 50,000 | 2 | 0 / 0 (0 / 0) |" in page
     assert "spoofed: 29,000/s; stranger: none" in page
 
 
