@@ -54,6 +54,11 @@ log = logging.getLogger("iprotate")
 IFF_RUNNING = 0x40
 STOP_HANDOVER = 0.5  # seconds a stopping host waits for the next ones to take its VIPs
 DRIFT_LOG_EVERY = 60.0  # seconds between two log lines about the same drifting peer
+# Packets read from the CARP socket per wake-up before the event loop gets its turn back. Under a
+# flood the socket never empties: reading until it does would hold off every timer, our own
+# adverts included, for as long as the flood lasts (bench/flood.py: backups took over VIPs whose
+# master was alive but mute). The loop wakes us again at once while packets wait.
+READ_BATCH = 64
 
 
 class StartError(Exception):
@@ -339,8 +344,14 @@ class Daemon:
             self.garp = GarpSender(self.host.vip_interface)
 
     def _sources(self) -> list[IPv4Address]:
-        """Whose adverts the kernel lets through: every host of the cluster file."""
-        return [h.address for h in self.plan.cluster.hosts]
+        """Whose adverts the kernel lets through: every other host of the cluster file.
+
+        Not our own address: the socket never loops our adverts back (IP_MULTICAST_LOOP 0), so a
+        packet under it is always someone else's, which the node ignores anyway; a flood of them
+        now stops in the kernel (but for the filter's sample) instead of costing a decode each.
+        A cluster of one host has no one else: the filter keeps our address (it needs one)."""
+        me = self.host.address
+        return [h.address for h in self.plan.cluster.hosts if h.address != me] or [me]
 
     # --- events in ---------------------------------------------------------------------------
 
@@ -349,7 +360,9 @@ class Daemon:
         now = asyncio.get_running_loop().time()
         drift = self.node.counters["drift"]
         strangers = self.node.counters["drop_not_a_host"]
-        while (data := self.socket.recv()) is not None:
+        for _ in range(READ_BATCH):
+            if (data := self.socket.recv()) is None:
+                break
             self._emit(self.node.packet(now, data))
         if self.node.counters["drift"] != drift:
             self._log_drift(now)
