@@ -79,7 +79,9 @@ What iprotate adds, each kept to the same three states:
 - An address removed behind our back while we are master is added back (and announced).
 - What reaches a machine is an advert the node has accepted: digest verified, sent by a host of
   the cluster file, and from an iprotate peer with its sender and priority authenticated and its
-  counter fresh (carp.native_auth). The counter of what a machine sends is the node's business.
+  counter fresh (carp.native_auth), or from a ucarp host that takes part in this VIP (a ucarp
+  host's adverts are not authenticated, so one outside the VIP's order is not listened to). The
+  counter of what a machine sends is the node's business.
 """
 
 from __future__ import annotations

@@ -264,6 +264,17 @@ class Node:
                         "or another version)",
                     )  # fmt: skip
                 return []
+        elif self._host_at[pkt.src] not in vip.order:
+            # A ucarp host's advert carries no tag: anyone can send one under its address. For
+            # the VIPs it serves that is CARP's own limit, but a VIP it takes no part in must
+            # not listen to it, or a captured advert resent from there, with any priority,
+            # moves (or holds off) a VIP served only by iprotate hosts.
+            self.counters["drop_not_in_order"] += 1
+            self._drifting(
+                now, key, pkt.src,
+                f"{self._host_at[pkt.src]} (ucarp) advertises but takes no part in the plan",
+            )  # fmt: skip
+            return []
         self.counters["adverts_received"] += 1
         heard = self.seen.setdefault(key, {})
         prior = heard.get(pkt.src)
