@@ -3,8 +3,12 @@ wire (or in the lab) of something that went wrong before its fix."""
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from labtools import status_counters, takeover_bound, wait_for
@@ -42,3 +46,68 @@ def test_an_advert_rewritten_under_a_ucarp_host_outside_the_vips_order_is_droppe
     assert holders_of(lab, v) == ["alpha"], lab.holders()
     assert status_counters(lab, "alpha").get("drop_not_in_order", 0) >= 1
     assert others  # charlie's own VIPs exist: the lab really is a mixed one
+
+
+# Imported by every `iprotate run` of the test below (its directory first on PYTHONPATH): the
+# engine's imports take a second longer, as on a loaded machine, so signals surely arrive during
+# the start-up.
+SLOW_IMPORTS = """
+import sys, time
+
+
+class SlowImports:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pyroute2":
+            time.sleep(1.0)
+        return None
+
+
+sys.meta_path.insert(0, SlowImports())
+"""
+
+
+def _caught(pid: int, signum: int) -> bool:
+    """Whether process `pid` has a handler for `signum` (/proc's SigCgt mask)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    mask = int(status.split("SigCgt:", 1)[1].split()[0], 16)
+    return bool(mask >> (signum - 1) & 1)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGUSR1, signal.SIGINT])
+def test_a_signal_during_start_up_is_obeyed_once_running(
+    make_lab: Callable[..., Lab], tmp_path: Path, sig: signal.Signals
+) -> None:
+    """SIGHUP or SIGUSR1 during the start-up (imports, the plan, the cleanup) kept its default
+    action and killed the daemon; SIGINT ended it with a KeyboardInterrupt traceback. Now a stop
+    signal stops it cleanly as soon as it runs and the others are done once it runs."""
+    lab = make_lab(hosts=2, vips=2)
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(SLOW_IMPORTS)
+    path = os.pathsep.join(p for p in (str(slow), os.environ.get("PYTHONPATH", "")) if p)
+    argv = [sys.executable, "-m", "iprotate", "run", str(lab.cluster_file), "--host", "alpha"]
+    argv += ["--control-socket", str(lab.control_socket("alpha"))]
+    argv += ["--state-dir", str(lab.workdir / "state")]
+    log = lab.workdir / "alpha.log"
+    proc = lab.seg.spawn("alpha", argv, log=str(log), env={**os.environ, "PYTHONPATH": path})
+    lab.procs["alpha"] = [proc]
+    wait_for(lambda: _caught(proc.pid, signal.SIGINT), 10.0)  # the interpreter runs
+    time.sleep(0.3)  # our first line holds the signals; the slow import is under way
+    assert "taking part" not in log.read_text()
+    os.kill(proc.pid, sig)
+    if sig == signal.SIGINT:
+        assert proc.wait(15.0) == 0, log.read_text()
+        assert "SIGINT during start-up: stopping" in log.read_text()
+    else:
+        wait_for(lambda: "taking part" in log.read_text() or proc.poll() is not None, 15.0)
+        time.sleep(0.5)
+        assert proc.poll() is None, f"killed by {sig.name} during start-up: {log.read_text()}"
+        done = "reloaded" if sig == signal.SIGHUP else "status counters:"
+        wait_for(lambda: done in log.read_text(), 3.0)
+        lab.stop("alpha")
+        assert proc.returncode == 0
+    assert "Traceback" not in log.read_text()
+    assert lab.holders() == {str(v.ip): [] for v in lab.plan.vips}

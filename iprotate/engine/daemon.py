@@ -43,7 +43,7 @@ from iprotate.engine.hooks import HookRunner, hook_for
 from iprotate.engine.links import LinkState, LinkWatcher
 from iprotate.engine.metrics import serve as serve_metrics
 from iprotate.engine.sdnotify import Notifier
-from iprotate.engine.signals import SignalRules
+from iprotate.engine.signals import EarlySignals, SignalRules
 from iprotate.engine.signals import install as install_signal_rules
 from iprotate.engine.wire import CarpSocket
 from iprotate.plan.model import Plan, VipPlan
@@ -84,7 +84,15 @@ class RunOptions:
 class Daemon:
     """One host's engine. `await Daemon(plan, host).run()` returns when it has stopped cleanly."""
 
-    def __init__(self, plan: Plan, host: str, options: RunOptions | None = None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        host: str,
+        options: RunOptions | None = None,
+        early_signals: EarlySignals | None = None,
+    ) -> None:
+        """`early_signals`: what `signals.hold_early` recorded before the loop ran."""
+        self.early_signals = early_signals
         self.plan = plan
         self.host = plan.cluster.host(host)
         self.options = options or RunOptions()
@@ -166,6 +174,7 @@ class Daemon:
                 reload=lambda: asyncio.ensure_future(self.reload()),
                 status=self._log_status,
                 demote=self._demote,
+                early=self.early_signals,
             )
             log.info(
                 "%s: taking part in %d VIPs on %s (VIPs on %s), %d owned",

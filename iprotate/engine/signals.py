@@ -11,6 +11,12 @@
 - SIGPIPE, SIGTTIN, SIGTTOU, SIGXFSZ: ignored without a word. They come from writing (to a closed
   pipe, to the terminal from the background, past the file size limit), so logging them would
   write, and raise them again; the write fails or goes ahead instead.
+- Before the loop runs (imports, the plan, netlink, the start-up cleanup: half a second and
+  more on a loaded machine) `early_signals.hold_early` records the signals instead: a SIGHUP or
+  SIGUSR1 there used to kill the daemon (their default action) and a SIGINT to end it with a
+  traceback. `install` then acts on them: a stop signal stops the daemon as soon as it runs (it
+  holds no VIP yet), a SIGHUP reloads, a SIGUSR1 logs the status, the others are logged and
+  ignored.
 - SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT keep their default: a real crash. SIGKILL and SIGSTOP
   cannot be caught: the restart cleanup and systemd's ExecStopPost handle those.
 """
@@ -23,6 +29,8 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from iprotate.engine.early_signals import EarlySignals
 
 log = logging.getLogger("iprotate")
 
@@ -75,8 +83,10 @@ def install(
     reload: Callable[[], object],
     status: Callable[[], object],
     demote: Callable[[], object],
+    early: EarlySignals | None = None,
 ) -> SignalRules:
-    """Give every signal a user may send its rule (see the module docstring)."""
+    """Give every signal a user may send its rule (see the module docstring); then act on those
+    `early` recorded before the loop ran."""
     rules = SignalRules(loop)
 
     def on(signum: int, callback: Callable[..., object], *args: object) -> None:
@@ -92,7 +102,32 @@ def install(
         on(s, _ignored, s)
     for s in SILENT:
         rules.previous[s] = signal.signal(s, signal.SIG_IGN)
+    if early is not None:
+        _replay(early, stop=stop, reload=reload, status=status)
     return rules
+
+
+def _replay(
+    early: EarlySignals,
+    *,
+    stop: Callable[[], object],
+    reload: Callable[[], object],
+    status: Callable[[], object],
+) -> None:
+    """What arrived during the start-up, once: a stop wins over everything else."""
+    got = early.take()
+    stops = [s for s in got if s in STOP]
+    if stops:
+        log.info("%s during start-up: stopping", signal_name(stops[0]))
+        stop()
+        return
+    if signal.SIGHUP in got:
+        log.info("SIGHUP during start-up: reloading")
+        reload()
+    if signal.SIGUSR1 in got:
+        status()
+    for s in dict.fromkeys(x for x in got if x not in (signal.SIGHUP, signal.SIGUSR1)):
+        log.warning("%s during start-up ignored (nothing to demote yet)", signal_name(s))
 
 
 def _then(signum: int, action: Callable[[], object]) -> None:
