@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from labtools import status_counters, takeover_bound, wait_for
+from labtools import settled, status_counters, takeover_bound, wait_for
 from test_security import address, capture, holders_of, rewrite, send
 
 from iprotate.lab.lab import Lab
@@ -111,3 +111,28 @@ def test_a_signal_during_start_up_is_obeyed_once_running(
         assert proc.returncode == 0
     assert "Traceback" not in log.read_text()
     assert lab.holders() == {str(v.ip): [] for v in lab.plan.vips}
+
+
+def test_signals_while_stopping_neither_reload_nor_kill(make_lab: Callable[..., Lab]) -> None:
+    """SIGTERM, then SIGHUP and SIGUSR1 every few ms until the daemon is gone (a reload script
+    racing a stop). The reload used to run during the hand-over (a new plan's machines started
+    on the way out, READY sent after STOPPING), and once the loop's handlers were removed the
+    next SIGHUP killed the daemon: exit -1 instead of 0."""
+    lab = make_lab(hosts=2, vips=2)
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    (proc,) = lab.procs.pop("alpha")
+    os.kill(proc.pid, signal.SIGTERM)
+    t0 = time.monotonic()
+    while proc.poll() is None and time.monotonic() - t0 < 10.0:
+        for sig in (signal.SIGHUP, signal.SIGUSR1):
+            try:
+                os.kill(proc.pid, sig)
+            except ProcessLookupError:
+                break
+        time.sleep(0.003)
+    assert proc.wait(1.0) == 0, (lab.workdir / "alpha.log").read_text()
+    after = (lab.workdir / "alpha.log").read_text().split("SIGTERM: stopping", 1)[1]
+    assert "reloaded" not in after
+    assert "Traceback" not in after
+    wait_for(settled(lab, {"alpha"}), takeover_bound(lab, "alpha") + 1.0)

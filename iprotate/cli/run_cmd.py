@@ -16,7 +16,6 @@ from iprotate.cli.common import check_host, cluster_file, load_plan
 from iprotate.cluster.bounds import check_seconds
 from iprotate.engine.control import default_socket
 from iprotate.engine.daemon import Daemon, DaemonFailed, RunOptions, StartError, find_host
-from iprotate.engine.early_signals import hold_early
 from iprotate.engine.hostlock import HostInUse, check_local
 
 
@@ -112,9 +111,9 @@ def run(
                                 then take part again (VIPs back after the hold-down)
       SIGALRM, SIGIO, SIGPWR, SIGTSTP, SIGRTMIN..SIGRTMAX and the like: logged, ignored
       SIGPIPE, SIGTTIN, SIGTTOU, SIGXFSZ: ignored"""
-    # Held since the first line of the command line (iprotate.cli): a signal during the start-up
-    # is recorded, and obeyed once the loop runs.
-    early = early_signals() or hold_early()
+    # Held since the first line of the command line (iprotate.cli) when this process was started
+    # as `iprotate run`: a signal during the start-up is recorded, and obeyed once the loop runs.
+    early = early_signals()
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
@@ -152,7 +151,11 @@ def run(
             cluster_file=cluster_file,
             ignore_ifstate=settings.ignore_ifstate,
         )
-        asyncio.run(Daemon(plan, host, options, early).run())
+        try:
+            asyncio.run(Daemon(plan, host, options, early).run())
+        finally:
+            if early is not None:
+                early.ignore_all()
     except (StartError, DaemonFailed, HostInUse) as e:
         click.echo(f"error: {e}", err=True)
         raise SystemExit(1) from None

@@ -271,6 +271,8 @@ class Daemon:
         path = self.options.cluster_file
         if path is None:
             return {"ok": False, "error": "no cluster file to reload"}
+        if self._stopping.is_set():
+            return {"ok": False, "error": "stopping: no reload"}
         if self._reloading:
             return {"ok": False, "error": "a reload is already running"}
         self._reloading = True
@@ -292,6 +294,11 @@ class Daemon:
             return {"ok": False, "error": f"reload refused: {msg}"}
         finally:
             self._reloading = False
+        if self._stopping.is_set():
+            # A stop came while the file was read: the VIPs are being handed over or already
+            # released, and a new plan would start machines (and report READY) on the way out.
+            log.info("reload dropped: stopping")
+            return {"ok": False, "error": "stopping: no reload"}
         new = plan.cluster.host(self.host.name)
         if (new.address, new.interface, new.vip_interface) != (
             self.host.address,

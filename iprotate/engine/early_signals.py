@@ -52,6 +52,14 @@ class EarlySignals:
         got, self.received = self.received, []
         return got
 
+    def ignore_all(self) -> None:
+        """On the way out, once the engine has stopped: ignore them all. The interpreter's
+        finalization puts back the default action of every signal with a Python handler, and a
+        SIGHUP in that last tenth of a second killed a daemon that had stopped cleanly (exit -1
+        instead of 0); it leaves ignored ones alone."""
+        for s in _RECORDED:
+            signal.signal(s, signal.SIG_IGN)
+
 
 def hold_early() -> EarlySignals:
     """Record, rather than obey, every signal `signals.install` will handle, until it runs."""

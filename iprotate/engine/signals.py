@@ -68,10 +68,21 @@ class SignalRules:
     previous: dict[int, Any] = field(default_factory=dict)
 
     def remove(self) -> None:
-        for s in self.handled:
-            self.loop.remove_signal_handler(s)
-        for s, h in self.previous.items():
-            signal.signal(s, h)
+        """Put back the handlers found at `install`. The loop's own removal leaves the default
+        action, and the daemon still has work to do after it (hooks, closing sockets): a SIGHUP
+        or a second SIGTERM then killed it (exit -1 instead of 0). Under `iprotate run` what was
+        there is early_signals' recorder, so such a late signal is harmlessly recorded."""
+        # Between the loop's removal and ours a signal would meet the default action: blocked
+        # meanwhile (in this thread; the window is one call wide for any other).
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, set(self.previous))
+        try:
+            for s in self.handled:
+                self.loop.remove_signal_handler(s)
+                signal.signal(s, self.previous.pop(s))
+            for s, h in self.previous.items():
+                signal.signal(s, h)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
         self.handled.clear()
         self.previous.clear()
 
@@ -90,6 +101,8 @@ def install(
     rules = SignalRules(loop)
 
     def on(signum: int, callback: Callable[..., object], *args: object) -> None:
+        before = signal.getsignal(signum)
+        rules.previous[signum] = signal.SIG_DFL if before is None else before
         loop.add_signal_handler(signum, callback, *args)
         rules.handled.append(signum)
 
