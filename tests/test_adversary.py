@@ -136,3 +136,21 @@ def test_signals_while_stopping_neither_reload_nor_kill(make_lab: Callable[..., 
     assert "reloaded" not in after
     assert "Traceback" not in after
     wait_for(settled(lab, {"alpha"}), takeover_bound(lab, "alpha") + 1.0)
+
+
+def test_a_master_whose_own_address_is_removed_stands_aside(make_lab: Callable[..., Lab]) -> None:
+    """alpha's own address removed from its advert interface while it is master: every advert
+    failed (ENETUNREACH) yet it stayed master, bravo took over after D, and each VIP stayed on
+    both hosts for as long as the address was gone. Now alpha releases them at once and takes
+    them back (after the hold-down) once the address is back."""
+    lab = make_lab(hosts=2, vips=2, run_args=("--hold-down", "0", "--stagger", "0"))
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    lab.seg.run("alpha", "ip", "addr", "del", f"{address(lab, 'alpha')}/24", "dev", "eth1")
+    wait_for(settled(lab, {"alpha"}), takeover_bound(lab, "alpha") + 1.0)
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        assert all("alpha" not in hs for hs in lab.holders().values()), lab.holders()
+        time.sleep(0.1)
+    lab.seg.run("alpha", "ip", "addr", "add", f"{address(lab, 'alpha')}/24", "dev", "eth1")
+    wait_for(settled(lab), takeover_bound(lab, "bravo") + 3.0)

@@ -37,6 +37,12 @@ What iprotate adds, each kept to the same three states:
   and the next host takes over when D expires. Gratuitous ARPs are sent only by a master, and a
   machine is master only while its links are up, so a GARP never goes out on a link that is down;
   after a link comes back the next takeover sends them.
+- Own address: adverts leave from the host's own address on the advert link. Removed from there
+  by hand while we are master, every advert failed (ENETUNREACH), the backups took over after D
+  and the VIP stayed on two hosts for as long as it was gone. Without it a machine cannot serve,
+  even with `ignore_ifstate` (this is no carrier question): it is forced to BACKUP as on link
+  down (no farewell: it cannot be sent), and rejoins as BACKUP with the hold-down when the
+  address is back.
 - Stray address: the VIP present on our interface while we are BACKUP (added by hand, left
   behind) makes two hosts answer ARP: `address_present` removes it.
 - Hold-down: after start or link up, preemption waits until `preempt_after` (a hold-down plus a
@@ -181,6 +187,7 @@ class CarpMachine:
     state: State = State.INIT
     advert_link_up: bool = True
     vip_link_up: bool = True
+    source_up: bool = True  # our own address (the adverts' source) is on the advert link
     drained: bool = False
     demoted_until: float | None = None  # SIGUSR2: standing aside until then
     preempt_after: float = 0.0
@@ -218,8 +225,11 @@ class CarpMachine:
 
     @property
     def link_up(self) -> bool:
-        """Whether this machine may serve: its VIP link up, its advert link up or ignored."""
-        return self.vip_link_up and (self.advert_link_up or self.cfg.ignore_ifstate)
+        """Whether this machine may serve: its VIP link up, its own address on the advert link,
+        and its advert link up or ignored."""
+        return (
+            self.vip_link_up and self.source_up and (self.advert_link_up or self.cfg.ignore_ifstate)
+        )
 
     @property
     def deadline(self) -> float | None:
@@ -319,12 +329,22 @@ class CarpMachine:
             self.vip_link_up = up
         else:
             self.advert_link_up = up
-        which = "VIP link" if vip else "link"
+        return self._can_serve_changed(could, now, preempt_after, "VIP link" if vip else "link")
+
+    def source(self, up: bool, now: float, preempt_after: float | None = None) -> list[Action]:
+        """Our own address left the advert link (or came back): no advert can leave without it."""
+        could = self.link_up
+        self.source_up = up
+        return self._can_serve_changed(could, now, preempt_after, "own address")
+
+    def _can_serve_changed(
+        self, could: bool, now: float, preempt_after: float | None, which: str
+    ) -> list[Action]:
         if self.link_up == could or self.state is State.INIT:
             return []
         if not self.link_up:
             out: list[Action] = []
-            if self.state is State.MASTER and self.advert_link_up:
+            if self.state is State.MASTER and self.advert_link_up and self.source_up:
                 # We can still tell the backups: the farewell makes them take over now, not in D.
                 out.append(SendAdvert(FAREWELL_ADVBASE, FAREWELL_ADVSKEW))
             out += self._to_backup(now, f"{which} down")

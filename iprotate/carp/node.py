@@ -112,6 +112,7 @@ class Node:
     wall_offset: float = 0.0  # add to `now` for wall-clock seconds (the counters' floor)
     ignore_ifstate: bool = False
     links_up: dict[bool, bool] = field(default_factory=lambda: {False: True, True: True})
+    source_up: bool = True  # our own address is on the advert interface
     counters: Counter[str] = field(default_factory=Counter)
     seen: dict[Key, dict[IPv4Address, Seen]] = field(default_factory=dict)
     drift: dict[tuple[Key, IPv4Address], Drift] = field(default_factory=dict)
@@ -205,6 +206,11 @@ class Node:
         """The advert interface (or with `vip`, the VIP interface) went down or came back."""
         self.links_up[vip] = up
         return self._all(now, lambda m, i: m.link(up, now, self._preempt_after(now, i), vip))
+
+    def source(self, up: bool, now: float) -> list[Effect]:
+        """Our own address (the adverts' source) left the advert interface, or came back."""
+        self.source_up = up
+        return self._all(now, lambda m, i: m.source(up, now, self._preempt_after(now, i)))
 
     def address_gone(self, now: float, ip: IPv4Address) -> list[Effect]:
         """An address was removed from the VIP interface (by us or by someone else)."""
@@ -320,6 +326,7 @@ class Node:
                 m = self.machines[key] = CarpMachine(cfg)
                 # A VIP that joins while a link is down must not take over on it.
                 m.advert_link_up, m.vip_link_up = self.links_up[False], self.links_up[True]
+                m.source_up = self.source_up
                 out += self._effects(key, m.start(now, self._preempt_after(now, joined)), now)
                 joined += 1
         return out

@@ -120,6 +120,9 @@ class Daemon:
         self._drift_logged: dict[tuple[tuple[IPv4Address, int], IPv4Address], float] = {}
         self._links_up = {False: True, True: True}  # (vip link?) -> up, as the node was told
         self._failed: str | None = None
+        # Whether our own address was ever seen on the advert interface: only then does its
+        # absence there mean it was removed (it may live on another interface).
+        self._source_seen = False
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -447,8 +450,27 @@ class Daemon:
             log.error("cannot rebuild on the new %s (index %d): %s", "VIP link" if vip else "link",
                       index, e)  # fmt: skip
 
+    def _feed_source(self, present: bool, now: float) -> None:
+        """Our own address on the advert interface or not: without it no advert can leave (the
+        machines then cannot serve; carp.machine, "Own address")."""
+        if present:
+            self._source_seen = True
+        elif not self._source_seen:
+            return  # never seen there (the address lives on another interface): not our rule
+        if self.node.source_up == present:
+            return
+        where = self.host.interface
+        if present:
+            log.info("%s: back on %s: taking part again", self.host.address, where)
+        else:
+            log.warning("%s: removed from %s: no advert can leave; standing aside until it is "
+                        "back", self.host.address, where)  # fmt: skip
+        self._emit(self.node.source(present, now))
+
     def address_added(self, index: int, address: IPv4Interface) -> None:
         """A planned VIP on our VIP interface while we are not its master: remove it."""
+        if index == self._adv_index and address.ip == self.host.address:
+            self._feed_source(True, asyncio.get_running_loop().time())
         if index != self._vip_index or self.addresses is None:
             return
         for e in self.node.address_present(asyncio.get_running_loop().time(), address.ip):
@@ -467,12 +489,16 @@ class Daemon:
                 )  # fmt: skip
 
     def address_removed(self, index: int, address: IPv4Interface) -> None:
+        if index == self._adv_index and address.ip == self.host.address:
+            self._feed_source(False, asyncio.get_running_loop().time())
         if index == self._vip_index:
             self._address_gone(address.ip)
 
     def addresses_dumped(self, index: int, present: set[IPv4Address]) -> None:
         """After a (re)synchronisation: a VIP we are master of and that is missing was removed
         while we could not hear it."""
+        if index == self._adv_index:
+            self._feed_source(self.host.address in present, asyncio.get_running_loop().time())
         if index != self._vip_index:
             return
         for key, m in self.node.machines.items():
