@@ -260,7 +260,9 @@ class Node:
             )
             return []
         if pkt.src in self._native:
-            verdict = self.auth.check(pkt.src, key, vip.ip, adv.advbase, adv.advskew, adv.counter)
+            verdict = self.auth.check(
+                pkt.src, key, vip.ip, adv.advbase, adv.advskew, adv.counter, now + self.wall_offset
+            )
             if verdict is not Verdict.OK:
                 self.counters[f"drop_{verdict.value}"] += 1
                 if verdict is Verdict.FORGED:
@@ -268,6 +270,11 @@ class Node:
                         now, key, pkt.src,
                         "fails iprotate's check of sender and priority (rewritten or forged, "
                         "or another version)",
+                    )  # fmt: skip
+                elif verdict is Verdict.FUTURE:
+                    self._drifting(
+                        now, key, pkt.src,
+                        "sends a counter years ahead (a forged guess, or its clock is wrong)",
                     )  # fmt: skip
                 return []
         elif self._host_at[pkt.src] not in vip.order:
