@@ -154,3 +154,25 @@ def test_a_master_whose_own_address_is_removed_stands_aside(make_lab: Callable[.
         time.sleep(0.1)
     lab.seg.run("alpha", "ip", "addr", "add", f"{address(lab, 'alpha')}/24", "dev", "eth1")
     wait_for(settled(lab), takeover_bound(lab, "bravo") + 3.0)
+
+
+def test_a_copy_of_a_vip_with_another_prefix_does_not_stay_behind(
+    make_lab: Callable[..., Lab],
+) -> None:
+    """203.0.113.10/32 added by hand beside the master's 203.0.113.10/24: the hand-over (here a
+    drain) released the /24 only, and the /32 kept the VIP on both hosts for good."""
+    lab = make_lab(hosts=2, vips=2, run_args=("--hold-down", "0", "--stagger", "0"))
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    v = next(v for v in lab.plan.vips if v.owner == "alpha")
+    lab.seg.run("alpha", "ip", "addr", "add", f"{v.ip}/32", "dev", "eth1")
+    from click.testing import CliRunner
+
+    from iprotate.cli import main
+
+    sock = str(lab.control_socket("alpha"))
+    assert CliRunner().invoke(main, ["drain", "--socket", sock, "--vip", str(v.ip)]).exit_code == 0
+    wait_for(lambda: holders_of(lab, v) == [v.order[1]], takeover_bound(lab, "alpha") + 1.0)
+    time.sleep(1.0)
+    assert holders_of(lab, v) == [v.order[1]], lab.holders()
+    assert f"{v.ip}/" not in lab.seg.run("alpha", "ip", "-4", "addr", "show", "dev", "eth1")

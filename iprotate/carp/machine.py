@@ -44,7 +44,9 @@ What iprotate adds, each kept to the same three states:
   down (no farewell: it cannot be sent), and rejoins as BACKUP with the hold-down when the
   address is back.
 - Stray address: the VIP present on our interface while we are BACKUP (added by hand, left
-  behind) makes two hosts answer ARP: `address_present` removes it.
+  behind) makes two hosts answer ARP: `address_present` removes it. So is a copy with another
+  prefix while we are MASTER (203.0.113.10/32 added by hand beside our 203.0.113.10/24): the
+  hand-over releases only the planned one, and the copy kept the VIP on two hosts for good.
 - Hold-down: after start or link up, preemption waits until `preempt_after` (a hold-down plus a
   per-VIP stagger chosen by the shell), so a flapping host does not drag addresses back and forth.
   A master-down timeout still takes over at once: an unserved VIP is never left waiting.
@@ -422,10 +424,15 @@ class CarpMachine:
             return []
         return [AddAddress(), SendGarp()]
 
-    def address_present(self, now: float) -> list[Action]:
-        """Our address is on the interface. Only a master may hold it: on a backup (added by
-        hand, or left behind) it makes two hosts answer ARP, so it is removed."""
+    def address_present(self, now: float, planned_prefix: bool = True) -> list[Action]:
+        """Our address is on the interface (with the planned prefix, or another one). Only a
+        master may hold it, and only with the planned prefix: on a backup (added by hand, or
+        left behind) it makes two hosts answer ARP; a copy with another prefix on a master is
+        not the one it releases, and would stay behind after a hand-over. Either is removed
+        (the shell removes the copy it found)."""
         if self.state is State.BACKUP:
+            return [DelAddress()]
+        if self.state is State.MASTER and not planned_prefix:
             return [DelAddress()]
         return []
 

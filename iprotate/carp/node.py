@@ -216,9 +216,12 @@ class Node:
         """An address was removed from the VIP interface (by us or by someone else)."""
         return self._all(now, lambda m, i: m.address_gone(now), ip)
 
-    def address_present(self, now: float, ip: IPv4Address) -> list[Effect]:
-        """A planned VIP is on the VIP interface. Unless its machine here is master it must go:
-        a VIP this host takes no part in is never ours to hold."""
+    def address_present(
+        self, now: float, ip: IPv4Address, prefixlen: int | None = None
+    ) -> list[Effect]:
+        """A planned VIP is on the VIP interface (with `prefixlen`; None: the planned one).
+        Unless its machine here is master, and it is the planned prefix, it must go: a VIP this
+        host takes no part in is never ours to hold."""
         out: list[Effect] = []
         for key, v in self.vips.items():
             if v.ip != ip:
@@ -227,7 +230,8 @@ class Node:
             if m is None:
                 out.append(Effect(v, DelAddress()))
             else:
-                out += self._effects(key, m.address_present(now), now)
+                planned = prefixlen is None or prefixlen == v.address.network.prefixlen
+                out += self._effects(key, m.address_present(now, planned), now)
         return out
 
     def packet(self, now: float, data: bytes) -> list[Effect]:

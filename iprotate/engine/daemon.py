@@ -123,6 +123,7 @@ class Daemon:
         # Whether our own address was ever seen on the advert interface: only then does its
         # absence there mean it was removed (it may live on another interface).
         self._source_seen = False
+        self._planned: tuple[Plan | None, set[IPv4Interface]] = (None, set())
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -473,9 +474,12 @@ class Daemon:
             self._feed_source(True, asyncio.get_running_loop().time())
         if index != self._vip_index or self.addresses is None:
             return
-        for e in self.node.address_present(asyncio.get_running_loop().time(), address.ip):
+        now = asyncio.get_running_loop().time()
+        for e in self.node.address_present(now, address.ip, address.network.prefixlen):
             m = self.node.machines.get((e.vip.group, e.vip.vhid))
             state = m.state.value if m is not None else "taking no part in it"
+            if m is not None and m.state is State.MASTER:
+                state = f"MASTER of {e.vip.address} (another prefix: it would stay behind)"
             try:
                 removed = self.addresses.delete(address)  # as found: its prefix may differ
             except OSError as err:
@@ -491,8 +495,16 @@ class Daemon:
     def address_removed(self, index: int, address: IPv4Interface) -> None:
         if index == self._adv_index and address.ip == self.host.address:
             self._feed_source(False, asyncio.get_running_loop().time())
-        if index == self._vip_index:
+        # A copy of a VIP with another prefix going (we removed it, see address_added) leaves
+        # the planned one in place: nothing to add back.
+        if index == self._vip_index and address in self._planned_addresses():
             self._address_gone(address.ip)
+
+    def _planned_addresses(self) -> set[IPv4Interface]:
+        """Every planned VIP with its prefix (kept per plan: looked up for every address event)."""
+        if self._planned[0] is not self.plan:
+            self._planned = (self.plan, {v.address for v in self.plan.vips})
+        return self._planned[1]
 
     def addresses_dumped(self, index: int, present: set[IPv4Address]) -> None:
         """After a (re)synchronisation: a VIP we are master of and that is missing was removed
