@@ -3,6 +3,7 @@ wire (or in the lab) of something that went wrong before its fix."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -176,3 +177,35 @@ def test_a_copy_of_a_vip_with_another_prefix_does_not_stay_behind(
     time.sleep(1.0)
     assert holders_of(lab, v) == [v.order[1]], lab.holders()
     assert f"{v.ip}/" not in lab.seg.run("alpha", "ip", "-4", "addr", "show", "dev", "eth1")
+
+
+def test_a_drain_while_stopping_is_refused_and_not_remembered(
+    make_lab: Callable[..., Lab],
+) -> None:
+    """`drain --vip X` during the stop's hand-over (here stretched to its 0.5 s limit: bravo
+    frozen) saved the drained state of every VIP, since the hand-over drains them all: alpha
+    came back from the restart with every VIP drained, and never took them back."""
+    lab = make_lab(hosts=2, vips=2)
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    v = next(v for v in lab.plan.vips if v.owner == "alpha")
+    (bravo,) = lab.procs["bravo"]
+    (alpha,) = lab.procs.pop("alpha")
+    from iprotate.engine.control import ControlError, request
+
+    os.kill(bravo.pid, signal.SIGSTOP)
+    try:
+        os.kill(alpha.pid, signal.SIGTERM)
+        time.sleep(0.15)
+        try:
+            answer: dict[str, object] = request(
+                str(lab.control_socket("alpha")), {"cmd": "drain", "vip": str(v.ip)}
+            )
+        except ControlError as e:
+            answer = {"ok": False, "error": str(e)}
+        assert alpha.wait(10.0) == 0
+    finally:
+        os.kill(bravo.pid, signal.SIGCONT)
+    assert not answer["ok"] and "stopping" in str(answer["error"]), answer
+    state = lab.workdir / "state" / "drained-alpha.json"
+    assert not state.exists() or json.loads(state.read_text())["vips"] == []

@@ -598,6 +598,10 @@ class Daemon:
         if cmd == "status":
             return {"ok": True, "status": build_status(self.node, loop.time())}
         if cmd in ("drain", "undrain"):
+            if self._stopping.is_set():
+                # The hand-over drains every machine (not to be remembered): saving the drained
+                # state now would bring this host back with every VIP drained.
+                return {"ok": False, "error": f"stopping: no {cmd}"}
             only = req.get("vip")
             if only is not None and not isinstance(only, str):
                 return {"ok": False, "error": "vip must be an address, or absent for every VIP"}
