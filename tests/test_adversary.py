@@ -209,3 +209,21 @@ def test_a_drain_while_stopping_is_refused_and_not_remembered(
     assert not answer["ok"] and "stopping" in str(answer["error"]), answer
     state = lab.workdir / "state" / "drained-alpha.json"
     assert not state.exists() or json.loads(state.read_text())["vips"] == []
+
+
+def test_a_drain_that_cannot_be_remembered_says_so(make_lab: Callable[..., Lab]) -> None:
+    """state_dir is a file: the drain was done and answered 'drained' as if it would survive a
+    restart, while the daemon only logged that it could not save it."""
+    lab = make_lab(hosts=2, vips=2)
+    (lab.workdir / "state").write_text("not a directory\n")
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    from click.testing import CliRunner
+
+    from iprotate.cli import main
+
+    sock = str(lab.control_socket("alpha"))
+    r = CliRunner().invoke(main, ["drain", "--socket", sock])
+    assert r.exit_code == 0, r.output
+    assert "warning: done, but not remembered across a restart" in r.output, r.output
+    wait_for(settled(lab, {"alpha"}), takeover_bound(lab, "alpha") + 1.0)

@@ -622,8 +622,14 @@ class Daemon:
                 self._drain_all = False  # what stays drained is the per-VIP list
                 self._emit(self.node.undrain(now, ip))
             log.info("%s %s", cmd, ip or "every VIP")
-            self._save_drained()
-            return {"ok": True, "drained": [str(v.address) for v in self.node.drained()]}
+            answer: dict[str, Any] = {
+                "ok": True,
+                "drained": [str(v.address) for v in self.node.drained()],
+            }
+            problem = self._save_drained()
+            if problem is not None:  # done, but a restart will not remember it: say so
+                answer["warning"] = f"done, but not remembered across a restart: {problem}"
+            return answer
         if cmd == "reload":
             return await self.reload()
         return {"ok": False, "error": f"unknown command {cmd!r}"}
@@ -632,15 +638,18 @@ class Daemon:
         d = self.options.state_dir
         return Path(d) / f"drained-{self.host.name}.json" if d else None
 
-    def _save_drained(self) -> None:
+    def _save_drained(self) -> str | None:
+        """Save the drained state; what went wrong, if it could not be saved."""
         path = self._state_file()
         if path is None:
-            return
+            return None
         state = drained_state.Drained(self._drain_all, tuple(v.ip for v in self.node.drained()))
         try:
             drained_state.save(path, state)
         except OSError as e:
             log.error("cannot save the drained state to %s: %s", path, e)
+            return f"cannot save the drained state to {path}: {e.strerror or e}"
+        return None
 
     def _restore_drained(self, now: float) -> None:
         """A host drained for maintenance stays drained across restarts until undrained. A file
