@@ -227,3 +227,24 @@ def test_a_drain_that_cannot_be_remembered_says_so(make_lab: Callable[..., Lab])
     assert r.exit_code == 0, r.output
     assert "warning: done, but not remembered across a restart" in r.output, r.output
     wait_for(settled(lab, {"alpha"}), takeover_bound(lab, "alpha") + 1.0)
+
+
+def test_a_daemon_started_while_the_previous_one_stops_waits_for_it(
+    make_lab: Callable[..., Lab], tmp_path: Path
+) -> None:
+    """`kill` then `iprotate run` at once, the old daemon still stopping (its down hook takes
+    2 s): the new one was refused ("already run by pid ...") and the host was left with no
+    daemon. Now it waits for the old one to finish, then runs."""
+    hook = tmp_path / "down.sh"
+    hook.write_text("#!/bin/sh\nsleep 2\n")
+    hook.chmod(0o755)
+    lab = make_lab(hosts=2, vips=2, extra_cluster={"down_script": str(hook)})
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    (old,) = lab.procs.pop("alpha")
+    os.kill(old.pid, signal.SIGTERM)
+    lab.start("alpha")
+    (new,) = lab.procs["alpha"]
+    assert old.wait(15.0) == 0
+    wait_for(settled(lab), takeover_bound(lab, "bravo") + 8.0)
+    assert new.poll() is None, (lab.workdir / "alpha.log").read_text()[-500:]

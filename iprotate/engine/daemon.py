@@ -135,7 +135,9 @@ class Daemon:
             lock = hostlock.lock(self.host)
         except hostlock.HostInUse as e:
             raise StartError(str(e)) from None
-        loop.add_reader(lock.fileno(), hostlock.close_waiting, lock)
+        loop.add_reader(
+            lock.fileno(), lambda: hostlock.close_waiting(lock, self._stopping.is_set())
+        )
         ipr = AsyncIPRoute()
         watch = LinkWatcher([self.host.interface, self.host.vip_interface], self)
         control = None
