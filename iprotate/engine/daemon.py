@@ -471,7 +471,8 @@ class Daemon:
         self._emit(self.node.source(present, now))
 
     def address_added(self, index: int, address: IPv4Interface) -> None:
-        """A planned VIP on our VIP interface while we are not its master: remove it."""
+        """A planned VIP on our VIP interface while we are not its master, or a copy of it
+        with another prefix while we are: remove it."""
         if index == self._adv_index and address.ip == self.host.address:
             self._feed_source(True, asyncio.get_running_loop().time())
         if index != self._vip_index or self.addresses is None:
@@ -479,9 +480,10 @@ class Daemon:
         now = asyncio.get_running_loop().time()
         for e in self.node.address_present(now, address.ip, address.network.prefixlen):
             m = self.node.machines.get((e.vip.group, e.vip.vhid))
-            state = m.state.value if m is not None else "taking no part in it"
+            why = "present while " + (m.state.value if m is not None else "taking no part in it")
+            why += " (two hosts would answer ARP)"
             if m is not None and m.state is State.MASTER:
-                state = f"MASTER of {e.vip.address} (another prefix: it would stay behind)"
+                why = "another prefix than ours (a hand-over would leave it behind)"
             try:
                 removed = self.addresses.delete(address)  # as found: its prefix may differ
             except OSError as err:
@@ -490,8 +492,7 @@ class Daemon:
             if removed:  # not our own delete racing the event
                 self.node.counters["addresses_removed_stray"] += 1
                 log.warning(
-                    "%s vhid %d: removed %s, present while %s (two hosts would answer ARP)",
-                    e.vip.address, e.vip.vhid, address, state,
+                    "%s vhid %d: removed %s, %s", e.vip.address, e.vip.vhid, address, why,
                 )  # fmt: skip
 
     def address_removed(self, index: int, address: IPv4Interface) -> None:
