@@ -1213,3 +1213,19 @@ def test_demoted_owner_goes_to_the_first_backup_and_comes_back(advbase):
     wire.run_until(t + 5 + 3)
     assert wire.masters() == [owner] and wire.holders() == [owner]
     assert wire.took_at[id(owner)] >= t + 5
+
+
+def test_own_address_gone_forces_backup_even_with_ignore_ifstate():
+    """Without its own address on the advert link no advert leaves: peers take over after D,
+    so a master that kept the VIP held it on two hosts."""
+    m = make(advbase=1, advskew=64, ignore_ifstate=True)
+    t0 = as_master(m)
+    out = m.source(False, t0 + 1)
+    assert kinds(out) == [Transition, DelAddress]  # no farewell: it cannot be sent
+    assert m.state is State.BACKUP and m.deadline is None
+    assert m.advert(t0 + 2, PEER, 1, 128) == []
+    assert m.timer(t0 + 100) == []
+    out = m.source(True, t0 + 101, preempt_after=t0 + 105)
+    assert out == [] and m.state is State.BACKUP
+    assert m.deadline == pytest.approx(t0 + 101 + 3.25)
+    assert m.preempt_after == t0 + 105

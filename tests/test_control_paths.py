@@ -81,3 +81,49 @@ def test_find_socket_one_none_several(short_dir: Path, monkeypatch: pytest.Monke
         several = pytest.raises(ControlError, match=r"several daemons .* --host NAME or --socket")
         with listening(short_dir / "bravo.sock"), several:
             find_socket()
+
+
+def _fill_backlog(path: Path) -> list[socket.socket]:
+    """Connections queued until the listener's backlog is full (nobody accepts them)."""
+    queued = []
+    while True:
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.setblocking(False)
+        try:
+            c.connect(str(path))
+        except BlockingIOError:
+            c.close()
+            return queued
+        queued.append(c)
+
+
+def test_a_busy_daemon_is_waited_for_then_named_busy(short_dir: Path) -> None:
+    """A burst of clients filling the daemon's backlog: connect() failed at once with EAGAIN,
+    a bare '[Errno 11] Resource temporarily unavailable', and find_socket took the busy daemon
+    for no daemon at all. Now the client waits for room, and says 'busy' if none comes."""
+    import threading
+
+    path = short_dir / "busy.sock"
+    with listening(path) as srv:
+        srv.listen(0)
+        queued = _fill_backlog(path)
+        try:
+            with pytest.raises(ControlError, match="busy"):
+                control.request(str(path), {"cmd": "status"}, timeout=0.3)
+            with pytest.raises(ControlError, match="busy"):
+                find_socket([str(path)])  # busy, not "no daemon"
+
+            def answer() -> None:
+                for c in queued:
+                    c.close()
+                for _ in range(len(queued) + 1):
+                    conn, _ = srv.accept()
+                    if conn.recv(100).startswith(b'{"cmd": "status"}'):
+                        conn.sendall(b'{"ok": true}\n')
+                    conn.close()
+
+            threading.Timer(0.2, answer).start()
+            assert control.request(str(path), {"cmd": "status"}, timeout=3.0) == {"ok": True}
+        finally:
+            for c in queued:
+                c.close()

@@ -69,7 +69,9 @@ def advert_packet(
     """An advert for `v` from iprotate host `src` (its counter sealed); `cut` keeps that many CARP
     bytes."""
     s = IPv4Address(src)
-    seq = 10**9  # above anything the node under test has sent (its wall clock starts at 0)
+    # Above anything the node under test has sent (its wall clock starts at 0), and within
+    # native_auth.MAX_JUMP of it (a seq further ahead is dropped as FUTURE).
+    seq = 10**8
     counter = seq << 32 | tag(derive_key(password), s, v.group, v.vhid, v.ip, 1, advskew, seq)
     carp = codec.encode_advert(
         vhid=v.vhid, advbase=1, advskew=advskew, counter=counter, vip=v.ip, password=password

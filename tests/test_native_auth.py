@@ -8,7 +8,14 @@ from ipaddress import IPv4Address
 from hypothesis import given
 from hypothesis import strategies as st
 
-from iprotate.carp.native_auth import MAX_SEQ, NativeAuth, Verdict, split
+from iprotate.carp.native_auth import (
+    MAX_SEQ,
+    NativeAuth,
+    Verdict,
+    derive_key,
+    split,
+    tag,
+)
 
 PW = b"lab-secret"
 GROUP = IPv4Address("224.0.0.18")
@@ -159,3 +166,29 @@ def test_forget_keeps_only_planned_vips() -> None:
     b.counter(other, IPv4Address("203.0.113.11"), 1, 0, T0)
     b.forget({K})
     assert set(b.sent) == set() and set(b.top) == {K} and set(b.heard) == {(ALPHA, K)}
+
+
+def _lucky(src: IPv4Address, seq: int, advskew: int = 0) -> int:
+    """What an attacker's one-in-2**32 tag guess looks like: a valid counter for `seq`."""
+    return seq << 32 | tag(derive_key(PW), src, GROUP, K[1], VIP, 1, advskew, seq)
+
+
+def test_one_advert_with_a_seq_near_the_top_cannot_lock_the_vip_for_good() -> None:
+    """A seq near 2**32 accepted once (a lucky forged tag, or a clock decades ahead) lifted
+    every mark of the VIP to the top, where seq saturates: from then on each advert of every
+    host equalled its last and was dropped as a replay, every host master for good."""
+    alpha, bravo = host(ALPHA), host(BRAVO)
+    for i in range(3):
+        c = alpha.counter(K, VIP, 1, 0, T0 + i)
+        assert bravo.check(ALPHA, K, VIP, 1, 0, c, T0 + i) is Verdict.OK
+    assert bravo.check(ALPHA, K, VIP, 1, 0, _lucky(ALPHA, MAX_SEQ), T0 + 3) is Verdict.FUTURE
+    assert bravo.check(ALPHA, K, VIP, 1, 0, alpha.counter(K, VIP, 1, 0, T0 + 3), T0 + 3) is (
+        Verdict.OK
+    )
+    # A clock eight years ahead is still heard.
+    ahead = T0 + 8 * 365 * 86400
+    assert bravo.check(CHARLIE, K, VIP, 1, 0, _lucky(CHARLIE, int(ahead)), T0 + 4) is Verdict.OK
+    # A host that knows no seq of the VIP (just started) hears the master whatever its seq.
+    assert host(ALPHA).check(BRAVO, K, VIP, 1, 64, _lucky(BRAVO, MAX_SEQ - 5, 64), T0) is (
+        Verdict.OK
+    )

@@ -243,6 +243,10 @@ def test_stray_vips_are_removed_from_a_backup_and_a_non_participant() -> None:
     assert node.address_present(0.5, IPv4Address("203.0.113.99")) == []
     settle(node, 10.0)
     assert node.address_present(10.0, mine.ip) == []  # master now: it is ours
+    assert node.address_present(10.0, mine.ip, 24) == []  # with its planned prefix
+    # A copy with another prefix is not the one a hand-over releases: it goes.
+    effects = node.address_present(10.0, mine.ip, 32)
+    assert [(e.vip, e.action) for e in effects] == [(mine, DelAddress())]
 
 
 def test_vip_link_and_ignore_ifstate_reach_every_machine() -> None:

@@ -37,8 +37,16 @@ What iprotate adds, each kept to the same three states:
   and the next host takes over when D expires. Gratuitous ARPs are sent only by a master, and a
   machine is master only while its links are up, so a GARP never goes out on a link that is down;
   after a link comes back the next takeover sends them.
+- Own address: adverts leave from the host's own address on the advert link. Removed from there
+  by hand while we are master, every advert failed (ENETUNREACH), the backups took over after D
+  and the VIP stayed on two hosts for as long as it was gone. Without it a machine cannot serve,
+  even with `ignore_ifstate` (this is no carrier question): it is forced to BACKUP as on link
+  down (no farewell: it cannot be sent), and rejoins as BACKUP with the hold-down when the
+  address is back.
 - Stray address: the VIP present on our interface while we are BACKUP (added by hand, left
-  behind) makes two hosts answer ARP: `address_present` removes it.
+  behind) makes two hosts answer ARP: `address_present` removes it. So is a copy with another
+  prefix while we are MASTER (203.0.113.10/32 added by hand beside our 203.0.113.10/24): the
+  hand-over releases only the planned one, and the copy kept the VIP on two hosts for good.
 - Hold-down: after start or link up, preemption waits until `preempt_after` (a hold-down plus a
   per-VIP stagger chosen by the shell), so a flapping host does not drag addresses back and forth.
   A master-down timeout still takes over at once: an unserved VIP is never left waiting.
@@ -79,7 +87,9 @@ What iprotate adds, each kept to the same three states:
 - An address removed behind our back while we are master is added back (and announced).
 - What reaches a machine is an advert the node has accepted: digest verified, sent by a host of
   the cluster file, and from an iprotate peer with its sender and priority authenticated and its
-  counter fresh (carp.native_auth). The counter of what a machine sends is the node's business.
+  counter fresh (carp.native_auth), or from a ucarp host that takes part in this VIP (a ucarp
+  host's adverts are not authenticated, so one outside the VIP's order is not listened to). The
+  counter of what a machine sends is the node's business.
 """
 
 from __future__ import annotations
@@ -179,6 +189,7 @@ class CarpMachine:
     state: State = State.INIT
     advert_link_up: bool = True
     vip_link_up: bool = True
+    source_up: bool = True  # our own address (the adverts' source) is on the advert link
     drained: bool = False
     demoted_until: float | None = None  # SIGUSR2: standing aside until then
     preempt_after: float = 0.0
@@ -216,8 +227,11 @@ class CarpMachine:
 
     @property
     def link_up(self) -> bool:
-        """Whether this machine may serve: its VIP link up, its advert link up or ignored."""
-        return self.vip_link_up and (self.advert_link_up or self.cfg.ignore_ifstate)
+        """Whether this machine may serve: its VIP link up, its own address on the advert link,
+        and its advert link up or ignored."""
+        return (
+            self.vip_link_up and self.source_up and (self.advert_link_up or self.cfg.ignore_ifstate)
+        )
 
     @property
     def deadline(self) -> float | None:
@@ -317,12 +331,22 @@ class CarpMachine:
             self.vip_link_up = up
         else:
             self.advert_link_up = up
-        which = "VIP link" if vip else "link"
+        return self._can_serve_changed(could, now, preempt_after, "VIP link" if vip else "link")
+
+    def source(self, up: bool, now: float, preempt_after: float | None = None) -> list[Action]:
+        """Our own address left the advert link (or came back): no advert can leave without it."""
+        could = self.link_up
+        self.source_up = up
+        return self._can_serve_changed(could, now, preempt_after, "own address")
+
+    def _can_serve_changed(
+        self, could: bool, now: float, preempt_after: float | None, which: str
+    ) -> list[Action]:
         if self.link_up == could or self.state is State.INIT:
             return []
         if not self.link_up:
             out: list[Action] = []
-            if self.state is State.MASTER and self.advert_link_up:
+            if self.state is State.MASTER and self.advert_link_up and self.source_up:
                 # We can still tell the backups: the farewell makes them take over now, not in D.
                 out.append(SendAdvert(FAREWELL_ADVBASE, FAREWELL_ADVSKEW))
             out += self._to_backup(now, f"{which} down")
@@ -400,10 +424,15 @@ class CarpMachine:
             return []
         return [AddAddress(), SendGarp()]
 
-    def address_present(self, now: float) -> list[Action]:
-        """Our address is on the interface. Only a master may hold it: on a backup (added by
-        hand, or left behind) it makes two hosts answer ARP, so it is removed."""
+    def address_present(self, now: float, planned_prefix: bool = True) -> list[Action]:
+        """Our address is on the interface (with the planned prefix, or another one). Only a
+        master may hold it, and only with the planned prefix: on a backup (added by hand, or
+        left behind) it makes two hosts answer ARP; a copy with another prefix on a master is
+        not the one it releases, and would stay behind after a hand-over. Either is removed
+        (the shell removes the copy it found)."""
         if self.state is State.BACKUP:
+            return [DelAddress()]
+        if self.state is State.MASTER and not planned_prefix:
             return [DelAddress()]
         return []
 

@@ -29,6 +29,16 @@ its adverts for at most D, take the VIP, and their adverts lift its seq above th
 again one interval later. A replayed packet can only carry a seq its real sender has already
 used, so it never raises a receiver's mark above what that sender's next advert carries.
 
+Why a seq far ahead is dropped (FUTURE): seq saturates at 2**32 - 1 (it must never wrap, or an
+old advert would look new), and a receiver's marks only grow. One advert accepted with a seq
+near the top, from a host's clock set decades ahead or from an attacker's lucky tag guess (one
+in 2**32 tries, hours of flooding), would lift every host's seq of that VIP to the top, where
+each advert equals the last and is dropped as a replay: every host master, for good. So a seq
+more than MAX_JUMP above everything the receiver knows (its marks, and its own wall clock) is
+dropped: a clock up to eight years ahead is still heard, and reaching the top takes an attacker
+ten lucky guesses in a row, each one counted. A receiver that knows no seq of the VIP yet (just
+started) takes the first one as it comes: it must hear the current master, whatever its seq.
+
 ucarp hosts' adverts carry ucarp's own counters (random, then copied): they are not checked here.
 Pure: no socket, no clock; the caller passes the wall-clock seconds.
 """
@@ -44,6 +54,9 @@ from ipaddress import IPv4Address
 SEQ_BITS = 32
 MAX_SEQ = (1 << SEQ_BITS) - 1
 TAG_MASK = (1 << 32) - 1
+# How far above what a receiver knows a seq may jump: 2**28 s is eight and a half years of wall
+# clock at one advert a second, and a tenth of the room left below MAX_SEQ in 2026.
+MAX_JUMP = 1 << 28
 _KEY_LABEL = b"iprotate native advert key v1"
 
 Key = tuple[IPv4Address, int]  # (group, vhid)
@@ -54,6 +67,7 @@ class Verdict(enum.Enum):
     FORGED = "forged"  # the tag does not match: rewritten priority, source or VIP
     REPLAY = "replay"  # a seq not above the last one accepted from that peer for that VIP
     STALE = "stale"  # a seq below one already seen for that VIP from anyone: an old advert
+    FUTURE = "future"  # a seq more than MAX_JUMP ahead: a forged guess, or a clock years ahead
 
 
 def derive_key(password: bytes) -> bytes:
@@ -114,13 +128,25 @@ class NativeAuth:
         advbase: int,
         advskew: int,
         counter: int,
+        wall_seconds: float | None = None,
     ) -> Verdict:
-        """Judge an advert from iprotate peer `src` (its CARP digest already verified)."""
+        """Judge an advert from iprotate peer `src` (its CARP digest already verified).
+
+        `wall_seconds`, our wall clock, is part of what a seq may not jump far above (FUTURE);
+        without it that check is skipped."""
         seq, got = split(counter)
         want = tag(self.key, src, k[0], k[1], vip, advbase, advskew, seq)
         if not hmac.compare_digest(want.to_bytes(4, "big"), got.to_bytes(4, "big")):
             return Verdict.FORGED
         last = self.heard.get((src, k))
+        marks = (self.top.get(k), self.sent.get(k), last)
+        if wall_seconds is not None and any(m is not None for m in marks):
+            # Only against marks: a host that knows nothing of the VIP yet (just started) must
+            # hear its master whatever its seq (sub-second intervals lift seqs above the wall
+            # clock by 15 a second, and Lamport keeps them there).
+            known = max(int(wall_seconds), *(m for m in marks if m is not None))
+            if seq > known + MAX_JUMP:
+                return Verdict.FUTURE
         if last is not None and seq <= last:
             return Verdict.REPLAY
         if seq < max(self.top.get(k, 0), self.sent.get(k, 0)):

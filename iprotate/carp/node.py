@@ -112,6 +112,7 @@ class Node:
     wall_offset: float = 0.0  # add to `now` for wall-clock seconds (the counters' floor)
     ignore_ifstate: bool = False
     links_up: dict[bool, bool] = field(default_factory=lambda: {False: True, True: True})
+    source_up: bool = True  # our own address is on the advert interface
     counters: Counter[str] = field(default_factory=Counter)
     seen: dict[Key, dict[IPv4Address, Seen]] = field(default_factory=dict)
     drift: dict[tuple[Key, IPv4Address], Drift] = field(default_factory=dict)
@@ -206,13 +207,21 @@ class Node:
         self.links_up[vip] = up
         return self._all(now, lambda m, i: m.link(up, now, self._preempt_after(now, i), vip))
 
+    def source(self, up: bool, now: float) -> list[Effect]:
+        """Our own address (the adverts' source) left the advert interface, or came back."""
+        self.source_up = up
+        return self._all(now, lambda m, i: m.source(up, now, self._preempt_after(now, i)))
+
     def address_gone(self, now: float, ip: IPv4Address) -> list[Effect]:
         """An address was removed from the VIP interface (by us or by someone else)."""
         return self._all(now, lambda m, i: m.address_gone(now), ip)
 
-    def address_present(self, now: float, ip: IPv4Address) -> list[Effect]:
-        """A planned VIP is on the VIP interface. Unless its machine here is master it must go:
-        a VIP this host takes no part in is never ours to hold."""
+    def address_present(
+        self, now: float, ip: IPv4Address, prefixlen: int | None = None
+    ) -> list[Effect]:
+        """A planned VIP is on the VIP interface (with `prefixlen`; None: the planned one).
+        Unless its machine here is master, and it is the planned prefix, it must go: a VIP this
+        host takes no part in is never ours to hold."""
         out: list[Effect] = []
         for key, v in self.vips.items():
             if v.ip != ip:
@@ -221,7 +230,8 @@ class Node:
             if m is None:
                 out.append(Effect(v, DelAddress()))
             else:
-                out += self._effects(key, m.address_present(now), now)
+                planned = prefixlen is None or prefixlen == v.address.network.prefixlen
+                out += self._effects(key, m.address_present(now, planned), now)
         return out
 
     def packet(self, now: float, data: bytes) -> list[Effect]:
@@ -254,7 +264,9 @@ class Node:
             )
             return []
         if pkt.src in self._native:
-            verdict = self.auth.check(pkt.src, key, vip.ip, adv.advbase, adv.advskew, adv.counter)
+            verdict = self.auth.check(
+                pkt.src, key, vip.ip, adv.advbase, adv.advskew, adv.counter, now + self.wall_offset
+            )
             if verdict is not Verdict.OK:
                 self.counters[f"drop_{verdict.value}"] += 1
                 if verdict is Verdict.FORGED:
@@ -263,7 +275,23 @@ class Node:
                         "fails iprotate's check of sender and priority (rewritten or forged, "
                         "or another version)",
                     )  # fmt: skip
+                elif verdict is Verdict.FUTURE:
+                    self._drifting(
+                        now, key, pkt.src,
+                        "sends a counter years ahead (a forged guess, or its clock is wrong)",
+                    )  # fmt: skip
                 return []
+        elif self._host_at[pkt.src] not in vip.order:
+            # A ucarp host's advert carries no tag: anyone can send one under its address. For
+            # the VIPs it serves that is CARP's own limit, but a VIP it takes no part in must
+            # not listen to it, or a captured advert resent from there, with any priority,
+            # moves (or holds off) a VIP served only by iprotate hosts.
+            self.counters["drop_not_in_order"] += 1
+            self._drifting(
+                now, key, pkt.src,
+                f"{self._host_at[pkt.src]} (ucarp) advertises but takes no part in the plan",
+            )  # fmt: skip
+            return []
         self.counters["adverts_received"] += 1
         heard = self.seen.setdefault(key, {})
         prior = heard.get(pkt.src)
@@ -309,6 +337,7 @@ class Node:
                 m = self.machines[key] = CarpMachine(cfg)
                 # A VIP that joins while a link is down must not take over on it.
                 m.advert_link_up, m.vip_link_up = self.links_up[False], self.links_up[True]
+                m.source_up = self.source_up
                 out += self._effects(key, m.start(now, self._preempt_after(now, joined)), now)
                 joined += 1
         return out

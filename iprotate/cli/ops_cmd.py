@@ -87,6 +87,8 @@ def drain(socket_path: str | None, host: str | None, vip: str | None) -> None:
     restarts of the daemon too)."""
     answer = _ask(socket_path, host, {"cmd": "drain", "vip": vip})
     click.echo(f"drained: {', '.join(answer['drained']) or 'nothing'}")  # type: ignore[arg-type]
+    if answer.get("warning"):
+        click.echo(f"warning: {answer['warning']}", err=True)
 
 
 @main.command()
@@ -96,6 +98,8 @@ def undrain(socket_path: str | None, host: str | None, vip: str | None) -> None:
     """Take part again: this host takes its VIPs back (after the hold-down, staggered)."""
     answer = _ask(socket_path, host, {"cmd": "undrain", "vip": vip})
     click.echo(f"still drained: {', '.join(answer['drained']) or 'nothing'}")  # type: ignore[arg-type]
+    if answer.get("warning"):
+        click.echo(f"warning: {answer['warning']}", err=True)
 
 
 @main.command()

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from iprotate.cli import main
+from iprotate.cli import early_signals, main
 from iprotate.cli.common import check_host, cluster_file, load_plan
 from iprotate.cluster.bounds import check_seconds
 from iprotate.engine.control import default_socket
@@ -111,6 +111,9 @@ def run(
                                 then take part again (VIPs back after the hold-down)
       SIGALRM, SIGIO, SIGPWR, SIGTSTP, SIGRTMIN..SIGRTMAX and the like: logged, ignored
       SIGPIPE, SIGTTIN, SIGTTOU, SIGXFSZ: ignored"""
+    # Held since the first line of the command line (iprotate.cli) when this process was started
+    # as `iprotate run`: a signal during the start-up is recorded, and obeyed once the loop runs.
+    early = early_signals()
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
@@ -148,7 +151,11 @@ def run(
             cluster_file=cluster_file,
             ignore_ifstate=settings.ignore_ifstate,
         )
-        asyncio.run(Daemon(plan, host, options).run())
+        try:
+            asyncio.run(Daemon(plan, host, options, early).run())
+        finally:
+            if early is not None:
+                early.ignore_all()
     except (StartError, DaemonFailed, HostInUse) as e:
         click.echo(f"error: {e}", err=True)
         raise SystemExit(1) from None

@@ -23,6 +23,7 @@ import os
 import socket
 import stat
 import struct
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ NETNS_CMD = "netns"  # answered by the server itself: which network namespace it
 SUN_PATH_MAX = 107  # bytes of a socket path, without the terminating NUL (sun_path is 108)
 MAX_REQUEST = 64 * 1024
 REQUEST_TIMEOUT = 5.0  # seconds for a client to send its line
+LISTEN_BACKLOG = 1024  # connections waiting to be accepted (the kernel caps it at somaxconn)
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -53,13 +55,31 @@ def peer_pid(sock: socket.socket) -> int:
     return int(struct.unpack("3i", creds)[0])
 
 
+def connect(s: socket.socket, path: str, timeout: float) -> None:
+    """connect() that waits out a full backlog. A unix socket's connect does not wait for room
+    in the listener's backlog when a timeout is set: it fails at once with EAGAIN, and a daemon
+    busy with a burst of clients looked like no daemon at all (status: UNKNOWN, or a bare
+    "[Errno 11] Resource temporarily unavailable"). Retried until `timeout`, then one line."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            s.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise ControlError(
+                    f"{path}: the daemon is busy (its queue of connections is full); try again"
+                ) from None
+            time.sleep(0.01)
+
+
 def listener_pid(path: str) -> int | None:
     """The PID of the process accepting on the socket at `path`; None if nobody listens there
     (a stale socket: connect() is refused)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(2.0)
         try:
-            s.connect(path)
+            connect(s, path, 2.0)
         except ConnectionRefusedError:
             return None
         return peer_pid(s)
@@ -214,7 +234,7 @@ class ControlServer:
         old = os.umask(0o177)  # never world-connectable, not even for an instant
         try:
             sock.bind(self.path)
-            sock.listen(64)
+            sock.listen(LISTEN_BACKLOG)
             self._bound = os.stat(self.path).st_ino
             self._server = await asyncio.start_unix_server(
                 self._serve, sock=sock, start_serving=False, limit=MAX_REQUEST
@@ -301,7 +321,7 @@ def request(path: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[s
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
-            s.connect(path)
+            connect(s, path, timeout)
             s.sendall(json.dumps(payload).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):

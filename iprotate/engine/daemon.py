@@ -43,7 +43,7 @@ from iprotate.engine.hooks import HookRunner, hook_for
 from iprotate.engine.links import LinkState, LinkWatcher
 from iprotate.engine.metrics import serve as serve_metrics
 from iprotate.engine.sdnotify import Notifier
-from iprotate.engine.signals import SignalRules
+from iprotate.engine.signals import EarlySignals, SignalRules
 from iprotate.engine.signals import install as install_signal_rules
 from iprotate.engine.wire import CarpSocket
 from iprotate.plan.model import Plan, VipPlan
@@ -89,7 +89,15 @@ class RunOptions:
 class Daemon:
     """One host's engine. `await Daemon(plan, host).run()` returns when it has stopped cleanly."""
 
-    def __init__(self, plan: Plan, host: str, options: RunOptions | None = None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        host: str,
+        options: RunOptions | None = None,
+        early_signals: EarlySignals | None = None,
+    ) -> None:
+        """`early_signals`: what `signals.hold_early` recorded before the loop ran."""
+        self.early_signals = early_signals
         self.plan = plan
         self.host = plan.cluster.host(host)
         self.options = options or RunOptions()
@@ -118,6 +126,10 @@ class Daemon:
         self._drift_logged: dict[tuple[tuple[IPv4Address, int], IPv4Address], float] = {}
         self._links_up = {False: True, True: True}  # (vip link?) -> up, as the node was told
         self._failed: str | None = None
+        # Whether our own address was ever seen on the advert interface: only then does its
+        # absence there mean it was removed (it may live on another interface).
+        self._source_seen = False
+        self._planned: tuple[Plan | None, set[IPv4Interface]] = (None, set())
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -129,7 +141,9 @@ class Daemon:
             lock = hostlock.lock(self.host)
         except hostlock.HostInUse as e:
             raise StartError(str(e)) from None
-        loop.add_reader(lock.fileno(), hostlock.close_waiting, lock)
+        loop.add_reader(
+            lock.fileno(), lambda: hostlock.close_waiting(lock, self._stopping.is_set())
+        )
         ipr = AsyncIPRoute()
         watch = LinkWatcher([self.host.interface, self.host.vip_interface], self)
         control = None
@@ -172,6 +186,7 @@ class Daemon:
                 reload=lambda: asyncio.ensure_future(self.reload()),
                 status=self._log_status,
                 demote=self._demote,
+                early=self.early_signals,
             )
             log.info(
                 "%s: taking part in %d VIPs on %s (VIPs on %s), %d owned",
@@ -268,6 +283,8 @@ class Daemon:
         path = self.options.cluster_file
         if path is None:
             return {"ok": False, "error": "no cluster file to reload"}
+        if self._stopping.is_set():
+            return {"ok": False, "error": "stopping: no reload"}
         if self._reloading:
             return {"ok": False, "error": "a reload is already running"}
         self._reloading = True
@@ -289,6 +306,11 @@ class Daemon:
             return {"ok": False, "error": f"reload refused: {msg}"}
         finally:
             self._reloading = False
+        if self._stopping.is_set():
+            # A stop came while the file was read: the VIPs are being handed over or already
+            # released, and a new plan would start machines (and report READY) on the way out.
+            log.info("reload dropped: stopping")
+            return {"ok": False, "error": "stopping: no reload"}
         new = plan.cluster.host(self.host.name)
         if (new.address, new.interface, new.vip_interface) != (
             self.host.address,
@@ -462,13 +484,37 @@ class Daemon:
             log.error("cannot rebuild on the new %s (index %d): %s", "VIP link" if vip else "link",
                       index, e)  # fmt: skip
 
+    def _feed_source(self, present: bool, now: float) -> None:
+        """Our own address on the advert interface or not: without it no advert can leave (the
+        machines then cannot serve; carp.machine, "Own address")."""
+        if present:
+            self._source_seen = True
+        elif not self._source_seen:
+            return  # never seen there (the address lives on another interface): not our rule
+        if self.node.source_up == present:
+            return
+        where = self.host.interface
+        if present:
+            log.info("%s: back on %s: taking part again", self.host.address, where)
+        else:
+            log.warning("%s: removed from %s: no advert can leave; standing aside until it is "
+                        "back", self.host.address, where)  # fmt: skip
+        self._emit(self.node.source(present, now))
+
     def address_added(self, index: int, address: IPv4Interface) -> None:
-        """A planned VIP on our VIP interface while we are not its master: remove it."""
+        """A planned VIP on our VIP interface while we are not its master, or a copy of it
+        with another prefix while we are: remove it."""
+        if index == self._adv_index and address.ip == self.host.address:
+            self._feed_source(True, asyncio.get_running_loop().time())
         if index != self._vip_index or self.addresses is None:
             return
-        for e in self.node.address_present(asyncio.get_running_loop().time(), address.ip):
+        now = asyncio.get_running_loop().time()
+        for e in self.node.address_present(now, address.ip, address.network.prefixlen):
             m = self.node.machines.get((e.vip.group, e.vip.vhid))
-            state = m.state.value if m is not None else "taking no part in it"
+            why = "present while " + (m.state.value if m is not None else "taking no part in it")
+            why += " (two hosts would answer ARP)"
+            if m is not None and m.state is State.MASTER:
+                why = "another prefix than ours (a hand-over would leave it behind)"
             try:
                 removed = self.addresses.delete(address)  # as found: its prefix may differ
             except OSError as err:
@@ -477,17 +523,28 @@ class Daemon:
             if removed:  # not our own delete racing the event
                 self.node.counters["addresses_removed_stray"] += 1
                 log.warning(
-                    "%s vhid %d: removed %s, present while %s (two hosts would answer ARP)",
-                    e.vip.address, e.vip.vhid, address, state,
+                    "%s vhid %d: removed %s, %s", e.vip.address, e.vip.vhid, address, why,
                 )  # fmt: skip
 
     def address_removed(self, index: int, address: IPv4Interface) -> None:
-        if index == self._vip_index:
+        if index == self._adv_index and address.ip == self.host.address:
+            self._feed_source(False, asyncio.get_running_loop().time())
+        # A copy of a VIP with another prefix going (we removed it, see address_added) leaves
+        # the planned one in place: nothing to add back.
+        if index == self._vip_index and address in self._planned_addresses():
             self._address_gone(address.ip)
+
+    def _planned_addresses(self) -> set[IPv4Interface]:
+        """Every planned VIP with its prefix (kept per plan: looked up for every address event)."""
+        if self._planned[0] is not self.plan:
+            self._planned = (self.plan, {v.address for v in self.plan.vips})
+        return self._planned[1]
 
     def addresses_dumped(self, index: int, present: set[IPv4Address]) -> None:
         """After a (re)synchronisation: a VIP we are master of and that is missing was removed
         while we could not hear it."""
+        if index == self._adv_index:
+            self._feed_source(self.host.address in present, asyncio.get_running_loop().time())
         if index != self._vip_index:
             return
         for key, m in self.node.machines.items():
@@ -575,6 +632,10 @@ class Daemon:
         if cmd == "status":
             return {"ok": True, "status": build_status(self.node, loop.time())}
         if cmd in ("drain", "undrain"):
+            if self._stopping.is_set():
+                # The hand-over drains every machine (not to be remembered): saving the drained
+                # state now would bring this host back with every VIP drained.
+                return {"ok": False, "error": f"stopping: no {cmd}"}
             only = req.get("vip")
             if only is not None and not isinstance(only, str):
                 return {"ok": False, "error": "vip must be an address, or absent for every VIP"}
@@ -595,8 +656,14 @@ class Daemon:
                 self._drain_all = False  # what stays drained is the per-VIP list
                 self._emit(self.node.undrain(now, ip))
             log.info("%s %s", cmd, ip or "every VIP")
-            self._save_drained()
-            return {"ok": True, "drained": [str(v.address) for v in self.node.drained()]}
+            answer: dict[str, Any] = {
+                "ok": True,
+                "drained": [str(v.address) for v in self.node.drained()],
+            }
+            problem = self._save_drained()
+            if problem is not None:  # done, but a restart will not remember it: say so
+                answer["warning"] = f"done, but not remembered across a restart: {problem}"
+            return answer
         if cmd == "reload":
             return await self.reload()
         return {"ok": False, "error": f"unknown command {cmd!r}"}
@@ -605,15 +672,18 @@ class Daemon:
         d = self.options.state_dir
         return Path(d) / f"drained-{self.host.name}.json" if d else None
 
-    def _save_drained(self) -> None:
+    def _save_drained(self) -> str | None:
+        """Save the drained state; what went wrong, if it could not be saved."""
         path = self._state_file()
         if path is None:
-            return
+            return None
         state = drained_state.Drained(self._drain_all, tuple(v.ip for v in self.node.drained()))
         try:
             drained_state.save(path, state)
         except OSError as e:
             log.error("cannot save the drained state to %s: %s", path, e)
+            return f"cannot save the drained state to {path}: {e.strerror or e}"
+        return None
 
     def _restore_drained(self, now: float) -> None:
         """A host drained for maintenance stays drained across restarts until undrained. A file
