@@ -52,11 +52,21 @@ class Member:
     port: str  # its veth end on the bridge (inside the switch namespace)
     interface: str  # its own veth end (inside its namespace)
     address: str  # 198.51.100.x
+    ports: dict[str, str] = field(default_factory=dict)  # more interfaces: interface -> port
+    macs: dict[str, str] = field(default_factory=dict)  # interface -> the MAC it was made with
 
     @property
     def mac(self) -> str:
-        out = ip("-n", self.netns, "-o", "link", "show", self.interface)
+        return self.link_mac(self.interface)
+
+    def link_mac(self, interface: str) -> str:
+        out = ip("-n", self.netns, "-o", "link", "show", interface)
         return out.split("link/ether", 1)[1].split()[0]
+
+    @property
+    def all_ports(self) -> dict[str, str]:
+        """Every interface of the member on a bridge, the first one first -> its port."""
+        return {self.interface: self.port, **self.ports}
 
 
 @dataclass
@@ -105,46 +115,83 @@ class Segment:
         ns = f"{self.prefix}-{name}"[:32]
         port = f"p{len(self.members)}"
         self._add_netns(ns)
-        tmp = f"{self.prefix}{len(self.members)}"[:15]
-        ip(
-            "link",
-            "add",
-            tmp,
-            "netns",
-            ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            port,
-            "netns",
-            self.switch,
-        )
-        ip("-n", ns, "link", "set", tmp, "name", interface)
-        address = f"{HOST_NET}.{host_octet}"
-        ip("-n", ns, "addr", "add", f"{address}/24", "dev", interface)
-        ip("-n", ns, "link", "set", interface, "up")
-        # VIPs are on-link for every member (the client ARPs for them directly).
-        ip("-n", ns, "route", "add", VIP_NET, "dev", interface)
-        ip("-n", self.switch, "link", "set", port, "master", "br0")
-        ip("-n", self.switch, "link", "set", port, "up")
-        m = Member(name, ns, port, interface, address)
+        m = Member(name, ns, port, interface, f"{HOST_NET}.{host_octet}")
+        self._cable(m, f"{self.prefix}{len(self.members)}"[:15])
         self.members[name] = m
         return m
 
+    def _cable(self, m: Member, tmp: str) -> None:
+        """The member's first interface: a veth to its bridge port, its address, the VIP route.
+        Made again (after `delete_interface`) with the MAC it had, so the client's view of who
+        answers keeps its names."""
+        mac = ["address", m.macs[m.interface]] if m.interface in m.macs else []
+        ip("link", "add", tmp, *mac, "netns", m.netns, "type", "veth", "peer", "name", m.port,
+           "netns", self.switch)  # fmt: skip
+        ip("-n", m.netns, "link", "set", tmp, "name", m.interface)
+        ip("-n", m.netns, "addr", "add", f"{m.address}/24", "dev", m.interface)
+        ip("-n", m.netns, "link", "set", m.interface, "up")
+        # VIPs are on-link for every member (the client ARPs for them directly).
+        ip("-n", m.netns, "route", "add", VIP_NET, "dev", m.interface)
+        ip("-n", self.switch, "link", "set", m.port, "master", "br0")
+        ip("-n", self.switch, "link", "set", m.port, "up")
+        m.macs[m.interface] = m.mac
+
+    def plug(self, name: str, interface: str, address: str, bridge: str = "br0") -> str:
+        """A second interface for member `name`, plugged into `bridge` (made on first use) with
+        `address` (CIDR); the port's name."""
+        if not ip("-n", self.switch, "-o", "link", "show", "dev", bridge, check=False):
+            ip("-n", self.switch, "link", "add", bridge, "type", "bridge")
+            ip("-n", self.switch, "link", "set", bridge, "type", "bridge", "mcast_snooping", "0")
+            ip("-n", self.switch, "link", "set", bridge, "up")
+        m = self.members[name]
+        n = sum(len(x.ports) for x in self.members.values())
+        port, tmp = f"q{n}", f"{self.prefix}q{n}"[:15]
+        ip("link", "add", tmp, "netns", m.netns, "type", "veth", "peer", "name", port,
+           "netns", self.switch)  # fmt: skip
+        ip("-n", m.netns, "link", "set", tmp, "name", interface)
+        ip("-n", m.netns, "addr", "add", address, "dev", interface)
+        ip("-n", m.netns, "link", "set", interface, "up")
+        ip("-n", self.switch, "link", "set", port, "master", bridge)
+        ip("-n", self.switch, "link", "set", port, "up")
+        m.ports[interface] = port
+        m.macs[interface] = m.link_mac(interface)
+        return port
+
     # --- faults ------------------------------------------------------------------------------
 
-    def link(self, name: str, up: bool) -> None:
-        """Pull (or plug back) the member's cable: its interface loses carrier."""
-        ip("-n", self.switch, "link", "set", self.members[name].port, "up" if up else "down")
+    def link(self, name: str, up: bool, interface: str | None = None) -> None:
+        """Pull (or plug back) the member's cable (of `interface`, default its first one): its
+        interface loses carrier."""
+        m = self.members[name]
+        port = m.all_ports[interface or m.interface]
+        ip("-n", self.switch, "link", "set", port, "up" if up else "down")
 
-    def partition(self, name: str, cut: bool) -> None:
-        """Cut the member off the bridge (carrier stays up) or join it back."""
-        port = self.members[name].port
+    def partition(self, name: str, cut: bool, interface: str | None = None) -> None:
+        """Cut the member's port (of `interface`, default its first one) off the bridge (carrier
+        stays up) or join it back."""
+        m = self.members[name]
+        port = m.all_ports[interface or m.interface]
         if cut:
             ip("-n", self.switch, "link", "set", port, "nomaster")
         else:
             ip("-n", self.switch, "link", "set", port, "master", "br0")
+
+    def delete_interface(self, name: str) -> None:
+        """Delete the member's first interface (its bridge port, the veth's peer, goes too)."""
+        m = self.members[name]
+        ip("-n", m.netns, "link", "del", m.interface)
+
+    def create_interface(self, name: str) -> None:
+        """Create the deleted first interface again as it was: same name, MAC, address, route
+        and bridge port; a new ifindex (what a driver reload or a hot-plugged NIC gives)."""
+        m = self.members[name]
+        self._cable(m, f"{self.prefix}r{list(self.members).index(name)}"[:15])
+
+    def recreate(self, name: str, gap: float = 0.0) -> None:
+        """Delete the member's interface and, `gap` seconds later, create it again."""
+        self.delete_interface(name)
+        time.sleep(gap)
+        self.create_interface(name)
 
     # --- processes ---------------------------------------------------------------------------
 
@@ -195,10 +242,19 @@ class Segment:
         except ProcessLookupError:
             pass
 
-    def addresses(self, name: str, interface: str | None = None) -> list[str]:
-        """The IPv4 addresses (with prefix) on the member's interface."""
+    def addresses(
+        self, name: str, interface: str | None = None, missing_ok: bool = False
+    ) -> list[str]:
+        """The IPv4 addresses (with prefix) on the member's interface; `missing_ok`: none if the
+        interface does not exist (deleted)."""
         m = self.members[name]
-        out = ip("-n", m.netns, "-o", "-4", "addr", "show", "dev", interface or m.interface)
+        dev = interface or m.interface
+        try:
+            out = ip("-n", m.netns, "-o", "-4", "addr", "show", "dev", dev)
+        except NetnsError:
+            if missing_ok and not ip("-n", m.netns, "-o", "link", "show", dev, check=False):
+                return []
+            raise
         return [line.split()[3] for line in out.splitlines()]
 
     # --- teardown ----------------------------------------------------------------------------
