@@ -899,9 +899,7 @@ class ChaosRun:
             self._set(h, HostState.DEMOTED)
         elif kind == "rejoin":
             mine = [
-                a
-                for a in seg.addresses(h.name, lab.vip_interface(h.name), missing_ok=True)
-                if a.startswith(VIP_PREFIX)
+                a for a in seg.addresses(h.name, lab.vip_iface(h.name)) if a.startswith(VIP_PREFIX)
             ]
             if mine:
                 self._violate(
@@ -1131,12 +1129,8 @@ class ChaosRun:
         codes = [p.returncode for p in h.stopping]
         if not h.legacy and codes != [0]:
             self._violate("exit_code", h.name, f"clean stop exited with {codes}")
-        vip_if = self.lab.vip_interface(h.name)
-        left = [
-            a
-            for a in self.lab.seg.addresses(h.name, vip_if, missing_ok=True)
-            if a.startswith(VIP_PREFIX)
-        ]
+        vip_if = self.lab.vip_iface(h.name)
+        left = [a for a in self.lab.seg.addresses(h.name, vip_if) if a.startswith(VIP_PREFIX)]
         h.stopped_flagged = bool(left)
         if left:
             self._violate("stopped_host", h.name, f"VIPs left after a clean stop: {left}")
@@ -1286,10 +1280,8 @@ class ChaosRun:
                 doc = request(str(self.lab.control_socket(h.name)), {"cmd": "status"}, 2.0)
             except ControlError:
                 continue  # starting or stopping; invariant 5 watches the process
-            vip_if = self.lab.vip_interface(h.name)
-            have = {
-                a.split("/")[0] for a in self.lab.seg.addresses(h.name, vip_if, missing_ok=True)
-            }
+            vip_if = self.lab.vip_iface(h.name)
+            have = {a.split("/")[0] for a in self.lab.seg.addresses(h.name, vip_if)}
             for v in doc["status"]["vips"]:
                 ip = v["address"].split("/")[0]
                 key = (h.name, ip)

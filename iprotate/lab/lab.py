@@ -177,7 +177,7 @@ class Lab:
         argv += ["--state-dir", str(self.workdir / "state"), *self.run_args]
         return argv + list(self.host_args.get(name, ()))
 
-    def vip_interface(self, name: str) -> str:
+    def vip_iface(self, name: str) -> str:
         """The NIC the host adds its VIPs on."""
         return self.plan.cluster.host(name).vip_interface
 
@@ -202,8 +202,8 @@ class Lab:
         for p in procs:
             Segment.stop(p, signal.SIGKILL)
         if self.plan.cluster.host(name).engine == "iprotate":
-            dev = self.vip_interface(name)
-            for a in self.seg.addresses(name, dev, missing_ok=True):
+            dev = self.vip_iface(name)
+            for a in self.seg.addresses(name, dev):
                 if any(str(v.address) == a for v in self.plan.vips):
                     self.seg.run(name, "ip", "addr", "del", a, "dev", dev, check=False)
 
@@ -252,7 +252,7 @@ class Lab:
         """Ground truth: which hosts have each VIP configured."""
         out: dict[str, list[str]] = {str(v.ip): [] for v in self.plan.vips}
         for n in self.names:
-            for a in self.seg.addresses(n, self.vip_interface(n), missing_ok=True):
+            for a in self.seg.addresses(n, self.vip_iface(n)):
                 ip = a.split("/")[0]
                 if ip in out:
                     out[ip].append(n)

@@ -242,19 +242,11 @@ class Segment:
         except ProcessLookupError:
             pass
 
-    def addresses(
-        self, name: str, interface: str | None = None, missing_ok: bool = False
-    ) -> list[str]:
-        """The IPv4 addresses (with prefix) on the member's interface; `missing_ok`: none if the
-        interface does not exist (deleted)."""
+    def addresses(self, name: str, interface: str | None = None) -> list[str]:
+        """The IPv4 addresses (with prefix) on the member's interface (none if it is gone)."""
         m = self.members[name]
         dev = interface or m.interface
-        try:
-            out = ip("-n", m.netns, "-o", "-4", "addr", "show", "dev", dev)
-        except NetnsError:
-            if missing_ok and not ip("-n", m.netns, "-o", "link", "show", dev, check=False):
-                return []
-            raise
+        out = ip("-n", m.netns, "-o", "-4", "addr", "show", "dev", dev, check=False)
         return [line.split()[3] for line in out.splitlines()]
 
     # --- teardown ----------------------------------------------------------------------------
