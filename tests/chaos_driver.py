@@ -43,10 +43,14 @@ Faults, each on a host that is fully up, each followed by its recovery after a d
 - twin (native): a second `iprotate run` for the host, with the same arguments. It must be
   refused: exit non-zero within TWIN_TIMEOUT with one line of output, and change nothing
   (invariant 7). Recovery `twin_gone` once it has exited (+ TWIN_GRACE).
-- demote (native): SIGUSR2, which makes the engine hand its VIPs over make-before-break and stay
-  backup for DEMOTE_SECONDS (as ucarp). The host leaves (it is not eligible) until `rejoin`,
-  DEMOTE_SECONDS later, when it holds no VIP (checked) and becomes eligible again: it takes its
-  VIPs back after its hold-down, as any returning host.
+- demote (native): SIGUSR2, which makes the engine stand aside for DEMOTE_SECONDS (ucarp's
+  "drop to BACKUP, block 3 s"; machine.py, "Demote"): a master hands its VIPs over
+  make-before-break (farewell adverts until a taker answers, so no gap), a backup becomes a last
+  resort (no preempting, D as if its advskew were 255: D_resort). So a demoted host stays
+  eligible, with D_resort. Recovery `rejoin`, DEMOTE_SECONDS after the signal: it must hold no VIP
+  that another participant, eligible since at least 2 s before, could have taken (invariant 4);
+  then it takes part again and takes its VIPs back after its hold-down: an arrival for
+  invariants 1 and 3.
 
 Storms and twins happen on a settled cluster only: when one is drawn every fault still on ends,
 a quiet check follows, and nothing else happens until the storm or twin has ended, so anything
@@ -64,14 +68,14 @@ address), the engines' processes and their logs.
 Invariants and their bounds, all from the protocol (CARP.md, "Timing"; advbase = b, dead ratio r,
 a host h's advskew s_h). D_h = b*r + s_h/256 is h's master-down timeout, T_h = b + s_h/256 its
 advert interval. A host is *eligible* while its engine runs (and has started), its cables are in, it
-is not cut off and not demoted (a storm or a twin does not change it); `a_h` is when it last
+is not cut off (a storm, a twin or a demote does not change it); `a_h` is when it last
 became so. ucarp hosts get `ucarp_lag` = 1 s + b more
 everywhere (pcap hands it packets up to 1 s late and it checks its timer only when it wakes), and
 become eligible 10 s after their link comes back (ucarp sleeps 10 s while its link is down).
 
 1. unserved: a VIP the client gets no answer for since g0 must be answered again by
    min over eligible participants h of (max(g0, a_h, L_h) + D_h) + margin, L_h the last time
-   another participant left (killed, stopped, a cable out, cut off, NIC deleted, demoted). A
+   another participant left (killed, stopped, a cable out, cut off, NIC deleted). A
    backup's timer runs from the last advert it heard; every advert comes from a master the
    client could see, or from one that has left since (a host that takes a VIP over and is cut
    off milliseconds later restarts the other backups' timers with its first advert), so the best
@@ -98,7 +102,8 @@ become eligible 10 s after their link comes back (ucarp sleeps 10 s while its li
    VIP is left on it, and none appears while it is stopped. Likewise an engine whose advert
    cable is out (unless it runs with --ignore-ifstate), whose advert NIC is deleted, or whose VIP
    NIC's cable is out releases its VIPs within `release_bound` (native hosts: DESIGN "interface
-   down -> backup"); a demoted engine holds none DEMOTE_SECONDS after SIGUSR2.
+   down -> backup"); a demoted engine, DEMOTE_SECONDS after SIGUSR2, holds none that had a taker
+   (another eligible participant) for at least 2 s of it.
    A killed host keeps its addresses until restarted (nothing runs to remove them); not checked.
 5. the daemons never crash: every engine we did not kill or stop is still running, starts within
    `ready_timeout`, stops within 10 s, and no log has a "Traceback". ERROR lines are collected.
@@ -551,7 +556,9 @@ ENGINE_RUNS = {
     HostState.TWIN,
     HostState.DEMOTED,
 }
-SERVING = {HostState.UP, HostState.STORM, HostState.TWIN}  # eligible (once ready)
+# Eligible (once ready). A demoted engine is a last resort: it hands its VIPs over only to a
+# taker and takes one over itself after D as if its advskew were 255.
+SERVING = {HostState.UP, HostState.STORM, HostState.TWIN, HostState.DEMOTED}
 STATUS_ASKED = ENGINE_RUNS - {HostState.STARTING, HostState.RESTORING}
 
 
@@ -647,6 +654,8 @@ class ChaosRun:
         self.settle = (
             max(d_max, cfg.hold_down + cfg.stagger * max(k - 1, 0) + t_max) + cfg.settle_slack
         )
+        # A demoted engine waits as if its advskew were 255 (machine.py, "Demote").
+        self.D_resort = master_down(c.advbase, 255, c.dead_ratio)
         self.margin_client = cfg.slack + 2 * cfg.probe_period
         self.margin_truth = cfg.slack + 2 * cfg.truth_period
         self.schedule = make_schedule(
@@ -668,6 +677,7 @@ class ChaosRun:
                 "margin_client": self.margin_client,
                 "margin_truth": self.margin_truth,
                 "release": cfg.release_bound,
+                "D_resort": self.D_resort,
             },
             workdir=str(lab.workdir),
         )
@@ -898,16 +908,30 @@ class ChaosRun:
             h.demoted_at = time.monotonic()
             self._set(h, HostState.DEMOTED)
         elif kind == "rejoin":
-            mine = [
-                a for a in seg.addresses(h.name, lab.vip_iface(h.name)) if a.startswith(VIP_PREFIX)
+            # Handed over make-before-break: every VIP that had a taker all along is gone.
+            takers = {
+                n
+                for n, x in self.hosts.items()
+                if x.state in SERVING - {HostState.DEMOTED}
+                and x.eligible_since is not None
+                and x.eligible_since <= h.demoted_at + DEMOTE_SECONDS - 2.0
+            }
+            kept = [
+                a
+                for a in seg.addresses(h.name, lab.vip_iface(h.name))
+                if a.startswith(VIP_PREFIX) and takers & set(self.vips[a.split("/")[0]].order)
             ]
-            if mine:
+            if kept:
                 self._violate(
                     "demoted_release",
                     h.name,
-                    f"holds {mine} {time.monotonic() - h.demoted_at:.2f} s after SIGUSR2",
+                    f"holds {kept} {time.monotonic() - h.demoted_at:.2f} s after SIGUSR2 "
+                    f"though {sorted(takers)} could take them",
                 )
             self._set(h, HostState.UP)
+            # Its machines take part again (preempting after the hold-down), their timers
+            # restarted at worst: as an arrival for invariants 1 and 3.
+            h.eligible_since = time.monotonic()
         elif kind == "cut":
             for iface in seg.members[h.name].all_ports:
                 seg.partition(h.name, True, iface)
@@ -1202,7 +1226,9 @@ class ChaosRun:
             a = self.hosts[n].eligible_since
             if a is not None:
                 left = max((self.hosts[o].left_at for o in order if o != n), default=0.0)
-                out = min(out, max(g0, a, left) + self.D[ip][n] + self.lag[n])
+                demoted = self.hosts[n].state is HostState.DEMOTED
+                d = self.D_resort if demoted else self.D[ip][n]
+                out = min(out, max(g0, a, left) + d + self.lag[n])
         return out + self.margin_client
 
     def _check_client(self, t: float, view: dict[str, list[str]]) -> None:
