@@ -159,7 +159,7 @@ BASE_FAULTS = ("kill", "stop", "flap", "cut")  # any host, ucarp ones included
 TRANSIENT = ("flap", "cut", "vip_flap", "recreate", "storm", "twin", "demote")  # end before quiet
 EXCLUSIVE = ("storm", "twin")  # on a settled cluster, alone: the engines must see no change
 WEIGHTS = {
-    "kill": 3, "stop": 2, "flap": 2, "cut": 3, "vip_flap": 2, "recreate": 2, "storm": 1,
+    "kill": 3, "stop": 2, "flap": 2, "cut": 3, "vip_flap": 5, "recreate": 2, "storm": 1,
     "twin": 1, "demote": 2,
 }  # fmt: skip
 DEMOTE_SECONDS = 3.0  # SIGUSR2: backup for this long (as ucarp), then back
