@@ -305,7 +305,7 @@ def monitor(interface: str, me: str, owner: str, groups: Sequence[str]) -> None:
     index = socket.if_nametoindex(interface)
     # One socket for the interface, joined to every group, as the daemon has; a packet is keyed by
     # its own destination.
-    carp = CarpSocket(interface, index, IPv4Address(me))
+    carp = CarpSocket(interface, index, IPv4Address(me), [IPv4Address(owner)])
     for g in groups:
         carp.join(IPv4Address(g))
     socks = [carp.sock]
@@ -713,8 +713,8 @@ def simulate_core(tmp: Path, seconds: float = 30.0, groups: int = 4) -> dict[str
     c = plan.cluster
     src = c.host(OWNER).address
     tracemalloc.start()
-    owner = Node.build(plan, OWNER, counter_seed=1)
-    survivor = Node.build(plan, SURVIVOR, counter_seed=1)
+    owner = Node.build(plan, OWNER)
+    survivor = Node.build(plan, SURVIVOR)
     nodes_mb = tracemalloc.get_traced_memory()[0] / 2**20
     tracemalloc.stop()
     now = 1000.0

@@ -66,12 +66,14 @@ answer for each VIP), the ground truth (`Lab.holders`, every `truth_period`: whi
 address), the engines' processes and their logs.
 
 Invariants and their bounds, all from the protocol (CARP.md, "Timing"; advbase = b, dead ratio r,
-a host h's advskew s_h). D_h = b*r + s_h/256 is h's master-down timeout, T_h = b + s_h/256 its
-advert interval. A host is *eligible* while its engine runs (and has started), its cables are in, it
-is not cut off (a storm, a twin or a demote does not change it); `a_h` is when it last
-became so. ucarp hosts get `ucarp_lag` = 1 s + b more
-everywhere (pcap hands it packets up to 1 s late and it checks its timer only when it wakes), and
-become eligible 10 s after their link comes back (ucarp sleeps 10 s while its link is down).
+a host h's advskew s_h). D_h = b*r + s_h/256 is h's master-down timeout (for a native host at
+least b + 255/256 + s_h/256, the slowest live master's interval + its skew: machine.py,
+"Patience"; the same for b >= 1, r >= 2), T_h = b + s_h/256 its advert interval. A host is
+*eligible* while its engine runs (and has started), its cables are in and it is not cut off (a
+storm, a twin or a demote does not change it); `a_h` is when it last became so. ucarp hosts get
+`ucarp_lag` = 1 s + b more everywhere (pcap hands it packets up to 1 s late and it checks its
+timer only when it wakes), and become eligible 10 s after their link comes back (ucarp sleeps
+10 s while its link is down).
 
 1. unserved: a VIP the client gets no answer for since g0 must be answered again by
    min over eligible participants h of (max(g0, a_h, L_h) + D_h) + margin, L_h the last time
@@ -640,8 +642,18 @@ class ChaosRun:
             raise ValueError(f"the lab's hosts {lab.names} are not the config's {cfg.names}")
         self.lag = {n: (1.0 + c.advbase if n in self.legacy else 0.0) for n in lab.names}
         self.vips = {str(v.ip): v for v in self.plan.vips}
+        # How long a backup may wait before it concludes the master is gone: D, and for a native
+        # host never less than the slowest live master's interval + its skew (machine.py,
+        # "Patience": it matters at advbase 0 only, where D is shorter than a master's interval).
+        slowest = interval(c.advbase, 255)
         self.D = {
-            ip: {h: master_down(c.advbase, v.advskew_of(h), c.dead_ratio) for h in v.order}
+            ip: {
+                h: max(
+                    master_down(c.advbase, v.advskew_of(h), c.dead_ratio),
+                    0.0 if h in self.legacy else slowest + v.advskew_of(h) / 256,
+                )
+                for h in v.order
+            }
             for ip, v in self.vips.items()
         }
         self.T = {
@@ -655,7 +667,7 @@ class ChaosRun:
             max(d_max, cfg.hold_down + cfg.stagger * max(k - 1, 0) + t_max) + cfg.settle_slack
         )
         # A demoted engine waits as if its advskew were 255 (machine.py, "Demote").
-        self.D_resort = master_down(c.advbase, 255, c.dead_ratio)
+        self.D_resort = max(master_down(c.advbase, 255, c.dead_ratio), slowest + 255 / 256)
         self.margin_client = cfg.slack + 2 * cfg.probe_period
         self.margin_truth = cfg.slack + 2 * cfg.truth_period
         self.schedule = make_schedule(

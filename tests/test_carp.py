@@ -6,7 +6,6 @@ SendAdvert to the other live machines at the same instant.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -20,7 +19,6 @@ from iprotate.carp.machine import (
     AddAddress,
     CarpMachine,
     DelAddress,
-    Dropped,
     MachineConfig,
     SendAdvert,
     SendGarp,
@@ -44,9 +42,8 @@ def make(
     src: IPv4Address = ME,
     dead_ratio: int = 3,
     preempt: bool = True,
-    native_peers: Iterable[IPv4Address] = (),
     garp_refresh: float = 0.0,
-    counter: int = 1000,
+    ignore_ifstate: bool = False,
 ) -> CarpMachine:
     cfg = MachineConfig(
         vip=VIP,
@@ -56,10 +53,10 @@ def make(
         advskew=advskew,
         dead_ratio=dead_ratio,
         preempt=preempt,
-        native_peers=frozenset(native_peers),
         garp_refresh=garp_refresh,
+        ignore_ifstate=ignore_ifstate,
     )
-    return CarpMachine(cfg=cfg, counter=counter)
+    return CarpMachine(cfg=cfg)
 
 
 def kinds(actions: list[Action]) -> list[type]:
@@ -114,7 +111,7 @@ def test_init_start_goes_to_backup_releasing_address_and_arming_d():
 
 def test_init_ignores_adverts_and_timers_before_start():
     m = make()
-    assert m.advert(1.0, PEER, 1, 0, 5) == []
+    assert m.advert(1.0, PEER, 1, 0) == []
     assert m.timer(100.0) == []
     assert m.state is State.INIT
     assert m.deadline is None
@@ -122,7 +119,12 @@ def test_init_ignores_adverts_and_timers_before_start():
 
 def test_advbase_zero_master_down_is_skew_only():
     m = started(make(advbase=0, advskew=48, dead_ratio=7), 1.0)
-    assert m.deadline == pytest.approx(1.0 + 48 / 256)
+    assert m.down_timeout == pytest.approx(48 / 256)
+    # Joining, it first waits for the slowest live master (a drained one, 255/256 s)...
+    assert m.deadline == pytest.approx(1.0 + 255 / 256 + 48 / 256)
+    # ... and behind a faster master D is what it waits, as ucarp does.
+    m.advert(1.5, PEER, 0, 16)
+    assert m.deadline == pytest.approx(1.5 + 48 / 256)
 
 
 # --- BACKUP -----------------------------------------------------------------------------------
@@ -137,21 +139,21 @@ def test_backup_d_expiry_becomes_master_in_order():
     out = m.timer(d)
     assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
     assert out[0].old is State.BACKUP and out[0].new is State.MASTER
-    assert out[3] == SendAdvert(1, 64, 1000)
+    assert out[3] == SendAdvert(1, 64)
     assert m.state is State.MASTER
     assert m.since == d
 
 
 def test_backup_longer_interval_with_preempt_becomes_master_at_once():
     m = started(make(advbase=1, advskew=64, preempt=True))
-    out = m.advert(1.0, PEER, 1, 128, 7)
+    out = m.advert(1.0, PEER, 1, 128)
     assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
     assert m.state is State.MASTER
 
 
 def test_backup_longer_interval_without_preempt_stays_and_restarts_d():
     m = started(make(advbase=1, advskew=64, preempt=False))
-    out = m.advert(2.0, PEER, 1, 128, 7)
+    out = m.advert(2.0, PEER, 1, 128)
     assert out == []
     assert m.state is State.BACKUP
     assert m.deadline == pytest.approx(2.0 + 3.25)
@@ -160,7 +162,7 @@ def test_backup_longer_interval_without_preempt_stays_and_restarts_d():
 @pytest.mark.parametrize("preempt", [False, True])
 def test_backup_farewell_beyond_timeout_takes_over_even_without_preempt(preempt):
     m = started(make(advbase=1, advskew=64, preempt=preempt))
-    assert m.advert(1.0, PEER, *FAREWELL, 7) == []
+    assert m.advert(1.0, PEER, *FAREWELL) == []
     # Not at once as ucarp: after advskew/1024 s, so better-ranked backups answer first.
     assert m.deadline == pytest.approx(1.0 + 64 / 1024)
     out = m.timer(1.0 + 64 / 1024)
@@ -171,31 +173,31 @@ def test_backup_farewell_beyond_timeout_takes_over_even_without_preempt(preempt)
 
 def test_owner_takes_a_farewell_at_once():
     m = started(make(advbase=1, advskew=0))
-    out = m.advert(1.0, PEER, *FAREWELL, 7)
+    out = m.advert(1.0, PEER, *FAREWELL)
     assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
 
 
 def test_farewell_then_a_better_backup_answers_first():
     rank2 = started(make(advbase=1, advskew=128))
-    assert rank2.advert(1.0, PEER, *FAREWELL, 7) == []
+    assert rank2.advert(1.0, PEER, *FAREWELL) == []
     assert rank2.deadline == pytest.approx(1.0 + 128 / 1024)
     # Rank 1 answered 62 ms after the farewell: rank 2 hears a master and stays backup.
-    assert rank2.advert(1.0 + 64 / 1024, NATIVE, 1, 64, 1) == []
+    assert rank2.advert(1.0 + 64 / 1024, NATIVE, 1, 64) == []
     assert rank2.state is State.BACKUP
     assert rank2.deadline == pytest.approx(1.0 + 64 / 1024 + 3.5)
     # More farewells never push an early takeover later.
     m = started(make(advbase=1, advskew=64))
-    m.advert(1.0, PEER, *FAREWELL, 1)
-    m.advert(1.05, PEER, *FAREWELL, 2)
+    m.advert(1.0, PEER, *FAREWELL)
+    m.advert(1.05, PEER, *FAREWELL)
     assert m.deadline == pytest.approx(1.0 + 64 / 1024)
 
 
 def test_backup_interval_just_beyond_timeout_takes_over_just_within_does_not():
     # Our D = 1 * 3 + 64/256 = 3.25 s.
     m = started(make(advbase=1, advskew=64, preempt=False))
-    assert m.advert(1.0, PEER, 3, 64, 1) == []  # 3.25: not beyond
+    assert m.advert(1.0, PEER, 3, 64) == []  # 3.25: not beyond
     assert m.state is State.BACKUP
-    assert m.advert(2.0, PEER, 3, 65, 2) == []  # 3.254: beyond: taken after advskew/1024 s
+    assert m.advert(2.0, PEER, 3, 65) == []  # 3.254: beyond: taken after advskew/1024 s
     assert AddAddress() in m.timer(2.0 + 64 / 1024)
     assert m.state is State.MASTER
 
@@ -203,11 +205,11 @@ def test_backup_interval_just_beyond_timeout_takes_over_just_within_does_not():
 def test_backup_other_valid_advert_restarts_d():
     m = started(make(advbase=1, advskew=64))
     first = m.deadline
-    assert m.advert(2.0, PEER, 1, 0, 7) == []  # shorter interval: a better master
+    assert m.advert(2.0, PEER, 1, 0) == []  # shorter interval: a better master
     assert m.state is State.BACKUP
     assert m.deadline == pytest.approx(2.0 + 3.25)
     assert m.deadline > first
-    assert m.advert(2.5, PEER, 1, 64, 8) == []  # equal interval: no preemption either
+    assert m.advert(2.5, PEER, 1, 64) == []  # equal interval: no preemption either
     assert m.deadline == pytest.approx(2.5 + 3.25)
     assert m.state is State.BACKUP
     assert m.master_src == PEER
@@ -217,7 +219,7 @@ def test_backup_never_advertises():
     m = started(make(advbase=1, advskew=200))
     out: list[Action] = []
     for i in range(50):
-        out += m.advert(i * 1.0, PEER, 1, 0, i)
+        out += m.advert(i * 1.0, PEER, 1, 0)
         out += m.timer(i * 1.0 + 0.5)
     assert not adverts(out)
     assert m.state is State.BACKUP
@@ -229,9 +231,9 @@ def test_backup_never_advertises():
 def test_master_shorter_interval_sends_last_advert_and_yields():
     m = make(advbase=1, advskew=64)
     t0 = as_master(m)
-    out = m.advert(t0 + 0.5, PEER, 1, 0, 7)
+    out = m.advert(t0 + 0.5, PEER, 1, 0)
     assert kinds(out) == [SendAdvert, Transition, DelAddress]
-    assert out[0] == SendAdvert(1, 64, 1001)
+    assert out[0] == SendAdvert(1, 64)
     assert out[1].old is State.MASTER and out[1].new is State.BACKUP
     assert m.state is State.BACKUP
     assert m.deadline == pytest.approx(t0 + 0.5 + 3.25)
@@ -241,13 +243,13 @@ def test_tiebreak_is_little_endian_as_ucarp_on_x86():
     # 10.99.0.9 yields to 10.99.1.1 ...
     m = make(src=IPv4Address("10.99.0.9"))
     t0 = as_master(m)
-    out = m.advert(t0 + 0.1, IPv4Address("10.99.1.1"), 1, 64, 7)
+    out = m.advert(t0 + 0.1, IPv4Address("10.99.1.1"), 1, 64)
     assert kinds(out) == [SendAdvert, Transition, DelAddress]
     assert m.state is State.BACKUP
     # ... but beats 10.99.0.10.
     m = make(src=IPv4Address("10.99.0.9"))
     t0 = as_master(m)
-    out = m.advert(t0 + 0.1, IPv4Address("10.99.0.10"), 1, 64, 7)
+    out = m.advert(t0 + 0.1, IPv4Address("10.99.0.10"), 1, 64)
     assert kinds(out) == [SendGarp, SendAdvert]
     assert m.state is State.MASTER
 
@@ -256,11 +258,11 @@ def test_tiebreak_the_other_side_agrees():
     # 10.99.1.1 hearing 10.99.0.9 with an equal interval stays master; 10.99.0.10 yields to it.
     m = make(src=IPv4Address("10.99.1.1"))
     t0 = as_master(m)
-    assert kinds(m.advert(t0 + 0.1, IPv4Address("10.99.0.9"), 1, 64, 7)) == [SendGarp, SendAdvert]
+    assert kinds(m.advert(t0 + 0.1, IPv4Address("10.99.0.9"), 1, 64)) == [SendGarp, SendAdvert]
     assert m.state is State.MASTER
     m = make(src=IPv4Address("10.99.0.10"))
     t0 = as_master(m)
-    assert DelAddress() in m.advert(t0 + 0.1, IPv4Address("10.99.0.9"), 1, 64, 7)
+    assert DelAddress() in m.advert(t0 + 0.1, IPv4Address("10.99.0.9"), 1, 64)
     assert m.state is State.BACKUP
 
 
@@ -276,8 +278,8 @@ def test_master_less_preferred_master_gets_garp_and_advert(src, advbase, advskew
     m = make(advbase=1, advskew=64)
     t0 = as_master(m)
     deadline = m.deadline
-    out = m.advert(t0 + 0.5, src, advbase, advskew, 7)
-    assert out == [SendGarp(), SendAdvert(1, 64, 1001)]
+    out = m.advert(t0 + 0.5, src, advbase, advskew)
+    assert out == [SendGarp(), SendAdvert(1, 64)]
     assert m.state is State.MASTER
     assert m.deadline == deadline
     assert m.master_src == ME
@@ -293,7 +295,7 @@ def test_master_timing_adverts_every_interval_and_second_garp():
     garp_times = [t for t, a in got if isinstance(a, SendGarp)]
     assert advert_times == pytest.approx([t0 + k * T for k in range(1, 17)])
     assert garp_times == pytest.approx([t0 + 2 * T])
-    assert all(a == SendAdvert(1, 64, a.counter) for _, a in got if isinstance(a, SendAdvert))
+    assert all(a == SendAdvert(1, 64) for _, a in got if isinstance(a, SendAdvert))
     assert m.state is State.MASTER
 
 
@@ -308,66 +310,10 @@ def test_master_timing_periodic_garp_refresh():
 def test_master_timing_subsecond():
     m = make(advbase=0, advskew=16)
     t0 = as_master(m)
-    assert t0 == pytest.approx(16 / 256)
+    assert t0 == pytest.approx(255 / 256 + 16 / 256)  # alone: after the joining wait
     got = run_timers(m, t0 + 1.0)
     advert_times = [t for t, a in got if isinstance(a, SendAdvert)]
     assert advert_times == pytest.approx([t0 + k / 16 for k in range(1, 17)])
-
-
-def test_sent_counters_increase_by_one():
-    m = make(advbase=1, advskew=0, counter=(1 << 64) - 3)
-    t0 = as_master(m)
-    sent = [a.counter for _, a in run_timers(m, t0 + 5) if isinstance(a, SendAdvert)]
-    sent += [a.counter for a in m.advert(t0 + 5.5, PEER, 2, 0, 1) if isinstance(a, SendAdvert)]
-    # The takeover advert carried (1 << 64) - 3; the 64-bit counter wraps.
-    assert sent == [(1 << 64) - 2, (1 << 64) - 1, 0, 1, 2, 3]
-
-
-# --- replay -----------------------------------------------------------------------------------
-
-
-def test_native_peer_replay_is_dropped_and_changes_nothing():
-    m = make(advbase=1, advskew=64, native_peers=[NATIVE])
-    m.start(0.0)
-    assert m.advert(1.0, NATIVE, 1, 0, 100) == []
-    before = (m.state, m.deadline, m.master_src, m.master_prio, m.counter)
-    for counter in (100, 99, 0):
-        assert m.advert(2.0, NATIVE, 1, 0, counter) == [Dropped("replay")]
-        assert (m.state, m.deadline, m.master_src, m.master_prio, m.counter) == before
-    # A replayed farewell must not make us master either.
-    assert m.advert(2.0, NATIVE, *FAREWELL, 50) == [Dropped("replay")]
-    assert m.state is State.BACKUP
-    # A fresh counter is accepted and restarts D.
-    assert m.advert(2.0, NATIVE, 1, 0, 101) == []
-    assert m.deadline == pytest.approx(2.0 + 3.25)
-
-
-def test_native_peer_replay_dropped_while_master():
-    m = make(advbase=1, advskew=64, native_peers=[NATIVE])
-    t0 = as_master(m)
-    assert kinds(m.advert(t0, NATIVE, 1, 100, 10)) == [SendGarp, SendAdvert]
-    # A replayed better advert does not demote us.
-    assert m.advert(t0 + 1, NATIVE, 1, 0, 10) == [Dropped("replay")]
-    assert m.state is State.MASTER
-
-
-def test_ucarp_peer_counters_are_not_checked():
-    m = make(advbase=1, advskew=64, native_peers=[NATIVE])
-    m.start(0.0)
-    for i, counter in enumerate([5, 5, 4, 0, 1 << 63, 3]):
-        now = 1.0 + i
-        assert m.advert(now, PEER, 1, 0, counter) == []
-        assert m.deadline == pytest.approx(now + 3.25)
-    assert m.state is State.BACKUP
-
-
-def test_replay_is_tracked_per_native_peer():
-    other = IPv4Address("10.99.0.31")
-    m = make(native_peers=[NATIVE, other])
-    m.start(0.0)
-    assert m.advert(1.0, NATIVE, 1, 0, 100) == []
-    assert m.advert(1.1, other, 1, 0, 5) == []  # other peer: its own sequence
-    assert m.advert(1.2, other, 1, 0, 5) == [Dropped("replay")]
 
 
 # --- link -------------------------------------------------------------------------------------
@@ -382,8 +328,8 @@ def test_link_down_forces_backup_without_timers_and_ignores_adverts():
     assert m.state is State.BACKUP
     assert m.deadline is None
     # Adverts, even a farewell, are ignored; timers do nothing.
-    assert m.advert(t0 + 2, PEER, *FAREWELL, 1) == []
-    assert m.advert(t0 + 3, PEER, 1, 128, 2) == []
+    assert m.advert(t0 + 2, PEER, *FAREWELL) == []
+    assert m.advert(t0 + 3, PEER, 1, 128) == []
     assert m.timer(t0 + 100) == []
     assert m.state is State.BACKUP
     assert m.deadline is None
@@ -406,7 +352,7 @@ def test_link_up_rejoins_as_backup_with_d_armed():
     assert m.state is State.BACKUP
     assert m.deadline == pytest.approx(t0 + 10 + 3.25)
     # Rejoin: a better master keeps us backup, silence makes us master.
-    assert m.advert(t0 + 11, PEER, 1, 0, 1) == []
+    assert m.advert(t0 + 11, PEER, 1, 0) == []
     assert m.deadline == pytest.approx(t0 + 11 + 3.25)
     out = m.timer(t0 + 11 + 3.25)
     assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
@@ -417,9 +363,9 @@ def test_link_up_holds_down_preemption():
     t0 = as_master(m)
     m.link(False, t0 + 1)
     m.link(True, t0 + 2, preempt_after=t0 + 20)
-    assert m.advert(t0 + 3, PEER, 1, 64, 1) == []
+    assert m.advert(t0 + 3, PEER, 1, 64) == []
     assert m.state is State.BACKUP
-    assert AddAddress() in m.advert(t0 + 21, PEER, 1, 64, 2)
+    assert AddAddress() in m.advert(t0 + 21, PEER, 1, 64)
 
 
 def test_link_changes_before_start():
@@ -432,6 +378,59 @@ def test_link_changes_before_start():
     assert m.deadline == pytest.approx(2.0 + 3.25)
 
 
+def test_vip_link_down_master_says_farewell_and_releases():
+    m = make(advbase=1, advskew=64)
+    t0 = as_master(m)
+    out = m.link(False, t0 + 1, vip=True)
+    assert kinds(out) == [SendAdvert, Transition, DelAddress]
+    assert (out[0].advbase, out[0].advskew) == FAREWELL
+    assert m.state is State.BACKUP and m.deadline is None
+    assert not m.link_up
+    # It cannot serve: no takeover, whatever it hears or however long it waits.
+    assert m.advert(t0 + 2, PEER, *FAREWELL) == []
+    assert m.timer(t0 + 100) == []
+    # The advert link going down and up meanwhile does not bring it back.
+    assert m.link(False, t0 + 101) == []
+    assert m.link(True, t0 + 102) == []
+    assert m.deadline is None
+    out = m.link(True, t0 + 103, preempt_after=t0 + 110, vip=True)
+    assert out == [] and m.state is State.BACKUP
+    assert m.deadline == pytest.approx(t0 + 103 + 3.25)
+    assert m.preempt_after == t0 + 110
+
+
+def test_advert_link_down_master_sends_nothing():
+    m = make(advbase=1, advskew=64)
+    t0 = as_master(m)
+    out = m.link(False, t0 + 1)
+    assert kinds(out) == [Transition, DelAddress]  # no farewell: the link cannot carry it
+
+
+def test_ignore_ifstate_keeps_serving_without_advert_carrier():
+    m = make(advbase=1, advskew=64, ignore_ifstate=True)
+    t0 = as_master(m)
+    assert m.link(False, t0 + 1) == []
+    assert m.state is State.MASTER
+    assert adverts(m.timer(t0 + 2))  # keeps advertising (a peer may come back)
+    # A backup keeps its timer and takes over when the peer is silent.
+    b = started(make(advbase=1, advskew=64, ignore_ifstate=True))
+    assert b.link(False, 0.5) == []
+    assert b.deadline == pytest.approx(3.25)
+    # The VIP link still counts.
+    out = m.link(False, t0 + 3, vip=True)
+    assert State.BACKUP is m.state and DelAddress() in out
+
+
+def test_stray_address_is_removed_unless_master():
+    m = make()
+    assert m.address_present(0.0) == []  # INIT: start-up cleanup's business
+    m.start(0.0)
+    assert m.address_present(0.5) == [DelAddress()]
+    m2 = make()
+    t = as_master(m2)
+    assert m2.address_present(t + 0.1) == []  # our own add, seen while master
+
+
 # --- hold-down --------------------------------------------------------------------------------
 
 
@@ -440,10 +439,10 @@ def test_hold_down_returning_owner_waits_then_preempts():
     owner.start(0.0, preempt_after=30.0)
     # rank 1 is master with 1/64: longer than ours, but we are held down.
     for t in range(1, 30):
-        assert owner.advert(float(t), PEER, 1, 64, t) == []
+        assert owner.advert(float(t), PEER, 1, 64) == []
         assert owner.state is State.BACKUP
         assert owner.deadline == pytest.approx(t + 3.0)
-    out = owner.advert(30.0, PEER, 1, 64, 30)
+    out = owner.advert(30.0, PEER, 1, 64)
     assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
 
 
@@ -459,7 +458,7 @@ def test_hold_down_does_not_stop_master_down_takeover():
 def test_hold_down_does_not_stop_farewell_takeover():
     owner = make(advbase=1, advskew=0)
     owner.start(0.0, preempt_after=1000.0)
-    assert AddAddress() in owner.advert(1.0, PEER, *FAREWELL, 1)
+    assert AddAddress() in owner.advert(1.0, PEER, *FAREWELL)
 
 
 # --- drain ------------------------------------------------------------------------------------
@@ -469,7 +468,7 @@ def test_draining_master_says_farewell_and_holds_until_answered():
     m = make(advbase=1, advskew=0)
     t0 = as_master(m)
     out = m.drain(t0 + 0.5)
-    assert out == [SendAdvert(*FAREWELL, 1001)]
+    assert out == [SendAdvert(*FAREWELL)]
     assert m.state is State.MASTER
     # Still master (address held) while nobody answers; adverts stay farewells until the patience.
     got = run_timers(m, t0 + 0.5 + DRAIN_PATIENCE - 0.01)
@@ -478,7 +477,7 @@ def test_draining_master_says_farewell_and_holds_until_answered():
     assert not any(isinstance(a, DelAddress) for _, a in got)
     assert m.state is State.MASTER
     # A master answers (its advert is better than ours, whatever the interval): we yield.
-    out = m.advert(t0 + 2.0, PEER, 1, 64, 7)
+    out = m.advert(t0 + 2.0, PEER, 1, 64)
     # No last advert: its skew of 255 would make every backup with preempt jump.
     assert kinds(out) == [Transition, DelAddress]
     assert m.state is State.BACKUP
@@ -509,7 +508,7 @@ def test_drained_backup_never_preempts():
     m.drain(0.5)
     assert m.state is State.BACKUP
     for t in range(1, 20):
-        assert m.advert(float(t), PEER, 1, 200, t) == []
+        assert m.advert(float(t), PEER, 1, 200) == []
         assert m.state is State.BACKUP
         # It waits as if its advskew were 255.
         assert m.deadline == pytest.approx(t + 3 + 255 / 256)
@@ -541,7 +540,7 @@ def test_drained_master_alone_keeps_the_vip():
     assert sent[-1][1] == (1, 255)
     assert all(t > t0 + DRAIN_PATIENCE for t, p in sent if p != FAREWELL)
     # A newcomer that preempts takes it (the draining host then yields).
-    out = m.advert(t0 + 101, PEER, 1, 64, 1)
+    out = m.advert(t0 + 101, PEER, 1, 64)
     assert DelAddress() in out
     assert m.state is State.BACKUP
 
@@ -552,7 +551,7 @@ def test_drained_backup_does_not_take_a_farewell():
     m = make(advbase=1, advskew=0, preempt=False)
     m.start(0.0)
     m.drain(0.0)
-    assert m.advert(1.0, PEER, *FAREWELL, 1) == []
+    assert m.advert(1.0, PEER, *FAREWELL) == []
     assert m.state is State.BACKUP
     assert m.deadline == pytest.approx(1.0 + 3 + 255 / 256)
 
@@ -562,10 +561,10 @@ def test_draining_masters_break_the_tie_by_address():
     m = make(advbase=1, advskew=0, src=IPv4Address("10.99.0.9"))
     t0 = as_master(m)
     m.drain(t0)
-    out = m.advert(t0 + 0.1, IPv4Address("10.99.0.10"), *FAREWELL, 1)
-    assert out == [SendGarp(), SendAdvert(*FAREWELL, 1002)]
+    out = m.advert(t0 + 0.1, IPv4Address("10.99.0.10"), *FAREWELL)
+    assert out == [SendGarp(), SendAdvert(*FAREWELL)]
     assert m.state is State.MASTER
-    out = m.advert(t0 + 0.2, IPv4Address("10.99.1.1"), *FAREWELL, 1)
+    out = m.advert(t0 + 0.2, IPv4Address("10.99.1.1"), *FAREWELL)
     assert kinds(out) == [Transition, DelAddress]
     assert m.state is State.BACKUP
 
@@ -587,11 +586,11 @@ def test_undrain_restores_preemption():
     m = make(advbase=1, advskew=0)
     m.start(0.0)
     m.drain(0.0)
-    assert m.advert(1.0, PEER, 1, 64, 1) == []
+    assert m.advert(1.0, PEER, 1, 64) == []
     assert m.state is State.BACKUP
     assert m.undrain(2.0) == []
     assert m.deadline == pytest.approx(2.0 + 3.0)  # back to its own timeout
-    out = m.advert(3.0, PEER, 1, 64, 2)
+    out = m.advert(3.0, PEER, 1, 64)
     assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
     assert out[-1].advskew == 0
 
@@ -601,8 +600,8 @@ def test_undrain_with_hold_down():
     m.start(0.0)
     m.drain(0.0)
     m.undrain(2.0, preempt_after=10.0)
-    assert m.advert(3.0, PEER, 1, 64, 1) == []
-    assert AddAddress() in m.advert(10.0, PEER, 1, 64, 2)
+    assert m.advert(3.0, PEER, 1, 64) == []
+    assert AddAddress() in m.advert(10.0, PEER, 1, 64)
 
 
 def test_drain_and_undrain_are_idempotent():
@@ -638,7 +637,7 @@ def test_stop_master_sends_farewell_then_releases():
     t0 = as_master(m)
     out = m.stop(t0 + 1)
     assert kinds(out)[:2] == [SendAdvert, DelAddress]
-    assert out[0] == SendAdvert(*FAREWELL, 1001)
+    assert out[0] == SendAdvert(*FAREWELL)
     assert not any(isinstance(a, SendGarp) for a in out)
     assert m.state is State.INIT
     assert m.deadline is None
@@ -651,7 +650,7 @@ def test_stop_backup_sends_nothing_but_releases():
     assert not any(isinstance(a, SendAdvert | SendGarp | AddAddress) for a in out)
     assert m.state is State.INIT
     assert m.deadline is None
-    assert m.advert(2.0, PEER, *FAREWELL, 1) == []
+    assert m.advert(2.0, PEER, *FAREWELL) == []
     assert m.timer(100.0) == []
 
 
@@ -698,7 +697,7 @@ class Wire:
         self.alive.remove(m)
 
     def replace(self, old: CarpMachine, new: CarpMachine) -> None:
-        """A crashed host comes back as a fresh process (new machine, new counter seed)."""
+        """A crashed host comes back as a fresh process (a new machine)."""
         if old in self.alive:
             self.alive.remove(old)
         self.machines[self.machines.index(old)] = new
@@ -719,8 +718,7 @@ class Wire:
             elif isinstance(a, SendAdvert):
                 for other in self.alive:
                     if other is not m:
-                        got = other.advert(self.now, m.cfg.src, a.advbase, a.advskew, a.counter)
-                        assert Dropped("replay") not in got
+                        got = other.advert(self.now, m.cfg.src, a.advbase, a.advskew)
                         queue += [(other, b) for b in got]
         raise AssertionError("advert storm: the machines never stop answering each other")
 
@@ -756,10 +754,8 @@ def three(advbase: int) -> tuple[CarpMachine, CarpMachine, CarpMachine]:
             advbase=advbase,
             advskew=skew,
             src=src,
-            native_peers=[s for s in srcs if s != src],
-            counter=1000 * (i + 1),
         )
-        for i, (skew, src) in enumerate(zip(skews, srcs, strict=True))
+        for skew, src in zip(skews, srcs, strict=True)
     )
 
 
@@ -787,14 +783,12 @@ def test_plan_order_failover_and_return(advbase):
     if advbase == 0:
         assert failover < 0.3
 
-    # The owner comes back (a fresh process, counter seeded higher) and preempts; rank1 yields.
+    # The owner comes back (a fresh process) and preempts; rank1 yields.
     back = wire.now
     new_owner = make(
         advbase=advbase,
         advskew=owner.cfg.advskew,
         src=owner.cfg.src,
-        native_peers=owner.cfg.native_peers,
-        counter=10**9,
     )
     wire.replace(owner, new_owner)
     wire.start(new_owner, back)
@@ -836,7 +830,7 @@ def test_plan_order_graceful_stop_hands_over_at_once():
     assert rank2.state is State.BACKUP  # it heard rank 1 before its own, later, turn
     wire.run_until(30.0)
     assert wire.masters() == [rank1]
-    # The owner restarts (same process, its counter goes on) and preempts again.
+    # The owner restarts (the same process) and preempts again.
     wire.start(owner, 30.0)
     wire.run_until(40.0)
     assert wire.masters() == [owner]
@@ -931,8 +925,6 @@ configs = st.builds(
         preempt=preempt,
         garp_refresh=garp,
         dead_ratio=dead,
-        native_peers=[NATIVE],
-        counter=5,
     ),
     st.sampled_from([0, 1, 2]),
     st.integers(0, 255),
@@ -947,20 +939,15 @@ configs = st.builds(
 def test_random_event_sequences_keep_invariants(m, evs, start_first):
     now = 0.0
     held = False
-    last_sent: int | None = None
 
     def apply(actions: list[Action], t: float, ev: str) -> None:
-        nonlocal held, last_sent
+        nonlocal held
         for a in actions:
             assert isinstance(a, Action)
             if isinstance(a, AddAddress):
                 held = True
             elif isinstance(a, DelAddress):
                 held = False
-            elif isinstance(a, SendAdvert):
-                if last_sent is not None:
-                    assert a.counter == (last_sent + 1) & ((1 << 64) - 1)
-                last_sent = a.counter
         assert isinstance(m.state, State)
         assert held == (m.state is State.MASTER), (ev, actions)
         d = m.deadline
@@ -997,8 +984,8 @@ def test_random_event_sequences_keep_invariants(m, evs, start_first):
         catch_up(t)
         now = t
         if kind == "advert":
-            _, _, src, advbase, advskew, counter = ev
-            out = m.advert(now, src, advbase, advskew, counter)
+            _, _, src, advbase, advskew, _counter = ev
+            out = m.advert(now, src, advbase, advskew)
         elif kind == "link":
             out = m.link(ev[2], now)
         elif kind == "drain":
@@ -1074,3 +1061,155 @@ def test_an_address_lost_while_master_is_put_back() -> None:
     assert m.address_gone(11.0) == [AddAddress(), SendGarp()]
     b = started(make(advbase=1, advskew=64))
     assert b.address_gone(1.0) == []
+
+
+# --- patience: sub-second timing keeps the hold-down and the plan's order ---------------------
+
+
+def test_advbase0_held_down_owner_waits_out_a_slower_master():
+    # The owner (0/16, D = 62 ms) behind its first backup (0/48, every 187 ms), held down for 3 s:
+    # it used to time out between two adverts (and take the farewell path) and take the VIP back.
+    m = started(make(advbase=0, advskew=16), 0.0, preempt_after=3.0)
+    assert m.deadline == pytest.approx((255 + 16) / 256)  # heard nobody yet: no timeout at 62 ms
+    t = 0.1
+    while t < 3.0:
+        assert m.advert(t, PEER, 0, 48) == []
+        assert m.deadline == pytest.approx(t + (48 + 16) / 256)
+        assert m.timer(t + 0.187) == []  # the next advert is due: no takeover in between
+        t += 0.1875
+    assert m.state is State.BACKUP
+    # After the hold-down it preempts on the next advert, as with advbase >= 1.
+    out = m.advert(t, PEER, 0, 48)
+    assert (
+        m.state is State.MASTER
+        and Transition(State.BACKUP, State.MASTER, f"preempting {PEER} (0/48)") in out
+    )
+
+
+def test_advbase0_link_up_and_undrain_wait_for_the_slowest_master():
+    m = started(make(advbase=0, advskew=16), 0.0)
+    m.link(False, 1.0)
+    m.link(True, 2.0, preempt_after=5.0)
+    assert m.deadline == pytest.approx(2.0 + (255 + 16) / 256)
+    m.drain(3.0)
+    m.undrain(4.0, preempt_after=9.0)
+    assert m.deadline == pytest.approx(4.0 + (255 + 16) / 256)
+
+
+def test_advbase0_a_slower_masters_advert_is_no_farewell_but_a_farewell_is():
+    m = started(make(advbase=0, advskew=16), 0.0, preempt_after=10.0)
+    m.advert(1.0, PEER, 0, 240)  # 0.94 s > D = 62 ms: a live master all the same
+    m.timer(1.0 + 16 / 1024)
+    assert m.state is State.BACKUP
+    m.advert(1.5, PEER, *FAREWELL)
+    m.timer(1.5 + 16 / 1024)
+    assert m.state is State.MASTER
+
+
+def test_advbase1_patience_changes_nothing():
+    # D = 3 + skew/256 exceeds every live master's interval: ucarp's timers exactly.
+    m = started(make(advbase=1, advskew=64, preempt=False), 0.0)
+    assert m.deadline == pytest.approx(3 + 64 / 256)
+    m.advert(1.0, PEER, 1, 255)  # the slowest live master (a drained one)
+    assert m.deadline == pytest.approx(1.0 + 3 + 64 / 256)
+
+
+def test_advbase0_held_down_owner_still_comes_before_the_second_backup():
+    # The owner is back but held down; rank1 serves the VIP; rank1 dies. The owner (rank 0) must
+    # take it, not rank2: it waits rank1's interval + 62 ms (250 ms), rank2 its D (437 ms).
+    owner, rank1, rank2 = three(0)
+    wire = Wire([owner, rank1, rank2])
+    wire.start(rank1, 0.0)
+    wire.start(rank2, 0.0)
+    wire.run_until(5.0)
+    assert wire.masters() == [rank1]
+    wire.start(owner, 5.0, preempt_after=100.0)
+    wire.run_until(10.0)
+    assert wire.masters() == [rank1]  # held down: no takeover by timeout either
+    wire.kill(rank1)
+    died = wire.now
+    wire.run_until(20.0)
+    assert wire.masters() == [owner]
+    assert wire.took_at[id(owner)] - died <= rank1.interval + owner.advskew / 256 + 1e-9
+    assert rank2.transitions == 1  # INIT -> BACKUP only
+
+
+# --- demote (SIGUSR2) -------------------------------------------------------------------------
+
+
+def test_demoted_master_hands_over_make_before_break_then_takes_part_again():
+    m = make(advbase=1, advskew=0)
+    t0 = as_master(m)
+    out = m.demote(t0 + 1, until=t0 + 4, preempt_after=t0 + 7)
+    assert adverts(out) == [SendAdvert(*FAREWELL, adverts(out)[0].counter)]
+    assert DelAddress() not in out and m.state is State.MASTER  # keeps it until a taker answers
+    out = m.advert(t0 + 1.1, PEER, 1, 64)  # the first backup answers as master
+    assert DelAddress() in out and m.state is State.BACKUP
+    assert not adverts(out)  # no last advert at 255: it would make every backup preempt
+    # Standing aside: no preemption of the less preferred master, no farewell taken.
+    assert m.advert(t0 + 2, PEER, 1, 64) == []
+    assert m.advert(t0 + 3, PEER, *FAREWELL) == []
+    assert m.timer(t0 + 3.5) == [] and m.state is State.BACKUP
+    # The demote ends: its own skew again, but preempting only after the hold-down.
+    m.timer(t0 + 4)
+    assert m.demoted_until is None and m.advskew == 0
+    assert m.advert(t0 + 5, PEER, 1, 64) == []
+    out = m.advert(t0 + 7, PEER, 1, 64)
+    assert m.state is State.MASTER and AddAddress() in out
+
+
+def test_demoted_backup_stays_a_last_resort():
+    m = started(make(advbase=1, advskew=0), 0.0)
+    m.demote(1.0, until=10.0)
+    assert m.advskew == FAREWELL_ADVSKEW
+    assert m.advert(1.5, PEER, 1, 64) == []  # would preempt, but stands aside
+    assert m.state is State.BACKUP
+    # Nobody is left: it still takes the VIP, on its (last resort) master-down timer.
+    m.timer(1.5 + 3 + 255 / 256)
+    assert m.state is State.MASTER
+
+
+def test_a_demote_ends_without_undraining_a_drained_vip():
+    m = make(advbase=1, advskew=0)
+    t0 = as_master(m)
+    m.drain(t0 + 1)
+    m.advert(t0 + 1.1, PEER, 1, 64)
+    m.demote(t0 + 2, until=t0 + 5)
+    m.timer(t0 + 5)
+    assert m.drained and m.demoted_until is None and m.advskew == FAREWELL_ADVSKEW
+    assert m.advert(t0 + 10, PEER, 1, 64) == []  # still no preemption
+    # ... and a drain during a demote outlasts it as well.
+    m.undrain(t0 + 11)
+    m.demote(t0 + 12, until=t0 + 15)
+    m.drain(t0 + 13)
+    m.timer(t0 + 15)
+    assert m.drained and m.advskew == FAREWELL_ADVSKEW
+
+
+def test_undrain_during_a_demote_waits_for_the_demote():
+    m = started(make(advbase=1, advskew=0), 0.0)
+    m.drain(0.5)
+    m.demote(1.0, until=4.0, preempt_after=4.0)
+    m.undrain(2.0)
+    assert m.aside and m.advert(2.5, PEER, 1, 64) == []
+    m.timer(4.0)
+    assert not m.aside
+    m.advert(4.5, PEER, 1, 64)
+    assert m.state is State.MASTER
+
+
+@pytest.mark.parametrize("advbase", [1, 0])
+def test_demoted_owner_goes_to_the_first_backup_and_comes_back(advbase):
+    owner, rank1, rank2 = three(advbase)
+    wire = Wire([owner, rank1, rank2])
+    wire.start_all(0.0)
+    wire.run_until(10.0)
+    assert wire.masters() == [owner]
+    t = wire.now
+    wire.feed(owner, owner.demote(t, until=t + 3, preempt_after=t + 5))
+    wire.run_until(t + 4.9)
+    assert wire.masters() == [rank1] and wire.holders() == [rank1]
+    assert rank2.transitions == 1  # the second backup never took it
+    wire.run_until(t + 5 + 3)
+    assert wire.masters() == [owner] and wire.holders() == [owner]
+    assert wire.took_at[id(owner)] >= t + 5

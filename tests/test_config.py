@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 import shutil
 from ipaddress import IPv4Address, IPv4Interface
@@ -17,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
+from iprotate.cli import main
+from iprotate.cluster.bounds import RUN_SECONDS, check_seconds
 from iprotate.cluster.loader import load_cluster, parse_cluster
 from iprotate.cluster.model import DEFAULT_GROUP, Cluster, ClusterError, Host, Vip
 from iprotate.plan.planner import make_plan
@@ -202,7 +208,7 @@ def test_host_without_a_name_still_has_its_other_keys_checked(tmp_path: Path) ->
     p = bad(tmp_path, change)
     assert problem(p, "hosts[0].name").startswith("missing")
     assert problem(p, "hosts[0].address").startswith("'198.51.100.256' is not an IPv4 address")
-    assert problem(p, "hosts[0].weight").startswith("0 is not a finite number > 0")
+    assert problem(p, "hosts[0].weight").startswith("0 is not a number in (0, 100]")
 
 
 def test_host_interface_missing(tmp_path: Path) -> None:
@@ -267,12 +273,38 @@ def test_vip_address_not_a_string(tmp_path: Path) -> None:
     assert problem(p, "vips[3].address") == f"12 {IFACE_ALLOWED}"
 
 
-@pytest.mark.parametrize("address", ["224.0.0.18/24", "127.0.0.2/8", "0.0.0.0/24"])
+@pytest.mark.parametrize(
+    "address", ["224.0.0.18/24", "127.0.0.2/8", "0.0.0.0/24", "240.0.0.5/24", "255.255.255.255/32"]
+)
 def test_vip_address_unusable(tmp_path: Path, address: str) -> None:
     p = bad(tmp_path, lambda d: d["vips"][0].update(address=address))
     assert problem(p, "vips[0].address") == (
-        f"{address!r} cannot be a virtual address (multicast, loopback or 0.0.0.0)"
+        f"{address!r} cannot be a virtual address (multicast, loopback, 0.0.0.0, 240/4)"
     )
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("203.0.113.0/24", "is the network address of 203.0.113.0/24"),
+        ("203.0.113.255/24", "is the broadcast address of 203.0.113.0/24"),
+        ("203.0.113.7/30", "is the broadcast address of 203.0.113.4/30"),
+        ("203.0.113.10/0", "a prefix shorter than /8 is not a subnet to serve"),
+        ("169.254.1.1/16", "cannot be a virtual address (link-local, 169.254/16)"),
+    ],
+)
+def test_vip_address_not_servable(tmp_path: Path, address: str, why: str) -> None:
+    p = bad(tmp_path, lambda d: d["vips"][0].update(address=address))
+    assert why in problem(p, "vips[0].address")
+
+
+@pytest.mark.parametrize("address", ["203.0.113.0/31", "203.0.113.0/32", "203.0.113.255/32"])
+def test_vip_point_to_point_and_host_prefixes_have_no_network_address(
+    tmp_path: Path, address: str
+) -> None:
+    p = bad(tmp_path, lambda d: d["vips"][0].update(address=address, vhid=200))
+    c = load_cluster(p)
+    assert str(c.vips[0].address) == address
 
 
 @pytest.mark.parametrize("address", ["198.51.100.300", "198.51.100.1/24", "alpha", ""])
@@ -409,7 +441,7 @@ def test_same_vhid_in_two_groups_is_fine(tmp_path: Path) -> None:
 
 
 def test_vhid_cannot_be_derived_from_last_octet_0(tmp_path: Path) -> None:
-    p = bad(tmp_path, lambda d: d["vips"][0].update(address="203.0.113.0/24"))
+    p = bad(tmp_path, lambda d: d["vips"][0].update(address="203.0.113.0/32"))
     assert problem(p, "vips[0]") == (
         "cannot derive a vhid from 203.0.113.0 (last octet 0); pin one with `vhid = N` (1..255)"
     )
@@ -417,7 +449,7 @@ def test_vhid_cannot_be_derived_from_last_octet_0(tmp_path: Path) -> None:
 
 def test_more_than_255_vips_in_one_group(tmp_path: Path) -> None:
     def change(d: dict[str, Any]) -> None:
-        d["vips"] = [{"pool": "203.0.113.1-203.0.113.255/24"}, {"address": "203.0.113.0/24"}]
+        d["vips"] = [{"pool": "203.0.113.1-203.0.113.255/32"}, {"address": "203.0.113.0/32"}]
 
     p = bad(tmp_path, change)
     assert problem(p, "vips") == (
@@ -482,7 +514,7 @@ def test_password_file_unreadable(tmp_path: Path) -> None:
     p = with_password_file(tmp_path, None)
     (tmp_path / "secret").mkdir()  # unreadable for root too
     assert problem(p, "cluster.password_file") == (
-        f"cannot read {tmp_path / 'secret'}: Is a directory"
+        f"cannot read {tmp_path / 'secret'}: not a regular file"
     )
 
 
@@ -620,7 +652,7 @@ def test_advbase_0_with_a_ucarp_backup(tmp_path: Path) -> None:
 @pytest.mark.parametrize("weight", [0, -1, 0.0, "2", True, float("nan"), float("inf")])
 def test_weight_not_positive(tmp_path: Path, weight: Any) -> None:
     p = bad(tmp_path, lambda d: d["hosts"][1].update(weight=weight))
-    assert problem(p, "hosts[1].weight") == f"{weight!r} is not a finite number > 0"
+    assert problem(p, "hosts[1].weight") == f"{weight!r} is not a number in (0, 100]"
 
 
 @pytest.mark.parametrize("engine", ["keepalived", "UCARP", "", 1])
@@ -862,6 +894,7 @@ def test_inline_password_in_a_file_others_can_read_is_a_warning(tmp_path: Path) 
         ({"garp_refresh": True}, "run.garp_refresh"),
         ({"metrics": 9650}, "run.metrics"),
         ({"holddown": 3}, "run.holddown"),
+        ({"ignore_ifstate": "yes"}, "run.ignore_ifstate"),
     ],
 )
 def test_run_table_errors(run: dict[str, Any], key: str) -> None:
@@ -883,9 +916,12 @@ def test_run_table_defaults_and_values() -> None:
         "vips": [{"address": "203.0.113.10/24"}],
     }
     assert parse_cluster(doc, "t.toml").run.hold_down == 3.0
-    doc["run"] = {"hold_down": 0, "metrics": "127.0.0.1:9650", "control_group": "netops"}
+    doc["run"] = {"hold_down": 0, "metrics": "127.0.0.1:9650", "control_group": "root"}
     run = parse_cluster(doc, "t.toml").run
-    assert (run.hold_down, run.metrics, run.control_group) == (0.0, "127.0.0.1:9650", "netops")
+    assert (run.hold_down, run.metrics, run.control_group) == (0.0, "127.0.0.1:9650", "root")
+    assert run.ignore_ifstate is False
+    doc["run"] = {"ignore_ifstate": True}
+    assert parse_cluster(doc, "t.toml").run.ignore_ifstate is True
 
 
 def test_a_pool_of_host_addresses() -> None:
@@ -899,3 +935,77 @@ def test_a_pool_of_host_addresses() -> None:
     doc["vips"] = [{"pool": "203.0.113.1-203.0.113.255/32"}]
     vips = parse_cluster(doc, "t.toml").vips
     assert len(vips) == 255 and str(vips[0].address) == "203.0.113.1/32"
+
+
+# --- timing values: one set of bounds, in the file and on the command line ----------------------
+
+BAD_SECONDS = [
+    ("hold_down", float("nan")),
+    ("hold_down", float("inf")),
+    ("hold_down", -1.0),
+    ("hold_down", 3601),
+    ("stagger", float("-inf")),
+    ("stagger", 61),
+    ("garp_refresh", 0.000001),  # thousands of ARPs a second
+    ("garp_refresh", 0.5),
+    ("garp_refresh", float("nan")),
+    ("hook_timeout", 0),
+    ("hook_timeout", float("inf")),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), BAD_SECONDS)
+def test_run_timing_out_of_bounds_in_the_file(tmp_path: Path, key: str, value: float) -> None:
+    p = bad(tmp_path, lambda d: d.update(run={key: value}))
+    message = problem(p, f"run.{key}")
+    assert "seconds" in message, message
+    # `iprotate run` refuses the file before it touches anything: exit 2, no traceback.
+    r = CliRunner().invoke(main, ["run", str(p), "--host", "alpha"])
+    assert r.exit_code == 2, r.output
+    assert f"run.{key}:" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [*((k, v) for k, v in BAD_SECONDS if k != "hook_timeout"), ("hold_down", "soon")],
+)
+def test_run_timing_out_of_bounds_on_the_command_line(
+    tmp_path: Path, key: str, value: float | str
+) -> None:
+    p = write(tmp_path, base())
+    option = "--" + key.replace("_", "-")
+    r = CliRunner().invoke(main, ["run", str(p), "--host", "alpha", option, str(value)])
+    assert r.exit_code == 2, r.output
+    assert f"Invalid value for '{option}'" in r.output and "seconds" in r.output, r.output
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("hold_down", 0), ("hold_down", 3600), ("stagger", 0), ("stagger", 0.05),
+     ("garp_refresh", 0), ("garp_refresh", 1), ("garp_refresh", 86400), ("hook_timeout", 0.1)],
+)  # fmt: skip
+def test_run_timing_within_bounds(key: str, value: float) -> None:
+    doc = base()
+    doc["run"] = {key: value}
+    assert getattr(parse_cluster(doc, "t.toml").run, key) == value
+
+
+@given(
+    key=st.sampled_from(sorted(RUN_SECONDS)),
+    value=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(-(10**30), 10**30),
+        st.booleans(),
+        st.text(max_size=5),
+        st.none(),
+    ),
+)
+def test_run_timing_bounds_fuzzed(key: str, value: Any) -> None:
+    """Whatever the value, the check answers (never raises), and what it accepts is a finite
+    number within the key's bounds."""
+    why = check_seconds(key, value)
+    if why is None:
+        b = RUN_SECONDS[key]
+        assert isinstance(value, int | float) and not isinstance(value, bool)
+        assert math.isfinite(value)
+        assert value == 0 if b.zero_means and value == 0 else b.lo <= value <= b.hi

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iprotate.carp import codec
+from iprotate.carp.native_auth import derive_key, tag
 from iprotate.carp.node import Node
 from iprotate.cli import main
 from iprotate.cluster.loader import load_cluster, parse_cluster
@@ -146,16 +147,18 @@ def _node() -> Node:
     doc = tomllib.loads(EXAMPLE.read_text())
     doc["cluster"].pop("password_file")
     doc["cluster"]["password"] = "pw"
-    node = Node.build(make_plan(parse_cluster(doc, "t.toml")), "alpha", counter_seed=1)
+    node = Node.build(make_plan(parse_cluster(doc, "t.toml")), "alpha")
     node.start(0.0)
     return node
 
 
 def _valid_packet(node: Node) -> bytes:
     v = node.plan.vips[0]
-    carp = codec.encode_advert(vhid=v.vhid, advbase=1, advskew=0, counter=5, vip=v.ip,
+    bravo = IPv4Address("198.51.100.2")  # a native host: its counter is sealed as bravo would
+    counter = 5 << 32 | tag(derive_key(b"pw"), bravo, v.group, v.vhid, v.ip, 1, 0, 5)
+    carp = codec.encode_advert(vhid=v.vhid, advbase=1, advskew=0, counter=counter, vip=v.ip,
                                password=b"pw")  # fmt: skip
-    return codec.build_ip_packet(IPv4Address("198.51.100.2"), v.group, carp)
+    return codec.build_ip_packet(bravo, v.group, carp)
 
 
 def assert_accounted(node: Node, data: bytes) -> None:

@@ -7,6 +7,7 @@ written into tmp_path that record what they were given.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -18,7 +19,14 @@ from typing import Any
 import pytest
 
 from iprotate.cluster.model import Cluster, Host, Vip
-from iprotate.engine.hooks import SCRIPT_PATH, Event, Hook, HookRunner, hook_for
+from iprotate.engine.hooks import (
+    OUTPUT_LIMIT,
+    SCRIPT_PATH,
+    Event,
+    Hook,
+    HookRunner,
+    hook_for,
+)
 from iprotate.plan.model import VipPlan
 
 PASSWORD = b"hunter2-cluster-secret"
@@ -232,6 +240,36 @@ def test_a_background_child_holding_the_output_does_not_make_the_script_hang(
     finally:
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), 9)
+
+
+def test_a_script_that_prints_without_end_costs_bounded_memory_and_loop_time(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`yes` as an up script: the daemon reads at most OUTPUT_LIMIT bytes of it, keeps 4 KiB, and
+    the event loop stays free (a timer due every 10 ms keeps firing); the script meets its
+    timeout."""
+    path = script(tmp_path, "yes.sh", "exec yes 'spam spam spam'\n")
+
+    async def main() -> None:
+        runner = HookRunner(timeout=1.0, kill_grace=0.5)
+        ticks: list[float] = []
+
+        async def ticker() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.01)
+
+        t = asyncio.create_task(ticker())
+        runner.run(hook(path))
+        assert await runner.drain(5)
+        t.cancel()
+        assert runner.timeouts == 1
+        gaps = [b - a for a, b in itertools.pairwise(ticks)]
+        assert max(gaps) < 0.2, max(gaps)
+
+    run(main)
+    assert f"output over {OUTPUT_LIMIT} bytes, not all read" in caplog.text
+    assert "spam spam spam" in caplog.text
 
 
 # --- failures are logged, not raised -----------------------------------------------------------

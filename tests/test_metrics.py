@@ -14,6 +14,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from iprotate.carp import codec
+from iprotate.carp.native_auth import derive_key, tag
 from iprotate.carp.node import Node
 from iprotate.cluster.loader import parse_cluster
 from iprotate.engine import metrics
@@ -38,7 +39,7 @@ def make_test_plan() -> Plan:
 
 def master_node(plan: Plan, host: str = "alpha") -> Node:
     """`host` alone on the segment: started at 0, every VIP's master-down timer expired by 10."""
-    node = Node.build(plan, host, counter_seed=1000)
+    node = Node.build(plan, host)
     node.start(0.0)
     node.timers(10.0)
     return node
@@ -65,9 +66,13 @@ def vip_labels(v: VipPlan, **extra: str) -> frozenset[tuple[str, str]]:
 def advert_packet(
     v: VipPlan, src: str, advskew: int, password: bytes = b"x", ttl: int = 255, cut: int = 36
 ) -> bytes:
-    """An advert for `v` from `src` as ucarp sends it; `cut` keeps that many CARP bytes."""
+    """An advert for `v` from iprotate host `src` (its counter sealed); `cut` keeps that many CARP
+    bytes."""
+    s = IPv4Address(src)
+    seq = 10**9  # above anything the node under test has sent (its wall clock starts at 0)
+    counter = seq << 32 | tag(derive_key(password), s, v.group, v.vhid, v.ip, 1, advskew, seq)
     carp = codec.encode_advert(
-        vhid=v.vhid, advbase=1, advskew=advskew, counter=1, vip=v.ip, password=password
+        vhid=v.vhid, advbase=1, advskew=advskew, counter=counter, vip=v.ip, password=password
     )
     return codec.build_ip_packet(IPv4Address(src), v.group, carp[:cut], ttl=ttl)
 
@@ -104,7 +109,7 @@ def test_only_vips_the_host_takes_part_in(plan: Plan) -> None:
 
 
 def test_init_state_has_no_state_seconds(plan: Plan) -> None:
-    node = Node.build(plan, "alpha", counter_seed=1)
+    node = Node.build(plan, "alpha")
     got = scrape(lambda: node)
     v = plan.vips[0]
     assert got[("iprotate_vip_state", vip_labels(v, state="init"))] == 1.0
@@ -212,7 +217,7 @@ def test_node_swapped_by_reload(plan: Plan) -> None:
     v = plan.vips[0]
     before = parse(generate_latest(registry).decode())
     assert before[("iprotate_vip_state", vip_labels(v, state="master"))] == 1.0
-    nodes[0] = Node.build(plan, "alpha", counter_seed=1)  # fresh, not started: INIT
+    nodes[0] = Node.build(plan, "alpha")  # fresh, not started: INIT
     after = parse(generate_latest(registry).decode())
     assert after[("iprotate_vip_state", vip_labels(v, state="init"))] == 1.0
 

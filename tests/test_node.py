@@ -8,6 +8,7 @@ from typing import Any
 
 from iprotate.carp import codec
 from iprotate.carp.machine import AddAddress, DelAddress, SendAdvert, State, Transition
+from iprotate.carp.native_auth import derive_key, split, tag
 from iprotate.carp.node import Node
 from iprotate.carp.status import build_status, status_text
 from iprotate.cluster.loader import parse_cluster
@@ -26,10 +27,19 @@ def plan(vips: list[dict[str, Any]] | None = None, hosts: int = 3) -> Plan:
     return make_plan(parse_cluster(doc, "t.toml"))
 
 
-def advert(p: Plan, vip: Any, src: str, advskew: int, counter: int, advbase: int = 1) -> bytes:
+def advert(
+    p: Plan, vip: Any, src: str, advskew: int, seq: int, advbase: int = 1, raw: bool = False
+) -> bytes:
+    """An advert as iprotate host `src` sends it: its counter sealed with `seq` (native_auth);
+    `raw`: `seq` is the whole counter, as ucarp or a forger would send it."""
+    s = IPv4Address(src)
+    counter = seq
+    if not raw:
+        t = tag(derive_key(PW), s, vip.group, vip.vhid, vip.ip, advbase, advskew, seq)
+        counter = seq << 32 | t
     carp = codec.encode_advert(vhid=vip.vhid, advbase=advbase, advskew=advskew,
                                counter=counter, vip=vip.ip, password=PW)  # fmt: skip
-    return codec.build_ip_packet(IPv4Address(src), vip.group, carp)
+    return codec.build_ip_packet(s, vip.group, carp)
 
 
 def settle(node: Node, until: float) -> list[Any]:
@@ -41,7 +51,7 @@ def settle(node: Node, until: float) -> list[Any]:
 
 def test_a_lone_node_takes_every_vip_it_takes_part_in() -> None:
     p = plan()
-    node = Node.build(p, "h0", counter_seed=100)
+    node = Node.build(p, "h0")
     effects = node.start(0.0)
     assert all(isinstance(e.action, DelAddress | Transition) for e in effects)
     settle(node, 10.0)
@@ -51,7 +61,7 @@ def test_a_lone_node_takes_every_vip_it_takes_part_in() -> None:
 
 def test_packets_route_to_their_machine_and_bad_ones_are_counted() -> None:
     p = plan()
-    node = Node.build(p, "h1", counter_seed=100)
+    node = Node.build(p, "h1")
     node.start(0.0)
     v = next(v for v in p.vips if v.owner == "h0")
     src = "198.51.100.1"
@@ -67,12 +77,59 @@ def test_packets_route_to_their_machine_and_bad_ones_are_counted() -> None:
     assert node.counters["drop_wrong_group"] == 1
     own = advert(p, v, "198.51.100.2", 0, 7)
     assert node.packet(1.4, own) == []  # our own, looped back: ignored, not counted
-    assert node.counters["adverts_received"] == 2  # the first and the replay (then dropped)
+    assert node.counters["adverts_received"] == 1  # the replay never counts as received
+    # The owner's advert rewritten to a better priority, or sent with a made-up counter: forged.
+    node.packet(1.5, advert(p, v, src, 0, 99, raw=True))
+    rewritten = bytearray(advert(p, v, src, 0, 6))
+    rewritten[20 + 2] = 1  # advskew 0 -> 1: the CARP digest still verifies
+    rewritten[20 + 6 : 20 + 8] = codec.checksum(
+        bytes(rewritten[20:22] + b"\x01" + rewritten[23:26] + b"\0\0" + rewritten[28:56])
+    ).to_bytes(2, "big")
+    node.packet(1.6, bytes(rewritten))
+    assert node.counters["drop_forged"] == 2, dict(node.counters)
+    assert node.counters["adverts_received"] == 1
+
+
+def test_what_a_node_sends_its_peers_accept_and_a_replay_they_drop() -> None:
+    """Two nodes on a fake wire, in time order: every advert one sends the other accepts (sealed
+    counters, seq floored by the wall clock); each sent again is dropped as a replay."""
+    p = plan()
+    nodes = [Node.build(p, "h0", wall_offset=1e9), Node.build(p, "h1", wall_offset=1e9)]
+    for n in nodes:
+        n.start(0.0)
+    now, sent = 0.0, 0
+    while now < 20.0:
+        due = [(n.deadline, i) for i, n in enumerate(nodes) if n.deadline is not None]
+        now, i = min(due)
+        queue = [(i, e) for e in nodes[i].timers(now)]
+        while queue:
+            i, e = queue.pop(0)
+            if not isinstance(e.action, SendAdvert):
+                continue
+            v, adv = e.vip, e.action
+            assert split(adv.counter)[0] >= 1e9  # the wall clock is the floor of the seq
+            carp = codec.encode_advert(vhid=v.vhid, advbase=adv.advbase, advskew=adv.advskew,
+                                       counter=adv.counter, vip=v.ip, password=PW)  # fmt: skip
+            pkt = codec.build_ip_packet(nodes[i].address, v.group, carp)
+            other = nodes[1 - i]
+            before = other.counters["adverts_received"]
+            queue += [(1 - i, r) for r in other.packet(now, pkt)]
+            assert other.counters["adverts_received"] == before + 1, dict(other.counters)
+            other.packet(now, pkt)
+            sent += 1
+    assert sent > 20
+    assert sum(n.counters["drop_replay"] for n in nodes) == sent
+    assert all(
+        m.state is State.MASTER
+        for n in nodes
+        for k, m in n.machines.items()
+        if n.vips[k].owner == n.host
+    )
 
 
 def test_drift_names_the_peer_and_status_fails() -> None:
     p = plan()
-    node = Node.build(p, "h1", counter_seed=100)
+    node = Node.build(p, "h1")
     node.start(0.0)
     v = next(v for v in p.vips if v.owner == "h0")
     node.packet(1.0, advert(p, v, "198.51.100.1", 200, 5))
@@ -83,14 +140,22 @@ def test_drift_names_the_peer_and_status_fails() -> None:
     doc = build_status(node, 2.0)
     details = sorted(d["detail"] for d in doc["drift"])
     assert details == [
-        "advertises but is no host of the cluster file",
         "fails the digest check (another password, VIP or vhid)",
         "h0 advertises 1/200, its plan says 1/0",
     ]
+    # A sender that is no host of the file is dropped before anything else, and remembered.
+    assert node.counters["drop_not_a_host"] == 1
+    assert list(node.strangers) == [IPv4Address("198.51.100.99")]
+    assert doc["strangers"] == [{"address": "198.51.100.99", "sampled": 1, "last_seen": 0.9}]
+    assert any(i["kind"] == "not_a_host" and i["level"] == "WARNING" for i in doc["issues"])
+    # Bounded: a flood from ever new spoofed sources keeps the most recent 16.
+    for k in range(100):
+        node.packet(3.0, advert(p, v, f"198.51.100.{101 + k}", 0, 5))
+    assert len(node.strangers) == 16 and IPv4Address("198.51.100.200") in node.strangers
     assert doc["problems"]
     assert "PROBLEMS" in status_text(doc)
     # The plan's own priorities, the farewell and a drained skew are not drift.
-    node2 = Node.build(p, "h1", counter_seed=100)
+    node2 = Node.build(p, "h1")
     node2.start(0.0)
     for i, (base, skew) in enumerate(((1, 0), (255, 255), (1, 255))):
         node2.packet(1.0 + i, advert(p, v, "198.51.100.1", skew, 10 + i, advbase=base))
@@ -100,7 +165,7 @@ def test_drift_names_the_peer_and_status_fails() -> None:
 def test_status_sees_masters_of_vips_it_takes_no_part_in_and_two_masters() -> None:
     p = plan(hosts=4, vips=[{"pool": "203.0.113.10-203.0.113.17/24"}])
     p = make_plan(parse_cluster({**_doc(p), "cluster": {**_doc(p)["cluster"], "backups": 1}}, "t"))
-    node = Node.build(p, "h0", counter_seed=1)
+    node = Node.build(p, "h0")
     node.start(0.0)
     watched = next(v for v in p.vips if "h0" not in v.order)
     owner = p.cluster.host(watched.owner).address
@@ -109,11 +174,15 @@ def test_status_sees_masters_of_vips_it_takes_no_part_in_and_two_masters() -> No
     row = next(r for r in doc["vips"] if r["address"] == str(watched.address))
     assert row["state"] is None and row["master"] == [watched.owner]
     other = next(h.address for h in p.cluster.hosts if h.name not in ("h0", watched.owner))
+    # Both go on advertising (they do not hear each other): two masters.
     node.packet(1.6, advert(p, watched, str(other), 255, 1))
-    doc = build_status(node, 1.7)
+    node.packet(2.0, advert(p, watched, str(owner), 0, 2))
+    node.packet(2.6, advert(p, watched, str(other), 255, 2))
+    node.packet(3.0, advert(p, watched, str(owner), 0, 3))
+    doc = build_status(node, 3.1)
     assert any("two masters" in x for x in doc["problems"])
     # Silence for longer than an interval and a margin: no master any more.
-    doc = build_status(node, 5.0)
+    doc = build_status(node, 6.0)
     assert any(
         f"{watched.address} vhid {watched.vhid}: no master heard" == x for x in doc["problems"]
     )
@@ -130,12 +199,12 @@ def _doc(p: Plan) -> dict[str, Any]:
 
 def test_reload_touches_only_what_changed() -> None:
     p1 = plan(vips=[{"pool": "203.0.113.10-203.0.113.15/24"}])
-    node = Node.build(p1, "h0", counter_seed=1)
+    node = Node.build(p1, "h0")
     node.start(0.0)
     settle(node, 10.0)  # alone: master of everything it takes part in
     before = {k: m for k, m in node.machines.items()}
     p2 = plan(vips=[{"pool": "203.0.113.10-203.0.113.14/24"}, {"address": "203.0.113.30/24"}])
-    effects = node.reload(p2, 11.0, counter_seed=2)
+    effects = node.reload(p2, 11.0)
     touched = {e.vip.address for e in effects}
     gone = IPv4Address("203.0.113.15")
     # The removed VIP says farewell and is released.
@@ -158,3 +227,149 @@ def test_reload_touches_only_what_changed() -> None:
             assert v.address not in touched
             assert node.machines[key].state is State.MASTER
     assert not any(isinstance(e.action, AddAddress) for e in effects)
+
+
+def test_stray_vips_are_removed_from_a_backup_and_a_non_participant() -> None:
+    p = plan(hosts=4, vips=[{"pool": "203.0.113.10-203.0.113.17/24"}])
+    node = Node.build(p, "h0")
+    node.start(0.0)
+    mine = next(v for v in p.vips if "h0" in v.order)
+    effects = node.address_present(0.5, mine.ip)
+    assert [(e.vip, e.action) for e in effects] == [(mine, DelAddress())]
+    others = [v for v in p.vips if "h0" not in v.order]
+    if others:
+        effects = node.address_present(0.5, others[0].ip)
+        assert [(e.vip, e.action) for e in effects] == [(others[0], DelAddress())]
+    assert node.address_present(0.5, IPv4Address("203.0.113.99")) == []
+    settle(node, 10.0)
+    assert node.address_present(10.0, mine.ip) == []  # master now: it is ours
+
+
+def test_vip_link_and_ignore_ifstate_reach_every_machine() -> None:
+    p = plan()
+    node = Node.build(p, "h0", ignore_ifstate=True)
+    node.start(0.0)
+    settle(node, 10.0)
+    assert node.link(False, 10.0) == []  # advert carrier ignored
+    effects = node.link(False, 10.5, vip=True)
+    assert all(m.state is State.BACKUP for m in node.machines.values())
+    assert sum(isinstance(e.action, DelAddress) for e in effects) == len(node.machines)
+    r = node.reload(p, 11.0)
+    assert r == [] and all(m.cfg.ignore_ifstate for m in node.machines.values())
+
+
+def test_a_vip_joining_by_reload_while_a_link_is_down_does_not_take_over() -> None:
+    small = plan(vips=[{"pool": "203.0.113.10-203.0.113.11/24"}])
+    node = Node.build(small, "h0")
+    node.start(0.0)
+    node.link(False, 1.0, vip=True)
+    node.reload(plan(), 2.0)
+    settle(node, 30.0)
+    assert all(m.state is State.BACKUP for m in node.machines.values())
+    node.link(True, 31.0, vip=True)
+    settle(node, 40.0)
+    assert all(m.state is State.MASTER for m in node.machines.values())
+
+
+def test_demote_hands_every_vip_over_and_staggers_the_return() -> None:
+    p = plan()
+    node = Node.build(p, "h0", hold_down=2.0, stagger=0.5)
+    node.start(0.0)
+    settle(node, 10.0)
+    held = [m for m in node.machines.values() if m.state is State.MASTER]
+    assert held
+    effects = node.demote(10.0, 3.0)
+    farewells = [e for e in effects if isinstance(e.action, SendAdvert)]
+    assert len(farewells) == len(held) and all(e.action.advskew == 255 for e in farewells)
+    assert all(m.demoted_until == 13.0 and not m.drained for m in node.machines.values())
+    preempting = [m for m in node.machines.values() if m.cfg.preempt]
+    assert sorted(m._demote_preempt_after for m in preempting) == [
+        13.0 + 2.0 + 0.5 * i for i in range(len(preempting))
+    ]
+    assert node.drained() == []  # nothing to remember across a restart
+
+
+def test_status_levels_follow_the_monitoring_convention() -> None:
+    """OK with every VIP on its owner; UNKNOWN for silence just after start; WARNING for a VIP
+    on a backup, an owner not heard, a drained peer, adverts of another plan; CRITICAL for a
+    VIP with no master."""
+    p = plan(hosts=2, vips=[{"pool": "203.0.113.10-203.0.113.13/24"}])
+    node = Node.build(p, "h1")
+    node.start(0.0)
+    theirs = [v for v in p.vips if v.owner == "h0"]
+    doc = build_status(node, 1.0)
+    assert doc["level"] == "UNKNOWN" and doc["warming_up"], doc["problems"]
+    assert doc["summary"].startswith("IPROTATE UNKNOWN - ")
+
+    def hear(t: float, skew: int = 0, counter: int = 0) -> None:
+        for v in theirs:
+            node.packet(t, advert(p, v, "198.51.100.1", skew, int(t * 10) + counter))
+
+    t = 0.0
+    while t < 6.0:  # h0 advertises its VIPs; we take ours when D expires
+        t += 0.5
+        hear(t)
+        settle(node, t)
+    doc = build_status(node, t)
+    assert (doc["level"], doc["problems"]) == ("OK", []), doc["problems"]
+    assert doc["summary"] == "IPROTATE OK - 4 VIPs, each served by its planned owner"
+    # h0 gone: we take its VIPs; a VIP on a backup and a host not heard are warnings.
+    settle(node, t + 10.0)
+    doc = build_status(node, t + 10.0)
+    assert doc["level"] == "WARNING" and doc["summary"] == (
+        f"IPROTATE WARNING - {len(theirs)} VIPs not on their owner (h0); not heard: h0"
+    )
+    # Adverts from a host of the file for a vhid we do not know: another plan there; from an
+    # address outside the file, someone else's cluster on the segment, not ours to judge.
+    stray = codec.encode_advert(vhid=99, advbase=1, advskew=0, counter=1, vip=IPv4Address(
+        "203.0.113.99"), password=PW)  # fmt: skip
+    for src in ("198.51.100.1", "198.51.100.77"):
+        node.packet(t + 10.1, codec.build_ip_packet(IPv4Address(src), theirs[0].group, stray))
+    doc = build_status(node, t + 10.2)
+    assert [x for x in doc["problems"] if "vhid 99" in x] == [
+        "host h0: advertises vhid 99, not in our plan (another cluster file?)"
+    ]
+    assert "another plan on h0" in doc["summary"]
+    # Nobody at all for a VIP: CRITICAL.
+    other = Node.build(p, "h1")
+    other.start(0.0)
+    node_doc = build_status(other, 10.0)  # never settled: nobody holds anything
+    assert node_doc["level"] == "CRITICAL"
+    assert "PROBLEMS" in status_text(node_doc)
+
+
+def test_status_names_a_peer_drained_with_nobody_to_take_over() -> None:
+    """A drained master nobody relieves keeps advertising with the skew 255: a warning, named."""
+    p = plan(hosts=3, vips=[{"pool": "203.0.113.10-203.0.113.15/24"}])
+    p = make_plan(parse_cluster({**_doc(p), "cluster": {**_doc(p)["cluster"], "backups": 1}}, "t"))
+    watcher = next(h.name for h in p.cluster.hosts if any(h.name not in v.order for v in p.vips))
+    v = next(v for v in p.vips if watcher not in v.order)
+    node = Node.build(p, watcher)
+    node.start(0.0)
+    owner = str(p.cluster.host(v.owner).address)
+    node.packet(9.0, advert(p, v, owner, 255, 1))
+    doc = build_status(node, 9.5)
+    assert (
+        f"{v.address} vhid {v.vhid}: drained on {v.owner} (advertises skew 255)" in doc["problems"]
+    )
+    assert next(i for i in doc["issues"] if i["kind"] == "drained")["level"] == "WARNING"
+
+
+def test_a_handover_is_not_two_masters() -> None:
+    """A master that hears a better one sends one last advert and falls silent: while that advert
+    is still fresh, status names the new master alone."""
+    p = plan(hosts=3, vips=[{"address": "203.0.113.10/24"}])
+    v = p.vips[0]
+    watcher = v.order[2]
+    node = Node.build(p, watcher)
+    node.start(0.0)
+    first, second = (str(p.cluster.host(h).address) for h in v.order[:2])
+    for i, t in enumerate((1.0, 2.0, 3.0)):  # the first backup holds it
+        node.packet(t, advert(p, v, second, v.advskew[1], 10 + i))
+    node.packet(3.5, advert(p, v, first, 0, 20))  # the owner comes back and preempts
+    node.packet(3.51, advert(p, v, second, v.advskew[1], 13))  # its last advert
+    node.packet(3.52, advert(p, v, first, 0, 21))  # the owner answers it at once
+    for t in (3.6, 4.4):
+        assert node.masters(t)[(v.group, v.vhid)] == [IPv4Address(first)], t
+    node.packet(4.5, advert(p, v, first, 0, 22))
+    assert node.masters(5.0)[(v.group, v.vhid)] == [IPv4Address(first)]

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from labtools import WIRE_TOOL, settled, takeover_bound, wait_for
 
 from iprotate.carp import codec
+from iprotate.carp.native_auth import derive_key, tag
 from iprotate.cli import main
 from iprotate.engine.control import ControlError, request
 from iprotate.lab.lab import CLIENT, Lab
@@ -82,18 +83,28 @@ def test_status_shows_the_whole_cluster_and_drift(make_lab: Callable[..., Lab]) 
 
     # A peer advertising priorities its plan does not give it is named, and status fails.
     v = next(v for v in lab.plan.vips if v.owner == "alpha")
-    bravo = str(lab.plan.cluster.host("bravo").address)
-    carp = codec.encode_advert(vhid=v.vhid, advbase=1, advskew=200, counter=1, vip=v.ip,
-                               password=lab.plan.cluster.password)  # fmt: skip
-    pkt = codec.build_ip_packet(IPv4Address(bravo), v.group, carp)
-    lab.seg.run(CLIENT, sys.executable, WIRE_TOOL, "send", "eth0", str(v.group), pkt.hex())
+    bravo = IPv4Address(str(lab.plan.cluster.host("bravo").address))
+    pw = lab.plan.cluster.password
+
+    def drifting_advert(seq: int) -> str:
+        # As bravo would send it with another file: its own priority, sealed with the password.
+        counter = seq << 32 | tag(derive_key(pw), bravo, v.group, v.vhid, v.ip, 1, 200, seq)
+        carp = codec.encode_advert(vhid=v.vhid, advbase=1, advskew=200, counter=counter,
+                                   vip=v.ip, password=pw)  # fmt: skip
+        return codec.build_ip_packet(bravo, v.group, carp).hex()
+
+    seq = int(time.time()) + 1000
+    lab.seg.run(
+        CLIENT, sys.executable, WIRE_TOOL, "send", "eth0", str(v.group), drifting_advert(seq)
+    )
     code, doc = wait_status(lab, "alpha", lambda d: d["drift"])
-    assert code == 1
+    assert code == 1  # WARNING: one forged advert is drift, not a second master
     assert any("bravo advertises 1/200" in p for p in doc["problems"]), doc["problems"]
     assert settled(lab)()
     # ... and logged, once, not per advert.
-    for _ in range(3):
-        lab.seg.run(CLIENT, sys.executable, WIRE_TOOL, "send", "eth0", str(v.group), pkt.hex())
+    for k in range(3):
+        pkt = drifting_advert(seq + 1 + k)
+        lab.seg.run(CLIENT, sys.executable, WIRE_TOOL, "send", "eth0", str(v.group), pkt)
     time.sleep(0.3)
     log = (lab.workdir / "alpha.log").read_text()
     assert log.count("drift: 198.51.100.2 bravo advertises 1/200") == 1, log
@@ -205,15 +216,16 @@ def test_reload_applies_a_new_plan_and_refuses_a_bad_file(make_lab: Callable[...
     code, out = cli("reload", "--socket", str(lab.control_socket("alpha")))
     assert code == 1 and "reload refused" in out
     assert settled(lab)()
-    assert status(lab, "alpha")[0] == 0
+    code, doc = status(lab, "alpha")
+    assert code == 0, doc["problems"]
 
 
 def test_periodic_gratuitous_arp(make_lab: Callable[..., Lab]) -> None:
-    lab = make_lab(hosts=2, vips=2, run_args=("--garp-refresh", "0.5"))
+    lab = make_lab(hosts=2, vips=2, run_args=("--garp-refresh", "1"))
     lab.start_all()
     wait_for(settled(lab), 8.0)
     time.sleep(3.0)  # past ucarp's two (on takeover, two intervals later)
-    out = lab.seg.run(CLIENT, sys.executable, WIRE_TOOL, "garp", "eth0", "-", "2.2")
+    out = lab.seg.run(CLIENT, sys.executable, WIRE_TOOL, "garp", "eth0", "-", "3.3")
     seen: dict[str, list[str]] = {}
     for line in out.splitlines():
         _, ip, mac = line.split()
@@ -253,7 +265,7 @@ def test_hooks_run_with_ucarps_arguments_and_a_slow_one_delays_nothing(
     slow = next(str(v.ip) for v in lab0.plan.vips if v.owner == "alpha")
     script.write_text(
         "#!/bin/sh\n"
-        f'echo "$(cat /proc/uptime | cut -d" " -f1) $0 $*" >> {record}\n'
+        f'echo "$(cat /proc/uptime | cut -d" " -f1) $0 $* vhid=$IPROTATE_VHID" >> {record}\n'
         f'[ "$2" = "{slow}" ] && sleep 30\n'
         "exit 0\n"
     )
@@ -265,7 +277,8 @@ def test_hooks_run_with_ucarps_arguments_and_a_slow_one_delays_nothing(
     mine = [v for v in lab.plan.vips if v.owner == "alpha"]
     lines = record.read_text().splitlines()
     for v in lab.plan.vips:
-        assert any(line.split()[2:] == ["eth1", str(v.ip), "24"] for line in lines), v.address
+        want = ["eth1", str(v.ip), "24", f"vhid={v.vhid}"]  # IPROTATE_VHID as documented
+        assert any(line.split()[2:] == want for line in lines), v.address
     # The slow up script of one VIP holds up neither the others nor the adverts.
     lab.stop("alpha")
     wait_for(settled(lab, {"alpha"}), 2.0)

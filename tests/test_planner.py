@@ -43,13 +43,13 @@ def hosts_named(names: list[str], **extra: Any) -> list[dict[str, Any]]:
     return [host(n, i + 1, **extra) for i, n in enumerate(names)]
 
 
-def pool(first: int, count: int, **extra: Any) -> dict[str, Any]:
-    """One [[vips]] entry: `count` addresses from 203.0.113.<first>."""
-    return {"pool": f"203.0.113.{first}-203.0.113.{first + count - 1}/24", **extra}
+def pool(first: int, count: int, prefix: int = 24, **extra: Any) -> dict[str, Any]:
+    """One [[vips]] entry: `count` addresses from 203.0.113.<first> (/32 reaches .0 and .255)."""
+    return {"pool": f"203.0.113.{first}-203.0.113.{first + count - 1}/{prefix}", **extra}
 
 
-def single(octet: int, **extra: Any) -> dict[str, Any]:
-    return {"address": f"203.0.113.{octet}/24", **extra}
+def single(octet: int, prefix: int = 24, **extra: Any) -> dict[str, Any]:
+    return {"address": f"203.0.113.{octet}/{prefix}", **extra}
 
 
 def doc(hosts: list[dict[str, Any]], vips: list[dict[str, Any]], **cluster: Any) -> dict[str, Any]:
@@ -68,9 +68,10 @@ def plan_of(data: dict[str, Any]) -> Plan:
     return make_plan(build(data))
 
 
-def simple(n: int, m: int, first: int = 1, **cluster: Any) -> dict[str, Any]:
+def simple(n: int, m: int, first: int = 1, prefix: int = 24, **cluster: Any) -> dict[str, Any]:
     """N equal hosts h1..hN, M VIPs in one pool."""
-    return doc(hosts_named([f"h{i}" for i in range(1, n + 1)]), [pool(first, m)], **cluster)
+    hosts = hosts_named([f"h{i}" for i in range(1, n + 1)])
+    return doc(hosts, [pool(first, m, prefix)], **cluster)
 
 
 def vip_json(plan: Plan) -> list[dict[str, Any]]:
@@ -519,7 +520,7 @@ def test_participants_capped_by_backups_and_hosts() -> None:
 def test_more_than_255_vips_in_one_group_is_refused_clearly() -> None:
     # 256 VIPs: the whole of 203.0.113.0/24 (the only documentation /24 for VIPs).
     with pytest.raises(ClusterError) as e:
-        plan_of(simple(3, 256, first=0))
+        plan_of(simple(3, 256, first=0, prefix=32))
     msg = str(e.value)
     assert (
         f"{FILE}: vips: group 224.0.0.18 would carry 256 VIPs, at most 255 fit (vhid 1..255): "
@@ -532,7 +533,7 @@ def test_more_than_255_vips_in_one_group_is_refused_clearly() -> None:
 def test_two_groups_carry_more_than_255_vips() -> None:
     data = doc(
         hosts_named(["a", "b", "c"]),
-        [pool(1, 255), single(0, vhid=1, group="224.0.0.19")],
+        [pool(1, 255, 32), single(0, 32, vhid=1, group="224.0.0.19")],
     )
     plan = plan_of(data)
     assert len(plan.vips) == 256

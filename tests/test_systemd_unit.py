@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from iprotate.engine.control import DEFAULT_SOCKET
+from iprotate.engine.control import SOCKET_DIR
 
 UNIT = Path(__file__).resolve().parent.parent / "contrib" / "systemd" / "iprotate.service"
 INSTALLED = "/usr/local/bin/iprotate"
@@ -140,7 +140,7 @@ def test_host_network_kept(unit: Unit) -> None:
 
 def test_control_socket_in_runtime_directory(unit: Unit) -> None:
     runtime = Path("/run") / one(unit, "Service", "RuntimeDirectory")
-    assert Path(DEFAULT_SOCKET).parent == runtime
+    assert Path(SOCKET_DIR) == runtime
 
 
 def test_comments_explain(unit: Unit) -> None:

@@ -162,6 +162,13 @@ def test_argv_options_cover_every_case(plan: Plan) -> None:
 
 
 @settings(max_examples=40, deadline=None)
+def _host_octets(prefix: int, n: int) -> list[int]:
+    """`n` last octets from 100 up that are neither a network nor a broadcast address in a
+    /`prefix` (every address is usable in a /31 or /32)."""
+    size = 1 << (32 - prefix)
+    return [a for a in range(100, 255) if size <= 2 or a % size not in (0, size - 1)][:n]
+
+
 @given(
     hosts=st.integers(1, 6),
     vips=st.integers(1, 24),
@@ -205,7 +212,7 @@ def test_argv_matches_plan_property(
         "hosts": hs,
         "vips": [{"pool": f"203.0.113.100-203.0.113.{last}/{prefix}"}]
         if prefix <= 25
-        else [{"address": f"203.0.113.{100 + k}/{prefix}"} for k in range(vips)],
+        else [{"address": f"203.0.113.{a}/{prefix}"} for a in _host_octets(prefix, vips)],
     }
     p = make(data)
     assert check_against_plan(p, ucarp.UcarpOptions(passfile="/run/pw")) == sum(

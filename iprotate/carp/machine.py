@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 A machine is sans-I/O: it owns no socket and reads no clock. The shell feeds it events with the
-current monotonic time `now` (`start`, `advert`, `timer`, `link`, `drain`, `undrain`, `stop`) and
+current monotonic time `now` (`start`, `advert`, `timer`, `link`, `drain`, `undrain`, `stop`,
+`address_gone`, `address_present`) and
 performs the actions it returns, in order (send an advert, add or delete the address, send a
 gratuitous ARP). After every event the shell reads `deadline` and calls `timer(now)` no later than
 that. Transitions come back as `Transition` actions so the shell can log them; it decides nothing.
@@ -24,28 +25,67 @@ States follow ucarp 1.5.2 as measured (CARP.md):
 
 What iprotate adds, each kept to the same three states:
 
-- Link down forces BACKUP with no timers (the address is released); link up rejoins as BACKUP.
+- Links: a machine watches two of them, the advert link (where adverts flow) and the VIP link
+  (where the address lives; often the same interface). It can serve only while its VIP link is
+  up and its advert link is up, or ignored (`ignore_ifstate`, ucarp's -S: a back-to-back link loses
+  carrier when the peer powers off, and the survivor must keep serving then). A machine that
+  cannot serve is forced to BACKUP with no timers (the address is released) and ignores adverts;
+  when it can serve again it rejoins as BACKUP with D armed and the hold-down. A master that loses
+  only its VIP link can still speak on the advert link, so it sends the farewell (255/255) as
+  `stop` does: every backup takes over at once (a native one after advskew/1024 s) instead of
+  after D, the fastest correct takeover; a master that loses its advert link cannot tell anyone,
+  and the next host takes over when D expires. Gratuitous ARPs are sent only by a master, and a
+  machine is master only while its links are up, so a GARP never goes out on a link that is down;
+  after a link comes back the next takeover sends them.
+- Stray address: the VIP present on our interface while we are BACKUP (added by hand, left
+  behind) makes two hosts answer ARP: `address_present` removes it.
 - Hold-down: after start or link up, preemption waits until `preempt_after` (a hold-down plus a
   per-VIP stagger chosen by the shell), so a flapping host does not drag addresses back and forth.
   A master-down timeout still takes over at once: an unserved VIP is never left waiting.
+- Patience: a backup never concludes that a master is gone before that master's own interval has
+  passed. With advbase 0, D = advskew/256 alone is shorter than a slower master's interval (62 ms
+  for an owner behind a first backup advertising every 187 ms), so D expired between two adverts
+  and the owner took its VIPs back by timeout, through the hold-down. So:
+  * after an advert from a live master with interval Tm >= D, a backup waits Tm + advskew/256
+    (the master's interval plus our own skew) instead of D. Behind a faster master (Tm < D, the
+    usual case: a backup behind a better-ranked master) D stays, so failover still takes D;
+  * on joining (start, link up, undrain) it has heard nobody yet and treats the slowest live
+    master possible as heard: W = advbase + 255/256 (a drained master), so it waits W +
+    advskew/256 when W >= D. Hosts started together still time out in the plan's order;
+  * an advert is a farewell only when its interval exceeds max(D, W): at advbase 0 a slower
+    master's ordinary advert (187 ms > an owner's D) was taken as a farewell and taken over.
+    After a farewell a backup waits D (the leaving master is no live master).
+  The order among backups holds: behind one master, those that wait Tm + advskew/256 are the ones
+  ranked above it and time out by skew, before those ranked below it, which wait their D, as
+  long as the skews of the ranks next above and next below the master differ by more than the
+  master's own skew (the advbase 0 ladder 16, 48, 112, 240 does: 96 > 48, 192 > 112). With
+  advbase >= 1 and dead_ratio >= 2, D = advbase * dead_ratio + advskew/256 exceeds W, so nothing
+  changes there: ucarp's behaviour, made to hold at advbase 0.
 - Drain: a draining master advertises the farewell values until another host answers as master,
   then yields (make-before-break: the new master holds the address before the old one lets go). A
   drained backup never preempts, does not take a farewell either (it takes over on D expiry only)
   and waits as if its advskew were 255: a last resort only. Two draining masters hearing each
   other's farewell settle by the address tie-break, so exactly one keeps the VIP.
+- Demote (SIGUSR2, ucarp's "drop to BACKUP, block 3 s, carry on"): for DEMOTE_SECONDS the
+  machine stands aside exactly as a drained one does (a master hands over make-before-break with
+  farewell adverts, then yields; a backup never preempts, takes no farewell, a last resort only),
+  then takes part normally again, preempting after the hold-down the shell gives. Unlike ucarp it
+  never drops the address before a taker answers, and it is no drain: nothing is remembered, and
+  a drained VIP stays drained when the demote ends.
 - Farewell: ucarp takes over at once on a farewell, so every backup grabs the VIP together. A
   native backup waits advskew/1024 s instead (62 ms for a first backup): the best-ranked one
   answers first and the others hear a new master in time. An owner (advskew 0) takes over at once.
 - Stop: a master sends the farewell advert and releases the address.
 - An address removed behind our back while we are master is added back (and announced).
-- Replay: adverts from native peers must carry a counter above the last one seen from that peer.
-  ucarp peers copy and restart counters (CARP.md), so theirs are not checked.
+- What reaches a machine is an advert the node has accepted: digest verified, sent by a host of
+  the cluster file, and from an iprotate peer with its sender and priority authenticated and its
+  counter fresh (carp.native_auth). The counter of what a machine sends is the node's business.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from iprotate.plan.timing import (
@@ -56,10 +96,12 @@ from iprotate.plan.timing import (
     master_down,
 )
 
-_M64 = (1 << 64) - 1
 # After this many intervals without an answer a draining master gives up waiting for a taker and
 # keeps the address (nobody else is alive to hold it); it goes on offering it with every advert.
 DRAIN_PATIENCE = 3
+# SIGUSR2 stands aside this long: ucarp blocks for 3 s after a demote, and scripts written for
+# ucarp (maintenance, a failed local check) expect the host to be out of the way that long.
+DEMOTE_SECONDS = 3.0
 # A native backup takes over advskew/1024 s after a farewell (rank 1 of the usual ladder: 62 ms).
 FAREWELL_SKEW_DIVISOR = 1024.0
 
@@ -77,7 +119,7 @@ class State(enum.Enum):
 class SendAdvert:
     advbase: int
     advskew: int
-    counter: int
+    counter: int = 0  # filled in by the node (carp.native_auth) when it hands the advert out
 
 
 @dataclass(frozen=True)
@@ -102,14 +144,7 @@ class Transition:
     why: str
 
 
-@dataclass(frozen=True)
-class Dropped:
-    """A valid-looking advert this machine refused (counted by the shell)."""
-
-    reason: str
-
-
-Action = SendAdvert | AddAddress | DelAddress | SendGarp | Transition | Dropped
+Action = SendAdvert | AddAddress | DelAddress | SendGarp | Transition
 
 
 # --- configuration -------------------------------------------------------------------------------
@@ -124,8 +159,8 @@ class MachineConfig:
     advskew: int
     dead_ratio: int = 3
     preempt: bool = True
-    native_peers: frozenset[IPv4Address] = frozenset()  # their counters are checked
     garp_refresh: float = 0.0  # seconds between gratuitous ARPs while master; 0: only ucarp's two
+    ignore_ifstate: bool = False  # ucarp's -S: serve even while the advert link has no carrier
 
 
 def _tiebreak(addr: IPv4Address) -> int:
@@ -141,10 +176,11 @@ class CarpMachine:
     """One VIP's CARP state. See the module docstring for the rules."""
 
     cfg: MachineConfig
-    counter: int = 0  # the next counter we send (the shell seeds it, e.g. from the wall clock)
     state: State = State.INIT
-    link_up: bool = True
+    advert_link_up: bool = True
+    vip_link_up: bool = True
     drained: bool = False
+    demoted_until: float | None = None  # SIGUSR2: standing aside until then
     preempt_after: float = 0.0
     since: float = 0.0
     transitions: int = 0
@@ -155,14 +191,20 @@ class CarpMachine:
     _garp_at: float | None = None  # MASTER: the second (or a periodic) gratuitous ARP
     _down_why: str | None = None  # BACKUP: why _down_at is early (a farewell), for the log
     _drain_deadline: float | None = None  # MASTER while draining: stop waiting for a taker
-    _last_counter: dict[IPv4Address, int] = field(default_factory=dict)
+    _demote_preempt_after: float = 0.0  # preempt_after once the demote ends
 
     # --- derived values ----------------------------------------------------------------------
 
     @property
+    def aside(self) -> bool:
+        """Standing aside: drained (until undrained) or demoted (until `demoted_until`). A host
+        aside ranks last, never preempts, takes no farewell: a last resort only."""
+        return self.drained or self.demoted_until is not None
+
+    @property
     def advskew(self) -> int:
         """The skew we stand for now: a drained host ranks last."""
-        return FAREWELL_ADVSKEW if self.drained else self.cfg.advskew
+        return FAREWELL_ADVSKEW if self.aside else self.cfg.advskew
 
     @property
     def interval(self) -> float:
@@ -173,9 +215,18 @@ class CarpMachine:
         return master_down(self.cfg.advbase, self.advskew, self.cfg.dead_ratio)
 
     @property
+    def link_up(self) -> bool:
+        """Whether this machine may serve: its VIP link up, its advert link up or ignored."""
+        return self.vip_link_up and (self.advert_link_up or self.cfg.ignore_ifstate)
+
+    @property
     def deadline(self) -> float | None:
         """When `timer` must be called next (None: no timer armed)."""
-        times = [t for t in (self._down_at, self._advert_at, self._garp_at) if t is not None]
+        times = [
+            t
+            for t in (self._down_at, self._advert_at, self._garp_at, self.demoted_until)
+            if t is not None
+        ]
         return min(times) if times else None
 
     # --- events ------------------------------------------------------------------------------
@@ -185,17 +236,11 @@ class CarpMachine:
         self.preempt_after = now if preempt_after is None else preempt_after
         out: list[Action] = [DelAddress()]
         out += self._to_backup(now, "start")
+        self._join(now)
         return out
 
-    def advert(
-        self, now: float, src: IPv4Address, advbase: int, advskew: int, counter: int
-    ) -> list[Action]:
-        """A valid advert (digest checked) from another host for our vhid."""
-        if src in self.cfg.native_peers:
-            last = self._last_counter.get(src)
-            if last is not None and counter <= last:
-                return [Dropped("replay")]
-            self._last_counter[src] = counter
+    def advert(self, now: float, src: IPv4Address, advbase: int, advskew: int) -> list[Action]:
+        """A valid advert (accepted by the node's receive path) from another host for our vhid."""
         if self.state is State.INIT or not self.link_up:
             return []
         self.master_src, self.master_prio = src, (advbase, advskew)
@@ -204,7 +249,7 @@ class CarpMachine:
         if self.state is State.BACKUP:
             # A drained backup is a last resort: it takes over on D expiry only (taking the
             # farewell too made two drained hosts hand the VIP back and forth forever).
-            if interval(advbase, advskew) > self.down_timeout and not self.drained:
+            if interval(advbase, advskew) > self._farewell_above and not self.aside:
                 # ucarp takes over at once. Every backup hears a farewell at the same instant,
                 # so we wait advskew/1024 s: the best-ranked backup answers first and the others
                 # just hear a new master, instead of all of them grabbing the VIP together.
@@ -218,12 +263,12 @@ class CarpMachine:
                 return []
             if theirs > ours and self._may_preempt(now):
                 return self._to_master(now, f"preempting {src} ({advbase}/{advskew})")
-            self._down_at = now + self.down_timeout
+            self._down_at = now + self._patience(interval(advbase, advskew))
             self._down_why = None
             return []
         # MASTER
         yields = theirs < ours or (theirs == ours and _tiebreak(src) < _tiebreak(self.cfg.src))
-        if self.drained and self._drain_deadline is not None:
+        if self.aside and self._drain_deadline is not None:
             # Draining: anyone who answers as master takes over (we advertise the farewell). Another
             # draining master is no taker: between two farewells the address decides, so exactly
             # one of them keeps the VIP.
@@ -235,9 +280,10 @@ class CarpMachine:
             # ucarp's one last advert. A drained host sends none: its skew of 255 would make every
             # backup with preempt jump at the VIP the new master has just taken.
             out: list[Action] = []
-            if not self.drained:
-                out.append(SendAdvert(self.cfg.advbase, self.advskew, self._next_counter()))
+            if not self.aside:
+                out.append(SendAdvert(self.cfg.advbase, self.advskew))
             out += self._to_backup(now, f"{src} is master with {advbase}/{advskew}")
+            self._down_at = now + self._patience(interval(advbase, advskew))
             return out
         self.master_src, self.master_prio = self.cfg.src, (self.cfg.advbase, self.advskew)
         return [SendGarp(), self._advert()]
@@ -245,6 +291,8 @@ class CarpMachine:
     def timer(self, now: float) -> list[Action]:
         """Act on every deadline that has passed."""
         out: list[Action] = []
+        if self.demoted_until is not None and now >= self.demoted_until:
+            self._end_demote(now)
         if self._down_at is not None and now >= self._down_at:
             why = self._down_why or f"no advert for {self.down_timeout:.3f} s"
             return self._to_master(now, why)
@@ -260,25 +308,61 @@ class CarpMachine:
             self._garp_at = now + refresh if refresh > 0 else None
         return out
 
-    def link(self, up: bool, now: float, preempt_after: float | None = None) -> list[Action]:
-        """The advert interface lost or regained carrier."""
-        if up == self.link_up:
+    def link(
+        self, up: bool, now: float, preempt_after: float | None = None, vip: bool = False
+    ) -> list[Action]:
+        """The advert link (or with `vip`, the VIP link) lost or regained carrier."""
+        could = self.link_up
+        if vip:
+            self.vip_link_up = up
+        else:
+            self.advert_link_up = up
+        which = "VIP link" if vip else "link"
+        if self.link_up == could or self.state is State.INIT:
             return []
-        self.link_up = up
-        if self.state is State.INIT:
-            return []
-        if not up:
-            out = self._to_backup(now, "link down")
+        if not self.link_up:
+            out: list[Action] = []
+            if self.state is State.MASTER and self.advert_link_up:
+                # We can still tell the backups: the farewell makes them take over now, not in D.
+                out.append(SendAdvert(FAREWELL_ADVBASE, FAREWELL_ADVSKEW))
+            out += self._to_backup(now, f"{which} down")
             self._down_at = None
             return out
         self.preempt_after = now if preempt_after is None else preempt_after
-        return self._to_backup(now, "link up")
+        out = self._to_backup(now, f"{which} up")
+        self._join(now)
+        return out
 
     def drain(self, now: float) -> list[Action]:
         """Hand the VIP to the next host, make-before-break, and stay out of the way."""
         if self.drained:
             return []
+        was_aside = self.aside
         self.drained = True
+        if was_aside:
+            return []  # demoted: already standing aside (and it stays so when the demote ends)
+        return self._step_aside(now)
+
+    def demote(self, now: float, until: float, preempt_after: float | None = None) -> list[Action]:
+        """SIGUSR2, as ucarp: hand the VIP over (make-before-break, as a drain does), stand aside
+        until `until`, then take part normally again, preempting from `preempt_after` on."""
+        if self.state is State.INIT:
+            return []
+        was_aside = self.aside
+        self.demoted_until = max(until, self.demoted_until or until)
+        self._demote_preempt_after = until if preempt_after is None else preempt_after
+        if was_aside:
+            return []
+        return self._step_aside(now)
+
+    def _end_demote(self, now: float) -> None:
+        self.demoted_until = None
+        if not self.drained:  # a drained VIP stays drained: the demote ends, the drain does not
+            self._take_part_again(now, self._demote_preempt_after)
+
+    def _step_aside(self, now: float) -> list[Action]:
+        """Start standing aside: a master offers the VIP with farewell adverts until a taker
+        answers; a backup waits as if its advskew were 255."""
         if self.state is not State.MASTER:
             if self.state is State.BACKUP and self._down_at is not None:
                 # Wait as if our advskew were 255 from now on (undrain restarts D the same way).
@@ -293,15 +377,21 @@ class CarpMachine:
         if not self.drained:
             return []
         self.drained = False
+        if self.demoted_until is not None:
+            return []  # still demoted: it takes part again when the demote ends
+        self._take_part_again(now, now if preempt_after is None else preempt_after)
+        return []
+
+    def _take_part_again(self, now: float, preempt_after: float) -> None:
+        """The end of a drain or a demote: our own skew again, preempting from `preempt_after`."""
         self._drain_deadline = None
-        self.preempt_after = now if preempt_after is None else preempt_after
+        self.preempt_after = preempt_after
         if self.state is State.BACKUP and self._down_at is not None:
-            self._down_at = now + self.down_timeout
+            self._join(now)
         if self.state is State.MASTER and self._advert_at is not None:
             # Back to our own pace at once: a drained master advertised every advbase + 255/256,
             # longer than our backups' timeout when advbase is 0.
             self._advert_at = min(self._advert_at, now + self.interval)
-        return []
 
     def address_gone(self, now: float) -> list[Action]:
         """Our address vanished from the interface while we are master (someone ran `ip addr
@@ -309,6 +399,13 @@ class CarpMachine:
         if self.state is not State.MASTER:
             return []
         return [AddAddress(), SendGarp()]
+
+    def address_present(self, now: float) -> list[Action]:
+        """Our address is on the interface. Only a master may hold it: on a backup (added by
+        hand, or left behind) it makes two hosts answer ARP, so it is removed."""
+        if self.state is State.BACKUP:
+            return [DelAddress()]
+        return []
 
     def reconfigure(self, cfg: MachineConfig, now: float) -> list[Action]:
         """A reload changed this VIP's priorities (same VIP and vhid). No transition here: a
@@ -330,29 +427,50 @@ class CarpMachine:
         """Leave: a master says farewell so backups take over at once; release the address."""
         out: list[Action] = []
         if self.state is State.MASTER:
-            out.append(SendAdvert(FAREWELL_ADVBASE, FAREWELL_ADVSKEW, self._next_counter()))
+            out.append(SendAdvert(FAREWELL_ADVBASE, FAREWELL_ADVSKEW))
         if self.state is not State.INIT:
             out.append(DelAddress())
             out.append(Transition(self.state, State.INIT, "stopping"))
             self.transitions += 1
         self.state = State.INIT
         self._down_at = self._advert_at = self._garp_at = self._drain_deadline = None
+        self.demoted_until = None
         return out
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _may_preempt(self, now: float) -> bool:
-        return self.cfg.preempt and not self.drained and now >= self.preempt_after
+    @property
+    def _slowest_master(self) -> float:
+        """W: the longest interval a live master of this vhid may advertise (a drained one)."""
+        return interval(self.cfg.advbase, FAREWELL_ADVSKEW)
 
-    def _next_counter(self) -> int:
-        c = self.counter
-        self.counter = (self.counter + 1) & _M64
-        return c
+    @property
+    def _farewell_above(self) -> float:
+        """An advert with a longer interval than this is a farewell, not a slower live master."""
+        return max(self.down_timeout, self._slowest_master)
+
+    def _patience(self, master_interval: float) -> float:
+        """How long a backup waits for the next advert of a master advertising every
+        `master_interval` s: D, unless that master is no faster than D; then its interval plus
+        our own skew (see "Patience" above). A farewell is no live master: D."""
+        d = self.down_timeout
+        if master_interval < d or master_interval > self._farewell_above:
+            return d
+        return master_interval + self.advskew / 256.0
+
+    def _join(self, now: float) -> None:
+        """A backup that has heard nobody yet waits for the slowest live master first."""
+        if self.state is State.BACKUP and self.link_up:
+            self._down_at = now + self._patience(self._slowest_master)
+            self._down_why = None
+
+    def _may_preempt(self, now: float) -> bool:
+        return self.cfg.preempt and not self.aside and now >= self.preempt_after
 
     def _advert(self) -> SendAdvert:
-        if self.drained and self.state is State.MASTER and self._drain_deadline is not None:
-            return SendAdvert(FAREWELL_ADVBASE, FAREWELL_ADVSKEW, self._next_counter())
-        return SendAdvert(self.cfg.advbase, self.advskew, self._next_counter())
+        if self.aside and self.state is State.MASTER and self._drain_deadline is not None:
+            return SendAdvert(FAREWELL_ADVBASE, FAREWELL_ADVSKEW)
+        return SendAdvert(self.cfg.advbase, self.advskew)
 
     def _to_backup(self, now: float, why: str) -> list[Action]:
         old = self.state
@@ -381,7 +499,7 @@ class CarpMachine:
         self._advert_at = now + self.interval
         self._garp_at = now + 2 * self.interval
         self._drain_deadline = None
-        if self.drained:
+        if self.aside:
             # A drained host that had to take over (nobody else alive) offers the VIP at once.
             self._drain_deadline = now + DRAIN_PATIENCE * interval(
                 self.cfg.advbase, self.cfg.advskew

@@ -1,10 +1,11 @@
 """Everything one host runs, as a pure object: its CARP machines and the receive path.
 
 A `Node` owns one state machine per VIP the host takes part in, routes received packets to them
-(decode, group and vhid lookup, digest, then the machine), keeps the counters `status` and metrics
-read, and remembers the master heard for every vhid on the segment, including VIPs this host takes
-no part in. Like the machines it has no socket and no clock: the daemon feeds it bytes and `now`
-and carries out the `Effect`s it returns.
+(decode, sender, group and vhid lookup, digest, the iprotate peers' authentication and freshness
+(carp.native_auth), then the machine), seals the counters of the adverts it sends, keeps the
+counters `status` and metrics read, and remembers the master heard for every vhid on the segment,
+including VIPs this host takes no part in. Like the machines it has no socket and no clock: the
+daemon feeds it bytes and `now` and carries out the `Effect`s it returns.
 """
 
 from __future__ import annotations
@@ -16,19 +17,33 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from iprotate.carp import codec
-from iprotate.carp.machine import Action, CarpMachine, Dropped, MachineConfig, State, Transition
+from iprotate.carp.machine import (
+    Action,
+    CarpMachine,
+    DelAddress,
+    MachineConfig,
+    SendAdvert,
+    State,
+    Transition,
+)
+from iprotate.carp.native_auth import NativeAuth, Verdict, derive_key
 from iprotate.plan.model import Plan, VipPlan
-from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW
+from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW, interval
 
+# Two masters' adverts must overlap this long at least (sub-second intervals can be a few ms).
+OVERLAP_FLOOR = 0.05
 Key = tuple[IPv4Address, int]  # (group, vhid): how VIPs are told apart on the wire
+# Senders that are no host of the cluster file, remembered for status: the most recent ones only.
+MAX_STRANGERS = 16
 Step = Callable[[CarpMachine, int], list[Action]]
 
 
-def machine_configs(plan: Plan, host: str, garp_refresh: float = 0.0) -> dict[Key, MachineConfig]:
+def machine_configs(
+    plan: Plan, host: str, garp_refresh: float = 0.0, ignore_ifstate: bool = False
+) -> dict[Key, MachineConfig]:
     """The CARP configuration of every VIP `host` takes part in, with the plan's priorities."""
     c = plan.cluster
     me = c.host(host)
-    native = frozenset(h.address for h in c.hosts if h.engine == "iprotate" and h.name != host)
     return {
         (v.group, v.vhid): MachineConfig(
             vip=v.ip,
@@ -38,8 +53,8 @@ def machine_configs(plan: Plan, host: str, garp_refresh: float = 0.0) -> dict[Ke
             advskew=v.advskew_of(host),
             dead_ratio=c.dead_ratio,
             preempt=v.preempt_of(host),
-            native_peers=native,
             garp_refresh=garp_refresh,
+            ignore_ifstate=ignore_ifstate,
         )
         for v in plan.vips
         if host in v.order
@@ -62,6 +77,15 @@ class Seen:
     advbase: int
     advskew: int
     at: float
+    first: float = 0.0  # when this source began advertising without a pause (a master's streak)
+
+
+@dataclass
+class Stranger:
+    """A sender that is no host of the cluster file (its adverts are dropped)."""
+
+    count: int
+    last: float
 
 
 @dataclass
@@ -85,44 +109,70 @@ class Node:
     hold_down: float = 0.0
     stagger: float = 0.0
     garp_refresh: float = 0.0
+    wall_offset: float = 0.0  # add to `now` for wall-clock seconds (the counters' floor)
+    ignore_ifstate: bool = False
+    links_up: dict[bool, bool] = field(default_factory=lambda: {False: True, True: True})
     counters: Counter[str] = field(default_factory=Counter)
     seen: dict[Key, dict[IPv4Address, Seen]] = field(default_factory=dict)
     drift: dict[tuple[Key, IPv4Address], Drift] = field(default_factory=dict)
     takeover_seconds: dict[Key, float] = field(default_factory=dict)  # filled in by the daemon
+    strangers: dict[IPv4Address, Stranger] = field(default_factory=dict)
+    auth: NativeAuth = field(init=False)
+    started: float | None = None  # when `start` ran: status judges silence only after a while
+    # Adverts from hosts of the cluster for vhids our plan does not have (a different cluster
+    # file there): (source, group, vhid) -> when last heard. Only hosts of the file are kept,
+    # so forged sources cannot grow it.
+    unplanned: dict[tuple[IPv4Address, IPv4Address, int], float] = field(default_factory=dict)
     _timers: list[tuple[float, Key]] = field(default_factory=list)
     _host_at: dict[IPv4Address, str] = field(default_factory=dict)
     _address: IPv4Address = field(default=IPv4Address(0))
     _groups: set[IPv4Address] = field(default_factory=set)
+    _native: frozenset[IPv4Address] = frozenset()
 
     def __post_init__(self) -> None:
         self._index_hosts()
+        self.auth = NativeAuth.for_password(self.plan.cluster.password, self._address)
 
     def _index_hosts(self) -> None:
         # Looked up for every packet: keep them at hand rather than search the host list.
-        self._host_at = {h.address: h.name for h in self.plan.cluster.hosts}
-        self._address = self.plan.cluster.host(self.host).address
+        c = self.plan.cluster
+        self._host_at = {h.address: h.name for h in c.hosts}
+        self._address = c.host(self.host).address
         self._groups = {v.group for v in self.plan.vips}
+        # Whose adverts carry authenticated priorities and fresh counters (ucarp's do not).
+        self._native = frozenset(h.address for h in c.hosts if h.engine == "iprotate")
 
     @classmethod
     def build(
         cls,
         plan: Plan,
         host: str,
-        counter_seed: int,
+        wall_offset: float = 0.0,
         hold_down: float = 0.0,
         stagger: float = 0.0,
         garp_refresh: float = 0.0,
+        ignore_ifstate: bool = False,
     ) -> Node:
         """Machines for every VIP `host` takes part in, with the plan's priorities.
 
-        `counter_seed` starts every machine's advert counter: a value that grows across restarts
-        (microseconds of wall clock) keeps native peers' replay checks passing after a restart."""
+        `wall_offset` turns the shell's monotonic `now` into wall-clock seconds, the floor of the
+        counters this host sends (carp.native_auth)."""
         vips = {(v.group, v.vhid): v for v in plan.vips}
         machines = {
-            key: CarpMachine(cfg, counter=counter_seed)
-            for key, cfg in machine_configs(plan, host, garp_refresh).items()
+            key: CarpMachine(cfg)
+            for key, cfg in machine_configs(plan, host, garp_refresh, ignore_ifstate).items()
         }
-        return cls(plan, host, machines, vips, hold_down, stagger, garp_refresh)
+        return cls(
+            plan,
+            host,
+            machines,
+            vips,
+            hold_down=hold_down,
+            stagger=stagger,
+            garp_refresh=garp_refresh,
+            wall_offset=wall_offset,
+            ignore_ifstate=ignore_ifstate,
+        )
 
     @property
     def address(self) -> IPv4Address:
@@ -132,25 +182,47 @@ class Node:
 
     def start(self, now: float) -> list[Effect]:
         """Every machine joins as BACKUP; preemption waits for the hold-down, staggered."""
-        return self._all(lambda m, i: m.start(now, self._preempt_after(now, i)))
+        self.started = now
+        return self._all(now, lambda m, i: m.start(now, self._preempt_after(now, i)))
 
     def stop(self, now: float) -> list[Effect]:
         """Every machine leaves: farewell adverts from masters, every address released."""
-        return self._all(lambda m, i: m.stop(now))
+        return self._all(now, lambda m, i: m.stop(now))
 
     def drain(self, now: float, only: IPv4Address | None = None) -> list[Effect]:
-        return self._all(lambda m, i: m.drain(now), only)
+        return self._all(now, lambda m, i: m.drain(now), only)
+
+    def demote(self, now: float, seconds: float) -> list[Effect]:
+        """SIGUSR2: every machine hands its VIP over and stands aside for `seconds`, then takes
+        part again; preemption then waits for the hold-down, staggered."""
+        until = now + seconds
+        return self._all(now, lambda m, i: m.demote(now, until, self._preempt_after(until, i)))
 
     def undrain(self, now: float, only: IPv4Address | None = None) -> list[Effect]:
-        return self._all(lambda m, i: m.undrain(now, self._preempt_after(now, i)), only)
+        return self._all(now, lambda m, i: m.undrain(now, self._preempt_after(now, i)), only)
 
-    def link(self, up: bool, now: float) -> list[Effect]:
-        """The advert interface went down or came back."""
-        return self._all(lambda m, i: m.link(up, now, self._preempt_after(now, i)))
+    def link(self, up: bool, now: float, vip: bool = False) -> list[Effect]:
+        """The advert interface (or with `vip`, the VIP interface) went down or came back."""
+        self.links_up[vip] = up
+        return self._all(now, lambda m, i: m.link(up, now, self._preempt_after(now, i), vip))
 
     def address_gone(self, now: float, ip: IPv4Address) -> list[Effect]:
         """An address was removed from the VIP interface (by us or by someone else)."""
-        return self._all(lambda m, i: m.address_gone(now), ip)
+        return self._all(now, lambda m, i: m.address_gone(now), ip)
+
+    def address_present(self, now: float, ip: IPv4Address) -> list[Effect]:
+        """A planned VIP is on the VIP interface. Unless its machine here is master it must go:
+        a VIP this host takes no part in is never ours to hold."""
+        out: list[Effect] = []
+        for key, v in self.vips.items():
+            if v.ip != ip:
+                continue
+            m = self.machines.get(key)
+            if m is None:
+                out.append(Effect(v, DelAddress()))
+            else:
+                out += self._effects(key, m.address_present(now), now)
+        return out
 
     def packet(self, now: float, data: bytes) -> list[Effect]:
         """A packet read from the CARP socket. Bad ones are dropped and counted."""
@@ -161,6 +233,9 @@ class Node:
             return []
         if pkt.src == self.address:
             return []  # our own advert, looped back
+        if pkt.src not in self._host_at:
+            self._stranger(now, pkt.src)
+            return []
         if pkt.dst not in self._groups:
             self.counters[f"drop_{codec.Reject.WRONG_GROUP.value}"] += 1
             return []
@@ -169,6 +244,8 @@ class Node:
         vip = self.vips.get(key)
         if vip is None:
             self.counters[f"drop_{codec.Reject.UNKNOWN_VHID.value}"] += 1
+            if pkt.src in self._host_at:
+                self.unplanned[(pkt.src, pkt.dst, adv.vhid)] = now
             return []
         if not codec.verify(adv, self.plan.cluster.password, vip.ip):
             self.counters[f"drop_{codec.Reject.BAD_DIGEST.value}"] += 1
@@ -176,37 +253,63 @@ class Node:
                 now, key, pkt.src, "fails the digest check (another password, VIP or vhid)"
             )
             return []
+        if pkt.src in self._native:
+            verdict = self.auth.check(pkt.src, key, vip.ip, adv.advbase, adv.advskew, adv.counter)
+            if verdict is not Verdict.OK:
+                self.counters[f"drop_{verdict.value}"] += 1
+                if verdict is Verdict.FORGED:
+                    self._drifting(
+                        now, key, pkt.src,
+                        "fails iprotate's check of sender and priority (rewritten or forged, "
+                        "or another version)",
+                    )  # fmt: skip
+                return []
         self.counters["adverts_received"] += 1
-        self.seen.setdefault(key, {})[pkt.src] = Seen(pkt.src, adv.advbase, adv.advskew, now)
+        heard = self.seen.setdefault(key, {})
+        prior = heard.get(pkt.src)
+        streak = prior is not None and now - prior.at <= self._fresh()
+        first = prior.first if streak and prior is not None else now
+        heard[pkt.src] = Seen(pkt.src, adv.advbase, adv.advskew, now, first)
         self._check_priorities(now, key, vip, pkt.src, adv.advbase, adv.advskew)
         m = self.machines.get(key)
         if m is None:
             return []  # a VIP we only watch
-        return self._effects(key, m.advert(now, pkt.src, adv.advbase, adv.advskew, adv.counter))
+        return self._effects(key, m.advert(now, pkt.src, adv.advbase, adv.advskew), now)
 
-    def reload(self, plan: Plan, now: float, counter_seed: int) -> list[Effect]:
+    def reload(self, plan: Plan, now: float) -> list[Effect]:
         """Apply a new plan: unchanged VIPs are not touched, changed priorities are applied in
         place, VIPs this host no longer takes part in are released, new ones join."""
         old_vips = self.vips
-        new_cfgs = machine_configs(plan, self.host, self.garp_refresh)
+        new_cfgs = machine_configs(plan, self.host, self.garp_refresh, self.ignore_ifstate)
         new_vips = {(v.group, v.vhid): v for v in plan.vips}
         out: list[Effect] = []
         for key in list(self.machines):
             if key not in new_cfgs or new_vips[key].address != old_vips[key].address:
-                out += self._effects(key, self.machines[key].stop(now))
+                out += self._effects(key, self.machines[key].stop(now), now)
                 del self.machines[key]
+        if plan.cluster.password != self.plan.cluster.password:
+            self.auth.key = derive_key(plan.cluster.password)
         self.plan, self.vips = plan, new_vips
         self._index_hosts()
+        self.auth.src = self._address
+        self.auth.forget(set(new_vips))
         self.seen = {k: v for k, v in self.seen.items() if k in new_vips}
         self.drift = {k: d for k, d in self.drift.items() if k[0] in new_vips}
+        self.unplanned = {
+            k: t
+            for k, t in self.unplanned.items()
+            if (k[1], k[2]) not in new_vips and k[0] in self._host_at
+        }
         joined = 0
         for key, cfg in new_cfgs.items():
             m = self.machines.get(key)
             if m is not None:
-                out += self._effects(key, m.reconfigure(cfg, now))
+                out += self._effects(key, m.reconfigure(cfg, now), now)
             else:
-                m = self.machines[key] = CarpMachine(cfg, counter=counter_seed)
-                out += self._effects(key, m.start(now, self._preempt_after(now, joined)))
+                m = self.machines[key] = CarpMachine(cfg)
+                # A VIP that joins while a link is down must not take over on it.
+                m.advert_link_up, m.vip_link_up = self.links_up[False], self.links_up[True]
+                out += self._effects(key, m.start(now, self._preempt_after(now, joined)), now)
                 joined += 1
         return out
 
@@ -218,7 +321,7 @@ class Node:
             m = self.machines.get(key)
             if m is None or m.deadline != t:
                 continue  # stale entry: that machine's deadline moved
-            out += self._effects(key, m.timer(now))
+            out += self._effects(key, m.timer(now), now)
         return out
 
     @property
@@ -238,7 +341,7 @@ class Node:
         """Hold-down, then one VIP every `stagger` seconds, so fail-back does not storm."""
         return now + self.hold_down + index * self.stagger
 
-    def _all(self, step: Step, only: IPv4Address | None = None) -> list[Effect]:
+    def _all(self, now: float, step: Step, only: IPv4Address | None = None) -> list[Effect]:
         """Apply `step(machine, i)` to every machine (or the one for VIP `only`); `i` counts the
         machines that preempt, so each gets its own place in the stagger."""
         out: list[Effect] = []
@@ -246,26 +349,43 @@ class Node:
         for key, m in self.machines.items():
             if only is not None and self.vips[key].ip != only:
                 continue
-            out += self._effects(key, step(m, i))
+            out += self._effects(key, step(m, i), now)
             if m.cfg.preempt:
                 i += 1
         return out
 
-    def _effects(self, key: Key, actions: list[Action]) -> list[Effect]:
+    def _effects(self, key: Key, actions: list[Action], now: float) -> list[Effect]:
         m = self.machines[key]
         if m.deadline is not None:
             heapq.heappush(self._timers, (m.deadline, key))
         vip = self.vips[key]
+        out = []
         for a in actions:
             if isinstance(a, Transition):
                 self.counters[f"to_{a.new.value.lower()}"] += 1
-            elif isinstance(a, Dropped):
-                self.counters[f"drop_{a.reason}"] += 1
-        return [Effect(vip, a) for a in actions]
+            elif isinstance(a, SendAdvert):
+                # Every advert leaves with a sealed counter: peers authenticate its sender and
+                # priority and drop it when replayed (carp.native_auth).
+                wall = now + self.wall_offset
+                a = SendAdvert(
+                    a.advbase, a.advskew, self.auth.counter(key, vip.ip, a.advbase, a.advskew, wall)
+                )
+            out.append(Effect(vip, a))
+        return out
 
     def drained(self) -> list[VipPlan]:
         """The VIPs drained on this host (to remember across restarts)."""
         return [self.vips[k] for k, m in self.machines.items() if m.drained]
+
+    def _stranger(self, now: float, src: IPv4Address) -> None:
+        """An advert from an address that is no host of the cluster file: dropped, counted, and
+        its sender remembered (the most recent MAX_STRANGERS only: a flood from spoofed sources
+        costs bounded memory)."""
+        self.counters["drop_not_a_host"] += 1
+        seen = self.strangers.pop(src, None)
+        self.strangers[src] = Stranger((seen.count if seen else 0) + 1, now)
+        while len(self.strangers) > MAX_STRANGERS:
+            del self.strangers[next(iter(self.strangers))]
 
     def _drifting(self, now: float, key: Key, src: IPv4Address, detail: str) -> None:
         d = self.drift.get((key, src))
@@ -297,22 +417,50 @@ class Node:
         else:
             self.drift.pop((key, src), None)
 
+    def last_heard(self) -> dict[IPv4Address, float]:
+        """When each peer was last heard advertising (any vhid of our plan, valid digest)."""
+        out: dict[IPv4Address, float] = {}
+        for heard in self.seen.values():
+            for s in heard.values():
+                out[s.src] = max(out.get(s.src, s.at), s.at)
+        return out
+
+    def _fresh(self) -> float:
+        # A master advertises every advbase + skew/256 s: heard within that (and a margin).
+        return self.plan.cluster.advbase + 1.0
+
     def masters(self, now: float) -> dict[Key, list[IPv4Address]]:
         """Who is master of each vhid on the segment, as far as this host can tell: us, and
-        whoever advertised it within the last `fresh` seconds (two entries: two masters)."""
-        c = self.plan.cluster
+        whoever advertised it within the last `fresh` seconds (two entries: two masters).
+
+        A handover is not two masters: a master that hears a better one sends one last advert
+        and falls silent, and that advert stays fresh for a while. Two sources are both masters
+        only when their streaks of adverts overlap by half an interval (two masters that do not
+        hear each other keep advertising); otherwise the master is us if our machine says so,
+        else the one heard last (the one that answered the other)."""
         out: dict[Key, list[IPv4Address]] = {}
         for key in self.vips:
-            heard = self.seen.get(key, {})
-            # A master advertises every advbase + skew/256 s: heard within that (and a margin).
-            fresh = c.advbase + 1.0
-            srcs = sorted(
-                s.src
-                for s in heard.values()
-                if now - s.at <= fresh and s.advbase != FAREWELL_ADVBASE
-            )
+            fresh = [
+                (s.src, s.first, s.at, interval(s.advbase, s.advskew))
+                for s in self.seen.get(key, {}).values()
+                if now - s.at <= self._fresh() and s.advbase != FAREWELL_ADVBASE
+            ]
             m = self.machines.get(key)
             if m is not None and m.state is State.MASTER:
-                srcs = [self.address, *srcs]
+                fresh.append((self.address, m.since, now, interval(m.cfg.advbase, m.cfg.advskew)))
+            both: set[IPv4Address] = set()
+            for i, (a, a_first, a_at, a_every) in enumerate(fresh):
+                for b, b_first, b_at, b_every in fresh[i + 1 :]:
+                    overlap = min(a_at, b_at) - max(a_first, b_first)
+                    if overlap >= max(min(a_every, b_every) / 2, OVERLAP_FLOOR):
+                        both |= {a, b}
+            if both:
+                srcs = sorted(both)
+            elif fresh:
+                srcs = [max(fresh, key=lambda f: (f[0] == self.address, f[2]))[0]]
+            else:
+                srcs = []
+            if self.address in srcs:  # us first, as before
+                srcs = [self.address, *(a for a in srcs if a != self.address)]
             out[key] = srcs
         return out

@@ -7,12 +7,16 @@ import dataclasses
 import logging
 import sys
 from ipaddress import IPv4Address
+from typing import Any
 
 import click
 
 from iprotate.cli import main
 from iprotate.cli.common import check_host, cluster_file, load_plan
-from iprotate.engine.daemon import Daemon, RunOptions, StartError, find_host
+from iprotate.cluster.bounds import check_seconds
+from iprotate.engine.control import default_socket
+from iprotate.engine.daemon import Daemon, DaemonFailed, RunOptions, StartError, find_host
+from iprotate.engine.hostlock import HostInUse, check_local
 
 
 def local_addresses() -> list[IPv4Address]:
@@ -23,6 +27,27 @@ def local_addresses() -> list[IPv4Address]:
         return [IPv4Address(m.get_attr("IFA_ADDRESS")) for m in ipr.get_addr(family=2)]
 
 
+class Seconds(click.ParamType):
+    """A `[run]` timing value on the command line, held to the same bounds as in the file."""
+
+    name = "seconds"
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = value  # check_seconds says why it is no number
+        problem = check_seconds(self.key, number)
+        if problem is not None:
+            self.fail(problem, param, ctx)
+        return number
+
+
 @main.command()
 @cluster_file
 @click.option(
@@ -30,17 +55,23 @@ def local_addresses() -> list[IPv4Address]:
 )
 @click.option(
     "--hold-down",
-    type=float,
+    type=Seconds("hold_down"),
     help="Seconds after start or link up before taking VIPs back [run.hold_down].",
 )
-@click.option("--stagger", type=float, help="Seconds between two VIPs taken back [run.stagger].")
+@click.option(
+    "--stagger",
+    type=Seconds("stagger"),
+    help="Seconds between two VIPs taken back [run.stagger].",
+)
 @click.option(
     "--garp-refresh",
-    type=float,
+    type=Seconds("garp_refresh"),
     help="Seconds between gratuitous ARPs while master; 0: on takeover only [run.garp_refresh].",
 )
 @click.option(
-    "--control-socket", metavar="PATH", help="The control socket; '' for none [run.control_socket]."
+    "--control-socket",
+    metavar="PATH",
+    help="The control socket; '' for none [run.control_socket] (default /run/iprotate/HOST.sock).",
 )
 @click.option(
     "--state-dir", metavar="DIR", help="Where the drained state survives restarts [run.state_dir]."
@@ -49,6 +80,12 @@ def local_addresses() -> list[IPv4Address]:
     "--metrics",
     metavar="ADDR",
     help="Serve Prometheus metrics on ADDR, e.g. 127.0.0.1:9650 [run.metrics].",
+)
+@click.option(
+    "--ignore-ifstate",
+    is_flag=True,
+    default=None,
+    help="Keep serving when the advert interface loses carrier (ucarp -S) [run.ignore_ifstate].",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log dropped packets too.")
 def run(
@@ -60,12 +97,20 @@ def run(
     control_socket: str | None,
     state_dir: str | None,
     metrics: str | None,
+    ignore_ifstate: bool | None,
     verbose: bool,
 ) -> None:  # fmt: skip
     """Run this host's part of the plan: one CARP machine per VIP it takes part in.
 
-    SIGTERM hands every VIP over at once and removes the addresses; SIGHUP reloads the file;
-    SIGUSR1 logs the state of every VIP."""
+    \b
+    Signals:
+      SIGTERM, SIGINT, SIGQUIT  hand every VIP over, remove the addresses, exit 0
+      SIGHUP                    reload the cluster file
+      SIGUSR1                   log the state of every VIP and the counters
+      SIGUSR2                   demote, as ucarp: hand every VIP over, stay backup 3 s,
+                                then take part again (VIPs back after the hold-down)
+      SIGALRM, SIGIO, SIGPWR, SIGTSTP, SIGRTMIN..SIGRTMAX and the like: logged, ignored
+      SIGPIPE, SIGTTIN, SIGTTOU, SIGXFSZ: ignored"""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
@@ -79,26 +124,32 @@ def run(
         "control_socket": control_socket,
         "state_dir": state_dir,
         "metrics": metrics,
+        "ignore_ifstate": ignore_ifstate,
     }
     settings = dataclasses.replace(cluster.run, **{k: v for k, v in given.items() if v is not None})
-    options = RunOptions(
-        hold_down=settings.hold_down,
-        stagger=settings.stagger,
-        garp_refresh=settings.garp_refresh,
-        control_socket=settings.control_socket or None,
-        control_group=settings.control_group,
-        state_dir=settings.state_dir or None,
-        metrics=settings.metrics or None,
-        hook_timeout=settings.hook_timeout,
-        cluster_file=cluster_file,
-    )
     try:
+        local = local_addresses()
         if host is None:
-            host = find_host(plan, local_addresses())
+            host = find_host(plan, local)
         else:
             check_host(plan, host)
+            check_local(plan.cluster.host(host), local)
+        sock = settings.control_socket
+        options = RunOptions(
+            hold_down=settings.hold_down,
+            stagger=settings.stagger,
+            garp_refresh=settings.garp_refresh,
+            # Unset: this host's own path, so several hosts' daemons on one machine never meet.
+            control_socket=default_socket(host) if sock is None else (sock or None),
+            control_group=settings.control_group,
+            state_dir=settings.state_dir or None,
+            metrics=settings.metrics or None,
+            hook_timeout=settings.hook_timeout,
+            cluster_file=cluster_file,
+            ignore_ifstate=settings.ignore_ifstate,
+        )
         asyncio.run(Daemon(plan, host, options).run())
-    except StartError as e:
+    except (StartError, DaemonFailed, HostInUse) as e:
         click.echo(f"error: {e}", err=True)
         raise SystemExit(1) from None
     except PermissionError as e:

@@ -8,7 +8,7 @@ is the only I/O beyond the cluster file itself.
 from __future__ import annotations
 
 import dataclasses
-import math
+import grp
 import os
 import re
 import stat
@@ -18,12 +18,23 @@ from ipaddress import AddressValueError, IPv4Address, IPv4Interface, NetmaskValu
 from pathlib import Path
 from typing import Any
 
+from iprotate.cluster.bounds import RUN_SECONDS, check_seconds
 from iprotate.cluster.model import DEFAULT_GROUP, Cluster, ClusterError, Host, RunSettings, Vip
 
 MAX_PASSWORD = 19  # ucarp refuses longer ones
 MAX_POOL = 65536
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-IFNAME_RE = re.compile(r"^[^\s/:]{1,15}$")
+# Bounds that keep `check` and a reload quick and small whatever the file says: a segment of more
+# hosts, or a host with more VIPs, is beyond what CARP on one segment is for.
+MAX_HOSTS = 256
+MAX_VIPS = 65536
+MAX_WEIGHT = 100.0  # relative; the planner's ring grows with it
+MAX_FILE = 1 << 20  # bytes of cluster file
+MAX_PASSWORD_FILE = 4096  # bytes read of a password file (only its first line counts)
+MIN_PREFIX = 8  # a VIP "/0" or "/4" is a mistake, not a subnet
+# Matched whole (fullmatch): `$` alone would let a trailing newline through.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+IFNAME_RE = re.compile(r"[^\s/:]{1,15}")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 CLUSTER_KEYS = {
     "interface", "vip_interface", "password", "password_file", "advbase", "dead_ratio",
@@ -34,7 +45,7 @@ VIP_KEYS = {"address", "pool", "vhid", "owner", "group", "up_script", "down_scri
 TOP_KEYS = {"cluster", "hosts", "vips", "run"}
 RUN_KEYS = {
     "hold_down", "stagger", "garp_refresh", "control_socket", "control_group", "state_dir",
-    "metrics", "hook_timeout",
+    "metrics", "hook_timeout", "ignore_ifstate",
 }  # fmt: skip
 
 
@@ -53,12 +64,16 @@ def load_cluster(path: str | os.PathLike[str]) -> Cluster:
     """Read and validate the cluster file at `path`. Raises ClusterError listing every problem."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        raw = read_bounded(p, MAX_FILE)
     except OSError as e:
         raise ClusterError(str(p), [f"cannot read the file: {e.strerror}"]) from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ClusterError(str(p), [f"not a valid TOML file: {e}"]) from None
+    except RecursionError:
+        raise ClusterError(str(p), ["not a valid TOML file: nested too deeply"]) from None
+    except ValueError as e:  # tomllib: an integer of thousands of digits
         raise ClusterError(str(p), [f"not a valid TOML file: {e}"]) from None
     cluster = parse_cluster(data, str(p), base_dir=p.parent)
     cl = data.get("cluster")
@@ -73,9 +88,28 @@ def load_cluster(path: str | os.PathLike[str]) -> Cluster:
     return cluster
 
 
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file at `path`, at most `limit` of them; OSError otherwise.
+
+    Opened without blocking and checked with fstat before reading, so a FIFO, a device such as
+    /dev/zero or a huge file gets an error at once instead of a hang or all the memory."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(0, "not a regular file")
+        if st.st_size > limit:
+            raise OSError(0, f"{st.st_size} bytes, more than the {limit} allowed")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(limit)
+    finally:
+        os.close(fd)
+
+
 def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None) -> Cluster:
     """Validate an already parsed TOML document. `base_dir` resolves `password_file`."""
     pr = _Problems()
+    _control_characters(pr, "", data)
     _unknown(pr, "", data, TOP_KEYS)
     cl = data.get("cluster")
     if not isinstance(cl, dict):
@@ -96,6 +130,7 @@ def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None)
     down_script = _opt_str(pr, "cluster.down_script", cl.get("down_script"))
 
     run = _run(pr, data.get("run", {}))
+    _group_exists(pr, "run.control_group", run.control_group)
 
     names: set[str] = set()  # every well-formed host name, even of hosts with other problems
     hosts = _hosts(pr, data.get("hosts"), cl_if, cl_vip_if, cl_preempt, names)
@@ -138,6 +173,9 @@ def _hosts(
         what = "missing" if raw is None or raw == [] else "must be an array of tables"
         pr.add("hosts", f"{what}: the file needs at least one [[hosts]] entry")
         return []
+    if len(raw) > MAX_HOSTS:
+        pr.add("hosts", f"{len(raw)} hosts; at most {MAX_HOSTS} on one segment")
+        return []
     hosts: list[Host] = []
     names: dict[str, int] = {}
     addrs: dict[IPv4Address, int] = {}
@@ -148,7 +186,7 @@ def _hosts(
             continue
         _unknown(pr, key, h, HOST_KEYS)
         name = h.get("name")
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             what = "missing" if name is None else f"{name!r} is not a host name"
             pr.add(f"{key}.name", f"{what} (letters, digits, '_.-', 1..63)")
             name = None
@@ -170,9 +208,9 @@ def _hosts(
         if (
             isinstance(weight, bool)
             or not isinstance(weight, int | float)
-            or not 0 < weight < math.inf
+            or not 0 < weight <= MAX_WEIGHT
         ):
-            pr.add(f"{key}.weight", f"{weight!r} is not a finite number > 0")
+            pr.add(f"{key}.weight", f"{weight!r} is not a number in (0, {MAX_WEIGHT:g}]")
             weight = 1
         engine = h.get("engine", "iprotate")
         if engine not in ("iprotate", "ucarp"):
@@ -224,6 +262,9 @@ def _vips(pr: _Problems, raw: Any, default_group: IPv4Address, host_names: set[s
             if addr.ip in seen:
                 pr.add(src, f"{addr.ip} is already {seen[addr.ip]}")
                 continue
+            if len(seen) >= MAX_VIPS:
+                pr.add(src, f"more than {MAX_VIPS} VIPs in the file")
+                return out
             seen[addr.ip] = src
             member_vhid = vhid + j if vhid is not None else None
             if member_vhid is not None and member_vhid > 255:
@@ -249,15 +290,16 @@ def _run(pr: _Problems, raw: Any) -> RunSettings:
     _unknown(pr, "run", raw, RUN_KEYS)
     d = RunSettings()
     out = {}
-    for key, hi in (("hold_down", 3600), ("stagger", 60), ("garp_refresh", 3600),
-                    ("hook_timeout", 3600)):  # fmt: skip
+    for key in RUN_SECONDS:
         v = raw.get(key, getattr(d, key))
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= hi:
-            pr.add(f"run.{key}", f"{v!r} is not a number of seconds in 0..{hi}")
+        problem = check_seconds(key, v)
+        if problem is not None:
+            pr.add(f"run.{key}", problem)
             v = getattr(d, key)
         out[key] = float(v)
     for key in ("control_socket", "state_dir", "control_group", "metrics"):
         out[key] = _opt_str(pr, f"run.{key}", raw.get(key, getattr(d, key)))
+    out["ignore_ifstate"] = _bool(pr, "run.ignore_ifstate", raw.get("ignore_ifstate", False))
     return RunSettings(**out)  # type: ignore[arg-type]
 
 
@@ -272,6 +314,10 @@ def _password(pr: _Problems, cl: dict[str, Any], base_dir: Path) -> bytes:
             return b""
         data = pw.encode()
         key = "cluster.password"
+        if "\n" in pw or "\r" in pw:
+            # ucarp's --passfile reads one line: a peer given the same text would disagree.
+            pr.add(key, "the password contains a line break; it must be one line")
+            return b""
     else:
         f = cl["password_file"]
         key = "cluster.password_file"
@@ -281,7 +327,7 @@ def _password(pr: _Problems, cl: dict[str, Any], base_dir: Path) -> bytes:
         fp = base_dir / f
         try:
             st = fp.stat()
-            raw = fp.read_bytes()
+            raw = read_bounded(fp, MAX_PASSWORD_FILE)
         except OSError as e:
             pr.add(key, f"cannot read {fp}: {e.strerror}")
             return b""
@@ -302,6 +348,33 @@ def _password(pr: _Problems, cl: dict[str, Any], base_dir: Path) -> bytes:
 
 
 # --- values --------------------------------------------------------------------------------------
+
+
+def _control_characters(pr: _Problems, key: str, value: Any) -> None:
+    """No string of the file may hold a control character (a NUL, a newline ending a name, an
+    escape sequence): names, interfaces and paths end up in logs, command lines and config files
+    of other tools. The inline password is checked on its own (it may hold a tab)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            where = f"{key}.{k}" if key else str(k)
+            if CONTROL_RE.search(str(k)):
+                pr.add(where, "the key contains a control character")
+            elif where != "cluster.password":
+                _control_characters(pr, where, v)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _control_characters(pr, f"{key}[{i}]", v)
+    elif isinstance(value, str) and (m := CONTROL_RE.search(value)):
+        pr.add(key, f"{value!r} contains a control character (U+{ord(m.group()):04X})")
+
+
+def _group_exists(pr: _Problems, key: str, group: str | None) -> None:
+    if group is None:
+        return
+    try:
+        grp.getgrnam(group)
+    except KeyError:
+        pr.add(key, f"{group!r} is not a group on this machine")
 
 
 def _unknown(pr: _Problems, key: str, table: dict[str, Any], allowed: set[str]) -> None:
@@ -334,7 +407,7 @@ def _opt_str(pr: _Problems, key: str, value: Any) -> str | None:
 def _ifname(pr: _Problems, key: str, value: Any) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not IFNAME_RE.match(value):
+    if not isinstance(value, str) or not IFNAME_RE.fullmatch(value):
         pr.add(key, f"{value!r} is not an interface name (1..15 characters, no '/', ':' or space)")
         return None
     return value
@@ -344,11 +417,15 @@ def _address(pr: _Problems, key: str, value: Any) -> IPv4Address | None:
     try:
         if not isinstance(value, str):
             raise AddressValueError
-        return IPv4Address(value)
+        addr = IPv4Address(value)
     except AddressValueError:
         what = "missing" if value is None else f"{value!r} is not an IPv4 address"
         pr.add(key, f"{what} (like '198.51.100.1')")
         return None
+    if addr.is_unspecified or addr.is_loopback or addr.is_multicast or addr.is_reserved:
+        pr.add(key, f"{value!r} cannot be a host's address (0.0.0.0, loopback, multicast, 240/4)")
+        return None
+    return addr
 
 
 def _interface(pr: _Problems, key: str, value: Any) -> IPv4Interface | None:
@@ -360,8 +437,19 @@ def _interface(pr: _Problems, key: str, value: Any) -> IPv4Interface | None:
     except (AddressValueError, NetmaskValueError, ValueError):
         pr.add(key, f"{value!r} is not an IPv4 interface address (like '203.0.113.10/24')")
         return None
-    if addr.ip.is_multicast or addr.ip.is_unspecified or addr.ip.is_loopback:
-        pr.add(key, f"{value!r} cannot be a virtual address (multicast, loopback or 0.0.0.0)")
+    ip, net = addr.ip, addr.network
+    if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip.is_reserved:
+        pr.add(key, f"{value!r} cannot be a virtual address (multicast, loopback, 0.0.0.0, 240/4)")
+        return None
+    if ip.is_link_local:
+        pr.add(key, f"{value!r} cannot be a virtual address (link-local, 169.254/16)")
+        return None
+    if net.prefixlen < MIN_PREFIX:
+        pr.add(key, f"{value!r}: a prefix shorter than /{MIN_PREFIX} is not a subnet to serve")
+        return None
+    if net.prefixlen <= 30 and ip in (net.network_address, net.broadcast_address):
+        what = "network" if ip == net.network_address else "broadcast"
+        pr.add(key, f"{value!r} is the {what} address of {net}")
         return None
     return addr
 

@@ -49,11 +49,12 @@ class RunSettings:
     hold_down: float = 3.0  # seconds after start or link up before taking VIPs back
     stagger: float = 0.1  # seconds between two VIPs taken back
     garp_refresh: float = 60.0  # seconds between gratuitous ARPs while master (0: ucarp's two)
-    control_socket: str | None = "/run/iprotate/iprotate.sock"
+    control_socket: str | None = None  # None: /run/iprotate/<host>.sock; "": no control socket
     control_group: str | None = None  # a group allowed to use the control socket besides root
     state_dir: str | None = "/var/lib/iprotate"  # the drained state survives restarts here
     metrics: str | None = None  # "127.0.0.1:9650": serve Prometheus metrics there
     hook_timeout: float = 10.0
+    ignore_ifstate: bool = False  # ucarp's -S: keep serving when the advert link loses carrier
 
 
 @dataclass(frozen=True)

@@ -52,20 +52,20 @@ class AddressSetter:
         return self._request("add", address, errno.EEXIST)
 
     def delete(self, address: IPv4Interface) -> bool:
-        """Remove `address`; False if it was not there."""
-        return self._request("del", address, errno.EADDRNOTAVAIL)
+        """Remove `address`; False if it was not there (or its interface is gone)."""
+        return self._request("del", address, errno.EADDRNOTAVAIL, errno.ENODEV)
 
     def close(self) -> None:
         self.sock.close()
 
-    def _request(self, op: str, address: IPv4Interface, fine: int) -> bool:
+    def _request(self, op: str, address: IPv4Interface, *fine: int) -> bool:
         key = (op, address)
         data = self._cache.get(key)
         if data is None:
             data = self._cache[key] = encode(op, self.ifindex, address)
         self.sock.send(data)
         code = self._ack()
-        if code not in (0, fine):
+        if code != 0 and code not in fine:
             raise OSError(code, f"ip addr {op} {address}: {errno.errorcode.get(code, code)}")
         return code == 0
 

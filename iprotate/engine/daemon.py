@@ -11,9 +11,7 @@ background.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,13 +20,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pyroute2 import AsyncIPRoute
-from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_LINK
 
 from iprotate.carp import codec
 from iprotate.carp.machine import (
+    DEMOTE_SECONDS,
     AddAddress,
     DelAddress,
-    Dropped,
     SendAdvert,
     SendGarp,
     State,
@@ -38,12 +35,16 @@ from iprotate.carp.node import Effect, Node
 from iprotate.carp.status import build_status
 from iprotate.cluster.loader import load_cluster
 from iprotate.cluster.model import ClusterError
+from iprotate.engine import drained_state, hostlock
 from iprotate.engine.addresses import AddressSetter
-from iprotate.engine.control import ControlServer
+from iprotate.engine.control import ControlError, ControlServer
 from iprotate.engine.garp import GarpSender
 from iprotate.engine.hooks import HookRunner, hook_for
+from iprotate.engine.links import LinkState, LinkWatcher
 from iprotate.engine.metrics import serve as serve_metrics
 from iprotate.engine.sdnotify import Notifier
+from iprotate.engine.signals import SignalRules
+from iprotate.engine.signals import install as install_signal_rules
 from iprotate.engine.wire import CarpSocket
 from iprotate.plan.model import Plan, VipPlan
 from iprotate.plan.planner import make_plan
@@ -59,6 +60,11 @@ class StartError(Exception):
     """The daemon cannot start (missing interface, no permission): a clear message, exit 1."""
 
 
+class DaemonFailed(Exception):
+    """A background task failed; the daemon stopped cleanly and must exit non-zero (so that its
+    supervisor restarts it)."""
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How the engine runs; the defaults are `[run]` in the cluster file's defaults."""
@@ -72,6 +78,7 @@ class RunOptions:
     metrics: str | None = None  # listen address of the Prometheus exporter
     hook_timeout: float = 10.0
     cluster_file: str | None = None  # re-read on SIGHUP / reload
+    ignore_ifstate: bool = False  # ucarp's -S: serve even without carrier on the advert link
 
 
 class Daemon:
@@ -84,10 +91,11 @@ class Daemon:
         self.node = Node.build(
             plan,
             host,
-            counter_seed=_counter_seed(),
+            wall_offset=_wall_offset(),
             hold_down=self.options.hold_down,
             stagger=self.options.stagger,
             garp_refresh=self.options.garp_refresh,
+            ignore_ifstate=self.options.ignore_ifstate,
         )
         self.socket: CarpSocket | None = None
         self.garp: GarpSender | None = None
@@ -100,43 +108,65 @@ class Daemon:
         self._adv_index = 0
         self._takeover_started: dict[tuple[IPv4Address, int], float] = {}
         self._drain_all = False
+        self._reloading = False
         self._drift_logged: dict[tuple[tuple[IPv4Address, int], IPv4Address], float] = {}
+        self._links_up = {False: True, True: True}  # (vip link?) -> up, as the node was told
+        self._failed: str | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        # Before any change to the system: one daemon per host (per network namespace), and a
+        # control socket nobody else is using; refused, we touch nothing.
+        try:
+            lock = hostlock.lock(self.host)
+        except hostlock.HostInUse as e:
+            raise StartError(str(e)) from None
+        loop.add_reader(lock.fileno(), hostlock.close_waiting, lock)
         ipr = AsyncIPRoute()
-        watch = AsyncIPRoute()
+        watch = LinkWatcher([self.host.interface, self.host.vip_interface], self)
         control = None
         exporter = None
         tasks: list[asyncio.Task[None]] = []
+        signal_rules: SignalRules | None = None
         try:
-            await watch.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR)
+            if self.options.control_socket:
+                control = ControlServer(
+                    self.options.control_socket, self._control, self.options.control_group
+                )
+                try:
+                    await control.bind()
+                except ControlError as e:
+                    control = None
+                    raise StartError(str(e)) from None
+            if self.options.metrics:
+                try:
+                    exporter = serve_metrics(
+                        self.options.metrics, lambda: self.node, loop.time, lambda: self.hooks
+                    )
+                except (ValueError, OSError) as e:  # a bad address, a port in use
+                    raise StartError(f"metrics on {self.options.metrics!r}: {e}") from None
             self._adv_index, running = await self._link(ipr, self.host.interface)
             self._vip_index, _ = await self._link(ipr, self.host.vip_interface)
             self.addresses = AddressSetter(self._vip_index)
             promote_secondaries(self.host.vip_interface)
             await self._cleanup(ipr)
             self._join_groups()
-            if self.options.control_socket:
-                control = ControlServer(
-                    self.options.control_socket, self._control, self.options.control_group
-                )
-                await control.start()
-            if self.options.metrics:
-                exporter = serve_metrics(
-                    self.options.metrics, lambda: self.node, loop.time, lambda: self.hooks
-                )
+            if control is not None:
+                await control.serve()
             tasks = [
-                asyncio.create_task(self._watch_links(watch)),
-                asyncio.create_task(self._watchdog()),
-                asyncio.create_task(self._drift_reminders()),
+                self._background(watch.run(), "link watcher"),
+                self._background(self._watchdog(), "watchdog"),
+                self._background(self._drift_reminders(), "drift reminders"),
             ]
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._stopping.set)
-            loop.add_signal_handler(signal.SIGUSR1, self._log_status)
-            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+            signal_rules = install_signal_rules(
+                loop,
+                stop=self._stopping.set,
+                reload=lambda: asyncio.ensure_future(self.reload()),
+                status=self._log_status,
+                demote=self._demote,
+            )
             log.info(
                 "%s: taking part in %d VIPs on %s (VIPs on %s), %d owned",
                 self.host.name,
@@ -149,6 +179,7 @@ class Daemon:
             self._emit(self.node.start(now))
             self._restore_drained(now)
             if not running:
+                self._links_up[False] = False
                 self._emit(self.node.link(False, now))
             self.notifier.ready(f"{len(self.node.machines)} VIPs")
             await self._stopping.wait()
@@ -156,11 +187,13 @@ class Daemon:
             await self._hand_over()
             self._emit(self.node.stop(loop.time()))
             await self.hooks.drain(self.options.hook_timeout)
+            if self._failed is not None:
+                raise DaemonFailed(self._failed)
         finally:
             for t in tasks:
                 t.cancel()
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
+            if signal_rules is not None:
+                signal_rules.remove()
             if self._timer:
                 self._timer.cancel()
             if self.socket is not None:
@@ -176,6 +209,26 @@ class Daemon:
                 exporter.close()
             ipr.close()
             watch.close()
+            loop.remove_reader(lock.fileno())
+            lock.close()
+
+    def _background(self, coro: Any, what: str) -> asyncio.Task[None]:
+        """A task that may not end silently: if it fails, the daemon logs it, stops cleanly
+        (handing its VIPs over) and exits non-zero, so the supervisor restarts it."""
+        task = asyncio.create_task(coro, name=what)
+
+        def done(t: asyncio.Task[None]) -> None:
+            if t.cancelled():
+                return
+            err = t.exception()
+            if err is None:
+                return  # finished its work (the watchdog has none without systemd)
+            log.error("error: %s failed: %r; stopping", what, err, exc_info=err)
+            self._failed = f"{what} failed: {err!r}"
+            self._stopping.set()
+
+        task.add_done_callback(done)
+        return task
 
     def stop(self) -> None:
         """Ask a running daemon to stop (as SIGTERM does)."""
@@ -194,21 +247,42 @@ class Daemon:
         ):
             await asyncio.sleep(0.01)
 
+    def _demote(self) -> None:
+        """SIGUSR2, ucarp's demote: hand every VIP over, stand aside for a while, carry on."""
+        if self._stopping.is_set():
+            return
+        now = asyncio.get_running_loop().time()
+        held = sum(1 for m in self.node.machines.values() if m.state is State.MASTER)
+        log.info("SIGUSR2: demoting %d VIPs for %g s", held, DEMOTE_SECONDS)
+        self._emit(self.node.demote(now, DEMOTE_SECONDS))
+
     async def reload(self) -> dict[str, Any]:
         """Re-read the cluster file and apply its plan; a file that does not validate is refused
         and the running plan stays."""
         path = self.options.cluster_file
         if path is None:
             return {"ok": False, "error": "no cluster file to reload"}
+        if self._reloading:
+            return {"ok": False, "error": "a reload is already running"}
+        self._reloading = True
         self.notifier.reloading()
         try:
-            plan = make_plan(load_cluster(path))
+            # In a thread: a big or hostile file takes seconds to check and plan, and adverts
+            # must go on meanwhile (the loader bounds what a file may ask for).
+            plan = await asyncio.to_thread(_load_plan, path)
             plan.cluster.host(self.host.name)
-        except (ClusterError, KeyError) as e:
-            msg = f"host {self.host.name} is not in the new file" if isinstance(e, KeyError) else e
+        except Exception as e:  # whatever went wrong, the running plan stays
+            if isinstance(e, KeyError):
+                msg = f"host {self.host.name} is not in the new file"
+            elif isinstance(e, ClusterError):
+                msg = str(e)
+            else:
+                msg = f"{type(e).__name__}: {e}"
             log.error("reload refused, the running plan stays: %s", msg)
             self.notifier.ready("reload refused")
             return {"ok": False, "error": f"reload refused: {msg}"}
+        finally:
+            self._reloading = False
         new = plan.cluster.host(self.host.name)
         if (new.address, new.interface, new.vip_interface) != (
             self.host.address,
@@ -222,7 +296,7 @@ class Daemon:
         self.plan = plan
         self.host = new
         now = asyncio.get_running_loop().time()
-        self._emit(self.node.reload(plan, now, _counter_seed()))
+        self._emit(self.node.reload(plan, now))
         self._join_groups()
         if self._drain_all:
             self._emit(self.node.drain(now))
@@ -249,8 +323,12 @@ class Daemon:
         """Join every group in the plan (so status sees the masters of VIPs we take no part in
         too) and leave the ones no longer planned."""
         if self.socket is None:
-            self.socket = CarpSocket(self.host.interface, self._adv_index, self.host.address)
+            self.socket = CarpSocket(
+                self.host.interface, self._adv_index, self.host.address, self._sources()
+            )
             asyncio.get_running_loop().add_reader(self.socket.fileno(), self._on_readable)
+        else:
+            self.socket.set_sources(self._sources())
         groups = {v.group for v in self.plan.vips}
         for group in sorted(groups - self.socket.groups):
             self.socket.join(group)
@@ -258,6 +336,10 @@ class Daemon:
             self.socket.leave(group)
         if self.garp is None:
             self.garp = GarpSender(self.host.vip_interface)
+
+    def _sources(self) -> list[IPv4Address]:
+        """Whose adverts the kernel lets through: every host of the cluster file."""
+        return [h.address for h in self.plan.cluster.hosts]
 
     # --- events in ---------------------------------------------------------------------------
 
@@ -294,25 +376,95 @@ class Daemon:
         self._timer = None
         self._emit(self.node.timers(asyncio.get_running_loop().time()))
 
-    async def _watch_links(self, watch: AsyncIPRoute) -> None:
-        running: bool | None = None
-        while True:
-            async for msg in watch.get():
-                event = msg.get("event")
-                if event == "RTM_DELADDR" and msg["index"] == self._vip_index:
-                    self._address_gone(msg)
-                    continue
-                if event not in ("RTM_NEWLINK", "RTM_DELLINK") or msg["index"] != self._adv_index:
-                    continue
-                # A deleted interface is a link that will not come back by itself.
-                up = event == "RTM_NEWLINK" and bool(msg["flags"] & IFF_RUNNING)
-                if up != running:
-                    running = up
-                    log.info("%s: link %s", self.host.interface, "up" if up else "down")
-                    self._emit(self.node.link(up, asyncio.get_running_loop().time()))
+    # --- link watcher events (iprotate.engine.links.LinkEvents) ------------------------------
 
-    def _address_gone(self, msg: Any) -> None:
-        ip = IPv4Address(msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS"))
+    def link_changed(self, name: str, old: LinkState, new: LinkState) -> None:
+        """Feed the node what happened to the advert and/or VIP interface called `name`."""
+        now = asyncio.get_running_loop().time()
+        # VIPs on the advert interface: one link, and ignore_ifstate covers it (as ucarp's -S).
+        same = self.host.vip_interface == self.host.interface
+        for vip in (False, True):
+            if name != (self.host.vip_interface if vip else self.host.interface):
+                continue
+            index = self._vip_index if vip else self._adv_index
+            role = "VIP link" if vip else "link"
+            if new.index is not None and new.index != index:
+                # Deleted and created again: what held the old index is deaf and mute. Down (the
+                # hold-down applies when it comes back), then rebuilt on the new index.
+                if not (vip and same):
+                    log.warning("%s: re-created (index %d -> %d): rebuilding", name, index,
+                                new.index)  # fmt: skip
+                if not (vip and same):
+                    self._feed_link(vip, False, f"{name}: {role} down (re-created)", now)
+                self._rebuild(vip, new.index)
+            if not (vip and same):
+                self._feed_link(vip, new.up, f"{name}: {role} {'up' if new.up else 'down'}", now)
+
+    def _feed_link(self, vip: bool, up: bool, line: str, now: float) -> None:
+        if self._links_up[vip] == up:
+            return
+        self._links_up[vip] = up
+        log.info("%s", line)
+        self._emit(self.node.link(up, now, vip))
+
+    def _rebuild(self, vip: bool, index: int) -> None:
+        """Sockets and requests for an interface's new index (it was re-created)."""
+        try:
+            if vip:
+                self._vip_index = index
+                if self.addresses is not None:
+                    self.addresses.close()
+                self.addresses = AddressSetter(index)
+                if self.garp is not None:
+                    self.garp.close()
+                    self.garp = None
+                promote_secondaries(self.host.vip_interface)
+            else:
+                self._adv_index = index
+                if self.socket is not None:
+                    asyncio.get_running_loop().remove_reader(self.socket.fileno())
+                    self.socket.close()
+                    self.socket = None
+            self._join_groups()
+        except OSError as e:
+            self.node.counters["errors"] += 1
+            log.error("cannot rebuild on the new %s (index %d): %s", "VIP link" if vip else "link",
+                      index, e)  # fmt: skip
+
+    def address_added(self, index: int, address: IPv4Interface) -> None:
+        """A planned VIP on our VIP interface while we are not its master: remove it."""
+        if index != self._vip_index or self.addresses is None:
+            return
+        for e in self.node.address_present(asyncio.get_running_loop().time(), address.ip):
+            m = self.node.machines.get((e.vip.group, e.vip.vhid))
+            state = m.state.value if m is not None else "taking no part in it"
+            try:
+                removed = self.addresses.delete(address)  # as found: its prefix may differ
+            except OSError as err:
+                log.error("%s vhid %d: cannot remove it: %s", e.vip.address, e.vip.vhid, err)
+                continue
+            if removed:  # not our own delete racing the event
+                self.node.counters["addresses_removed_stray"] += 1
+                log.warning(
+                    "%s vhid %d: removed %s, present while %s (two hosts would answer ARP)",
+                    e.vip.address, e.vip.vhid, address, state,
+                )  # fmt: skip
+
+    def address_removed(self, index: int, address: IPv4Interface) -> None:
+        if index == self._vip_index:
+            self._address_gone(address.ip)
+
+    def addresses_dumped(self, index: int, present: set[IPv4Address]) -> None:
+        """After a (re)synchronisation: a VIP we are master of and that is missing was removed
+        while we could not hear it."""
+        if index != self._vip_index:
+            return
+        for key, m in self.node.machines.items():
+            ip = self.node.vips[key].ip
+            if m.state is State.MASTER and ip not in present:
+                self._address_gone(ip)
+
+    def _address_gone(self, ip: IPv4Address) -> None:
         effects = self.node.address_gone(asyncio.get_running_loop().time(), ip)
         if effects:
             self.node.counters["addresses_restored"] += 1
@@ -378,11 +530,9 @@ class Daemon:
             if a.new is State.MASTER:
                 self._takeover_started[(v.group, v.vhid)] = time.perf_counter()
             log.info("%s vhid %d: %s -> %s: %s", v.address, v.vhid, a.old.value, a.new.value, a.why)
-        elif isinstance(a, Dropped):
-            log.debug("%s vhid %d: dropped an advert: %s", v.address, v.vhid, a.reason)
 
     def _hook(self, v: VipPlan, event: Literal["up", "down"]) -> None:
-        hook = hook_for(self.plan.cluster, v.vip, event, self.host.vip_interface)
+        hook = hook_for(self.plan.cluster, v, event, self.host.vip_interface)
         if hook is not None:
             self.hooks.run(hook)
 
@@ -395,8 +545,11 @@ class Daemon:
             return {"ok": True, "status": build_status(self.node, loop.time())}
         if cmd in ("drain", "undrain"):
             only = req.get("vip")
+            if only is not None and not isinstance(only, str):
+                return {"ok": False, "error": "vip must be an address, or absent for every VIP"}
             try:
-                ip = IPv4Address(str(only).split("/")[0]) if only else None
+                # "" is no address: it must never mean "every VIP".
+                ip = IPv4Address(only.split("/")[0]) if only is not None else None
             except ValueError:
                 return {"ok": False, "error": f"{only!r} is not an IPv4 address"}
             if ip is not None and all(v.ip != ip for v in self.node.vips.values()):
@@ -425,33 +578,34 @@ class Daemon:
         path = self._state_file()
         if path is None:
             return
-        doc = {"all": self._drain_all, "vips": [str(v.ip) for v in self.node.drained()]}
+        state = drained_state.Drained(self._drain_all, tuple(v.ip for v in self.node.drained()))
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(doc) + "\n")
-            tmp.replace(path)
+            drained_state.save(path, state)
         except OSError as e:
             log.error("cannot save the drained state to %s: %s", path, e)
 
     def _restore_drained(self, now: float) -> None:
-        """A host drained for maintenance stays drained across restarts until undrained."""
+        """A host drained for maintenance stays drained across restarts until undrained. A file
+        that cannot be used is logged and ignored: the host takes part normally."""
         path = self._state_file()
-        if path is None or not path.exists():
+        if path is None:
             return
         try:
-            doc = json.loads(path.read_text())
-            vips = [IPv4Address(a) for a in doc.get("vips", [])]
-            drain_all = bool(doc.get("all", False))
-        except (OSError, ValueError) as e:
+            state = drained_state.load(path)
+        except drained_state.StateError as e:
             log.error("ignoring the drained state in %s: %s", path, e)
             return
-        self._drain_all = drain_all
-        if drain_all:
+        if state is None:
+            return
+        self._drain_all = state.all
+        if state.all:
             log.info("still drained (every VIP): `iprotate undrain` to take part again")
             self._emit(self.node.drain(now))
             return
-        for ip in vips:
+        for ip in state.vips:
+            if all(v.ip != ip for v in self.node.vips.values()):
+                log.warning("drained state: %s is no longer a VIP of the plan; ignored", ip)
+                continue
             log.info("%s still drained: `iprotate undrain --vip %s` to take it back", ip, ip)
             self._emit(self.node.drain(now, ip))
 
@@ -534,10 +688,14 @@ async def remove_vips(plan: Plan, host: str, ipr: AsyncIPRoute | None = None) ->
             ipr.close()
 
 
-def _counter_seed() -> int:
-    """Advert counters start from the wall clock in microseconds: they keep growing across
-    restarts, so native peers' replay checks accept a restarted host."""
-    return time.time_ns() // 1000
+def _load_plan(path: str) -> Plan:
+    return make_plan(load_cluster(path))
+
+
+def _wall_offset() -> float:
+    """What turns the loop's monotonic clock into wall-clock seconds (the floor of the counters
+    the node seals: carp.native_auth)."""
+    return time.time() - time.monotonic()  # asyncio's loop.time() is time.monotonic()
 
 
 def find_host(plan: Plan, local: Iterable[IPv4Address]) -> str:

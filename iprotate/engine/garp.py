@@ -3,6 +3,7 @@ sender and target IP both the VIP. Sent through an AF_PACKET socket: microsecond
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 from ipaddress import IPv4Address
@@ -29,7 +30,16 @@ class GarpSender:
         self.mac: bytes = self.sock.getsockname()[4][:6]
 
     def send(self, vip: IPv4Address) -> None:
-        self.sock.send(garp_frame(self.mac, vip))
+        frame = garp_frame(self.mac, vip)
+        try:
+            self.sock.send(frame)
+        except OSError as e:
+            if e.errno != errno.ENETDOWN:
+                raise
+            # An admin down leaves ENETDOWN pending on a packet socket bound to the interface,
+            # reported (and cleared) by the next send even after the link is back up: try once
+            # more, so the first gratuitous ARP after a down/up goes out.
+            self.sock.send(frame)
 
     def close(self) -> None:
         self.sock.close()

@@ -26,12 +26,11 @@ import logging
 import os
 import signal
 import subprocess
-import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
-from typing import IO, Literal
+from typing import Literal
 
 from iprotate.cluster.model import Cluster, Vip
 from iprotate.plan.model import VipPlan
@@ -48,6 +47,9 @@ DEFAULT_KILL_GRACE = 2.0
 # How much of a failed script's output goes into the log: its last lines, which is where `set -e`
 # scripts and most tools put the reason.
 _OUTPUT_BYTES = 4096
+# A script that prints more than this is no longer read (it blocks on the full pipe and meets its
+# timeout): a runaway script must cost neither memory, disk nor the event loop's time.
+OUTPUT_LIMIT = 1 << 20
 _OUTPUT_LINES = 5
 _OUTPUT_CHARS = 500
 
@@ -214,18 +216,18 @@ class HookRunner:
         # ucarp's execl() takes a name without '/' relative to the current directory; Popen would
         # search PATH instead, so spell the directory out (argv[0] stays the name as configured).
         program = hook.script if "/" in hook.script else os.path.join(".", hook.script)
-        # Output goes to an unnamed file, not a pipe: in Python 3.11 a subprocess' wait() returns
-        # only once its pipes close, and a script that leaves a background child (`arping &`)
-        # holding them would look hung and be "timed out" although it had exited.
-        with tempfile.TemporaryFile() as out:
+        # Output goes to a pipe we made ourselves, not asyncio's: in Python 3.11 a subprocess'
+        # wait() returns only once asyncio's pipes close, and a script that leaves a background
+        # child (`arping &`) holding them would look hung although it had exited.
+        with _Output(asyncio.get_running_loop()) as out:
             started = time.monotonic()
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *hook.argv,
                     executable=program,
                     stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=out,
+                    stdout=out.write_fd,
+                    stderr=out.write_fd,
                     env=hook.env,
                 )
             except OSError as err:
@@ -238,6 +240,7 @@ class HookRunner:
                     _start_error(err),
                 )
                 return
+            out.child_started()
             try:
                 try:
                     code = await asyncio.wait_for(proc.wait(), self.timeout)
@@ -326,18 +329,57 @@ def _start_error(err: OSError) -> str:
     return reason
 
 
-def _tail(out: IO[bytes]) -> str:
+@dataclass
+class _Output:
+    """A script's stdout and stderr: a pipe read on the event loop, of which only the last
+    `_OUTPUT_BYTES` are kept and at most `OUTPUT_LIMIT` are read."""
+
+    loop: asyncio.AbstractEventLoop
+    tail: bytearray = field(default_factory=bytearray)
+    total: int = 0
+
+    def __enter__(self) -> _Output:
+        self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(self.read_fd, False)
+        self.loop.add_reader(self.read_fd, self._read)
+        return self
+
+    def child_started(self) -> None:
+        """The child holds its own copy of the write end: ours goes, so EOF can come."""
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+
+    def _read(self) -> None:
+        try:
+            chunk = os.read(self.read_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        self.total += len(chunk)
+        self.tail += chunk
+        del self.tail[:-_OUTPUT_BYTES]
+        if not chunk or self.total >= OUTPUT_LIMIT:
+            self.loop.remove_reader(self.read_fd)
+
+    def __exit__(self, *exc: object) -> None:
+        self._read()  # what is already in the pipe
+        self.loop.remove_reader(self.read_fd)
+        os.close(self.read_fd)
+        self.child_started()
+
+
+def _tail(out: _Output) -> str:
     """': ' and the last lines of what the script printed (stdout and stderr, interleaved), on
     one line; '' if it printed nothing."""
-    out.seek(0, os.SEEK_END)
-    size = out.tell()
-    out.seek(max(0, size - _OUTPUT_BYTES))
     lines = [
-        line.strip() for line in out.read().decode(errors="replace").splitlines() if line.strip()
+        line.strip() for line in out.tail.decode(errors="replace").splitlines() if line.strip()
     ]
     if not lines:
         return ""
     text = " | ".join(lines[-_OUTPUT_LINES:])
     if len(text) > _OUTPUT_CHARS:
         text = "..." + text[-_OUTPUT_CHARS:]
-    return f": {text}"
+    more = f" (output over {OUTPUT_LIMIT} bytes, not all read)" if out.total >= OUTPUT_LIMIT else ""
+    return f": {text}{more}"

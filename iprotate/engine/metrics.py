@@ -41,6 +41,7 @@ from prometheus_client.registry import Collector
 
 from iprotate.carp import codec
 from iprotate.carp.machine import State
+from iprotate.carp.native_auth import Verdict
 
 if TYPE_CHECKING:
     from iprotate.carp.node import Node
@@ -77,7 +78,12 @@ DECODE_REASONS: frozenset[str] = frozenset(
     r.value for r in codec.Reject if r not in _CALLER_REASONS
 )
 # Exported at 0 from the start, so rate() and alerts work before the first drop of each kind.
-KNOWN_DROP_REASONS: frozenset[str] = frozenset(r.value for r in codec.Reject) | {"replay"}
+# After the digest: a sender that is no host, and the iprotate peers' authentication and freshness.
+KNOWN_DROP_REASONS: frozenset[str] = (
+    frozenset(r.value for r in codec.Reject)
+    | {"not_a_host"}
+    | {v.value for v in Verdict if v is not Verdict.OK}
+)
 
 _DROP_PREFIX = "drop_"
 # What socket(AF_INET6) or binding "::" fails with where IPv6 is off or filtered out (seccomp).

@@ -10,15 +10,20 @@ As measured in CARP.md: join with the interface's index (joining without one fai
 with no default route), never bind() to the unicast source (the socket would receive nothing),
 multicast TTL 255 (ucarp drops anything else), TOS 0x10 like ucarp, and let the kernel build the
 IP header; send the 36 CARP bytes to (group, 0).
+
+A kernel filter (engine.source_filter) passes the cluster's hosts and only a sample of anyone else,
+so a flood from addresses that are no host costs no Python time.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Iterable
 from ipaddress import IPv4Address
 
 from iprotate.carp.codec import CARP_PROTO
+from iprotate.engine import source_filter
 
 IPTOS_LOWDELAY = 0x10
 RECV_SIZE = 2048
@@ -27,7 +32,9 @@ RECV_SIZE = 2048
 class CarpSocket:
     """Receives every CARP packet on `interface`; sends adverts from `src` to any joined group."""
 
-    def __init__(self, interface: str, ifindex: int, src: IPv4Address) -> None:
+    def __init__(
+        self, interface: str, ifindex: int, src: IPv4Address, sources: Iterable[IPv4Address]
+    ) -> None:
         self.interface = interface
         self.groups: set[IPv4Address] = set()
         self._mreqn = lambda group: struct.pack("=4s4si", group.packed, src.packed, ifindex)
@@ -43,10 +50,16 @@ class CarpSocket:
             s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, IPTOS_LOWDELAY)
+            # Before any group is joined: nothing unfiltered is queued.
+            source_filter.attach(s, sources)
         except OSError:
             s.close()
             raise
         self.sock = s
+
+    def set_sources(self, sources: Iterable[IPv4Address]) -> None:
+        """The cluster's hosts changed (a reload): filter on the new set."""
+        source_filter.attach(self.sock, sources)
 
     def join(self, group: IPv4Address) -> None:
         if group not in self.groups:

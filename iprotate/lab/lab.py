@@ -26,7 +26,7 @@ from typing import Any
 
 from iprotate.cluster.loader import load_cluster
 from iprotate.export.ucarp import DEFAULT_UCARP, UcarpOptions, command, instances
-from iprotate.lab.netns import Segment
+from iprotate.lab.netns import Segment, ip
 from iprotate.plan.model import Plan
 from iprotate.plan.planner import make_plan
 
@@ -49,10 +49,12 @@ def lab_cluster_toml(
     advbase: int = 1,
     dead_ratio: int = 3,
     extra_cluster: dict[str, Any] | None = None,
+    vip_interface: str | None = None,
     vip_links: Sequence[str] = (),
 ) -> str:
     """The cluster file of a lab: hosts alpha, bravo, ...; the last `legacy` ones run ucarp; the
-    hosts named in `vip_links` add their VIPs on a NIC of their own, VIP_IFACE."""
+    hosts named in `vip_links` add their VIPs on a NIC of their own, VIP_IFACE (on the same
+    bridge); `vip_interface` names one for every host."""
     if not 1 <= hosts <= len(NAMES):
         raise ValueError(f"a lab has 1..{len(NAMES)} hosts")
     if not 1 <= vips <= 255 - FIRST_VIP:
@@ -71,6 +73,8 @@ def lab_cluster_toml(
         lines.append(f"{k} = {json.dumps(v)}")
     for i in range(hosts):
         lines += ["", "[[hosts]]", f'name = "{NAMES[i]}"', f'address = "198.51.100.{i + 1}"']
+        if vip_interface:
+            lines.append(f'vip_interface = "{vip_interface}"')
         if i >= hosts - legacy:
             lines.append('engine = "ucarp"')
         if NAMES[i] in vip_links:
@@ -92,6 +96,9 @@ class Lab:
     dead_ratio: int = 3
     extra_cluster: dict[str, Any] | None = None
     run_args: tuple[str, ...] = ()
+    # A second interface per host for the VIPs (vip_interface = "eth2"), on a second bridge where
+    # the client sits; the adverts stay on eth1.
+    vip_interface: bool = False
     # Hosts whose VIPs live on a NIC of their own (VIP_IFACE) on the same bridge, beside the
     # others: how one lab mixes hosts with and without a VIP interface.
     vip_links: tuple[str, ...] = ()
@@ -114,7 +121,8 @@ class Lab:
                 self.advbase,
                 self.dead_ratio,
                 self.extra_cluster,
-                self.vip_links,
+                vip_interface=VIP_IFACE if self.vip_interface else None,
+                vip_links=self.vip_links,
             )
         )
         pw = self.workdir / "password"
@@ -122,6 +130,7 @@ class Lab:
         pw.chmod(0o600)
         self.plan: Plan = make_plan(load_cluster(self.cluster_file))
         self.names = list(self.plan.cluster.host_names)
+        self.vip_ifname = VIP_IFACE if self.vip_interface else "eth1"
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -138,10 +147,23 @@ class Lab:
                     self.seg.run(h.name, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1")
             self.seg.add(CLIENT, CLIENT_OCTET, "eth0")
             self.macs = {mac: n for n in self.names for mac in self.seg.members[n].macs.values()}
+            if self.vip_interface:
+                self._vip_segment()
         except BaseException:
             self.seg.close()
             raise
         return self
+
+    def _vip_segment(self) -> None:
+        """eth2 on every host, on a second bridge with the client (moved there). A VIP interface
+        needs an address of its own (the kernel flushes its routes when its last VIP leaves): a
+        /32, with a route to the client only, so eth1 keeps the segment's /24."""
+        for i, n in enumerate(self.names):
+            self.seg.plug(n, VIP_IFACE, f"198.51.100.{101 + i}/32", "br1")
+            self.seg.run(n, "ip", "route", "add", f"198.51.100.{CLIENT_OCTET}/32", "dev", VIP_IFACE)
+            self.macs[self.seg.members[n].link_mac(VIP_IFACE)] = n
+        self.seg.partition(CLIENT, True)
+        ip("-n", self.seg.switch, "link", "set", self.seg.members[CLIENT].port, "master", "br1")
 
     def __exit__(
         self,

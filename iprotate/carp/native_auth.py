@@ -1,0 +1,137 @@
+"""Authenticated senders and priorities between iprotate hosts, inside the counter ucarp copies.
+
+Why: CARP's HMAC (codec.digest) covers the version, type, vhid, the VIP and the 64-bit counter,
+not the sender's address, advbase or advskew (CARP.md). Anyone on the segment can therefore take a
+captured advert, rewrite its priority or its source address, and send it again: the digest still
+verifies. ucarp never checks the counter and only copies it, so iprotate hosts can carry in it
+what the digest does not cover, and the packet stays one ucarp reads.
+
+The counter an iprotate host sends is `seq << 32 | tag`:
+
+- tag: the first 4 bytes of HMAC-SHA256 under a key derived from the password, over the sender's
+  address, the group, vhid, advbase, advskew, the VIP and seq. A rewritten priority, a packet
+  sent again under another host's address, or for another VIP fails it (FORGED). Guessing a tag
+  takes 2**31 packets on average; each one costs the attacker a packet on the wire.
+- seq: grows with every advert of that VIP, and never falls below the wall clock in seconds nor
+  below the highest seq heard for that VIP from any iprotate peer (a Lamport clock). A receiver
+  keeps the last seq it accepted from each (peer, VIP) and drops anything not above it (REPLAY):
+  a dead master's captured adverts replayed do not hold off its takeover. A seq below the highest
+  one seen for that VIP from any host (us included) is dropped too (STALE): the VIP's current
+  master always advertises the highest seq of its VIP (it lifts its own above whatever it hears),
+  so only a replayed or superseded advert is below it. That also covers a receiver that has never
+  heard the replayed host: the first genuine advert it hears for the VIP sets the bar.
+
+Why no restart can lock a host out for long: a restarted host (any clock, a lost counter) starts
+as a backup and hears the VIP's current master before it may advertise; that master's seq is
+above everything the restarted host sent before (Lamport), so the restarted host's first seq is
+too. When nobody advertises the VIP (it was the master and restarted within D), its backups drop
+its adverts for at most D, take the VIP, and their adverts lift its seq above theirs: it is heard
+again one interval later. A replayed packet can only carry a seq its real sender has already
+used, so it never raises a receiver's mark above what that sender's next advert carries.
+
+ucarp hosts' adverts carry ucarp's own counters (random, then copied): they are not checked here.
+Pure: no socket, no clock; the caller passes the wall-clock seconds.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+SEQ_BITS = 32
+MAX_SEQ = (1 << SEQ_BITS) - 1
+TAG_MASK = (1 << 32) - 1
+_KEY_LABEL = b"iprotate native advert key v1"
+
+Key = tuple[IPv4Address, int]  # (group, vhid)
+
+
+class Verdict(enum.Enum):
+    OK = "ok"
+    FORGED = "forged"  # the tag does not match: rewritten priority, source or VIP
+    REPLAY = "replay"  # a seq not above the last one accepted from that peer for that VIP
+    STALE = "stale"  # a seq below one already seen for that VIP from anyone: an old advert
+
+
+def derive_key(password: bytes) -> bytes:
+    """The tag key: kept apart from the CARP password so the two MACs never share a key."""
+    return hmac.new(password, _KEY_LABEL, hashlib.sha256).digest()
+
+
+def tag(
+    key: bytes,
+    src: IPv4Address,
+    group: IPv4Address,
+    vhid: int,
+    vip: IPv4Address,
+    advbase: int,
+    advskew: int,
+    seq: int,
+) -> int:
+    """The 32-bit tag over everything the CARP digest leaves out, and seq."""
+    msg = src.packed + group.packed + bytes((vhid, advbase, advskew)) + vip.packed
+    msg += seq.to_bytes(4, "big")
+    return int.from_bytes(hmac.new(key, msg, hashlib.sha256).digest()[:4], "big")
+
+
+def split(counter: int) -> tuple[int, int]:
+    """(seq, tag) of a counter."""
+    return counter >> SEQ_BITS, counter & TAG_MASK
+
+
+@dataclass
+class NativeAuth:
+    """One host's side: seals the counters it sends, checks the ones its iprotate peers send."""
+
+    key: bytes
+    src: IPv4Address  # our own address: what our tags cover
+    sent: dict[Key, int] = field(default_factory=dict)  # last seq sent per VIP
+    top: dict[Key, int] = field(default_factory=dict)  # highest seq accepted per VIP, any peer
+    heard: dict[tuple[IPv4Address, Key], int] = field(default_factory=dict)  # per peer and VIP
+
+    @classmethod
+    def for_password(cls, password: bytes, src: IPv4Address) -> NativeAuth:
+        return cls(derive_key(password), src)
+
+    def counter(
+        self, k: Key, vip: IPv4Address, advbase: int, advskew: int, wall_seconds: float
+    ) -> int:
+        """The counter of our next advert for VIP `k` with this priority."""
+        seq = max(self.sent.get(k, 0) + 1, self.top.get(k, 0) + 1, int(wall_seconds))
+        seq = min(seq, MAX_SEQ)  # the year 2106; a full seq is replayed, never wrapped
+        self.sent[k] = seq
+        t = tag(self.key, self.src, k[0], k[1], vip, advbase, advskew, seq)
+        return seq << SEQ_BITS | t
+
+    def check(
+        self,
+        src: IPv4Address,
+        k: Key,
+        vip: IPv4Address,
+        advbase: int,
+        advskew: int,
+        counter: int,
+    ) -> Verdict:
+        """Judge an advert from iprotate peer `src` (its CARP digest already verified)."""
+        seq, got = split(counter)
+        want = tag(self.key, src, k[0], k[1], vip, advbase, advskew, seq)
+        if not hmac.compare_digest(want.to_bytes(4, "big"), got.to_bytes(4, "big")):
+            return Verdict.FORGED
+        last = self.heard.get((src, k))
+        if last is not None and seq <= last:
+            return Verdict.REPLAY
+        if seq < max(self.top.get(k, 0), self.sent.get(k, 0)):
+            return Verdict.STALE
+        self.heard[(src, k)] = seq
+        if seq > self.top.get(k, 0):
+            self.top[k] = seq
+        return Verdict.OK
+
+    def forget(self, keep: set[Key]) -> None:
+        """Drop what we know of VIPs no longer planned (a reload)."""
+        self.sent = {k: s for k, s in self.sent.items() if k in keep}
+        self.top = {k: s for k, s in self.top.items() if k in keep}
+        self.heard = {pk: s for pk, s in self.heard.items() if pk[1] in keep}

@@ -1,0 +1,248 @@
+"""Watching the advert and VIP interfaces through netlink: carrier, re-creation, addresses.
+
+One `LinkWatcher` coroutine reads a plain netlink socket bound to RTMGRP_LINK|RTMGRP_IPV4_IFADDR
+and keeps, for each watched interface NAME, its ifindex and whether it is RUNNING. It tells the
+daemon what changed by calling its `LinkEvents` methods; it decides nothing about CARP.
+
+- An interface deleted and created again under the same name comes back with a new ifindex: the
+  watcher reports the new index (the daemon rebuilds what holds the old one).
+- A burst of events can overflow the socket's buffer (ENOBUFS: events were lost). The watcher then
+  opens a fresh socket and resynchronises from a dump of links and addresses, as it does at start:
+  what the lost events said, the dump says.
+- Messages are parsed by hand (headers and a few attributes), and address events of other
+  interfaces are skipped on their index alone: a storm of thousands of events on a spare interface
+  costs microseconds each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface
+from typing import Protocol
+
+log = logging.getLogger("iprotate")
+
+NETLINK_ROUTE = 0
+RTMGRP_LINK = 0x1
+RTMGRP_IPV4_IFADDR = 0x10
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
+IFLA_IFNAME = 3
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFF_RUNNING = 0x40
+RCVBUF = 1 << 20  # bytes; an overflow is survived anyway, this only makes it rarer
+SO_RCVBUFFORCE = 33
+
+_NLMSG = struct.Struct("=IHHII")  # length, type, flags, sequence, port
+_IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
+_IFADDR = struct.Struct("=BBBBi")  # family, prefixlen, flags, scope, index
+_RTATTR = struct.Struct("=HH")
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """What the kernel says about one watched name: its index (None: no such interface)."""
+
+    index: int | None
+    running: bool
+
+    @property
+    def up(self) -> bool:
+        return self.index is not None and self.running
+
+
+class LinkEvents(Protocol):
+    """What the watcher tells the daemon."""
+
+    def link_changed(self, name: str, old: LinkState, new: LinkState) -> None:
+        """A watched interface changed: carrier, or a new index (re-created), or gone."""
+
+    def address_added(self, index: int, address: IPv4Interface) -> None:
+        """An IPv4 address is on interface `index` (an event, or found by a dump)."""
+
+    def address_removed(self, index: int, address: IPv4Interface) -> None:
+        """An IPv4 address left interface `index`."""
+
+    def addresses_dumped(self, index: int, present: set[IPv4Address]) -> None:
+        """A dump found exactly `present` on interface `index` (events may have been lost)."""
+
+
+def _attrs(data: bytes, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    while start + _RTATTR.size <= end:
+        length, kind = _RTATTR.unpack_from(data, start)
+        if length < _RTATTR.size:
+            return
+        yield kind & 0x3FFF, data[start + _RTATTR.size : start + length]
+        start += (length + 3) & ~3
+
+
+def _request(kind: int, body: bytes, seq: int) -> bytes:
+    return _NLMSG.pack(_NLMSG.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
+class LinkWatcher:
+    """Watches interfaces by name; `await run()` forever (cancel it to stop)."""
+
+    def __init__(self, names: list[str], events: LinkEvents) -> None:
+        self.names = list(dict.fromkeys(names))
+        self.events = events
+        self.state: dict[str, LinkState] = {n: LinkState(None, False) for n in self.names}
+        self.resyncs = 0  # how many times an overflow made us start again
+        self._sock: socket.socket | None = None
+        self._seq = 0
+        self._dumping: int | None = None  # the request type of the dump in progress
+        self._dump_links: set[str] = set()
+        self._dump_intr = False  # the kernel says the dump in progress may be inconsistent
+        self._dump_addrs: dict[int, set[IPv4Address]] = {}
+        self.synced = asyncio.Event()  # set after the first complete dump
+
+    async def run(self) -> None:
+        while True:
+            self._open()
+            try:
+                await self._read()
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    log.warning("netlink watcher: %s; reopening and resynchronising", e)
+                else:
+                    log.warning(
+                        "netlink watcher: socket overflowed (ENOBUFS), events lost; "
+                        "resynchronising from a fresh dump"
+                    )
+                self.resyncs += 1
+            finally:
+                self.close()
+            await asyncio.sleep(0.01)  # a socket that keeps failing must not spin the loop
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        try:
+            s.setblocking(False)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+            except OSError:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            s.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
+        except OSError:
+            s.close()
+            raise
+        self._sock = s
+        self._dump(RTM_GETLINK)
+
+    def _dump(self, kind: int) -> None:
+        assert self._sock is not None
+        self._seq += 1
+        self._dumping = kind
+        self._dump_intr = False
+        if kind == RTM_GETLINK:
+            self._dump_links = set()
+            body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        else:
+            self._dump_addrs = {}
+            body = _IFADDR.pack(socket.AF_INET, 0, 0, 0, 0)
+        self._sock.send(_request(kind, body, self._seq))
+
+    async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._sock is not None
+        while True:
+            data = await loop.sock_recv(self._sock, 1 << 16)
+            self._messages(data)
+
+    def _messages(self, data: bytes) -> None:
+        at = 0
+        while at + _NLMSG.size <= len(data):
+            length, kind, flags, seq, _ = _NLMSG.unpack_from(data, at)
+            if length < _NLMSG.size:
+                return
+            body, end = at + _NLMSG.size, at + length
+            dumped = self._dumping is not None and seq == self._seq
+            if dumped and flags & NLM_F_DUMP_INTR:
+                self._dump_intr = True
+            if kind == NLMSG_DONE and dumped:
+                self._dump_done()
+            elif kind == NLMSG_ERROR and dumped:
+                (code,) = struct.unpack_from("=i", data, body)
+                raise OSError(-code, f"netlink dump failed: {errno.errorcode.get(-code, code)}")
+            elif kind in (RTM_NEWLINK, RTM_DELLINK):
+                self._link(kind, data, body, end, dumped)
+            elif kind in (RTM_NEWADDR, RTM_DELADDR):
+                self._addr(kind, data, body, end, dumped)
+            at += (length + 3) & ~3
+
+    def _dump_done(self) -> None:
+        if self._dump_intr:  # changed while dumping: the events said what changed, but redo it
+            assert self._dumping is not None
+            self._dump(self._dumping)
+            return
+        if self._dumping == RTM_GETLINK:
+            for name in self.names:
+                if name not in self._dump_links:
+                    self._set(name, LinkState(None, False))
+            self._dump(RTM_GETADDR)
+            return
+        self._dumping = None
+        for name in self.names:
+            index = self.state[name].index
+            if index is not None:
+                self.events.addresses_dumped(index, self._dump_addrs.get(index, set()))
+        self.synced.set()
+
+    def _link(self, kind: int, data: bytes, body: int, end: int, dumped: bool) -> None:
+        _, _, index, flags, _ = _IFINFO.unpack_from(data, body)
+        name = None
+        for t, v in _attrs(data, body + _IFINFO.size, end):
+            if t == IFLA_IFNAME:
+                name = v.split(b"\0", 1)[0].decode(errors="replace")
+                break
+        for watched, st in self.state.items():
+            if st.index == index and name != watched:
+                self._set(watched, LinkState(None, False))  # renamed away, or deleted
+        if name not in self.state:
+            return
+        if dumped:
+            self._dump_links.add(name)
+        if kind == RTM_DELLINK:
+            if self.state[name].index == index:
+                self._set(name, LinkState(None, False))
+            return
+        self._set(name, LinkState(index, bool(flags & IFF_RUNNING)))
+
+    def _addr(self, kind: int, data: bytes, body: int, end: int, dumped: bool) -> None:
+        family, prefixlen, _, _, index = _IFADDR.unpack_from(data, body)
+        if family != socket.AF_INET or not any(s.index == index for s in self.state.values()):
+            return
+        ip = None
+        for t, v in _attrs(data, body + _IFADDR.size, end):
+            if t == IFA_LOCAL or (t == IFA_ADDRESS and ip is None):
+                ip = IPv4Address(v[:4])
+        if ip is None:
+            return
+        if dumped:
+            self._dump_addrs.setdefault(index, set()).add(ip)
+        address = IPv4Interface((ip, prefixlen))
+        if kind == RTM_NEWADDR:
+            self.events.address_added(index, address)
+        else:
+            self.events.address_removed(index, address)
+
+    def _set(self, name: str, new: LinkState) -> None:
+        old = self.state[name]
+        if new != old:
+            self.state[name] = new
+            self.events.link_changed(name, old, new)

@@ -1,0 +1,78 @@
+"""The drained state file (iprotate.engine.drained_state): exactly its shape, or ignored as a
+whole; a daemon that finds a bad one logs it and takes part normally."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from labtools import settled, wait_for
+
+from iprotate.engine.drained_state import Drained, StateError, load, parse, save
+from iprotate.lab.lab import Lab
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    s = Drained(False, (IPv4Address("203.0.113.10"),))
+    save(tmp_path / "d.json", s)
+    assert load(tmp_path / "d.json") == s
+    assert load(tmp_path / "missing.json") is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"all": "no"}',  # once drained everything
+        '{"all": 1}',
+        '{"vips": "203.0.113.10"}',
+        '{"vips": [10]}',
+        '{"vips": ["not-an-address"]}',
+        '{"all": false, "extra": 1}',
+        "[]",
+        "null",
+        "{",
+        "[" * 30000 + "]" * 30000,
+        "",
+    ],
+)
+def test_anything_else_is_refused_as_a_whole(text: str) -> None:
+    with pytest.raises(StateError):
+        parse(text)
+
+
+@given(st.text(max_size=200))
+def test_parse_never_raises_anything_but_state_error(text: str) -> None:
+    with contextlib.suppress(StateError):
+        parse(text)
+
+
+def test_binary_and_special_files_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(StateError):
+        load(tmp_path / "bin.json")
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(StateError):
+        load(tmp_path / "dir.json")
+
+
+@pytest.mark.netns
+def test_a_corrupt_state_file_is_logged_and_the_host_takes_part(
+    make_lab: Callable[..., Lab],
+) -> None:
+    lab = make_lab(hosts=2, vips=4)
+    state = lab.workdir / "state"
+    state.mkdir()
+    (state / "drained-alpha.json").write_text('{"all": "no"}')
+    (state / "drained-bravo.json").write_bytes(b"\x00" * 100)
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    for host in ("alpha", "bravo"):
+        log = (lab.workdir / f"{host}.log").read_text()
+        assert "ignoring the drained state" in log, log
+        assert "Traceback" not in log
+        assert lab.running(host)
