@@ -77,23 +77,22 @@ timer only when it wakes), and become eligible 10 s after their link comes back 
 
 1. unserved: a VIP the client gets no answer for since g0 must be answered again by
    min over eligible participants h of (max(g0, a_h, L_h) + D_h) + margin, L_h the last time
-   another participant left (killed, stopped, a cable out, cut off, NIC deleted). A
-   backup's timer runs from the last advert it heard; every advert comes from a master the
-   client could see, or from one that has left since (a host that takes a VIP over and is cut
-   off milliseconds later restarts the other backups' timers with its first advert), so the best
+   another participant left (killed, stopped, a cable out, cut off, NIC deleted). A backup's
+   timer runs from the last advert it heard; every advert comes from a master the client could
+   see, or from one that has left since (a host that takes a VIP over and is cut off
+   milliseconds later restarts the other backups' timers with its first advert), so the best
    eligible backup takes over within D_h of the failure, of its own arrival, or of the last
-   departure. margin = 0.5 s
-   of scheduling on a loaded machine + 2 probe periods (when a gap starts and ends is known to a
-   period each). With no eligible participant the VIP may stay unserved.
+   departure. margin = 0.5 s of scheduling on a loaded machine + 2 probe periods (when a gap
+   starts and ends is known to a period each). With no eligible participant the VIP may stay
+   unserved.
 2. two holders: two hosts answering for one VIP (client view), or two reachable hosts having it
    configured (ground truth; reachable: the NIC its VIPs live on is plugged in and on the
    bridge, so a host with a VIP NIC whose advert cable is out still counts), for no longer than
-   one interval, max T_h over the hosts involved,
-   + 0.5 s + 2 observation periods. Two masters that hear each other settle at the first advert
-   of either (the better one keeps it, the other yields at once); the usual case is a healed
-   partition, whose host became master of everything while cut off, or an ignore-ifstate host
-   whose cable comes back. Make-before-break handovers (a returning host preempting, a demoted
-   one handing over) overlap for milliseconds.
+   one interval, max T_h over the hosts involved, + 0.5 s + 2 observation periods. Two masters
+   that hear each other settle at the first advert of either (the better one keeps it, the other
+   yields at once); the usual case is a healed partition, whose host became master of everything
+   while cut off, or an ignore-ifstate host whose cable comes back. Make-before-break handovers
+   (a returning host preempting, a demoted one handing over) overlap for milliseconds.
 3. quiet: `settle` after the last event (or after the last host became eligible, whichever is
    later) every VIP is held, in the ground truth and in the client's view, by exactly
    `VipPlan.holder(down)`, down = the hosts not fully up. settle = max(D_max, hold_down +
@@ -115,10 +114,10 @@ timer only when it wakes), and become eligible 10 s after their link comes back 
    mismatch). It names the culprit when invariant 1 or 3 fails without a visible cause.
 7. undisturbed: from a storm's or a twin's start until it has ended, no native engine logs a
    transition (`VIP vhid N: OLD -> NEW: why`) or an address repair ("behind our back", "left by
-   an earlier run"). The cluster was settled (a quiet check came just before) and nothing else
-   happens meanwhile, so the protocol has no reason to change anything: any change is the
-   storm's (an engine blinded or slowed down) or the twin's (a second engine on the host's
-   addresses).
+   an earlier run", "present while BACKUP"). The cluster was settled (a quiet check came just
+   before) and nothing else happens meanwhile, so the protocol has no reason to change anything:
+   any change is the storm's (an engine blinded or slowed down) or the twin's (a second engine
+   on the host's addresses).
 """
 
 from __future__ import annotations
@@ -179,7 +178,7 @@ CAUSE_TOLERANCE = 0.05  # an event begun this soon after a probe round began can
 POST_DEADLINE = 10.0  # how long a quiet check keeps measuring after its bound was missed
 STEP_PATIENCE = 60.0  # a step whose host never gets ready for it is skipped (and reported)
 DISTURBANCE = re.compile(
-    r" vhid \d+: [A-Z]+ -> [A-Z]+: |behind our back|left by an earlier run"
+    r" vhid \d+: [A-Z]+ -> [A-Z]+: |behind our back|left by an earlier run|present while"
 )  # an engine's log line saying something changed
 
 

@@ -1,6 +1,9 @@
-"""Chaos in CI: one short seeded run of kills, restarts, clean stops, link flaps and partitions
-against a 4-host lab, every invariant checked all along (tests/chaos_driver.py says which, and
-how each bound follows from the protocol). bench/chaos.py runs the long one.
+"""Chaos in CI: one short seeded run of kills, restarts, clean stops, link flaps and partitions,
+VIP link loss, a flap the engine is told to ignore, an interface deleted and re-created, a
+netlink storm, a second daemon and SIGUSR2 against a 4-host lab, every invariant checked all
+along (tests/chaos_driver.py says which, and how each bound follows from the protocol). The CI
+seed is one whose schedule meets every kind of fault (a pure test checks it). bench/chaos.py
+runs the long one.
 
 The seed is fixed so CI is repeatable; IPROTATE_CHAOS_SEED (and IPROTATE_CHAOS_SECONDS) override
 it, e.g. to replay a failure: the failure message names the seed and the command.
