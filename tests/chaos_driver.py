@@ -44,13 +44,13 @@ Faults, each on a host that is fully up, each followed by its recovery after a d
   refused: exit non-zero within TWIN_TIMEOUT with one line of output, and change nothing
   (invariant 7). Recovery `twin_gone` once it has exited (+ TWIN_GRACE).
 - demote (native): SIGUSR2, which makes the engine stand aside for DEMOTE_SECONDS (ucarp's
-  "drop to BACKUP, block 3 s"; machine.py, "Demote"): a master hands its VIPs over
-  make-before-break (farewell adverts until a taker answers, so no gap), a backup becomes a last
-  resort (no preempting, D as if its advskew were 255: D_resort). So a demoted host stays
-  eligible, with D_resort. Recovery `rejoin`, DEMOTE_SECONDS after the signal: it must hold no VIP
-  that another participant, eligible since at least 2 s before, could have taken (invariant 4);
-  then it takes part again and takes its VIPs back after its hold-down: an arrival for
-  invariants 1 and 3.
+  "drop to BACKUP, block 3 s, carry on"; machine.py, "Demote"): a master hands its VIPs over
+  make-before-break (farewell adverts until a taker answers, so no gap), a backup restarts its
+  timer at D as if its advskew were 255 (b*r + 255/256, longer than the demote) and again, at D,
+  when the demote ends. So a demoted host takes no VIP over before the demote's end + D: for
+  invariant 1 it leaves at the signal (as a departure) and arrives at `rejoin`, DEMOTE_SECONDS
+  later. At `rejoin` it must hold no VIP that another participant, eligible since at least 2 s
+  before, could have taken (invariant 4); then it takes its VIPs back after its hold-down.
 
 Storms and twins happen on a settled cluster only: when one is drawn every fault still on ends,
 a quiet check follows, and nothing else happens until the storm or twin has ended, so anything
@@ -69,18 +69,18 @@ Invariants and their bounds, all from the protocol (CARP.md, "Timing"; advbase =
 a host h's advskew s_h). D_h = b*r + s_h/256 is h's master-down timeout (for a native host at
 least b + 255/256 + s_h/256, the slowest live master's interval + its skew: machine.py,
 "Patience"; the same for b >= 1, r >= 2), T_h = b + s_h/256 its advert interval. A host is
-*eligible* while its engine runs (and has started), its cables are in and it is not cut off (a
-storm, a twin or a demote does not change it); `a_h` is when it last became so. ucarp hosts get
-`ucarp_lag` = 1 s + b more everywhere (pcap hands it packets up to 1 s late and it checks its
-timer only when it wakes), and become eligible 10 s after their link comes back (ucarp sleeps
-10 s while its link is down).
+*eligible* while its engine runs (and has started), its cables are in, it is not cut off and
+not demoted (a storm or a twin does not change it); `a_h` is when it last became so. ucarp hosts
+get `ucarp_lag` = 1 s + b more everywhere (pcap hands it packets up to 1 s late and it checks
+its timer only when it wakes), and become eligible 10 s after their link comes back (ucarp
+sleeps 10 s while its link is down).
 
 1. unserved: a VIP the client gets no answer for since g0 must be answered again by
    min over eligible participants h of (max(g0, a_h, L_h) + D_h) + margin, L_h the last time
-   another participant left (killed, stopped, a cable out, cut off, NIC deleted). A backup's
-   timer runs from the last advert it heard; every advert comes from a master the client could
-   see, or from one that has left since (a host that takes a VIP over and is cut off
-   milliseconds later restarts the other backups' timers with its first advert), so the best
+   another participant left (killed, stopped, a cable out, cut off, NIC deleted, demoted). A
+   backup's timer runs from the last advert it heard; every advert comes from a master the
+   client could see, or from one that has left since (a host that takes a VIP over and is cut
+   off milliseconds later restarts the other backups' timers with its first advert), so the best
    eligible backup takes over within D_h of the failure, of its own arrival, or of the last
    departure. margin = 0.5 s of scheduling on a loaded machine + 2 probe periods (when a gap
    starts and ends is known to a period each). With no eligible participant the VIP may stay
@@ -557,9 +557,9 @@ ENGINE_RUNS = {
     HostState.TWIN,
     HostState.DEMOTED,
 }
-# Eligible (once ready). A demoted engine is a last resort: it hands its VIPs over only to a
-# taker and takes one over itself after D as if its advskew were 255.
-SERVING = {HostState.UP, HostState.STORM, HostState.TWIN, HostState.DEMOTED}
+# Eligible (once ready). Not a demoted engine: its backups' timers restart at D as if their
+# advskew were 255 (longer than the demote) and again when the demote ends (machine.py, "Demote").
+SERVING = {HostState.UP, HostState.STORM, HostState.TWIN}
 STATUS_ASKED = ENGINE_RUNS - {HostState.STARTING, HostState.RESTORING}
 
 
@@ -665,8 +665,6 @@ class ChaosRun:
         self.settle = (
             max(d_max, cfg.hold_down + cfg.stagger * max(k - 1, 0) + t_max) + cfg.settle_slack
         )
-        # A demoted engine waits as if its advskew were 255 (machine.py, "Demote").
-        self.D_resort = max(master_down(c.advbase, 255, c.dead_ratio), slowest + 255 / 256)
         self.margin_client = cfg.slack + 2 * cfg.probe_period
         self.margin_truth = cfg.slack + 2 * cfg.truth_period
         self.schedule = make_schedule(
@@ -688,7 +686,6 @@ class ChaosRun:
                 "margin_client": self.margin_client,
                 "margin_truth": self.margin_truth,
                 "release": cfg.release_bound,
-                "D_resort": self.D_resort,
             },
             workdir=str(lab.workdir),
         )
@@ -923,7 +920,7 @@ class ChaosRun:
             takers = {
                 n
                 for n, x in self.hosts.items()
-                if x.state in SERVING - {HostState.DEMOTED}
+                if x.state in SERVING
                 and x.eligible_since is not None
                 and x.eligible_since <= h.demoted_at + DEMOTE_SECONDS - 2.0
             }
@@ -939,10 +936,9 @@ class ChaosRun:
                     f"holds {kept} {time.monotonic() - h.demoted_at:.2f} s after SIGUSR2 "
                     f"though {sorted(takers)} could take them",
                 )
-            self._set(h, HostState.UP)
             # Its machines take part again (preempting after the hold-down), their timers
-            # restarted at worst: as an arrival for invariants 1 and 3.
-            h.eligible_since = time.monotonic()
+            # restarted: an arrival for invariants 1 and 3.
+            self._set(h, HostState.UP)
         elif kind == "cut":
             for iface in seg.members[h.name].all_ports:
                 seg.partition(h.name, True, iface)
@@ -1237,9 +1233,7 @@ class ChaosRun:
             a = self.hosts[n].eligible_since
             if a is not None:
                 left = max((self.hosts[o].left_at for o in order if o != n), default=0.0)
-                demoted = self.hosts[n].state is HostState.DEMOTED
-                d = self.D_resort if demoted else self.D[ip][n]
-                out = min(out, max(g0, a, left) + d + self.lag[n])
+                out = min(out, max(g0, a, left) + self.D[ip][n] + self.lag[n])
         return out + self.margin_client
 
     def _check_client(self, t: float, view: dict[str, list[str]]) -> None:
