@@ -49,8 +49,9 @@ Faults, each on a host that is fully up, each followed by its recovery after a d
   timer at D as if its advskew were 255 (b*r + 255/256, longer than the demote) and again, at D,
   when the demote ends. So a demoted host takes no VIP over before the demote's end + D: for
   invariant 1 it leaves at the signal (as a departure) and arrives at `rejoin`, DEMOTE_SECONDS
-  later. At `rejoin` it must hold no VIP that another participant, eligible since at least 2 s
-  before, could have taken (invariant 4); then it takes its VIPs back after its hold-down.
+  later. DEMOTE_CHECK = 2.5 s after the signal it must hold no VIP that another participant,
+  eligible since at least 2 s before, could have taken (invariant 4); after `rejoin` it takes
+  its VIPs back after its hold-down.
 
 Storms and twins happen on a settled cluster only: when one is drawn every fault still on ends,
 a quiet check follows, and nothing else happens until the storm or twin has ended, so anything
@@ -103,8 +104,8 @@ sleeps 10 s while its link is down).
    VIP is left on it, and none appears while it is stopped. Likewise an engine whose advert
    cable is out (unless it runs with --ignore-ifstate), whose advert NIC is deleted, or whose VIP
    NIC's cable is out releases its VIPs within `release_bound` (native hosts: DESIGN "interface
-   down -> backup"); a demoted engine, DEMOTE_SECONDS after SIGUSR2, holds none that had a taker
-   (another eligible participant) for at least 2 s of it.
+   down -> backup"); a demoted engine, DEMOTE_CHECK = 2.5 s after SIGUSR2, holds none that had
+   a taker (another eligible participant) for at least 2 s of it.
    A killed host keeps its addresses until restarted (nothing runs to remove them); not checked.
 5. the daemons never crash: every engine we did not kill or stop is still running, starts within
    `ready_timeout`, stops within 10 s, and no log has a "Traceback". ERROR lines are collected.
@@ -164,6 +165,7 @@ WEIGHTS = {
     "twin": 1, "demote": 2,
 }  # fmt: skip
 DEMOTE_SECONDS = 3.0  # SIGUSR2: backup for this long (as ucarp), then back
+DEMOTE_CHECK = 2.5  # when, after SIGUSR2, a demoted host must hold no VIP a taker could have
 STORM_FLAP = (1.5, 3.0)  # the flap right after a storm: longer than release_bound, so checked
 VIP_PREFIX = "203.0.113."
 UCARP_LINK_SLEEP = 10.0  # ucarp polls a link that is not RUNNING every 10 s (CARP.md)
@@ -588,6 +590,7 @@ class Host:
     aux_exit: float = 0.0  # when the twin was seen to have exited
     crashed: bool = False  # its engine died by itself since the last fault began
     frozen_at: float = 0.0  # SIGSTOPped for a storm since then (0: not frozen)
+    demote_checked: bool = False  # invariant 4 looked at its VIPs during its demote
 
     @property
     def connected(self) -> bool:
@@ -914,28 +917,9 @@ class ChaosRun:
             (proc,) = lab.procs[h.name]
             os.kill(proc.pid, signal.SIGUSR2)
             h.demoted_at = time.monotonic()
+            h.demote_checked = False
             self._set(h, HostState.DEMOTED)
         elif kind == "rejoin":
-            # Handed over make-before-break: every VIP that had a taker all along is gone.
-            takers = {
-                n
-                for n, x in self.hosts.items()
-                if x.state in SERVING
-                and x.eligible_since is not None
-                and x.eligible_since <= h.demoted_at + DEMOTE_SECONDS - 2.0
-            }
-            kept = [
-                a
-                for a in seg.addresses(h.name, lab.vip_iface(h.name))
-                if a.startswith(VIP_PREFIX) and takers & set(self.vips[a.split("/")[0]].order)
-            ]
-            if kept:
-                self._violate(
-                    "demoted_release",
-                    h.name,
-                    f"holds {kept} {time.monotonic() - h.demoted_at:.2f} s after SIGUSR2 "
-                    f"though {sorted(takers)} could take them",
-                )
             # Its machines take part again (preempting after the hold-down), their timers
             # restarted: an arrival for invariants 1 and 3.
             self._set(h, HostState.UP)
@@ -1294,12 +1278,39 @@ class ChaosRun:
                     f"holds {mine} {t - h.link_down_at:.2f} s after its link went down "
                     f"({h.state.value})",
                 )
+            if h.state is HostState.DEMOTED:
+                self._check_demoted(h, t, mine)
         match = self._matches_plan()
         if match is None:
             if self.match_since is None:
                 self.match_since = t
         else:
             self.match_since = None
+
+    def _check_demoted(self, h: Host, t: float, mine: list[str]) -> None:
+        """Invariant 4 for a demote: DEMOTE_CHECK s after SIGUSR2 (before the demote ends and
+        the hold-down that follows, when it may take them back), the host holds no VIP that
+        another participant, eligible since at least 2 s before, could have taken."""
+        if h.demote_checked or t - h.demoted_at < DEMOTE_CHECK:
+            return
+        h.demote_checked = True
+        if t - h.demoted_at > DEMOTE_SECONDS + self.cfg.hold_down - 0.2:
+            return  # looked too late (a busy driver): it may have taken them back by now
+        takers = {
+            n
+            for n, x in self.hosts.items()
+            if x.state in SERVING
+            and x.eligible_since is not None
+            and x.eligible_since <= h.demoted_at + DEMOTE_CHECK - 2.0
+        }
+        kept = [ip for ip in mine if takers & set(self.vips[ip].order)]
+        if kept:
+            self._violate(
+                "demoted_release",
+                h.name,
+                f"holds {kept} {t - h.demoted_at:.2f} s after SIGUSR2 though {sorted(takers)} "
+                "could take them",
+            )
 
     def _check_engine_states(self) -> None:
         """Invariant 6: what each running native engine says it is master of, against the
