@@ -1,9 +1,10 @@
-"""Chaos benchmark: a long seeded run of kills, restarts, clean stops, link flaps and partitions
+"""Chaos benchmark: a long seeded run of kills, restarts, clean stops, link flaps, partitions,
+VIP link loss, interfaces deleted and re-created, netlink storms, second daemons and SIGUSR2
 against a 4-host lab, invariants checked all along (the driver and the bounds are described in
 tests/chaos_driver.py; tests/test_chaos.py runs a short one in CI).
 
     sudo .venv/bin/python bench/chaos.py [--seconds 600] [--seed 1] [--legacy 0|1]
-        [--out bench/results] [--name chaos] [--fresh]
+        [--vip-links 1] [--ignore-ifstate 1] [--out bench/results] [--name chaos] [--fresh]
 
 Each run is added to <out>/<name>.json (a run with the same seed, length and variant is
 replaced; --fresh starts the file over), and <out>/<name>.md is rewritten from it: the figures of
@@ -36,6 +37,12 @@ def _variant(c: dict[str, Any]) -> str:
     engines = f"{c['hosts'] - c['legacy']} iprotate" + (
         f" + {c['legacy']} ucarp" if c["legacy"] else ""
     )
+    roles = [
+        f"{c.get(k, 0)} {what}"
+        for k, what in (("vip_links", "with a VIP NIC"), ("ignore_ifstate", "ignore-ifstate"))
+        if c.get(k, 0)
+    ]
+    engines += "".join(f", {r}" for r in roles)
     return (
         f"{c['hosts']} hosts ({engines}), {c['vips']} VIPs, advbase {c['advbase']}, dead ratio "
         f"{c['dead_ratio']}, hold-down {c['hold_down']}, stagger {c['stagger']}"
@@ -126,7 +133,7 @@ def revision() -> str:
 
 
 def _key(c: dict[str, Any]) -> tuple[Any, ...]:
-    return (c["seed"], c["seconds"], c["legacy"])
+    return (c["seed"], c["seconds"], c["legacy"], c.get("vip_links", 0), c.get("ignore_ifstate", 0))
 
 
 def main() -> int:
@@ -134,6 +141,10 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=600.0, help="planned fault phase")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--legacy", type=int, default=0, help="hosts running Debian's ucarp")
+    ap.add_argument("--vip-links", type=int, default=1, help="native hosts with a VIP NIC (eth2)")
+    ap.add_argument(
+        "--ignore-ifstate", type=int, default=1, help="native hosts run with --ignore-ifstate"
+    )
     ap.add_argument("--quiet-every", type=float, default=60.0)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     ap.add_argument("--name", default="chaos")
@@ -148,6 +159,8 @@ def main() -> int:
         seed=args.seed,
         seconds=args.seconds,
         legacy=args.legacy,
+        vip_links=args.vip_links,
+        ignore_ifstate=args.ignore_ifstate,
         quiet_every=args.quiet_every,
     )
     cfg_d = asdict(cfg)

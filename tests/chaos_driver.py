@@ -6,6 +6,11 @@ time. The same seed gives the same schedule (`make_schedule` is pure), so a fail
 with `IPROTATE_CHAOS_SEED=<seed> pytest tests/test_chaos.py` or `python bench/chaos.py --seed
 <seed>`. The CI test (tests/test_chaos.py) and the long benchmark (bench/chaos.py) both drive it.
 
+The hosts differ, so that one run meets every fault (ChaosConfig.fault_kinds says which host can
+have which): by default the first native host (alpha) adds its VIPs on a NIC of its own (eth2, on
+the same bridge, `Lab(vip_links=...)`), the next one (bravo) runs with `--ignore-ifstate` (its
+VIPs on its advert NIC), the others are plain; `--legacy` makes the last hosts ucarp ones.
+
 Faults, each on a host that is fully up, each followed by its recovery after a drawn hold time:
 
 - kill: the engine SIGKILLed and the cable pulled (its addresses stay behind, harmless with the
@@ -14,9 +19,43 @@ Faults, each on a host that is fully up, each followed by its recovery after a d
   the leftovers); `Lab.restore` plugs the cable first, which shows the leftovers to the segment
   for as long as the engine takes to start.
 - stop: a clean stop (SIGTERM). Recovery `start`.
-- flap: the cable pulled with the engine running, short (under D) or long. Recovery `link_up`.
-- cut: the host's port taken off the bridge, carrier up (a partition: the host hears nobody and
+- flap: the (advert) cable pulled with the engine running, short (under D) or long. Recovery
+  `link_up`. On an ignore-ifstate host the engine keeps its VIPs (and, hearing nobody, takes
+  every other one after D, as in a cut); its VIPs live on that NIC, so no client sees them.
+- cut: the host's ports taken off the bridge, carrier up (a partition: the host hears nobody and
   takes every VIP for itself). Recovery `heal`.
+- vip_flap (hosts with a VIP NIC): the VIP NIC's cable pulled, adverts still flowing. The engine
+  must hand its VIPs over (a farewell: the next host takes over at once, at worst within D) and
+  release them; recovery `vip_up`, after which it takes them back after its hold-down.
+- recreate (native, not ignore-ifstate): the advert NIC deleted (`Segment.delete_interface`), the
+  host off the segment as in a flap; recovery `create`: made again with the same name, MAC,
+  address, route and bridge port, but a new ifindex. The engine must rebuild what held the old
+  index and rejoin.
+- storm (native, not ignore-ifstate): `ip -batch` adds and deletes STORM_ADDRESSES on a spare
+  veth in the host's namespace, STORM_ROUNDS times (20,000 netlink address events in about half
+  a second), the engine frozen (SIGSTOP) meanwhile so that its netlink socket overflows for
+  certain (as on a busy machine), for at most STORM_FREEZE_MAX = 1 s: its adverts are that late,
+  and a backup takes over only after D_b - T_m >= 3 - 2 s without one (advbase 1, dead ratio
+  3), so the freeze alone changes nothing. Nothing may change (invariant 7).
+  Recovery `calm` (the batch has ended), then at once a flap of the same host, longer than
+  `release_bound`: the engine must still notice carrier loss (invariant 4), i.e. the storm did
+  not blind its link watcher.
+- twin (native): a second `iprotate run` for the host, with the same arguments. It must be
+  refused: exit non-zero within TWIN_TIMEOUT with one line of output, and change nothing
+  (invariant 7). Recovery `twin_gone` once it has exited (+ TWIN_GRACE).
+- demote (native): SIGUSR2, which makes the engine stand aside for DEMOTE_SECONDS (ucarp's
+  "drop to BACKUP, block 3 s, carry on"; machine.py, "Demote"): a master hands its VIPs over
+  make-before-break (farewell adverts until a taker answers, so no gap), a backup restarts its
+  timer at D as if its advskew were 255 (b*r + 255/256, longer than the demote) and again, at D,
+  when the demote ends. So a demoted host takes no VIP over before the demote's end + D: for
+  invariant 1 it leaves at the signal (as a departure) and arrives at `rejoin`, DEMOTE_SECONDS
+  later. DEMOTE_CHECK = 2.5 s after the signal it must hold no VIP that another participant,
+  eligible since at least 2 s before, could have taken (invariant 4); after `rejoin` it takes
+  its VIPs back after its hold-down.
+
+Storms and twins happen on a settled cluster only: when one is drawn every fault still on ends,
+a quiet check follows, and nothing else happens until the storm or twin has ended, so anything
+that changes meanwhile is theirs.
 
 At most `max_down` hosts (default N - 1) are not fully up at once, so one host always is. Now and
 then the schedule holds still (`quiet`): transient faults end, killed and stopped hosts stay down,
@@ -31,26 +70,30 @@ Invariants and their bounds, all from the protocol (CARP.md, "Timing"; advbase =
 a host h's advskew s_h). D_h = b*r + s_h/256 is h's master-down timeout (for a native host at
 least b + 255/256 + s_h/256, the slowest live master's interval + its skew: machine.py,
 "Patience"; the same for b >= 1, r >= 2), T_h = b + s_h/256 its advert interval. A host is
-*eligible* while its engine runs (and has started), its cable is in and it is not cut off; `a_h`
-is when it last became so. ucarp hosts get `ucarp_lag` = 1 s + b more everywhere (pcap hands it
-packets up to 1 s late and it checks its timer only when it wakes), and become eligible 10 s
-after their link comes back (ucarp sleeps 10 s while its link is down).
+*eligible* while its engine runs (and has started), its cables are in, it is not cut off and
+not demoted (a storm or a twin does not change it); `a_h` is when it last became so. ucarp hosts
+get `ucarp_lag` = 1 s + b more everywhere (pcap hands it packets up to 1 s late and it checks
+its timer only when it wakes), and become eligible 10 s after their link comes back (ucarp
+sleeps 10 s while its link is down).
 
 1. unserved: a VIP the client gets no answer for since g0 must be answered again by
    min over eligible participants h of (max(g0, a_h, L_h) + D_h) + margin, L_h the last time
-   another participant left the segment (killed, stopped, cable out, cut off). A backup's timer
-   runs from the last advert it heard; every advert comes from a master the client could see, or
-   from one that has left since (a host that takes a VIP over and is cut off milliseconds later
-   restarts the other backups' timers with its first advert), so the best eligible backup takes
-   over within D_h of the failure, of its own arrival, or of the last departure. margin = 0.5 s
-   of scheduling on a loaded machine + 2 probe periods (when a gap starts and ends is known to a
-   period each). With no eligible participant the VIP may stay unserved.
+   another participant left (killed, stopped, a cable out, cut off, NIC deleted, demoted). A
+   backup's timer runs from the last advert it heard; every advert comes from a master the
+   client could see, or from one that has left since (a host that takes a VIP over and is cut
+   off milliseconds later restarts the other backups' timers with its first advert), so the best
+   eligible backup takes over within D_h of the failure, of its own arrival, or of the last
+   departure. margin = 0.5 s of scheduling on a loaded machine + 2 probe periods (when a gap
+   starts and ends is known to a period each). With no eligible participant the VIP may stay
+   unserved.
 2. two holders: two hosts answering for one VIP (client view), or two reachable hosts having it
-   configured (ground truth), for no longer than one interval, max T_h over the hosts involved,
-   + 0.5 s + 2 observation periods. Two masters that hear each other settle at the first advert
-   of either (the better one keeps it, the other yields at once); the usual case is a healed
-   partition, whose host became master of everything while cut off. Make-before-break handovers
-   (a returning host preempting) overlap for milliseconds.
+   configured (ground truth; reachable: the NIC its VIPs live on is plugged in and on the
+   bridge, so a host with a VIP NIC whose advert cable is out still counts), for no longer than
+   one interval, max T_h over the hosts involved, + 0.5 s + 2 observation periods. Two masters
+   that hear each other settle at the first advert of either (the better one keeps it, the other
+   yields at once); the usual case is a healed partition, whose host became master of everything
+   while cut off, or an ignore-ifstate host whose cable comes back. Make-before-break handovers
+   (a returning host preempting, a demoted one handing over) overlap for milliseconds.
 3. quiet: `settle` after the last event (or after the last host became eligible, whichever is
    later) every VIP is held, in the ground truth and in the client's view, by exactly
    `VipPlan.holder(down)`, down = the hosts not fully up. settle = max(D_max, hold_down +
@@ -58,8 +101,11 @@ after their link comes back (ucarp sleeps 10 s while its link is down).
    holder is replaced within D; a returning host preempts its last VIP at hold_down + (k-1)*stagger
    at the next advert of the current master.
 4. no address on a stopped host: after a clean stop (SIGTERM) exits (status 0 for iprotate), no
-   VIP is left on it, and none appears while it is stopped. Likewise an engine whose cable is out
-   releases its VIPs within `release_bound` (native hosts: DESIGN "interface down -> backup").
+   VIP is left on it, and none appears while it is stopped. Likewise an engine whose advert
+   cable is out (unless it runs with --ignore-ifstate), whose advert NIC is deleted, or whose VIP
+   NIC's cable is out releases its VIPs within `release_bound` (native hosts: DESIGN "interface
+   down -> backup"); a demoted engine, DEMOTE_CHECK = 2.5 s after SIGUSR2, holds none that had
+   a taker (another eligible participant) for at least 2 s of it.
    A killed host keeps its addresses until restarted (nothing runs to remove them); not checked.
 5. the daemons never crash: every engine we did not kill or stop is still running, starts within
    `ready_timeout`, stops within 10 s, and no log has a "Traceback". ERROR lines are collected.
@@ -67,6 +113,12 @@ after their link comes back (ucarp sleeps 10 s while its link is down).
    `state_period`): a VIP whose machine is MASTER is configured on the host, one that is BACKUP
    is not, on two reads in a row (a transition between the two reads of one sample is no
    mismatch). It names the culprit when invariant 1 or 3 fails without a visible cause.
+7. undisturbed: from a storm's or a twin's start until it has ended, no native engine logs a
+   transition (`VIP vhid N: OLD -> NEW: why`) or an address repair ("behind our back", "left by
+   an earlier run", "present while BACKUP"). The cluster was settled (a quiet check came just
+   before) and nothing else happens meanwhile, so the protocol has no reason to change anything:
+   any change is the storm's (an engine blinded or slowed down) or the twin's (a second engine
+   on the host's addresses).
 """
 
 from __future__ import annotations
@@ -76,31 +128,60 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from iprotate.engine.control import ControlError, request
-from iprotate.lab.lab import Lab
+from iprotate.lab.lab import FIRST_VIP, NAMES, VIP_IFACE, Lab
 from iprotate.lab.netns import Segment
 from iprotate.lab.netns import ip as ip_cmd
 from iprotate.plan.timing import interval, master_down
 
-FAULTS = ("kill", "stop", "flap", "cut")
-RECOVERY = {"kill": "restore", "stop": "start", "flap": "link_up", "cut": "heal"}
-TRANSIENT = ("flap", "cut")  # ended before every quiet check
+FAULTS = ("kill", "stop", "flap", "cut", "vip_flap", "recreate", "storm", "twin", "demote")
+RECOVERY = {
+    "kill": "restore",
+    "stop": "start",
+    "flap": "link_up",
+    "cut": "heal",
+    "vip_flap": "vip_up",
+    "recreate": "create",
+    "storm": "calm",
+    "twin": "twin_gone",
+    "demote": "rejoin",
+}
+BASE_FAULTS = ("kill", "stop", "flap", "cut")  # any host, ucarp ones included
+TRANSIENT = ("flap", "cut", "vip_flap", "recreate", "storm", "twin", "demote")  # end before quiet
+EXCLUSIVE = ("storm", "twin")  # on a settled cluster, alone: the engines must see no change
+WEIGHTS = {
+    "kill": 3, "stop": 2, "flap": 2, "cut": 3, "vip_flap": 5, "recreate": 2, "storm": 1,
+    "twin": 1, "demote": 2,
+}  # fmt: skip
+DEMOTE_SECONDS = 3.0  # SIGUSR2: backup for this long (as ucarp), then back
+DEMOTE_CHECK = 2.5  # when, after SIGUSR2, a demoted host must hold no VIP a taker could have
+STORM_FLAP = (1.5, 3.0)  # the flap right after a storm: longer than release_bound, so checked
 VIP_PREFIX = "203.0.113."
 UCARP_LINK_SLEEP = 10.0  # ucarp polls a link that is not RUNNING every 10 s (CARP.md)
 STOP_TIMEOUT = 10.0
+TWIN_TIMEOUT = 10.0  # a second daemon for a host must be refused (and exit) within this
+TWIN_GRACE = 0.5  # after the twin exited, what it might have broken shows within this
+STORM_ROUNDS = 100  # a storm: this many rounds of adding then deleting STORM_ADDRESSES
+STORM_ADDRESSES = [f"203.0.113.{i}/32" for i in range(150, 250)]  # above the lab's VIPs
+STORM_LINK = "storm0"  # a veth pair (storm0, storm1) in the host's namespace, on no bridge
+STORM_FREEZE_MAX = 1.0  # the engine is frozen while the storm lasts, at most this long
 CAUSE_TOLERANCE = 0.05  # an event begun this soon after a probe round began can explain it
 POST_DEADLINE = 10.0  # how long a quiet check keeps measuring after its bound was missed
 STEP_PATIENCE = 60.0  # a step whose host never gets ready for it is skipped (and reported)
+DISTURBANCE = re.compile(
+    r" vhid \d+: [A-Z]+ -> [A-Z]+: |behind our back|left by an earlier run|present while"
+)  # an engine's log line saying something changed
 
 
 # --- configuration and schedule ----------------------------------------------------------------
@@ -116,6 +197,8 @@ class ChaosConfig:
     hosts: int = 4
     vips: int = 10
     legacy: int = 0  # the last `legacy` hosts run Debian's ucarp
+    vip_links: int = 1  # the first `vip_links` native hosts add their VIPs on a NIC of their own
+    ignore_ifstate: int = 1  # the next native hosts run with --ignore-ifstate
     advbase: int = 1
     dead_ratio: int = 3
     hold_down: float = 1.0
@@ -139,6 +222,39 @@ class ChaosConfig:
     def run_args(self) -> tuple[str, ...]:
         return ("--hold-down", str(self.hold_down), "--stagger", str(self.stagger))
 
+    @property
+    def names(self) -> list[str]:
+        return list(NAMES[: self.hosts])
+
+    @property
+    def native(self) -> list[str]:
+        return self.names[: self.hosts - self.legacy]
+
+    @property
+    def vip_link_hosts(self) -> list[str]:
+        """Hosts whose VIPs live on VIP_IFACE, not on their advert NIC."""
+        return self.native[: self.vip_links]
+
+    @property
+    def ignoring_hosts(self) -> list[str]:
+        """Hosts whose engine ignores carrier loss on its advert NIC (their VIPs on it too)."""
+        return self.native[self.vip_links : self.vip_links + self.ignore_ifstate]
+
+    def fault_kinds(self) -> dict[str, tuple[str, ...]]:
+        """What can happen to each host. ucarp hosts: the base faults. Native ones: also
+        recreate, storm, twin, demote; vip_flap where the VIPs have a NIC of their own. Not on
+        an ignore-ifstate host: recreate and storm (the flap that follows a storm checks that
+        the engine still notices carrier loss, which such a host ignores by design)."""
+        out = {n: BASE_FAULTS for n in self.names}
+        for n in self.native:
+            kinds = [*BASE_FAULTS, "twin", "demote"]
+            if n not in self.ignoring_hosts:
+                kinds += ["recreate", "storm"]
+            if n in self.vip_link_hosts:
+                kinds.append("vip_flap")
+            out[n] = tuple(k for k in FAULTS if k in kinds)
+        return out
+
 
 @dataclass(frozen=True)
 class Step:
@@ -157,8 +273,14 @@ def _hold(rng: random.Random, kind: str) -> float:
         return rng.uniform(1.0, 8.0)
     if kind == "stop":
         return rng.uniform(0.5, 6.0)
-    if kind == "flap":
+    if kind in ("flap", "vip_flap", "recreate"):
         return rng.uniform(0.2, 2.5) if rng.random() < 0.5 else rng.uniform(4.0, 8.0)
+    if kind == "storm":
+        return rng.uniform(1.0, 3.0)
+    if kind == "twin":
+        return rng.uniform(2.0, 4.0)
+    if kind == "demote":
+        return DEMOTE_SECONDS
     return rng.uniform(0.5, 2.5) if rng.random() < 0.5 else rng.uniform(4.0, 10.0)
 
 
@@ -169,23 +291,41 @@ def make_schedule(
     max_down: int,
     mean_gap: float = 2.0,
     quiet_every: float = 20.0,
-    weights: Sequence[float] = (3, 2, 2, 3),
+    weights: Mapping[str, float] = WEIGHTS,
+    kinds: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Step]:
     """The steps of a run: pure, the same for the same arguments.
 
     Faults hit hosts that are fully up, at most `max_down` hosts are down at once, every fault is
     recovered; every `quiet_every` planned seconds the transient faults end and a quiet check
     follows; at the end the transient faults end, a quiet check, every other host back, a last
-    quiet check."""
+    quiet check. `kinds`: the faults each host can have (default: the base faults).
+
+    Storms and twins (EXCLUSIVE) come only when every host is up, right after a quiet check, and
+    nothing else happens until they end: whatever changes meanwhile is their doing. A storm
+    ends with a flap of the same host (STORM_FLAP long): the engine must still notice it. When
+    one is drawn, every fault still on ends at once (a killed host restored, ...) first."""
     rng = random.Random(seed)
+    kinds = kinds or {n: BASE_FAULTS for n in names}
     steps: list[Step] = []
     pending: dict[str, tuple[float, str]] = {}  # host -> (planned recovery, fault)
 
-    def recover(until: float, kinds: Sequence[str] = FAULTS, at: float | None = None) -> None:
-        for h, (due, kind) in sorted(pending.items(), key=lambda kv: (kv[1][0], kv[0])):
-            if (at is not None or due <= until) and kind in kinds:
-                steps.append(Step(due if at is None else at, RECOVERY[kind], h))
-                del pending[h]
+    def recover(until: float, which: Sequence[str] = FAULTS, at: float | None = None) -> None:
+        while True:
+            due_now = sorted(
+                (due, h, kind)
+                for h, (due, kind) in pending.items()
+                if (at is not None or due <= until) and kind in which
+            )
+            if not due_now:
+                return
+            due, h, kind = due_now[0]
+            steps.append(Step(due if at is None else at, RECOVERY[kind], h))
+            del pending[h]
+            if kind == "storm" and at is None:
+                hold = round(rng.uniform(*STORM_FLAP), 3)
+                steps.append(Step(due, "flap", h, hold))
+                pending[h] = (round(due + hold, 3), "flap")
 
     t = 0.0
     next_quiet = quiet_every if quiet_every > 0 else math.inf
@@ -199,12 +339,17 @@ def make_schedule(
             steps.append(Step(t, "quiet"))
             next_quiet += quiet_every
             continue
+        if any(k in EXCLUSIVE for _, k in pending.values()):
+            continue
         up = [h for h in names if h not in pending]
         if len(pending) >= max_down or not up:
             continue
         host = rng.choice(up)
-        kind = rng.choices(FAULTS, weights)[0]
+        kind = rng.choices(kinds[host], [weights[k] for k in kinds[host]])[0]
         hold = round(_hold(rng, kind), 3)
+        if kind in EXCLUSIVE:  # every other fault ends now, then the cluster settles
+            recover(t, FAULTS, at=round(t, 3))
+            steps.append(Step(round(t, 3), "quiet"))
         steps.append(Step(round(t, 3), kind, host, hold))
         pending[host] = (round(t + hold, 3), kind)
     end = max([seconds, *(s.at for s in steps)])
@@ -271,6 +416,7 @@ class Executed:
     host: str | None
     planned: float
     hold: float
+    note: str = ""  # "ignore-ifstate": a flap the engine is told to ignore
 
 
 @dataclass
@@ -302,7 +448,7 @@ class ChaosResult:
         quiet checks; violations."""
         events: dict[str, int] = defaultdict(int)
         for e in self.executed:
-            events[e.kind] += 1
+            events[f"{e.kind} ({e.note})" if e.note else e.kind] += 1
         unserved: dict[str, dict[str, Any]] = {}
         for g in self.gaps:
             row = unserved.setdefault(
@@ -363,6 +509,7 @@ class ChaosResult:
         c = self.config
         env = f"IPROTATE_CHAOS_SEED={c['seed']} IPROTATE_CHAOS_SECONDS={c['seconds']:g}"
         flags = f"--seed {c['seed']} --seconds {c['seconds']:g} --legacy {c['legacy']}"
+        flags += f" --vip-links {c['vip_links']} --ignore-ifstate {c['ignore_ifstate']}"
         if c["legacy"]:
             return f"python bench/chaos.py {flags}"
         return f"{env} pytest tests/test_chaos.py -k short, or python bench/chaos.py {flags}"
@@ -391,8 +538,13 @@ class HostState(enum.Enum):
     STOPPING = "stopping"
     STOPPED = "stopped"
     STARTING = "starting"
-    FLAPPED = "flapped"  # cable out, engine running
+    FLAPPED = "flapped"  # advert cable out, engine running
     CUT = "cut"  # off the bridge, carrier up
+    VIP_FLAPPED = "vip_flapped"  # VIP cable out (a host with VIP_IFACE), engine running
+    GONE = "gone"  # advert NIC deleted, engine running
+    STORM = "storm"  # a netlink storm in its namespace: it must go on as if nothing happened
+    TWIN = "twin"  # a second daemon started for it: likewise
+    DEMOTED = "demoted"  # SIGUSR2: backup for DEMOTE_SECONDS
 
 
 ENGINE_RUNS = {
@@ -401,10 +553,16 @@ ENGINE_RUNS = {
     HostState.CUT,
     HostState.STARTING,
     HostState.RESTORING,
+    HostState.VIP_FLAPPED,
+    HostState.GONE,
+    HostState.STORM,
+    HostState.TWIN,
+    HostState.DEMOTED,
 }
-
-
-OFF_SEGMENT = {HostState.KILLED, HostState.RESTORING, HostState.FLAPPED, HostState.CUT}
+# Eligible (once ready). Not a demoted engine: its backups' timers restart at D as if their
+# advskew were 255 (longer than the demote) and again when the demote ends (machine.py, "Demote").
+SERVING = {HostState.UP, HostState.STORM, HostState.TWIN}
+STATUS_ASKED = ENGINE_RUNS - {HostState.STARTING, HostState.RESTORING}
 
 
 @dataclass
@@ -423,11 +581,35 @@ class Host:
     link_was_down: bool = False  # a ucarp host whose link was down sleeps 10 s before it sees it
     release_flagged: bool = False
     stopped_flagged: bool = False
+    vip_link: bool = False  # its VIPs on VIP_IFACE, apart from its advert NIC
+    ignores_link: bool = False  # runs with --ignore-ifstate
+    aux: subprocess.Popen[bytes] | None = None  # the storm's `ip -batch`, or the twin daemon
+    window: dict[str, int] = field(default_factory=dict)  # log offsets when a storm/twin began
+    window_t: float = 0.0
+    demoted_at: float = 0.0
+    aux_exit: float = 0.0  # when the twin was seen to have exited
+    crashed: bool = False  # its engine died by itself since the last fault began
+    frozen_at: float = 0.0  # SIGSTOPped for a storm since then (0: not frozen)
+    demote_checked: bool = False  # invariant 4 looked at its VIPs during its demote
 
     @property
     def connected(self) -> bool:
-        """On the segment: its cable in and its port on the bridge."""
-        return self.state not in OFF_SEGMENT
+        """Its VIPs reachable from the segment: the NIC they live on has its cable in and its
+        port on the bridge."""
+        off = {HostState.KILLED, HostState.RESTORING, HostState.CUT, HostState.VIP_FLAPPED}
+        if not self.vip_link:
+            off |= {HostState.FLAPPED, HostState.GONE}
+        return self.state not in off
+
+    @property
+    def must_release(self) -> bool:
+        """Its engine must give up its VIPs (within release_bound): the advert NIC has no
+        carrier (and the engine does not ignore that) or is gone, or the VIP NIC has none."""
+        if self.legacy:
+            return False
+        if self.state is HostState.FLAPPED:
+            return not self.ignores_link
+        return self.state in (HostState.GONE, HostState.VIP_FLAPPED)
 
 
 @dataclass
@@ -449,7 +631,17 @@ class ChaosRun:
         self.plan = lab.plan
         c = self.plan.cluster
         self.legacy = {h.name for h in c.hosts if h.engine == "ucarp"}
-        self.hosts = {n: Host(n, n in self.legacy) for n in lab.names}
+        self.hosts = {
+            n: Host(
+                n,
+                n in self.legacy,
+                vip_link=n in cfg.vip_link_hosts,
+                ignores_link=n in cfg.ignoring_hosts,
+            )
+            for n in lab.names
+        }
+        if set(lab.names) != set(cfg.names):
+            raise ValueError(f"the lab's hosts {lab.names} are not the config's {cfg.names}")
         self.lag = {n: (1.0 + c.advbase if n in self.legacy else 0.0) for n in lab.names}
         self.vips = {str(v.ip): v for v in self.plan.vips}
         # How long a backup may wait before it concludes the master is gone: D, and for a native
@@ -479,7 +671,13 @@ class ChaosRun:
         self.margin_client = cfg.slack + 2 * cfg.probe_period
         self.margin_truth = cfg.slack + 2 * cfg.truth_period
         self.schedule = make_schedule(
-            cfg.seed, lab.names, cfg.seconds, cfg.down_limit, cfg.mean_gap, cfg.quiet_every
+            cfg.seed,
+            lab.names,
+            cfg.seconds,
+            cfg.down_limit,
+            cfg.mean_gap,
+            cfg.quiet_every,
+            kinds=cfg.fault_kinds(),
         )
         self.result = ChaosResult(
             config=asdict(cfg),
@@ -583,6 +781,10 @@ class ChaosRun:
             done = self._ready_for(step)
             if done:
                 self._execute(step)
+            elif step.kind not in FAULTS and step.host and self.hosts[step.host].crashed:
+                # Its engine died during the fault and was restored: nothing left to recover.
+                self.say(f"t={now - self.t0:7.2f} {step.kind:8} {step.host}: moot, it crashed")
+                done = True
             elif now - self.step_due > STEP_PATIENCE:
                 self._violate(
                     "stuck", step.host or "cluster", f"{step.kind} waited {STEP_PATIENCE} s for "
@@ -598,6 +800,8 @@ class ChaosRun:
     def _ready_for(self, step: Step) -> bool:
         assert step.host is not None
         h = self.hosts[step.host]
+        if step.kind in EXCLUSIVE:  # alone on a settled cluster (a quiet check came first)
+            return all(x.state is HostState.UP for x in self.hosts.values())
         if step.kind in FAULTS:
             down = sum(1 for x in self.hosts.values() if x.state is not HostState.UP)
             return h.state is HostState.UP and down < self.cfg.down_limit
@@ -606,8 +810,24 @@ class ChaosRun:
             "start": HostState.STOPPED,
             "link_up": HostState.FLAPPED,
             "heal": HostState.CUT,
+            "vip_up": HostState.VIP_FLAPPED,
+            "create": HostState.GONE,
+            "calm": HostState.STORM,
+            "twin_gone": HostState.TWIN,
+            "rejoin": HostState.DEMOTED,
         }[step.kind]
-        return h.state is need
+        if h.state is not need:
+            return False
+        now = time.monotonic()
+        if step.kind == "calm":  # the storm has been played out
+            return h.aux is None or h.aux.poll() is not None or now - h.window_t > 30.0
+        if step.kind == "twin_gone":  # exited (and had time to do harm), or too late
+            exited = h.aux is None or h.aux.poll() is not None
+            graced = exited and h.aux_exit > 0 and now - h.aux_exit >= TWIN_GRACE
+            return graced or now - h.window_t > TWIN_TIMEOUT
+        if step.kind == "rejoin":
+            return now - h.demoted_at >= DEMOTE_SECONDS
+        return True
 
     def _execute(self, step: Step) -> None:
         assert step.host is not None
@@ -621,7 +841,7 @@ class ChaosRun:
             for p in procs:
                 if p.poll() is None:
                     os.kill(p.pid, signal.SIGSTOP)
-            seg.link(h.name, False)
+            self._cables(h, False)
             for p in procs:
                 Segment.stop(p, signal.SIGKILL)
             h.link_was_down = True
@@ -640,43 +860,182 @@ class ChaosRun:
             self._spawn(h)
             self._set(h, HostState.STARTING)
         elif kind == "flap":
-            seg.link(h.name, False)
+            seg.link(h.name, False, seg.members[h.name].interface)
             h.link_down_at = time.monotonic()
             h.release_flagged = False
             h.link_was_down = True
             self._set(h, HostState.FLAPPED)
         elif kind == "link_up":
-            seg.link(h.name, True)
+            seg.link(h.name, True, seg.members[h.name].interface)
+            self._set(h, HostState.UP)
+        elif kind == "vip_flap":
+            seg.link(h.name, False, VIP_IFACE)
+            h.link_down_at = time.monotonic()
+            h.release_flagged = False
+            self._set(h, HostState.VIP_FLAPPED)
+        elif kind == "vip_up":
+            seg.link(h.name, True, VIP_IFACE)
+            self._set(h, HostState.UP)
+        elif kind == "recreate":
+            seg.delete_interface(h.name)
+            h.link_down_at = time.monotonic()
+            h.release_flagged = False
+            self._set(h, HostState.GONE)
+        elif kind == "create":
+            seg.create_interface(h.name)
+            self._set(h, HostState.UP)
+        elif kind == "storm":
+            self._open_window(h)
+            if STORM_LINK not in seg.run(h.name, "ip", "-o", "link", "show"):
+                seg.run(h.name, "ip", "link", "add", STORM_LINK, "type", "veth", "peer", "name",
+                        STORM_LINK[:-1] + "1")  # fmt: skip
+            # Frozen while the events pour in, so its netlink socket overflows for certain.
+            (proc,) = lab.procs[h.name]
+            os.kill(proc.pid, signal.SIGSTOP)
+            h.frozen_at = time.monotonic()
+            h.aux = seg.spawn(h.name, ["ip", "-batch", str(self._storm_batch())])
+            self._set(h, HostState.STORM)
+        elif kind == "calm":
+            self._thaw(h, force=True)
+            if h.aux is not None and h.aux.poll() is None:
+                self._violate("storm", h.name, "`ip -batch` still running after 30 s; stopped")
+                Segment.stop(h.aux, signal.SIGKILL)
+            elif h.aux is not None and h.aux.returncode != 0:
+                self._violate("storm", h.name, f"`ip -batch` failed ({h.aux.returncode})")
+            h.aux = None
+            self._close_window(h, "storm")
+            self._set(h, HostState.UP)
+        elif kind == "twin":
+            self._open_window(h)
+            h.aux_exit = 0.0
+            h.aux = seg.spawn(h.name, lab.run_argv(h.name), log=str(self._twin_log(h)))
+            self._set(h, HostState.TWIN)
+        elif kind == "twin_gone":
+            self._twin_gone(h)
+            self._set(h, HostState.UP)
+        elif kind == "demote":
+            (proc,) = lab.procs[h.name]
+            os.kill(proc.pid, signal.SIGUSR2)
+            h.demoted_at = time.monotonic()
+            h.demote_checked = False
+            self._set(h, HostState.DEMOTED)
+        elif kind == "rejoin":
+            # Its machines take part again (preempting after the hold-down), their timers
+            # restarted: an arrival for invariants 1 and 3.
             self._set(h, HostState.UP)
         elif kind == "cut":
-            seg.partition(h.name, True)
+            for iface in seg.members[h.name].all_ports:
+                seg.partition(h.name, True, iface)
             self._set(h, HostState.CUT)
         elif kind == "heal":
-            seg.partition(h.name, False)
+            for iface in seg.members[h.name].all_ports:
+                seg.partition(h.name, False, iface)
             self._set(h, HostState.UP)
         else:
             raise ValueError(kind)
         t = time.monotonic()
         self.last_event = t
         self.match_since = None
+        if kind in FAULTS:
+            h.crashed = False
+        note = "ignore-ifstate" if kind == "flap" and h.ignores_link else ""
         self.result.executed.append(
-            Executed(round(began - self.t0, 3), kind, h.name, step.at, step.hold)
+            Executed(round(began - self.t0, 3), kind, h.name, step.at, step.hold, note)
         )
         hold = f" for {step.hold:.1f} s" if step.hold else ""
         self.say(f"t={t - self.t0:7.2f} {kind:8} {h.name}{hold}")
 
     def _set(self, h: Host, state: HostState) -> None:
-        if h.state in (HostState.UP, HostState.STARTING) and state is not HostState.UP:
-            h.left_at = time.monotonic()
+        now = time.monotonic()
+        serving = h.state in SERVING
+        if (serving or h.state is HostState.STARTING) and state not in SERVING:
+            h.left_at = now
         h.state = state
-        if state is HostState.UP:
-            now = time.monotonic()
+        if state in SERVING:
+            if serving and h.eligible_since is not None:
+                return  # a storm or a twin began or ended: the host never stopped serving
             # ucarp sleeps 10 s while its link is not RUNNING, so it notices the cable late.
             late = UCARP_LINK_SLEEP if h.legacy and h.link_was_down else 0.0
             h.eligible_since = now + late + self.lag[h.name]
             h.link_was_down = False
         else:
             h.eligible_since = None
+
+    def _storm_batch(self) -> Path:
+        """The `ip -batch` file of a storm: STORM_ROUNDS x adding then deleting every address
+        of STORM_ADDRESSES on a dummy link (thousands of RTM_NEWADDR/DELADDR at once)."""
+        path = self.lab.workdir / "storm.batch"
+        if not path.exists():
+            lines = []
+            for _ in range(STORM_ROUNDS):
+                lines += [f"address add {a} dev {STORM_LINK}" for a in STORM_ADDRESSES]
+                lines += [f"address del {a} dev {STORM_LINK}" for a in STORM_ADDRESSES]
+            path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def _twin_log(self, h: Host) -> Path:
+        return self.lab.workdir / f"{h.name}.twin.log"
+
+    def _open_window(self, h: Host) -> None:
+        """A storm or twin begins: remember where every native engine's log ends."""
+        h.window_t = time.monotonic()
+        h.window = {}
+        for n, x in self.hosts.items():
+            if not x.legacy:
+                try:
+                    h.window[n] = (self.lab.workdir / f"{n}.log").stat().st_size
+                except FileNotFoundError:
+                    h.window[n] = 0
+
+    def _close_window(self, h: Host, what: str) -> None:
+        """Invariant 7: from the storm's or twin's start until now no native engine logged a
+        transition or an address repair (the cluster was settled and nothing else happened)."""
+        seen: dict[str, list[str]] = {}
+        for n, pos in h.window.items():
+            try:
+                with open(self.lab.workdir / f"{n}.log", "rb") as f:
+                    f.seek(pos)
+                    text = f.read().decode("utf-8", "replace")
+            except FileNotFoundError:
+                continue
+            hits = [line for line in text.splitlines() if DISTURBANCE.search(line)]
+            if hits:
+                seen[n] = hits[:8]
+        if seen:
+            self._violate(
+                "undisturbed",
+                h.name,
+                f"a {what} on {h.name} for {time.monotonic() - h.window_t:.2f} s: engines "
+                f"changed something: {sorted(seen)}",
+                seen,
+            )
+        h.window = {}
+
+    def _twin_gone(self, h: Host) -> None:
+        """The second daemon for `h` must have been refused: a non-zero exit within
+        TWIN_TIMEOUT, one line saying why, and nothing changed meanwhile."""
+        p, h.aux = h.aux, None
+        assert p is not None
+        waited = time.monotonic() - h.window_t
+        if p.poll() is None:
+            self._violate("twin", h.name, f"a second daemon still runs after {waited:.1f} s")
+            Segment.stop(p, signal.SIGTERM, timeout=STOP_TIMEOUT)
+        out = self._twin_log(h).read_text(errors="replace").strip().splitlines()
+        if p.returncode == 0 or len(out) != 1:
+            self._violate(
+                "twin",
+                h.name,
+                f"a second daemon exited with status {p.returncode} and {len(out)} lines "
+                "(want: refused, non-zero, one line)",
+                {h.name: out[-12:]},
+            )
+        self._twin_log(h).unlink(missing_ok=True)
+        self._close_window(h, "twin")
+
+    def _cables(self, h: Host, up: bool) -> None:
+        """Every cable of the host (a host losing power loses them all)."""
+        for iface in self.lab.seg.members[h.name].all_ports:
+            self.lab.seg.link(h.name, up, iface)
 
     def _spawn(self, h: Host) -> None:
         self._scan_log(h)  # whatever the last run wrote is read: "taking part" below is new
@@ -686,7 +1045,7 @@ class ChaosRun:
 
     def _became_ready(self, h: Host) -> None:
         if h.state is HostState.RESTORING:
-            self.lab.seg.link(h.name, True)  # the engine has cleaned up: cable back in
+            self._cables(h, True)  # the engine has cleaned up: cables back in
         self._set(h, HostState.UP)
         self.last_event = time.monotonic()
         self.match_since = None
@@ -737,8 +1096,22 @@ class ChaosRun:
             h.ready_seen = True
             self._became_ready(h)
 
+    def _thaw(self, h: Host, force: bool = False) -> None:
+        """SIGCONT a storm's frozen engine once the storm has passed (or STORM_FREEZE_MAX)."""
+        if not h.frozen_at:
+            return
+        over = h.aux is None or h.aux.poll() is not None
+        if force or over or time.monotonic() - h.frozen_at > STORM_FREEZE_MAX:
+            for p in self.lab.procs.get(h.name, []):
+                if p.poll() is None:
+                    os.kill(p.pid, signal.SIGCONT)
+            h.frozen_at = 0.0
+
     def _check_processes(self, now: float) -> None:
         for h in self.hosts.values():
+            self._thaw(h)
+            if h.aux is not None and not h.aux_exit and h.aux.poll() is not None:
+                h.aux_exit = now
             if h.state in (HostState.STARTING, HostState.RESTORING) and not h.ready_seen:
                 if h.legacy and now - h.spawned_at >= 1.0 and self.lab.running(h.name):
                     h.ready_seen = True
@@ -771,7 +1144,8 @@ class ChaosRun:
         codes = [p.returncode for p in h.stopping]
         if not h.legacy and codes != [0]:
             self._violate("exit_code", h.name, f"clean stop exited with {codes}")
-        left = [a for a in self.lab.seg.addresses(h.name) if a.startswith(VIP_PREFIX)]
+        vip_if = self.lab.vip_iface(h.name)
+        left = [a for a in self.lab.seg.addresses(h.name, vip_if) if a.startswith(VIP_PREFIX)]
         h.stopped_flagged = bool(left)
         if left:
             self._violate("stopped_host", h.name, f"VIPs left after a clean stop: {left}")
@@ -781,12 +1155,21 @@ class ChaosRun:
 
     def _crashed(self, h: Host) -> None:
         """An engine that died unasked (or never started): treat it as killed, restore it."""
+        h.crashed = True
+        h.frozen_at = 0.0
         for p in self.lab.procs.pop(h.name, []):
             Segment.stop(p, signal.SIGKILL)
-        self.lab.seg.link(h.name, False)
+        if h.aux is not None:
+            Segment.stop(h.aux, signal.SIGKILL)
+            h.aux = None
+        h.window = {}
+        if h.state is HostState.GONE:
+            self.lab.seg.create_interface(h.name)
+        self._cables(h, False)
         h.link_was_down = True
         if h.state is HostState.CUT:
-            self.lab.seg.partition(h.name, False)
+            for iface in self.lab.seg.members[h.name].all_ports:
+                self.lab.seg.partition(h.name, False, iface)
         self._set(h, HostState.KILLED)
         self._spawn(h)
         self._set(h, HostState.RESTORING)
@@ -883,8 +1266,7 @@ class ChaosRun:
                 h.stopped_flagged = True
                 self._violate("stopped_host", h.name, f"holds {mine} while stopped")
             if (
-                h.state is HostState.FLAPPED
-                and not h.legacy
+                h.must_release
                 and mine
                 and t - h.link_down_at > self.cfg.release_bound
                 and not h.release_flagged
@@ -893,8 +1275,11 @@ class ChaosRun:
                 self._violate(
                     "link_down_release",
                     h.name,
-                    f"holds {mine} {t - h.link_down_at:.2f} s after its link went down",
+                    f"holds {mine} {t - h.link_down_at:.2f} s after its link went down "
+                    f"({h.state.value})",
                 )
+            if h.state is HostState.DEMOTED:
+                self._check_demoted(h, t, mine)
         match = self._matches_plan()
         if match is None:
             if self.match_since is None:
@@ -902,17 +1287,43 @@ class ChaosRun:
         else:
             self.match_since = None
 
+    def _check_demoted(self, h: Host, t: float, mine: list[str]) -> None:
+        """Invariant 4 for a demote: DEMOTE_CHECK s after SIGUSR2 (before the demote ends and
+        the hold-down that follows, when it may take them back), the host holds no VIP that
+        another participant, eligible since at least 2 s before, could have taken."""
+        if h.demote_checked or t - h.demoted_at < DEMOTE_CHECK:
+            return
+        h.demote_checked = True
+        if t - h.demoted_at > DEMOTE_SECONDS + self.cfg.hold_down - 0.2:
+            return  # looked too late (a busy driver): it may have taken them back by now
+        takers = {
+            n
+            for n, x in self.hosts.items()
+            if x.state in SERVING
+            and x.eligible_since is not None
+            and x.eligible_since <= h.demoted_at + DEMOTE_CHECK - 2.0
+        }
+        kept = [ip for ip in mine if takers & set(self.vips[ip].order)]
+        if kept:
+            self._violate(
+                "demoted_release",
+                h.name,
+                f"holds {kept} {t - h.demoted_at:.2f} s after SIGUSR2 though {sorted(takers)} "
+                "could take them",
+            )
+
     def _check_engine_states(self) -> None:
         """Invariant 6: what each running native engine says it is master of, against the
         addresses its host has."""
         for h in self.hosts.values():
-            if h.legacy or h.state not in (HostState.UP, HostState.FLAPPED, HostState.CUT):
+            if h.legacy or h.state not in STATUS_ASKED or h.frozen_at:
                 continue
             try:
                 doc = request(str(self.lab.control_socket(h.name)), {"cmd": "status"}, 2.0)
             except ControlError:
                 continue  # starting or stopping; invariant 5 watches the process
-            have = {a.split("/")[0] for a in self.lab.seg.addresses(h.name)}
+            vip_if = self.lab.vip_iface(h.name)
+            have = {a.split("/")[0] for a in self.lab.seg.addresses(h.name, vip_if)}
             for v in doc["status"]["vips"]:
                 ip = v["address"].split("/")[0]
                 key = (h.name, ip)
@@ -1062,6 +1473,8 @@ class ChaosRun:
 
 
 def lab_for(cfg: ChaosConfig, workdir: Path) -> Lab:
+    if FIRST_VIP + cfg.vips > 150:
+        raise ValueError("the storm's addresses (203.0.113.150-249) would meet the VIPs")
     return Lab(
         workdir,
         hosts=cfg.hosts,
@@ -1070,6 +1483,8 @@ def lab_for(cfg: ChaosConfig, workdir: Path) -> Lab:
         advbase=cfg.advbase,
         dead_ratio=cfg.dead_ratio,
         run_args=cfg.run_args,
+        vip_links=tuple(cfg.vip_link_hosts),
+        host_args={n: ("--ignore-ifstate",) for n in cfg.ignoring_hosts},
     )
 
 

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -38,7 +39,7 @@ CLIENT = "client"
 CLIENT_OCTET = 200
 FIRST_VIP = 10
 PASSWORD = "lab-secret"
-VIP_IFACE = "eth2"
+VIP_IFACE = "eth2"  # a host's NIC for its VIPs, when they are not on its advert NIC (eth1)
 
 
 def lab_cluster_toml(
@@ -49,8 +50,11 @@ def lab_cluster_toml(
     dead_ratio: int = 3,
     extra_cluster: dict[str, Any] | None = None,
     vip_interface: str | None = None,
+    vip_links: Sequence[str] = (),
 ) -> str:
-    """The cluster file of a lab: hosts alpha, bravo, ...; the last `legacy` ones run ucarp."""
+    """The cluster file of a lab: hosts alpha, bravo, ...; the last `legacy` ones run ucarp; the
+    hosts named in `vip_links` add their VIPs on a NIC of their own, VIP_IFACE (on the same
+    bridge); `vip_interface` names one for every host."""
     if not 1 <= hosts <= len(NAMES):
         raise ValueError(f"a lab has 1..{len(NAMES)} hosts")
     if not 1 <= vips <= 255 - FIRST_VIP:
@@ -73,6 +77,8 @@ def lab_cluster_toml(
             lines.append(f'vip_interface = "{vip_interface}"')
         if i >= hosts - legacy:
             lines.append('engine = "ucarp"')
+        if NAMES[i] in vip_links:
+            lines.append(f'vip_interface = "{VIP_IFACE}"')
     last = FIRST_VIP + vips - 1
     lines += ["", "[[vips]]", f'pool = "203.0.113.{FIRST_VIP}-203.0.113.{last}/24"', ""]
     return "\n".join(lines)
@@ -93,6 +99,10 @@ class Lab:
     # A second interface per host for the VIPs (vip_interface = "eth2"), on a second bridge where
     # the client sits; the adverts stay on eth1.
     vip_interface: bool = False
+    # Hosts whose VIPs live on a NIC of their own (VIP_IFACE) on the same bridge, beside the
+    # others: how one lab mixes hosts with and without a VIP interface.
+    vip_links: tuple[str, ...] = ()
+    host_args: dict[str, tuple[str, ...]] = field(default_factory=dict)  # more `run` args
     seg: Segment = field(default_factory=Segment)
     procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
     _probe: subprocess.Popen[bytes] | None = None
@@ -111,7 +121,8 @@ class Lab:
                 self.advbase,
                 self.dead_ratio,
                 self.extra_cluster,
-                VIP_IFACE if self.vip_interface else None,
+                vip_interface=VIP_IFACE if self.vip_interface else None,
+                vip_links=self.vip_links,
             )
         )
         pw = self.workdir / "password"
@@ -126,10 +137,16 @@ class Lab:
     def __enter__(self) -> Lab:
         self.seg.__enter__()
         try:
-            for h in self.plan.cluster.hosts:
-                self.seg.add(h.name, int(str(h.address).rsplit(".", 1)[1]))
+            for i, h in enumerate(self.plan.cluster.hosts):
+                self.seg.add(h.name, int(str(h.address).rsplit(".", 1)[1]), h.interface)
+                if h.name in self.vip_links:
+                    # An address of its own (the kernel flushes a NIC's routes with its last
+                    # address); ARP answered for a VIP on its own NIC only: a VIP whose NIC lost
+                    # carrier must not be served through the advert NIC (hiding the loss).
+                    self.seg.plug(h.name, VIP_IFACE, f"198.51.100.{101 + i}/32")
+                    self.seg.run(h.name, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1")
             self.seg.add(CLIENT, CLIENT_OCTET, "eth0")
-            self.macs = {self.seg.members[n].mac: n for n in self.names}
+            self.macs = {mac: n for n in self.names for mac in self.seg.members[n].macs.values()}
             if self.vip_interface:
                 self._vip_segment()
         except BaseException:
@@ -173,10 +190,18 @@ class Lab:
                 self.seg.spawn(name, argv, log=log) for argv in self.ucarp_argvs(name)
             ]
         else:
-            argv = [sys.executable, "-m", "iprotate", "run", str(self.cluster_file)]
-            argv += ["--host", name, "--control-socket", str(self.control_socket(name))]
-            argv += ["--state-dir", str(self.workdir / "state"), *self.run_args]
-            self.procs[name] = [self.seg.spawn(name, argv, log=log)]
+            self.procs[name] = [self.seg.spawn(name, self.run_argv(name), log=log)]
+
+    def run_argv(self, name: str) -> list[str]:
+        """The `iprotate run` command line of a native host."""
+        argv = [sys.executable, "-m", "iprotate", "run", str(self.cluster_file)]
+        argv += ["--host", name, "--control-socket", str(self.control_socket(name))]
+        argv += ["--state-dir", str(self.workdir / "state"), *self.run_args]
+        return argv + list(self.host_args.get(name, ()))
+
+    def vip_iface(self, name: str) -> str:
+        """The NIC the host adds its VIPs on."""
+        return self.plan.cluster.host(name).vip_interface
 
     def control_socket(self, name: str) -> Path:
         return self.workdir / f"{name}.sock"
@@ -199,9 +224,10 @@ class Lab:
         for p in procs:
             Segment.stop(p, signal.SIGKILL)
         if self.plan.cluster.host(name).engine == "iprotate":
-            for a in self.seg.addresses(name, self.vip_ifname):
+            dev = self.vip_iface(name)
+            for a in self.seg.addresses(name, dev):
                 if any(str(v.address) == a for v in self.plan.vips):
-                    self.seg.run(name, "ip", "addr", "del", a, "dev", self.vip_ifname, check=False)
+                    self.seg.run(name, "ip", "addr", "del", a, "dev", dev, check=False)
 
     def stop(self, name: str) -> list[int | None]:
         """A clean stop (SIGTERM to every process of the host at once); the exit codes."""
@@ -248,10 +274,10 @@ class Lab:
         """Ground truth: which hosts have each VIP configured."""
         out: dict[str, list[str]] = {str(v.ip): [] for v in self.plan.vips}
         for n in self.names:
-            for a in self.seg.addresses(n, self.vip_ifname):
-                vip = a.split("/")[0]
-                if vip in out:
-                    out[vip].append(n)
+            for a in self.seg.addresses(n, self.vip_iface(n)):
+                ip = a.split("/")[0]
+                if ip in out:
+                    out[ip].append(n)
         return out
 
     def start_probe(self, period: float = 0.2) -> None:

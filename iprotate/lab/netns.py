@@ -53,6 +53,7 @@ class Member:
     interface: str  # its own veth end (inside its namespace)
     address: str  # 198.51.100.x
     ports: dict[str, str] = field(default_factory=dict)  # more interfaces: interface -> port
+    macs: dict[str, str] = field(default_factory=dict)  # interface -> the MAC it was made with
 
     @property
     def mac(self) -> str:
@@ -61,6 +62,11 @@ class Member:
     def link_mac(self, interface: str) -> str:
         out = ip("-n", self.netns, "-o", "link", "show", interface)
         return out.split("link/ether", 1)[1].split()[0]
+
+    @property
+    def all_ports(self) -> dict[str, str]:
+        """Every interface of the member on a bridge, the first one first -> its port."""
+        return {self.interface: self.port, **self.ports}
 
 
 @dataclass
@@ -115,7 +121,11 @@ class Segment:
         return m
 
     def _cable(self, m: Member, tmp: str) -> None:
-        ip("link", "add", tmp, "netns", m.netns, "type", "veth", "peer", "name", m.port,
+        """The member's first interface: a veth to its bridge port, its address, the VIP route.
+        Made again (after `delete_interface`) with the MAC it had, so the client's view of who
+        answers keeps its names."""
+        mac = ["address", m.macs[m.interface]] if m.interface in m.macs else []
+        ip("link", "add", tmp, *mac, "netns", m.netns, "type", "veth", "peer", "name", m.port,
            "netns", self.switch)  # fmt: skip
         ip("-n", m.netns, "link", "set", tmp, "name", m.interface)
         ip("-n", m.netns, "addr", "add", f"{m.address}/24", "dev", m.interface)
@@ -124,16 +134,9 @@ class Segment:
         ip("-n", m.netns, "route", "add", VIP_NET, "dev", m.interface)
         ip("-n", self.switch, "link", "set", m.port, "master", "br0")
         ip("-n", self.switch, "link", "set", m.port, "up")
+        m.macs[m.interface] = m.mac
 
-    def recreate(self, name: str, gap: float = 0.0) -> None:
-        """Delete the member's interface and, `gap` seconds later, create it again with the same
-        name and address (it gets a new ifindex and MAC)."""
-        m = self.members[name]
-        ip("-n", m.netns, "link", "del", m.interface)
-        time.sleep(gap)
-        self._cable(m, f"{self.prefix}r{len(self.members)}"[:15])
-
-    def plug(self, name: str, interface: str, address: str, bridge: str) -> str:
+    def plug(self, name: str, interface: str, address: str, bridge: str = "br0") -> str:
         """A second interface for member `name`, plugged into `bridge` (made on first use) with
         `address` (CIDR); the port's name."""
         if not ip("-n", self.switch, "-o", "link", "show", "dev", bridge, check=False):
@@ -151,6 +154,7 @@ class Segment:
         ip("-n", self.switch, "link", "set", port, "master", bridge)
         ip("-n", self.switch, "link", "set", port, "up")
         m.ports[interface] = port
+        m.macs[interface] = m.link_mac(interface)
         return port
 
     # --- faults ------------------------------------------------------------------------------
@@ -159,16 +163,35 @@ class Segment:
         """Pull (or plug back) the member's cable (of `interface`, default its first one): its
         interface loses carrier."""
         m = self.members[name]
-        port = m.port if interface in (None, m.interface) else m.ports[interface or ""]
+        port = m.all_ports[interface or m.interface]
         ip("-n", self.switch, "link", "set", port, "up" if up else "down")
 
-    def partition(self, name: str, cut: bool) -> None:
-        """Cut the member off the bridge (carrier stays up) or join it back."""
-        port = self.members[name].port
+    def partition(self, name: str, cut: bool, interface: str | None = None) -> None:
+        """Cut the member's port (of `interface`, default its first one) off the bridge (carrier
+        stays up) or join it back."""
+        m = self.members[name]
+        port = m.all_ports[interface or m.interface]
         if cut:
             ip("-n", self.switch, "link", "set", port, "nomaster")
         else:
             ip("-n", self.switch, "link", "set", port, "master", "br0")
+
+    def delete_interface(self, name: str) -> None:
+        """Delete the member's first interface (its bridge port, the veth's peer, goes too)."""
+        m = self.members[name]
+        ip("-n", m.netns, "link", "del", m.interface)
+
+    def create_interface(self, name: str) -> None:
+        """Create the deleted first interface again as it was: same name, MAC, address, route
+        and bridge port; a new ifindex (what a driver reload or a hot-plugged NIC gives)."""
+        m = self.members[name]
+        self._cable(m, f"{self.prefix}r{list(self.members).index(name)}"[:15])
+
+    def recreate(self, name: str, gap: float = 0.0) -> None:
+        """Delete the member's interface and, `gap` seconds later, create it again."""
+        self.delete_interface(name)
+        time.sleep(gap)
+        self.create_interface(name)
 
     # --- processes ---------------------------------------------------------------------------
 
