@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import select
+import signal
 import socket
 import struct
 import sys
@@ -64,11 +65,14 @@ def main() -> None:
     _join(rx, iface, group)
     tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     _join(tx, iface, group)
+    stop: list[bool] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):  # stop, and still say what was sent
+        signal.signal(sig, lambda *_: stop.append(True))
     heard: deque[tuple[float, bytes]] = deque(maxlen=400)
     sent = {"replay": 0, "better_priority": 0, "other_host": 0, "stranger": 0}
     end = time.monotonic() + float(seconds)
     next_at = time.monotonic() + 1.0
-    while (left := end - time.monotonic()) > 0:
+    while (left := end - time.monotonic()) > 0 and not stop:
         if select.select([rx], [], [], min(left, 0.05))[0]:
             data = rx.recv(2048)
             if len(data) >= 56 and socket.inet_ntoa(data[12:16]) in hosts:

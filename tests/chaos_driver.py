@@ -140,10 +140,12 @@ from pathlib import Path
 from typing import Any
 
 from iprotate.engine.control import ControlError, request
-from iprotate.lab.lab import FIRST_VIP, NAMES, VIP_IFACE, Lab
+from iprotate.lab.lab import CLIENT, FIRST_VIP, NAMES, VIP_IFACE, Lab
 from iprotate.lab.netns import Segment
 from iprotate.lab.netns import ip as ip_cmd
 from iprotate.plan.timing import interval, master_down
+
+ATTACKER = str(Path(__file__).with_name("attacker.py"))
 
 FAULTS = ("kill", "stop", "flap", "cut", "vip_flap", "recreate", "storm", "twin", "demote")
 RECOVERY = {
@@ -213,6 +215,10 @@ class ChaosConfig:
     settle_slack: float = 1.0
     release_bound: float = 1.0  # link down -> addresses gone (native)
     ready_timeout: float = 30.0  # an engine started -> "taking part" in its log
+    # Someone on the segment without the password, all along (tests/attacker.py): old adverts of
+    # the iprotate hosts replayed, rewritten to a better priority, sent under another host's
+    # address or from a stranger's. None of it may change anything: every invariant still holds.
+    attacker: bool = True
 
     @property
     def down_limit(self) -> int:
@@ -438,6 +444,7 @@ class ChaosResult:
     wall: float = 0.0
     t0_wall: str = ""  # t=0 as the daemons' logs write the time
     namespaces_left: list[str] = field(default_factory=list)
+    attacks: dict[str, int] = field(default_factory=dict)  # what the attacker sent, by kind
 
     @property
     def seed(self) -> int:
@@ -486,6 +493,7 @@ class ChaosResult:
             "quiet_settled_max_s": round(max(settled), 3) if settled else None,
             "quiet_bound_s": round(self.bounds["settle"], 3),
             "violations": len(self.violations),
+            "attacks_sent": dict(sorted(self.attacks.items())),
             "error_lines": sum(len(v) for v in self.errors.values()),
             "namespaces_left": self.namespaces_left,
         }
@@ -746,13 +754,42 @@ class ChaosRun:
             f"chaos seed {self.cfg.seed}: {len(self.schedule)} steps, settle {self.settle}, "
             f"t=0 at {self.result.t0_wall}"
         )
-        while self.cursor < len(self.schedule):
-            self._observe()
-            self._advance()
+        attacker = self._start_attacker()
+        try:
+            while self.cursor < len(self.schedule):
+                self._observe()
+                self._advance()
+        finally:
+            self._stop_attacker(attacker)
         self.result.fault_phase = time.monotonic() - self.t0
         self._final_checks()
         self.result.wall = time.monotonic() - wall0
         return self.result
+
+    def _start_attacker(self) -> subprocess.Popen[bytes] | None:
+        """tests/attacker.py in the client's namespace for the whole fault phase; it knows the
+        iprotate hosts' addresses (ucarp's adverts carry no tag: nothing can tell a replayed one
+        from a real one, README "Security")."""
+        if not self.cfg.attacker:
+            return None
+        native = [str(self.lab.plan.cluster.host(n).address) for n in self.cfg.native]
+        group = str(self.lab.plan.vips[0].group)
+        seconds = self.schedule[-1].at + 600 if self.schedule else 600
+        argv = [sys.executable, ATTACKER, "eth0", group, str(seconds), str(self.cfg.seed), *native]
+        return self.lab.seg.spawn(CLIENT, argv, stdout=subprocess.PIPE)
+
+    def _stop_attacker(self, p: subprocess.Popen[bytes] | None) -> None:
+        """SIGTERM by PID; what it sent is counted from its last line."""
+        if p is None:
+            return
+        Segment.stop(p, signal.SIGINT, timeout=3.0)
+        out = p.stdout.read().decode() if p.stdout else ""
+        for line in reversed(out.splitlines()):
+            try:
+                self.result.attacks = json.loads(line)
+                break
+            except ValueError:
+                continue
 
     def _observe(self) -> None:
         self._poll_client(timeout=0.05)

@@ -150,4 +150,6 @@ def test_chaos_short_run() -> None:
     assert events.get("flap (ignore-ifstate)", 0) >= 1, events
     assert len(result.quiets) >= 3
     assert all(q.settled_after is not None for q in result.quiets)
+    # ... and an attacker replayed and rewrote adverts all along, each way it can (issue 9).
+    assert result.attacks and all(n >= 5 for n in result.attacks.values()), result.attacks
     shutil.rmtree(workdir, ignore_errors=True)
