@@ -43,6 +43,8 @@ def _variant(c: dict[str, Any]) -> str:
         if c.get(k, 0)
     ]
     engines += "".join(f", {r}" for r in roles)
+    if c.get("attacker"):
+        engines += "; an attacker replaying and rewriting adverts"
     return (
         f"{c['hosts']} hosts ({engines}), {c['vips']} VIPs, advbase {c['advbase']}, dead ratio "
         f"{c['dead_ratio']}, hold-down {c['hold_down']}, stagger {c['stagger']}"
