@@ -13,14 +13,11 @@ from __future__ import annotations
 import signal
 from types import FrameType
 
-# What `signals.install` handles, recorded here until it runs (SILENT ones are ignored at once).
-_STOP = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-_SILENT = (signal.SIGPIPE, signal.SIGTTIN, signal.SIGTTOU, signal.SIGXFSZ)
-_RECORDED = (
-    *_STOP,
-    signal.SIGHUP,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
+# The signal rules' sets (engine.signals uses them; they live here, in the module the command line
+# imports first). What `signals.install` handles is recorded here until it runs; SILENT ones are
+# ignored at once.
+STOP = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+LOGGED = (
     signal.SIGALRM,
     signal.SIGVTALRM,
     signal.SIGPROF,
@@ -33,6 +30,8 @@ _RECORDED = (
     signal.SIGTSTP,
     *range(signal.SIGRTMIN, signal.SIGRTMAX + 1),
 )
+SILENT = (signal.SIGPIPE, signal.SIGTTIN, signal.SIGTTOU, signal.SIGXFSZ)
+_RECORDED = (*STOP, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, *LOGGED)
 MAX_RECORDED = 64  # a storm during start-up: the first ones say enough
 
 
@@ -66,6 +65,6 @@ def hold_early() -> EarlySignals:
     early = EarlySignals()
     for s in _RECORDED:
         signal.signal(s, early.record)
-    for s in _SILENT:
+    for s in SILENT:
         signal.signal(s, signal.SIG_IGN)
     return early

@@ -30,25 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from iprotate.engine.early_signals import EarlySignals
+from iprotate.engine.early_signals import LOGGED, SILENT, STOP, EarlySignals
 
 log = logging.getLogger("iprotate")
-
-STOP = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-LOGGED = (
-    signal.SIGALRM,
-    signal.SIGVTALRM,
-    signal.SIGPROF,
-    signal.SIGIO,
-    signal.SIGPWR,
-    signal.SIGXCPU,
-    signal.SIGTRAP,
-    signal.SIGSYS,
-    signal.SIGSTKFLT,
-    signal.SIGTSTP,
-    *range(signal.SIGRTMIN, signal.SIGRTMAX + 1),
-)
-SILENT = (signal.SIGPIPE, signal.SIGTTIN, signal.SIGTTOU, signal.SIGXFSZ)
 
 
 def signal_name(signum: int) -> str:
