@@ -547,9 +547,10 @@ class Daemon:
             self._feed_source(self.host.address in present, asyncio.get_running_loop().time())
         if index != self._vip_index:
             return
-        for key, m in self.node.machines.items():
+        # Whether a missing address matters (we are its master) is the machine's call.
+        for key in list(self.node.machines):
             ip = self.node.vips[key].ip
-            if m.state is State.MASTER and ip not in present:
+            if ip not in present:
                 self._address_gone(ip)
 
     def _address_gone(self, ip: IPv4Address) -> None:
