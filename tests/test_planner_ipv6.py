@@ -204,3 +204,17 @@ def test_ipv4_only_summary_unchanged() -> None:
     s = report.summary_json(plan)
     assert "ipv6_vips" not in s and "notes" not in s
     assert "address6" not in report.summary_text(plan)
+
+
+def test_ucarp_export_leaves_ipv6_vips_out_and_says_so(tmp_path: Any) -> None:
+    """Even for an iprotate host (whose lines are for when it cannot run iprotate): ucarp gets
+    only the IPv4 VIPs, and a note on stderr says why the IPv6 ones are missing."""
+    from tests.test_config import write
+
+    p = write(tmp_path, dual_file())
+    r = CliRunner().invoke(main, ["ucarp", str(p), "--host", "alpha", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    addrs = [i["address"] for i in doc["instances"]]
+    assert addrs and all(":" not in a for a in addrs)
+    assert "IPv6 VIP(s), left out here: ucarp speaks no IPv6" in r.stderr
