@@ -6,7 +6,9 @@ the hosts that can hold each VIP.
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
@@ -14,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iprotate.cli import main
-from iprotate.cluster.loader import parse_cluster
+from iprotate.cluster.loader import load_cluster, parse_cluster
 from iprotate.plan import report
 from iprotate.plan.model import Plan
 from iprotate.plan.planner import make_plan
@@ -218,3 +220,22 @@ def test_ucarp_export_leaves_ipv6_vips_out_and_says_so(tmp_path: Any) -> None:
     addrs = [i["address"] for i in doc["instances"]]
     assert addrs and all(":" not in a for a in addrs)
     assert "IPv6 VIP(s), left out here: ucarp speaks no IPv6" in r.stderr
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_readme_dual_stack_example_is_what_plan_prints(tmp_path: Path) -> None:
+    """The README's dual-stack `plan` output is the real output for examples/dual-stack.toml,
+    and its claims hold for that file: delta (ucarp) is in no IPv6 order, owners balanced."""
+    shutil.copy(REPO / "examples" / "dual-stack.toml", tmp_path / "dual-stack.toml")
+    (tmp_path / "secret").write_text("s3cret-pass\n")
+    (tmp_path / "secret").chmod(0o600)
+    r = CliRunner().invoke(main, ["plan", str(tmp_path / "dual-stack.toml")])
+    assert r.exit_code == 0, r.output
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("$ iprotate plan examples/dual-stack.toml\n", 1)[1].split("```", 1)[0]
+    assert block == r.stdout
+    plan = make_plan(load_cluster(tmp_path / "dual-stack.toml"))
+    assert all("delta" not in v.order for v in family(plan, 6))
+    assert sorted(report.owners(plan).values()) == [1, 2, 2, 2]
