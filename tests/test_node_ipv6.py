@@ -353,3 +353,21 @@ def _fuzz_node() -> Node:
 
 
 FUZZ_NODE = _fuzz_node()
+
+
+def test_drain_and_undrain_one_ipv6_vip() -> None:
+    """Drain by IPv6 address: only that VIP's machine hands over (farewell adverts to ff02::12),
+    the others, IPv4 and IPv6, stay; undrain takes part again."""
+    p = plan()
+    node = Node.build(p, "h0")
+    node.start(0.0)
+    settle(node, 10.0)
+    v = next(v for v in v6(p) if v.owner == "h0")
+    out = node.drain(11.0, only=v.ip)
+    assert out and all(e.vip == v for e in out)
+    assert [(e.action.advbase, e.action.advskew) for e in out] == [(255, 255)]  # type: ignore[union-attr]
+    assert [m.drained for k, m in node.machines.items()].count(True) == 1
+    assert node.machines[(v.group, v.vhid)].drained
+    assert [x.ip for x in node.drained()] == [v.ip]
+    node.undrain(12.0, only=v.ip)
+    assert not any(m.drained for m in node.machines.values())
