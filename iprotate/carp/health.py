@@ -53,14 +53,21 @@ class CheckState:
     runs: int = 0
     failures: int = 0
     direction: bool | None = None  # while unknown: which way the streak counts
+    last_seconds: float = 0.0  # how long the last run took
+    seconds_total: float = 0.0  # of every run (metrics)
 
     @property
     def up(self) -> bool:
         return self.state == "up"
 
-    def result(self, now: float, ok: bool, detail: str) -> HealthChange | None:
-        """One run's result: `ok` and its output line or error. The transition it makes, if any."""
+    def result(
+        self, now: float, ok: bool, detail: str, seconds: float = 0.0
+    ) -> HealthChange | None:
+        """One run's result: `ok`, its output line or error and how long it took. The transition
+        it makes, if any."""
         detail = one_line(detail)
+        self.last_seconds = seconds
+        self.seconds_total += seconds
         self.last_ok, self.detail, self.last_run = ok, detail, now
         self.runs += 1
         self.failures += 0 if ok else 1

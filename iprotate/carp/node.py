@@ -209,17 +209,21 @@ class Node:
         return self._all(now, lambda m, i: m.undrain(now, self._preempt_after(now, i)), only)
 
     def check_result(
-        self, now: float, name: str, ok: bool, detail: str
+        self, now: float, name: str, ok: bool, detail: str, seconds: float = 0.0
     ) -> tuple[HealthChange | None, list[Effect]]:
         """One run of the health check `name`: its transition (if any) and what it does to the
         VIPs depending on it (a VIP is sick here while any of its checks is not up)."""
         st = self.health.get(name)
         if st is None:
             return None, []  # a result of a check a reload removed
-        change = st.result(now, ok, detail)
+        change = st.result(now, ok, detail, seconds)
         if change is None:
             return None, []
         return change, self._apply_health(now)
+
+    def checks_down(self, ip: IPv4Address) -> list[str]:
+        """The names of this host's checks that VIP `ip` depends on and that are not up."""
+        return [n for n, st in self.health.items() if not st.up and ip in st.check.vips]
 
     def sick_vips(self) -> set[IPv4Address]:
         """The VIPs that some check not up here makes sick."""
