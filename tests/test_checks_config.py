@@ -147,6 +147,7 @@ V = "not a VIP of this file"
         ({**T, "hosts": ["zulu"]}, "checks[0].hosts", "not a list of hosts"),
         ({**T, "hosts": []}, "checks[0].hosts", "not a list of hosts"),
         ({**T, "hosts": ["alpha", "alpha"]}, "checks[0].hosts", "twice"),
+        ({**T, "hosts": ["charlie"]}, "checks[0].hosts", "charlie runs ucarp"),
         ({**T, "retries": 3}, "checks[0].retries", "unknown key"),
     ],
 )  # fmt: skip
