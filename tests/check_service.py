@@ -1,5 +1,5 @@
-"""A tiny HTTP service for the health-check tests: `check_service.py PORT` answers every GET with
-200 on 127.0.0.1:PORT until it is stopped (by its PID)."""
+"""A tiny HTTP service for the health-check tests: `check_service.py PORT [ADDRESS]` answers every
+GET with 200 on ADDRESS:PORT (default 127.0.0.1) until it is stopped (by its PID)."""
 
 from __future__ import annotations
 
@@ -20,4 +20,5 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+    address = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+    ThreadingHTTPServer((address, int(sys.argv[1])), Handler).serve_forever()

@@ -20,7 +20,7 @@ from test_operations import lost, pings
 
 from iprotate.cli import main
 from iprotate.cluster.loader import load_cluster
-from iprotate.lab.lab import Lab
+from iprotate.lab.lab import CLIENT, Lab
 from iprotate.plan.planner import make_plan
 
 pytestmark = pytest.mark.netns
@@ -247,3 +247,32 @@ def test_reload_adds_changes_and_removes_checks_without_touching_healthy_vips(
     wait_for(settled(lab), 5.0)
     _, doc = status(lab, "alpha")
     assert doc["checks"] == []
+
+
+CLIENT_TOOL = str(Path(__file__).with_name("check_client.py"))
+
+
+def test_take_the_host_out_before_you_stop_the_service(
+    make_lab: Callable[..., Lab], tmp_path: Path
+) -> None:
+    """The README's pattern: an exec check that fails while a maintenance file exists; create it,
+    wait for the VIPs to leave, then stop the service: no client request fails."""
+    lab = make_lab(hosts=3, vips=6, run_args=RUN)
+    marker = tmp_path / "alpha.maintenance"
+    check = {"name": "web", "exec": ["/bin/sh", "-c", f"test ! -e {marker}"], "interval": 0.2,
+             "timeout": 0.2, "fall": 2, "rise": 2, "hosts": ["alpha"]}  # fmt: skip
+    with_checks(lab, [check])
+    services = {h: lab.seg.spawn(h, [sys.executable, SERVICE, str(PORT), "0.0.0.0"])
+                for h in lab.names}  # fmt: skip
+    lab.start_all()
+    wait_for(settled(lab), 10.0)
+    mine = owned(lab, "alpha")
+    client = lab.seg.spawn(
+        CLIENT, [sys.executable, CLIENT_TOOL, "4", str(PORT), *mine], stdout=subprocess.PIPE
+    )
+    time.sleep(0.5)
+    marker.touch()
+    wait_for(settled(lab, {"alpha"}), 3.0)
+    lab.seg.stop(services["alpha"])  # the service stops once nobody is sent to it
+    failed = json.loads(client.communicate(timeout=30)[0])
+    assert failed == dict.fromkeys(mine, 0)
