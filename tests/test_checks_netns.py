@@ -199,6 +199,7 @@ def test_hung_and_missing_check_programs_do_not_wedge_the_daemon(
     assert doc["checks"][0]["state"] == "down" and "cannot start" in doc["checks"][0]["detail"]
     # The missing program is logged once, not at every run.
     assert log_of(lab, "bravo").count("ERROR check gone: cannot start") == 1
+    assert "WARNING " + str(lab.cluster_file) + ": checks[1].exec: " in log_of(lab, "bravo")
     # Failover still works: charlie dies, the sick hosts take their own VIPs as the last resort.
     lab.kill("charlie")
     wait_for(settled(lab, {"charlie"}), 8.0)
