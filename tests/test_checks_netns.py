@@ -277,3 +277,25 @@ def test_take_the_host_out_before_you_stop_the_service(
     lab.seg.stop(services["alpha"])  # the service stops once nobody is sent to it
     failed = json.loads(client.communicate(timeout=30)[0])
     assert failed == dict.fromkeys(mine, 0)
+
+
+def test_ucarp_peers_take_over_from_sick_hosts(make_lab: Callable[..., Lab]) -> None:
+    """A mixed cluster: ucarp sees only the wire. It answers a sick master's farewell (the
+    hand-over), and with -P it preempts a sick master serving as the last resort (skew 254)."""
+    lab = make_lab(hosts=3, vips=6, legacy=1, run_args=RUN)
+    with_checks(lab, [WEB])  # runs on alpha and bravo; charlie runs ucarp
+    services = {h: start_service(lab, h) for h in ("alpha", "bravo")}
+    lab.start_all()
+    wait_for(settled(lab), 10.0)
+    lab.seg.stop(services["alpha"])
+    wait_for(settled(lab, {"alpha"}), 3.0)  # to the next host of the plan, ucarp or not
+    lab.stop("charlie")
+    lab.seg.stop(services["bravo"])
+    # Nobody healthy: every VIP on a sick iprotate host, the better ranked one.
+    want = {str(v.ip): [v.holder({"charlie"})] for v in lab.plan.vips}
+    wait_for(lambda: {ip: [h for h in hs if h != "charlie"] for ip, hs in lab.holders().items()}
+             == want, 10.0)  # fmt: skip
+    # ucarp comes back: a healthy host with -P, it preempts the sick masters' 254.
+    lab.restore("charlie")
+    every = {str(v.ip): ["charlie"] for v in lab.plan.vips}
+    wait_for(lambda: lab.holders() == every, 10.0)
