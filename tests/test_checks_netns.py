@@ -299,3 +299,27 @@ def test_ucarp_peers_take_over_from_sick_hosts(make_lab: Callable[..., Lab]) -> 
     lab.restore("charlie")
     every = {str(v.ip): ["charlie"] for v in lab.plan.vips}
     wait_for(lambda: lab.holders() == every, 10.0)
+
+
+def test_hostile_services_fail_their_checks_within_the_timeout() -> None:
+    """Servers that never answer, flood a line without end, answer garbage or close at once: each
+    check fails within its timeout with a reason, and all of them run together."""
+    from iprotate.lab.netns import Segment
+
+    tool = str(Path(__file__).with_name("check_hostile.py"))
+    with Segment() as seg:
+        seg.add("h", 1, "eth1")
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        p = seg.spawn("h", [sys.executable, tool], stdout=subprocess.PIPE, env=env)
+        out = json.loads(p.communicate(timeout=30)[0])
+    for name in ("silent", "endless", "garbage", "404", "204_expect_200", "closed", "refused",
+                 "tcp_refused"):  # fmt: skip
+        ok, _, seconds = out[name]
+        assert not ok and seconds < 0.7, (name, out[name])
+    assert out["silent"][1] == "timed out after 0.5 s"
+    assert out["endless"][1] == "status line too long"
+    assert out["refused"][1] == out["tcp_refused"][1] == "connect refused"
+    assert out["404"][1] == "HTTP 404"
+    assert out["204_expect_200"][1] == "HTTP 204, want 200"
+    for name in ("301", "204_expect_204", "tcp_ok"):
+        assert out[name][0], (name, out[name])
