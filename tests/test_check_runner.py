@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import time
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -150,3 +151,27 @@ def test_metrics_and_hooks_see_the_checks() -> None:
     hook = hook_for(plan.cluster, v, "down", "eth1", node.checks_down(v.ip))
     assert hook is not None and hook.env["IPROTATE_CHECKS_DOWN"] == "web"
     assert "IPROTATE_CHECKS_DOWN" not in hook_for(plan.cluster, v, "down", "eth1").env
+
+
+def test_user_drops_uid_and_every_group_of_the_daemon() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:  # pytest's tmp_path is root's only
+        os.chmod(d, 0o755)
+        _user_check(Path(d))
+
+
+def _user_check(tmp_path: Path) -> None:
+    prog = script(tmp_path, "echo $(id -u) $(id -G)\n")
+    c = Check(name="c", kind="exec", target=prog, argv=(prog,), vips=(VIP,), user="nobody")
+    r = asyncio.run(run_once(c))
+    if os.geteuid() != 0:
+        assert not r.ok and "cannot start" in r.detail
+        return
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    uid, *groups = r.detail.split()
+    assert r.ok and int(uid) == nobody.pw_uid
+    assert "0" not in groups  # none of root's groups
+    c = Check(name="c", kind="exec", target=prog, argv=(prog,), vips=(VIP,), user="no-such-x")
+    r = asyncio.run(run_once(c))
+    assert not r.ok and "no such user" in r.detail
