@@ -325,3 +325,17 @@ def test_split_host_port_never_raises(value: str) -> None:
 def test_parse_http_url_never_raises(value: str) -> None:
     r = parse_http_url(value)
     assert r is None or (0 < r[1] < 65536 and r[3].startswith("/"))
+
+
+def test_check_summarises_the_checks_and_where_they_run(tmp_path: Path) -> None:
+    p = write(
+        tmp_path, with_checks({"name": "web", "http": "http://127.0.0.1/", "hosts": ["alpha"]})
+    )
+    r = CliRunner().invoke(main, ["check", str(p)])
+    assert r.exit_code == 0
+    line = next(ln for ln in r.output.splitlines() if ln.startswith("web "))
+    assert "http://127.0.0.1/" in line and line.endswith("alpha")
+    p.chmod(0o600)  # no warning on stderr
+    r = CliRunner().invoke(main, ["check", "--json", str(p)])
+    (c,) = __import__("json").loads(r.output)["checks"]
+    assert c["hosts"] == ["alpha"] and c["http"] == "http://127.0.0.1/"

@@ -789,6 +789,11 @@ class Daemon:
                 "status %s vhid %d: %s for %.1f s, %d transitions",
                 v.address, v.vhid, m.state.value, now - m.since, m.transitions,
             )  # fmt: skip
+        for name, st in self.node.health.items():
+            log.info(
+                "status check %s on %s: %s for %.1f s, %d runs, %d failed: %s",
+                name, self.host.name, st.state, now - st.since, st.runs, st.failures, st.detail,
+            )  # fmt: skip
         counts = " ".join(f"{k}={n}" for k, n in sorted(self.node.counters.items()))
         log.info("status counters: %s", counts or "none")
 
