@@ -247,3 +247,14 @@ def test_a_check_flapping_faster_than_the_hold_down_does_not_drag_the_vip_back()
         t += 1.5
         wire.run_until(t)
     assert wire.masters() == [rank1] and rank1.transitions == moves
+
+
+def test_a_sick_host_stays_sick_across_a_link_flap() -> None:
+    (owner, rank1, _), wire = cluster()
+    wire.feed(owner, owner.sicken(10.0))
+    wire.run_until(12.0)
+    wire.feed(owner, owner.link(False, 12.0))
+    wire.feed(owner, owner.link(True, 13.0, preempt_after=13.0))
+    assert owner.sick and owner.down_timeout == pytest.approx(master_down(1, SICK_ADVSKEW, 3))
+    wire.run_until(30.0)
+    assert wire.masters() == [rank1]
