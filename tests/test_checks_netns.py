@@ -114,6 +114,9 @@ def test_a_failed_service_moves_its_vips_without_losing_a_ping_and_they_come_bac
     (check,) = doc["checks"]
     assert (check["name"], check["state"], check["detail"]) == ("web", "down", "connect refused")
     assert any("check web on alpha: down" in p for p in doc["problems"])
+    r = CliRunner().invoke(main, ["status", "--socket", str(lab.control_socket("alpha"))])
+    assert r.exit_code == 1 and "1 checks down (alpha)" in r.output.splitlines()[0]
+    assert any(ln.split()[:3] == ["web", "alpha", "down"] for ln in r.output.splitlines())
     # It stays out: nothing flaps back while the service is down.
     time.sleep(2.0)
     assert settled(lab, {"alpha"})()
@@ -146,6 +149,8 @@ def test_a_check_down_everywhere_leaves_each_vip_on_its_highest_ranked_live_host
     code, doc = status(lab, "alpha")
     assert code == 1
     assert any(i["kind"] == "last_resort" for i in doc["issues"])
+    # The peers serving their own VIPs as the last resort are seen on the wire (skew 254).
+    assert {i["host"] for i in doc["issues"] if i["kind"] == "peer_sick"} == {"bravo", "charlie"}
     time.sleep(1.0)
     assert settled(lab)()
     # The owner dies too: its VIPs go to the next sick host of the plan, none stays unserved.
