@@ -12,7 +12,8 @@ any other).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 from typing import Literal
 
 from iprotate.cluster.model import Check
@@ -57,6 +58,10 @@ class CheckState:
     direction: bool | None = None  # while unknown: which way the streak counts
     last_seconds: float = 0.0  # how long the last run took
     seconds_total: float = 0.0  # of every run (metrics)
+    vips: frozenset[IPv4Address] = field(init=False)  # the check's VIPs, for lookups
+
+    def __post_init__(self) -> None:
+        self.vips = frozenset(self.check.vips)
 
     @property
     def up(self) -> bool:
@@ -98,6 +103,7 @@ class CheckState:
     def reconfigure(self, check: Check) -> None:
         """A reload changed the check (same name): keep its state, count with the new bounds."""
         self.check = check
+        self.vips = frozenset(check.vips)
 
 
 def one_line(text: str) -> str:

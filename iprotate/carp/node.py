@@ -223,14 +223,14 @@ class Node:
 
     def checks_down(self, ip: IPv4Address) -> list[str]:
         """The names of this host's checks that VIP `ip` depends on and that are not up."""
-        return [n for n, st in self.health.items() if not st.up and ip in st.check.vips]
+        return [n for n, st in self.health.items() if not st.up and ip in st.vips]
 
     def sick_vips(self) -> set[IPv4Address]:
         """The VIPs that some check not up here makes sick."""
         out: set[IPv4Address] = set()
         for st in self.health.values():
             if not st.up:
-                out.update(st.check.vips)
+                out |= st.vips
         return out
 
     def _apply_health(self, now: float) -> list[Effect]:
