@@ -110,7 +110,9 @@ def test_a_failed_service_moves_its_vips_without_losing_a_ping_and_they_come_bac
     took = wait_for(settled(lab, {"alpha"}), 3.0)
     assert took < 2.0
     assert lost(ping) == dict.fromkeys(mine, 0)  # make-before-break: no ping lost
-    assert "check web on alpha: up -> down: connect refused (2/2)" in log_of(lab, "alpha")
+    lines = [ln.split(" ", 3)[3] for ln in log_of(lab, "alpha").splitlines() if "check web" in ln]
+    assert lines == ["check web on alpha: unknown -> up: HTTP 200 (1/1)",
+                     "check web on alpha: up -> down: connect refused (2/2)"]  # fmt: skip
     code, doc = status(lab, "alpha")
     assert code == 1, doc["problems"]  # WARNING
     (check,) = doc["checks"]

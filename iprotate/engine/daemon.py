@@ -582,12 +582,9 @@ class Daemon:
             now, check.name, result.ok, result.detail, result.seconds
         )
         if change is not None:
-            line = change.line(self.host.name)
-            if change.new == "up":
-                log.info("%s", line)
-            else:
-                n = sum(1 for m in self.node.machines.values() if m.sick)
-                log.warning("%s; %d VIPs stand aside here", line, n)
+            # Exactly one line per transition, in the one format (issue 10).
+            level = logging.INFO if change.new == "up" else logging.WARNING
+            log.log(level, "%s", change.line(self.host.name))
         self._emit(effects)
 
     def _note_last_resort(self, effects: list[Effect]) -> None:
