@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from iprotate.cluster.bounds import RUN_SECONDS, check_seconds
-from iprotate.cluster.model import DEFAULT_GROUP, Cluster, ClusterError, Host, RunSettings, Vip
+from iprotate.cluster.model import (
+    DEFAULT_GROUP,
+    SYSLOG_FACILITIES,
+    Cluster,
+    ClusterError,
+    Host,
+    RunSettings,
+    Vip,
+)
 
 MAX_PASSWORD = 19  # ucarp refuses longer ones
 MAX_POOL = 65536
@@ -45,7 +53,7 @@ VIP_KEYS = {"address", "pool", "vhid", "owner", "group", "up_script", "down_scri
 TOP_KEYS = {"cluster", "hosts", "vips", "run"}
 RUN_KEYS = {
     "hold_down", "stagger", "garp_refresh", "control_socket", "control_group", "state_dir",
-    "metrics", "hook_timeout", "ignore_ifstate",
+    "metrics", "hook_timeout", "ignore_ifstate", "syslog",
 }  # fmt: skip
 
 
@@ -300,7 +308,18 @@ def _run(pr: _Problems, raw: Any) -> RunSettings:
     for key in ("control_socket", "state_dir", "control_group", "metrics"):
         out[key] = _opt_str(pr, f"run.{key}", raw.get(key, getattr(d, key)))
     out["ignore_ifstate"] = _bool(pr, "run.ignore_ifstate", raw.get("ignore_ifstate", False))
+    out["syslog"] = _syslog(pr, raw.get("syslog"))
     return RunSettings(**out)  # type: ignore[arg-type]
+
+
+def _syslog(pr: _Problems, raw: Any) -> str | None:
+    """[run] syslog: a facility name, or absent for stderr."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or raw not in SYSLOG_FACILITIES:
+        pr.add("run.syslog", f"must be a syslog facility: {', '.join(SYSLOG_FACILITIES)}")
+        return None
+    return raw
 
 
 def _password(pr: _Problems, cl: dict[str, Any], base_dir: Path) -> bytes:

@@ -51,6 +51,7 @@ def lab_cluster_toml(
     extra_cluster: dict[str, Any] | None = None,
     vip_interface: str | None = None,
     vip_links: Sequence[str] = (),
+    extra_run: dict[str, Any] | None = None,
 ) -> str:
     """The cluster file of a lab: hosts alpha, bravo, ...; the last `legacy` ones run ucarp; the
     hosts named in `vip_links` add their VIPs on a NIC of their own, VIP_IFACE (on the same
@@ -81,6 +82,8 @@ def lab_cluster_toml(
             lines.append(f'vip_interface = "{VIP_IFACE}"')
     last = FIRST_VIP + vips - 1
     lines += ["", "[[vips]]", f'pool = "203.0.113.{FIRST_VIP}-203.0.113.{last}/24"', ""]
+    if extra_run:
+        lines += ["[run]", *(f"{k} = {json.dumps(v)}" for k, v in extra_run.items()), ""]
     return "\n".join(lines)
 
 
@@ -95,6 +98,7 @@ class Lab:
     advbase: int = 1
     dead_ratio: int = 3
     extra_cluster: dict[str, Any] | None = None
+    extra_run: dict[str, Any] | None = None  # keys of [run]
     run_args: tuple[str, ...] = ()
     # A second interface per host for the VIPs (vip_interface = "eth2"), on a second bridge where
     # the client sits; the adverts stay on eth1.
@@ -123,6 +127,7 @@ class Lab:
                 self.extra_cluster,
                 vip_interface=VIP_IFACE if self.vip_interface else None,
                 vip_links=self.vip_links,
+                extra_run=self.extra_run,
             )
         )
         pw = self.workdir / "password"
