@@ -37,7 +37,7 @@ def _leftovers(prefix: str) -> list[str]:
 def test_demo_settles_every_step_and_removes_everything() -> None:
     r = subprocess.run([*LAB, "--demo"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("settled in") == 4, r.stdout
+    assert r.stdout.count("settled in") == 6, r.stdout  # start, break, fix, fail, restore, stop
     assert "lab removed" in r.stdout
     assert _leftovers(_prefix(r.stdout)) == []
 
