@@ -66,11 +66,13 @@ def lab_cluster_toml(
     vip_links: Sequence[str] = (),
     extra_run: dict[str, Any] | None = None,
     service: bool = False,
+    extra_toml: str = "",
 ) -> str:
     """The cluster file of a lab: hosts alpha, bravo, ...; the last `legacy` ones run ucarp; the
     hosts named in `vip_links` add their VIPs on a NIC of their own, VIP_IFACE (on the same
     bridge); `vip_interface` names one for every host. `service` adds the `[[checks]]` entry
-    for the lab's HTTP service (SERVICE_CHECK) on every host."""
+    for the lab's HTTP service (SERVICE_CHECK) on every host; `extra_toml` is appended as it is
+    (more `[[checks]]`, for a benchmark)."""
     if not 1 <= hosts <= len(NAMES):
         raise ValueError(f"a lab has 1..{len(NAMES)} hosts")
     if not 1 <= vips <= 255 - FIRST_VIP:
@@ -101,6 +103,8 @@ def lab_cluster_toml(
         lines += ["[run]", *(f"{k} = {json.dumps(v)}" for k, v in extra_run.items()), ""]
     if service:
         lines += ["[[checks]]", *(f"{k} = {json.dumps(v)}" for k, v in SERVICE_CHECK.items()), ""]
+    if extra_toml:
+        lines.append(extra_toml)
     return "\n".join(lines)
 
 
@@ -116,6 +120,7 @@ class Lab:
     dead_ratio: int = 3
     extra_cluster: dict[str, Any] | None = None
     extra_run: dict[str, Any] | None = None  # keys of [run]
+    extra_toml: str = ""  # appended to the cluster file as it is
     run_args: tuple[str, ...] = ()
     # A second interface per host for the VIPs (vip_interface = "eth2"), on a second bridge where
     # the client sits; the adverts stay on eth1.
@@ -151,6 +156,7 @@ class Lab:
                 vip_links=self.vip_links,
                 extra_run=self.extra_run,
                 service=self.service,
+                extra_toml=self.extra_toml,
             )
         )
         pw = self.workdir / "password"
