@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 
-from iprotate.cluster.loader import parse_cluster
 from iprotate.lab.lab import Lab
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
@@ -36,8 +34,7 @@ def test_keepalived_conf_tracks_the_service_script_in_every_instance(tmp_path: P
 def test_iprotate_checks_load_with_one_drain_flag_per_host(tmp_path: Path) -> None:
     lab = Lab(tmp_path, hosts=3, vips=6, extra_toml=service.iprotate_checks(tmp_path, ["alpha",
               "bravo", "charlie"]))  # fmt: skip
-    c = parse_cluster(tomllib.loads(lab.cluster_file.read_text()), "c.toml")
-    by_name = {k.name: k for k in c.checks}
+    by_name = {k.name: k for k in lab.plan.cluster.checks}
     assert by_name["service"].kind == "tcp" and by_name["service"].interval == 0.2
     assert by_name["service"].fall == 2 and by_name["service"].hosts is None
     drain = by_name["drain-bravo"]
