@@ -97,8 +97,28 @@ def iprotate_checks(workdir: Path, names: list[str], interval: float = INTERVAL)
     return "\n".join(out)
 
 
+def script_path_insecure(path: Path) -> str | None:
+    """Why keepalived's `enable_script_security` would refuse `path` (a part of it owned by or
+    writable for someone other than root), or None."""
+    for p in [path, *path.parents]:
+        st = p.stat()
+        if st.st_uid != 0:
+            return f"{p} is not owned by root"
+        if st.st_mode & 0o022 and not (p.is_dir() and st.st_mode & 0o1000):
+            return f"{p} is writable by a group or others"
+    return None
+
+
 class ServiceKeepalivedLab(KeepalivedLab):
     """The failover bench's keepalived lab, every instance tracking the service's check script."""
+
+    def start(self, name: str) -> None:
+        insecure = script_path_insecure(CHECK)
+        if insecure:
+            # keepalived would log SECURITY VIOLATION and never run the script: the benchmark
+            # would measure a check that does not exist.
+            raise RuntimeError(f"keepalived refuses to run {CHECK} as root: {insecure}")
+        super().start(name)
 
     def conf(self, name: str) -> str:
         text = super().conf(name)
@@ -547,9 +567,14 @@ How to read it:
   more often than once a second, so its VIPs stay on the dead service for 1 to 2 s, then its
   instances go to FAULT and send priority 0, and the next host takes over after its skew time.
 - Drain: the check fails on the flag while the service still answers, the VIPs move, and only
-  then does the service stop: no connection fails. Connections open at the instant an address
-  moves are cut either way (the next host knows nothing of them and resets them): the service
-  keeps each one {HOLD:g} s here; a real service with long connections wants its own drain.
+  then does the service stop. iprotate hands each address over make-before-break (the next host
+  holds it before this one lets go): no connection fails. keepalived's instance in FAULT drops
+  the address at once and the next host takes it after its skew time, so connections opened in
+  between (about 0.2 s) fail. Connections open at the instant an address moves are cut either
+  way (the next host knows nothing of them and resets them): the service keeps each one
+  {HOLD:g} s here; a real service with long connections wants its own drain.
+- White gaps across every VIP in the plot are moments the client opened nothing (the machine was
+  busy): no outage, and no connection counted failed.
 
 Raw data: [service.json](service.json) (per VIP: times, failures by reason, the timeline drawn
 above).
