@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import resource
 import signal
 import sys
 import time
@@ -96,6 +97,9 @@ async def attempt(i: int, vip: str, port: int, out: list[str]) -> None:
 
 
 async def client(vips: list[str], port: int, every: float, path: str) -> None:
+    # Connections that wait for a VIP nobody holds live up to CONNECT_TIMEOUT: hundreds at once.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

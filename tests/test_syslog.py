@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import signal
 import socket
 import time
 import tomllib
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from labtools import settled, wait_for
+from labtools import settled, takeover_bound, wait_for
 
 from iprotate.cluster.loader import parse_cluster
 from iprotate.cluster.model import ClusterError
@@ -173,3 +175,27 @@ def test_daemon_from_the_file_without_syslog_socket_says_so(
     assert p.wait(timeout=20) == 1
     assert "error: syslog: /dev/log: No such file or directory: no syslog daemon" in log.read_text()
     assert lab.holders() == {str(v.ip): [] for v in lab.plan.vips}
+
+
+@pytest.mark.netns
+def test_a_syslog_that_reads_nothing_never_stalls_the_daemon(
+    make_lab: Callable[..., Lab], tmp_path: Path
+) -> None:
+    """The syslog daemon hangs (its socket is never read): the engine still takes its VIPs,
+    answers every SIGUSR1 (each logs a line per VIP), and hands over and exits on SIGTERM."""
+    lab = make_lab(hosts=2, vips=4, run_args=("--hold-down", "0"))
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    sock = _listener(dev / "log", rcvbuf=1)  # the kernel's minimum: full after a few lines
+    argv = _private_dev(dev, [*lab.run_argv("alpha"), "--syslog", "-v"])
+    lab.procs["alpha"] = [lab.seg.spawn("alpha", argv, log=str(lab.workdir / "alpha.log"))]
+    lab.start("bravo")
+    wait_for(settled(lab), 10.0)
+    (proc,) = lab.procs["alpha"]
+    for _ in range(50):
+        os.kill(proc.pid, signal.SIGUSR1)
+        time.sleep(0.01)
+    lab.kill("bravo")  # alpha must still take bravo's VIPs, on time
+    wait_for(settled(lab, {"bravo"}), takeover_bound(lab, "bravo") + 1.0)
+    assert lab.stop("alpha") == [0]
+    sock.close()

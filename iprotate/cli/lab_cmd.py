@@ -131,7 +131,11 @@ def _interactive(lab: Lab) -> None:
         if lab.service:
             actions |= {"break": lab.stop_service, "fix": lab.start_service}
         if cmd in actions and len(args) == 1 and args[0] in lab.names:
-            actions[cmd](args[0])
+            try:
+                actions[cmd](args[0])
+            except (RuntimeError, OSError) as e:  # e.g. a service that cannot start: say so
+                click.echo(f"{cmd} {args[0]}: {e}\n> ", nl=False)
+                continue
             last = ""
         else:
             click.echo(f"? {line.strip()}\n{_help(lab)}\n> ", nl=False)
