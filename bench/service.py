@@ -573,6 +573,11 @@ How to read it:
   between (about 0.2 s) fail. Connections open at the instant an address moves are cut either
   way (the next host knows nothing of them and resets them): the service keeps each one
   {HOLD:g} s here; a real service with long connections wants its own drain.
+- A connection opened at the very instant an address moves can have its handshake split over
+  the two hosts (the SYN answered by the old one, the ACK sent to the new one after its
+  gratuitous ARP): it hangs, and counts as failed (`timeout` in the JSON). It is rare (about one
+  in a few thousand connections to a moving VIP here) and no engine that moves addresses avoids
+  it.
 - White gaps across every VIP in the plot are moments the client opened nothing (the machine was
   busy): no outage, and no connection counted failed.
 
