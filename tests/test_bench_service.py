@@ -81,8 +81,11 @@ def test_tiny_run_iprotate(tmp_path: Path) -> None:
     kill, drain = res["runs"][0]["scenarios"]
     (moved,) = [v for v in kill["vips"].values() if v["moved"]]
     assert moved["failed"] > 0  # a killed service refuses connections until the check fails
-    # Taken out before its service stops, make-before-break: no connection fails.
-    assert sum(v["failed"] for v in drain["vips"].values()) == 0
+    # Taken out before its service stops, make-before-break: nothing is refused and no gap
+    # opens (a gap of even 0.1 s fails 10 connections). One connection may open at the very
+    # instant of the move and have its handshake split over the two hosts (bench/service.py).
+    assert sum(v["failed"] for v in drain["vips"].values()) <= 1
+    assert all(set(v["failed_why"]) <= {"timeout"} for v in drain["vips"].values())
 
 
 @pytest.mark.netns
