@@ -175,6 +175,13 @@ def test_daemon_from_the_file_without_syslog_socket_says_so(
     assert p.wait(timeout=20) == 1
     assert "error: syslog: /dev/log: No such file or directory: no syslog daemon" in log.read_text()
     assert lab.holders() == {str(v.ip): [] for v in lab.plan.vips}
+    # --stderr overrides the file: the same daemon runs, and logs where it always did.
+    p = lab.seg.spawn(
+        "alpha", _private_dev(dev, [*lab.run_argv("alpha"), "--stderr"]), log=str(log)
+    )
+    lab.procs["alpha"] = [p]
+    wait_for(lambda: "-> MASTER" in log.read_text(), 10.0)
+    assert lab.stop("alpha") == [0]
 
 
 @pytest.mark.netns

@@ -120,6 +120,12 @@ class Seconds(click.ParamType):
     help="Log to the local syslog (/dev/log) as `iprotate`, facility daemon unless given, "
     "instead of stderr [run.syslog].",
 )
+@click.option(
+    "--stderr",
+    "to_stderr",
+    is_flag=True,
+    help="Log to stderr even when [run] syslog says otherwise (e.g. to watch it in a terminal).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log dropped packets too.")
 def run(
     cluster_file: str,
@@ -132,6 +138,7 @@ def run(
     metrics: str | None,
     ignore_ifstate: bool | None,
     syslog: str | None,
+    to_stderr: bool,
     verbose: bool,
 ) -> None:  # fmt: skip
     """Run this host's part of the plan: one CARP machine per VIP it takes part in.
@@ -165,6 +172,8 @@ def run(
         "syslog": syslog,
     }
     settings = dataclasses.replace(cluster.run, **{k: v for k, v in given.items() if v is not None})
+    if to_stderr:
+        settings = dataclasses.replace(settings, syslog=None)
     try:
         local = local_addresses()
         if host is None:
