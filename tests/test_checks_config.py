@@ -70,8 +70,9 @@ def test_defaults_every_vip_and_the_hosts_taking_part(tmp_path: Path) -> None:
     (c,) = plan.cluster.checks
     assert c.vips == tuple(v.address.ip for v in plan.cluster.vips)
     assert (c.interval, c.timeout, c.fall, c.rise, c.hosts) == (1.0, 0.5, 2, 2, None)
-    for h in plan.cluster.host_names:
-        assert plan.checks_for(h) == ((c,) if plan.for_host(h) else ())
+    for h in plan.cluster.hosts:
+        runs = plan.for_host(h.name) and h.engine == "iprotate"  # ucarp runs no checks
+        assert plan.checks_for(h.name) == ((c,) if runs else ())
 
 
 def test_vips_as_addresses_and_pools(tmp_path: Path) -> None:
@@ -147,6 +148,7 @@ V = "not a VIP of this file"
         ({**T, "hosts": ["zulu"]}, "checks[0].hosts", "not a list of hosts"),
         ({**T, "hosts": []}, "checks[0].hosts", "not a list of hosts"),
         ({**T, "hosts": ["alpha", "alpha"]}, "checks[0].hosts", "twice"),
+        ({**T, "hosts": ["charlie"]}, "checks[0].hosts", "charlie runs ucarp"),
         ({**T, "retries": 3}, "checks[0].retries", "unknown key"),
     ],
 )  # fmt: skip
@@ -323,3 +325,17 @@ def test_split_host_port_never_raises(value: str) -> None:
 def test_parse_http_url_never_raises(value: str) -> None:
     r = parse_http_url(value)
     assert r is None or (0 < r[1] < 65536 and r[3].startswith("/"))
+
+
+def test_check_summarises_the_checks_and_where_they_run(tmp_path: Path) -> None:
+    p = write(
+        tmp_path, with_checks({"name": "web", "http": "http://127.0.0.1/", "hosts": ["alpha"]})
+    )
+    r = CliRunner().invoke(main, ["check", str(p)])
+    assert r.exit_code == 0
+    line = next(ln for ln in r.output.splitlines() if ln.startswith("web "))
+    assert "http://127.0.0.1/" in line and line.endswith("alpha")
+    p.chmod(0o600)  # no warning on stderr
+    r = CliRunner().invoke(main, ["check", "--json", str(p)])
+    (c,) = __import__("json").loads(r.output)["checks"]
+    assert c["hosts"] == ["alpha"] and c["http"] == "http://127.0.0.1/"

@@ -30,6 +30,18 @@ def summary_json(plan: Plan) -> dict[str, Any]:
         "groups": dict(sorted(groups.items())),
         "owners": owners(plan),
         "warnings": list(c.warnings),
+        "checks": [
+            {
+                "name": k.name,
+                k.kind: list(k.argv) if k.kind == "exec" else k.target,
+                "interval": k.interval,
+                "fall": k.fall,
+                "rise": k.rise,
+                "vips": len(k.vips),
+                "hosts": [h.name for h in c.hosts if plan.checks_for(h.name).count(k)],
+            }
+            for k in c.checks
+        ],
     }
 
 
@@ -51,7 +63,16 @@ def summary_text(plan: Plan) -> str:
     table = tabulate(
         rows, headers=["host", "address", "interface", "vip_interface", "weight", "engine", "owns"]
     )
-    return head + "\n" + table
+    out = head + "\n" + table
+    if c.checks:
+        rows = [
+            [k["name"], k.get("tcp") or k.get("http") or " ".join(k["exec"]),
+             f"{k['interval']:g} s, fall {k['fall']}, rise {k['rise']}", k["vips"],
+             ", ".join(k["hosts"]) or "none"]
+            for k in s["checks"]
+        ]  # fmt: skip
+        out += "\n\n" + tabulate(rows, headers=["check", "what", "when", "VIPs", "runs on"])
+    return out
 
 
 def plan_text(plan: Plan) -> str:
