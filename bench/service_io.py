@@ -8,6 +8,10 @@ once, then, `--hold` seconds later, `bye` and the close. A connection is therefo
 while, as real ones are, and one that the service's death or a VIP's move cuts can be told from
 one that ended well.
 
+`watch` is keepalived's check at a sub-second interval (its scripts run at most once a second):
+the same check as bench/service-check, every `--interval`, with fall/rise, its state written to
+a file that keepalived's `track_file` follows.
+
 `client` opens a new connection to every VIP every `--every` seconds (each its own, all
 concurrent) and writes one line per connection when it ends:
 
@@ -25,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import os
 import resource
 import signal
 import sys
@@ -126,6 +131,38 @@ async def client(vips: list[str], port: int, every: float, path: str) -> None:
         f.write("".join(out))
 
 
+async def watch(state: str, flag: str, port: int, interval: float, fall: int, rise: int) -> None:
+    """The check at `interval` (the flag, then a TCP connect to 127.0.0.1:PORT within the
+    interval), `fall`/`rise` counted, the state written to `state` for keepalived's track_file:
+    0 up, 1 down. It starts down, as an iprotate check does, until `rise` passes."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    up, streak = False, 0
+
+    def write(value: str) -> None:
+        with open(state, "w") as f:  # in place: keepalived reads it on IN_CLOSE_WRITE
+            f.write(value + "\n")
+
+    write("1")
+    tick = time.monotonic()
+    while not stop.is_set():
+        ok = not os.path.exists(flag)
+        if ok:
+            try:
+                _, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), interval)
+                w.close()
+            except (OSError, TimeoutError):
+                ok = False
+        streak = streak + 1 if ok != up else 0
+        if streak >= (rise if ok else fall):
+            up, streak = ok, 0
+            write("0" if up else "1")
+        tick = max(tick + interval, time.monotonic())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), tick - time.monotonic())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -138,8 +175,17 @@ def main() -> int:
     c.add_argument("--port", type=int, default=8080)
     c.add_argument("--every", type=float, default=0.01)
     c.add_argument("vips", nargs="+")
+    w = sub.add_parser("watch")
+    w.add_argument("--state", required=True)
+    w.add_argument("--flag", required=True)
+    w.add_argument("--port", type=int, default=8080)
+    w.add_argument("--interval", type=float, default=0.2)
+    w.add_argument("--fall", type=int, default=2)
+    w.add_argument("--rise", type=int, default=2)
     args = ap.parse_args()
-    if args.cmd == "serve":
+    if args.cmd == "watch":
+        asyncio.run(watch(args.state, args.flag, args.port, args.interval, args.fall, args.rise))
+    elif args.cmd == "serve":
         asyncio.run(serve(args.name, args.port, args.hold))
     else:
         asyncio.run(client(args.vips, args.port, args.every, args.out))

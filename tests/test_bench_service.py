@@ -31,6 +31,16 @@ def test_keepalived_conf_tracks_the_service_script_in_every_instance(tmp_path: P
     assert "interval 1\n" in text and "fall 2\n" in text and "rise 2\n" in text
 
 
+def test_keepalived_file_conf_tracks_the_checkers_state_file(tmp_path: Path) -> None:
+    lab = service.FileKeepalivedLab(tmp_path, hosts=3, vips=6)
+    text = lab.conf("bravo")
+    assert f'file "{tmp_path}/bravo.state"' in text and "weight 0" in text
+    assert (
+        text.count("vrrp_instance") == text.count("track_file {") == len(lab.plan.for_host("bravo"))
+    )
+    assert "vrrp_script" not in text
+
+
 def test_iprotate_checks_load_with_one_drain_flag_per_host(tmp_path: Path) -> None:
     lab = Lab(tmp_path, hosts=3, vips=6, extra_toml=service.iprotate_checks(tmp_path, ["alpha",
               "bravo", "charlie"]))  # fmt: skip
@@ -92,3 +102,9 @@ def test_tiny_run_iprotate(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("keepalived") is None, reason="needs Debian's keepalived")
 def test_tiny_run_keepalived(tmp_path: Path) -> None:
     _tiny("keepalived", tmp_path)
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(shutil.which("keepalived") is None, reason="needs Debian's keepalived")
+def test_tiny_run_keepalived_file(tmp_path: Path) -> None:
+    _tiny("keepalived-file", tmp_path)
