@@ -105,8 +105,10 @@ def test_a_failed_service_moves_its_vips_without_losing_a_ping_and_they_come_bac
     time.sleep(0.5)
     lab.seg.stop(services["alpha"])
     # fall 2 at 0.2 s, then the hand-over: the next host of the plan answers the farewell.
+    # Bound: fall x interval + a timeout + the farewell's advskew/1024 s (~0.7 s), with room for
+    # a loaded machine; measured ~0.4 s.
     took = wait_for(settled(lab, {"alpha"}), 3.0)
-    assert took < 1.5
+    assert took < 2.0
     assert lost(ping) == dict.fromkeys(mine, 0)  # make-before-break: no ping lost
     assert "check web on alpha: up -> down: connect refused (2/2)" in log_of(lab, "alpha")
     code, doc = status(lab, "alpha")
@@ -114,6 +116,9 @@ def test_a_failed_service_moves_its_vips_without_losing_a_ping_and_they_come_bac
     (check,) = doc["checks"]
     assert (check["name"], check["state"], check["detail"]) == ("web", "down", "connect refused")
     assert any("check web on alpha: down" in p for p in doc["problems"])
+    r = CliRunner().invoke(main, ["status", "--socket", str(lab.control_socket("alpha"))])
+    assert r.exit_code == 1 and "1 checks down (alpha)" in r.output.splitlines()[0]
+    assert any(ln.split()[:3] == ["web", "alpha", "down"] for ln in r.output.splitlines())
     # It stays out: nothing flaps back while the service is down.
     time.sleep(2.0)
     assert settled(lab, {"alpha"})()
@@ -141,11 +146,13 @@ def test_a_check_down_everywhere_leaves_each_vip_on_its_highest_ranked_live_host
         lab.seg.stop(services[h])
     # Every host sick: each hands over, nobody healthy answers, each keeps its own (the owner is
     # the highest-ranked live host), and says so.
-    wait_for(lambda: all("last resort" in log_of(lab, h) for h in lab.names), 6.0)
+    wait_for(lambda: all("last resort" in log_of(lab, h) for h in lab.names), 10.0)
     assert settled(lab)()
     code, doc = status(lab, "alpha")
     assert code == 1
     assert any(i["kind"] == "last_resort" for i in doc["issues"])
+    # The peers serving their own VIPs as the last resort are seen on the wire (skew 254).
+    assert {i["host"] for i in doc["issues"] if i["kind"] == "peer_sick"} == {"bravo", "charlie"}
     time.sleep(1.0)
     assert settled(lab)()
     # The owner dies too: its VIPs go to the next sick host of the plan, none stays unserved.

@@ -53,12 +53,15 @@ def test_fall_and_rise_count_consecutive_results() -> None:
     assert ch is not None and ch.line("alpha") == "check web on alpha: down -> up: HTTP 200 (3/3)"
 
 
-def test_unknown_goes_whichever_way_comes_first() -> None:
-    st_ = CheckState(dataclasses.replace(CHECK, fall=2, rise=2))
-    assert st_.result(1.0, True, "") is None
-    assert st_.result(2.0, False, "x") is None
-    ch = st_.result(3.0, False, "x")
-    assert ch is not None and (ch.old, ch.new) == ("unknown", "down")
+def test_unknown_is_up_at_the_first_pass_and_down_after_fall_failures() -> None:
+    st_ = CheckState(dataclasses.replace(CHECK, fall=2, rise=3))
+    assert st_.result(1.0, False, "x") is None
+    ch = st_.result(2.0, False, "x")
+    assert ch is not None and (ch.old, ch.new, ch.count, ch.needed) == ("unknown", "down", 2, 2)
+    st_ = CheckState(dataclasses.replace(CHECK, fall=2, rise=3))
+    assert st_.result(1.0, False, "x") is None
+    ch = st_.result(2.0, True, "ok")
+    assert ch is not None and (ch.old, ch.new, ch.count, ch.needed) == ("unknown", "up", 1, 1)
 
 
 @given(st.lists(st.booleans(), max_size=40), st.integers(1, 5), st.integers(1, 5))
@@ -96,8 +99,6 @@ def test_node_checks_start_unknown_and_their_vips_stand_aside() -> None:
     assert {m.cfg.vip for m in node.machines.values() if m.sick} == sick & {
         m.cfg.vip for m in node.machines.values()
     }
-    change, _ = node.check_result(0.1, "web", True, "")
-    assert change is None
     change, _effects = node.check_result(1.1, "web", True, "connected")
     assert change is not None and (change.old, change.new) == ("unknown", "up")
     assert not any(m.sick for m in node.machines.values())

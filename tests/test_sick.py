@@ -247,3 +247,66 @@ def test_a_check_flapping_faster_than_the_hold_down_does_not_drag_the_vip_back()
         t += 1.5
         wire.run_until(t)
     assert wire.masters() == [rank1] and rank1.transitions == moves
+
+
+def test_a_sick_host_stays_sick_across_a_link_flap() -> None:
+    (owner, rank1, _), wire = cluster()
+    wire.feed(owner, owner.sicken(10.0))
+    wire.run_until(12.0)
+    wire.feed(owner, owner.link(False, 12.0))
+    wire.feed(owner, owner.link(True, 13.0, preempt_after=13.0))
+    assert owner.sick and owner.down_timeout == pytest.approx(master_down(1, SICK_ADVSKEW, 3))
+    wire.run_until(30.0)
+    assert wire.masters() == [rank1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    advbase=st.sampled_from([0, 1]),
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["sicken", "heal", "drain", "undrain", "demote", "kill", "revive"]),
+            st.integers(0, 2),
+        ),
+        max_size=10,
+    ),
+)
+def test_sick_drained_and_demoted_together_always_settle_on_one_holder(
+    advbase: int, steps: list
+) -> None:
+    """Whatever mix of sick, drained, demoted, dead and revived hosts: once things settle,
+    exactly one live host holds the VIP, and a healthy, undrained one whenever there is one."""
+    ms, wire = cluster(advbase)
+    t = 10.0
+    dead: set[int] = set()
+    for what, i in steps:
+        m = ms[i]
+        if what == "kill" and i not in dead and len(dead) < 2:
+            wire.kill(m)
+            dead.add(i)
+        elif what == "revive" and i in dead:
+            fresh = make(advbase=advbase, advskew=m.cfg.advskew, src=m.cfg.src)
+            fresh.sick, fresh.drained = m.sick, m.drained
+            wire.replace(m, fresh)
+            ms[i] = fresh
+            wire.start(fresh, t, preempt_after=t + 3.0)
+            dead.discard(i)
+        elif i not in dead:
+            if what == "sicken":
+                wire.feed(m, m.sicken(t))
+            elif what == "heal":
+                wire.feed(m, m.heal(t, preempt_after=t + 3.0))
+            elif what == "drain":
+                wire.feed(m, m.drain(t))
+            elif what == "undrain":
+                wire.feed(m, m.undrain(t, preempt_after=t + 3.0))
+            else:
+                wire.feed(m, m.demote(t, until=t + 3.0, preempt_after=t + 6.0))
+        t += 0.7
+        wire.run_until(t)
+    wire.run_until(t + 60.0)
+    live = [m for i, m in enumerate(ms) if i not in dead]
+    assert len(wire.masters()) == 1 and wire.holders() == wire.masters()
+    fine = [m for m in live if not m.aside]
+    if fine:
+        assert wire.masters() == [fine[0]]

@@ -2,15 +2,18 @@
 
 The engine (iprotate.engine.checks) runs the check and feeds each result here with `now`; what a
 check that is not up does to the VIPs is a CARP rule (iprotate.carp.machine, "Sick"), applied by
-the node. A check starts `unknown` when the daemon starts (its VIPs are handled as sick until it
-has passed `rise` times: a host whose service is down must not take its VIPs back first and
-hand them over again later), and `up` when a reload adds it (a reload must not touch healthy
-VIPs: a new check that fails goes down after `fall` failures like any other).
+the node. A check starts `unknown` when the daemon starts: its VIPs are handled as sick until its
+first pass (a host whose service is down must not take its VIPs back first and hand them over
+again later; `rise` passes would keep a host with a long interval out for rise x interval after
+every start), and it goes down after `fall` failures. It starts `up` when a reload adds it (a
+reload must not touch healthy VIPs: a new check that fails goes down after `fall` failures like
+any other).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 from typing import Literal
 
 from iprotate.cluster.model import Check
@@ -55,6 +58,10 @@ class CheckState:
     direction: bool | None = None  # while unknown: which way the streak counts
     last_seconds: float = 0.0  # how long the last run took
     seconds_total: float = 0.0  # of every run (metrics)
+    vips: frozenset[IPv4Address] = field(init=False)  # the check's VIPs, for lookups
+
+    def __post_init__(self) -> None:
+        self.vips = frozenset(self.check.vips)
 
     @property
     def up(self) -> bool:
@@ -73,13 +80,13 @@ class CheckState:
         self.failures += 0 if ok else 1
         c = self.check
         if self.state == "unknown":
-            # Count toward whichever comes first; a change of direction starts again.
+            # One pass is enough to start (`rise` is for coming back); `fall` failures to go down.
             if self.direction is not ok:
                 self.streak = 0
             self.direction = ok
             self.streak += 1
             target: Health = "up" if ok else "down"
-            needed = c.rise if ok else c.fall
+            needed = 1 if ok else c.fall
         else:
             if (self.state == "up") == ok:
                 self.streak = 0
@@ -96,6 +103,7 @@ class CheckState:
     def reconfigure(self, check: Check) -> None:
         """A reload changed the check (same name): keep its state, count with the new bounds."""
         self.check = check
+        self.vips = frozenset(check.vips)
 
 
 def one_line(text: str) -> str:

@@ -4,8 +4,11 @@ A `Node` owns one state machine per VIP the host takes part in, routes received 
 (decode, sender, group and vhid lookup, digest, the iprotate peers' authentication and freshness
 (carp.native_auth), then the machine), seals the counters of the adverts it sends, keeps the
 counters `status` and metrics read, and remembers the master heard for every vhid on the segment,
-including VIPs this host takes no part in. Like the machines it has no socket and no clock: the
-daemon feeds it bytes and `now` and carries out the `Effect`s it returns.
+including VIPs this host takes no part in. It also holds the state of this host's health checks
+(carp.health, fed by the daemon with each run's result) and makes a VIP sick on its machine while
+any check it depends on is not up (the machine's "Sick" rule), healed after the hold-down. Like
+the machines it has no socket and no clock: the daemon feeds it bytes and `now` and carries out
+the `Effect`s it returns.
 """
 
 from __future__ import annotations
@@ -223,14 +226,14 @@ class Node:
 
     def checks_down(self, ip: IPv4Address) -> list[str]:
         """The names of this host's checks that VIP `ip` depends on and that are not up."""
-        return [n for n, st in self.health.items() if not st.up and ip in st.check.vips]
+        return [n for n, st in self.health.items() if not st.up and ip in st.vips]
 
     def sick_vips(self) -> set[IPv4Address]:
         """The VIPs that some check not up here makes sick."""
         out: set[IPv4Address] = set()
         for st in self.health.values():
             if not st.up:
-                out.update(st.check.vips)
+                out |= st.vips
         return out
 
     def _apply_health(self, now: float) -> list[Effect]:

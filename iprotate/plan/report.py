@@ -21,6 +21,7 @@ def owners(plan: Plan) -> dict[str, int]:
 def summary_json(plan: Plan) -> dict[str, Any]:
     c = plan.cluster
     groups = Counter(str(v.group) for v in plan.vips)
+    runs = {h.name: {k.name for k in plan.checks_for(h.name)} for h in c.hosts} if c.checks else {}
     return {
         "file": c.path,
         "advbase": c.advbase,
@@ -38,7 +39,7 @@ def summary_json(plan: Plan) -> dict[str, Any]:
                 "fall": k.fall,
                 "rise": k.rise,
                 "vips": len(k.vips),
-                "hosts": [h.name for h in c.hosts if plan.checks_for(h.name).count(k)],
+                "hosts": [h.name for h in c.hosts if k.name in runs[h.name]],
             }
             for k in c.checks
         ],
