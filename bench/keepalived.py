@@ -86,7 +86,7 @@ class KeepalivedLab(Lab):
 
     def start(self, name: str) -> None:
         conf = self.workdir / f"{name}.keepalived.conf"
-        conf.write_text(keepalived_conf(self.plan, name))
+        conf.write_text(self.conf(name))
         run = self.run_dir(name)
         run.mkdir(parents=True, exist_ok=True)
         for f in run.iterdir():  # a killed run's pid files would make it refuse to start
@@ -104,6 +104,10 @@ class KeepalivedLab(Lab):
             "--vrrp_pid", str(run / "vrrp.pid"),
         ]  # fmt: skip
         self.procs[name] = [self.seg.spawn(name, argv, log=str(self.workdir / f"{name}.log"))]
+
+    def conf(self, name: str) -> str:
+        """The host's keepalived.conf (a subclass adds to it: bench/service.py's track_script)."""
+        return keepalived_conf(self.plan, name)
 
     def run_dir(self, name: str) -> Path:
         """Where this host's keepalived keeps its pid files (one directory per namespace, so

@@ -37,7 +37,7 @@ def _leftovers(prefix: str) -> list[str]:
 def test_demo_settles_every_step_and_removes_everything() -> None:
     r = subprocess.run([*LAB, "--demo"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("settled in") == 4, r.stdout
+    assert r.stdout.count("settled in") == 6, r.stdout  # start, break, fix, fail, restore, stop
     assert "lab removed" in r.stdout
     assert _leftovers(_prefix(r.stdout)) == []
 
@@ -102,3 +102,13 @@ def test_the_lab_leaves_nothing_behind(how: str) -> None:
             from iprotate.lab.janitor import sweep
 
             sweep(prefix)  # whatever the test's failure left
+
+
+def test_no_service_leaves_the_service_out() -> None:
+    argv = [sys.executable, "-m", "iprotate", "lab", "--hosts", "1", "--vips", "1"]
+    r = subprocess.run(
+        [*argv, "--demo", "--no-service"], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("settled in") == 1 and "served by" not in r.stdout
+    assert _leftovers(_prefix(r.stdout)) == []

@@ -16,36 +16,49 @@ import click
 from tabulate import tabulate
 
 from iprotate.cli import main
-from iprotate.lab.lab import Lab
+from iprotate.lab.lab import SERVICE_CHECK, SERVICE_PORT, Lab
 
 HELP = "commands: fail NAME (kill + cable out) | stop NAME (SIGTERM) | start NAME | quit"
+SERVICE_HELP = "          break NAME (stop its HTTP service) | fix NAME (start it again)"
 
 
 def _table(lab: Lab, note: str = "") -> str:
     rows = []
     for v in lab.plan.vips:
         seen = lab.view.get(str(v.ip), [])
+        served = lab.served.get(str(v.ip), "-")
         if not seen:
             flag = "UNSERVED"
         elif len(seen) > 1:
             flag = "TWO MASTERS"
+        elif lab.service and served != seen[0]:
+            flag = "SERVICE DOWN"  # the address is there, the service behind it is not
         elif seen[0] == v.owner:
             flag = "home"
         else:
             flag = "moved"
-        rows.append([str(v.address), v.vhid, v.owner, " ".join(seen) or "-", flag])
+        row = [str(v.address), v.vhid, v.owner, " ".join(seen) or "-"]
+        rows.append([*row, served, flag] if lab.service else [*row, flag])
     state = "  ".join(
         f"{n}:{'up' if lab.running(n) else 'DOWN'}"
         + ("(ucarp)" if lab.plan.cluster.host(n).engine == "ucarp" else "")
+        + ("" if not lab.service or lab.serving(n) else "(service broken)")
         for n in lab.names
     )
     head = f"[{time.strftime('%H:%M:%S')}] {state}" + (f"  -- {note}" if note else "")
-    return head + "\n" + tabulate(rows, headers=["vip", "vhid", "owner", "answered by", ""])
+    headers = ["vip", "vhid", "owner", "answered by (ARP)"]
+    headers += ["served by (HTTP)", ""] if lab.service else [""]
+    return head + "\n" + tabulate(rows, headers=headers)
 
 
 def _settled(lab: Lab, down: set[str]) -> bool:
-    """Every VIP answered by exactly the host the plan says, with `down` failed."""
-    return all(lab.view.get(str(v.ip)) == [v.holder(down)] for v in lab.plan.vips)
+    """Every VIP answered (and served, with the service) by exactly the host the plan says, with
+    `down` failed or broken."""
+    return all(
+        lab.view.get(str(v.ip)) == [v.holder(down)]
+        and (not lab.service or lab.served.get(str(v.ip)) == v.holder(down))
+        for v in lab.plan.vips
+    )
 
 
 def _wait(lab: Lab, down: set[str], limit: float) -> float | None:
@@ -58,27 +71,34 @@ def _wait(lab: Lab, down: set[str], limit: float) -> float | None:
 
 
 def _demo(lab: Lab) -> bool:
-    """Fail the first host, bring it back, stop the second cleanly; True if every step settled."""
+    """Break the first host's service and fix it (with the service), fail the first host, bring
+    it back, stop the second cleanly; True if every step settled."""
     c = lab.plan.cluster
     limit = c.advbase * c.dead_ratio + 10.0
     a = lab.names[0]
-    steps = [("start", set(), None)]
+    steps: list[tuple[str, set[str], str | None]] = [("start", set(), None)]
     if len(lab.names) > 1:
         b = lab.names[1]
+        if lab.service and lab.plan.cluster.host(a).engine != "ucarp":
+            steps += [("break", {a}, a), ("fix", set(), a)]
         steps += [("fail", {a}, a), ("restore", set(), a), ("stop", {b}, b)]
     ok = True
     for what, down, who in steps:
         if what == "fail":
-            lab.kill(who)
+            lab.kill(who)  # type: ignore[arg-type]
         elif what == "restore":
-            lab.restore(who)
+            lab.restore(who)  # type: ignore[arg-type]
         elif what == "stop":
-            lab.stop(who)
+            lab.stop(who)  # type: ignore[arg-type]
+        elif what == "break":
+            lab.stop_service(who)  # type: ignore[arg-type]
+        elif what == "fix":
+            lab.start_service(who)  # type: ignore[arg-type]
         took = _wait(lab, down, limit)
         note = f"{what} {who or 'all'}: " + (
             f"settled in {took:.2f} s" if took is not None else f"NOT settled after {limit:.0f} s"
         )
-        if what == "restore":
+        if what in ("restore", "fix"):
             note += f" (it waits the {c.run.hold_down:g} s hold-down before taking VIPs back)"
         ok &= took is not None
         click.echo(_table(lab, note) + "\n")
@@ -93,7 +113,7 @@ def _interactive(lab: Lab) -> None:
         body = shown.split("\n", 1)[1]
         if body != last:
             click.clear()  # a live table, redrawn in place
-            click.echo(f"{shown}\n\n{HELP}\n> ", nl=False)
+            click.echo(f"{shown}\n\n{_help(lab)}\n> ", nl=False)
             last = body
         ready, _, _ = select.select([sys.stdin], [], [], 0.2)
         if not ready:
@@ -107,11 +127,22 @@ def _interactive(lab: Lab) -> None:
         cmd, args = words[0], words[1:]
         if cmd in ("quit", "q", "exit"):
             return
-        if cmd in ("fail", "stop", "start") and len(args) == 1 and args[0] in lab.names:
-            {"fail": lab.kill, "stop": lab.stop, "start": lab.restore}[cmd](args[0])
+        actions = {"fail": lab.kill, "stop": lab.stop, "start": lab.restore}
+        if lab.service:
+            actions |= {"break": lab.stop_service, "fix": lab.start_service}
+        if cmd in actions and len(args) == 1 and args[0] in lab.names:
+            try:
+                actions[cmd](args[0])
+            except (RuntimeError, OSError) as e:  # e.g. a service that cannot start: say so
+                click.echo(f"{cmd} {args[0]}: {e}\n> ", nl=False)
+                continue
             last = ""
         else:
-            click.echo(f"? {line.strip()}\n{HELP}\n> ", nl=False)
+            click.echo(f"? {line.strip()}\n{_help(lab)}\n> ", nl=False)
+
+
+def _help(lab: Lab) -> str:
+    return HELP + ("\n" + SERVICE_HELP if lab.service else "")
 
 
 # SIGHUP: the terminal closed. Each of these unwinds through the `with` that removes the lab.
@@ -133,8 +164,17 @@ def _raise_exit(signum: int, frame: FrameType | None) -> None:
 @click.option("--demo", is_flag=True, help="Run a scripted failure and return, then exit "
               "(the default when standard input is not a terminal).")  # fmt: skip
 @click.option("--keep", is_flag=True, help="Keep the lab's files (cluster file, logs).")
-def lab(hosts: int, vips: int, legacy: int, advbase: int, demo: bool, keep: bool) -> None:
-    """Build a cluster of network namespaces here and watch VIPs move between its hosts."""
+@click.option("--service/--no-service", default=True, show_default=True,
+              help="Run an HTTP service on every host, checked by a [[checks]] entry; `break` "
+              "and `fix` stop and start it.")  # fmt: skip
+def lab(
+    hosts: int, vips: int, legacy: int, advbase: int, demo: bool, keep: bool, service: bool
+) -> None:
+    """Build a cluster of network namespaces here and watch VIPs move between its hosts.
+
+    Every host runs a small HTTP service answering with its name; the client shows which host
+    answers ARP for each VIP and which one serves it. `break NAME` stops a host's service: its
+    check fails and its addresses go to the next hosts; `fix NAME` brings them back."""
     if os.geteuid() != 0:
         raise click.ClickException(
             "iprotate lab needs root: it creates network namespaces, a bridge and veth pairs "
@@ -148,11 +188,18 @@ def lab(hosts: int, vips: int, legacy: int, advbase: int, demo: bool, keep: bool
     ok = True
     try:
         try:
-            the_lab = Lab(workdir, hosts=hosts, vips=vips, legacy=legacy, advbase=advbase)
+            the_lab = Lab(
+                workdir, hosts=hosts, vips=vips, legacy=legacy, advbase=advbase, service=service
+            )
         except ValueError as e:
             raise click.ClickException(str(e)) from None
         with the_lab as lab_:
             click.echo(f"lab {lab_.seg.prefix}: {hosts} hosts ({legacy} on ucarp), {vips} VIPs")
+            if service:
+                click.echo(
+                    f"every host serves HTTP on port {SERVICE_PORT}, checked every "
+                    f"{SERVICE_CHECK['interval']:g} s (down after {SERVICE_CHECK['fall']} failures)"
+                )
             click.echo(f"cluster file: {lab_.cluster_file}; logs in {workdir}\n")
             lab_.start_all()
             lab_.start_probe()

@@ -15,9 +15,11 @@ from iprotate.cli import early_signals, main
 from iprotate.cli.common import check_host, cluster_file, load_plan
 from iprotate.cluster.bounds import check_seconds
 from iprotate.cluster.loader import check_local as check_programs
+from iprotate.cluster.model import SYSLOG_FACILITIES
 from iprotate.engine.control import default_socket
 from iprotate.engine.daemon import Daemon, DaemonFailed, RunOptions, StartError, find_host
 from iprotate.engine.hostlock import HostInUse, check_local
+from iprotate.engine.syslog_handler import DEV_LOG, SyslogHandler
 
 
 def local_addresses() -> list[IPv4Address]:
@@ -26,6 +28,26 @@ def local_addresses() -> list[IPv4Address]:
 
     with IPRoute() as ipr:
         return [IPv4Address(m.get_attr("IFA_ADDRESS")) for m in ipr.get_addr(family=2)]
+
+
+class SyslogUnavailable(Exception):
+    """--syslog given, and the local syslog socket cannot be reached."""
+
+
+def to_syslog(facility: str, host: str) -> None:
+    """Send every log line from now on to the local syslog instead of stderr."""
+    try:
+        handler = SyslogHandler(facility, host)
+    except OSError as e:
+        raise SyslogUnavailable(
+            f"syslog: {DEV_LOG}: {e.strerror or e}: no syslog daemon listens here "
+            "(leave out --syslog and [run] syslog to log to stderr)"
+        ) from None
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
 
 
 class Seconds(click.ParamType):
@@ -88,6 +110,22 @@ class Seconds(click.ParamType):
     default=None,
     help="Keep serving when the advert interface loses carrier (ucarp -S) [run.ignore_ifstate].",
 )
+@click.option(
+    "--syslog",
+    type=click.Choice(SYSLOG_FACILITIES),
+    is_flag=False,
+    flag_value="daemon",
+    default=None,
+    metavar="[FACILITY]",
+    help="Log to the local syslog (/dev/log) as `iprotate`, facility daemon unless given, "
+    "instead of stderr [run.syslog].",
+)
+@click.option(
+    "--stderr",
+    "to_stderr",
+    is_flag=True,
+    help="Log to stderr even when [run] syslog says otherwise (e.g. to watch it in a terminal).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log dropped packets too.")
 def run(
     cluster_file: str,
@@ -99,6 +137,8 @@ def run(
     state_dir: str | None,
     metrics: str | None,
     ignore_ifstate: bool | None,
+    syslog: str | None,
+    to_stderr: bool,
     verbose: bool,
 ) -> None:  # fmt: skip
     """Run this host's part of the plan: one CARP machine per VIP it takes part in.
@@ -129,8 +169,11 @@ def run(
         "state_dir": state_dir,
         "metrics": metrics,
         "ignore_ifstate": ignore_ifstate,
+        "syslog": syslog,
     }
     settings = dataclasses.replace(cluster.run, **{k: v for k, v in given.items() if v is not None})
+    if to_stderr:
+        settings = dataclasses.replace(settings, syslog=None)
     try:
         local = local_addresses()
         if host is None:
@@ -138,6 +181,8 @@ def run(
         else:
             check_host(plan, host)
             check_local(plan.cluster.host(host), local)
+        if settings.syslog is not None:
+            to_syslog(settings.syslog, host)
         host_vips = frozenset(v.ip for v in plan.for_host(host))
         for line in check_programs(plan.cluster, host, host_vips):
             # Not fatal: such a check is down (its VIPs go to healthy hosts) until it can run.
@@ -162,6 +207,9 @@ def run(
             if early is not None:
                 early.ignore_all()
     except (StartError, DaemonFailed, HostInUse) as e:
+        click.echo(f"error: {e}", err=True)
+        raise SystemExit(1) from None
+    except SyslogUnavailable as e:
         click.echo(f"error: {e}", err=True)
         raise SystemExit(1) from None
     except PermissionError as e:

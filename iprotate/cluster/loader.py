@@ -33,6 +33,7 @@ from iprotate.cluster.bounds import RUN_SECONDS, check_seconds
 from iprotate.cluster.model import (
     DEFAULT_GROUP,
     DEFAULT_GROUP6,
+    SYSLOG_FACILITIES,
     Check,
     Cluster,
     ClusterError,
@@ -82,7 +83,7 @@ CHECK_TIMEOUT = (0.01, 60.0)
 CHECK_COUNT = (1, 100)  # fall, rise
 RUN_KEYS = {
     "hold_down", "stagger", "garp_refresh", "control_socket", "control_group", "state_dir",
-    "metrics", "hook_timeout", "ignore_ifstate",
+    "metrics", "hook_timeout", "ignore_ifstate", "syslog",
 }  # fmt: skip
 
 
@@ -662,7 +663,18 @@ def _run(pr: _Problems, raw: Any) -> RunSettings:
     for key in ("control_socket", "state_dir", "control_group", "metrics"):
         out[key] = _opt_str(pr, f"run.{key}", raw.get(key, getattr(d, key)))
     out["ignore_ifstate"] = _bool(pr, "run.ignore_ifstate", raw.get("ignore_ifstate", False))
+    out["syslog"] = _syslog(pr, raw.get("syslog"))
     return RunSettings(**out)  # type: ignore[arg-type]
+
+
+def _syslog(pr: _Problems, raw: Any) -> str | None:
+    """[run] syslog: a facility name, or absent for stderr."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or raw not in SYSLOG_FACILITIES:
+        pr.add("run.syslog", f"must be a syslog facility: {', '.join(SYSLOG_FACILITIES)}")
+        return None
+    return raw
 
 
 def _password(pr: _Problems, cl: dict[str, Any], base_dir: Path) -> bytes:

@@ -20,6 +20,13 @@ DEFAULT_GROUP = IPv4Address("224.0.0.18")
 # FreeBSD's and OpenBSD's CARP over IPv6 (the address IANA gave VRRP, link-local scope).
 DEFAULT_GROUP6 = IPv6Address("ff02::12")
 
+# The syslog facilities `[run] syslog` / `--syslog` accept: the ones syslog(3) on Linux names
+# (kern is left out: syslog(3) turns it into user, as local programs may not pose as the kernel).
+SYSLOG_FACILITIES = (
+    "auth", "authpriv", "cron", "daemon", "ftp", "lpr", "mail", "news", "syslog", "user", "uucp",
+    "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Host:
@@ -73,6 +80,7 @@ class RunSettings:
     metrics: str | None = None  # "127.0.0.1:9650": serve Prometheus metrics there
     hook_timeout: float = 10.0
     ignore_ifstate: bool = False  # ucarp's -S: keep serving when the advert link loses carrier
+    syslog: str | None = None  # a facility (SYSLOG_FACILITIES): log to /dev/log, not stderr
 
 
 @dataclass(frozen=True)

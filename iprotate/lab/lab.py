@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -27,6 +28,7 @@ from typing import Any
 from iprotate.cluster.loader import load_cluster
 from iprotate.export.ucarp import DEFAULT_UCARP, UcarpOptions, command, instances
 from iprotate.lab.netns import Segment, ip
+from iprotate.lab.service import DEFAULT_PORT as SERVICE_PORT
 from iprotate.plan.model import Plan
 from iprotate.plan.planner import make_plan
 
@@ -40,6 +42,17 @@ CLIENT_OCTET = 200
 FIRST_VIP = 10
 PASSWORD = "lab-secret"
 VIP_IFACE = "eth2"  # a host's NIC for its VIPs, when they are not on its advert NIC (eth1)
+# The lab's service check: every VIP depends on the HTTP service of the host that holds it. Two
+# failures 0.5 s apart take a host out: its VIPs are on the next host about a second after
+# `break`, quick to watch and slow enough to read.
+SERVICE_CHECK: dict[str, Any] = {
+    "name": "web",
+    "http": f"http://127.0.0.1:{SERVICE_PORT}/",
+    "interval": 0.5,
+    "timeout": 0.4,
+    "fall": 2,
+    "rise": 2,
+}
 
 
 def lab_cluster_toml(
@@ -51,10 +64,15 @@ def lab_cluster_toml(
     extra_cluster: dict[str, Any] | None = None,
     vip_interface: str | None = None,
     vip_links: Sequence[str] = (),
+    extra_run: dict[str, Any] | None = None,
+    service: bool = False,
+    extra_toml: str = "",
 ) -> str:
     """The cluster file of a lab: hosts alpha, bravo, ...; the last `legacy` ones run ucarp; the
     hosts named in `vip_links` add their VIPs on a NIC of their own, VIP_IFACE (on the same
-    bridge); `vip_interface` names one for every host."""
+    bridge); `vip_interface` names one for every host. `service` adds the `[[checks]]` entry
+    for the lab's HTTP service (SERVICE_CHECK) on every host; `extra_toml` is appended as it is
+    (more `[[checks]]`, for a benchmark)."""
     if not 1 <= hosts <= len(NAMES):
         raise ValueError(f"a lab has 1..{len(NAMES)} hosts")
     if not 1 <= vips <= 255 - FIRST_VIP:
@@ -81,6 +99,12 @@ def lab_cluster_toml(
             lines.append(f'vip_interface = "{VIP_IFACE}"')
     last = FIRST_VIP + vips - 1
     lines += ["", "[[vips]]", f'pool = "203.0.113.{FIRST_VIP}-203.0.113.{last}/24"', ""]
+    if extra_run:
+        lines += ["[run]", *(f"{k} = {json.dumps(v)}" for k, v in extra_run.items()), ""]
+    if service:
+        lines += ["[[checks]]", *(f"{k} = {json.dumps(v)}" for k, v in SERVICE_CHECK.items()), ""]
+    if extra_toml:
+        lines.append(extra_toml)
     return "\n".join(lines)
 
 
@@ -95,6 +119,8 @@ class Lab:
     advbase: int = 1
     dead_ratio: int = 3
     extra_cluster: dict[str, Any] | None = None
+    extra_run: dict[str, Any] | None = None  # keys of [run]
+    extra_toml: str = ""  # appended to the cluster file as it is
     run_args: tuple[str, ...] = ()
     # A second interface per host for the VIPs (vip_interface = "eth2"), on a second bridge where
     # the client sits; the adverts stay on eth1.
@@ -103,6 +129,11 @@ class Lab:
     # others: how one lab mixes hosts with and without a VIP interface.
     vip_links: tuple[str, ...] = ()
     host_args: dict[str, tuple[str, ...]] = field(default_factory=dict)  # more `run` args
+    # Every host runs the lab's HTTP service (iprotate.lab.service), checked by a [[checks]]
+    # entry; the probe asks it on every VIP.
+    service: bool = False
+    services: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    served: dict[str, str] = field(default_factory=dict)  # vip -> who answered HTTP (or why not)
     seg: Segment = field(default_factory=Segment)
     procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
     _probe: subprocess.Popen[bytes] | None = None
@@ -123,6 +154,9 @@ class Lab:
                 self.extra_cluster,
                 vip_interface=VIP_IFACE if self.vip_interface else None,
                 vip_links=self.vip_links,
+                extra_run=self.extra_run,
+                service=self.service,
+                extra_toml=self.extra_toml,
             )
         )
         pw = self.workdir / "password"
@@ -149,6 +183,9 @@ class Lab:
             self.macs = {mac: n for n in self.names for mac in self.seg.members[n].macs.values()}
             if self.vip_interface:
                 self._vip_segment()
+            if self.service:
+                for n in self.names:
+                    self.start_service(n)
         except BaseException:
             self.seg.close()
             raise
@@ -176,6 +213,7 @@ class Lab:
     def close(self) -> None:
         """Stop every process (by PID) and remove every namespace and link the lab made."""
         self.procs.clear()
+        self.services.clear()
         self._probe = None
         self.seg.close()
 
@@ -248,6 +286,32 @@ class Lab:
         if name not in self.procs:
             self.start(name)
 
+    def start_service(self, name: str) -> None:
+        """Start the host's HTTP service (`fix`); it answers with the host's name. Returns once
+        it listens, so a check or a client right after finds it up."""
+        if self.serving(name):
+            return
+        argv = [sys.executable, "-m", "iprotate.lab.service", "--name", name]
+        log = str(self.workdir / f"{name}.service.log")
+        self.services[name] = p = self.seg.spawn(name, argv, log=log)
+        for _ in range(100):
+            if f":{SERVICE_PORT} " in self.seg.run(name, "ss", "-Hltn", check=False):
+                return
+            if p.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"{name}: the lab's service did not start (see {log})")
+
+    def stop_service(self, name: str) -> None:
+        """Stop the host's HTTP service (`break`), by its PID; the host and its engine stay."""
+        p = self.services.pop(name, None)
+        if p is not None:
+            Segment.stop(p)
+
+    def serving(self, name: str) -> bool:
+        p = self.services.get(name)
+        return p is not None and p.poll() is None
+
     def running(self, name: str) -> bool:
         return any(p.poll() is None for p in self.procs.get(name, []))
 
@@ -284,6 +348,8 @@ class Lab:
         """Start the client's ARP prober; `poll_probe` reads its answers."""
         argv = [sys.executable, "-m", "iprotate.lab.probe", "--interface", "eth0"]
         argv += ["--src", f"198.51.100.{CLIENT_OCTET}", "--period", str(period)]
+        if self.service:
+            argv += ["--http", str(SERVICE_PORT)]
         argv += [str(v.ip) for v in self.plan.vips]
         self._probe = self.seg.spawn(CLIENT, argv, stdout=subprocess.PIPE)
         assert self._probe.stdout is not None
@@ -304,6 +370,7 @@ class Lab:
             view = {v: [self.macs.get(m, m) for m in ms] for v, ms in r["macs"].items()}
             rounds.append((r["t"], view))
             self.view = view
+            self.served = r.get("served", {})
         return rounds
 
     def vip(self, address: str | IPv4Address) -> Any:

@@ -3,14 +3,18 @@
 Run inside a client namespace (`python -m iprotate.lab.probe --interface eth0 VIP...`); every
 round it asks for every VIP and prints one JSON line,
 `{"t": <monotonic>, "macs": {vip: [mac, ...]}}`, so the lab, the tests and the benchmarks see
-several answers (two masters) and none (unserved) alike.
-It only ever sends ARP requests on its own interface, for the VIPs it is given.
+several answers (two masters) and none (unserved) alike. With `--http PORT` each round also asks
+the lab's service on every VIP (one GET each, all at once) and adds `"served": {vip: answer}`:
+the name the service answered with, or why none (`refused`, `timeout`, `reset`, ...).
+It only ever sends ARP requests on its own interface, and HTTP requests to the VIPs it is given.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import select
+import selectors
 import socket
 import struct
 import sys
@@ -62,17 +66,72 @@ def probe_rounds(interface: str, src: IPv4Address, vips: list[IPv4Address], peri
         s.close()
 
 
+def http_round(vips: list[IPv4Address], port: int, timeout: float) -> dict[str, str]:
+    """GET / on every VIP at once; {vip: first line of the body, or why there is none}."""
+    sel = selectors.DefaultSelector()
+    out: dict[str, str] = {}
+    bufs: dict[str, bytes] = {}
+    try:
+        for v in vips:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            err = s.connect_ex((str(v), port))
+            if err not in (0, errno.EINPROGRESS):
+                out[str(v)] = errno.errorcode.get(err, str(err)).lower()
+                s.close()
+                continue
+            sel.register(s, selectors.EVENT_WRITE, str(v))
+        end = time.monotonic() + timeout
+        while sel.get_map() and (left := end - time.monotonic()) > 0:
+            for key, mask in sel.select(left):
+                s, v = key.fileobj, key.data
+                assert isinstance(s, socket.socket)
+                why = None
+                try:
+                    if mask & selectors.EVENT_WRITE:
+                        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                        if err:
+                            raise OSError(err, "")
+                        s.send(f"GET / HTTP/1.0\r\nHost: {v}\r\n\r\n".encode())
+                        sel.modify(s, selectors.EVENT_READ, v)
+                        continue
+                    data = s.recv(4096)
+                    if data and len(bufs.get(v, b"")) < 65536:
+                        bufs[v] = bufs.get(v, b"") + data
+                        continue
+                    body = bufs.get(v, b"").partition(b"\r\n\r\n")[2]
+                    why = body.decode(errors="replace").strip().split("\n")[0] or "empty"
+                except OSError as e:
+                    names = {errno.ECONNREFUSED: "refused", errno.ECONNRESET: "reset"}
+                    why = names.get(e.errno or 0, errno.errorcode.get(e.errno or 0, "error"))
+                    why = why.lower()
+                out[v] = why
+                sel.unregister(s)
+                s.close()
+        for key in list(sel.get_map().values()):
+            out[key.data] = "timeout"
+            key.fileobj.close()  # type: ignore[union-attr]
+    finally:
+        sel.close()
+    return {str(v): out.get(str(v), "timeout") for v in vips}
+
+
 @click.command()
 @click.option("--interface", required=True)
 @click.option("--src", required=True, help="This client's address (the ARP sender IP).")
 @click.option("--period", type=float, default=0.2, show_default=True)
+@click.option("--http", "http_port", type=int, default=None, help="Also GET / on PORT of each VIP.")
 @click.argument("vips", nargs=-1, required=True)
-def main(interface: str, src: str, period: float, vips: tuple[str, ...]) -> None:
-    """Print one JSON line per round: which MACs answered ARP for each VIP."""
-    for t, macs in probe_rounds(
-        interface, IPv4Address(src), [IPv4Address(v) for v in vips], period
-    ):
-        sys.stdout.write(json.dumps({"t": t, "macs": macs}) + "\n")
+def main(
+    interface: str, src: str, period: float, http_port: int | None, vips: tuple[str, ...]
+) -> None:
+    """Print one JSON line per round: which MACs answered ARP for each VIP (and who served)."""
+    addrs = [IPv4Address(v) for v in vips]
+    for t, macs in probe_rounds(interface, IPv4Address(src), addrs, period):
+        line: dict[str, object] = {"t": t, "macs": macs}
+        if http_port is not None:
+            line["served"] = http_round(addrs, http_port, max(period, 0.3))
+        sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
 
 
