@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Literal
 
-Engine = Literal["iprotate", "ucarp"]
+Engine = Literal["iprotate", "ucarp", "freebsd", "keepalived"]
+ENGINES: tuple[str, ...] = ("iprotate", "ucarp", "freebsd", "keepalived")
 
 DEFAULT_GROUP = IPv4Address("224.0.0.18")
 

@@ -33,10 +33,17 @@ from collections.abc import Iterator, Sequence
 from ipaddress import IPv4Address
 from typing import Any
 
-from iprotate.cluster.model import Cluster, ClusterError, Host, Vip
+from iprotate.cluster.model import DEFAULT_GROUP, Cluster, ClusterError, Host, Vip
 from iprotate.plan.model import Plan, VipPlan
 
 MAX_VHID = 255
+# FreeBSD's kernel refuses advskew 255 (sys/netinet/ip_carp.c, carp_ioctl SIOCSVH: EINVAL when
+# carpr_advskew >= 255), so a VIP with a FreeBSD participant climbs its ladder to 254 at most.
+FREEBSD_MAX_ADVSKEW = 254
+# FreeBSD sends its IPv4 adverts to INADDR_CARP_GROUP only (ip_carp.c, carp_send_ad_locked) and
+# times a backup out after 3 * advbase + advskew/256 (carp_setrun; carp_input_c uses
+# advbase * 3 for "master timed out"): no other group, no other dead ratio.
+FREEBSD_DEAD_RATIO = 3
 # advbase 0: intervals are advskew/256 s and the timeout equals the interval, so each rank needs a
 # clearly longer skew than the one above it. Owner 62 ms, then 187, 437, 937 ms.
 SUBSECOND_LADDER = (16, 48, 112, 240)
@@ -55,28 +62,31 @@ def make_plan(cluster: Cluster) -> Plan:
     orders = assign_orders(cluster, owners)
     hosts = {h.name: h for h in cluster.hosts}
     _check_subsecond(cluster, orders, hosts)
+    _check_freebsd(cluster, orders, hosts)
     vips = []
     for i, vip in enumerate(cluster.vips):
         order = orders[i]
+        bsd = any(hosts[h].engine == "freebsd" for h in order)
         vips.append(
             VipPlan(
                 vip=vip,
                 vhid=vhids[i],
                 order=order,
-                advskew=ladder(cluster.advbase, len(order)),
+                advskew=ladder(cluster.advbase, len(order), FREEBSD_MAX_ADVSKEW if bsd else 255),
                 preempt=tuple(hosts[h].preempt for h in order),
             )
         )
     return Plan(cluster=cluster, vips=tuple(vips))
 
 
-def ladder(advbase: int, participants: int) -> tuple[int, ...]:
-    """The advskew of each rank, owner first, for a VIP with `participants` hosts."""
+def ladder(advbase: int, participants: int, top: int = 255) -> tuple[int, ...]:
+    """The advskew of each rank, owner first, for a VIP with `participants` hosts; no rank's
+    skew exceeds `top` (254 where a FreeBSD host takes part)."""
     if advbase == 0:
         return SUBSECOND_LADDER[:participants]
     if participants <= 1:
         return (0,)
-    step = min(MAX_STEP, 255 // (participants - 1))
+    step = min(MAX_STEP, top // (participants - 1))
     return tuple(r * step for r in range(participants))
 
 
@@ -333,3 +343,37 @@ def _check_subsecond(
                 "backup, and ucarp backups flap below 1 s; use advbase >= 1 or run iprotate there"
             ],
         )
+
+
+def _check_freebsd(
+    cluster: Cluster, orders: Sequence[Sequence[str]], hosts: dict[str, Host]
+) -> None:
+    """FreeBSD's limits wherever a FreeBSD host takes part (facts from sys/netinet/ip_carp.c):
+    advbase >= 1 (carp_ioctl refuses less), dead ratio 3 (fixed in carp_setrun), the group
+    224.0.0.18 (carp_send_ad_locked), which also keeps one address per vhid on the host: two
+    addresses on one vhid would enter its HMAC (carp_hmac_prepare) and break every peer."""
+    bsd = sorted(h.name for h in cluster.hosts if h.engine == "freebsd")
+    if not bsd:
+        return
+    problems = []
+    taking_part = sorted({h for o in orders for h in o if hosts[h].engine == "freebsd"})
+    if taking_part and cluster.advbase < 1:
+        problems.append(
+            f"cluster.advbase: 0 (sub-second) with FreeBSD host(s) {', '.join(taking_part)}: "
+            "FreeBSD's carp accepts advbase 1..255 only"
+        )
+    if taking_part and cluster.dead_ratio != FREEBSD_DEAD_RATIO:
+        problems.append(
+            f"cluster.dead_ratio: {cluster.dead_ratio} with FreeBSD host(s) "
+            f"{', '.join(taking_part)}: FreeBSD's backups always wait 3 intervals "
+            f"(3 * advbase + advskew/256), so the plan's order holds only with dead_ratio = 3"
+        )
+    for vip, order in zip(cluster.vips, orders, strict=True):
+        there = [h for h in order if hosts[h].engine == "freebsd"]
+        if there and vip.group != DEFAULT_GROUP:
+            problems.append(
+                f"{vip.source}: group {vip.group} with FreeBSD host(s) {', '.join(there)}: "
+                f"FreeBSD sends CARP to {DEFAULT_GROUP} only; leave the group out for this VIP"
+            )
+    if problems:
+        raise ClusterError(cluster.path, problems)
