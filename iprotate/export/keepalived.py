@@ -66,7 +66,7 @@ def check(plan: Plan, host: str) -> None:
     carp = sorted(f"{o.name} ({o.engine})" for o in c.hosts if o.engine in ("ucarp", "freebsd"))
     if carp:
         problems.append(
-            f"{', '.join(carp)} speak CARP: VRRP and CARP cannot share a VIP (both are IP "
+            f"CARP runs on {', '.join(carp)}: VRRP and CARP cannot share a VIP (both are IP "
             "protocol 112 to 224.0.0.18, each drops the other's adverts, and both sides become "
             "master); every host of the cluster must run keepalived"
         )
