@@ -30,6 +30,7 @@ def _register() -> None:
     # Imported for their side effect: each module adds its commands to `main`.
     from iprotate.cli import (  # noqa: F401
         export_cmd,
+        import_cmd,
         lab_cmd,
         ops_cmd,
         plan_cmd,
