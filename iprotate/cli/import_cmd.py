@@ -126,15 +126,18 @@ def import_command(
     click.echo(f"wrote {out}: {n_hosts} host(s), {n_vips} VIP(s), owners and vhids pinned")
     if password is not None:
         click.echo(f"wrote the password to {pw_path} (mode 600)")
-    _report(out, imp)
+    ok = _report(out, imp)
     if imp.notes:
         click.echo("\nnot carried over, or changed:")
         for note in imp.notes:
             click.echo(f"  - {note}")
+    if not ok:
+        raise SystemExit(EXIT_BAD_FILE)
 
 
-def _report(out: Path, imp: importer.Imported) -> None:
-    """The plan of the written file against today's order, and without the owner pins."""
+def _report(out: Path, imp: importer.Imported) -> bool:
+    """The plan of the written file against today's order, and without the owner pins; False
+    (with the errors on stderr) if the written file does not plan."""
     try:
         # The password file may not exist yet (a ucarp passfile not at hand): plan without it.
         data = tomllib.loads(out.read_text())
@@ -150,13 +153,14 @@ def _report(out: Path, imp: importer.Imported) -> None:
     except ClusterError as e:
         for line in str(e).splitlines():
             click.echo(f"error: {line}", err=True)
-        raise SystemExit(EXIT_BAD_FILE) from None
+        return False
     moved = [(v, imp.today[v.ip]) for v in plan.vips if imp.today.get(v.ip, v.order) != v.order]
     click.echo(f"\nfailover order: {len(plan.vips) - len(moved)} VIP(s) as today")
     for v, was in moved:
         click.echo(f"~ {v.address}: today {' > '.join(was)}, planned {' > '.join(v.order)}")
     click.echo("\nwithout the owner pins (iprotate plan --diff style):")
     click.echo(report.diff_text(report.diff(plan, free)))
+    return True
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:

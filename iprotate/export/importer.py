@@ -23,7 +23,7 @@ import re
 import shlex
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Interface, ip_address
 from pathlib import PurePath
 
@@ -198,7 +198,10 @@ def parse_ucarp_lines(host: str, name: str, text: str) -> Parsed:
             raise MigrateError(f"{where}: {e}") from None
         args = _ucarp_argv(tokens)
         if args is None:
-            out.notes.append(f"{where}: not a ucarp command line, left out: {line.strip()[:80]}")
+            # Only its first word: the rest may hold a password (UCARP_PASS=..., -p ...).
+            first = tokens[0] if tokens else "?"
+            first = first.split("=", 1)[0][:40] + ("=..." if "=" in first else "")
+            out.notes.append(f"{where}: not a ucarp command line ({first} ...), left out")
             continue
         opts = dict(_collect(args, where))
         out.instances.append(_ucarp_instance(host, where, opts, out.notes, aliases))
@@ -322,6 +325,7 @@ def parse_ifupdown(host: str, name: str, text: str) -> Parsed:
             continue
         elif stanzas:
             stanzas[-1][2][words[0]] = " ".join(words[1:])
+    prefixes = _stanza_prefixes(stanzas)
     for where, iface, opts in stanzas:
         if not any(k.startswith("ucarp-") for k in opts):
             continue
@@ -344,7 +348,30 @@ def parse_ifupdown(host: str, name: str, text: str) -> Parsed:
                 o["nomcast"] = None
             elif k.startswith("ucarp-") and k not in ("ucarp-master", "ucarp-nomcast"):
                 out.notes.append(f"{where}: {k} is not read by Debian's hook; left out")
-        out.instances.append(_ucarp_instance(host, where, o, out.notes))
+        inst = _ucarp_instance(host, where, o, out.notes)
+        if not inst.prefix_known and inst.vip.ip in prefixes:
+            # Debian's README layout: the VIP's own stanza (eth0:ucarp) carries its netmask.
+            inst = replace(inst, vip=IPv4Interface((inst.vip.ip, prefixes[inst.vip.ip])),
+                           prefix_known=True)  # fmt: skip
+        out.instances.append(inst)
+    return out
+
+
+def _stanza_prefixes(stanzas: list[tuple[str, str, dict[str, str]]]) -> dict[IPv4Address, int]:
+    """address -> prefix length of the stanzas without ucarp options (the VIPs' own)."""
+    out = {}
+    for _where, _iface, opts in stanzas:
+        if any(k.startswith("ucarp-") for k in opts) or "address" not in opts:
+            continue
+        addr = opts["address"]
+        if "/" not in addr and "netmask" in opts:
+            addr = f"{addr}/{opts['netmask']}"
+        try:
+            a = IPv4Interface(addr)
+        except ValueError:
+            continue
+        if "/" in opts["address"] or "netmask" in opts:
+            out[a.ip] = a.network.prefixlen
     return out
 
 
@@ -472,7 +499,7 @@ def _vrrp_instance(
             notes.append(
                 f"{label}: {a} shares virtual_router_id {vrid} with "
                 f"{addrs[0][0]}; iprotate gives every address its own vhid, so {a} gets "
-                "a vhid of its own (derived from its last octet)"
+                "a vhid of its own"
             )
         out.append(
             Instance(
@@ -581,7 +608,8 @@ def build(
             )
         elif len(prefixes) > 1:
             notes.append(f"{members[0].vip.ip}: hosts disagree on its prefix; /{prefix} kept")
-        members.sort(key=lambda m: (m.rank_key, m.host))
+        # On a tie the host that preempts is the one meant to own the VIP.
+        members.sort(key=lambda m: (m.rank_key, not m.preempt, m.host))
         keys = [m.rank_key for m in members]
         if len(set(keys)) < len(keys):
             notes.append(
@@ -598,6 +626,7 @@ def build(
         )
     if not vips:
         raise MigrateError("no VIP left to import (see the notes)")
+    vips = _free_vhids(vips, notes)
 
     last = {(m.host, m.vip.ip): m is ms[-1] for _, _, _, ms in vips for m in ms}
 
@@ -730,6 +759,29 @@ def build(
             "PREFIX (and IPROTATE_* variables); check scripts that read their third argument"
         )
     return Imported("\n".join(lines) + "\n", password, notes, today, fresh)
+
+
+def _free_vhids(
+    vips: list[tuple[IPv4Interface, int | None, IPv4Address, list[Instance]]], notes: list[str]
+) -> list[tuple[IPv4Interface, int | None, IPv4Address, list[Instance]]]:
+    """Give each VIP without a vhid (a keepalived instance's second address) a free one in its
+    group: its last octet if free, else the lowest free one; pinned, so that nothing moves."""
+    used: dict[IPv4Address, set[int]] = defaultdict(set)
+    for _a, vhid, group, _ms in vips:
+        if vhid is not None:
+            used[group].add(vhid)
+    out = []
+    for addr, vhid, group, ms in vips:
+        if vhid is None:
+            free = [v for v in range(1, 256) if v not in used[group]]
+            if not free:
+                notes.append(f"{addr.ip}: no free vhid in group {group}; left out")
+                continue
+            vhid = addr.ip.packed[3] if addr.ip.packed[3] in free else free[0]
+            used[group].add(vhid)
+            notes.append(f"{addr.ip}: vhid {vhid} (free in group {group}), pinned")
+        out.append((addr, vhid, group, ms))
+    return out
 
 
 def _q(s: str) -> str:
