@@ -33,10 +33,11 @@ from iprotate.carp.machine import (
 )
 from iprotate.carp.node import Effect, Node
 from iprotate.carp.status import build_status
-from iprotate.cluster.loader import load_cluster
-from iprotate.cluster.model import ClusterError
+from iprotate.cluster.loader import check_local, load_cluster
+from iprotate.cluster.model import Check, ClusterError
 from iprotate.engine import drained_state, hostlock
 from iprotate.engine.addresses import AddressSetter
+from iprotate.engine.checks import CheckRunner, RunResult
 from iprotate.engine.control import ControlError, ControlServer
 from iprotate.engine.garp import GarpSender
 from iprotate.engine.hooks import HookRunner, hook_for
@@ -113,6 +114,8 @@ class Daemon:
         self.socket: CarpSocket | None = None
         self.garp: GarpSender | None = None
         self.hooks = HookRunner(timeout=self.options.hook_timeout, logger=log)
+        self.checks = CheckRunner(self._check_result, log)
+        self._last_resort: set[tuple[IPv4Address, int]] = set()
         self.notifier = Notifier()
         self.addresses: AddressSetter | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -202,15 +205,19 @@ class Daemon:
             if not running:
                 self._links_up[False] = False
                 self._emit(self.node.link(False, now))
+            # Checks run beside the CARP timers, never on their path (iprotate.engine.checks).
+            self.checks.update(self.plan.checks_for(self.host.name))
             self.notifier.ready(f"{len(self.node.machines)} VIPs")
             await self._stopping.wait()
             self.notifier.stopping()
+            await self.checks.close()
             await self._hand_over()
             self._emit(self.node.stop(loop.time()))
             await self.hooks.drain(self.options.hook_timeout)
             if self._failed is not None:
                 raise DaemonFailed(self._failed)
         finally:
+            await self.checks.close()  # an exec check still running is killed with its group
             for t in tasks:
                 t.cancel()
             if signal_rules is not None:
@@ -325,6 +332,10 @@ class Daemon:
         self.host = new
         now = asyncio.get_running_loop().time()
         self._emit(self.node.reload(plan, now))
+        self.checks.update(plan.checks_for(self.host.name))
+        host_vips = frozenset(v.ip for v in plan.for_host(self.host.name))
+        for line in check_local(plan.cluster, self.host.name, host_vips):
+            log.warning("%s: %s", path, line)  # such a check is down until it can run
         self._join_groups()
         if self._drain_all:
             self._emit(self.node.drain(now))
@@ -561,7 +572,49 @@ class Daemon:
             log.warning("%s: removed from %s behind our back; added it back", ip, where)
         self._emit(effects)
 
+    def _check_result(self, check: Check, result: RunResult) -> None:
+        """A run of a health check ended: the node counts it and moves the VIPs if it must."""
+        if self._stopping.is_set():
+            return
+        now = asyncio.get_running_loop().time()
+        change, effects = self.node.check_result(
+            now, check.name, result.ok, result.detail, result.seconds
+        )
+        if change is not None:
+            line = change.line(self.host.name)
+            if change.new == "up":
+                log.info("%s", line)
+            else:
+                n = sum(1 for m in self.node.machines.values() if m.sick)
+                log.warning("%s; %d VIPs stand aside here", line, n)
+        self._emit(effects)
+
+    def _note_last_resort(self) -> None:
+        """Say it when a sick host keeps serving a VIP because no healthy host took it (and
+        when that ends)."""
+        if not self._last_resort and not any(not st.up for st in self.node.health.values()):
+            return
+        now_lr = {k for k, m in self.node.machines.items() if m.last_resort}
+        for key in sorted(now_lr - self._last_resort):
+            v = self.node.vips[key]
+            down = ", ".join(self.node.checks_down(v.ip))
+            log.warning(
+                "%s vhid %d: check %s down on %s, but no healthy host takes it: serving it here "
+                "(last resort)", v.address, v.vhid, down, self.host.name,
+            )  # fmt: skip
+        for key in sorted(self._last_resort - now_lr):
+            v = self.node.vips.get(key)
+            if v is not None:
+                log.info("%s vhid %d: no longer served here as the last resort", v.address, v.vhid)
+        self._last_resort = now_lr
+
     def _emit(self, effects: list[Effect]) -> None:
+        if effects:
+            self._emit_all(effects)
+            self._note_last_resort()
+        self._arm_timer()
+
+    def _emit_all(self, effects: list[Effect]) -> None:
         for e in effects:
             try:
                 self._apply(e)
@@ -571,7 +624,6 @@ class Daemon:
             except Exception:  # a bug must not stop every other VIP's adverts
                 self.node.counters["errors"] += 1
                 log.exception("%s vhid %d: %s failed", e.vip.address, e.vip.vhid, e.action)
-        self._arm_timer()
 
     def _arm_timer(self) -> None:
         loop = asyncio.get_running_loop()
@@ -621,7 +673,9 @@ class Daemon:
             log.info("%s vhid %d: %s -> %s: %s", v.address, v.vhid, a.old.value, a.new.value, a.why)
 
     def _hook(self, v: VipPlan, event: Literal["up", "down"]) -> None:
-        hook = hook_for(self.plan.cluster, v, event, self.host.vip_interface)
+        hook = hook_for(
+            self.plan.cluster, v, event, self.host.vip_interface, self.node.checks_down(v.ip)
+        )
         if hook is not None:
             self.hooks.run(hook)
 
