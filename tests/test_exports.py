@@ -304,18 +304,39 @@ def test_iprotate_adverts_pass_freebsds_checks_and_freebsds_pass_iprotates() -> 
 # --- keepalived in namespaces --------------------------------------------------------------------
 
 
+def holds(lab: KeepalivedLab, down: set[str]) -> Any:
+    """Every VIP on exactly the host the plan says with `down` failed, `down` hosts included in
+    what is looked at (a host whose check failed is alive: it must hold none)."""
+    want = {str(v.ip): [v.holder(down)] for v in lab.plan.vips}
+    return lambda: lab.holders() == want
+
+
 @pytest.mark.netns
 @pytest.mark.skipif(shutil.which("keepalived") is None, reason="needs Debian's keepalived")
-def test_keepalived_runs_the_plan_and_fails_over_to_the_next_hosts(tmp_path: Path) -> None:
-    """Debian's keepalived on the generated files, 3 hosts and 12 VIPs: every VIP on its planned
-    owner, and a killed host's VIPs on the plan's next hosts (spread, not dumped on one)."""
-    with KeepalivedLab(tmp_path, hosts=3, vips=12) as lab:
+def test_keepalived_runs_the_plan_checks_and_failover(tmp_path: Path) -> None:
+    """Debian's keepalived on the generated files, 3 hosts and 12 VIPs with a check on bravo:
+    every VIP on its planned owner; bravo's check failing moves its VIPs to the plan's next hosts
+    and passing again brings them back; a killed host's VIPs land on the plan's next hosts."""
+    flag = tmp_path / "bravo-service-down"
+    script = tmp_path / "check-service"
+    script.write_text(f"#!/bin/sh\ntest ! -e {flag}\n")
+    script.chmod(0o755)
+    lab = KeepalivedLab(tmp_path / "lab", hosts=3, vips=12)
+    with lab.cluster_file.open("a") as f:
+        f.write(f'\n[[checks]]\nname = "service"\nexec = ["{script}"]\nhosts = ["bravo"]\n'
+                "interval = 1\ntimeout = 1\nfall = 1\nrise = 1\n")  # fmt: skip
+    lab.plan = make_plan(load_cluster(lab.cluster_file))
+    assert "track_script" in keepalived.keepalived_conf(lab.plan, "bravo")
+    bound = 3 * lab.plan.cluster.advbase + 1 + 2.0  # VRRP's master-down, plus the lab's second
+    with lab:
         lab.start_all()
-        wait_for(settled(lab), 15.0)
+        wait_for(holds(lab, set()), 15.0)
+        flag.touch()
+        wait_for(holds(lab, {"bravo"}), 2 + bound)  # the check's interval, then VRRP
+        flag.unlink()
+        wait_for(holds(lab, set()), 2 + bound)
         victim = "alpha"
-        nexts = {lab.plan.vips[i].holder({victim}) for i, v in enumerate(lab.plan.vips)
-                 if v.owner == victim}  # fmt: skip
+        nexts = {v.holder({victim}) for v in lab.plan.vips if v.owner == victim}
         assert len(nexts) == 2  # the plan spreads alpha's VIPs over both survivors
         lab.kill(victim)
-        # VRRP's master-down: 3 adverts + skew; plus a second for the lab to see it.
-        wait_for(settled(lab, {victim}), 3 * lab.plan.cluster.advbase + 1 + 2.0)
+        wait_for(settled(lab, {victim}), bound)

@@ -3,8 +3,10 @@
 One ``vrrp_instance`` per VIP the host takes part in, built from the same plan as iprotate's own
 CARP: ``virtual_router_id`` is the plan's vhid, the priorities fall strictly along the plan's
 failover order (so VRRP elects the same owner and the same next-in-line), ``preempt`` or
-``nopreempt`` from the host's preempt, ``advert_int`` from advbase, unicast peers on request, and
-the cluster's up/down scripts as ``notify_master``/``notify_backup``/``notify_fault`` with the
+``nopreempt`` from the host's preempt, ``advert_int`` from advbase, unicast peers on request, the
+``[[checks]]`` that run on the host as ``vrrp_script`` blocks tracked by the instances of their VIPs
+(a failed one puts them in FAULT, so their VIPs go to the next hosts), and the cluster's up/down
+scripts as ``notify_master``/``notify_backup``/``notify_fault`` with the
 arguments iprotate's hooks get (``SCRIPT INTERFACE VIP PREFIX``). keepalived adds and removes the
 addresses itself and sends its own gratuitous ARPs.
 
@@ -15,10 +17,11 @@ adverts (RFC 3768 6.1), whatever dead_ratio says; VRRP has no authentication wor
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
-from iprotate.cluster.model import DEFAULT_GROUP, Host
+from iprotate.cluster.model import DEFAULT_GROUP, Check, Host
 from iprotate.plan.model import Plan, VipPlan
 
 TOP_PRIORITY = 250  # below 255, which keepalived reserves for the address owner (instant master)
@@ -85,15 +88,68 @@ def check(plan: Plan, host: str) -> None:
     for path in _scripts(plan, h):
         if _UNSAFE.search(path):
             problems.append(f"script path {path!r} has a quote, a backslash or a control character")
+    for chk in host_checks(plan, host):
+        for word in check_command(chk):
+            if _UNSAFE.search(word) or not word or any(ch.isspace() for ch in word):
+                problems.append(
+                    f"{chk.source} ({chk.name}): {word!r} cannot be one word of a keepalived "
+                    "script line (a blank, a quote, a backslash or a control character)"
+                )
     if problems:
         raise KeepalivedError(
             f"{host} cannot run this plan under keepalived: " + "; ".join(problems)
         )
 
 
+def host_checks(plan: Plan, host: str) -> list[Check]:
+    """The [[checks]] that run on `host`, in file order."""
+    mine = frozenset(v.ip for v in plan.for_host(host))
+    return [chk for chk in plan.cluster.checks if chk.runs_on(host, mine)]
+
+
+def check_command(chk: Check) -> list[str]:
+    """The command keepalived runs for a check: its own argv (exec), netcat's connect test
+    (tcp, Debian's netcat-openbsd) or curl (http: 2xx and 3xx pass, as in iprotate)."""
+    t = str(_whole_seconds(chk.timeout))
+    if chk.kind == "exec":
+        return list(chk.argv)
+    if chk.kind == "tcp":
+        host, _, port = chk.target.rpartition(":")
+        return ["/usr/bin/nc", "-z", "-w", t, host.strip("[]"), port]
+    return ["/usr/bin/curl", "-fsS", "-o", "/dev/null", "-m", t, chk.target]
+
+
+def script_name(chk: Check) -> str:
+    """The vrrp_script's name: ``chk_`` and the check's name."""
+    return f"chk_{chk.name}"
+
+
+def _whole_seconds(x: float) -> int:
+    return max(1, math.ceil(x))
+
+
+def script_lines(chk: Check) -> list[str]:
+    """The ``vrrp_script`` block of a check. weight 0: when it fails the instances tracking it
+    go to FAULT, give their VIPs up and stop advertising, so the next hosts take them."""
+    lines = [
+        f"# {chk.source}: {chk.kind} {chk.target}",
+        f"vrrp_script {script_name(chk)} {{",
+        f'    script "{" ".join(check_command(chk))}"',
+        f"    interval {_whole_seconds(chk.interval)}",
+        f"    timeout {_whole_seconds(chk.timeout)}",
+        f"    fall {chk.fall}",
+        f"    rise {chk.rise}",
+        "    weight 0",
+    ]
+    if chk.user:
+        lines.append(f"    user {chk.user}")
+    return [*lines, "}"]
+
+
 def _scripts(plan: Plan, h: Host) -> list[str]:
     c = plan.cluster
     out = {s for s in (c.up_script, c.down_script) if s}
+    out.update(chk.target for chk in host_checks(plan, h.name))
     for v in plan.for_host(h.name):
         out.update(s for s in (v.vip.up_script, v.vip.down_script) if s)
     return sorted(out)
@@ -128,6 +184,11 @@ def instance_lines(plan: Plan, h: Host, v: VipPlan, opts: KeepalivedOptions) -> 
         f"        {v.address} dev {h.vip_interface}",
         "    }",
     ]
+    tracked = [script_name(chk) for chk in host_checks(plan, h.name) if v.ip in chk.vips]
+    if tracked:
+        lines.append("    track_script {")
+        lines += [f"        {name}" for name in tracked]
+        lines.append("    }")
     up = v.vip.up_script or c.up_script
     down = v.vip.down_script or c.down_script
     args = f"{h.vip_interface} {v.ip} {v.address.network.prefixlen}"
@@ -157,6 +218,9 @@ def keepalived_conf(plan: Plan, host: str, opts: KeepalivedOptions | None = None
         # keepalived refuses to run notify scripts as root unless told which user runs them.
         lines += ["    script_user root", "    enable_script_security"]
     lines.append("}")
+    for chk in host_checks(plan, host):
+        lines.append("")
+        lines += script_lines(chk)
     for v in plan.for_host(host):
         lines.append("")
         lines += instance_lines(plan, h, v, opts)
@@ -178,6 +242,24 @@ def notes(plan: Plan, host: str) -> list[str]:
         out.append(
             f"dead_ratio {c.dead_ratio} does not carry over: a VRRP backup always waits "
             f"{VRRP_DEAD_RATIO} adverts plus (256 - priority)/256 s"
+        )
+    for chk in host_checks(plan, host):
+        changed = [
+            f"{k} {x:g} s -> {_whole_seconds(x)} s"
+            for k, x in (("interval", chk.interval), ("timeout", chk.timeout))
+            if x != _whole_seconds(x)
+        ]
+        if changed:
+            out.append(f"check {chk.name}: keepalived counts whole seconds: {', '.join(changed)}")
+        if chk.expect is not None:
+            out.append(f"check {chk.name}: expect {chk.expect} not carried over (curl -f passes "
+                       "2xx and 3xx)")  # fmt: skip
+        if chk.kind == "tcp":
+            out.append(f"check {chk.name}: runs /usr/bin/nc (Debian's netcat-openbsd)")
+    if host_checks(plan, host):
+        out.append(
+            "a failed check puts keepalived's instances in FAULT: the VIP leaves this host even "
+            "when no other host can take it (iprotate keeps serving it as a last resort)"
         )
     out.append(
         "the cluster password is not used: VRRPv2's authentication is an 8-byte clear-text "
