@@ -3,12 +3,13 @@ plan, FreeBSD's wire rules written out independently, and Debian's keepalived in
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import os
 import shutil
 import struct
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,9 @@ def test_keepalived_priorities_follow_the_plan_order() -> None:
         assert prios == sorted(prios, reverse=True) and len(set(prios)) == len(prios)
         for h in v.order:
             text = keepalived.keepalived_conf(p, h)
-            block = text.split(f"vrrp_instance VI_{v.vhid} {{", 1)[1].split("\n}", 1)[0]
+            name = keepalived.instance_name(v)
+            block = text.split(f"vrrp_instance {name} {{", 1)[1].split("\n}", 1)[0]
+            assert ("version 3" in block) == (v.address.version == 6)  # VRRPv3 for IPv6
             assert f"priority {prios[v.order.index(h)]}" in block
             assert ("nopreempt" in block) == (h == "charlie")  # charlie has preempt = false
 
@@ -197,13 +200,14 @@ def test_freebsd_preemption_is_one_switch_per_host() -> None:
 #   interface's first address; authlen 7, pad 0.
 
 
-def bsd_hmac(key: bytes, vhid: int, addrs: list[IPv4Address], counter: bytes) -> bytes:
+def bsd_hmac(key: bytes, vhid: int, addrs: list[Any], counter: bytes) -> bytes:
     pad = key[:19].ljust(64, b"\0")
     ipad = bytes(b ^ 0x36 for b in pad)
     opad = bytes(b ^ 0x5C for b in pad)
     inner = hashlib.sha1(ipad + bytes((2, 1, vhid)))
-    for a in sorted(addrs):
-        inner.update(a.packed)
+    for family in (4, 6):  # every IPv4 address ascending, then every IPv6 one
+        for a in sorted(a for a in addrs if a.version == family):
+            inner.update(a.packed)
     inner.update(counter)
     return hashlib.sha1(opad + inner.digest()).digest()
 
@@ -215,11 +219,13 @@ def bsd_cksum(data: bytes) -> int:
     return ~s & 0xFFFF
 
 
-def bsd_accepts(pkt: bytes, vhids: dict[int, tuple[bytes, list[IPv4Address]]]) -> str | None:
-    """None if FreeBSD's carp_input/carp_input_c would take `pkt`, else why it drops it."""
-    if pkt[8] != 255:
+def bsd_accepts(pkt: bytes, vhids: dict[int, tuple[bytes, list[Any]]]) -> str | None:
+    """None if FreeBSD's carp_input (IPv4) or carp6_input (IPv6), then carp_input_c, would take
+    `pkt`, else why it drops it."""
+    v6 = pkt[0] >> 4 == 6
+    if pkt[7 if v6 else 8] != 255:  # TTL, or the hop limit
         return "badttl"
-    iplen = (pkt[0] & 0x0F) * 4
+    iplen = 40 if v6 else (pkt[0] & 0x0F) * 4
     if len(pkt) < iplen + 36:
         return "badlen"
     ch = pkt[iplen : iplen + 36]
@@ -248,8 +254,23 @@ def bsd_advert(src: str, vhid: int, advbase: int, advskew: int, key: bytes,
     return ip + ch
 
 
+def bsd_advert6(src: str, vhid: int, advbase: int, advskew: int, key: bytes,
+                addrs: list[Any], counter: int) -> bytes:  # fmt: skip
+    """An IPv6 advert as carp_send_ad_locked builds it: hop limit 255, to ff02::12."""
+    c = counter.to_bytes(8, "big")
+    head = struct.pack("!BBBBBBH", 0x21, vhid, advskew, 7, 0, advbase, 0)
+    ch = head + c + bsd_hmac(key, vhid, addrs, c)
+    ch = ch[:6] + struct.pack("!H", bsd_cksum(ch)) + ch[8:]
+    ip6 = struct.pack("!IHBB16s16s", 6 << 28, 36, 112, 255, IPv6Address(src).packed,
+                      IPv6Address("ff02::12").packed)  # fmt: skip
+    return ip6 + ch
+
+
 def test_iprotate_adverts_pass_freebsds_checks_and_freebsds_pass_iprotates() -> None:
-    p = fixture_plan("freebsd.toml")
+    full = load_cluster(FIXTURES / "freebsd.toml")
+    # The node of this branch runs IPv4 VIPs (IPv6 below, at the codec).
+    p = make_plan(dataclasses.replace(full, vips=tuple(v for v in full.vips
+                                                       if v.address.version == 4)))  # fmt: skip
     key = p.cluster.password
     bsd = {v.vhid: (key, [v.ip]) for v in p.for_host("bsd1")}
     node = Node.build(p, "alpha")
@@ -293,6 +314,20 @@ def test_iprotate_adverts_pass_freebsds_checks_and_freebsds_pass_iprotates() -> 
         if "bravo" in v.order:
             b.packet(0.5, adv)
             assert b.counters["adverts_received"] == before + 1, dict(b.counters)
+    # IPv6, at the codec (carp6_input: hop limit 255, the checksum over the CARP header alone,
+    # the HMAC over the VIP's 16 bytes).
+    for v in (v for v in make_plan(full).vips if v.address.version == 6):
+        carp = codec.encode_advert(vhid=v.vhid, advbase=1, advskew=64, counter=99, vip=v.ip,
+                                   password=key)  # fmt: skip
+        src6, grp6 = IPv6Address("2001:db8::1"), IPv6Address("ff02::12")
+        assert (
+            bsd_accepts(codec.build_ipv6_packet(src6, grp6, carp), {v.vhid: (key, [v.ip])}) is None
+        )
+        theirs = bsd_advert6("2001:db8::3", v.vhid, 1, 0, key, [v.ip], 1234)
+        assert bsd_accepts(theirs, {v.vhid: (key, [v.ip])}) is None
+        pkt6 = codec.decode_ipv6_packet(theirs)
+        assert pkt6.advert.vhid == v.vhid and codec.verify(pkt6.advert, key, v.ip)
+        assert not codec.verify(pkt6.advert, b"other", v.ip)
     # And a FreeBSD advert under another password is dropped by iprotate.
     v = next(v for v in p.for_host("bsd1") if "bravo" in v.order)
     bad = bsd_advert("198.51.100.3", v.vhid, 1, 0, b"other", [v.ip], 5)
@@ -340,3 +375,22 @@ def test_keepalived_runs_the_plan_checks_and_failover(tmp_path: Path) -> None:
         assert len(nexts) == 2  # the plan spreads alpha's VIPs over both survivors
         lab.kill(victim)
         wait_for(settled(lab, {victim}), bound)
+
+
+def test_freebsd_one_address_per_vhid_across_families() -> None:
+    """On FreeBSD a vhid is one per interface for both families: an IPv4 and an IPv6 VIP with
+    the same vhid on a FreeBSD host would both enter its HMAC. Refused, naming both."""
+    doc: dict[str, Any] = {
+        "cluster": {"interface": "em0", "password": "pw"},
+        "hosts": [
+            {"name": "a", "address": "198.51.100.1", "address6": "2001:db8::1"},
+            {"name": "b", "address": "198.51.100.2", "address6": "2001:db8::2"},
+        ],
+        "vips": [{"address": "203.0.113.10/24"}, {"address": "2001:db8::a/64"}],
+    }
+    make_plan(parse_cluster(doc, "t.toml"))  # fine between Linux hosts: two protocols
+    doc["hosts"][1]["engine"] = "freebsd"
+    with pytest.raises(ClusterError, match="vhid 10 of 2001:db8::a is also the vhid of 203"):
+        make_plan(parse_cluster(doc, "t.toml"))
+    doc["vips"][1]["vhid"] = 11
+    make_plan(parse_cluster(doc, "t.toml"))

@@ -21,7 +21,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from iprotate.cluster.model import DEFAULT_GROUP, Check, Host
+from iprotate.cluster.model import DEFAULT_GROUP, DEFAULT_GROUP6, Check, Host
 from iprotate.plan.model import Plan, VipPlan
 
 TOP_PRIORITY = 250  # below 255, which keepalived reserves for the address owner (instant master)
@@ -79,10 +79,10 @@ def check(plan: Plan, host: str) -> None:
             "use advbase >= 1"
         )
     for v in plan.for_host(host):
-        if v.group != DEFAULT_GROUP:
+        if v.group != (DEFAULT_GROUP if v.address.version == 4 else DEFAULT_GROUP6):
             problems.append(
                 f"{v.vip.source} ({v.address}) is in group {v.group}: keepalived's group is "
-                f"one per process (vrrp_mcast_group4); leave the group out or use --unicast"
+                f"one per process (vrrp_mcast_group4/6); leave the group out or use --unicast"
             )
             break
     for path in _scripts(plan, h):
@@ -99,6 +99,11 @@ def check(plan: Plan, host: str) -> None:
         raise KeepalivedError(
             f"{host} cannot run this plan under keepalived: " + "; ".join(problems)
         )
+
+
+def instance_name(v: VipPlan) -> str:
+    """``VI_10`` for an IPv4 VIP, ``VI6_10`` for an IPv6 one (a vhid may serve one of each)."""
+    return f"VI{'6' if v.address.version == 6 else ''}_{v.vhid}"
 
 
 def host_checks(plan: Plan, host: str) -> list[Check]:
@@ -161,9 +166,10 @@ def instance_lines(plan: Plan, h: Host, v: VipPlan, opts: KeepalivedOptions) -> 
     rank = v.order.index(h.name)
     prio = priority(rank, len(v.order))
     role = "owner" if rank == 0 else f"backup {rank}"
+    v6 = v.address.version == 6
     lines = [
         f"# {v.address} vhid {v.vhid}: {h.name} is {role} (order {' > '.join(v.order)})",
-        f"vrrp_instance VI_{v.vhid} {{",
+        f"vrrp_instance {instance_name(v)} {{",
         # Every host starts as backup and the election decides, as in CARP (nopreempt needs it).
         "    state BACKUP",
         f"    interface {h.interface}",
@@ -171,11 +177,13 @@ def instance_lines(plan: Plan, h: Host, v: VipPlan, opts: KeepalivedOptions) -> 
         f"    priority {prio}",
         f"    advert_int {c.advbase}",
     ]
+    if v6:
+        lines.insert(3, "    version 3")  # VRRP for IPv6 is VRRPv3 (RFC 5798)
     if not v.preempt_of(h.name):
         lines.append("    nopreempt")
     if opts.unicast:
-        peers = [c.host(n).address for n in v.order if n != h.name]
-        lines.append(f"    unicast_src_ip {h.address}")
+        peers = [c.host(n).source_for(v.ip) for n in v.order if n != h.name]
+        lines.append(f"    unicast_src_ip {h.source_for(v.ip)}")
         lines.append("    unicast_peer {")
         lines += [f"        {p}" for p in peers]
         lines.append("    }")

@@ -43,7 +43,15 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from iprotate.cluster.model import DEFAULT_GROUP, Cluster, ClusterError, Host, IPAddress, Vip
+from iprotate.cluster.model import (
+    DEFAULT_GROUP,
+    DEFAULT_GROUP6,
+    Cluster,
+    ClusterError,
+    Host,
+    IPAddress,
+    Vip,
+)
 from iprotate.plan.model import Plan, VipPlan
 
 MAX_VHID = 255
@@ -71,7 +79,7 @@ def make_plan(cluster: Cluster) -> Plan:
     orders = assign_family_orders(cluster)
     hosts = {h.name: h for h in cluster.hosts}
     _check_subsecond(cluster, orders, hosts)
-    _check_freebsd(cluster, orders, hosts)
+    _check_freebsd(cluster, orders, hosts, vhids)
     vips = []
     for i, vip in enumerate(cluster.vips):
         order = orders[i]
@@ -419,12 +427,17 @@ def _check_subsecond(
 
 
 def _check_freebsd(
-    cluster: Cluster, orders: Sequence[Sequence[str]], hosts: dict[str, Host]
+    cluster: Cluster,
+    orders: Sequence[Sequence[str]],
+    hosts: dict[str, Host],
+    vhids: Sequence[int],
 ) -> None:
     """FreeBSD's limits wherever a FreeBSD host takes part (facts from sys/netinet/ip_carp.c):
     advbase >= 1 (carp_ioctl refuses less), dead ratio 3 (fixed in carp_setrun), the group
-    224.0.0.18 (carp_send_ad_locked), which also keeps one address per vhid on the host: two
-    addresses on one vhid would enter its HMAC (carp_hmac_prepare) and break every peer."""
+    224.0.0.18 or ff02::12 (carp_send_ad_locked), and one address per vhid on the host: a vhid
+    is one per interface for both families there, and every address on it enters its HMAC
+    (carp_hmac_prepare), so a second one (an IPv4 and an IPv6 VIP with one vhid) breaks every
+    peer's digest."""
     bsd = sorted(h.name for h in cluster.hosts if h.engine == "freebsd")
     if not bsd:
         return
@@ -443,10 +456,24 @@ def _check_freebsd(
         )
     for vip, order in zip(cluster.vips, orders, strict=True):
         there = [h for h in order if hosts[h].engine == "freebsd"]
-        if there and vip.group != DEFAULT_GROUP:
+        default = DEFAULT_GROUP if vip.address.version == 4 else DEFAULT_GROUP6
+        if there and vip.group != default:
             problems.append(
                 f"{vip.source}: group {vip.group} with FreeBSD host(s) {', '.join(there)}: "
-                f"FreeBSD sends CARP to {DEFAULT_GROUP} only; leave the group out for this VIP"
+                f"FreeBSD sends CARP to {default} only; leave the group out for this VIP"
             )
+    for name in taking_part:
+        seen: dict[int, Vip] = {}
+        for vip, order, vhid in zip(cluster.vips, orders, vhids, strict=True):
+            if name not in order:
+                continue
+            other = seen.setdefault(vhid, vip)
+            if other is not vip:
+                problems.append(
+                    f"{vip.source}: vhid {vhid} of {vip.address.ip} is also the vhid of "
+                    f"{other.address.ip} ({other.source}) on FreeBSD host {name}, where one "
+                    "vhid carries one address of either family (both would enter its HMAC); "
+                    "pin another `vhid`"
+                )
     if problems:
         raise ClusterError(cluster.path, problems)
