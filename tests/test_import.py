@@ -206,23 +206,35 @@ def _by_address(plan_json: dict[str, Any]) -> dict[str, Any]:
     return {v["address"]: v for v in plan_json["vips"]}
 
 
+# keepalived carries IPv6 VIPs too (VRRPv3); ucarp does not.
+ROUND_TRIP6 = (
+    re.sub(
+        r'address = "198\.51\.100\.(\d)"\n',
+        lambda m: f'{m.group(0)}address6 = "2001:db8::{m.group(1)}"\n',
+        ROUND_TRIP,
+    )
+    + '\n[[vips]]\npool = "2001:db8::10-2001:db8::13/64"\n'
+)
+
+
 @pytest.mark.parametrize(
-    ("command", "extra"),
+    ("command", "text", "vips"),
     [
-        (("ucarp",), ()),
-        (("ucarp", "--format", "ifupdown"), ()),
-        (("keepalived", "--unicast"), ()),
+        (("ucarp",), ROUND_TRIP, 21),
+        (("ucarp", "--format", "ifupdown"), ROUND_TRIP, 21),
+        (("keepalived", "--unicast"), ROUND_TRIP, 21),
+        (("keepalived", "--unicast"), ROUND_TRIP6, 25),
     ],
-    ids=["ucarp-lines", "ifupdown", "keepalived"],
+    ids=["ucarp-lines", "ifupdown", "keepalived", "keepalived-ipv6"],
 )
 def test_round_trip_gives_back_the_same_plan(
-    tmp_path: Path, command: tuple[str, ...], extra: tuple[str, ...]
+    tmp_path: Path, command: tuple[str, ...], text: str, vips: int
 ) -> None:
     """The plan's lines for every host -> `iprotate import` -> plan: the same plan (owners,
     orders, vhids, groups, advskews, preempt), VIP by VIP."""
     src = tmp_path / "src"
     src.mkdir()
-    (src / "cluster.toml").write_text(ROUND_TRIP)
+    (src / "cluster.toml").write_text(text)
     (src / "pw").write_text("rt-secret\n")
     (src / "pw").chmod(0o600)
     cluster = str(src / "cluster.toml")
@@ -235,12 +247,12 @@ def test_round_trip_gives_back_the_same_plan(
         assert r.exit_code == 0, r.output
         (src / f"{h}.conf").write_text(r.stdout)
         hosts.append(f"{h}={src / f'{h}.conf'}")
-    r, _doc = imported(tmp_path, *hosts, extra=extra)
+    r, _doc = imported(tmp_path, *hosts)
     before = json.loads(run("plan", "--json", cluster).stdout)
     after = json.loads(run("plan", "--json", str(tmp_path / "out" / "cluster.toml")).stdout)
     assert _by_address(after) == _by_address(before)
     assert [h["name"] for h in after["hosts"]] == [h["name"] for h in before["hosts"]]
-    assert "changed: 0" in r.output and "21 VIP(s) as today" in r.output
+    assert "changed: 0" in r.output and f"{vips} VIP(s) as today" in r.output
 
 
 def test_a_line_that_is_not_ucarps_is_named_but_not_printed(tmp_path: Path) -> None:

@@ -95,7 +95,9 @@ def import_command(
             _fail(str(e))
         sources[name] = path
     try:
-        addrs = {n: importer.host_address(a) for n, a in _pairs(addresses, "NAME=IP")}
+        addrs: dict[str, list[importer.IPAddress]] = {}
+        for n, a in _pairs(addresses, "NAME=IP"):
+            addrs.setdefault(n, []).append(importer.host_address(a))
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     passfiles = {}

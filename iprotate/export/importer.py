@@ -24,10 +24,11 @@ import shlex
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address, IPv4Interface, ip_address
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, ip_address, ip_interface
 from pathlib import PurePath
+from typing import Any
 
-from iprotate.cluster.model import DEFAULT_GROUP
+from iprotate.cluster.model import DEFAULT_GROUP, DEFAULT_GROUP6, IPAddress, IPInterface
 
 MAX_INPUT = 1 << 20  # bytes of one configuration file
 
@@ -72,17 +73,17 @@ class Instance:
     host: str
     where: str  # "alpha.sh:3", for messages
     engine: str  # "ucarp" or "keepalived"
-    vip: IPv4Interface
+    vip: IPInterface
     vhid: int
     interface: str
-    address: IPv4Address | None = None  # the host's own address (ucarp -s)
+    address: IPAddress | None = None  # the host's own address (ucarp -s, unicast_src_ip)
     vip_interface: str | None = None
     advbase: int = 1
     advskew: int = 0
     priority: int | None = None  # VRRP priority (keepalived)
     preempt: bool = False
     dead_ratio: int = 3
-    group: IPv4Address = DEFAULT_GROUP
+    group: IPAddress = DEFAULT_GROUP
     password: bytes | None = None
     passfile: str | None = None
     up_script: str | None = None
@@ -284,6 +285,13 @@ def _v4(value: str, what: str, where: str) -> IPv4Address:
         return IPv4Address(value)
     except ValueError:
         raise MigrateError(f"{where}: {what} {value!r} is not an IPv4 address") from None
+
+
+def _ip(value: str, what: str, where: str) -> IPAddress:
+    try:
+        return ip_address(value)
+    except ValueError:
+        raise MigrateError(f"{where}: {what} {value!r} is not an IP address") from None
 
 
 def _vhid(value: str, where: str) -> int:
@@ -491,9 +499,9 @@ def _vrrp_instance(
         a = words[0]
         dev = words[words.index("dev") + 1] if "dev" in words[:-1] else None
         try:
-            vip = IPv4Interface(a if "/" in a else f"{a}/32")
+            vip = ip_interface(a if "/" in a else f"{a}/{128 if ':' in a else 32}")
         except ValueError:
-            notes.append(f"{label}: {a} is not an IPv4 address (IPv6 VIPs: not yet); left out")
+            notes.append(f"{label}: {a} is not an IP address; left out")
             continue
         if i > 0:
             notes.append(
@@ -509,7 +517,8 @@ def _vrrp_instance(
                 vip=vip,
                 vhid=vrid if i == 0 else 0,
                 interface=iface,
-                address=_v4(src[0], "unicast_src_ip", label) if src else None,
+                address=_ip(src[0], "unicast_src_ip", label) if src else None,
+                group=DEFAULT_GROUP6 if vip.version == 6 else DEFAULT_GROUP,
                 vip_interface=dev if dev and dev != iface else None,
                 advbase=advbase,
                 priority=prio,
@@ -535,6 +544,7 @@ def _notify(words: list[str]) -> str:
 class Host:
     name: str
     address: IPv4Address
+    address6: IPv6Address | None
     interface: str
     vip_interface: str | None
     preempt: bool
@@ -547,7 +557,7 @@ class Imported:
     toml: str
     password: bytes | None
     notes: list[str]
-    today: dict[IPv4Address, tuple[str, ...]]  # each VIP's failover order today, best first
+    today: dict[IPAddress, tuple[str, ...]]  # each VIP's failover order today, best first
     new_password: bool = False  # no password in any file: the caller writes a random one
 
 
@@ -558,7 +568,7 @@ def _common(values: Sequence[object]) -> object | None:
 
 def build(
     parsed: dict[str, Parsed],
-    addresses: dict[str, IPv4Address] | None = None,
+    addresses: dict[str, list[IPAddress]] | None = None,
     password_file: str = "password",
     sources: dict[str, str] | None = None,
     passfiles: dict[str, bytes] | None = None,
@@ -571,7 +581,7 @@ def build(
     if not insts:
         raise MigrateError("no VIP found in any of the files")
     # VIPs: one per (group, vhid); every participant must agree on the address.
-    by_key: dict[tuple[IPv4Address, int], list[Instance]] = defaultdict(list)
+    by_key: dict[tuple[IPAddress, int], list[Instance]] = defaultdict(list)
     extra: list[Instance] = []
     for i in insts:
         if i.vhid == 0:
@@ -580,8 +590,13 @@ def build(
             by_key[(i.group, i.vhid)].append(i)
     for i in extra:  # keepalived's second addresses: their own VIP, same participants
         by_key[(i.group, 256 + int(i.vip.ip))].append(i)
-    vips: list[tuple[IPv4Interface, int | None, IPv4Address, list[Instance]]] = []
-    for (group, vhid), members in sorted(by_key.items(), key=lambda kv: kv[1][0].vip.ip):
+    vips: list[tuple[IPInterface, int | None, IPAddress, list[Instance]]] = []
+
+    def _order(kv: tuple[Any, list[Instance]]) -> tuple[int, int]:
+        ip = kv[1][0].vip.ip
+        return (ip.version, int(ip))
+
+    for (group, vhid), members in sorted(by_key.items(), key=_order):
         claims = defaultdict(list)
         for m in members:
             claims[m.vip.ip].append(m)
@@ -600,7 +615,7 @@ def build(
             seen: set[str] = set()
             members = [m for m in members if not (m.host in seen or seen.add(m.host))]
         prefixes = sorted({m.vip.network.prefixlen for m in members if m.prefix_known})
-        prefix = prefixes[0] if prefixes else 32
+        prefix = prefixes[0] if prefixes else members[0].vip.max_prefixlen
         if not prefixes:
             notes.append(
                 f"{members[0].vip.ip}: no prefix length given (-x, ucarp-xparam or /LEN): /32 "
@@ -618,7 +633,7 @@ def build(
             )
         vips.append(
             (
-                IPv4Interface(f"{members[0].vip.ip}/{prefix}"),
+                ip_interface(f"{members[0].vip.ip}/{prefix}"),
                 vhid if vhid <= 255 else None,
                 group,
                 members,
@@ -636,8 +651,20 @@ def build(
         mine = p.instances
         if not mine:
             notes.append(f"{name}: no VIP in its file; it takes part in nothing today")
-        addrs = sorted({i.address for i in mine if i.address is not None})
-        addr = addresses.get(name) or (addrs[0] if addrs else None)
+        given = addresses.get(name, [])
+        addrs = sorted(
+            {i.address for i in mine if i.address is not None and i.address.version == 4}
+        )
+        addrs6 = sorted(
+            {i.address for i in mine if i.address is not None and i.address.version == 6}
+        )
+        addr = next((a for a in given if a.version == 4), addrs[0] if addrs else None)
+        addr6 = next((a for a in given if a.version == 6), addrs6[0] if addrs6 else None)
+        if addr6 is None and any(i.vip.version == 6 for i in mine):
+            notes.append(
+                f"{name}: serves IPv6 VIPs but its IPv6 source is not in its file; give it with "
+                f"--address {name}=IPV6 (or add address6 by hand)"
+            )
         if addr is None:
             raise MigrateError(
                 f"{name}: its file does not say its address (keepalived: no unicast_src_ip); "
@@ -669,7 +696,7 @@ def build(
                 f"{name} preempts some VIPs and not others; iprotate's preempt is one switch "
                 "per host: preempt = true (a backup still never preempts a better host)"
             )
-        hosts.append(Host(name, addr, iface, vif if vif != iface else None, preempt))
+        hosts.append(Host(name, addr, addr6, iface, vif if vif != iface else None, preempt))
 
     # Cluster-wide values: the owners' own, with what differs said.
     owners = [ms[0] for _, _, _, ms in vips]
@@ -727,19 +754,21 @@ def build(
         lines.append(f"down_script = {_q(str(cl_down))}")
     for h in hosts:
         lines += ["", "[[hosts]]", f"name = {_q(h.name)}", f'address = "{h.address}"']
+        if h.address6 is not None:
+            lines.append(f'address6 = "{h.address6}"')
         lines.append(f"interface = {_q(h.interface)}")
         if h.vip_interface:
             lines.append(f"vip_interface = {_q(h.vip_interface)}")
         if not h.preempt:
             lines.append("preempt = false")
-    today: dict[IPv4Address, tuple[str, ...]] = {}
+    today: dict[IPAddress, tuple[str, ...]] = {}
     for addr, vhid, group, ms in vips:
         today[addr.ip] = tuple(m.host for m in ms)
         lines += ["", "[[vips]]", f'address = "{addr}"']
         if vhid is not None:
             lines.append(f"vhid = {vhid}")
         lines.append(f"owner = {_q(ms[0].host)}")
-        if group != DEFAULT_GROUP:
+        if group != (DEFAULT_GROUP if addr.version == 4 else DEFAULT_GROUP6):
             lines.append(f'group = "{group}"')
         if not cl_up and ms[0].up_script:
             lines.append(f"up_script = {_q(ms[0].up_script)}")
@@ -762,11 +791,11 @@ def build(
 
 
 def _free_vhids(
-    vips: list[tuple[IPv4Interface, int | None, IPv4Address, list[Instance]]], notes: list[str]
-) -> list[tuple[IPv4Interface, int | None, IPv4Address, list[Instance]]]:
+    vips: list[tuple[IPInterface, int | None, IPAddress, list[Instance]]], notes: list[str]
+) -> list[tuple[IPInterface, int | None, IPAddress, list[Instance]]]:
     """Give each VIP without a vhid (a keepalived instance's second address) a free one in its
     group: its last octet if free, else the lowest free one; pinned, so that nothing moves."""
-    used: dict[IPv4Address, set[int]] = defaultdict(set)
+    used: dict[IPAddress, set[int]] = defaultdict(set)
     for _a, vhid, group, _ms in vips:
         if vhid is not None:
             used[group].add(vhid)
@@ -789,9 +818,6 @@ def _q(s: str) -> str:
     return json.dumps(s)
 
 
-def host_address(value: str) -> IPv4Address:
-    """An address given on the command line (``--address NAME=IP``)."""
-    a = ip_address(value)
-    if not isinstance(a, IPv4Address):
-        raise ValueError(f"{value}: IPv4 only")
-    return a
+def host_address(value: str) -> IPAddress:
+    """An address given on the command line (``--address NAME=IP``, IPv4 or IPv6)."""
+    return ip_address(value)
