@@ -47,6 +47,7 @@ def test_seed_002_two_ucarp_hosts(tmp_path: Path) -> None:
         ("203.0.113.10/32", 1, "a"),
         ("203.0.113.11/32", 2, "b"),
     ]
+    assert {h["engine"] for h in doc["hosts"]} == {"ucarp"}  # today's setup, reproduced
     c = doc["cluster"]
     assert (c["advbase"], c["dead_ratio"], c["backups"]) == (1, 3, 1)
     assert (c["up_script"], c["down_script"]) == ("/etc/vip-up.sh", "/etc/vip-down.sh")
@@ -73,7 +74,8 @@ def test_seed_004_debian_stanzas(tmp_path: Path) -> None:
     )
     assert doc["vips"] == [{"address": "203.0.113.100/24", "vhid": 1, "owner": "m"}]
     assert doc["hosts"][1] == {
-        "name": "s", "address": "198.51.100.6", "interface": "eth0", "preempt": False,
+        "name": "s", "address": "198.51.100.6", "engine": "ucarp", "interface": "eth0",
+        "preempt": False,
     }  # fmt: skip
     assert "the same priority today" in r.output and "s preempts nothing" in r.output
 

@@ -545,6 +545,7 @@ class Host:
     name: str
     address: IPv4Address
     address6: IPv6Address | None
+    engine: str
     interface: str
     vip_interface: str | None
     preempt: bool
@@ -696,7 +697,8 @@ def build(
                 f"{name} preempts some VIPs and not others; iprotate's preempt is one switch "
                 "per host: preempt = true (a backup still never preempts a better host)"
             )
-        hosts.append(Host(name, addr, addr6, iface, vif if vif != iface else None, preempt))
+        engine = Counter(i.engine for i in (mine or insts)).most_common(1)[0][0]
+        hosts.append(Host(name, addr, addr6, engine, iface, vif if vif != iface else None, preempt))
 
     # Cluster-wide values: the owners' own, with what differs said.
     owners = [ms[0] for _, _, _, ms in vips]
@@ -733,6 +735,10 @@ def build(
                 "no password in the files (VRRP without authentication): a new random one is "
                 f"in {password_file}; copy that file to every host"
             )
+    notes.append(
+        'every host keeps the engine it runs today (engine = "ucarp" or "keepalived"): set '
+        'engine = "iprotate" for a host when it moves to `iprotate run`'
+    )
     if any(m.engine == "keepalived" for m in insts):
         notes.append(
             "keepalived speaks VRRP and iprotate CARP: they cannot share a VIP, so move every "
@@ -756,6 +762,7 @@ def build(
         lines += ["", "[[hosts]]", f"name = {_q(h.name)}", f'address = "{h.address}"']
         if h.address6 is not None:
             lines.append(f'address6 = "{h.address6}"')
+        lines.append(f"engine = {_q(h.engine)}")
         lines.append(f"interface = {_q(h.interface)}")
         if h.vip_interface:
             lines.append(f"vip_interface = {_q(h.vip_interface)}")
