@@ -140,12 +140,15 @@ def _six(engine_of_last: str, **cluster: Any) -> dict[str, Any]:
     }
 
 
-def test_freebsd_caps_the_ladder_at_254_where_it_takes_part() -> None:
+def test_freebsd_caps_the_ladder_at_240_where_it_takes_part() -> None:
+    """FreeBSD accepts advskew up to 254 but sends and compares min(advskew + demotion, 240)
+    (DEMOTE_ADVSKEW, CARP_MAXSKEW): the ladder stops at 240 so the plan's skews are what it
+    sends."""
     linux = make_plan(parse_cluster(_six("ucarp"), "t.toml"))
     assert max(max(v.advskew) for v in linux.vips) == 255  # today's ladder for six participants
     bsd = make_plan(parse_cluster(_six("freebsd"), "t.toml"))
     for v in bsd.vips:
-        assert max(v.advskew) <= FREEBSD_MAX_ADVSKEW == 254
+        assert max(v.advskew) <= FREEBSD_MAX_ADVSKEW == 240
         assert list(v.advskew) == sorted(set(v.advskew))  # still strictly ordered
     # The owners and orders do not change: only the priorities that express them.
     assert [v.order for v in bsd.vips] == [v.order for v in linux.vips]

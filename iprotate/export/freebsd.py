@@ -7,7 +7,7 @@ For every VIP the host takes part in, one ``/etc/rc.conf`` alias line::
 plus the ``net.inet.carp.preempt`` sysctl (one switch for the whole host, which is what the
 cluster model's per-host ``preempt`` already is), the module to load at boot, and the ``ifconfig``
 commands that apply the same without a reboot. FreeBSD's limits are the planner's wherever a
-FreeBSD host takes part (the planner's ``_check_freebsd``): advskew <= 254, advbase >= 1, dead
+FreeBSD host takes part (the planner's ``_check_freebsd``): advskew <= 240, advbase >= 1, dead
 ratio 3, group 224.0.0.18, one address per vhid.
 
 Facts, from FreeBSD's source:
@@ -140,7 +140,7 @@ def notes(plan: Plan, host: str) -> list[str]:
     if h.engine != "freebsd":
         out.append(
             f'{host} has engine = "{h.engine}" in {c.path}: set engine = "freebsd" so that '
-            "every host plans with FreeBSD's limits (advskew <= 254, dead ratio 3, ...)"
+            "every host plans with FreeBSD's limits (advskew <= 240, dead ratio 3, ...)"
         )
     if not plan.for_host(host):
         out.append(f"{host} takes part in no VIP of {c.path}: nothing for carp(4) to do")

@@ -55,9 +55,11 @@ from iprotate.cluster.model import (
 from iprotate.plan.model import Plan, VipPlan
 
 MAX_VHID = 255
-# FreeBSD's kernel refuses advskew 255 (sys/netinet/ip_carp.c, carp_ioctl SIOCSVH: EINVAL when
-# carpr_advskew >= 255), so a VIP with a FreeBSD participant climbs its ladder to 254 at most.
-FREEBSD_MAX_ADVSKEW = 254
+# FreeBSD's kernel refuses advskew 255 (sys/netinet/ip_carp.c, carp_ioctl SIOCSVH), and what it
+# sends and compares is DEMOTE_ADVSKEW(sc): advskew + the demotion counter, capped at CARP_MAXSKEW
+# (240, netinet/ip_carp.h). A configured 241..254 goes out as 240, so two ranks above 240 would
+# tie: a VIP with a FreeBSD participant climbs its ladder to 240 at most.
+FREEBSD_MAX_ADVSKEW = 240
 # FreeBSD sends its IPv4 adverts to INADDR_CARP_GROUP only (ip_carp.c, carp_send_ad_locked) and
 # times a backup out after 3 * advbase + advskew/256 (carp_setrun; carp_input_c uses
 # advbase * 3 for "master timed out"): no other group, no other dead ratio.
@@ -150,7 +152,7 @@ def assign_family_orders(cluster: Cluster) -> list[tuple[str, ...]]:
 
 def ladder(advbase: int, participants: int, top: int = 255) -> tuple[int, ...]:
     """The advskew of each rank, owner first, for a VIP with `participants` hosts; no rank's
-    skew exceeds `top` (254 where a FreeBSD host takes part)."""
+    skew exceeds `top` (240 where a FreeBSD host takes part)."""
     if advbase == 0:
         return SUBSECOND_LADDER[:participants]
     if participants <= 1:
