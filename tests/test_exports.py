@@ -397,3 +397,17 @@ def test_freebsd_one_address_per_vhid_across_families() -> None:
         make_plan(parse_cluster(doc, "t.toml"))
     doc["vips"][1]["vhid"] = 11
     make_plan(parse_cluster(doc, "t.toml"))
+
+
+def test_keepalived_refuses_check_words_it_would_split() -> None:
+    doc: dict[str, Any] = {
+        "cluster": {"interface": "eth1", "password": "pw"},
+        "hosts": [{"name": "a", "address": "198.51.100.1"}],
+        "vips": [{"address": "203.0.113.10/24"}],
+        "checks": [{"name": "c", "exec": ["/usr/bin/test", "-e", "/run/my file"]}],
+    }
+    with pytest.raises(keepalived.KeepalivedError, match="cannot be one word"):
+        keepalived.keepalived_conf(make_plan(parse_cluster(doc, "t.toml")), "a")
+    doc["checks"] = [{"name": "c", "exec": ["/usr/bin/true"], "user": "no body"}]
+    with pytest.raises(keepalived.KeepalivedError, match="not a user name"):
+        keepalived.keepalived_conf(make_plan(parse_cluster(doc, "t.toml")), "a")

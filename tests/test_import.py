@@ -4,6 +4,7 @@ and on round trips through iprotate's own generators."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import stat
 import tomllib
@@ -265,3 +266,61 @@ def test_a_line_that_is_not_ucarps_is_named_but_not_printed(tmp_path: Path) -> N
     r, _ = imported(tmp_path, f"a={f}")
     assert "hunter22" not in r.output
     assert f"{f}:1: not a ucarp command line (UCARP_PASS=... ...)" in r.output
+
+
+# --- hostile input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "huge", "binary"])
+def test_hostile_input_files_are_refused_quickly(tmp_path: Path, kind: str) -> None:
+    f = tmp_path / "in"
+    if kind == "fifo":
+        os.mkfifo(f)  # a read would hang: refused at once
+    elif kind == "device":
+        f = Path("/dev/zero")
+    elif kind == "huge":
+        f.write_bytes(b"#" * (importer.MAX_INPUT + 1))
+    else:
+        f.write_bytes(bytes(range(256)) * 16)
+    r = run("import", "--host", f"h={f}", "-o", str(tmp_path / "c.toml"))
+    assert r.exit_code == 2, r.output
+    assert not (tmp_path / "c.toml").exists()
+
+
+def test_names_and_values_that_would_break_the_file_are_refused_before_writing(
+    tmp_path: Path,
+) -> None:
+    f = tmp_path / "a.sh"
+    f.write_text("ucarp -i eth0 -s 198.51.100.1 -v 3 -p pw -a 203.0.113.3 -P\n")
+    r = run("import", "--host", f"../x={f}", "-o", str(tmp_path / "c.toml"))
+    assert r.exit_code == 2 and "not a host name" in r.output
+    f.write_text("ucarp -i 'eth0\" x = [' -s 198.51.100.1 -v 3 -p pw -a 203.0.113.3 -P\n")
+    r = run("import", "--host", f"a={f}", "-o", str(tmp_path / "c.toml"))
+    assert r.exit_code == 2 and "interface" in r.output, r.output
+    assert not (tmp_path / "c.toml").exists() and not (tmp_path / "password").exists()
+
+
+def test_the_password_file_replaces_a_planted_link_without_following_it(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("untouched\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "password").symlink_to(target)
+    f = tmp_path / "a.sh"
+    f.write_text("ucarp -i eth0 -s 198.51.100.1 -v 3 -p s3cret -a 203.0.113.3 -P\n")
+    r = run("import", "--host", f"a={f}", "-o", str(out / "c.toml"), "--force")
+    assert r.exit_code == 0, r.output
+    assert target.read_text() == "untouched\n"
+    pw = out / "password"
+    assert not pw.is_symlink() and pw.read_bytes() == b"s3cret\n"
+    assert stat.S_IMODE(pw.stat().st_mode) == 0o600
+
+
+def test_a_hash_in_a_debian_stanza_value_is_not_a_comment(tmp_path: Path) -> None:
+    f = tmp_path / "interfaces"
+    f.write_text(
+        "iface eth0 inet static\n    address 198.51.100.5\n    ucarp-vid 4\n"
+        "    ucarp-vip 203.0.113.4\n    ucarp-password pa#ss\n    ucarp-master yes\n"
+    )
+    imported(tmp_path, f"m={f}")
+    assert (tmp_path / "out" / "password").read_bytes() == b"pa#ss\n"

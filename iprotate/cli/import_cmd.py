@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import click
 
 from iprotate.cli import main
 from iprotate.cli.common import EXIT_BAD_FILE
-from iprotate.cluster.loader import MAX_PASSWORD_FILE, parse_cluster, read_bounded
-from iprotate.cluster.model import ClusterError
+from iprotate.cluster.loader import MAX_PASSWORD_FILE, NAME_RE, parse_cluster, read_bounded
+from iprotate.cluster.model import Cluster, ClusterError
 from iprotate.export import importer
 from iprotate.plan import report
 from iprotate.plan.planner import make_plan
@@ -86,6 +87,8 @@ def import_command(
     for name, path in _pairs(hosts, "NAME=FILE"):
         if name in parsed:
             _fail(f"--host {name} given twice")
+        if not NAME_RE.fullmatch(name):
+            _fail(f"--host {name!r}: not a host name (letters, digits, '_.-', 1..63)")
         try:
             text = read_bounded(Path(path), importer.MAX_INPUT).decode("utf-8", "replace")
             parsed[name] = importer.parse(name, path, text)
@@ -113,6 +116,15 @@ def import_command(
         imp = importer.build(parsed, addrs, password_file, sources, passfiles)
     except importer.MigrateError as e:
         _fail(str(e))
+    # What would be written must be a valid cluster file: checked before anything is written.
+    try:
+        _document(imp.toml, output)
+    except ClusterError as e:
+        for line in str(e).splitlines():
+            click.echo(f"error: {line}", err=True)
+        for note in imp.notes:
+            click.echo(f"note: {note}", err=True)
+        raise SystemExit(EXIT_BAD_FILE) from None
     out = Path(output)
     pw_path = out.parent / password_file
     password = imp.password
@@ -141,11 +153,7 @@ def _report(out: Path, imp: importer.Imported) -> bool:
     """The plan of the written file against today's order, and without the owner pins; False
     (with the errors on stderr) if the written file does not plan."""
     try:
-        # The password file may not exist yet (a ucarp passfile not at hand): plan without it.
-        data = tomllib.loads(out.read_text())
-        data["cluster"].pop("password_file", None)
-        data["cluster"]["password"] = "unused"
-        cluster = parse_cluster(data, str(out))
+        cluster = _document(imp.toml, str(out))
         plan = make_plan(cluster)
         free = make_plan(
             dataclasses.replace(
@@ -165,15 +173,29 @@ def _report(out: Path, imp: importer.Imported) -> bool:
     return True
 
 
+def _document(text: str, path: str) -> Cluster:
+    """The cluster `text` describes, validated as the loader does; the password file may not
+    exist yet (a ucarp passfile not at hand), so a placeholder stands in for it."""
+    data = tomllib.loads(text)
+    data["cluster"].pop("password_file", None)
+    data["cluster"]["password"] = "placeholder"
+    return parse_cluster(data, path)
+
+
 def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write `path` whole with `mode` (created with it, so a password is never readable)."""
+    """Write `path` whole and atomically with `mode`. The data goes to a new file of a random
+    name made with mode 600 (mkstemp: O_EXCL, so no file or link planted beforehand is opened),
+    then renamed over `path`: a password is never readable by others, not even for an instant."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                os.fchmod(f.fileno(), mode)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
     except OSError as e:
         _fail(f"cannot write {path}: {e.strerror}")

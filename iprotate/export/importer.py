@@ -321,8 +321,9 @@ def parse_ifupdown(host: str, name: str, text: str) -> Parsed:
     out = Parsed()
     stanzas: list[tuple[str, str, dict[str, str]]] = []
     for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
+        # interfaces(5): only a line that starts with '#' is a comment ('#' may be in a value).
+        line = raw.strip()
+        if not line or line.startswith("#"):
             continue
         words = line.split()
         if words[0] == "iface" and len(words) >= 2:

@@ -89,6 +89,8 @@ def check(plan: Plan, host: str) -> None:
         if _UNSAFE.search(path):
             problems.append(f"script path {path!r} has a quote, a backslash or a control character")
     for chk in host_checks(plan, host):
+        if chk.user is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", chk.user):
+            problems.append(f"{chk.source} ({chk.name}): user {chk.user!r} is not a user name")
         for word in check_command(chk):
             if _UNSAFE.search(word) or not word or any(ch.isspace() for ch in word):
                 problems.append(
