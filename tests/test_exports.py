@@ -7,15 +7,16 @@ import dataclasses
 import hashlib
 import hmac
 import os
+import re
 import shutil
 import struct
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from labtools import settled, wait_for
+from labtools import wait_for
 
 from iprotate.carp import codec
 from iprotate.carp.machine import SendAdvert
@@ -342,33 +343,58 @@ def test_iprotate_adverts_pass_freebsds_checks_and_freebsds_pass_iprotates() -> 
 # --- keepalived in namespaces --------------------------------------------------------------------
 
 
-def holds(lab: KeepalivedLab, down: set[str]) -> Any:
-    """Every VIP on exactly the host the plan says with `down` failed, `down` hosts included in
-    what is looked at (a host whose check failed is alive: it must hold none)."""
+def holders_both(lab: KeepalivedLab, skip: frozenset[str] = frozenset()) -> dict[str, list[str]]:
+    """Which hosts hold each VIP, IPv4 and IPv6 (the lab's own view is IPv4 only); hosts in
+    `skip` (killed, cable out) are not looked at."""
+    out: dict[str, list[str]] = {str(v.ip): [] for v in lab.plan.vips}
+    for n in lab.names:
+        if n in skip:
+            continue
+        for fam in ("-4", "-6"):
+            text = lab.seg.run(n, "ip", "-o", fam, "addr", "show", "dev", "eth1", check=False)
+            for line in text.splitlines():
+                ip = str(ip_address(line.split()[3].split("/")[0]))
+                if ip in out:
+                    out[ip].append(n)
+    return out
+
+
+def holds(lab: KeepalivedLab, down: set[str], killed: frozenset[str] = frozenset()) -> Any:
+    """Every VIP, both families, on exactly the host the plan says with `down` failed. A host
+    whose check failed is alive and looked at (it must hold none); a killed one is not."""
     want = {str(v.ip): [v.holder(down)] for v in lab.plan.vips}
-    return lambda: lab.holders() == want
+    return lambda: holders_both(lab, killed) == want
 
 
 @pytest.mark.netns
 @pytest.mark.skipif(shutil.which("keepalived") is None, reason="needs Debian's keepalived")
 def test_keepalived_runs_the_plan_checks_and_failover(tmp_path: Path) -> None:
-    """Debian's keepalived on the generated files, 3 hosts and 12 VIPs with a check on bravo:
-    every VIP on its planned owner; bravo's check failing moves its VIPs to the plan's next hosts
-    and passing again brings them back; a killed host's VIPs land on the plan's next hosts."""
+    """Debian's keepalived on the generated files, 3 hosts, 12 IPv4 VIPs (VRRPv2) and 3 IPv6
+    ones (VRRPv3) with a check on bravo: every VIP on its planned owner; bravo's check failing
+    moves its VIPs to the plan's next hosts and passing again brings them back; a killed host's
+    VIPs land on the plan's next hosts."""
     flag = tmp_path / "bravo-service-down"
     script = tmp_path / "check-service"
     script.write_text(f"#!/bin/sh\ntest ! -e {flag}\n")
     script.chmod(0o755)
     lab = KeepalivedLab(tmp_path / "lab", hosts=3, vips=12)
-    with lab.cluster_file.open("a") as f:
-        f.write(f'\n[[checks]]\nname = "service"\nexec = ["{script}"]\nhosts = ["bravo"]\n'
-                "interval = 1\ntimeout = 1\nfall = 1\nrise = 1\n")  # fmt: skip
+    text = re.sub(
+        r'address = "198\.51\.100\.(\d+)"\n',
+        lambda m: f'{m.group(0)}address6 = "2001:db8::{m.group(1)}"\n',
+        lab.cluster_file.read_text(),
+    )
+    text += '\n[[vips]]\npool = "2001:db8:113::10-2001:db8:113::12/64"\n'
+    text += (f'\n[[checks]]\nname = "service"\nexec = ["{script}"]\nhosts = ["bravo"]\n'
+             "interval = 1\ntimeout = 1\nfall = 1\nrise = 1\n")  # fmt: skip
+    lab.cluster_file.write_text(text)
     lab.plan = make_plan(load_cluster(lab.cluster_file))
-    assert "track_script" in keepalived.keepalived_conf(lab.plan, "bravo")
+    assert len(lab.plan.vips) == 15
+    conf = keepalived.keepalived_conf(lab.plan, "bravo")
+    assert "track_script" in conf and "version 3" in conf
     bound = 3 * lab.plan.cluster.advbase + 1 + 2.0  # VRRP's master-down, plus the lab's second
     with lab:
         lab.start_all()
-        wait_for(holds(lab, set()), 15.0)
+        wait_for(holds(lab, set()), 20.0)
         flag.touch()
         wait_for(holds(lab, {"bravo"}), 2 + bound)  # the check's interval, then VRRP
         flag.unlink()
@@ -377,7 +403,7 @@ def test_keepalived_runs_the_plan_checks_and_failover(tmp_path: Path) -> None:
         nexts = {v.holder({victim}) for v in lab.plan.vips if v.owner == victim}
         assert len(nexts) == 2  # the plan spreads alpha's VIPs over both survivors
         lab.kill(victim)
-        wait_for(settled(lab, {victim}), bound)
+        wait_for(holds(lab, {victim}, frozenset({victim})), bound)
 
 
 def test_freebsd_one_address_per_vhid_across_families() -> None:
