@@ -93,11 +93,36 @@ def test_keepalived_instances(tmp_path: Path) -> None:
     assert vips["203.0.113.51/24"]["vhid"] not in (51, 52)  # a vhid of its own, pinned
     assert vips["203.0.113.50/24"]["up_script"] == "/etc/keepalived/up.sh"
     assert (tmp_path / "out" / "password").read_bytes() == b"kp4ss\n"
-    for said in ("vrrp_script chk_haproxy has no equivalent", "track_script has no equivalent",
-                 "shares virtual_router_id 51", "cannot share a VIP"):  # fmt: skip
+    for said in ("shares virtual_router_id 51", "cannot share a VIP"):
         assert said in r.output, said
+    # The tracked vrrp_script becomes an exec check of the VIPs that track it.
+    (chk,) = doc["checks"]
+    assert chk["name"] == "haproxy" and chk["exec"] == ["/usr/bin/killall", "-0", "haproxy"]
+    assert chk["vips"] == ["203.0.113.50/24", "203.0.113.51/24"]
+    assert chk["hosts"] == ["lb1", "lb2"] and (chk["interval"], chk["fall"]) == (2, 1)
     # Without the owner pins the planner would move one VIP: said in plan --diff's style.
     assert "without the owner pins" in r.output and "changed: 1" in r.output
+
+
+def test_keepalived_checks_round_trip(tmp_path: Path) -> None:
+    """`iprotate keepalived` of a file with [[checks]] -> import: the checks come back as exec
+    checks of the same VIPs on the same hosts (http and tcp as the commands keepalived runs)."""
+    src = Path(__file__).resolve().parent / "fixtures" / "exports" / "keepalived.toml"
+    hosts = []
+    for h in ("alpha", "bravo", "charlie"):
+        r = run("keepalived", str(src), "--host", h, "--unicast")
+        assert r.exit_code == 0, r.output
+        (tmp_path / f"{h}.conf").write_text(r.stdout)
+        hosts.append(f"{h}={tmp_path / f'{h}.conf'}")
+    _r, doc = imported(tmp_path, *hosts)
+    checks = {c["name"]: c for c in doc["checks"]}
+    assert checks["db"]["exec"] == ["/usr/local/bin/check-db", "--quick"]
+    assert checks["db"]["hosts"] == ["alpha"] and checks["db"]["user"] == "nobody"
+    assert len(checks["db"]["vips"]) == 7  # every VIP: the file's default
+    assert checks["web"]["exec"][0] == "/usr/bin/curl"
+    assert sorted(checks["web"]["vips"]) == [f"203.0.113.{n}/24" for n in (10, 11, 12)]
+    plan = make_plan(load_cluster(tmp_path / "out" / "cluster.toml"))
+    assert {c.name for c in plan.cluster.checks} == {"db", "web"}
 
 
 def test_two_hosts_claiming_one_vhid_with_different_vips_are_reported(tmp_path: Path) -> None:

@@ -89,6 +89,7 @@ class Instance:
     up_script: str | None = None
     down_script: str | None = None
     prefix_known: bool = True
+    tracks: tuple[str, ...] = ()  # keepalived: the vrrp_scripts this instance tracks
 
     @property
     def rank_key(self) -> tuple[int, ...]:
@@ -99,12 +100,26 @@ class Instance:
         return (self.advbase * 256 + self.advskew,)
 
 
+@dataclass(frozen=True)
+class Script:
+    """A keepalived ``vrrp_script``: becomes an ``exec`` [[checks]] entry."""
+
+    name: str
+    argv: tuple[str, ...]
+    interval: float = 1.0
+    timeout: float | None = None
+    fall: int = 1
+    rise: int = 1
+    user: str | None = None
+
+
 @dataclass
 class Parsed:
     """What one host's file gave: its instances and what could not be carried over."""
 
     instances: list[Instance] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    scripts: dict[str, Script] = field(default_factory=dict)  # keepalived's vrrp_script blocks
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -391,6 +406,7 @@ _KEEPALIVED_CARRIED = {
     "interface", "virtual_router_id", "priority", "advert_int", "nopreempt", "preempt",
     "state", "virtual_ipaddress", "unicast_src_ip", "mcast_src_ip", "unicast_peer",
     "authentication", "notify_master", "notify_backup", "notify_fault", "notify_stop",
+    "track_script",
 }  # fmt: skip
 
 
@@ -451,11 +467,50 @@ def parse_keepalived(host: str, name: str, text: str) -> Parsed:
         where = f"{name}:{n}"
         if key in ("global_defs",):
             continue
+        if key == "vrrp_script" and blk is not None and args:
+            script = _vrrp_script(where, args[0], blk, out.notes)
+            if script is not None:
+                out.scripts[args[0]] = script
+            continue
         if key != "vrrp_instance" or blk is None:
             out.notes.append(f"{where}: {key} {' '.join(args)} has no equivalent; left out")
             continue
         out.instances += _vrrp_instance(host, where, args, blk, out.notes)
+    for i in out.instances:
+        for t in i.tracks:
+            if t not in out.scripts:
+                out.notes.append(f"{i.where}: track_script {t}: no such vrrp_script; left out")
     return out
+
+
+def _vrrp_script(where: str, name: str, blk: _Block, notes: list[str]) -> Script | None:
+    """A ``vrrp_script`` as an exec check, or None (with a note) when it cannot be one."""
+    vals = {key: words for key, words, sub, _n in blk.items if sub is None}
+    label = f"{where}: vrrp_script {name}"
+    argv = tuple(shlex.split(" ".join(vals.get("script", []))))
+    if not argv or not argv[0].startswith("/"):
+        notes.append(f"{label}: its script is not an absolute path (iprotate runs no shell "
+                     "and no PATH search); left out, add a [[checks]] entry by hand")  # fmt: skip
+        return None
+    try:
+        weight = int(vals.get("weight", ["0"])[0])
+        interval = float(vals.get("interval", ["1"])[0])
+        timeout = float(vals["timeout"][0]) if "timeout" in vals else None
+        fall = int(vals.get("fall", ["1"])[0])
+        rise = int(vals.get("rise", ["1"])[0])
+    except (ValueError, IndexError):
+        notes.append(f"{label}: a value is not a number; left out")
+        return None
+    if weight:
+        notes.append(
+            f"{label}: weight {weight} changes the priority instead of failing the instance; "
+            "iprotate's check takes the VIPs away when it fails (as weight 0)"
+        )
+    for key in sorted(set(vals) - {"script", "weight", "interval", "timeout", "fall", "rise",
+                                   "user"}):  # fmt: skip
+        notes.append(f"{label}: {key} has no equivalent; left out")
+    user = vals.get("user", [None])[0]
+    return Script(name, argv, interval, timeout, fall, rise, user)
 
 
 def _vrrp_instance(
@@ -493,6 +548,11 @@ def _vrrp_instance(
             if key == "auth_pass" and words:
                 password = words[0].encode()
     notify = {k: _notify(vals[k]) for k in ("notify_master", "notify_backup") if k in vals}
+    tracks = (
+        tuple(key for key, _w, _s, _n in subs["track_script"].items)
+        if "track_script" in subs
+        else ()
+    )
     iface = vals["interface"][0]
     out = []
     addrs = [[key, *w] for key, w, _s, _n in subs["virtual_ipaddress"].items]
@@ -528,6 +588,7 @@ def _vrrp_instance(
                 up_script=notify.get("notify_master"),
                 down_script=notify.get("notify_backup"),
                 prefix_known="/" in a,
+                tracks=tracks,
             )
         )
     return out
@@ -795,7 +856,53 @@ def build(
             "scripts: ucarp calls them as SCRIPT IFACE VIP XPARAM, iprotate as SCRIPT IFACE VIP "
             "PREFIX (and IPROTATE_* variables); check scripts that read their third argument"
         )
+    lines += _checks_toml(parsed, vips, notes)
     return Imported("\n".join(lines) + "\n", password, notes, today, fresh)
+
+
+_CHECK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def _checks_toml(
+    parsed: dict[str, Parsed],
+    vips: list[tuple[IPInterface, int | None, IPAddress, list[Instance]]],
+    notes: list[str],
+) -> list[str]:
+    """keepalived's tracked vrrp_scripts as ``exec`` [[checks]]: the VIPs of the instances that
+    track one, on the hosts that track it (``chk_`` dropped from the name, as `iprotate
+    keepalived` adds it)."""
+    found: dict[str, tuple[Script, list[str], list[IPInterface]]] = {}
+    for addr, _vhid, _group, ms in vips:
+        for m in ms:
+            for t in m.tracks:
+                script = parsed[m.host].scripts.get(t)
+                if script is None:
+                    continue
+                entry = found.setdefault(t, (script, [], []))
+                if entry[0].argv != script.argv:
+                    notes.append(f"vrrp_script {t} runs different commands on different hosts; "
+                                 f"{' '.join(entry[0].argv)} kept")  # fmt: skip
+                if m.host not in entry[1]:
+                    entry[1].append(m.host)
+                if addr not in entry[2]:
+                    entry[2].append(addr)
+    out: list[str] = []
+    for t, (script, hosts, addrs) in found.items():
+        name = t[4:] if t.startswith("chk_") and _CHECK_NAME.fullmatch(t[4:]) else t
+        if not _CHECK_NAME.fullmatch(name):
+            notes.append(f"vrrp_script {t}: not a check name; left out")
+            continue
+        interval = min(max(script.interval, 0.05), 3600.0)
+        timeout = min(script.timeout if script.timeout is not None else interval, interval, 60.0)
+        out += ["", "[[checks]]", f"name = {_q(name)}"]
+        out.append("exec = [" + ", ".join(_q(a) for a in script.argv) + "]")
+        out.append("vips = [" + ", ".join(_q(str(a)) for a in addrs) + "]")
+        out.append("hosts = [" + ", ".join(_q(h) for h in sorted(hosts)) + "]")
+        out += [f"interval = {interval:g}", f"timeout = {timeout:g}"]
+        out += [f"fall = {script.fall}", f"rise = {script.rise}"]
+        if script.user:
+            out.append(f"user = {_q(script.user)}")
+    return out
 
 
 def _free_vhids(
