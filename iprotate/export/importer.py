@@ -781,6 +781,8 @@ def build(
     at_hand = passfiles or {}
     pws = {m.password for m in insts if m.password is not None}
     pws |= {at_hand[m.passfile] for m in insts if m.passfile in at_hand}
+    for path in sorted({m.passfile for m in insts if m.passfile in at_hand}):
+        notes.append(f"the password was read from {path} here (its first line, as ucarp does)")
     files = sorted({m.passfile for m in insts if m.passfile and m.passfile not in at_hand})
     password = next(iter(pws)) if len(pws) == 1 else None
     if len(pws) > 1:

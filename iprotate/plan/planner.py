@@ -19,7 +19,9 @@ hostname: every tie is broken by a 64-bit key derived from names and addresses):
    both failed are spread to the survivors that would carry least. Deeper ranks walk the hosts in
    key order from a point the VIP's key picks.
 4. Priorities. advskew rises with rank in even steps (CARP.md: the shortest interval wins and a
-   backup's timeout grows with its skew), so the CARP election picks the plan's order.
+   backup's timeout grows with its skew), so the CARP election picks the plan's order. Where a
+   FreeBSD host takes part the ladder stops at 240, and FreeBSD's other limits apply
+   (`_check_freebsd`).
 
 IPv6 VIPs (issue 11). Only iprotate hosts can hold them (ucarp speaks no IPv6), so steps 2 and 3
 run once per family, over the hosts that can hold that family: first the IPv4 VIPs over every
