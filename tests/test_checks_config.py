@@ -70,8 +70,9 @@ def test_defaults_every_vip_and_the_hosts_taking_part(tmp_path: Path) -> None:
     (c,) = plan.cluster.checks
     assert c.vips == tuple(v.address.ip for v in plan.cluster.vips)
     assert (c.interval, c.timeout, c.fall, c.rise, c.hosts) == (1.0, 0.5, 2, 2, None)
-    for h in plan.cluster.host_names:
-        assert plan.checks_for(h) == ((c,) if plan.for_host(h) else ())
+    for h in plan.cluster.hosts:
+        runs = plan.for_host(h.name) and h.engine == "iprotate"  # ucarp runs no checks
+        assert plan.checks_for(h.name) == ((c,) if runs else ())
 
 
 def test_vips_as_addresses_and_pools(tmp_path: Path) -> None:
@@ -147,6 +148,7 @@ V = "not a VIP of this file"
         ({**T, "hosts": ["zulu"]}, "checks[0].hosts", "not a list of hosts"),
         ({**T, "hosts": []}, "checks[0].hosts", "not a list of hosts"),
         ({**T, "hosts": ["alpha", "alpha"]}, "checks[0].hosts", "twice"),
+        ({**T, "hosts": ["charlie"]}, "checks[0].hosts", "charlie runs ucarp"),
         ({**T, "retries": 3}, "checks[0].retries", "unknown key"),
     ],
 )  # fmt: skip

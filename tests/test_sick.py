@@ -231,3 +231,19 @@ def test_after_any_faults_the_vip_settles_on_the_best_live_host(advbase: int, st
     best = (healthy or live)[0]
     assert wire.masters() == [best], [(m.cfg.advskew, m.sick, m.state) for m in live]
     assert wire.holders() == [best]
+
+
+def test_a_check_flapping_faster_than_the_hold_down_does_not_drag_the_vip_back() -> None:
+    (owner, rank1, _), wire = cluster()
+    wire.feed(owner, owner.sicken(10.0))
+    wire.run_until(11.0)
+    assert wire.masters() == [rank1]
+    moves = rank1.transitions
+    t = 11.0
+    for _ in range(10):  # up for 1 s, down again, with a hold-down of 3 s
+        wire.feed(owner, owner.heal(t, preempt_after=t + 3.0))
+        wire.run_until(t + 1.0)
+        wire.feed(owner, owner.sicken(t + 1.0))
+        t += 1.5
+        wire.run_until(t)
+    assert wire.masters() == [rank1] and rank1.transitions == moves

@@ -176,7 +176,8 @@ def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None)
     vips = _vips(pr, data.get("vips"), (default_group, default_group6), names)
 
     _engines(pr, hosts)
-    checks = _checks(pr, data.get("checks", []), vips, names)
+    ucarp = {h.name for h in hosts if h.engine == "ucarp"}
+    checks = _checks(pr, data.get("checks", []), vips, names, ucarp)
 
     host_addrs: dict[IPAddress, str] = {h.address: h.name for h in hosts}
     host_addrs.update({h.address6: h.name for h in hosts if h.address6 is not None})
@@ -361,7 +362,9 @@ def _vips(
     return out
 
 
-def _checks(pr: _Problems, raw: Any, vips: list[Vip], host_names: set[str]) -> list[Check]:
+def _checks(
+    pr: _Problems, raw: Any, vips: list[Vip], host_names: set[str], ucarp: set[str]
+) -> list[Check]:
     """[[checks]]: every key checked, the VIPs and hosts resolved against the rest of the file."""
     if not isinstance(raw, list) or any(not isinstance(c, dict) for c in raw):
         pr.add("checks", "must be an array of tables ([[checks]])")
@@ -412,6 +415,11 @@ def _checks(pr: _Problems, raw: Any, vips: list[Vip], host_names: set[str]) -> l
                 hosts = None
             elif len(set(hosts)) != len(hosts):
                 pr.add(f"{key}.hosts", f"{hosts!r} names a host twice")
+                hosts = None
+            elif ucarp & set(hosts):
+                # ucarp runs no checks: people kill it from cron. Say so rather than pretend.
+                names = ", ".join(sorted(ucarp & set(hosts)))
+                pr.add(f"{key}.hosts", f"{names} runs ucarp, which runs no health checks")
                 hosts = None
             else:
                 hosts = tuple(hosts)
@@ -561,6 +569,8 @@ def check_local(cluster: Cluster, host: str, host_vips: frozenset[IPv4Address]) 
     (`iprotate run`, `iprotate check --host`), not in the file itself: the file is the same on
     every host, the programs need not be. `host_vips`: the VIPs the host takes part in."""
     problems: list[str] = []
+    if cluster.host(host).engine != "iprotate":
+        return problems
     for c in cluster.checks:
         if c.kind != "exec" or not c.runs_on(host, host_vips):
             continue

@@ -26,11 +26,13 @@ import contextlib
 import errno
 import logging
 import os
+import pwd
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from iprotate.cluster.loader import parse_http_url, split_host_port
 from iprotate.cluster.model import Check
@@ -141,8 +143,8 @@ async def _exec(check: Check) -> tuple[bool, str]:
                 stderr=write_fd,
                 env={"PATH": SCRIPT_PATH, "IPROTATE_CHECK": check.name},
                 start_new_session=True,  # its own process group: killed whole at the timeout
-                user=check.user,
                 cwd="/",
+                **_identity(check.user),
             )
         except (OSError, ValueError, KeyError) as e:  # KeyError/ValueError: no such user
             return False, f"cannot start {check.target}: {_start_error(e)}"
@@ -169,12 +171,27 @@ async def _exec(check: Check) -> tuple[bool, str]:
     return False, why + out.last_line(": ")
 
 
+def _identity(user: str | None) -> dict[str, Any]:
+    """Popen's arguments to run as `user`: its uid, its group and only its own supplementary
+    groups (`user=` alone would keep the daemon's, root's among them). KeyError: no such user."""
+    if user is None:
+        return {}
+    pw = pwd.getpwnam(user)
+    return {
+        "user": pw.pw_uid,
+        "group": pw.pw_gid,
+        "extra_groups": os.getgrouplist(pw.pw_name, pw.pw_gid),
+    }
+
+
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _start_error(e: Exception) -> str:
+    if isinstance(e, KeyError):
+        return f"no such user ({e.args[0] if e.args else ''})"
     if isinstance(e, OSError):
         if e.errno == errno.ENOEXEC:
             return f"{e.strerror} (no #! line? it is run without a shell)"

@@ -333,6 +333,7 @@ class Daemon:
         now = asyncio.get_running_loop().time()
         self._emit(self.node.reload(plan, now))
         self.checks.update(plan.checks_for(self.host.name))
+        self._last_resort &= set(self.node.machines)
         host_vips = frozenset(v.ip for v in plan.for_host(self.host.name))
         for line in check_local(plan.cluster, self.host.name, host_vips):
             log.warning("%s: %s", path, line)  # such a check is down until it can run
@@ -589,29 +590,35 @@ class Daemon:
                 log.warning("%s; %d VIPs stand aside here", line, n)
         self._emit(effects)
 
-    def _note_last_resort(self) -> None:
-        """Say it when a sick host keeps serving a VIP because no healthy host took it (and
-        when that ends)."""
+    def _note_last_resort(self, effects: list[Effect]) -> None:
+        """Say it when a sick host keeps serving a VIP because no healthy host took it (and when
+        that ends). Only the VIPs these effects touch are looked at: a master's every advert is
+        an effect, so a change is seen within an interval, at no cost per event for the rest."""
         if not self._last_resort and not any(not st.up for st in self.node.health.values()):
             return
-        now_lr = {k for k, m in self.node.machines.items() if m.last_resort}
-        for key in sorted(now_lr - self._last_resort):
-            v = self.node.vips[key]
-            down = ", ".join(self.node.checks_down(v.ip))
-            log.warning(
-                "%s vhid %d: check %s down on %s, but no healthy host takes it: serving it here "
-                "(last resort)", v.address, v.vhid, down, self.host.name,
-            )  # fmt: skip
-        for key in sorted(self._last_resort - now_lr):
+        for key in {(e.vip.group, e.vip.vhid) for e in effects}:
+            m = self.node.machines.get(key)
+            now_lr = m is not None and m.last_resort
+            if now_lr == (key in self._last_resort):
+                continue
             v = self.node.vips.get(key)
-            if v is not None:
-                log.info("%s vhid %d: no longer served here as the last resort", v.address, v.vhid)
-        self._last_resort = now_lr
+            if now_lr and v is not None:
+                self._last_resort.add(key)
+                down = ", ".join(self.node.checks_down(v.ip))
+                log.warning(
+                    "%s vhid %d: check %s down on %s, but no healthy host takes it: serving it "
+                    "here (last resort)", v.address, v.vhid, down, self.host.name,
+                )  # fmt: skip
+            else:
+                self._last_resort.discard(key)
+                if v is not None:
+                    log.info("%s vhid %d: no longer served here as the last resort", v.address,
+                             v.vhid)  # fmt: skip
 
     def _emit(self, effects: list[Effect]) -> None:
         if effects:
             self._emit_all(effects)
-            self._note_last_resort()
+            self._note_last_resort(effects)
         self._arm_timer()
 
     def _emit_all(self, effects: list[Effect]) -> None:

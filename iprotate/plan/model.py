@@ -81,7 +81,10 @@ class Plan:
         return tuple(v for v in self.vips if host in v.order)
 
     def checks_for(self, host: str) -> tuple[Check, ...]:
-        """The health checks that run on `host` (by their `hosts`, or the VIPs it takes part in)."""
+        """The health checks that run on `host` (by their `hosts`, or the VIPs it takes part in);
+        none on a ucarp host, which runs no checks."""
+        if self.cluster.host(host).engine != "iprotate":
+            return ()
         mine = frozenset(v.ip for v in self.for_host(host))
         return tuple(c for c in self.cluster.checks if c.runs_on(host, mine))
 
