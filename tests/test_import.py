@@ -349,3 +349,10 @@ def test_a_hash_in_a_debian_stanza_value_is_not_a_comment(tmp_path: Path) -> Non
     )
     imported(tmp_path, f"m={f}")
     assert (tmp_path / "out" / "password").read_bytes() == b"pa#ss\n"
+
+
+def test_the_password_file_stays_beside_the_cluster_file(tmp_path: Path) -> None:
+    r = run("import", "--host", f"a={FIXTURES / 'seed002-a.sh'}", "-o", str(tmp_path / "c.toml"),
+            "--password-file", "../escaped")  # fmt: skip
+    assert r.exit_code == 2 and "beside the cluster file" in r.output
+    assert not (tmp_path.parent / "escaped").exists()

@@ -82,6 +82,8 @@ def import_command(
     prints what the planner would change without the owner pins, and everything that could not be
     carried over.
     """
+    if "/" in password_file or password_file in ("", ".", ".."):
+        raise click.BadParameter(f"{password_file!r}: a file name beside the cluster file")
     parsed: dict[str, importer.Parsed] = {}
     sources = {}
     for name, path in _pairs(hosts, "NAME=FILE"):
