@@ -81,6 +81,26 @@ def test_seed_004_debian_stanzas(tmp_path: Path) -> None:
     assert "the same priority today" in r.output and "s preempts nothing" in r.output
 
 
+def test_seed_004_ucarp_conf_and_start_script(tmp_path: Path) -> None:
+    """A ucarp.conf of UCARP_* variables and the start script that sources it, per host, in that
+    order: the variables fill the command line, UCARP_MASK gives the prefix, and with equal
+    priorities the host that preempts is the owner."""
+    r, doc = imported(
+        tmp_path,
+        f"m={FIXTURES / 'seed004-ucarp.conf'}",
+        f"m={FIXTURES / 'seed004-start-master.sh'}",
+        f"s={FIXTURES / 'seed004-ucarp-slave.conf'}",
+        f"s={FIXTURES / 'seed004-start-slave.sh'}",
+    )
+    assert doc["vips"] == [{"address": "203.0.113.100/24", "vhid": 1, "owner": "m"}]
+    assert [(h["name"], h["address"]) for h in doc["hosts"]] == [
+        ("m", "198.51.100.5"), ("s", "198.51.100.6"),
+    ]  # fmt: skip
+    assert (tmp_path / "out" / "password").read_bytes() == b"secret\n"
+    assert "from UCARP_MASK" in r.output and "not followed" not in r.output
+    assert not re.search(r"\bsecret\b", r.output)
+
+
 def test_keepalived_instances(tmp_path: Path) -> None:
     r, doc = imported(
         tmp_path,

@@ -43,7 +43,8 @@ def _fail(message: str) -> None:
     multiple=True,
     required=True,
     help="A host and its configuration today: ucarp command lines, Debian interfaces stanzas "
-    "or keepalived.conf (repeat for every host).",
+    "or keepalived.conf (repeat for every host; a host's files in order, e.g. a ucarp.conf of "
+    "UCARP_*= variables and then the start script that uses them).",
 )
 @click.option(
     "--address",
@@ -85,20 +86,25 @@ def import_command(
     if "/" in password_file or password_file in ("", ".", ".."):
         raise click.BadParameter(f"{password_file!r}: a file name beside the cluster file")
     parsed: dict[str, importer.Parsed] = {}
-    sources = {}
+    sources: dict[str, str] = {}
+    env: dict[str, dict[str, str]] = {}  # shell variables per host, across its files
     for name, path in _pairs(hosts, "NAME=FILE"):
-        if name in parsed:
-            _fail(f"--host {name} given twice")
         if not NAME_RE.fullmatch(name):
             _fail(f"--host {name!r}: not a host name (letters, digits, '_.-', 1..63)")
         try:
             text = read_bounded(Path(path), importer.MAX_INPUT).decode("utf-8", "replace")
-            parsed[name] = importer.parse(name, path, text)
+            p = importer.parse(name, path, text, env.setdefault(name, {}))
         except OSError as e:
             _fail(f"cannot read {path}: {e.strerror}")
         except importer.MigrateError as e:
             _fail(str(e))
-        sources[name] = path
+        if name in parsed:  # a host's files in order: a ucarp.conf, then the start script
+            parsed[name].instances += p.instances
+            parsed[name].notes += p.notes
+            parsed[name].scripts.update(p.scripts)
+            sources[name] += f"+{path}"
+        else:
+            parsed[name], sources[name] = p, path
     try:
         addrs: dict[str, list[importer.IPAddress]] = {}
         for n, a in _pairs(addresses, "NAME=IP"):

@@ -134,14 +134,17 @@ def detect(text: str) -> str:
     return "ucarp"
 
 
-def parse(host: str, name: str, text: str) -> Parsed:
-    """The instances in `text` (the file `name` of host `host`), in the form :func:`detect` says."""
+def parse(host: str, name: str, text: str, env: dict[str, str] | None = None) -> Parsed:
+    """The instances in `text` (the file `name` of host `host`), in the form :func:`detect` says.
+
+    `env`: shell variables of the host's earlier files (a ucarp.conf of ``UCARP_*=`` lines that
+    the start script sources), updated with this file's."""
     form = detect(text)
     if form == "keepalived":
         return parse_keepalived(host, name, text)
     if form == "ifupdown":
         return parse_ifupdown(host, name, text)
-    return parse_ucarp_lines(host, name, text)
+    return parse_ucarp_lines(host, name, text, env)
 
 
 def _byte(value: str, what: str, where: str) -> int:
@@ -199,15 +202,52 @@ def _options(args: list[str], where: str) -> Iterator[tuple[str, str | None]]:
             raise MigrateError(f"{where}: {a!r}: ucarp takes no bare arguments")
 
 
-def parse_ucarp_lines(host: str, name: str, text: str) -> Parsed:
-    """ucarp command lines, one per line (continuations with a trailing backslash joined)."""
+_ASSIGN = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)")
+_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+_SHELL_PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]*")
+
+
+def _expand(line: str, env: dict[str, str]) -> str:
+    """$NAME and ${NAME} replaced by the values `env` knows (others left as they are)."""
+
+    def one(m: re.Match[str]) -> str:
+        value = env.get(m.group(1) or m.group(2))
+        if value is None:
+            return m.group(0)
+        return value if _SHELL_PLAIN.fullmatch(value) else shlex.quote(value)
+
+    return _VAR.sub(one, line)
+
+
+def parse_ucarp_lines(host: str, name: str, text: str, env: dict[str, str] | None = None) -> Parsed:
+    """ucarp command lines, one per line (continuations with a trailing backslash joined), and
+    the shell variables they use (``UCARP_ADDR=...`` here or in `env`, an earlier file)."""
     out = Parsed()
+    env = {} if env is None else env
     aliases: list[str] = []
     text = re.sub(r"\\\n", " ", text)
     for n, line in enumerate(text.splitlines(), 1):
         where = f"{name}:{n}"
         if not line.strip() or line.lstrip().startswith("#"):
             continue
+        assign = _ASSIGN.fullmatch(line)
+        if assign:
+            try:
+                words = shlex.split(_expand(assign.group(2), env), comments=True)
+            except ValueError as e:
+                raise MigrateError(f"{where}: {e}") from None
+            if len(words) <= 1:  # NAME=value; `NAME=value command ...` runs a command
+                env[assign.group(1)] = words[0] if words else ""
+                continue
+        if re.match(r"\s*(source|\.)\s", line):
+            if env:
+                continue  # the host's earlier files gave the variables
+            out.notes.append(
+                f"{where}: a sourced file is not followed; give it first, as another --host "
+                f"{host}=FILE"
+            )
+            continue
+        line = _expand(line, env)
         try:
             tokens = shlex.split(line, comments=True)
         except ValueError as e:
@@ -226,6 +266,18 @@ def parse_ucarp_lines(host: str, name: str, text: str) -> Parsed:
             f"{name}: {', '.join(aliases)} are alias interfaces; iprotate adds each VIP as an "
             "address of the interface itself (no alias label)"
         )
+    masks = [k for k in sorted(env) if k.endswith("MASK")]
+    for i, inst in enumerate(out.instances):
+        if inst.prefix_known or not masks:
+            continue
+        try:
+            prefix = IPv4Interface(f"0.0.0.0/{env[masks[0]]}").network.prefixlen
+        except ValueError:
+            continue
+        out.instances[i] = replace(
+            inst, vip=IPv4Interface((inst.vip.ip, prefix)), prefix_known=True
+        )
+        out.notes.append(f"{inst.where}: prefix /{prefix} of {inst.vip.ip} from {masks[0]}")
     return out
 
 
