@@ -655,10 +655,12 @@ def test_weight_not_positive(tmp_path: Path, weight: Any) -> None:
     assert problem(p, "hosts[1].weight") == f"{weight!r} is not a number in (0, 100]"
 
 
-@pytest.mark.parametrize("engine", ["keepalived", "UCARP", "", 1])
+@pytest.mark.parametrize("engine", ["openbsd", "UCARP", "", 1])
 def test_engine_unknown(tmp_path: Path, engine: Any) -> None:
     p = bad(tmp_path, lambda d: d["hosts"][2].update(engine=engine))
-    assert problem(p, "hosts[2].engine") == f"{engine!r} is not one of 'iprotate', 'ucarp'"
+    assert problem(p, "hosts[2].engine") == (
+        f"{engine!r} is not one of 'iprotate', 'ucarp', 'freebsd', 'keepalived'"
+    )
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,15 @@ def early_signals() -> _early.EarlySignals | None:
 
 def _register() -> None:
     # Imported for their side effect: each module adds its commands to `main`.
-    from iprotate.cli import lab_cmd, ops_cmd, plan_cmd, run_cmd, ucarp_cmd  # noqa: F401
+    from iprotate.cli import (  # noqa: F401
+        export_cmd,
+        import_cmd,
+        lab_cmd,
+        ops_cmd,
+        plan_cmd,
+        run_cmd,
+        ucarp_cmd,
+    )
 
 
 _register()

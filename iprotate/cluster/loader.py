@@ -33,6 +33,7 @@ from iprotate.cluster.bounds import RUN_SECONDS, check_seconds
 from iprotate.cluster.model import (
     DEFAULT_GROUP,
     DEFAULT_GROUP6,
+    ENGINES,
     SYSLOG_FACILITIES,
     Check,
     Cluster,
@@ -175,6 +176,7 @@ def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None)
     hosts = _hosts(pr, data.get("hosts"), cl_if, cl_vip_if, cl_preempt, names)
     vips = _vips(pr, data.get("vips"), (default_group, default_group6), names)
 
+    _engines(pr, hosts)
     ucarp = {h.name for h in hosts if h.engine == "ucarp"}
     checks = _checks(pr, data.get("checks", []), vips, names, ucarp)
 
@@ -265,8 +267,8 @@ def _hosts(
             pr.add(f"{key}.weight", f"{weight!r} is not a number in (0, {MAX_WEIGHT:g}]")
             weight = 1
         engine = h.get("engine", "iprotate")
-        if engine not in ("iprotate", "ucarp"):
-            pr.add(f"{key}.engine", f"{engine!r} is not one of 'iprotate', 'ucarp'")
+        if engine not in ENGINES:
+            pr.add(f"{key}.engine", f"{engine!r} is not one of {', '.join(map(repr, ENGINES))}")
             engine = "iprotate"
         if engine == "ucarp" and addr6 is not None:
             pr.add(
@@ -280,6 +282,22 @@ def _hosts(
                 Host(name, addr, iface, vip_if, float(weight), engine, preempt, addr6)  # type: ignore[arg-type]
             )
     return hosts
+
+
+def _engines(pr: _Problems, hosts: list[Host]) -> None:
+    """keepalived speaks VRRP, every other engine CARP: both are IP protocol 112 to the same
+    group 224.0.0.18, and each drops the other's packets as malformed, so a VIP shared by the two
+    would be master on both sides. The planner spreads every VIP over every host, so the cluster
+    is all keepalived or none."""
+    vrrp = [h.name for h in hosts if h.engine == "keepalived"]
+    carp = [f"{h.name} ({h.engine})" for h in hosts if h.engine != "keepalived"]
+    if vrrp and carp:
+        pr.add(
+            "hosts",
+            f"engine = 'keepalived' on {', '.join(vrrp)} but CARP on {', '.join(carp)}: VRRP and "
+            "CARP cannot share a VIP (both are IP protocol 112, each drops the other's adverts "
+            "and both sides become master); make every host keepalived, or none",
+        )
 
 
 def _vips(

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from typing import Literal
 
-Engine = Literal["iprotate", "ucarp"]
+Engine = Literal["iprotate", "ucarp", "freebsd", "keepalived"]
+ENGINES: tuple[str, ...] = ("iprotate", "ucarp", "freebsd", "keepalived")
+CheckKind = Literal["tcp", "http", "exec"]
 # A VIP, a group or an advert's source can be of either family; a file may mix them.
 IPAddress = IPv4Address | IPv6Address
 IPInterface = IPv4Interface | IPv6Interface
-CheckKind = Literal["tcp", "http", "exec"]
 
 DEFAULT_GROUP = IPv4Address("224.0.0.18")
 # FreeBSD's and OpenBSD's CARP over IPv6 (the address IANA gave VRRP, link-local scope).

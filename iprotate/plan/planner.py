@@ -19,7 +19,9 @@ hostname: every tie is broken by a 64-bit key derived from names and addresses):
    both failed are spread to the survivors that would carry least. Deeper ranks walk the hosts in
    key order from a point the VIP's key picks.
 4. Priorities. advskew rises with rank in even steps (CARP.md: the shortest interval wins and a
-   backup's timeout grows with its skew), so the CARP election picks the plan's order.
+   backup's timeout grows with its skew), so the CARP election picks the plan's order. Where a
+   FreeBSD host takes part the ladder stops at 240, and FreeBSD's other limits apply
+   (`_check_freebsd`).
 
 IPv6 VIPs (issue 11). Only iprotate hosts can hold them (ucarp speaks no IPv6), so steps 2 and 3
 run once per family, over the hosts that can hold that family: first the IPv4 VIPs over every
@@ -43,10 +45,27 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from iprotate.cluster.model import Cluster, ClusterError, Host, IPAddress, Vip
+from iprotate.cluster.model import (
+    DEFAULT_GROUP,
+    DEFAULT_GROUP6,
+    Cluster,
+    ClusterError,
+    Host,
+    IPAddress,
+    Vip,
+)
 from iprotate.plan.model import Plan, VipPlan
 
 MAX_VHID = 255
+# FreeBSD's kernel refuses advskew 255 (sys/netinet/ip_carp.c, carp_ioctl SIOCSVH), and what it
+# sends and compares is DEMOTE_ADVSKEW(sc): advskew + the demotion counter, capped at CARP_MAXSKEW
+# (240, netinet/ip_carp.h). A configured 241..254 goes out as 240, so two ranks above 240 would
+# tie: a VIP with a FreeBSD participant climbs its ladder to 240 at most.
+FREEBSD_MAX_ADVSKEW = 240
+# FreeBSD sends its IPv4 adverts to INADDR_CARP_GROUP only (ip_carp.c, carp_send_ad_locked) and
+# times a backup out after 3 * advbase + advskew/256 (carp_setrun; carp_input_c uses
+# advbase * 3 for "master timed out"): no other group, no other dead ratio.
+FREEBSD_DEAD_RATIO = 3
 # advbase 0: intervals are advskew/256 s and the timeout equals the interval, so each rank needs a
 # clearly longer skew than the one above it. Owner 62 ms, then 187, 437, 937 ms.
 SUBSECOND_LADDER = (16, 48, 112, 240)
@@ -64,15 +83,17 @@ def make_plan(cluster: Cluster) -> Plan:
     orders = assign_family_orders(cluster)
     hosts = {h.name: h for h in cluster.hosts}
     _check_subsecond(cluster, orders, hosts)
+    _check_freebsd(cluster, orders, hosts, vhids)
     vips = []
     for i, vip in enumerate(cluster.vips):
         order = orders[i]
+        bsd = any(hosts[h].engine == "freebsd" for h in order)
         vips.append(
             VipPlan(
                 vip=vip,
                 vhid=vhids[i],
                 order=order,
-                advskew=ladder(cluster.advbase, len(order)),
+                advskew=ladder(cluster.advbase, len(order), FREEBSD_MAX_ADVSKEW if bsd else 255),
                 preempt=tuple(hosts[h].preempt for h in order),
             )
         )
@@ -131,13 +152,14 @@ def assign_family_orders(cluster: Cluster) -> list[tuple[str, ...]]:
     return orders
 
 
-def ladder(advbase: int, participants: int) -> tuple[int, ...]:
-    """The advskew of each rank, owner first, for a VIP with `participants` hosts."""
+def ladder(advbase: int, participants: int, top: int = 255) -> tuple[int, ...]:
+    """The advskew of each rank, owner first, for a VIP with `participants` hosts; no rank's
+    skew exceeds `top` (240 where a FreeBSD host takes part)."""
     if advbase == 0:
         return SUBSECOND_LADDER[:participants]
     if participants <= 1:
         return (0,)
-    step = min(MAX_STEP, 255 // (participants - 1))
+    step = min(MAX_STEP, top // (participants - 1))
     return tuple(r * step for r in range(participants))
 
 
@@ -406,3 +428,56 @@ def _check_subsecond(
                 "backup, and ucarp backups flap below 1 s; use advbase >= 1 or run iprotate there"
             ],
         )
+
+
+def _check_freebsd(
+    cluster: Cluster,
+    orders: Sequence[Sequence[str]],
+    hosts: dict[str, Host],
+    vhids: Sequence[int],
+) -> None:
+    """FreeBSD's limits wherever a FreeBSD host takes part (facts from sys/netinet/ip_carp.c):
+    advbase >= 1 (carp_ioctl refuses less), dead ratio 3 (fixed in carp_setrun), the group
+    224.0.0.18 or ff02::12 (carp_send_ad_locked), and one address per vhid on the host: a vhid
+    is one per interface for both families there, and every address on it enters its HMAC
+    (carp_hmac_prepare), so a second one (an IPv4 and an IPv6 VIP with one vhid) breaks every
+    peer's digest."""
+    bsd = sorted(h.name for h in cluster.hosts if h.engine == "freebsd")
+    if not bsd:
+        return
+    problems = []
+    taking_part = sorted({h for o in orders for h in o if hosts[h].engine == "freebsd"})
+    if taking_part and cluster.advbase < 1:
+        problems.append(
+            f"cluster.advbase: 0 (sub-second) with FreeBSD host(s) {', '.join(taking_part)}: "
+            "FreeBSD's carp accepts advbase 1..255 only"
+        )
+    if taking_part and cluster.dead_ratio != FREEBSD_DEAD_RATIO:
+        problems.append(
+            f"cluster.dead_ratio: {cluster.dead_ratio} with FreeBSD host(s) "
+            f"{', '.join(taking_part)}: FreeBSD's backups always wait 3 intervals "
+            f"(3 * advbase + advskew/256), so the plan's order holds only with dead_ratio = 3"
+        )
+    for vip, order in zip(cluster.vips, orders, strict=True):
+        there = [h for h in order if hosts[h].engine == "freebsd"]
+        default = DEFAULT_GROUP if vip.address.version == 4 else DEFAULT_GROUP6
+        if there and vip.group != default:
+            problems.append(
+                f"{vip.source}: group {vip.group} with FreeBSD host(s) {', '.join(there)}: "
+                f"FreeBSD sends CARP to {default} only; leave the group out for this VIP"
+            )
+    for name in taking_part:
+        seen: dict[int, Vip] = {}
+        for vip, order, vhid in zip(cluster.vips, orders, vhids, strict=True):
+            if name not in order:
+                continue
+            other = seen.setdefault(vhid, vip)
+            if other is not vip:
+                problems.append(
+                    f"{vip.source}: vhid {vhid} of {vip.address.ip} is also the vhid of "
+                    f"{other.address.ip} ({other.source}) on FreeBSD host {name}, where one "
+                    "vhid carries one address of either family (both would enter its HMAC); "
+                    "pin another `vhid`"
+                )
+    if problems:
+        raise ClusterError(cluster.path, problems)
