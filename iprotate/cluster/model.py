@@ -11,8 +11,17 @@ from ipaddress import IPv4Address, IPv4Interface
 from typing import Literal
 
 Engine = Literal["iprotate", "ucarp"]
+Rank = Literal["med", "prepend", "community"]
 
 DEFAULT_GROUP = IPv4Address("224.0.0.18")
+
+
+@dataclass(frozen=True)
+class BgpRouter:
+    """A router a host peers with in BGP mode."""
+
+    address: IPv4Address
+    asn: int
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,8 @@ class Host:
     weight: float = 1.0
     engine: Engine = "iprotate"
     preempt: bool = True
+    bgp_asn: int | None = None  # BGP mode: this host's AS, when it is not [bgp].asn
+    bgp_routers: tuple[BgpRouter, ...] | None = None  # BGP mode: its own routers, not [bgp]'s
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,26 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class BgpSettings:
+    """[bgp]: the plan announced as BGP routes (one /32 per VIP) instead of CARP on a segment.
+
+    How a rank is expressed: `med` (owner med_base, each backup med_step more), `prepend` (the
+    host's AS repeated once more per rank) or `community` (community (asn, rank) on each route,
+    for a router whose policy maps it to a local preference)."""
+
+    asn: int  # the hosts' AS (a host may set its own with bgp_asn)
+    routers: tuple[BgpRouter, ...]  # shared routers (a host may list its own with bgp_routers)
+    hold_time: int = 3  # seconds (BGP: 3..65535)
+    bfd: bool = False  # sub-second failure detection, when the router runs BFD too
+    rank: Rank = "med"
+    med_base: int = 100
+    med_step: int = 100
+    drain_wait: float = 2.0  # seconds between the worst announcement and the withdrawal
+    speaker: str = "bird"  # the BIRD 2 binary (path or name on PATH)
+    birdc: str = "birdc"
+
+
+@dataclass(frozen=True)
 class Cluster:
     """The whole cluster file, validated."""
 
@@ -72,6 +103,21 @@ class Cluster:
     down_script: str | None = None
     warnings: tuple[str, ...] = ()
     run: RunSettings = RunSettings()
+    bgp: BgpSettings | None = None  # None: CARP on one segment
+
+    def routers_of(self, host: str) -> tuple[BgpRouter, ...]:
+        """The routers `host` peers with in BGP mode (its own, else the shared ones)."""
+        h = self.host(host)
+        if h.bgp_routers is not None:
+            return h.bgp_routers
+        return self.bgp.routers if self.bgp is not None else ()
+
+    def asn_of(self, host: str) -> int | None:
+        """The AS `host` announces from in BGP mode."""
+        h = self.host(host)
+        if h.bgp_asn is not None:
+            return h.bgp_asn
+        return self.bgp.asn if self.bgp is not None else None
 
     def host(self, name: str) -> Host:
         """The host called `name` (KeyError if there is none)."""
