@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import sys
 from ipaddress import IPv4Address
 from typing import Any
@@ -14,6 +15,7 @@ import click
 from iprotate.cli import early_signals, main
 from iprotate.cli.common import check_host, cluster_file, load_plan
 from iprotate.cluster.bounds import check_seconds
+from iprotate.engine.bgp import BgpDaemon, BgpFailed, BgpOptions
 from iprotate.engine.control import default_socket
 from iprotate.engine.daemon import Daemon, DaemonFailed, RunOptions, StartError, find_host
 from iprotate.engine.hostlock import HostInUse, check_local
@@ -138,6 +140,23 @@ def run(
             check_host(plan, host)
             check_local(plan.cluster.host(host), local)
         sock = settings.control_socket
+        if plan.cluster.bgp is not None:
+            path = default_socket(host) if sock is None else (sock or None)
+            bgp_options = BgpOptions(
+                hold_down=settings.hold_down,
+                stagger=settings.stagger,
+                control_socket=path,
+                control_group=settings.control_group,
+                # BIRD's file and control socket beside ours (the lab gives each host its own).
+                run_dir=os.path.dirname(path) if path else "/run/iprotate",
+                cluster_file=cluster_file,
+            )
+            try:
+                asyncio.run(BgpDaemon(plan, host, bgp_options, early).run())
+            finally:
+                if early is not None:
+                    early.ignore_all()
+            return
         options = RunOptions(
             hold_down=settings.hold_down,
             stagger=settings.stagger,
@@ -156,7 +175,7 @@ def run(
         finally:
             if early is not None:
                 early.ignore_all()
-    except (StartError, DaemonFailed, HostInUse) as e:
+    except (StartError, DaemonFailed, HostInUse, BgpFailed) as e:
         click.echo(f"error: {e}", err=True)
         raise SystemExit(1) from None
     except PermissionError as e:
