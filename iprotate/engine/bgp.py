@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from iprotate.bgp import bird
+from iprotate.bgp import status as bgp_status
 from iprotate.bgp.announcer import Announcer
 from iprotate.cluster.loader import load_cluster
 from iprotate.cluster.model import ClusterError
@@ -443,10 +444,17 @@ class BgpDaemon:
         self._set_addresses(add=False, ips=removed)
         self._poke()
         log.info("reload: %d VIPs added, %d removed", len(added), len(removed))
-        return {"ok": True, "added": [str(x) for x in added], "removed": [str(x) for x in removed]}
+        return {
+            "ok": True,
+            "added": len(added),
+            "removed": len(removed),
+            "changed": 0,
+            "vips_added": [str(x) for x in added],
+            "vips_removed": [str(x) for x in removed],
+        }
 
     def status(self) -> dict[str, Any]:
-        return {
+        doc = {
             "mode": "bgp",
             "host": self.host.name,
             "asn": self.plan.cluster.asn_of(self.host.name),
@@ -461,6 +469,8 @@ class BgpDaemon:
             },
             "vips": self.announcer.status(),
         }
+        doc["level"], doc["problems"] = bgp_status.level_and_problems(doc)
+        return doc
 
     def _log_status(self) -> None:
         st = self.status()

@@ -14,6 +14,7 @@ Only namespaces of its own (iprotate.lab.netns.Segment), lab addresses and priva
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -268,7 +269,8 @@ class BgpLab:
     def freeze(self, name: str, frozen: bool = True) -> None:
         """SIGSTOP (or SIGCONT) every process of the host: a hung machine."""
         for pid in self.host_pids(name):
-            os.kill(pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):  # it may have just exited
+                os.kill(pid, signal.SIGSTOP if frozen else signal.SIGCONT)
 
     def link(self, name: str, up: bool) -> None:
         self.seg.link(name, up)
@@ -340,7 +342,6 @@ class BgpLab:
         for name in self.names:
             p = self.procs.get(name)
             if p is not None and p.poll() is None:
-                for pid in self.host_pids(name):
-                    os.kill(pid, signal.SIGCONT)  # a frozen host cannot stop
+                self.freeze(name, False)  # a frozen host cannot stop
                 self.seg.stop(p, signal.SIGTERM, timeout=10.0)
         self.seg.close()
