@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -198,3 +199,21 @@ def test_a_dead_speaker_is_restarted_and_its_routes_come_back(bgp_lab) -> None: 
     lab.wait(lambda: lab.best() == holders(plan), timeout=15)
     assert lab.procs["charlie"].poll() is None
     assert sys.executable
+
+
+def test_lab_bgp_demo_settles_every_step_and_leaves_nothing() -> None:
+    before = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+                 .split("\n"))  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "iprotate", "lab", "--bgp", "--bfd", "--hosts", "3", "--vips", "6",
+         "--demo"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    for step in ("fail alpha (SIGKILL): settled", "start alpha: settled", "drain bravo: settled",
+                 "undrain bravo: settled"):  # fmt: skip
+        assert step in r.stdout
+    assert "router's best" in r.stdout and "lab removed" in r.stdout
+    after = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+                .split("\n"))  # fmt: skip
+    assert not {n for n in after - before if "-router" in n}
