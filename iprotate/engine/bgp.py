@@ -160,6 +160,7 @@ class BgpDaemon:
                 asyncio.ensure_future(self._timers()),
                 asyncio.ensure_future(self._supervise()),
                 asyncio.ensure_future(self._watch_sessions()),
+                asyncio.ensure_future(self._watchdog()),
             ]
             self.notifier.ready(f"BGP mode, {len(self.announcer.vips)} VIPs")
             await self._stopping.wait()
@@ -214,6 +215,15 @@ class BgpDaemon:
 
     def _poke(self) -> None:
         self._changed.set()
+
+    async def _watchdog(self) -> None:
+        """systemd's watchdog (WatchdogSec=): pinged from the loop, so a hung loop is killed."""
+        interval = self.notifier.watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval / 2)
 
     # --- BIRD ----------------------------------------------------------------------------------
 
