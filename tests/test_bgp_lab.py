@@ -72,6 +72,11 @@ def test_every_vips_best_path_is_its_planned_owner_with_the_planned_meds(bgp_lab
     text = lab.ask("alpha", "status")
     assert text.startswith("IPROTATE OK - alpha (BGP mode, AS 64513)"), text
     assert "router0" in text and "Established" in text
+    metrics = lab.metrics("alpha")
+    assert 'iprotate_bgp_session_up{session="router0"} 1.0' in metrics
+    owned = next(v for v in plan.vips if v.owner == "alpha")
+    assert f'iprotate_bgp_vip_med{{vip="{owned.ip}"}} 100.0' in metrics
+    assert f'iprotate_bgp_vip_state{{state="announced",vip="{owned.ip}"}} 1.0' in metrics
 
 
 FAULTS = ["killed", "unplugged", "frozen"]

@@ -150,6 +150,7 @@ def run(
                 # BIRD's file and control socket beside ours (the lab gives each host its own).
                 run_dir=os.path.dirname(path) if path else "/run/iprotate",
                 cluster_file=cluster_file,
+                metrics=settings.metrics or None,
             )
             try:
                 asyncio.run(BgpDaemon(plan, host, bgp_options, early).run())

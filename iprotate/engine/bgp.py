@@ -36,10 +36,15 @@ import logging
 import os
 import signal
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from iprotate.bgp import bird
 from iprotate.bgp import status as bgp_status
@@ -49,6 +54,7 @@ from iprotate.cluster.model import ClusterError
 from iprotate.engine import hostlock
 from iprotate.engine.control import ControlError, ControlServer
 from iprotate.engine.early_signals import EarlySignals
+from iprotate.engine.metrics import parse_address
 from iprotate.engine.sdnotify import Notifier
 from iprotate.engine.signals import install as install_signal_rules
 from iprotate.plan.model import Plan
@@ -74,6 +80,7 @@ class BgpOptions:
     control_group: str | None = None
     run_dir: str = "/run/iprotate"  # BIRD's config and control socket: <run_dir>/<host>.bird.*
     cluster_file: str | None = None
+    metrics: str | None = None  # "127.0.0.1:9650": Prometheus metrics there
 
 
 def _die_with_parent() -> None:
@@ -120,6 +127,7 @@ class BgpDaemon:
             raise BgpFailed(str(e)) from None
         control = None
         rules = None
+        exporter = None
         tasks: list[asyncio.Task[None]] = []
         try:
             if self.options.control_socket:
@@ -131,6 +139,11 @@ class BgpDaemon:
                 except ControlError as e:
                     control = None
                     raise BgpFailed(str(e)) from None
+            if self.options.metrics:
+                try:
+                    exporter = serve_bgp_metrics(self.options.metrics, self)
+                except (ValueError, OSError) as e:
+                    raise BgpFailed(f"metrics on {self.options.metrics!r}: {e}") from None
             Path(self.options.run_dir).mkdir(parents=True, exist_ok=True)
             await self._stop_leftover_speaker()
             self._vip_interface()
@@ -179,6 +192,9 @@ class BgpDaemon:
                     p.unlink()
             if control is not None:
                 await control.close()
+            if exporter is not None:
+                exporter.shutdown()
+                exporter.server_close()
             lock.close()
         if self._failed is not None:
             raise BgpFailed(self._failed)
@@ -489,6 +505,55 @@ class BgpDaemon:
                      v.get("med", "-"))  # fmt: skip
         for name, s in st["sessions"].items():
             log.info("status session %s: %s", name, s["info"] or s["state"])
+
+
+class BgpCollector(Collector):
+    """BGP mode's metrics, read from the daemon at each scrape."""
+
+    def __init__(self, daemon: BgpDaemon) -> None:
+        self.daemon = daemon
+
+    def collect(self) -> Iterable[Metric]:
+        d = self.daemon
+        up = GaugeMetricFamily(
+            "iprotate_bgp_session_up", "1 if the BGP session is Established", labels=["session"]
+        )
+        for name, sess in d.sessions.items():
+            up.add_metric([name], 1.0 if sess.established else 0.0)
+        state = GaugeMetricFamily(
+            "iprotate_bgp_vip_state",
+            "1 for the state each VIP's route is in here (waiting, announced, leaving, withdrawn)",
+            labels=["vip", "state"],
+        )
+        med = GaugeMetricFamily(
+            "iprotate_bgp_vip_med",
+            "the MED announced for the VIP (absent: withdrawn)",
+            labels=["vip"],
+        )
+        for v in d.announcer.status():
+            for st in ("waiting", "announced", "leaving", "withdrawn"):
+                state.add_metric([str(v["vip"]), st], 1.0 if v["state"] == st else 0.0)
+            if "med" in v:
+                med.add_metric([str(v["vip"])], float(v["med"]))  # type: ignore[arg-type]
+        restarts = CounterMetricFamily(
+            "iprotate_bgp_speaker_restarts", "times BIRD was restarted after it died"
+        )
+        restarts.add_metric([], float(len(d.restarts)))
+        configures = CounterMetricFamily(
+            "iprotate_bgp_configures", "configurations written and loaded into BIRD"
+        )
+        configures.add_metric([], float(d.configures))
+        return [up, state, med, restarts, configures]
+
+
+def serve_bgp_metrics(address: str, daemon: BgpDaemon) -> Any:
+    """Serve BGP mode's metrics on `address` (as [run] metrics: "127.0.0.1:9650")."""
+    host, port = parse_address(address)
+    registry = CollectorRegistry()
+    registry.register(BgpCollector(daemon))
+    server, _thread = start_http_server(port, host or "0.0.0.0", registry)
+    log.info("metrics: serving on %s", address)
+    return server
 
 
 def _ip(*args: str) -> None:

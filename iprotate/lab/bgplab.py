@@ -39,6 +39,7 @@ CLIENT_ADDRESS = "203.0.113.250"
 ROUTER_CLIENT_SIDE = "203.0.113.249"
 FIRST_VIP = 10
 MAX_VIPS = 200
+METRICS_PORT = 9650
 
 
 def bgp_cluster_toml(
@@ -66,6 +67,7 @@ def bgp_cluster_toml(
         "[run]",
         f"hold_down = {hold_down}",
         f"stagger = {stagger}",
+        f'metrics = "127.0.0.1:{METRICS_PORT}"',  # in each host's own namespace
         "",
         "[bgp]",
         f"asn = {HOSTS_AS}",
@@ -281,6 +283,11 @@ class BgpLab:
             capture_output=True, text=True, timeout=20,
         )  # fmt: skip
         return r.stdout + r.stderr
+
+    def metrics(self, name: str) -> str:
+        """The host's Prometheus metrics, fetched inside its namespace."""
+        code = f"import urllib.request as u; print(u.urlopen('http://127.0.0.1:{METRICS_PORT}/').read().decode())"
+        return self.seg.run(name, sys.executable, "-c", code)
 
     # --- the router's view ---------------------------------------------------------------------
 
