@@ -69,6 +69,15 @@ def test_per_host_asn_and_routers_override_the_shared_ones() -> None:
     assert {announcement(plan.cluster, v, h).communities[0][0] for h in v.order} <= {64513, 23456}
 
 
+def test_bgp_mode_needs_no_carp_password() -> None:
+    data = with_bgp(json.loads(json.dumps(BASE)))
+    del data["cluster"]["password"]
+    assert build(data).password == b""
+    del data["bgp"]
+    with pytest.raises(ClusterError, match="give exactly one of `password` or `password_file`"):
+        build(data)
+
+
 BASE: dict[str, Any] = {
     "cluster": {"interface": "eth1", "password": "s3cret"},
     "hosts": [{"name": "a", "address": "198.51.100.1"}, {"name": "b", "address": "198.51.100.2"}],

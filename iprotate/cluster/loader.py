@@ -147,7 +147,11 @@ def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None)
     cl_if = _ifname(pr, "cluster.interface", cl.get("interface"))
     cl_vip_if = _ifname(pr, "cluster.vip_interface", cl.get("vip_interface"))
     cl_preempt = _bool(pr, "cluster.preempt", cl.get("preempt", True))
-    password = _password(pr, cl, base_dir or Path("."))
+    # BGP mode sends no CARP advert: the password is optional there.
+    if "bgp" in data and "password" not in cl and "password_file" not in cl:
+        password = b""
+    else:
+        password = _password(pr, cl, base_dir or Path("."))
     up_script = _opt_str(pr, "cluster.up_script", cl.get("up_script"))
     down_script = _opt_str(pr, "cluster.down_script", cl.get("down_script"))
 
