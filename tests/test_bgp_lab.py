@@ -222,3 +222,61 @@ def test_lab_bgp_demo_settles_every_step_and_leaves_nothing() -> None:
     after = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
                 .split("\n"))  # fmt: skip
     assert not {n for n in after - before if "-router" in n}
+
+
+# --- adversary -----------------------------------------------------------------------------------
+
+
+def _run(
+    lab: BgpLab, name: str, *args: str, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ip", "netns", "exec", lab.seg.members[name].netns, sys.executable, "-m", "iprotate",
+         "run", str(lab.cluster_file), "--host", name, *args],
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_a_second_daemon_for_the_host_is_refused_and_touches_nothing(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS)
+    before = lab.routes()
+    other = str(lab.dir / "alpha" / "second.sock")
+    r = _run(lab, "alpha", "--control-socket", other)
+    assert r.returncode == 1 and "alpha" in r.stderr, r.stderr
+    time.sleep(0.5)
+    assert _untouched(before, lab.routes(), set(before)) == []
+    assert lab.procs["alpha"].poll() is None
+
+
+def test_a_broken_reload_is_refused_and_keeps_every_route(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS)
+    before = lab.routes()
+    good = lab.cluster_file.read_text()
+    for bad in ("[bgp\n", good.replace("asn = 64512", "asn = 0"), good.split("[bgp]")[0]
+                + good.split("[bgp]")[1].split("\n", 8)[-1]):  # fmt: skip
+        lab.cluster_file.write_text(bad)
+        out = lab.ask("alpha", "reload")
+        assert "error" in out, out
+    lab.cluster_file.write_text(good)
+    os.kill(lab.procs["bravo"].pid, signal.SIGHUP)  # the same through the signal
+    time.sleep(1.0)
+    assert _untouched(before, lab.routes(), set(before)) == []
+    assert all(lab.procs[h].poll() is None for h in lab.names)
+
+
+def test_no_speaker_fails_cleanly_and_leaves_no_address(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS)
+    lab.kill("charlie", signal.SIGTERM)
+    text = lab.cluster_file.read_text().replace("[bgp]\n", '[bgp]\nspeaker = "/nonexistent/bird"\n')
+    broken = lab.dir / "nospeaker.toml"
+    broken.write_text(text)
+    (lab.dir / "password").chmod(0o600)
+    r = subprocess.run(
+        ["ip", "netns", "exec", lab.seg.members["charlie"].netns, sys.executable, "-m",
+         "iprotate", "run", str(broken), "--host", "charlie", "--control-socket",
+         str(lab.dir / "charlie" / "x.sock")],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert r.returncode == 1 and "cannot start BIRD" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "203.0.113." not in lab.seg.run("charlie", "ip", "-o", "addr", "show", "dev", "lo")
