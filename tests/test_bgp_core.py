@@ -151,7 +151,9 @@ def test_config_carries_the_rank_as_med_prepends_or_community() -> None:
             line = next(x for x in text.splitlines() if f"route {v.ip}/32 " in x)
             assert f"bgp_med = {100 + 100 * r};" in line
             assert line.count("bgp_path.prepend(64513)") == (r if rank == "prepend" else 0)
-            assert ("bgp_community.add((64513, " in line) == (rank == "community")
+            export = next(x for x in text.splitlines() if f"if net = {v.ip}/32 then" in x)
+            assert export.count("bgp_community.add((64513, ") == (2 if rank == "community" else 1)
+            assert (f"bgp_community.add((64513, {r}));" in export) == (rank == "community")
         assert "graceful restart off;" in text and "bfd off;" in text
 
 

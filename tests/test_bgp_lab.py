@@ -280,3 +280,20 @@ def test_no_speaker_fails_cleanly_and_leaves_no_address(bgp_lab) -> None:  # typ
     assert r.returncode == 1 and "cannot start BIRD" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert "203.0.113." not in lab.seg.run("charlie", "ip", "-o", "addr", "show", "dev", "lo")
+
+
+def test_hosts_running_different_plans_show_as_drift_on_the_router(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS)
+    assert lab.drift() == set()
+    plan = planned(lab)
+    other = lab.dir / "other.toml"
+    text = lab.cluster_file.read_text()
+    other.write_text(text.replace('name = "charlie"', 'name = "charlie"\nweight = 3'))
+    theirs = make_plan(load_cluster(other))
+    differ = {
+        f"{v.ip}/32" for v, w in zip(plan.vips, theirs.vips, strict=True) if v.order != w.order
+    }
+    assert differ
+    lab.kill("alpha", signal.SIGTERM)
+    lab.start("alpha", other)
+    lab.wait(lambda: lab.drift() == differ, timeout=15)

@@ -46,9 +46,16 @@ def config(cluster: Cluster, host: str, routes: tuple[Announcement, ...]) -> str
     for a in routes:
         attrs = [f"bgp_med = {a.med};"]
         attrs += [f"bgp_path.prepend({asn});"] * a.prepend
-        attrs += [f"bgp_community.add(({x}, {y}));" for x, y in a.communities]
         lines.append(f"    route {a.prefix} blackhole {{ {' '.join(attrs)} }};")
     lines.append("}")
+    # Communities are added on export: set in a static route's block, BIRD 2.0.12 sent the
+    # route without its MED (measured against the lab's router).
+    lines.append("filter iprotate_export {")
+    lines.append(f'    if proto != "{STATIC}" then reject;')
+    for a in routes:
+        adds = " ".join(f"bgp_community.add(({x}, {y}));" for x, y in (*a.communities, a.plan_id))
+        lines.append(f"    if net = {a.prefix} then {{ {adds} }}")
+    lines += ["    accept;", "}"]
     for i, r in enumerate(cluster.routers_of(host)):
         lines += [
             f"protocol bgp {protocol_name(i)} {{",
@@ -63,7 +70,7 @@ def config(cluster: Cluster, host: str, routes: tuple[Announcement, ...]) -> str
             "    connect retry time 2;",
             "    error wait time 1, 10;",
             f"    bfd {'on' if s.bfd else 'off'};",
-            f'    ipv4 {{ import none; export where proto = "{STATIC}"; next hop self; }};',
+            "    ipv4 { import none; export filter iprotate_export; next hop self; };",
             "}",
         ]
     return "\n".join(lines) + "\n"

@@ -21,11 +21,14 @@ HELP = "commands: fail NAME (kill) | start NAME | drain NAME | undrain NAME | qu
 def table(lab: BgpLab, plan: Plan, note: str = "") -> str:
     """The router's view: per VIP the best path, every path's MED, against the plan."""
     routes = lab.routes()
+    drift = lab.drift()
     rows = []
     for v in plan.vips:
         paths = routes.get(f"{v.ip}/32", [])
         best = next((p.host for p in paths if p.best), None)
         flag = "UNSERVED" if best is None else ("home" if best == v.owner else "moved")
+        if f"{v.ip}/32" in drift:
+            flag += " DRIFT (hosts run different plans)"
         meds = " ".join(f"{p.host}:{p.med}" for p in sorted(paths, key=lambda p: p.med or 0))
         rows.append([f"{v.ip}/32", v.owner, best or "-", meds or "-", flag])
     up = set(lab.sessions_up())

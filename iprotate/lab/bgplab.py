@@ -123,6 +123,7 @@ class Path_:
     best: bool
     med: int | None
     since: str  # when the router last changed this route (BIRD's timestamp)
+    communities: tuple[tuple[int, int], ...] = ()
 
 
 def parse_routes(text: str) -> dict[str, list[Path_]]:
@@ -153,6 +154,11 @@ def parse_routes(text: str) -> dict[str, list[Path_]]:
             }
         elif f[0] == "BGP.med:" and current is not None:
             current["med"] = int(f[1])
+        elif f[0] == "BGP.community:" and current is not None:
+            current["communities"] = tuple(
+                (int(a), int(b))
+                for a, b in (c.strip("()").split(",") for c in f[1:] if c.startswith("("))
+            )
     flush()
     return out
 
@@ -249,8 +255,11 @@ class BgpLab:
 
     # --- hosts ---------------------------------------------------------------------------------
 
-    def start(self, name: str) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "iprotate", "run", str(self.cluster_file), "--host", name,
+    def start(self, name: str, cluster_file: Path | None = None) -> subprocess.Popen[bytes]:
+        """Run `iprotate run` for host `name` (with another cluster file: a host whose plan
+        differs from the others')."""
+        path = cluster_file or self.cluster_file
+        argv = [sys.executable, "-m", "iprotate", "run", str(path), "--host", name,
                 "--control-socket", self.control_socket(name)]  # fmt: skip
         p = self.seg.spawn(name, argv, log=str(self.dir / f"{name}.log"))
         self.procs[name] = p
@@ -300,6 +309,16 @@ class BgpLab:
         """prefix -> the host whose route the router prefers."""
         return {p: next(x.host for x in paths if x.best) for p, paths in self.routes().items()
                 if any(x.best for x in paths)}  # fmt: skip
+
+    def drift(self) -> set[str]:
+        """Prefixes whose routes carry different plan ids: hosts disagree on their plan."""
+        out = set()
+        for prefix, paths in self.routes().items():
+            ids = {next((c for c in p.communities if c[1] >= 0x8000 and c[1] != 0xFFFF), None)
+                   for p in paths}  # fmt: skip
+            if len(ids) > 1:
+                out.add(prefix)
+        return out
 
     def sessions_up(self) -> list[str]:
         out = self.seg.run(ROUTER, "birdc", "-s", self.router_ctl, "show", "protocols",

@@ -11,12 +11,16 @@ lower MED. So the plan's failover order becomes:
 - rank "community": the community (asn, rank) on every route and the MED as in "med"; for a
   router whose policy turns the community into a local preference.
 
+Every route also carries the community (asn, vip_plan_id): hosts whose plans for a VIP disagree
+show on the router as routes of one prefix with different ids (drift).
+
 A draining host (or one whose check failed) announces its routes as the worst there can be
 (`worst`) before it withdraws them: make-before-break.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +41,7 @@ class Announcement:
     med: int
     prepend: int  # extra copies of the host's AS on the path
     communities: tuple[tuple[int, int], ...]
+    plan_id: tuple[int, int] = (0, 0)  # the community that names this VIP's plan (drift)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +51,7 @@ class Announcement:
             "med": self.med,
             "prepend": self.prepend,
             "communities": [f"{a}:{b}" for a, b in self.communities],
+            "plan_id": f"{self.plan_id[0]}:{self.plan_id[1]}",
         }
 
 
@@ -70,7 +76,19 @@ def announcement(cluster: Cluster, v: VipPlan, host: str, drained: bool = False)
         prepend = WORST_PREPEND if drained else rank
     elif s.rank == "community":
         communities = ((_community_asn(s, asn), 0xFFFF if drained else rank),)
-    return Announcement(prefix_of(v), host, rank, med, prepend, communities)
+    pid = (_community_asn(s, asn), vip_plan_id(cluster, v))
+    return Announcement(prefix_of(v), host, rank, med, prepend, communities, pid)
+
+
+def vip_plan_id(cluster: Cluster, v: VipPlan) -> int:
+    """A 16-bit name for this VIP's plan (its order and how ranks are expressed), carried as a
+    community on every host's route: routes of one prefix with different ids on the router are
+    hosts running different plans for it (drift). Per VIP, so a reload that adds or removes other
+    VIPs changes no other route. 0x8000..0xFFFE: never a rank's community value."""
+    s = cluster.bgp
+    assert s is not None
+    text = f"{v.ip} {' '.join(v.order)} {s.rank} {s.med_base} {s.med_step}"
+    return 0x8000 | (int.from_bytes(hashlib.sha256(text.encode()).digest()[:2], "big") % 0x7FFF)
 
 
 def _community_asn(s: BgpSettings, asn: int) -> int:
