@@ -15,6 +15,7 @@ import click
 from iprotate.cli import early_signals, main
 from iprotate.cli.common import check_host, cluster_file, load_plan
 from iprotate.cluster.bounds import check_seconds
+from iprotate.cluster.loader import check_local as check_programs
 from iprotate.engine.bgp import BgpDaemon, BgpFailed, BgpOptions
 from iprotate.engine.control import default_socket
 from iprotate.engine.daemon import Daemon, DaemonFailed, RunOptions, StartError, find_host
@@ -139,6 +140,10 @@ def run(
         else:
             check_host(plan, host)
             check_local(plan.cluster.host(host), local)
+        host_vips = frozenset(v.ip for v in plan.for_host(host))
+        for line in check_programs(plan.cluster, host, host_vips):
+            # Not fatal: such a check is down (its VIPs go to healthy hosts) until it can run.
+            logging.getLogger("iprotate").warning("%s: %s", cluster_file, line)
         sock = settings.control_socket
         if plan.cluster.bgp is not None:
             path = default_socket(host) if sock is None else (sock or None)

@@ -12,6 +12,7 @@ from typing import Literal
 
 Engine = Literal["iprotate", "ucarp"]
 Rank = Literal["med", "prepend", "community"]
+CheckKind = Literal["tcp", "http", "exec"]
 
 DEFAULT_GROUP = IPv4Address("224.0.0.18")
 
@@ -89,6 +90,36 @@ class BgpSettings:
 
 
 @dataclass(frozen=True)
+class Check:
+    """[[checks]]: a health check whose failure on a host takes that host out of its VIPs.
+
+    `kind` says what `target` is: "tcp" connects to `target` ("HOST:PORT", the host an IP literal),
+    "http" GETs the URL `target` (2xx/3xx passes, or exactly `expect`), "exec" runs `argv` (argv[0]
+    == target, an absolute path; exit 0 passes; no shell), as `user` if given.
+    """
+
+    name: str
+    kind: CheckKind
+    target: str
+    vips: tuple[IPv4Address, ...]  # the VIPs that depend on it (the file's default: all)
+    hosts: tuple[str, ...] | None = None  # where it runs; None: every host taking part in `vips`
+    argv: tuple[str, ...] = ()  # exec only
+    expect: int | None = None  # http only: the one status that passes
+    user: str | None = None  # exec only: run as this user
+    interval: float = 1.0  # seconds between the starts of two runs
+    timeout: float = 0.5  # a run that takes longer fails (and is killed)
+    fall: int = 2  # consecutive failures before the check is down
+    rise: int = 2  # consecutive passes before it is up again
+    source: str = ""  # key path in the file, for messages: "checks[0]"
+
+    def runs_on(self, host: str, host_vips: frozenset[IPv4Address]) -> bool:
+        """Whether the check runs on `host`, which takes part in the VIPs `host_vips`."""
+        if self.hosts is not None:
+            return host in self.hosts
+        return not host_vips.isdisjoint(self.vips)
+
+
+@dataclass(frozen=True)
 class Cluster:
     """The whole cluster file, validated."""
 
@@ -118,6 +149,8 @@ class Cluster:
         if h.bgp_asn is not None:
             return h.bgp_asn
         return self.bgp.asn if self.bgp is not None else None
+
+    checks: tuple[Check, ...] = ()
 
     def host(self, name: str) -> Host:
         """The host called `name` (KeyError if there is none)."""

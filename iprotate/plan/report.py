@@ -22,6 +22,7 @@ def owners(plan: Plan) -> dict[str, int]:
 def summary_json(plan: Plan) -> dict[str, Any]:
     c = plan.cluster
     groups = Counter(str(v.group) for v in plan.vips)
+    runs = {h.name: {k.name for k in plan.checks_for(h.name)} for h in c.hosts} if c.checks else {}
     return {
         "file": c.path,
         "advbase": c.advbase,
@@ -31,6 +32,18 @@ def summary_json(plan: Plan) -> dict[str, Any]:
         "groups": dict(sorted(groups.items())),
         "owners": owners(plan),
         "warnings": list(c.warnings),
+        "checks": [
+            {
+                "name": k.name,
+                k.kind: list(k.argv) if k.kind == "exec" else k.target,
+                "interval": k.interval,
+                "fall": k.fall,
+                "rise": k.rise,
+                "vips": len(k.vips),
+                "hosts": [h.name for h in c.hosts if k.name in runs[h.name]],
+            }
+            for k in c.checks
+        ],
     }
 
 
@@ -52,7 +65,16 @@ def summary_text(plan: Plan) -> str:
     table = tabulate(
         rows, headers=["host", "address", "interface", "vip_interface", "weight", "engine", "owns"]
     )
-    return head + "\n" + table
+    out = head + "\n" + table
+    if c.checks:
+        rows = [
+            [k["name"], k.get("tcp") or k.get("http") or " ".join(k["exec"]),
+             f"{k['interval']:g} s, fall {k['fall']}, rise {k['rise']}", k["vips"],
+             ", ".join(k["hosts"]) or "none"]
+            for k in s["checks"]
+        ]  # fmt: skip
+        out += "\n\n" + tabulate(rows, headers=["check", "what", "when", "VIPs", "runs on"])
+    return out
 
 
 def plan_text(plan: Plan) -> str:
