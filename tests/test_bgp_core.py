@@ -191,3 +191,31 @@ def test_parse_protocols() -> None:
     assert set(s) == {"router0", "router1"}
     assert s["router0"].established and not s["router1"].established
     assert s["router1"].info.startswith("Active")
+
+
+def test_a_sick_vip_leaves_like_a_drain_and_comes_back_after_the_hold_down() -> None:
+    p = plan()
+    a = announcer(p)
+    ip = p.for_host("h1")[0].ip
+    # sick from the start (a check not run yet): never announced
+    assert a.set_sick(0.0, {ip}) == [ip]
+    a.start(0.0)
+    a.tick(100.0)
+    assert f"{ip}/32" not in meds(a) and len(a.routes()) == len(p.for_host("h1")) - 1
+    assert a.set_sick(100.0, set()) == [ip]
+    a.tick(100.0 + HOLD)
+    assert meds(a)[f"{ip}/32"] != WORST_MED
+    # sick while announced: worst, then withdrawn, the others untouched
+    a.set_sick(200.0, {ip})
+    assert meds(a)[f"{ip}/32"] == WORST_MED
+    a.tick(200.0 + WAIT)
+    assert f"{ip}/32" not in meds(a)
+    assert all(m != WORST_MED for m in meds(a).values())
+    # drained and sick: healthy again is not enough
+    a.drain(300.0, ip)
+    a.set_sick(300.0, set())
+    a.tick(400.0)
+    assert f"{ip}/32" not in meds(a)
+    a.undrain(400.0, ip)
+    a.tick(400.0 + HOLD)
+    assert f"{ip}/32" in meds(a)

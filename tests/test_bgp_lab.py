@@ -297,3 +297,27 @@ def test_hosts_running_different_plans_show_as_drift_on_the_router(bgp_lab) -> N
     lab.kill("alpha", signal.SIGTERM)
     lab.start("alpha", other)
     lab.wait(lambda: lab.drift() == differ, timeout=15)
+
+
+def test_a_failed_health_check_moves_its_vips_and_they_come_back(tmp_path: Path) -> None:
+    service = str(Path(__file__).with_name("check_service.py"))
+    check = ('\n[[checks]]\nname = "web"\nhttp = "http://127.0.0.1:8080/"\ninterval = 0.2\n'
+             "timeout = 0.2\nfall = 2\nrise = 2\n")  # fmt: skip
+    with BgpLab(vips=VIPS, workdir=str(tmp_path / "lab"), checks=check) as lab:
+        services = {h: lab.seg.spawn(h, [sys.executable, service, "8080"]) for h in lab.names}
+        plan = planned(lab)
+        lab.wait(lambda: lab.best() == holders(plan), 30)
+        vip = next(str(v.ip) for v in plan.vips if v.owner == "alpha")
+        pinger = lab.pinger(vip)
+        time.sleep(0.3)
+        lab.seg.stop(services["alpha"])
+        moved = lab.wait(lambda: lab.best() == holders(plan, ("alpha",)), timeout=10)
+        # then withdrawn (make-before-break), and status says why
+        lab.wait(lambda: all(p.host != "alpha" for ps in lab.routes().values() for p in ps), 5)
+        assert "check web not up" in lab.ask("alpha", "status")
+        services["alpha"] = lab.seg.spawn("alpha", [sys.executable, service, "8080"])
+        lab.wait(lambda: lab.best() == holders(plan), timeout=15)
+        sent, got = lab.ping_result(pinger)
+        print(f"\nfailed check: router moved in {moved * 1000:.0f} ms, {sent - got} pings lost")
+        assert moved < 0.2 * 2 + 0.2 + 1.0  # fall x interval + a timeout, with room
+        assert got == sent  # the host answers until the router has moved

@@ -16,6 +16,9 @@ Theory of operation. Each VIP is in one of four states here:
   so the wait is a fixed time, long enough for an UPDATE to reach the router and its best-path run
   (measured: a few ms; bench/results/bgp.md); `drain_wait` is 2 s by default.
 - undrain(now, ip): withdrawn -> waiting, back after the hold-down, staggered.
+- set_sick(now, ips): a health check these VIPs depend on is not up here: they leave exactly as
+  in a drain; when it is up again they come back after the hold-down, staggered (unless
+  drained). A drained or sick VIP is never scheduled back until both are cleared.
 - stop(now): like drain for every VIP; the engine stops the speaker once every VIP is withdrawn.
 - reload(plan, now): VIPs that are new here wait (hold-down, staggered); VIPs this host no longer
   takes part in are withdrawn at once; the others keep their state, with their new rank.
@@ -44,6 +47,7 @@ class _Vip:
     state: State
     due: float | None  # waiting: when it is announced; leaving: when it is withdrawn
     drained: bool = False  # an operator's drain (remembered across reloads)
+    sick: bool = False  # a health check it depends on is not up on this host
 
 
 class Announcer:
@@ -68,7 +72,7 @@ class Announcer:
 
     def start(self, now: float) -> None:
         """Announce every VIP after the hold-down, one every `stagger` seconds."""
-        self._schedule([v for v in self.vips.values() if not v.drained], now)
+        self._schedule([v for v in self.vips.values() if not v.drained and not v.sick], now)
 
     def drain(self, now: float, ip: IPv4Address | None = None) -> list[IPv4Address]:
         """Make this host's route for `ip` (every VIP if None) the worst, then withdraw it."""
@@ -85,8 +89,27 @@ class Announcer:
         for v in back:
             v.drained = False
         if not self.stopping:
-            self._schedule([v for v in back if v.state in ("withdrawn", "leaving")], now)
+            self._schedule([v for v in back if v.state in ("withdrawn", "leaving") and not v.sick],
+                           now)  # fmt: skip
         return [v.plan.ip for v in back]
+
+    def set_sick(self, now: float, sick: set[IPv4Address]) -> list[IPv4Address]:
+        """The VIPs in `sick` depend on a check that is not up here: they leave as in a drain
+        (worst route, then withdrawn); the others that were sick come back after the hold-down,
+        staggered, unless drained. The VIPs whose sickness changed."""
+        changed = []
+        for ip, v in self.vips.items():
+            now_sick = ip in sick
+            if v.sick == now_sick:
+                continue
+            v.sick = now_sick
+            changed.append(ip)
+            if now_sick:
+                self._leave(v, now)
+        if not self.stopping:
+            back = [self.vips[ip] for ip in changed if not self.vips[ip].sick]
+            self._schedule([v for v in back if not v.drained], now)
+        return changed
 
     def stop(self, now: float) -> None:
         """Leave every VIP (worst route, then withdrawn): the host is going away."""
@@ -158,6 +181,7 @@ class Announcer:
                 "rank": a.rank,
                 "state": v.state,
                 "drained": v.drained,
+                "sick": v.sick,
             }
             if v.state in ("announced", "leaving"):
                 item |= {"med": a.med, "prepend": a.prepend}

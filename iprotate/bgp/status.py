@@ -16,16 +16,20 @@ def level_and_problems(doc: dict[str, Any]) -> tuple[str, list[str]]:
     """The level of a BGP status document and the problems behind it."""
     problems = []
     sessions = doc.get("sessions", {})
-    down = [n for n, s in sessions.items() if not s.get("established")]
-    if down:
-        problems.append(f"BGP session not established: {', '.join(sorted(down))}")
+    sdown = [n for n, s in sessions.items() if not s.get("established")]
+    if sdown:
+        problems.append(f"BGP session not established: {', '.join(sorted(sdown))}")
     drained = [v["prefix"] for v in doc.get("vips", []) if v.get("drained")]
     if drained:
         problems.append(f"{len(drained)} VIPs drained")
+    down = [n for n, c in doc.get("checks", {}).items() if c.get("state") != "up"]
+    if down:
+        sick = sum(1 for v in doc.get("vips", []) if v.get("sick"))
+        problems.append(f"check {', '.join(sorted(down))} not up: {sick} VIPs out")
     waiting = [v["prefix"] for v in doc.get("vips", []) if v.get("state") == "waiting"]
     if waiting:
         problems.append(f"{len(waiting)} VIPs in their hold-down")
-    if not sessions or len(down) == len(sessions):
+    if not sessions or len(sdown) == len(sessions):
         return "CRITICAL", problems or ["no BGP session"]
     return ("WARNING" if problems else "OK"), problems
 
@@ -43,7 +47,8 @@ def text(doc: dict[str, Any]) -> str:
     )
     rows = [
         [v["prefix"], v["owner"], "owner" if v["rank"] == 0 else f"backup {v['rank']}",
-         v["state"] + (" (drained)" if v.get("drained") else ""), v.get("med", "-")]
+         v["state"] + (" (drained)" if v.get("drained") else "")
+         + (" (check down)" if v.get("sick") else ""), v.get("med", "-")]
         for v in doc.get("vips", [])
     ]  # fmt: skip
     vips = tabulate(rows, headers=["prefix", "owner", "here", "announced", "med"])

@@ -49,9 +49,11 @@ from prometheus_client.registry import Collector
 from iprotate.bgp import bird
 from iprotate.bgp import status as bgp_status
 from iprotate.bgp.announcer import Announcer
+from iprotate.carp.health import CheckState
 from iprotate.cluster.loader import load_cluster
-from iprotate.cluster.model import ClusterError
+from iprotate.cluster.model import Check, ClusterError
 from iprotate.engine import hostlock
+from iprotate.engine.checks import CheckRunner, RunResult
 from iprotate.engine.control import ControlError, ControlServer
 from iprotate.engine.early_signals import EarlySignals
 from iprotate.engine.metrics import parse_address
@@ -116,6 +118,10 @@ class BgpDaemon:
         self._apply_lock = asyncio.Lock()
         self.configures = 0
         self.sessions: dict[str, bird.Session] = {}
+        # Health checks (issue 13): the rise/fall counting is the CARP core's CheckState; what a
+        # check that is not up does here is the announcer's (set_sick: leave as in a drain).
+        self.health = {c.name: CheckState(c) for c in plan.checks_for(host)}
+        self.checks = CheckRunner(self._check_result, log)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -160,7 +166,10 @@ class BgpDaemon:
                 demote=lambda: log.info("SIGUSR2: no demote in BGP mode; use `iprotate drain`"),
                 early=self.early,
             )
+            # A check starts unknown: its VIPs wait for its first pass (as in CARP mode).
+            self.announcer.set_sick(loop.time(), self._sick_ips())
             self.announcer.start(loop.time())
+            self.checks.update(st.check for st in self.health.values())
             log.info(
                 "%s: BGP mode, %d VIPs on %s, peering with %s; announcing after %g s",
                 self.host.name,
@@ -181,6 +190,7 @@ class BgpDaemon:
             if self._failed is None:
                 await self._leave()
         finally:
+            await self.checks.close()
             for t in tasks:
                 t.cancel()
             if rules is not None:
@@ -231,6 +241,23 @@ class BgpDaemon:
 
     def _poke(self) -> None:
         self._changed.set()
+
+    # --- health checks -------------------------------------------------------------------------
+
+    def _sick_ips(self) -> set[IPv4Address]:
+        return {ip for st in self.health.values() if not st.up for ip in st.vips}
+
+    def _check_result(self, check: Check, result: RunResult) -> None:
+        st = self.health.get(check.name)
+        if st is None or self._stopping.is_set():
+            return
+        now = asyncio.get_running_loop().time()
+        change = st.result(now, result.ok, result.detail, result.seconds)
+        if change is None:
+            return
+        log.info("%s", change.line(self.host.name))
+        self.announcer.set_sick(now, self._sick_ips())
+        self._poke()  # the timer task writes and loads the new configuration
 
     async def _watchdog(self) -> None:
         """systemd's watchdog (WatchdogSec=): pinged from the loop, so a hung loop is killed."""
@@ -465,6 +492,19 @@ class BgpDaemon:
         now = asyncio.get_running_loop().time()
         self.plan = plan
         added, removed = self.announcer.reload(plan, now)
+        # Checks: kept ones keep their state; a new one starts up (a reload must not touch
+        # healthy VIPs; it goes down after `fall` failures like any other).
+        health = {}
+        for c in plan.checks_for(self.host.name):
+            st = self.health.get(c.name)
+            if st is None:
+                st = CheckState(c, state="up", since=now, detail="added by a reload, not run yet")
+            else:
+                st.reconfigure(c)
+            health[c.name] = st
+        self.health = health
+        self.checks.update(st.check for st in health.values())
+        self.announcer.set_sick(now, self._sick_ips())
         self._set_addresses(add=True, ips=added)
         await self._apply("reload")  # the removed routes are withdrawn by this configure
         self._set_addresses(add=False, ips=removed)
@@ -494,6 +534,9 @@ class BgpDaemon:
                 "configures": self.configures,
             },
             "vips": self.announcer.status(),
+            "checks": {
+                name: {"state": st.state, "detail": st.detail} for name, st in self.health.items()
+            },
         }
         doc["level"], doc["problems"] = bgp_status.level_and_problems(doc)
         return doc

@@ -176,6 +176,7 @@ class BgpLab:
     hold_down: float = 1.0
     stagger: float = 0.0
     workdir: str | None = None
+    checks: str = ""  # [[checks]] tables (TOML) for the cluster file
     seg: Segment = field(default_factory=Segment)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -248,7 +249,7 @@ class BgpLab:
             self.hosts, vips or self.vips, self.bfd, self.hold_time, self.rank,
             self.drain_wait, self.hold_down, self.stagger,
         )  # fmt: skip
-        self.cluster_file.write_text(text)
+        self.cluster_file.write_text(text + self.checks)
 
     def control_socket(self, name: str) -> str:
         return str(self.dir / name / "iprotate.sock")
