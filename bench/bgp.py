@@ -12,8 +12,8 @@ router in AS 64512, a client behind it pinging every 10 ms), the same 12 VIPs an
 Faults, each measured as the time until the router's best path for every VIP is the plan's
 next host, and the pings to one of the failed host's VIPs lost on the way:
 - killed host: its processes SIGKILLed and its cable pulled at once (a dead machine);
-- failed service: the service behind the VIPs stops (ExaBGP: its flag file goes; iprotate: health
-  checks are issue 13, on their own branch: not measured here);
+- failed service: the service behind the VIPs stops (ExaBGP: its flag file goes; iprotate: the
+  HTTP service its health check asks goes; both checks every 1 s, fall 1, rise 1);
 - drain: the operator moves the host's traffic away (ExaBGP: disable file; iprotate: drain).
 
     sudo .venv/bin/python bench/bgp.py [--out bench/results/bgp.json]
@@ -39,6 +39,9 @@ from iprotate.plan.model import Plan
 from iprotate.plan.planner import make_plan
 
 VIPS = 12
+SERVICE = str(Path(__file__).resolve().parent.parent / "tests" / "check_service.py")
+CHECK = ('\n[[checks]]\nname = "web"\nhttp = "http://127.0.0.1:8080/"\ninterval = 1.0\n'
+         "timeout = 0.5\nfall = 1\nrise = 1\n")  # fmt: skip
 HEALTHCHECK = (
     "{python} -m exabgp healthcheck --no-syslog --interval 1 --fast-interval 1 "
     "--rise 1 --fall 1 --command 'test -f {flag}' --disable {disable} --next-hop {nexthop} "
@@ -130,9 +133,12 @@ def settle(lab: BgpLab, plan: Plan) -> None:
 def run_side(kind: str, bfd: bool, workdir: Path) -> dict[str, Any]:
     cls = ExaLab if kind == "exabgp" else BgpLab
     lab = cls(hosts=3, vips=VIPS, bfd=bfd, hold_time=3, workdir=str(workdir / f"{kind}-{bfd}"),
-              hold_down=1.0, drain_wait=1.0)  # fmt: skip
+              hold_down=1.0, drain_wait=1.0, checks="" if kind == "exabgp" else CHECK)  # fmt: skip
     out: dict[str, Any] = {"side": kind, "bfd": bfd}
     with lab:
+        services = {}
+        if kind != "exabgp":
+            services = {h: lab.seg.spawn(h, [sys.executable, SERVICE, "8080"]) for h in lab.names}
         plan = make_plan(load_cluster(lab.cluster_file))
         lab.wait(lambda: len(lab.sessions_up()) == 3, 40)
         settle(lab, plan)
@@ -149,6 +155,8 @@ def run_side(kind: str, bfd: bool, workdir: Path) -> dict[str, Any]:
         lab.procs[a].wait(10)
         lab.link(a, True)
         lab.start(a)
+        if a in services:
+            services[a] = lab.seg.spawn(a, [sys.executable, SERVICE, "8080"])
         settle(lab, plan)
         if isinstance(lab, ExaLab):
             out["failed service"] = measure(lab, plan, b, lambda: lab.fail_service(b))
@@ -157,7 +165,9 @@ def run_side(kind: str, bfd: bool, workdir: Path) -> dict[str, Any]:
             out["drain"] = measure(lab, plan, c, lambda: lab.drain(c))
             lab.drain(c, False)
         else:
-            out["failed service"] = None  # health checks: issue 13, not on this branch
+            out["failed service"] = measure(lab, plan, b, lambda: lab.seg.stop(services[b]))
+            services[b] = lab.seg.spawn(b, [sys.executable, SERVICE, "8080"])
+            settle(lab, plan)
             out["drain"] = measure(lab, plan, c, lambda: lab.ask(c, "drain"))
             lab.ask(c, "undrain")
         settle(lab, plan)
