@@ -321,3 +321,18 @@ def test_a_failed_health_check_moves_its_vips_and_they_come_back(tmp_path: Path)
         print(f"\nfailed check: router moved in {moved * 1000:.0f} ms, {sent - got} pings lost")
         assert moved < 0.2 * 2 + 0.2 + 1.0  # fall x interval + a timeout, with room
         assert got == sent  # the host answers until the router has moved
+
+
+def test_cleanup_after_a_killed_daemon_removes_the_addresses(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS)
+    lab.kill("bravo", signal.SIGKILL)
+    plan = planned(lab)
+    lab.wait(lambda: lab.best() == holders(plan, ("bravo",)), timeout=5)  # BIRD went with it
+    assert "203.0.113." in lab.seg.run("bravo", "ip", "-o", "addr", "show", "dev", "lo")
+    r = subprocess.run(
+        ["ip", "netns", "exec", lab.seg.members["bravo"].netns, sys.executable, "-m", "iprotate",
+         "cleanup", str(lab.cluster_file), "--host", "bravo"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "203.0.113." not in lab.seg.run("bravo", "ip", "-o", "addr", "show", "dev", "lo")
