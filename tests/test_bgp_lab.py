@@ -336,3 +336,20 @@ def test_cleanup_after_a_killed_daemon_removes_the_addresses(bgp_lab) -> None:  
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "203.0.113." not in lab.seg.run("bravo", "ip", "-o", "addr", "show", "dev", "lo")
+
+
+def test_a_hung_speaker_is_replaced_and_a_drain_still_happens(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS)
+    plan = planned(lab)
+    iprotate = lab.procs["alpha"].pid
+    bird = next(p for p in lab.host_pids("alpha") if p != iprotate)
+    os.kill(bird, signal.SIGSTOP)  # hung: its sessions stay up until the hold time runs out
+    out = lab.ask("alpha", "drain")  # birdc configure hangs: BIRD is replaced on the new file
+    assert "drained: 203.0.113" in out, out
+    lab.wait(lambda: all(p.host != "alpha" for ps in lab.routes().values() for p in ps), 15)
+    assert lab.best() == holders(plan, ("alpha",))
+    assert lab.procs["alpha"].poll() is None
+    new = [p for p in lab.host_pids("alpha") if p != iprotate]
+    assert bird not in new and len(new) == 1
+    lab.ask("alpha", "undrain")
+    lab.wait(lambda: lab.best() == holders(plan), timeout=20)

@@ -359,6 +359,8 @@ class BgpDaemon:
         if p is None or p.poll() is not None:
             return
         p.terminate()  # BIRD sends a Cease on every session: the routers withdraw at once
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p.pid, signal.SIGCONT)  # a frozen BIRD must act on it, not keep us waiting
         try:
             p.wait(3.0)
         except subprocess.TimeoutExpired:
