@@ -353,3 +353,13 @@ def test_a_hung_speaker_is_replaced_and_a_drain_still_happens(bgp_lab) -> None: 
     assert bird not in new and len(new) == 1
     lab.ask("alpha", "undrain")
     lab.wait(lambda: lab.best() == holders(plan), timeout=20)
+
+
+def test_a_removed_vip_address_is_added_back(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS)
+    plan = planned(lab)
+    vip = next(str(v.ip) for v in plan.vips if v.owner == "charlie")
+    lab.seg.run("charlie", "ip", "addr", "del", f"{vip}/32", "dev", "lo")
+    lab.wait(lambda: f"{vip}/32" in lab.seg.run("charlie", "ip", "-o", "addr", "show", "dev", "lo"),
+             timeout=5)  # fmt: skip
+    assert lab.ping(vip, count=2) == 2

@@ -14,7 +14,8 @@ is BIRD 2 because:
 
 What this shell does (the decisions are in iprotate.bgp.announcer, a pure core):
 - the VIPs, as /32s, on `vip_interface` (a dummy interface, created if missing), so the host
-  accepts the traffic it is sent; removed on a clean stop after the routes are withdrawn;
+  accepts the traffic it is sent; one removed by someone else is added back within a second;
+  removed on a clean stop after the routes are withdrawn;
 - BIRD started as a child (its config and control socket beside the control socket), with
   PR_SET_PDEATHSIG: if iprotate dies, BIRD gets SIGTERM and its sessions close, so the routers
   withdraw every route of this host; BIRD dying on its own is restarted (it reads the current
@@ -416,7 +417,28 @@ class BgpDaemon:
                             sess.info or sess.state,
                         )
                 self.sessions = now
+            self._restore_addresses()
             await asyncio.sleep(1.0)
+
+    def _restore_addresses(self) -> None:
+        """A /32 someone removed from the VIP interface is added back: a route this host
+        announces must reach an address it serves."""
+        r = subprocess.run(
+            ["ip", "-o", "-4", "addr", "show", "dev", self.host.vip_interface],
+            capture_output=True,
+            text=True,
+        )
+        present = {line.split()[3].split("/")[0] for line in r.stdout.splitlines()}
+        missing = [ip for ip in self.announcer.vips if str(ip) not in present]
+        if missing and not self._stopping.is_set():
+            log.warning(
+                "%s: %d VIP addresses were removed from %s (%s...): adding them back",
+                self.host.name,
+                len(missing),
+                self.host.vip_interface,
+                missing[0],
+            )
+            self._set_addresses(add=True, ips=missing)
 
     # --- addresses -----------------------------------------------------------------------------
 
