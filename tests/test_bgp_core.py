@@ -4,7 +4,6 @@ make-before-break, undrain, stop, reload) and the BIRD 2 configuration it is wri
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 
 from iprotate.bgp import bird
 from iprotate.bgp.announcer import Announcer
+from iprotate.engine.bgp import tool
 from iprotate.plan.bgp import WORST_MED
 from iprotate.plan.model import Plan
 from tests.test_bgp_plan import with_bgp
@@ -157,7 +157,6 @@ def test_config_carries_the_rank_as_med_prepends_or_community() -> None:
         assert "graceful restart off;" in text and "bfd off;" in text
 
 
-@pytest.mark.skipif(shutil.which("bird") is None, reason="needs Debian's bird2")
 @pytest.mark.parametrize("bfd", [False, True])
 def test_bird_accepts_the_config(tmp_path: Path, bfd: bool) -> None:
     p = plan(bfd=bfd, rank="prepend")
@@ -174,7 +173,8 @@ def test_bird_accepts_the_config(tmp_path: Path, bfd: bool) -> None:
     a.drain(100.0, p.for_host("h1")[0].ip)
     conf = tmp_path / "bird.conf"
     conf.write_text(bird.config(cl, "h1", a.routes()))
-    r = subprocess.run(["bird", "-p", "-c", str(conf)], capture_output=True, text=True)
+    # Debian's bird2 (./setup installs it): its own parser is the judge.
+    r = subprocess.run([tool("bird"), "-p", "-c", str(conf)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
 

@@ -35,6 +35,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterable
@@ -84,6 +85,17 @@ class BgpOptions:
     run_dir: str = "/run/iprotate"  # BIRD's config and control socket: <run_dir>/<host>.bird.*
     cluster_file: str | None = None
     metrics: str | None = None  # "127.0.0.1:9650": Prometheus metrics there
+
+
+def tool(name: str) -> str:
+    """A BIRD binary by name or path: on PATH, else Debian's /usr/sbin (not on every user's
+    PATH)."""
+    if "/" in name:
+        return name
+    found = shutil.which(name)
+    if found is None and os.access(f"/usr/sbin/{name}", os.X_OK):
+        return f"/usr/sbin/{name}"
+    return found or name
 
 
 def _die_with_parent() -> None:
@@ -310,7 +322,7 @@ class BgpDaemon:
     async def _birdc(self, *cmd: str) -> tuple[bool, str]:
         try:
             p = await asyncio.create_subprocess_exec(
-                self.plan.cluster.bgp.birdc,  # type: ignore[union-attr]
+                tool(self.plan.cluster.bgp.birdc),  # type: ignore[union-attr]
                 "-s",
                 str(self.ctl),
                 *cmd,
@@ -331,7 +343,7 @@ class BgpDaemon:
     async def _start_bird(self) -> None:
         s = self.plan.cluster.bgp
         assert s is not None
-        argv = [s.speaker, "-f", "-c", str(self.conf), "-s", str(self.ctl)]
+        argv = [tool(s.speaker), "-f", "-c", str(self.conf), "-s", str(self.ctl)]
         try:
             self.bird = subprocess.Popen(
                 argv,

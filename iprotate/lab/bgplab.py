@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from iprotate.engine.bgp import tool
 from iprotate.lab.lab import NAMES, PASSWORD
 from iprotate.lab.netns import VIP_NET, Segment, ip
 
@@ -238,7 +239,7 @@ class BgpLab:
             router_conf(self.names, self.bfd, self.hold_time, str(self.dir / "router.log"))
         )
         self.procs[ROUTER] = seg.spawn(
-            ROUTER, ["bird", "-f", "-c", str(conf), "-s", self.router_ctl],
+            ROUTER, [tool("bird"), "-f", "-c", str(conf), "-s", self.router_ctl],
             log=str(self.dir / "router.out"),
         )  # fmt: skip
         for name in self.names:
@@ -302,7 +303,7 @@ class BgpLab:
     # --- the router's view ---------------------------------------------------------------------
 
     def routes(self) -> dict[str, list[Path_]]:
-        out = self.seg.run(ROUTER, "birdc", "-s", self.router_ctl, "show", "route", "all",
+        out = self.seg.run(ROUTER, tool("birdc"), "-s", self.router_ctl, "show", "route", "all",
                            check=False)  # fmt: skip
         return parse_routes(out)
 
@@ -322,7 +323,7 @@ class BgpLab:
         return out
 
     def sessions_up(self) -> list[str]:
-        out = self.seg.run(ROUTER, "birdc", "-s", self.router_ctl, "show", "protocols",
+        out = self.seg.run(ROUTER, tool("birdc"), "-s", self.router_ctl, "show", "protocols",
                            check=False)  # fmt: skip
         return [line.split()[0][2:] for line in out.splitlines()
                 if line.startswith("h_") and "Established" in line]  # fmt: skip
