@@ -14,14 +14,15 @@ MAY_IMPORT = {
     "cluster": set(),
     "plan": {"cluster"},
     "carp": {"cluster", "plan"},
-    "engine": {"cluster", "plan", "carp"},
+    "bgp": {"cluster", "plan"},
+    "engine": {"cluster", "plan", "carp", "bgp"},
     "export": {"cluster", "plan"},
-    "lab": {"cluster", "plan", "carp", "engine", "export"},
-    "cli": {"cluster", "plan", "carp", "engine", "export", "lab", "cli"},
+    "lab": {"cluster", "plan", "carp", "bgp", "engine", "export"},
+    "cli": {"cluster", "plan", "carp", "bgp", "engine", "export", "lab", "cli"},
 }
 # The pure core: driven with `now`, it never reads a clock or opens a socket.
 IMPURE = {"socket", "time", "asyncio", "select", "subprocess", "pyroute2", "threading"}
-PURE = {"cluster", "plan", "carp"}
+PURE = {"cluster", "plan", "carp", "bgp"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -15,7 +15,8 @@ from types import FrameType
 import click
 from tabulate import tabulate
 
-from iprotate.cli import main
+from iprotate.cli import lab_bgp, main
+from iprotate.lab.bgplab import BgpLab
 from iprotate.lab.lab import SERVICE_CHECK, SERVICE_PORT, Lab
 
 HELP = "commands: fail NAME (kill + cable out) | stop NAME (SIGTERM) | start NAME | quit"
@@ -167,19 +168,34 @@ def _raise_exit(signum: int, frame: FrameType | None) -> None:
 @click.option("--service/--no-service", default=True, show_default=True,
               help="Run an HTTP service on every host, checked by a [[checks]] entry; `break` "
               "and `fix` stop and start it.")  # fmt: skip
+@click.option("--bgp", is_flag=True, help="BGP mode: the hosts peer with a BIRD 2 router "
+              "namespace, the client sits behind it.")  # fmt: skip
+@click.option("--bfd", is_flag=True, help="With --bgp: BFD on the sessions.")
 def lab(
-    hosts: int, vips: int, legacy: int, advbase: int, demo: bool, keep: bool, service: bool
+    hosts: int,
+    vips: int,
+    legacy: int,
+    advbase: int,
+    demo: bool,
+    keep: bool,
+    service: bool,
+    bgp: bool,
+    bfd: bool,
 ) -> None:
     """Build a cluster of network namespaces here and watch VIPs move between its hosts.
 
     Every host runs a small HTTP service answering with its name; the client shows which host
     answers ARP for each VIP and which one serves it. `break NAME` stops a host's service: its
-    check fails and its addresses go to the next hosts; `fix NAME` brings them back."""
+    check fails and its addresses go to the next hosts; `fix NAME` brings them back. With
+    `--bgp` the hosts announce the VIPs to a BIRD 2 router instead."""
     if os.geteuid() != 0:
         raise click.ClickException(
             "iprotate lab needs root: it creates network namespaces, a bridge and veth pairs "
             "(run it with sudo)"
         )
+    if bgp:
+        _bgp_lab(hosts, vips, bfd, demo, keep)
+        return
     for tool in ("ip", *(["ucarp"] if legacy else [])):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             raise click.ClickException(f"{tool} not found: apt-get install iproute2 ucarp")
@@ -210,6 +226,43 @@ def lab(
         click.echo("lab removed: every namespace, link and process it made is gone")
     except KeyboardInterrupt:
         click.echo("\ninterrupted: lab removed")
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if keep:
+            click.echo(f"files kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if not ok:
+        raise SystemExit(1)
+
+
+def _bgp_lab(hosts: int, vips: int, bfd: bool, demo: bool, keep: bool) -> None:
+    if shutil.which("bird") is None and not Path("/usr/sbin/bird").exists():
+        raise click.ClickException("bird not found: apt-get install bird2")
+    workdir = Path(tempfile.mkdtemp(prefix="iprotate-bgplab-"))
+    old = {sig: signal.signal(sig, _raise_exit) for sig in EXIT_SIGNALS}
+    ok = True
+    try:
+        try:
+            the_lab = BgpLab(hosts=hosts, vips=vips, bfd=bfd, workdir=str(workdir))
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+        with the_lab as lab_:
+            click.echo(f"BGP lab {lab_.seg.prefix}: {hosts} hosts, {vips} VIPs, a BIRD 2 router"
+                       f" (BFD {'on' if bfd else 'off'}), a client behind it")  # fmt: skip
+            click.echo(f"cluster file: {lab_.cluster_file}; logs in {workdir}\n")
+            lab_.wait(lambda: len(lab_.sessions_up()) == hosts, 30)
+            if demo or not sys.stdin.isatty():
+                ok = lab_bgp.demo(lab_)
+            else:
+                lab_bgp.interactive(lab_)
+        click.echo("lab removed: every namespace, link and process it made is gone")
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: lab removed")
+    except TimeoutError:
+        ok = False
+        click.echo("the BGP sessions did not come up: lab removed", err=True)
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import click
 
+from iprotate.bgp import status as bgp_status
 from iprotate.carp.status import EXIT_CODES, status_text
 from iprotate.cli import main
 from iprotate.cli.common import check_host, cluster_file, echo_json, load_plan
@@ -73,6 +74,8 @@ def status(socket_path: str | None, host: str | None, as_json: bool) -> None:
     assert isinstance(doc, dict)
     if as_json:
         echo_json(doc)
+    elif doc.get("mode") == "bgp":
+        click.echo(bgp_status.text(doc))
     else:
         click.echo(status_text(doc))
     level = doc.get("level") or ("WARNING" if doc["problems"] else "OK")

@@ -8,6 +8,7 @@ from iprotate.cli import main
 from iprotate.cli.common import check_host, cluster_file, echo_json, load_plan
 from iprotate.cluster.loader import check_local, load_cluster
 from iprotate.cluster.model import ClusterError
+from iprotate.plan import bgp as bgp_plan
 from iprotate.plan import report
 from iprotate.plan.planner import make_plan
 
@@ -79,6 +80,10 @@ def plan(
             out["stats"] = report.stats(p)
         if host:
             out["vips"] = [v for v in out["vips"] if host in v["order"]]
+        if p.cluster.bgp is not None:
+            for v, vp in zip(out["vips"], [x for x in p.vips if not host or host in x.order],
+                             strict=True):  # fmt: skip
+                v["bgp"] = [bgp_plan.announcement(p.cluster, vp, h).to_json() for h in vp.order]
         echo_json(out)
         return
     if failed:
@@ -87,5 +92,7 @@ def plan(
         click.echo(report.stats_text(report.stats(p)))
     elif host:
         click.echo(report.host_text(p, host))
+    elif p.cluster.bgp is not None:
+        click.echo(report.bgp_text(p))
     else:
         click.echo(report.plan_text(p))

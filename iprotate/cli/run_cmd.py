@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import sys
 from ipaddress import IPv4Address
 from typing import Any
@@ -16,6 +17,7 @@ from iprotate.cli.common import check_host, cluster_file, load_plan
 from iprotate.cluster.bounds import check_seconds
 from iprotate.cluster.loader import check_local as check_programs
 from iprotate.cluster.model import SYSLOG_FACILITIES
+from iprotate.engine.bgp import BgpDaemon, BgpFailed, BgpOptions
 from iprotate.engine.control import default_socket
 from iprotate.engine.daemon import Daemon, DaemonFailed, RunOptions, StartError, find_host
 from iprotate.engine.hostlock import HostInUse, check_local
@@ -188,6 +190,24 @@ def run(
             # Not fatal: such a check is down (its VIPs go to healthy hosts) until it can run.
             logging.getLogger("iprotate").warning("%s: %s", cluster_file, line)
         sock = settings.control_socket
+        if plan.cluster.bgp is not None:
+            path = default_socket(host) if sock is None else (sock or None)
+            bgp_options = BgpOptions(
+                hold_down=settings.hold_down,
+                stagger=settings.stagger,
+                control_socket=path,
+                control_group=settings.control_group,
+                # BIRD's file and control socket beside ours (the lab gives each host its own).
+                run_dir=os.path.dirname(path) if path else "/run/iprotate",
+                cluster_file=cluster_file,
+                metrics=settings.metrics or None,
+            )
+            try:
+                asyncio.run(BgpDaemon(plan, host, bgp_options, early).run())
+            finally:
+                if early is not None:
+                    early.ignore_all()
+            return
         options = RunOptions(
             hold_down=settings.hold_down,
             stagger=settings.stagger,
@@ -206,7 +226,7 @@ def run(
         finally:
             if early is not None:
                 early.ignore_all()
-    except (StartError, DaemonFailed, HostInUse) as e:
+    except (StartError, DaemonFailed, HostInUse, BgpFailed) as e:
         click.echo(f"error: {e}", err=True)
         raise SystemExit(1) from None
     except SyslogUnavailable as e:

@@ -35,6 +35,8 @@ from iprotate.cluster.model import (
     DEFAULT_GROUP6,
     ENGINES,
     SYSLOG_FACILITIES,
+    BgpRouter,
+    BgpSettings,
     Check,
     Cluster,
     ClusterError,
@@ -67,9 +69,20 @@ CLUSTER_KEYS = {
 }  # fmt: skip
 HOST_KEYS = {
     "name", "address", "address6", "interface", "vip_interface", "weight", "engine", "preempt",
+    "bgp_asn", "bgp_routers",
 }  # fmt: skip
 VIP_KEYS = {"address", "pool", "vhid", "owner", "group", "up_script", "down_script"}
-TOP_KEYS = {"cluster", "hosts", "vips", "run", "checks"}
+BGP_KEYS = {
+    "asn", "routers", "hold_time", "bfd", "rank", "med_base", "med_step", "drain_wait", "speaker",
+    "birdc",
+}  # fmt: skip
+ROUTER_KEYS = {"address", "asn"}
+MAX_ROUTERS = 16
+# Private ASNs (RFC 6996, 16 and 32 bit) and public ones alike; 0, 23456 (AS_TRANS) and the
+# reserved 65535 / 4294967295 are refused.
+BAD_ASNS = {0, 23456, 65535, 4294967295}
+MAX_MED = 4294967294  # 2**32 - 1 is kept for a draining host's routes (the worst)
+TOP_KEYS = {"cluster", "hosts", "vips", "run", "bgp", "checks"}
 CHECK_KEYS = {
     "name", "tcp", "http", "exec", "expect", "user", "interval", "timeout", "fall", "rise", "vips",
     "hosts",
@@ -165,7 +178,11 @@ def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None)
     cl_if = _ifname(pr, "cluster.interface", cl.get("interface"))
     cl_vip_if = _ifname(pr, "cluster.vip_interface", cl.get("vip_interface"))
     cl_preempt = _bool(pr, "cluster.preempt", cl.get("preempt", True))
-    password = _password(pr, cl, base_dir or Path("."))
+    # BGP mode sends no CARP advert: the password is optional there.
+    if "bgp" in data and "password" not in cl and "password_file" not in cl:
+        password = b""
+    else:
+        password = _password(pr, cl, base_dir or Path("."))
     up_script = _opt_str(pr, "cluster.up_script", cl.get("up_script"))
     down_script = _opt_str(pr, "cluster.down_script", cl.get("down_script"))
 
@@ -175,6 +192,12 @@ def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None)
     names: set[str] = set()  # every well-formed host name, even of hosts with other problems
     hosts = _hosts(pr, data.get("hosts"), cl_if, cl_vip_if, cl_preempt, names)
     vips = _vips(pr, data.get("vips"), (default_group, default_group6), names)
+    bgp = _bgp(pr, data["bgp"], hosts) if "bgp" in data else None
+    if bgp is None:
+        for i, h in enumerate(data.get("hosts") or []):
+            for k in ("bgp_asn", "bgp_routers"):
+                if isinstance(h, dict) and k in h:
+                    pr.add(f"hosts[{i}].{k}", "only with a [bgp] table (BGP mode)")
 
     _engines(pr, hosts)
     ucarp = {h.name for h in hosts if h.engine == "ucarp"}
@@ -201,6 +224,7 @@ def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None)
         down_script=down_script,
         warnings=tuple(pr.warnings),
         run=run,
+        bgp=bgp,
         checks=tuple(checks),
     )
 
@@ -277,10 +301,13 @@ def _hosts(
             )
             addr6 = None
         preempt = _bool(pr, f"{key}.preempt", h.get("preempt", cl_preempt))
+        bgp_asn = _asn(pr, f"{key}.bgp_asn", h["bgp_asn"]) if "bgp_asn" in h else None
+        bgp_routers = (
+            _routers(pr, f"{key}.bgp_routers", h["bgp_routers"]) if "bgp_routers" in h else None
+        )
         if name is not None and addr is not None and iface is not None and vip_if is not None:
-            hosts.append(
-                Host(name, addr, iface, vip_if, float(weight), engine, preempt, addr6)  # type: ignore[arg-type]
-            )
+            host = Host(name, addr, iface, vip_if, float(weight), engine, preempt, addr6)  # type: ignore[arg-type]
+            hosts.append(dataclasses.replace(host, bgp_asn=bgp_asn, bgp_routers=bgp_routers))
     return hosts
 
 
@@ -693,6 +720,91 @@ def _syslog(pr: _Problems, raw: Any) -> str | None:
         pr.add("run.syslog", f"must be a syslog facility: {', '.join(SYSLOG_FACILITIES)}")
         return None
     return raw
+
+
+def _bgp(pr: _Problems, raw: Any, hosts: list[Host]) -> BgpSettings | None:
+    """[bgp]: BGP mode. Every host needs an AS and at least one router (shared or its own)."""
+    if not isinstance(raw, dict):
+        pr.add("bgp", "must be a table ([bgp])")
+        return None
+    _unknown(pr, "bgp", raw, BGP_KEYS)
+    d = BgpSettings(asn=0, routers=())
+    asn = _asn(pr, "bgp.asn", raw["asn"]) if "asn" in raw else None
+    routers = _routers(pr, "bgp.routers", raw["routers"]) if "routers" in raw else ()
+    for i, h in enumerate(hosts):
+        if asn is None and h.bgp_asn is None:
+            pr.add(f"hosts[{i}].bgp_asn", "missing: set bgp.asn or this host's bgp_asn")
+        if not routers and not h.bgp_routers:
+            pr.add(f"hosts[{i}].bgp_routers", "missing: set bgp.routers or this host's")
+        mine = h.bgp_routers if h.bgp_routers is not None else routers
+        for r in mine:
+            if r.address == h.address:
+                pr.add(f"hosts[{i}]", f"peers with its own address {r.address}")
+    # BGP allows 0 (no keepalives: a dead peer is never noticed) or 3 s and more.
+    hold = _int(pr, "bgp.hold_time", raw.get("hold_time", d.hold_time), 3, 65535)
+    bfd = _bool(pr, "bgp.bfd", raw.get("bfd", d.bfd))
+    rank = raw.get("rank", d.rank)
+    if rank not in ("med", "prepend", "community"):
+        pr.add("bgp.rank", f"{rank!r} is not one of 'med', 'prepend', 'community'")
+        rank = d.rank
+    base = _int(pr, "bgp.med_base", raw.get("med_base", d.med_base), 0, MAX_MED)
+    step = _int(pr, "bgp.med_step", raw.get("med_step", d.med_step), 1, 1 << 24)
+    if base + step * (MAX_HOSTS - 1) > MAX_MED:
+        pr.add("bgp.med_step", f"med_base + {MAX_HOSTS - 1} steps must stay under {MAX_MED}")
+    wait = raw.get("drain_wait", d.drain_wait)
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= 300:
+        pr.add("bgp.drain_wait", f"{wait!r} is not a number of seconds in 0..300")
+        wait = d.drain_wait
+    speaker = _opt_str(pr, "bgp.speaker", raw.get("speaker", d.speaker)) or d.speaker
+    birdc = _opt_str(pr, "bgp.birdc", raw.get("birdc", d.birdc)) or d.birdc
+    return BgpSettings(
+        asn=asn if asn is not None else 0,
+        routers=routers,
+        hold_time=hold,
+        bfd=bfd,
+        rank=rank,
+        med_base=base,
+        med_step=step,
+        drain_wait=float(wait),
+        speaker=speaker,
+        birdc=birdc,
+    )
+
+
+def _asn(pr: _Problems, key: str, value: Any) -> int | None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 0 < value < 1 << 32
+        or value in BAD_ASNS
+    ):
+        pr.add(key, f"{value!r} is not an AS number (1..4294967294, not 23456 or 65535)")
+        return None
+    return value
+
+
+def _routers(pr: _Problems, key: str, raw: Any) -> tuple[BgpRouter, ...]:
+    """`[{ address = "198.51.100.254", asn = 64512 }, ...]`: the routers to peer with."""
+    if not isinstance(raw, list) or not raw:
+        pr.add(key, "must be a non-empty array of { address = ..., asn = ... }")
+        return ()
+    if len(raw) > MAX_ROUTERS:
+        pr.add(key, f"{len(raw)} routers; at most {MAX_ROUTERS}")
+        return ()
+    out: list[BgpRouter] = []
+    for i, r in enumerate(raw):
+        k = f"{key}[{i}]"
+        if not isinstance(r, dict):
+            pr.add(k, "must be a table { address = ..., asn = ... }")
+            continue
+        _unknown(pr, k, r, ROUTER_KEYS)
+        addr = _address(pr, f"{k}.address", r.get("address"))
+        asn = _asn(pr, f"{k}.asn", r.get("asn"))
+        if addr is not None and any(x.address == addr for x in out):
+            pr.add(f"{k}.address", f"{addr} is listed twice")
+        elif addr is not None and asn is not None:
+            out.append(BgpRouter(addr, asn))
+    return tuple(out)
 
 
 def _password(pr: _Problems, cl: dict[str, Any], base_dir: Path) -> bytes:

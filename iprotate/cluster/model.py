@@ -12,6 +12,7 @@ from typing import Literal
 
 Engine = Literal["iprotate", "ucarp", "freebsd", "keepalived"]
 ENGINES: tuple[str, ...] = ("iprotate", "ucarp", "freebsd", "keepalived")
+Rank = Literal["med", "prepend", "community"]
 CheckKind = Literal["tcp", "http", "exec"]
 # A VIP, a group or an advert's source can be of either family; a file may mix them.
 IPAddress = IPv4Address | IPv6Address
@@ -30,6 +31,14 @@ SYSLOG_FACILITIES = (
 
 
 @dataclass(frozen=True)
+class BgpRouter:
+    """A router a host peers with in BGP mode."""
+
+    address: IPv4Address
+    asn: int
+
+
+@dataclass(frozen=True)
 class Host:
     """One member of the cluster."""
 
@@ -43,6 +52,8 @@ class Host:
     # IPv6 CARP source (global, ULA or link-local of `interface`); needed to take part in IPv6
     # VIPs, which ucarp hosts never do (ucarp speaks no IPv6).
     address6: IPv6Address | None = None
+    bgp_asn: int | None = None  # BGP mode: this host's AS, when it is not [bgp].asn
+    bgp_routers: tuple[BgpRouter, ...] | None = None  # BGP mode: its own routers, not [bgp]'s
 
     @property
     def speaks_ipv6(self) -> bool:
@@ -82,6 +93,26 @@ class RunSettings:
     hook_timeout: float = 10.0
     ignore_ifstate: bool = False  # ucarp's -S: keep serving when the advert link loses carrier
     syslog: str | None = None  # a facility (SYSLOG_FACILITIES): log to /dev/log, not stderr
+
+
+@dataclass(frozen=True)
+class BgpSettings:
+    """[bgp]: the plan announced as BGP routes (one /32 per VIP) instead of CARP on a segment.
+
+    How a rank is expressed: `med` (owner med_base, each backup med_step more), `prepend` (the
+    host's AS repeated once more per rank) or `community` (community (asn, rank) on each route,
+    for a router whose policy maps it to a local preference)."""
+
+    asn: int  # the hosts' AS (a host may set its own with bgp_asn)
+    routers: tuple[BgpRouter, ...]  # shared routers (a host may list its own with bgp_routers)
+    hold_time: int = 3  # seconds (BGP: 3..65535)
+    bfd: bool = False  # sub-second failure detection, when the router runs BFD too
+    rank: Rank = "med"
+    med_base: int = 100
+    med_step: int = 100
+    drain_wait: float = 2.0  # seconds between the worst announcement and the withdrawal
+    speaker: str = "bird"  # the BIRD 2 binary (path or name on PATH)
+    birdc: str = "birdc"
 
 
 @dataclass(frozen=True)
@@ -129,6 +160,22 @@ class Cluster:
     down_script: str | None = None
     warnings: tuple[str, ...] = ()
     run: RunSettings = RunSettings()
+    bgp: BgpSettings | None = None  # None: CARP on one segment
+
+    def routers_of(self, host: str) -> tuple[BgpRouter, ...]:
+        """The routers `host` peers with in BGP mode (its own, else the shared ones)."""
+        h = self.host(host)
+        if h.bgp_routers is not None:
+            return h.bgp_routers
+        return self.bgp.routers if self.bgp is not None else ()
+
+    def asn_of(self, host: str) -> int | None:
+        """The AS `host` announces from in BGP mode."""
+        h = self.host(host)
+        if h.bgp_asn is not None:
+            return h.bgp_asn
+        return self.bgp.asn if self.bgp is not None else None
+
     checks: tuple[Check, ...] = ()
 
     def host(self, name: str) -> Host:

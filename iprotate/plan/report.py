@@ -9,6 +9,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from iprotate.plan import bgp
 from iprotate.plan.model import Plan
 from iprotate.plan.timing import master_down
 
@@ -107,6 +108,15 @@ def plan_text(plan: Plan) -> str:
         )
         rows.append([str(v.address), v.vhid, str(v.group), v.owner, " > ".join(v.order), prio])
     return tabulate(rows, headers=["vip", "vhid", "group", "owner", "failover order", "advskew"])
+
+
+def bgp_text(plan: Plan) -> str:
+    """BGP mode: per VIP the route each host announces, best first (the plan's failover order)."""
+    s = plan.cluster.bgp
+    assert s is not None
+    bfd = "on" if s.bfd else "off"
+    head = f"BGP mode: rank by {s.rank}, hold time {s.hold_time} s, BFD {bfd}\n"
+    return head + tabulate(bgp.table(plan), headers=["prefix", "owner", "routes, best first"])
 
 
 def host_text(plan: Plan, host: str) -> str:

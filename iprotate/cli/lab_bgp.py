@@ -1,0 +1,105 @@
+"""`iprotate lab --bgp`: hosts in BGP mode, a BIRD 2 router, a client; the router's table shown."""
+
+from __future__ import annotations
+
+import select
+import signal
+import sys
+import time
+
+import click
+from tabulate import tabulate
+
+from iprotate.cluster.loader import load_cluster
+from iprotate.lab.bgplab import BgpLab
+from iprotate.plan.model import Plan
+from iprotate.plan.planner import make_plan
+
+HELP = "commands: fail NAME (kill) | start NAME | drain NAME | undrain NAME | quit"
+
+
+def table(lab: BgpLab, plan: Plan, note: str = "") -> str:
+    """The router's view: per VIP the best path, every path's MED, against the plan."""
+    routes = lab.routes()
+    drift = lab.drift()
+    rows = []
+    for v in plan.vips:
+        paths = routes.get(f"{v.ip}/32", [])
+        best = next((p.host for p in paths if p.best), None)
+        flag = "UNSERVED" if best is None else ("home" if best == v.owner else "moved")
+        if f"{v.ip}/32" in drift:
+            flag += " DRIFT (hosts run different plans)"
+        meds = " ".join(f"{p.host}:{p.med}" for p in sorted(paths, key=lambda p: p.med or 0))
+        rows.append([f"{v.ip}/32", v.owner, best or "-", meds or "-", flag])
+    up = set(lab.sessions_up())
+    state = "  ".join(f"{n}:{'up' if n in up else 'DOWN'}" for n in lab.names)
+    head = f"[{time.strftime('%H:%M:%S')}] sessions {state}" + (f"  -- {note}" if note else "")
+    return (
+        head
+        + "\n"
+        + tabulate(rows, headers=["prefix", "owner", "router's best", "paths (med)", ""])
+    )
+
+
+def _settled(lab: BgpLab, plan: Plan, down: set[str]) -> float | None:
+    want = {f"{v.ip}/32": v.holder(down) for v in plan.vips}
+    try:
+        return lab.wait(lambda: lab.best() == want, timeout=lab.hold_time + 15)
+    except TimeoutError:
+        return None
+
+
+def demo(lab: BgpLab) -> bool:
+    """Kill the first host, start it again, drain and undrain the second; True if all settled."""
+    plan = make_plan(load_cluster(lab.cluster_file))
+    a = lab.names[0]
+    b = lab.names[1] if len(lab.names) > 1 else a
+    steps = [
+        ("start", set(), lambda: None),
+        (f"fail {a} (SIGKILL)", {a}, lambda: lab.kill(a, signal.SIGKILL)),
+        (f"start {a}", set(), lambda: lab.start(a)),
+        (f"drain {b}", {b}, lambda: lab.ask(b, "drain")),
+        (f"undrain {b}", set(), lambda: lab.ask(b, "undrain")),
+    ]
+    ok = True
+    for what, down, act in steps:
+        act()
+        took = _settled(lab, plan, down)
+        note = f"{what}: " + (f"settled in {took:.2f} s" if took is not None else "NOT settled")
+        ok &= took is not None
+        click.echo(table(lab, plan, note) + "\n")
+    return ok
+
+
+def interactive(lab: BgpLab) -> None:
+    plan = make_plan(load_cluster(lab.cluster_file))
+    last = ""
+    while True:
+        shown = table(lab, plan)
+        body = shown.split("\n", 1)[1]
+        if body != last:
+            click.clear()
+            click.echo(f"{shown}\n\n{HELP}\n> ", nl=False)
+            last = body
+        ready, _, _ = select.select([sys.stdin], [], [], 0.5)
+        if not ready:
+            continue
+        line = sys.stdin.readline()
+        if not line:
+            return
+        words = line.split()
+        if not words:
+            continue
+        if words[0] in ("quit", "q", "exit"):
+            return
+        if len(words) == 2 and words[1] in lab.names:
+            name = words[1]
+            if words[0] == "fail":
+                lab.kill(name, signal.SIGKILL)
+            elif words[0] == "start":
+                lab.start(name)
+            elif words[0] in ("drain", "undrain"):
+                lab.ask(name, words[0])
+            last = ""
+            continue
+        click.echo(f"? {line.strip()}\n{HELP}\n> ", nl=False)

@@ -1,0 +1,365 @@
+"""BGP mode in namespaces, against a real router (BIRD 2): its best path for every VIP is the
+plan's owner; a killed, unplugged or frozen owner's VIPs move to the plan's next host, with BFD
+and without; drain and undrain lose no ping at 10 ms; reload adds and removes VIPs without
+touching the others' routes; a BIRD that dies is restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from iprotate.cluster.loader import load_cluster
+from iprotate.lab.bgplab import BgpLab
+from iprotate.plan.model import Plan
+from iprotate.plan.planner import make_plan
+
+pytestmark = pytest.mark.netns
+VIPS = 12
+
+
+def planned(lab: BgpLab) -> Plan:
+    return make_plan(load_cluster(lab.cluster_file))
+
+
+def holders(plan: Plan, down: tuple[str, ...] = ()) -> dict[str, str | None]:
+    return {f"{v.ip}/32": v.holder(down) for v in plan.vips}
+
+
+def all_paths(lab: BgpLab) -> dict[str, set[str]]:
+    return {k: {p.host for p in ps} for k, ps in lab.routes().items()}
+
+
+@pytest.fixture
+def bgp_lab(tmp_path: Path) -> Iterator[type[BgpLab]]:
+    labs: list[BgpLab] = []
+
+    def make(**kw: object) -> BgpLab:
+        lab = BgpLab(workdir=str(tmp_path / f"lab{len(labs)}"), **kw)  # type: ignore[arg-type]
+        labs.append(lab)
+        lab.__enter__()
+        lab.wait(lambda: len(lab.sessions_up()) == lab.hosts, 30)
+        plan = planned(lab)
+        lab.wait(lambda: lab.best() == holders(plan), 30)
+        # and every backup's route too: the router knows the whole order
+        lab.wait(lambda: all_paths(lab) == {f"{v.ip}/32": set(v.order) for v in plan.vips}, 30)
+        return lab
+
+    try:
+        yield make  # type: ignore[misc]
+    finally:
+        for lab in labs:
+            lab.close()
+
+
+def test_every_vips_best_path_is_its_planned_owner_with_the_planned_meds(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS)
+    plan = planned(lab)
+    routes = lab.routes()
+    for v in plan.vips:
+        paths = routes[f"{v.ip}/32"]
+        assert [p.host for p in paths if p.best] == [v.owner]
+        assert {p.host: p.med for p in paths} == {h: 100 + 100 * r for r, h in enumerate(v.order)}
+    assert lab.ping(str(plan.vips[0].ip), count=2) == 2
+    status = lab.ask("alpha", "status", "--json")
+    assert '"established": true' in status and '"mode": "bgp"' in status
+    text = lab.ask("alpha", "status")
+    assert text.startswith("IPROTATE OK - alpha (BGP mode, AS 64513)"), text
+    assert "router0" in text and "Established" in text
+    metrics = lab.metrics("alpha")
+    assert 'iprotate_bgp_session_up{session="router0"} 1.0' in metrics
+    owned = next(v for v in plan.vips if v.owner == "alpha")
+    assert f'iprotate_bgp_vip_med{{vip="{owned.ip}"}} 100.0' in metrics
+    assert f'iprotate_bgp_vip_state{{state="announced",vip="{owned.ip}"}} 1.0' in metrics
+
+
+FAULTS = ["killed", "unplugged", "frozen"]
+
+
+@pytest.mark.parametrize("bfd", [True, False], ids=["bfd", "nobfd"])
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_failed_owners_vips_move_to_the_plans_next_host(bgp_lab, fault: str, bfd: bool) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS, bfd=bfd, hold_time=3)
+    plan = planned(lab)
+    victim = "alpha"
+    vip = next(str(v.ip) for v in plan.vips if v.owner == victim)
+    want = holders(plan, (victim,))
+    pinger = lab.pinger(vip)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    if fault == "killed":
+        lab.kill(victim, signal.SIGKILL)
+    elif fault == "unplugged":
+        lab.link(victim, False)
+    else:
+        lab.freeze(victim)
+    try:
+        # Bounds: a killed iprotate takes BIRD with it (a Cease: at once); a silent host is seen
+        # by BFD (100 ms x 3) or by the hold time (3 s), plus the router's scan.
+        bound = 1.0 if fault == "killed" or bfd else 3 + 1.0
+        moved = lab.wait(lambda: lab.best() == want, timeout=bound + 5, step=0.01)
+        time.sleep(0.3)
+        sent, got = lab.ping_result(pinger)
+    finally:
+        if fault == "frozen":
+            lab.freeze(victim, False)
+    lost_ms = (sent - got) * 10
+    print(f"\n{fault} bfd={bfd}: router moved in {moved * 1000:.0f} ms, {sent - got} pings lost")
+    assert time.monotonic() - t0 < bound + 5
+    assert moved <= bound, f"moved after {moved:.2f} s, bound {bound} s"
+    assert lost_ms <= bound * 1000 + 200
+
+
+@pytest.mark.parametrize("rank", ["med", "prepend"])
+def test_drain_and_undrain_lose_no_ping(bgp_lab, rank: str) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS, rank=rank, hold_down=1.0, drain_wait=1.0)
+    plan = planned(lab)
+    owned = [f"{v.ip}/32" for v in plan.vips if v.owner == "alpha"]
+    vip = owned[0].split("/")[0]
+    pinger = lab.pinger(vip)
+    time.sleep(0.5)
+    assert "drained: 203.0.113" in lab.ask("alpha", "drain")
+    want = holders(plan, ("alpha",))
+    lab.wait(lambda: lab.best() == want, timeout=5)
+    # withdrawn after the wait, not before: make-before-break
+    lab.wait(lambda: all(p.host != "alpha" for ps in lab.routes().values() for p in ps), 5)
+    assert "still drained: nothing" in lab.ask("alpha", "undrain")
+    lab.wait(lambda: lab.best() == holders(plan), timeout=10)
+    time.sleep(0.3)
+    sent, got = lab.ping_result(pinger)
+    assert sent > 100
+    assert got == sent, f"{sent - got} of {sent} pings lost"
+
+
+def test_a_clean_stop_hands_over_without_losing_a_ping(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS, drain_wait=1.0)
+    plan = planned(lab)
+    vip = next(str(v.ip) for v in plan.vips if v.owner == "bravo")
+    pinger = lab.pinger(vip)
+    time.sleep(0.3)
+    lab.kill("bravo", signal.SIGTERM)
+    assert lab.best() == holders(plan, ("bravo",))
+    sent, got = lab.ping_result(pinger)
+    assert got == sent, f"{sent - got} of {sent} pings lost"
+    out = lab.seg.run("bravo", "ip", "-o", "addr", "show", "dev", "lo")
+    assert "203.0.113." not in out  # the addresses go once the routes are gone
+
+
+def _seconds(since: str) -> float:
+    h, m, sec = since.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(sec)
+
+
+def _untouched(before: dict[str, list], after: dict[str, list], keys: set[str]) -> list[str]:  # type: ignore[type-arg]
+    """The prefixes among `keys` whose routes changed (host, MED, or the time of last change:
+    BIRD prints that from its monotonic clock, so it may wobble by a millisecond)."""
+    changed = []
+    for k in sorted(keys):
+        b = {p.host: (p.med, _seconds(p.since)) for p in before[k]}
+        a = {p.host: (p.med, _seconds(p.since)) for p in after[k]}
+        if b.keys() != a.keys() or any(
+            b[h][0] != a[h][0] or abs(b[h][1] - a[h][1]) > 0.05 for h in b
+        ):
+            changed.append(k)
+    return changed
+
+
+def test_reload_adds_and_removes_vips_without_touching_the_others(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS, hold_down=0.5)
+    old = planned(lab)
+    before = lab.routes()
+    lab.write_cluster(vips=VIPS + 3)
+    bigger = planned(lab)
+    for h in lab.names:
+        assert "reloaded: " in lab.ask(h, "reload")
+    lab.wait(lambda: lab.best() == holders(bigger), timeout=10)
+    # The VIPs whose plan did not change keep their routes untouched (the planner may rebalance
+    # a few others: property 5 of the plan).
+    same = {f"{v.ip}/32" for v, w in zip(old.vips, bigger.vips, strict=False) if v.order == w.order}
+    assert len(same) >= VIPS // 2
+    after = lab.routes()
+    assert _untouched(before, after, same) == []
+    lab.write_cluster(vips=VIPS)
+    for h in lab.names:
+        lab.ask(h, "reload")
+    lab.wait(lambda: lab.best() == holders(old), timeout=10)
+    assert len(lab.routes()) == VIPS
+    assert _untouched(after, lab.routes(), same) == []
+
+
+def test_a_dead_speaker_is_restarted_and_its_routes_come_back(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS)
+    plan = planned(lab)
+    iprotate = lab.procs["charlie"].pid
+    birds = [p for p in lab.host_pids("charlie") if p != iprotate]
+    assert len(birds) == 1
+    os.kill(birds[0], signal.SIGKILL)
+    lab.wait(lambda: lab.best() == holders(plan, ("charlie",)), timeout=5)
+    lab.wait(lambda: lab.best() == holders(plan), timeout=15)
+    assert lab.procs["charlie"].poll() is None
+    assert sys.executable
+
+
+def test_lab_bgp_demo_settles_every_step_and_leaves_nothing() -> None:
+    before = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+                 .split("\n"))  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "iprotate", "lab", "--bgp", "--bfd", "--hosts", "3", "--vips", "6",
+         "--demo"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    for step in ("fail alpha (SIGKILL): settled", "start alpha: settled", "drain bravo: settled",
+                 "undrain bravo: settled"):  # fmt: skip
+        assert step in r.stdout
+    assert "router's best" in r.stdout and "lab removed" in r.stdout
+    after = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+                .split("\n"))  # fmt: skip
+    assert not {n for n in after - before if "-router" in n}
+
+
+# --- adversary -----------------------------------------------------------------------------------
+
+
+def _run(
+    lab: BgpLab, name: str, *args: str, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ip", "netns", "exec", lab.seg.members[name].netns, sys.executable, "-m", "iprotate",
+         "run", str(lab.cluster_file), "--host", name, *args],
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_a_second_daemon_for_the_host_is_refused_and_touches_nothing(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS)
+    before = lab.routes()
+    other = str(lab.dir / "alpha" / "second.sock")
+    r = _run(lab, "alpha", "--control-socket", other)
+    assert r.returncode == 1 and "alpha" in r.stderr, r.stderr
+    time.sleep(0.5)
+    assert _untouched(before, lab.routes(), set(before)) == []
+    assert lab.procs["alpha"].poll() is None
+
+
+def test_a_broken_reload_is_refused_and_keeps_every_route(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS)
+    before = lab.routes()
+    good = lab.cluster_file.read_text()
+    for bad in ("[bgp\n", good.replace("asn = 64512", "asn = 0"), good.split("[bgp]")[0]
+                + good.split("[bgp]")[1].split("\n", 8)[-1]):  # fmt: skip
+        lab.cluster_file.write_text(bad)
+        out = lab.ask("alpha", "reload")
+        assert "error" in out, out
+    lab.cluster_file.write_text(good)
+    os.kill(lab.procs["bravo"].pid, signal.SIGHUP)  # the same through the signal
+    time.sleep(1.0)
+    assert _untouched(before, lab.routes(), set(before)) == []
+    assert all(lab.procs[h].poll() is None for h in lab.names)
+
+
+def test_no_speaker_fails_cleanly_and_leaves_no_address(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS)
+    lab.kill("charlie", signal.SIGTERM)
+    text = lab.cluster_file.read_text().replace("[bgp]\n", '[bgp]\nspeaker = "/nonexistent/bird"\n')
+    broken = lab.dir / "nospeaker.toml"
+    broken.write_text(text)
+    (lab.dir / "password").chmod(0o600)
+    r = subprocess.run(
+        ["ip", "netns", "exec", lab.seg.members["charlie"].netns, sys.executable, "-m",
+         "iprotate", "run", str(broken), "--host", "charlie", "--control-socket",
+         str(lab.dir / "charlie" / "x.sock")],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert r.returncode == 1 and "cannot start BIRD" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "203.0.113." not in lab.seg.run("charlie", "ip", "-o", "addr", "show", "dev", "lo")
+
+
+def test_hosts_running_different_plans_show_as_drift_on_the_router(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS)
+    assert lab.drift() == set()
+    plan = planned(lab)
+    other = lab.dir / "other.toml"
+    text = lab.cluster_file.read_text()
+    other.write_text(text.replace('name = "charlie"', 'name = "charlie"\nweight = 3'))
+    theirs = make_plan(load_cluster(other))
+    differ = {
+        f"{v.ip}/32" for v, w in zip(plan.vips, theirs.vips, strict=True) if v.order != w.order
+    }
+    assert differ
+    lab.kill("alpha", signal.SIGTERM)
+    lab.start("alpha", other)
+    lab.wait(lambda: lab.drift() == differ, timeout=15)
+
+
+def test_a_failed_health_check_moves_its_vips_and_they_come_back(tmp_path: Path) -> None:
+    service = str(Path(__file__).with_name("check_service.py"))
+    check = ('\n[[checks]]\nname = "web"\nhttp = "http://127.0.0.1:8080/"\ninterval = 0.2\n'
+             "timeout = 0.2\nfall = 2\nrise = 2\n")  # fmt: skip
+    with BgpLab(vips=VIPS, workdir=str(tmp_path / "lab"), checks=check) as lab:
+        services = {h: lab.seg.spawn(h, [sys.executable, service, "8080"]) for h in lab.names}
+        plan = planned(lab)
+        lab.wait(lambda: lab.best() == holders(plan), 30)
+        vip = next(str(v.ip) for v in plan.vips if v.owner == "alpha")
+        pinger = lab.pinger(vip)
+        time.sleep(0.3)
+        lab.seg.stop(services["alpha"])
+        moved = lab.wait(lambda: lab.best() == holders(plan, ("alpha",)), timeout=10)
+        # then withdrawn (make-before-break), and status says why
+        lab.wait(lambda: all(p.host != "alpha" for ps in lab.routes().values() for p in ps), 5)
+        assert "check web not up" in lab.ask("alpha", "status")
+        services["alpha"] = lab.seg.spawn("alpha", [sys.executable, service, "8080"])
+        lab.wait(lambda: lab.best() == holders(plan), timeout=15)
+        sent, got = lab.ping_result(pinger)
+        print(f"\nfailed check: router moved in {moved * 1000:.0f} ms, {sent - got} pings lost")
+        assert moved < 0.2 * 2 + 0.2 + 1.0  # fall x interval + a timeout, with room
+        assert got == sent  # the host answers until the router has moved
+
+
+def test_cleanup_after_a_killed_daemon_removes_the_addresses(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS)
+    lab.kill("bravo", signal.SIGKILL)
+    plan = planned(lab)
+    lab.wait(lambda: lab.best() == holders(plan, ("bravo",)), timeout=5)  # BIRD went with it
+    assert "203.0.113." in lab.seg.run("bravo", "ip", "-o", "addr", "show", "dev", "lo")
+    r = subprocess.run(
+        ["ip", "netns", "exec", lab.seg.members["bravo"].netns, sys.executable, "-m", "iprotate",
+         "cleanup", str(lab.cluster_file), "--host", "bravo"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "203.0.113." not in lab.seg.run("bravo", "ip", "-o", "addr", "show", "dev", "lo")
+
+
+def test_a_hung_speaker_is_replaced_and_a_drain_still_happens(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS)
+    plan = planned(lab)
+    iprotate = lab.procs["alpha"].pid
+    bird = next(p for p in lab.host_pids("alpha") if p != iprotate)
+    os.kill(bird, signal.SIGSTOP)  # hung: its sessions stay up until the hold time runs out
+    out = lab.ask("alpha", "drain")  # birdc configure hangs: BIRD is replaced on the new file
+    assert "drained: 203.0.113" in out, out
+    lab.wait(lambda: all(p.host != "alpha" for ps in lab.routes().values() for p in ps), 15)
+    assert lab.best() == holders(plan, ("alpha",))
+    assert lab.procs["alpha"].poll() is None
+    new = [p for p in lab.host_pids("alpha") if p != iprotate]
+    assert bird not in new and len(new) == 1
+    lab.ask("alpha", "undrain")
+    lab.wait(lambda: lab.best() == holders(plan), timeout=20)
+
+
+def test_a_removed_vip_address_is_added_back(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS)
+    plan = planned(lab)
+    vip = next(str(v.ip) for v in plan.vips if v.owner == "charlie")
+    lab.seg.run("charlie", "ip", "addr", "del", f"{vip}/32", "dev", "lo")
+    lab.wait(lambda: f"{vip}/32" in lab.seg.run("charlie", "ip", "-o", "addr", "show", "dev", "lo"),
+             timeout=5)  # fmt: skip
+    assert lab.ping(vip, count=2) == 2
