@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 from pathlib import Path
 from typing import Any, Literal
 
@@ -525,6 +525,25 @@ class Daemon:
                 log.warning(
                     "%s vhid %d: removed %s, %s", e.vip.address, e.vip.vhid, address, why,
                 )  # fmt: skip
+
+    def address_unusable(self, index: int, address: IPv6Interface) -> None:
+        """An IPv6 address that is tentative or dadfailed: it answers nobody. A planned VIP in
+        that state (added by hand without nodad, or a DAD lost to another holder) is removed; if
+        we are its master, the machine adds it back at once, without DAD."""
+        if index != self._vip_index or self.addresses is None:
+            return
+        if address.ip not in {a.ip for a in self._planned_addresses()}:
+            return
+        try:
+            removed = self.addresses.delete(address)
+        except OSError as err:
+            log.error("%s: cannot remove it (tentative or dadfailed): %s", address, err)
+            return
+        if removed:
+            self.node.counters["addresses_removed_unusable"] += 1
+            log.warning("%s: tentative or dadfailed on %s: removed", address,
+                        self.host.vip_interface)  # fmt: skip
+        self._address_gone(address.ip)
 
     def address_removed(self, index: int, address: IPv4Interface) -> None:
         if index == self._adv_index and address.ip == self.host.address:
