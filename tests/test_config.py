@@ -229,10 +229,10 @@ def test_vip_needs_address_or_pool(tmp_path: Path) -> None:
 # --- unknown keys: typos must not pass -----------------------------------------------------------
 
 CLUSTER_ALLOWED = (
-    "advbase, backups, dead_ratio, down_script, interface, multicast, password, password_file, "
-    "preempt, up_script, vip_interface"
+    "advbase, backups, dead_ratio, down_script, interface, multicast, multicast6, password, "
+    "password_file, preempt, up_script, vip_interface"
 )
-HOST_ALLOWED = "address, engine, interface, name, preempt, vip_interface, weight"
+HOST_ALLOWED = "address, address6, engine, interface, name, preempt, vip_interface, weight"
 VIP_ALLOWED = "address, down_script, group, owner, pool, up_script, vhid"
 
 
@@ -261,7 +261,7 @@ IFACE_ALLOWED = "is not an IPv4 interface address (like '203.0.113.10/24')"
 
 @pytest.mark.parametrize(
     "address",
-    ["203.0.113.300/24", "203.0.113.10", "203.0.113.10/33", "203.0.113.10/24x", "2001:db8::1/64"],
+    ["203.0.113.300/24", "203.0.113.10", "203.0.113.10/33", "203.0.113.10/24x", "203.0.113/24"],
 )
 def test_vip_address_bad(tmp_path: Path, address: str) -> None:
     p = bad(tmp_path, lambda d: d["vips"][3].update(address=address))

@@ -14,12 +14,29 @@ import re
 import stat
 import tomllib
 from dataclasses import dataclass, field
-from ipaddress import AddressValueError, IPv4Address, IPv4Interface, NetmaskValueError
+from ipaddress import (
+    AddressValueError,
+    IPv4Address,
+    IPv4Interface,
+    IPv6Address,
+    IPv6Interface,
+    NetmaskValueError,
+)
 from pathlib import Path
 from typing import Any
 
 from iprotate.cluster.bounds import RUN_SECONDS, check_seconds
-from iprotate.cluster.model import DEFAULT_GROUP, Cluster, ClusterError, Host, RunSettings, Vip
+from iprotate.cluster.model import (
+    DEFAULT_GROUP,
+    DEFAULT_GROUP6,
+    Cluster,
+    ClusterError,
+    Host,
+    IPAddress,
+    IPInterface,
+    RunSettings,
+    Vip,
+)
 
 MAX_PASSWORD = 19  # ucarp refuses longer ones
 MAX_POOL = 65536
@@ -31,6 +48,7 @@ MAX_WEIGHT = 100.0  # relative; the planner's ring grows with it
 MAX_FILE = 1 << 20  # bytes of cluster file
 MAX_PASSWORD_FILE = 4096  # bytes read of a password file (only its first line counts)
 MIN_PREFIX = 8  # a VIP "/0" or "/4" is a mistake, not a subnet
+MIN_PREFIX6 = 16  # the same for IPv6: sites get /48, links /64
 # Matched whole (fullmatch): `$` alone would let a trailing newline through.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 IFNAME_RE = re.compile(r"[^\s/:]{1,15}")
@@ -38,9 +56,11 @@ CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 CLUSTER_KEYS = {
     "interface", "vip_interface", "password", "password_file", "advbase", "dead_ratio",
-    "multicast", "backups", "preempt", "up_script", "down_script",
+    "multicast", "multicast6", "backups", "preempt", "up_script", "down_script",
 }  # fmt: skip
-HOST_KEYS = {"name", "address", "interface", "vip_interface", "weight", "engine", "preempt"}
+HOST_KEYS = {
+    "name", "address", "address6", "interface", "vip_interface", "weight", "engine", "preempt",
+}  # fmt: skip
 VIP_KEYS = {"address", "pool", "vhid", "owner", "group", "up_script", "down_script"}
 TOP_KEYS = {"cluster", "hosts", "vips", "run"}
 RUN_KEYS = {
@@ -122,6 +142,7 @@ def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None)
     dead_ratio = _int(pr, "cluster.dead_ratio", cl.get("dead_ratio", 3), 1, 255)
     backups = _int(pr, "cluster.backups", cl.get("backups", 3), 0, 255)
     default_group = _group(pr, "cluster.multicast", cl.get("multicast", str(DEFAULT_GROUP)))
+    default_group6 = _group6(pr, "cluster.multicast6", cl.get("multicast6", str(DEFAULT_GROUP6)))
     cl_if = _ifname(pr, "cluster.interface", cl.get("interface"))
     cl_vip_if = _ifname(pr, "cluster.vip_interface", cl.get("vip_interface"))
     cl_preempt = _bool(pr, "cluster.preempt", cl.get("preempt", True))
@@ -134,12 +155,14 @@ def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None)
 
     names: set[str] = set()  # every well-formed host name, even of hosts with other problems
     hosts = _hosts(pr, data.get("hosts"), cl_if, cl_vip_if, cl_preempt, names)
-    vips = _vips(pr, data.get("vips"), default_group, names)
+    vips = _vips(pr, data.get("vips"), (default_group, default_group6), names)
 
-    host_addrs = {h.address: h.name for h in hosts}
+    host_addrs: dict[IPAddress, str] = {h.address: h.name for h in hosts}
+    host_addrs.update({h.address6: h.name for h in hosts if h.address6 is not None})
     for v in vips:
         if v.address.ip in host_addrs:
             pr.add(v.source, f"{v.address.ip} is the address of host {host_addrs[v.address.ip]!r}")
+    _ipv6_participants(pr, hosts, vips, data.get("hosts"))
 
     if pr.items:
         raise ClusterError(path, pr.items)
@@ -178,7 +201,7 @@ def _hosts(
         return []
     hosts: list[Host] = []
     names: dict[str, int] = {}
-    addrs: dict[IPv4Address, int] = {}
+    addrs: dict[IPAddress, int] = {}
     for i, h in enumerate(raw):
         key = f"hosts[{i}]"
         if not isinstance(h, dict):
@@ -200,6 +223,13 @@ def _hosts(
             pr.add(f"{key}.address", f"{addr} is already the address of hosts[{addrs[addr]}]")
         if addr is not None:
             addrs[addr] = i
+        addr6 = None
+        if "address6" in h:
+            addr6 = _address6(pr, f"{key}.address6", h["address6"])
+        if addr6 is not None and addr6 in addrs:
+            pr.add(f"{key}.address6", f"{addr6} is already the address6 of hosts[{addrs[addr6]}]")
+        elif addr6 is not None:
+            addrs[addr6] = i
         iface = _ifname(pr, f"{key}.interface", h.get("interface")) or cl_if
         if iface is None:
             pr.add(f"{key}.interface", "missing: set it here or in [cluster]")
@@ -216,28 +246,38 @@ def _hosts(
         if engine not in ("iprotate", "ucarp"):
             pr.add(f"{key}.engine", f"{engine!r} is not one of 'iprotate', 'ucarp'")
             engine = "iprotate"
+        if engine == "ucarp" and addr6 is not None:
+            pr.add(
+                f"{key}.address6",
+                "a ucarp host takes no part in IPv6 VIPs (ucarp speaks no IPv6): remove it",
+            )
+            addr6 = None
         preempt = _bool(pr, f"{key}.preempt", h.get("preempt", cl_preempt))
         if name is not None and addr is not None and iface is not None and vip_if is not None:
             hosts.append(
-                Host(name, addr, iface, vip_if, float(weight), engine, preempt)  # type: ignore[arg-type]
+                Host(name, addr, iface, vip_if, float(weight), engine, preempt, addr6)  # type: ignore[arg-type]
             )
     return hosts
 
 
-def _vips(pr: _Problems, raw: Any, default_group: IPv4Address, host_names: set[str]) -> list[Vip]:
+def _vips(
+    pr: _Problems,
+    raw: Any,
+    default_groups: tuple[IPv4Address, IPv6Address],
+    host_names: set[str],
+) -> list[Vip]:
     if not isinstance(raw, list) or not raw:
         what = "missing" if raw is None or raw == [] else "must be an array of tables"
         pr.add("vips", f"{what}: the file needs at least one [[vips]] entry")
         return []
     out: list[Vip] = []
-    seen: dict[IPv4Address, str] = {}
+    seen: dict[IPAddress, str] = {}
     for i, v in enumerate(raw):
         key = f"vips[{i}]"
         if not isinstance(v, dict):
             pr.add(key, "must be a table ([[vips]])")
             continue
         _unknown(pr, key, v, VIP_KEYS)
-        group = _group(pr, f"{key}.group", v.get("group", str(default_group)))
         owner = v.get("owner")
         if owner is not None and (not isinstance(owner, str) or owner not in host_names):
             pr.add(f"{key}.owner", f"{owner!r} is not the name of a host ({_names(host_names)})")
@@ -248,6 +288,8 @@ def _vips(pr: _Problems, raw: Any, default_group: IPv4Address, host_names: set[s
         up = _opt_str(pr, f"{key}.up_script", v.get("up_script"))
         down = _opt_str(pr, f"{key}.down_script", v.get("down_script"))
         if ("address" in v) == ("pool" in v):
+            if "group" in v:
+                _any_group(pr, f"{key}.group", v["group"])
             pr.add(key, "give exactly one of `address` (one VIP) or `pool` (a range of VIPs)")
             continue
         if "address" in v:
@@ -256,6 +298,9 @@ def _vips(pr: _Problems, raw: Any, default_group: IPv4Address, host_names: set[s
             members = [
                 (f"{key}.pool[{j}]", a) for j, a in enumerate(_pool(pr, f"{key}.pool", v["pool"]))
             ]
+        # One entry is one family (a pool's ends must agree): its group must be of that family.
+        family = next((a.version for _, a in members if a is not None), None)
+        group = _entry_group(pr, f"{key}.group", v, family, default_groups)
         for j, (src, addr) in enumerate(members):
             if addr is None:
                 continue
@@ -276,6 +321,61 @@ def _vips(pr: _Problems, raw: Any, default_group: IPv4Address, host_names: set[s
                 break
             out.append(Vip(addr, src, group, member_vhid, owner, up, down))
     return out
+
+
+def _entry_group(
+    pr: _Problems,
+    key: str,
+    v: dict[str, Any],
+    family: int | None,
+    default_groups: tuple[IPv4Address, IPv6Address],
+) -> IPAddress:
+    """The group of a [[vips]] entry whose addresses are of `family` (None: none is valid)."""
+    default = default_groups[1] if family == 6 else default_groups[0]
+    if "group" not in v:
+        return default
+    if family is None:
+        return _any_group(pr, key, v["group"]) or default
+    if family == 6:
+        return _group6(pr, key, v["group"], default)
+    return _group(pr, key, v["group"])
+
+
+def _any_group(pr: _Problems, key: str, value: Any) -> IPAddress | None:
+    """A group checked on its own, for an entry whose addresses are broken: still said."""
+    if isinstance(value, str) and ":" in value:
+        return _group6(pr, key, value)
+    return _group(pr, key, value)
+
+
+def _ipv6_participants(pr: _Problems, hosts: list[Host], vips: list[Vip], raw_hosts: Any) -> None:
+    """IPv6 VIPs are held by iprotate hosts only (ucarp speaks no IPv6), and each of those needs
+    its IPv6 source address."""
+    v6 = [v for v in vips if v.address.version == 6]
+    if not v6:
+        return
+    index: dict[Any, int] = {}
+    given: set[Any] = set()  # hosts with an address6 key: a bad one is already said
+    if isinstance(raw_hosts, list):
+        index = {h.get("name"): i for i, h in enumerate(raw_hosts) if isinstance(h, dict)}
+        given = {h.get("name") for h in raw_hosts if isinstance(h, dict) and "address6" in h}
+    for h in hosts:
+        if h.engine != "ucarp" and h.address6 is None and h.name not in given:
+            where = f"hosts[{index.get(h.name, '?')}].address6"
+            pr.add(
+                where,
+                f"missing: {h.name} takes part in the IPv6 VIPs ({v6[0].source} ...); give its "
+                f"IPv6 address on {h.interface} (global, ULA or link-local)",
+            )
+    if not any(h.engine != "ucarp" for h in hosts) and hosts:
+        pr.add(v6[0].source, "no host can hold IPv6 VIPs: ucarp speaks no IPv6 (run iprotate)")
+    ucarp = {h.name for h in hosts if h.engine == "ucarp"}
+    said: set[str] = set()
+    for v in v6:
+        where = f"{v.source.split('.pool[')[0]}.owner"
+        if v.owner in ucarp and where not in said:
+            said.add(where)
+            pr.add(where, f"{v.owner!r} runs ucarp, which speaks no IPv6: it cannot own IPv6 VIPs")
 
 
 def _names(names: set[str]) -> str:
@@ -428,7 +528,27 @@ def _address(pr: _Problems, key: str, value: Any) -> IPv4Address | None:
     return addr
 
 
-def _interface(pr: _Problems, key: str, value: Any) -> IPv4Interface | None:
+def _address6(pr: _Problems, key: str, value: Any) -> IPv6Address | None:
+    """A host's IPv6 advert source: global, ULA or link-local (of its advert interface, so no
+    `%zone`: the interface is the host's own)."""
+    how = "like '2001:db8::1' or 'fe80::1'"
+    try:
+        if not isinstance(value, str) or "%" in value:
+            raise AddressValueError
+        addr = IPv6Address(value)
+    except AddressValueError:
+        pr.add(key, f"{value!r} is not an IPv6 address ({how}, no prefix, no %zone)")
+        return None
+    if addr.is_unspecified or addr.is_loopback or addr.is_multicast or addr.ipv4_mapped:
+        pr.add(key, f"{value!r} cannot be a host's address (::, ::1, multicast, IPv4-mapped)")
+        return None
+    return addr
+
+
+def _interface(pr: _Problems, key: str, value: Any) -> IPInterface | None:
+    """A VIP with its prefix: IPv4 ('203.0.113.10/24') or IPv6 ('2001:db8::10/64')."""
+    if isinstance(value, str) and ":" in value:
+        return _interface6(pr, key, value)
     if not isinstance(value, str) or "/" not in value:
         pr.add(key, f"{value!r} is not an IPv4 interface address (like '203.0.113.10/24')")
         return None
@@ -454,8 +574,37 @@ def _interface(pr: _Problems, key: str, value: Any) -> IPv4Interface | None:
     return addr
 
 
-def _pool(pr: _Problems, key: str, value: Any) -> list[IPv4Interface]:
-    """`"203.0.113.10-203.0.113.40/24"`: every address from first to last, with that prefix."""
+def _interface6(pr: _Problems, key: str, value: str) -> IPv6Interface | None:
+    how = "is not an IPv6 interface address (like '2001:db8::10/64')"
+    if "/" not in value or "%" in value:
+        pr.add(key, f"{value!r} {how}")
+        return None
+    try:
+        addr = IPv6Interface(value)
+    except (AddressValueError, NetmaskValueError, ValueError):
+        pr.add(key, f"{value!r} {how}")
+        return None
+    ip, net = addr.ip, addr.network
+    # is_reserved covers ::/8 (IPv4-mapped and -compatible addresses) and the other IETF blocks.
+    if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip.is_reserved:
+        pr.add(key, f"{value!r} cannot be a virtual address (multicast, loopback, ::, reserved)")
+        return None
+    if ip.is_link_local or ip.is_site_local:
+        pr.add(key, f"{value!r} cannot be a virtual address (link-local fe80::/10, fec0::/10)")
+        return None
+    if net.prefixlen < MIN_PREFIX6:
+        pr.add(key, f"{value!r}: a prefix shorter than /{MIN_PREFIX6} is not a subnet to serve")
+        return None
+    if net.prefixlen <= 126 and ip == net.network_address:
+        # RFC 4291 2.6.1: every router of the link answers it.
+        pr.add(key, f"{value!r} is the subnet-router anycast address of {net}")
+        return None
+    return addr
+
+
+def _pool(pr: _Problems, key: str, value: Any) -> list[IPInterface]:
+    """`"203.0.113.10-203.0.113.40/24"`: every address from first to last, with that prefix
+    (IPv6 alike: `"2001:db8::10-2001:db8::1f/64"`)."""
     how = "like '203.0.113.10-203.0.113.40/24' (first-last/prefix)"
     if not isinstance(value, str) or value.count("-") != 1 or "/" not in value:
         pr.add(key, f"{value!r} is not a pool {how}")
@@ -468,15 +617,40 @@ def _pool(pr: _Problems, key: str, value: Any) -> list[IPv4Interface]:
     if first is None or last is None:
         pr.add(key, f"{value!r} is not a pool {how}: {ends.items[0].split(': ', 1)[1]}")
         return []
+    if first.version != last.version:
+        pr.add(key, f"{value!r}: first and last are not of one family (IPv4 or IPv6)")
+        return []
     n = int(last.ip) - int(first.ip) + 1
     if n < 1 or n > MAX_POOL:
         pr.add(key, f"{value!r}: the last address must follow the first, at most {MAX_POOL} in all")
         return []
-    # /32 VIPs are host addresses: any range of them is fine.
-    if first.network.prefixlen < 32 and last.network != first.network:
+    # /32 (/128) VIPs are host addresses: any range of them is fine.
+    if first.network.prefixlen < first.max_prefixlen and last.network != first.network:
         pr.add(key, f"{value!r}: first and last are not in one /{prefix} network")
         return []
-    return [IPv4Interface(f"{IPv4Address(int(first.ip) + k)}/{prefix}") for k in range(n)]
+    # Both ends are valid and in one network (or /32, /128 host addresses), so no member is a
+    # network, broadcast or subnet-router anycast address.
+    kind = IPv6Interface if first.version == 6 else IPv4Interface
+    return [kind((int(first.ip) + k, first.network.prefixlen)) for k in range(n)]
+
+
+def _group6(
+    pr: _Problems, key: str, value: Any, default: IPv6Address = DEFAULT_GROUP6
+) -> IPv6Address:
+    """An IPv6 group: multicast of link scope or wider (an interface-local group never leaves
+    the host)."""
+    how = "is not an IPv6 multicast group (ff02::/16 or wider scope, like 'ff02::12')"
+    try:
+        if not isinstance(value, str) or "%" in value:
+            raise AddressValueError
+        addr = IPv6Address(value)
+    except AddressValueError:
+        pr.add(key, f"{value!r} {how}")
+        return default
+    if not addr.is_multicast or addr.packed[1] & 0x0F < 2:
+        pr.add(key, f"{value!r} {how}")
+        return default
+    return addr
 
 
 def _group(pr: _Problems, key: str, value: Any) -> IPv4Address:

@@ -7,12 +7,17 @@ from TOML and the rest of the code sees only them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from typing import Literal
 
 Engine = Literal["iprotate", "ucarp"]
+# A VIP, a group or an advert's source can be of either family; a file may mix them.
+IPAddress = IPv4Address | IPv6Address
+IPInterface = IPv4Interface | IPv6Interface
 
 DEFAULT_GROUP = IPv4Address("224.0.0.18")
+# FreeBSD's and OpenBSD's CARP over IPv6 (the address IANA gave VRRP, link-local scope).
+DEFAULT_GROUP6 = IPv6Address("ff02::12")
 
 
 @dataclass(frozen=True)
@@ -26,15 +31,27 @@ class Host:
     weight: float = 1.0
     engine: Engine = "iprotate"
     preempt: bool = True
+    # IPv6 CARP source (global, ULA or link-local of `interface`); needed to take part in IPv6
+    # VIPs, which ucarp hosts never do (ucarp speaks no IPv6).
+    address6: IPv6Address | None = None
+
+    @property
+    def speaks_ipv6(self) -> bool:
+        """Whether this host can hold IPv6 VIPs (an iprotate host with an IPv6 source)."""
+        return self.engine != "ucarp" and self.address6 is not None
+
+    def source_for(self, vip: IPAddress) -> IPAddress | None:
+        """The source address of this host's adverts for a VIP of `vip`'s family."""
+        return self.address6 if vip.version == 6 else self.address
 
 
 @dataclass(frozen=True)
 class Vip:
     """One virtual address as the file gives it (before planning)."""
 
-    address: IPv4Interface  # with the prefix it is added with
+    address: IPInterface  # with the prefix it is added with
     source: str  # key path in the file, for messages: "vips[3]" or "vips[2].pool[5]"
-    group: IPv4Address = DEFAULT_GROUP
+    group: IPAddress = DEFAULT_GROUP  # of the VIP's family
     vhid: int | None = None  # pinned vhid, or None to derive it
     owner: str | None = None  # pinned preferred owner
     up_script: str | None = None

@@ -104,7 +104,7 @@ def assign_vhids(cluster: Cluster) -> list[int]:
             "(vhid 1..255): give some [[vips]] entries another `group`"
         )
     for vip in cluster.vips:
-        vhid = vip.vhid if vip.vhid is not None else vip.address.ip.packed[3]
+        vhid = vip.vhid if vip.vhid is not None else vip.address.ip.packed[-1]
         if vhid == 0:
             problems.append(
                 f"{vip.source}: cannot derive a vhid from {vip.address.ip} (last octet 0); "
