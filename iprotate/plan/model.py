@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
-from iprotate.cluster.model import Cluster, Vip
+from iprotate.cluster.model import Cluster, IPAddress, IPInterface, Vip
 
 
 @dataclass(frozen=True)
@@ -25,15 +24,15 @@ class VipPlan:
     preempt: tuple[bool, ...]
 
     @property
-    def address(self) -> IPv4Interface:
+    def address(self) -> IPInterface:
         return self.vip.address
 
     @property
-    def ip(self) -> IPv4Address:
+    def ip(self) -> IPAddress:
         return self.vip.address.ip
 
     @property
-    def group(self) -> IPv4Address:
+    def group(self) -> IPAddress:
         return self.vip.group
 
     @property
@@ -81,7 +80,7 @@ class Plan:
         """The VIPs `host` takes part in, in plan order."""
         return tuple(v for v in self.vips if host in v.order)
 
-    def by_key(self) -> dict[tuple[IPv4Address, int], VipPlan]:
+    def by_key(self) -> dict[tuple[IPAddress, int], VipPlan]:
         """The VIPs keyed by (group, vhid), as they are told apart on the wire."""
         return {(v.group, v.vhid): v for v in self.vips}
 
@@ -97,19 +96,21 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         c = self.cluster
+        hosts: list[dict[str, Any]] = []
+        for h in c.hosts:
+            entry: dict[str, Any] = {"name": h.name, "address": str(h.address)}
+            if h.address6 is not None:  # only then: an IPv4-only plan stays as it was
+                entry["address6"] = str(h.address6)
+            entry.update(
+                interface=h.interface,
+                vip_interface=h.vip_interface,
+                weight=h.weight,
+                engine=h.engine,
+            )
+            hosts.append(entry)
         return {
             "advbase": c.advbase,
             "dead_ratio": c.dead_ratio,
-            "hosts": [
-                {
-                    "name": h.name,
-                    "address": str(h.address),
-                    "interface": h.interface,
-                    "vip_interface": h.vip_interface,
-                    "weight": h.weight,
-                    "engine": h.engine,
-                }
-                for h in c.hosts
-            ],
+            "hosts": hosts,
             "vips": [v.to_json() for v in self.vips],
         }

@@ -20,20 +20,30 @@ hostname: every tie is broken by a 64-bit key derived from names and addresses):
    key order from a point the VIP's key picks.
 4. Priorities. advskew rises with rank in even steps (CARP.md: the shortest interval wins and a
    backup's timeout grows with its skew), so the CARP election picks the plan's order.
+
+IPv6 VIPs (issue 11). Only iprotate hosts can hold them (ucarp speaks no IPv6), so steps 2 and 3
+run once per family, over the hosts that can hold that family: first the IPv4 VIPs over every
+host, exactly as in a file without IPv6 (adding IPv6 VIPs to a file never changes an IPv4 VIP's
+plan), then the IPv6 VIPs over the iprotate hosts. Balance is floor or ceil of each family's
+weighted share over its hosts; the IPv6 pass breaks its ties (which hosts get the odd VIPs, the
+odd first-backup duties) towards the hosts the IPv4 pass loaded least, so with equal weights and
+no ucarp host every host also owns floor or ceil of all the VIPs. vhids are per group as before
+(IPv6 VIPs advertise to IPv6 groups, so they never collide with IPv4 ones), derived from the
+address's last byte.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import heapq
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
-from ipaddress import IPv4Address
 from typing import Any
 
-from iprotate.cluster.model import Cluster, ClusterError, Host, Vip
+from iprotate.cluster.model import Cluster, ClusterError, Host, IPAddress, Vip
 from iprotate.plan.model import Plan, VipPlan
 
 MAX_VHID = 255
@@ -51,8 +61,7 @@ _M64 = (1 << 64) - 1
 def make_plan(cluster: Cluster) -> Plan:
     """Compute the plan for `cluster`. Raises ClusterError for limits the file breaks."""
     vhids = assign_vhids(cluster)
-    owners = assign_owners(cluster)
-    orders = assign_orders(cluster, owners)
+    orders = assign_family_orders(cluster)
     hosts = {h.name: h for h in cluster.hosts}
     _check_subsecond(cluster, orders, hosts)
     vips = []
@@ -68,6 +77,58 @@ def make_plan(cluster: Cluster) -> Plan:
             )
         )
     return Plan(cluster=cluster, vips=tuple(vips))
+
+
+def can_hold(host: Host, vip: Vip) -> bool:
+    """Whether `host` can take part in `vip`: IPv6 VIPs need an iprotate host with address6."""
+    return vip.address.version == 4 or host.speaks_ipv6
+
+
+def families(cluster: Cluster) -> list[tuple[list[int], Cluster]]:
+    """(VIP indices, the cluster of just those VIPs and the hosts that can hold them) per family
+    present, IPv4 first. A file without IPv6 VIPs gives one part: the cluster itself."""
+    out = []
+    for version in (4, 6):
+        idx = [i for i, v in enumerate(cluster.vips) if v.address.version == version]
+        if not idx:
+            continue
+        if len(idx) == len(cluster.vips) and version == 4:
+            out.append((idx, cluster))
+            continue
+        hosts = tuple(h for h in cluster.hosts if version == 4 or h.speaks_ipv6)
+        if not hosts:
+            raise ClusterError(
+                cluster.path,
+                [f"{cluster.vips[idx[0]].source}: no host can hold IPv6 VIPs: ucarp speaks no "
+                 "IPv6, and every iprotate host needs `address6`"],
+            )  # fmt: skip
+        names = {h.name for h in hosts}
+        for i in idx:
+            owner = cluster.vips[i].owner
+            if owner is not None and owner not in names:
+                raise ClusterError(
+                    cluster.path,
+                    [f"{cluster.vips[i].source}.owner: {owner!r} cannot hold IPv6 VIPs"],
+                )
+        vips = tuple(cluster.vips[i] for i in idx)
+        out.append((idx, dataclasses.replace(cluster, hosts=hosts, vips=vips)))
+    return out
+
+
+def assign_family_orders(cluster: Cluster) -> list[tuple[str, ...]]:
+    """The failover order (owner first) of every VIP, in file order, each family planned over
+    the hosts that can hold it (see the module docstring)."""
+    orders: list[tuple[str, ...]] = [()] * len(cluster.vips)
+    prior_own: Counter[str] = Counter()
+    prior_duty: Counter[str] = Counter()
+    for idx, part in families(cluster):
+        owners = assign_owners(part, prior_own)
+        part_orders = assign_orders(part, owners, prior_own, prior_duty)
+        for i, order in zip(idx, part_orders, strict=True):
+            orders[i] = order
+        prior_own.update(owners)
+        prior_duty.update(o[1] for o in part_orders if len(o) > 1)
+    return orders
 
 
 def ladder(advbase: int, participants: int) -> tuple[int, ...]:
@@ -91,14 +152,14 @@ def max_participants(cluster: Cluster) -> int:
 
 def assign_vhids(cluster: Cluster) -> list[int]:
     """The vhid of every VIP, in file order."""
-    by_group: dict[IPv4Address, dict[int, Vip]] = defaultdict(dict)
+    by_group: dict[IPAddress, dict[int, Vip]] = defaultdict(dict)
     out: list[int] = []
     problems: list[str] = []
     # More VIPs than vhids in a group: say so first, and not again as one collision per extra VIP
     # (no pin can fix those).
     sizes = Counter(vip.group for vip in cluster.vips)
     full = {g for g, k in sizes.items() if k > MAX_VHID}
-    for group in sorted(full):
+    for group in sorted(full, key=lambda g: (g.version, g)):
         problems.append(
             f"vips: group {group} would carry {sizes[group]} VIPs, at most {MAX_VHID} fit "
             "(vhid 1..255): give some [[vips]] entries another `group`"
@@ -177,15 +238,18 @@ def quotas(
     return dict(zip(names, base, strict=True))
 
 
-def _owner_quotas(cluster: Cluster, free: int, pinned: dict[str, int]) -> dict[str, int]:
+def _owner_quotas(
+    cluster: Cluster, free: int, pinned: dict[str, int], prior: Counter[str] | None = None
+) -> dict[str, int]:
     """How many unpinned VIPs each host should own so that, pins included, every host is as close
-    to its weighted share as the pins allow."""
+    to its weighted share as the pins allow. Equal remainders go first to the hosts that own
+    least of what `prior` counts (the VIPs of a family planned before)."""
     hosts = list(cluster.hosts)
+    before = prior or Counter()
     while True:
         total = free + sum(pinned.get(h.name, 0) for h in hosts)
-        q = quotas(
-            total, [h.name for h in hosts], [h.weight for h in hosts], [_key(h.name) for h in hosts]
-        )
+        keys = [(before[h.name] / h.weight, _key(h.name)) for h in hosts]
+        q = quotas(total, [h.name for h in hosts], [h.weight for h in hosts], keys)
         over = [h for h in hosts if pinned.get(h.name, 0) > q[h.name]]
         if not over:
             out = {h.name: 0 for h in cluster.hosts}
@@ -197,8 +261,9 @@ def _owner_quotas(cluster: Cluster, free: int, pinned: dict[str, int]) -> dict[s
             return {h.name: 0 for h in cluster.hosts}
 
 
-def assign_owners(cluster: Cluster) -> list[str]:
-    """The owner of every VIP, in file order."""
+def assign_owners(cluster: Cluster, prior: Counter[str] | None = None) -> list[str]:
+    """The owner of every VIP, in file order. `prior`: VIPs each host already owns from a family
+    planned before (ties only)."""
     hosts = cluster.hosts
     names = [h.name for h in hosts]
     owners: list[str | None] = [v.owner for v in cluster.vips]
@@ -207,7 +272,7 @@ def assign_owners(cluster: Cluster) -> list[str]:
         if o is not None:
             pinned[o] += 1
     free_idx = [i for i, o in enumerate(owners) if o is None]
-    quota = _owner_quotas(cluster, len(free_idx), pinned)
+    quota = _owner_quotas(cluster, len(free_idx), pinned, prior)
 
     # Deferred acceptance: VIPs propose in ring order; a host keeps the VIPs nearest to it.
     # The match is the unique VIP-optimal stable one, whatever order the VIPs propose in.
@@ -236,8 +301,14 @@ def assign_owners(cluster: Cluster) -> list[str]:
 # --- 3. failover order ---------------------------------------------------------------------------
 
 
-def assign_orders(cluster: Cluster, owners: Sequence[str]) -> list[tuple[str, ...]]:
-    """The failover order (owner first) of every VIP, in file order."""
+def assign_orders(
+    cluster: Cluster,
+    owners: Sequence[str],
+    prior_own: Counter[str] | None = None,
+    prior_duty: Counter[str] | None = None,
+) -> list[tuple[str, ...]]:
+    """The failover order (owner first) of every VIP, in file order. `prior_own`/`prior_duty`:
+    VIPs owned and first-backup duties from a family planned before (ties and loads only)."""
     hosts = cluster.hosts
     names = [h.name for h in hosts]
     weight = {h.name: h.weight for h in hosts}
@@ -252,10 +323,12 @@ def assign_orders(cluster: Cluster, owners: Sequence[str]) -> list[tuple[str, ..
     by_owner: dict[str, list[int]] = defaultdict(list)
     for i, o in enumerate(owners):
         by_owner[o].append(i)
-    own = {n: len(by_owner[n]) for n in names}
+    before_own = prior_own or Counter()
+    own = {n: len(by_owner[n]) + before_own[n] for n in names}
 
     # Rank 1: spread each owner's VIPs over the others by weight; odd ones to the least burdened.
-    duty = dict.fromkeys(names, 0)  # first-backup duties handed out so far
+    before_duty = prior_duty or Counter()
+    duty = {n: before_duty[n] for n in names}  # first-backup duties handed out so far
     to: dict[tuple[str, str], int] = defaultdict(int)  # (owner, first backup) -> VIPs
     for o in sorted(by_owner, key=lambda n: hkey[n]):
         items = sorted(by_owner[o], key=lambda i: vkey[i])

@@ -18,9 +18,28 @@ def owners(plan: Plan) -> dict[str, int]:
     return plan.load()
 
 
+def ipv6_notes(plan: Plan) -> list[str]:
+    """What the plan leaves out for IPv6, said plainly (none for an IPv4-only file)."""
+    v6 = sum(1 for v in plan.vips if v.ip.version == 6)
+    if not v6:
+        return []
+    out = []
+    ucarp = [h.name for h in plan.cluster.hosts if h.engine == "ucarp"]
+    if ucarp:
+        out.append(
+            f"{', '.join(ucarp)} (ucarp) take(s) no part in the {v6} IPv6 VIPs: ucarp speaks no "
+            "IPv6; they are balanced over the other hosts"
+        )
+    return out
+
+
 def summary_json(plan: Plan) -> dict[str, Any]:
     c = plan.cluster
     groups = Counter(str(v.group) for v in plan.vips)
+    extra: dict[str, Any] = {}
+    v6 = sum(1 for v in plan.vips if v.ip.version == 6)
+    if v6:  # only then: an IPv4-only summary stays as it was
+        extra = {"ipv6_vips": v6, "notes": ipv6_notes(plan)}
     return {
         "file": c.path,
         "advbase": c.advbase,
@@ -30,6 +49,7 @@ def summary_json(plan: Plan) -> dict[str, Any]:
         "groups": dict(sorted(groups.items())),
         "owners": owners(plan),
         "warnings": list(c.warnings),
+        **extra,
     }
 
 
@@ -37,10 +57,12 @@ def summary_text(plan: Plan) -> str:
     c = plan.cluster
     s = summary_json(plan)
     own = s["owners"]
+    dual = any(h.address6 is not None for h in c.hosts)
     rows = [
-        [h.name, h.address, h.interface, h.vip_interface, f"{h.weight:g}", h.engine, own[h.name]]
+        [h.name, h.address, *([h.address6 or "-"] if dual else []), h.interface, h.vip_interface,
+         f"{h.weight:g}", h.engine, own[h.name]]
         for h in c.hosts
-    ]
+    ]  # fmt: skip
     d = master_down(c.advbase, 0, c.dead_ratio)
     groups = ", ".join(f"{g} ({n} VIPs)" for g, n in s["groups"].items())
     head = (
@@ -48,9 +70,9 @@ def summary_text(plan: Plan) -> str:
         f"advbase {c.advbase}, dead ratio {c.dead_ratio}: a dead owner's VIPs move after "
         f"~{d:g} s plus the backup's skew\n"
     )
-    table = tabulate(
-        rows, headers=["host", "address", "interface", "vip_interface", "weight", "engine", "owns"]
-    )
+    head += "".join(f"note: {n}\n" for n in s.get("notes", ()))
+    headers = ["host", "address", *(["address6"] if dual else []), "interface", "vip_interface"]
+    table = tabulate(rows, headers=[*headers, "weight", "engine", "owns"])
     return head + "\n" + table
 
 
@@ -200,7 +222,7 @@ def diff(old: Plan, new: Plan) -> dict[str, Any]:
     o = {v.ip: v for v in old.vips}
     n = {v.ip: v for v in new.vips}
     changed = []
-    for ip in sorted(o.keys() & n.keys()):
+    for ip in _sorted(o.keys() & n.keys()):
         a, b = o[ip], n[ip]
         what = {}
         for field in ("owner", "vhid", "group", "order"):
@@ -210,10 +232,15 @@ def diff(old: Plan, new: Plan) -> dict[str, Any]:
         if what:
             changed.append({"address": str(b.address), **what})
     return {
-        "added": [str(n[ip].address) for ip in sorted(n.keys() - o.keys())],
-        "removed": [str(o[ip].address) for ip in sorted(o.keys() - n.keys())],
+        "added": [str(n[ip].address) for ip in _sorted(n.keys() - o.keys())],
+        "removed": [str(o[ip].address) for ip in _sorted(o.keys() - n.keys())],
         "changed": changed,
     }
+
+
+def _sorted(ips: Iterable[Any]) -> list[Any]:
+    """IPv4 before IPv6 (addresses of two families do not compare)."""
+    return sorted(ips, key=lambda ip: (ip.version, ip))
 
 
 def _plain(x: Any) -> Any:
