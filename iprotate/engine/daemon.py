@@ -15,7 +15,13 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
+from ipaddress import (
+    IPv4Address,
+    IPv6Address,
+    IPv6Interface,
+    ip_address,
+    ip_interface,
+)
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +40,7 @@ from iprotate.carp.machine import (
 from iprotate.carp.node import Effect, Node
 from iprotate.carp.status import build_status
 from iprotate.cluster.loader import load_cluster
-from iprotate.cluster.model import ClusterError
+from iprotate.cluster.model import ClusterError, IPAddress, IPInterface
 from iprotate.engine import drained_state, hostlock
 from iprotate.engine.addresses import AddressSetter
 from iprotate.engine.control import ControlError, ControlServer
@@ -45,7 +51,9 @@ from iprotate.engine.metrics import serve as serve_metrics
 from iprotate.engine.sdnotify import Notifier
 from iprotate.engine.signals import EarlySignals, SignalRules
 from iprotate.engine.signals import install as install_signal_rules
+from iprotate.engine.unsolicited_na import NaSender
 from iprotate.engine.wire import CarpSocket
+from iprotate.engine.wire6 import CarpSocket6
 from iprotate.plan.model import Plan, VipPlan
 from iprotate.plan.planner import make_plan
 
@@ -111,7 +119,9 @@ class Daemon:
             ignore_ifstate=self.options.ignore_ifstate,
         )
         self.socket: CarpSocket | None = None
+        self.socket6: CarpSocket6 | None = None  # only with IPv6 VIPs in the plan
         self.garp: GarpSender | None = None
+        self.na: NaSender | None = None
         self.hooks = HookRunner(timeout=self.options.hook_timeout, logger=log)
         self.notifier = Notifier()
         self.addresses: AddressSetter | None = None
@@ -119,17 +129,17 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._vip_index = 0
         self._adv_index = 0
-        self._takeover_started: dict[tuple[IPv4Address, int], float] = {}
+        self._takeover_started: dict[tuple[IPAddress, int], float] = {}
         self._drain_all = False
         self._reloading = False
         self._strangers_logged = -DRIFT_LOG_EVERY
-        self._drift_logged: dict[tuple[tuple[IPv4Address, int], IPv4Address], float] = {}
+        self._drift_logged: dict[tuple[tuple[IPAddress, int], IPAddress], float] = {}
         self._links_up = {False: True, True: True}  # (vip link?) -> up, as the node was told
         self._failed: str | None = None
         # Whether our own address was ever seen on the advert interface: only then does its
         # absence there mean it was removed (it may live on another interface).
         self._source_seen = False
-        self._planned: tuple[Plan | None, set[IPv4Interface]] = (None, set())
+        self._planned: tuple[Plan | None, set[IPInterface]] = (None, set())
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -217,11 +227,14 @@ class Daemon:
                 signal_rules.remove()
             if self._timer:
                 self._timer.cancel()
-            if self.socket is not None:
-                loop.remove_reader(self.socket.fileno())
-                self.socket.close()
+            for sock in (self.socket, self.socket6):
+                if sock is not None:
+                    loop.remove_reader(sock.fileno())
+                    sock.close()
             if self.garp:
                 self.garp.close()
+            if self.na:
+                self.na.close()
             if self.addresses is not None:
                 self.addresses.close()
             if control is not None:
@@ -312,8 +325,9 @@ class Daemon:
             log.info("reload dropped: stopping")
             return {"ok": False, "error": "stopping: no reload"}
         new = plan.cluster.host(self.host.name)
-        if (new.address, new.interface, new.vip_interface) != (
+        if (new.address, new.address6, new.interface, new.vip_interface) != (
             self.host.address,
+            self.host.address6,
             self.host.interface,
             self.host.vip_interface,
         ):
@@ -357,13 +371,37 @@ class Daemon:
             asyncio.get_running_loop().add_reader(self.socket.fileno(), self._on_readable)
         else:
             self.socket.set_sources(self._sources())
-        groups = {v.group for v in self.plan.vips}
+        groups = {v.group for v in self.plan.vips if v.group.version == 4}
         for group in sorted(groups - self.socket.groups):
             self.socket.join(group)
         for group in sorted(self.socket.groups - groups):
             self.socket.leave(group)
         if self.garp is None:
             self.garp = GarpSender(self.host.vip_interface)
+        self._join_groups6()
+
+    def _join_groups6(self) -> None:
+        """The IPv6 twin: a socket only while the plan has IPv6 VIPs (and we an address6 to
+        send from; the loader refuses a file where a native host lacks it)."""
+        groups6 = {v.group for v in self.plan.vips if isinstance(v.group, IPv6Address)}
+        src6 = self.host.address6
+        if not groups6 or src6 is None:
+            if self.socket6 is not None:  # a reload removed the last IPv6 VIP
+                asyncio.get_running_loop().remove_reader(self.socket6.fileno())
+                self.socket6.close()
+                self.socket6 = None
+            return
+        if self.socket6 is None:
+            self.socket6 = CarpSocket6(self.host.interface, self._adv_index, src6, self._sources6())
+            asyncio.get_running_loop().add_reader(self.socket6.fileno(), self._on_readable6)
+        else:
+            self.socket6.set_sources(self._sources6())
+        for group in sorted(groups6 - self.socket6.groups):
+            self.socket6.join(group)
+        for group in sorted(self.socket6.groups - groups6):
+            self.socket6.leave(group)
+        if self.na is None:
+            self.na = NaSender(self.host.vip_interface)
 
     def _sources(self) -> list[IPv4Address]:
         """Whose adverts the kernel lets through: every other host of the cluster file.
@@ -374,6 +412,13 @@ class Daemon:
         A cluster of one host has no one else: the filter keeps our address (it needs one)."""
         me = self.host.address
         return [h.address for h in self.plan.cluster.hosts if h.address != me] or [me]
+
+    def _sources6(self) -> list[IPv6Address]:
+        """`_sources` for IPv6: every other host's address6."""
+        me = self.host.address6
+        assert me is not None
+        others = [h.address6 for h in self.plan.cluster.hosts if h.address6 not in (None, me)]
+        return [a for a in others if a is not None] or [me]
 
     # --- events in ---------------------------------------------------------------------------
 
@@ -386,6 +431,26 @@ class Daemon:
             if (data := self.socket.recv()) is None:
                 break
             self._emit(self.node.packet(now, data))
+        if self.node.counters["drift"] != drift:
+            self._log_drift(now)
+        if self.node.counters["drop_not_a_host"] != strangers:
+            self._log_strangers(now)
+
+    def _on_readable6(self) -> None:
+        """As `_on_readable`, for the IPv6 socket: the kernel gives the CARP bytes with their
+        source, destination and hop limit beside (no IPv6 header); the node checks them all."""
+        if self.socket6 is None:
+            return
+        now = asyncio.get_running_loop().time()
+        drift = self.node.counters["drift"]
+        strangers = self.node.counters["drop_not_a_host"]
+        for _ in range(READ_BATCH):
+            if (r := self.socket6.recv()) is None:
+                break
+            if r.dst is None or r.hop_limit is None:  # never seen: the kernel always gives both
+                self.node.counters["drop_no_pktinfo"] += 1
+                continue
+            self._emit(self.node.packet6(now, r.carp, r.src, r.dst, r.hop_limit))
         if self.node.counters["drift"] != drift:
             self._log_drift(now)
         if self.node.counters["drop_not_a_host"] != strangers:
@@ -471,13 +536,17 @@ class Daemon:
                 if self.garp is not None:
                     self.garp.close()
                     self.garp = None
+                if self.na is not None:
+                    self.na.close()
+                    self.na = None
                 promote_secondaries(self.host.vip_interface)
             else:
                 self._adv_index = index
-                if self.socket is not None:
-                    asyncio.get_running_loop().remove_reader(self.socket.fileno())
-                    self.socket.close()
-                    self.socket = None
+                for sock in (self.socket, self.socket6):
+                    if sock is not None:
+                        asyncio.get_running_loop().remove_reader(sock.fileno())
+                        sock.close()
+                self.socket = self.socket6 = None
             self._join_groups()
         except OSError as e:
             self.node.counters["errors"] += 1
@@ -501,7 +570,7 @@ class Daemon:
                         "back", self.host.address, where)  # fmt: skip
         self._emit(self.node.source(present, now))
 
-    def address_added(self, index: int, address: IPv4Interface) -> None:
+    def address_added(self, index: int, address: IPInterface) -> None:
         """A planned VIP on our VIP interface while we are not its master, or a copy of it
         with another prefix while we are: remove it."""
         if index == self._adv_index and address.ip == self.host.address:
@@ -545,7 +614,7 @@ class Daemon:
                         self.host.vip_interface)  # fmt: skip
         self._address_gone(address.ip)
 
-    def address_removed(self, index: int, address: IPv4Interface) -> None:
+    def address_removed(self, index: int, address: IPInterface) -> None:
         if index == self._adv_index and address.ip == self.host.address:
             self._feed_source(False, asyncio.get_running_loop().time())
         # A copy of a VIP with another prefix going (we removed it, see address_added) leaves
@@ -553,13 +622,13 @@ class Daemon:
         if index == self._vip_index and address in self._planned_addresses():
             self._address_gone(address.ip)
 
-    def _planned_addresses(self) -> set[IPv4Interface]:
+    def _planned_addresses(self) -> set[IPInterface]:
         """Every planned VIP with its prefix (kept per plan: looked up for every address event)."""
         if self._planned[0] is not self.plan:
             self._planned = (self.plan, {v.address for v in self.plan.vips})
         return self._planned[1]
 
-    def addresses_dumped(self, index: int, present: set[IPv4Address]) -> None:
+    def addresses_dumped(self, index: int, present: set[IPAddress]) -> None:
         """After a (re)synchronisation: a VIP we are master of and that is missing was removed
         while we could not hear it."""
         if index == self._adv_index:
@@ -572,7 +641,7 @@ class Daemon:
             if ip not in present:
                 self._address_gone(ip)
 
-    def _address_gone(self, ip: IPv4Address) -> None:
+    def _address_gone(self, ip: IPAddress) -> None:
         effects = self.node.address_gone(asyncio.get_running_loop().time(), ip)
         if effects:
             self.node.counters["addresses_restored"] += 1
@@ -617,8 +686,12 @@ class Daemon:
                 vip=v.ip,
                 password=self.plan.cluster.password,
             )
-            assert self.socket is not None
-            self.socket.send(carp, v.group)
+            if isinstance(v.group, IPv6Address):
+                assert self.socket6 is not None
+                self.socket6.send(carp, v.group)
+            else:
+                assert self.socket is not None
+                self.socket.send(carp, v.group)
             self.node.counters["adverts_sent"] += 1
             started = self._takeover_started.pop((v.group, v.vhid), None)
             if started is not None:
@@ -631,9 +704,13 @@ class Daemon:
             assert self.addresses is not None
             if self.addresses.delete(v.address):
                 self._hook(v, "down")
-        elif isinstance(a, SendGarp):
-            assert self.garp is not None
-            self.garp.send(v.ip)
+        elif isinstance(a, SendGarp):  # a gratuitous ARP, or for IPv6 an unsolicited NA
+            if isinstance(v.ip, IPv6Address):
+                assert self.na is not None
+                self.na.send(v.ip)
+            else:
+                assert self.garp is not None
+                self.garp.send(v.ip)
         elif isinstance(a, Transition):
             if a.new is State.MASTER:
                 self._takeover_started[(v.group, v.vhid)] = time.perf_counter()
@@ -661,9 +738,9 @@ class Daemon:
                 return {"ok": False, "error": "vip must be an address, or absent for every VIP"}
             try:
                 # "" is no address: it must never mean "every VIP".
-                ip = IPv4Address(only.split("/")[0]) if only is not None else None
+                ip = ip_address(only.split("/")[0]) if only is not None else None
             except ValueError:
-                return {"ok": False, "error": f"{only!r} is not an IPv4 address"}
+                return {"ok": False, "error": f"{only!r} is not an IP address"}
             if ip is not None and all(v.ip != ip for v in self.node.vips.values()):
                 return {"ok": False, "error": f"{ip} is not a VIP of this cluster"}
             if ip is not None and all(self.node.vips[k].ip != ip for k in self.node.machines):
@@ -793,9 +870,10 @@ async def remove_vips(plan: Plan, host: str, ipr: AsyncIPRoute | None = None) ->
     try:
         index = await _ifindex(ipr, plan.cluster.host(host).vip_interface, host)
         planned = {v.ip: v for v in plan.vips}
-        present = [
-            IPv4Interface(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
-            for m in await _collect(ipr.addr("dump", index=index, family=2))
+        present: list[IPInterface] = [
+            ip_interface(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
+            for family in (2, 10)  # AF_INET, AF_INET6
+            for m in await _collect(ipr.addr("dump", index=index, family=family))
         ]
         setter = AddressSetter(index)
         try:

@@ -29,7 +29,7 @@ import subprocess
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from typing import Literal
 
 from iprotate.cluster.model import Cluster, Vip
@@ -63,7 +63,7 @@ class Hook:
 
     script: str
     interface: str
-    vip: IPv4Interface
+    vip: IPv4Interface | IPv6Interface
     event: Event
     vhid: int | None = None
 
@@ -133,9 +133,9 @@ class HookRunner:
         self.succeeded = 0
         self.failures = 0
         self.timeouts = 0
-        self._queues: dict[IPv4Address, deque[Hook]] = {}
+        self._queues: dict[IPv4Address | IPv6Address, deque[Hook]] = {}
         # Holding the tasks also keeps them from being garbage-collected mid-run.
-        self._workers: dict[IPv4Address, asyncio.Task[None]] = {}
+        self._workers: dict[IPv4Address | IPv6Address, asyncio.Task[None]] = {}
         self._pending = 0
 
     def run(self, hook: Hook) -> None:
@@ -180,7 +180,7 @@ class HookRunner:
 
     # --- internals -----------------------------------------------------------------------------
 
-    async def _work(self, key: IPv4Address) -> None:
+    async def _work(self, key: IPv4Address | IPv6Address) -> None:
         queue = self._queues[key]
         try:
             while queue:
