@@ -1,10 +1,34 @@
-"""CARP advertisements on the wire, as ucarp 1.5.2 sends and accepts them.
+"""CARP advertisements on the wire, as ucarp 1.5.2 sends and accepts them (IPv4), and as the BSD
+kernels do over IPv6.
 
 Pure functions over bytes: no sockets, no clock, no randomness. See CARP.md for the protocol; the
 receive checks here follow ucarp's order so that a rejected packet gets the reason ucarp would log.
 
 Every decode failure raises :class:`DecodeError` carrying a :class:`Reject`; malformed bytes can
 raise nothing else. Encoding functions raise ``ValueError`` for out-of-range arguments.
+
+IPv6 (issue 11), as FreeBSD's sys/netinet/ip_carp.c speaks it (read there, checked here against
+scapy's CARP layer and Wireshark's dissector, tests/test_codec_ipv6.py):
+
+- The packet: an IPv6 header (next header 112, hop limit 255, traffic class and flow label 0,
+  destination the group, ff02::12 by default; source the host's `address6`) and the same 36-byte
+  CARP header as over IPv4, nothing after it: 76 bytes.
+- The checksum: the RFC 1071 sum over the 36 CARP bytes alone. No IPv6 pseudo-header, unlike
+  ICMPv6 or UDP (carp6_input sums exactly sizeof(struct carp_header) from the CARP header). So a
+  raw IPv6 socket must leave IPV6_CHECKSUM off (its default for protocols other than ICMPv6), or
+  the kernel would write a pseudo-header sum into the packet.
+- The digest: HMAC-SHA1 keyed with the password over version, type, vhid, then the vhid's IPv6
+  addresses (16 bytes each, in ascending order, link-local ones with their embedded scope
+  cleared; IPv4 ones before them), then the 8 counter bytes as on the wire (carp_hmac_prepare
+  and carp_hmac_generate). A vhid carrying exactly one IPv6 VIP, as every iprotate vhid does,
+  hashes 0x02 0x01 vhid VIP(16) counter(8): 27 bytes. `digest` computes it from `vip.packed`.
+- What a raw AF_INET6 socket gives: the CARP bytes without the IPv6 header; the source comes
+  with recvfrom, the hop limit and the destination in ancillary data (IPV6_RECVHOPLIMIT,
+  IPV6_RECVPKTINFO). `decode_packet6` takes those four. FreeBSD checks the hop limit first,
+  then the length, then the checksum; a payload longer than 36 bytes passes there (it sums 36),
+  here it is LONG, as over IPv4: no CARP speaker sends more.
+- Sending: the 36 CARP bytes (`encode_advert`, as over IPv4) to (group, 0) with the multicast
+  hop limit 255 (IPV6_MULTICAST_HOPS; the unicast hop limit does not apply to multicast).
 """
 
 from __future__ import annotations
@@ -14,11 +38,12 @@ import hashlib
 import hmac
 import struct
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 CARP_PROTO = 112
 CARP_LEN = 36  # CARP header bytes
 IP_HEADER_LEN = 20  # IPv4 header without options
+IPV6_HEADER_LEN = 40  # IPv6 fixed header (CARP adverts carry no extension header)
 CARP_VERSION = 2
 CARP_TYPE_ADVERTISEMENT = 1
 CARP_AUTHLEN = 7  # counter + digest in 32-bit words; sent, never checked by ucarp
@@ -33,6 +58,10 @@ _MAX_COUNTER = (1 << 64) - 1
 _CARP = struct.Struct("!BBBBBBHQ20s")
 # version/IHL, TOS, total length, id, flags/fragment, TTL, protocol, checksum, src, dst
 _IP = struct.Struct("!BBHHHBBH4s4s")
+# version/traffic class/flow label, payload length, next header, hop limit, src, dst
+_IP6 = struct.Struct("!IHBB16s16s")
+
+IPAddress = IPv4Address | IPv6Address
 
 
 class Reject(enum.Enum):
@@ -47,11 +76,12 @@ class Reject(enum.Enum):
     SHORT = "short"  # fewer bytes than an IPv4 header, or than 36 CARP bytes after it
     LONG = "long"  # over 36 bytes after the IP header (ucarp sums only 36: a zero tail passes)
     NOT_IPV4 = "not_ipv4"  # IP version nibble is not 4 (the kernel never delivers one)
+    NOT_IPV6 = "not_ipv6"  # decode_ipv6_packet: version nibble not 6; decode_packet6: a v4 address
     BAD_IHL = "bad_ihl"  # IP header length field below 5 words
     IP_OPTIONS = "ip_options"  # IP header longer than 20 bytes (ucarp accepts, summing them)
     BAD_LENGTH = "bad_length"  # IP total length differs from the bytes given (the kernel trims)
     BAD_PROTO = "bad_proto"  # IP protocol is not 112
-    BAD_TTL = "bad_ttl"  # TTL is not 255: the packet crossed a router (ucarp: "Bad TTL")
+    BAD_TTL = "bad_ttl"  # TTL (IPv6: hop limit) not 255: it crossed a router (ucarp: "Bad TTL")
     BAD_VERSION = "bad_version"  # CARP version nibble is not 2 (ucarp: "Bad version")
     BAD_TYPE = "bad_type"  # CARP type nibble is not 1 (advertisement); ucarp does not check it
     BAD_CHECKSUM = "bad_checksum"  # ones'-complement sum is not zero (ucarp: "Bad IP checksum")
@@ -106,10 +136,11 @@ class Advert:
 
 @dataclass(frozen=True)
 class Packet:
-    """A received IPv4 packet carrying an advertisement."""
+    """A received packet carrying an advertisement: IPv4, or IPv6 (`ttl` is then the hop limit;
+    src and dst are of one family)."""
 
-    src: IPv4Address
-    dst: IPv4Address
+    src: IPAddress
+    dst: IPAddress
     ttl: int
     advert: Advert
 
@@ -132,8 +163,9 @@ def checksum(data: bytes) -> int:
     return ~_ones_sum(data) & 0xFFFF
 
 
-def digest(password: bytes, vhid: int, vip: IPv4Address, counter: int) -> bytes:
-    """HMAC-SHA1 keyed with the raw password over 0x02 0x01 vhid vip counter (15 bytes)."""
+def digest(password: bytes, vhid: int, vip: IPAddress, counter: int) -> bytes:
+    """HMAC-SHA1 keyed with the raw password over 0x02 0x01 vhid vip counter: 15 bytes for an
+    IPv4 VIP (ucarp), 27 for an IPv6 one (FreeBSD, a vhid with one IPv6 address)."""
     _check_byte("vhid", vhid)
     _check_counter(counter)
     message = bytes((CARP_VERSION, CARP_TYPE_ADVERTISEMENT, vhid)) + vip.packed
@@ -141,7 +173,7 @@ def digest(password: bytes, vhid: int, vip: IPv4Address, counter: int) -> bytes:
     return hmac.new(password, message, hashlib.sha1).digest()
 
 
-def verify(advert: Advert, password: bytes, vip: IPv4Address) -> bool:
+def verify(advert: Advert, password: bytes, vip: IPAddress) -> bool:
     """True if the advert's digest matches password and vip (constant-time compare)."""
     expected = digest(password, advert.vhid, vip, advert.counter)
     return hmac.compare_digest(expected, advert.digest)
@@ -170,10 +202,11 @@ def encode_advert(
     advbase: int,
     advskew: int,
     counter: int,
-    vip: IPv4Address,
+    vip: IPAddress,
     password: bytes,
 ) -> bytes:
-    """The 36 CARP bytes of an advertisement as ucarp sends it, digest and checksum filled in."""
+    """The 36 CARP bytes of an advertisement as ucarp sends it (an IPv6 VIP: as FreeBSD does),
+    digest and checksum filled in. The same bytes go out over either family."""
     _check_byte("vhid", vhid, low=1)
     _check_byte("advbase", advbase)
     _check_byte("advskew", advskew)
@@ -286,4 +319,68 @@ def build_ip_packet(
     fields = (0x45, tos, total_length, ident, _IP_DF, ttl, proto, 0, src.packed, dst.packed)
     header = _IP.pack(*fields)
     header = header[:10] + checksum(header).to_bytes(2, "big") + header[12:]
+    return header + bytes(carp)
+
+
+def decode_packet6(carp: bytes, src: IPv6Address, dst: IPv6Address, hop_limit: int) -> Packet:
+    """Decode what a raw AF_INET6 socket for protocol 112 returns: the CARP bytes, with the
+    source (recvfrom), destination (IPV6_PKTINFO) and hop limit (IPV6_HOPLIMIT). Raises
+    DecodeError.
+
+    Checks: the addresses are IPv6 (NOT_IPV6), 36 bytes (SHORT/LONG), hop limit 255 (BAD_TTL:
+    the packet crossed a router), version and type, the checksum over the 36 CARP bytes alone
+    (no pseudo-header, as carp6_input). The caller still checks source, group, vhid, digest.
+    """
+    if not isinstance(src, IPv6Address) or not isinstance(dst, IPv6Address):
+        raise DecodeError(Reject.NOT_IPV6, f"addresses {src!r}, {dst!r}")
+    carp = bytes(carp)
+    _check_length(len(carp))
+    if hop_limit != CARP_TTL:
+        raise DecodeError(Reject.BAD_TTL, f"hop limit {hop_limit}")
+    advert = _unpack_carp(carp)
+    if _ones_sum(carp) != 0xFFFF:
+        raise DecodeError(Reject.BAD_CHECKSUM, "CARP checksum")
+    return Packet(src=src, dst=dst, ttl=hop_limit, advert=advert)
+
+
+def decode_ipv6_packet(data: bytes) -> Packet:
+    """Decode a whole IPv6 packet (a capture, an AF_PACKET read): the fixed header, next header
+    112 directly (CARP adverts carry no extension header), then as `decode_packet6`."""
+    data = bytes(data)
+    if len(data) < IPV6_HEADER_LEN:
+        raise DecodeError(Reject.SHORT, f"{len(data)} bytes, no room for an IPv6 header")
+    vtf, payload_length, next_header, hop_limit, src, dst = _IP6.unpack_from(data)
+    if vtf >> 28 != 6:
+        raise DecodeError(Reject.NOT_IPV6, f"IP version {vtf >> 28}")
+    if payload_length != len(data) - IPV6_HEADER_LEN:
+        raise DecodeError(
+            Reject.BAD_LENGTH, f"payload length {payload_length}, got {len(data) - IPV6_HEADER_LEN}"
+        )
+    if next_header != CARP_PROTO:
+        raise DecodeError(Reject.BAD_PROTO, f"next header {next_header}")
+    return decode_packet6(data[IPV6_HEADER_LEN:], IPv6Address(src), IPv6Address(dst), hop_limit)
+
+
+def build_ipv6_packet(
+    src: IPv6Address,
+    dst: IPv6Address,
+    carp: bytes,
+    hop_limit: int = CARP_TTL,
+    *,
+    traffic_class: int = 0,
+    flow_label: int = 0,
+    next_header: int = CARP_PROTO,
+) -> bytes:
+    """A whole IPv6 packet around carp (any length), as FreeBSD sends an advert: traffic class
+    and flow label 0, no extension header. The engine lets the kernel build it; this is for
+    captures, tests and the lab's attacker."""
+    _check_byte("hop_limit", hop_limit)
+    _check_byte("traffic_class", traffic_class)
+    _check_byte("next_header", next_header)
+    if not 0 <= flow_label < 1 << 20:
+        raise ValueError(f"flow_label must be in 0..2**20-1, got {flow_label!r}")
+    if len(carp) > 0xFFFF:
+        raise ValueError(f"payload of {len(carp)} bytes does not fit an IPv6 packet (no jumbo)")
+    vtf = 6 << 28 | traffic_class << 20 | flow_label
+    header = _IP6.pack(vtf, len(carp), next_header, hop_limit, src.packed, dst.packed)
     return header + bytes(carp)
