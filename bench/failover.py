@@ -9,7 +9,10 @@ each with 3 hosts and 12 VIPs planned by iprotate:
 - ucarp               Debian's ucarp on every host, the lines `iprotate ucarp` generates;
 - keepalived          Debian's keepalived, one vrrp_instance per VIP, priorities in plan order
                       (bench/keepalived.py);
-- iprotate-subsecond  `iprotate run` with advbase 0 (owner 62 ms, first backup 187 ms).
+- iprotate-subsecond  `iprotate run` with advbase 0 (owner 62 ms, first backup 187 ms);
+- iprotate-ipv6       `iprotate run`, the same 12 VIPs as IPv6 addresses (2001:db8:113::/64);
+- keepalived-ipv6     keepalived on those IPv6 VIPs: VRRPv3 (keepalived's only choice for IPv6),
+                      one instance per VIP, the same plan-derived priorities.
 
 iprotate runs with `--hold-down 0 --stagger 0` so that its fail-back is measured raw, like the
 others' (its default waits 3 s after a host comes back, on purpose).
@@ -52,7 +55,7 @@ from typing import Any
 from tabulate import tabulate
 
 from iprotate.lab.lab import CLIENT, Lab
-from iprotate.lab.netns import Segment
+from iprotate.lab.netns import Segment, host_address6
 from iprotate.plan.timing import master_down
 
 BENCH = Path(__file__).resolve().parent
@@ -83,6 +86,7 @@ class Engine:
     advbase: int = 1
     run_args: tuple[str, ...] = ()
     note: str = ""
+    ipv6: bool = False  # the VIPs are IPv6 addresses (the same count), not IPv4 ones
 
 
 ENGINES: dict[str, Engine] = {
@@ -99,6 +103,19 @@ ENGINES: dict[str, Engine] = {
             advbase=0,
             run_args=RAW_FAILBACK,
             note="advbase 0 (advskew 16/48/112), `--hold-down 0 --stagger 0`",
+        ),
+        Engine(
+            "iprotate-ipv6",
+            Lab,
+            run_args=RAW_FAILBACK,
+            note="IPv6 VIPs, `iprotate run --hold-down 0 --stagger 0`",
+            ipv6=True,
+        ),
+        Engine(
+            "keepalived-ipv6",
+            KeepalivedLab,
+            note="IPv6 VIPs, keepalived VRRPv3, priorities 250/200/150",
+            ipv6=True,
         ),
     )
 }
@@ -424,7 +441,8 @@ def run_engine(
     lab = engine.lab(
         workdir,
         hosts=hosts,
-        vips=vips,
+        vips=0 if engine.ipv6 else vips,
+        vips6=vips if engine.ipv6 else 0,
         legacy=engine.legacy,
         advbase=engine.advbase,
         run_args=engine.run_args,
@@ -443,7 +461,8 @@ def run_engine(
         pinger += ["--interval", str(PING_INTERVAL), "--out", str(client.ping_file), *addrs]
         lab.seg.spawn(CLIENT, pinger, log=str(workdir / "pinger.log"))
         probe = [sys.executable, "-m", "iprotate.lab.probe", "--interface", "eth0"]
-        probe += ["--src", f"198.51.100.{WATCH_OCTET}", "--period", str(ARP_PERIOD), *addrs]
+        probe += ["--src", f"198.51.100.{WATCH_OCTET}", "--src6", host_address6(WATCH_OCTET)]
+        probe += ["--period", str(ARP_PERIOD), *addrs]
         with client.arp_file.open("wb") as out:
             lab.seg.spawn(WATCH, probe, log=str(workdir / "probe.log"), stdout=out)
         t_start = time.monotonic()

@@ -16,6 +16,7 @@ import click
 from tabulate import tabulate
 
 from iprotate.cli import main
+from iprotate.cluster.model import ClusterError
 from iprotate.lab.lab import Lab
 
 HELP = "commands: fail NAME (kill + cable out) | stop NAME (SIGTERM) | start NAME | quit"
@@ -127,13 +128,18 @@ def _raise_exit(signum: int, frame: FrameType | None) -> None:
 
 @main.command()
 @click.option("--hosts", default=3, show_default=True, help="Hosts in the cluster (1..26).")
-@click.option("--vips", default=9, show_default=True, help="VIPs in 203.0.113.0/24 (1..245).")
+@click.option("--vips", default=9, show_default=True, help="VIPs in 203.0.113.0/24 (0..245).")
+@click.option(
+    "--vips6", default=3, show_default=True, help="IPv6 VIPs in 2001:db8:113::/64 (0..245)."
+)
 @click.option("--legacy", default=0, show_default=True, help="How many hosts run ucarp instead.")
 @click.option("--advbase", default=1, show_default=True, help="CARP advbase (0: sub-second).")
 @click.option("--demo", is_flag=True, help="Run a scripted failure and return, then exit "
               "(the default when standard input is not a terminal).")  # fmt: skip
 @click.option("--keep", is_flag=True, help="Keep the lab's files (cluster file, logs).")
-def lab(hosts: int, vips: int, legacy: int, advbase: int, demo: bool, keep: bool) -> None:
+def lab(
+    hosts: int, vips: int, vips6: int, legacy: int, advbase: int, demo: bool, keep: bool
+) -> None:
     """Build a cluster of network namespaces here and watch VIPs move between its hosts."""
     if os.geteuid() != 0:
         raise click.ClickException(
@@ -148,11 +154,18 @@ def lab(hosts: int, vips: int, legacy: int, advbase: int, demo: bool, keep: bool
     ok = True
     try:
         try:
-            the_lab = Lab(workdir, hosts=hosts, vips=vips, legacy=legacy, advbase=advbase)
-        except ValueError as e:
+            if legacy == hosts and vips6:
+                raise ValueError("every host runs ucarp, which speaks no IPv6: add --vips6 0")
+            the_lab = Lab(
+                workdir, hosts=hosts, vips=vips, vips6=vips6, legacy=legacy, advbase=advbase
+            )
+        except (ValueError, ClusterError) as e:
             raise click.ClickException(str(e)) from None
         with the_lab as lab_:
-            click.echo(f"lab {lab_.seg.prefix}: {hosts} hosts ({legacy} on ucarp), {vips} VIPs")
+            click.echo(
+                f"lab {lab_.seg.prefix}: {hosts} hosts ({legacy} on ucarp), {vips} IPv4 and "
+                f"{vips6} IPv6 VIPs"
+            )
             click.echo(f"cluster file: {lab_.cluster_file}; logs in {workdir}\n")
             lab_.start_all()
             lab_.start_probe()

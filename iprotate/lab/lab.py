@@ -61,8 +61,8 @@ def lab_cluster_toml(
     (ucarp hosts take no part in them)."""
     if not 1 <= hosts <= len(NAMES):
         raise ValueError(f"a lab has 1..{len(NAMES)} hosts")
-    if not 1 <= vips <= 255 - FIRST_VIP:
-        raise ValueError(f"a lab has 1..{255 - FIRST_VIP} VIPs")
+    if not 0 <= vips <= 255 - FIRST_VIP or (vips == 0 and vips6 == 0):
+        raise ValueError(f"a lab has 1..{255 - FIRST_VIP} VIPs (or none, with IPv6 ones)")
     if not 0 <= legacy <= hosts:
         raise ValueError("more legacy hosts than hosts")
     if not 0 <= vips6 <= 255 - FIRST_VIP:
@@ -88,7 +88,9 @@ def lab_cluster_toml(
         if NAMES[i] in vip_links:
             lines.append(f'vip_interface = "{VIP_IFACE}"')
     last = FIRST_VIP + vips - 1
-    lines += ["", "[[vips]]", f'pool = "203.0.113.{FIRST_VIP}-203.0.113.{last}/24"', ""]
+    lines.append("")
+    if vips:
+        lines += ["[[vips]]", f'pool = "203.0.113.{FIRST_VIP}-203.0.113.{last}/24"', ""]
     if vips6:
         first6, last6 = vip6(0), vip6(vips6 - 1)
         lines += ["[[vips]]", f'pool = "{first6}-{last6}/64"', ""]
