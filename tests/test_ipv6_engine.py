@@ -1,0 +1,166 @@
+"""IPv6 VIPs with the real daemon, in namespaces: a dual-stack cluster of 3 hosts with IPv4 and
+IPv6 VIPs. A failed owner's IPv6 VIPs answer from the planned next host within the protocol's
+bound, and the client's neighbour cache follows the unsolicited NAs without re-resolving; a clean
+stop, drain and undrain lose no ping; status, drain --vip and cleanup take IPv6 VIPs; a mixed
+cluster with a ucarp host leaves it out of the IPv6 VIPs."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+
+import pytest
+from click.testing import CliRunner
+from labtools import settled, takeover_bound, wait_for
+
+from iprotate.cli import main
+from iprotate.lab.lab import CLIENT, Lab
+
+pytestmark = pytest.mark.netns
+
+
+def cli(*args: str) -> tuple[int, str]:
+    r = CliRunner().invoke(main, list(args))
+    return r.exit_code, r.output
+
+
+def client_mac6(lab: Lab, vip: object) -> str | None:
+    """The client's neighbour entry for an IPv6 VIP: the MAC it sends to, whatever its state."""
+    out = lab.seg.run(CLIENT, "ip", "-6", "neigh", "show", str(vip), "dev", "eth0")
+    m = re.search(r"lladdr (\S+)", out)
+    return m.group(1) if m else None
+
+
+def pings(lab: Lab, vips: list[str], seconds: float) -> list[subprocess.Popen[bytes]]:
+    """The client pinging each VIP every 10 ms for `seconds` (ping's summary counts losses)."""
+    argv = ["ping", "-n", "-q", "-i", "0.01", "-W", "1", "-c", str(int(seconds * 100))]
+    return [lab.seg.spawn(CLIENT, [*argv, v], stdout=subprocess.PIPE) for v in vips]
+
+
+def lost(procs: list[subprocess.Popen[bytes]]) -> dict[str, int]:
+    out = {}
+    for p in procs:
+        text = p.communicate(timeout=60)[0].decode()
+        m = re.search(r"(\d+) packets transmitted, (\d+) received", text)
+        assert m, text
+        out[text.split("---")[1].split()[0]] = int(m.group(1)) - int(m.group(2))
+    return out
+
+
+def v6(lab: Lab) -> list:  # type: ignore[type-arg]
+    return [v for v in lab.plan.vips if v.ip.version == 6]
+
+
+def test_dual_stack_owner_fails_and_returns(make_lab: Callable[..., Lab]) -> None:
+    lab = make_lab(hosts=3, vips=3, vips6=6)
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    # The client reaches every IPv6 VIP at its owner's MAC.
+    for v in v6(lab):
+        lab.seg.run(CLIENT, "ping", "-6", "-c", "1", "-W", "1", str(v.ip))
+        assert client_mac6(lab, v.ip) == lab.seg.members[v.owner].mac, v.address
+
+    owner = lab.names[0]
+    mine = [v for v in v6(lab) if v.owner == owner]
+    assert mine
+    lab.kill(owner)
+    took = wait_for(settled(lab, {owner}), 10.0)
+    assert took <= takeover_bound(lab, owner) + 0.5
+    # The new holders' unsolicited NAs moved the client's entries: no new solicitation needed.
+    for v in mine:
+        new = lab.seg.members[v.holder({owner})].mac
+        wait_for(lambda v=v, new=new: client_mac6(lab, v.ip) == new, 0.5)
+        lab.seg.run(CLIENT, "ping", "-6", "-c", "1", "-W", "1", str(v.ip))
+
+    lab.restore(owner)
+    wait_for(settled(lab), 8.0)
+    for v in mine:
+        wait_for(lambda v=v: client_mac6(lab, v.ip) == lab.seg.members[owner].mac, 2.0)
+    # The IPv6 VIPs were added without DAD: never tentative, never dadfailed.
+    for n in lab.names:
+        shown = lab.seg.run(n, "ip", "-6", "addr", "show", "dev", "eth1")
+        assert "tentative" not in shown.replace("scope link tentative", "")
+        assert "dadfailed" not in shown
+
+
+def test_ipv6_clean_stop_drain_and_undrain_lose_no_ping(make_lab: Callable[..., Lab]) -> None:
+    lab = make_lab(hosts=3, vips=1, vips6=6, run_args=("--hold-down", "1", "--stagger", "0.2"))
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    host = lab.names[0]
+    mine = [str(v.ip) for v in v6(lab) if v.owner == host]
+    sock = str(lab.control_socket(host))
+
+    ping = pings(lab, mine, 3.0)
+    time.sleep(0.5)
+    code, out = cli("drain", "--socket", sock)
+    assert code == 0, out
+    wait_for(settled(lab, {host}), 3.0)
+    assert lost(ping) == dict.fromkeys(mine, 0)
+
+    ping = pings(lab, mine, 4.0)
+    time.sleep(0.5)
+    code, out = cli("undrain", "--socket", sock)
+    assert code == 0, out
+    wait_for(settled(lab), 4.0)
+    assert lost(ping) == dict.fromkeys(mine, 0)
+
+    # One IPv6 VIP alone, by its address.
+    one = mine[0]
+    code, out = cli("drain", "--socket", sock, "--vip", one)
+    assert code == 0 and one in out, out
+    wait_for(lambda: lab.holders()[one] == [lab.vip(one).holder({host})], 3.0)
+    code, out = cli("undrain", "--socket", sock, "--vip", one)
+    assert code == 0, out
+    wait_for(settled(lab), 4.0)
+
+    # A clean stop hands every VIP over before letting go.
+    ping = pings(lab, mine, 2.5)
+    time.sleep(0.5)
+    assert lab.stop(host) == [0]
+    wait_for(settled(lab, {host}), 2.0)
+    assert lost(ping) == dict.fromkeys(mine, 0)
+    assert lab.seg.addresses(host, family=6) == ["2001:db8::1/64"]
+
+
+def test_ipv6_status_and_cleanup(make_lab: Callable[..., Lab]) -> None:
+    lab = make_lab(hosts=2, vips=1, vips6=3)
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    code, out = cli("status", "--json", "--socket", str(lab.control_socket("alpha")))
+    doc = json.loads(out)
+    assert code == 0, doc["problems"]
+    seen = {v["address"]: v["master"] for v in doc["vips"]}
+    for v in v6(lab):
+        assert seen[str(v.address)] == [v.owner]
+    # A killed daemon leaves its IPv6 VIPs behind; `iprotate cleanup` removes them.
+    (proc,) = lab.procs.pop("alpha")
+    lab.seg.stop(proc, signal.SIGKILL)
+    left = lab.seg.addresses("alpha", family=6)
+    assert any(a.startswith("2001:db8:113::") for a in left), left
+    lab.seg.run("alpha", *lab.run_argv("alpha")[:3], "cleanup", str(lab.cluster_file),
+                "--host", "alpha")  # fmt: skip
+    assert lab.seg.addresses("alpha", family=6) == ["2001:db8::1/64"]
+
+
+@pytest.mark.ucarp
+def test_a_ucarp_host_keeps_its_ipv4_vips_and_takes_no_ipv6_one(
+    make_lab: Callable[..., Lab],
+) -> None:
+    lab = make_lab(hosts=3, vips=6, vips6=4, legacy=1)
+    legacy = lab.names[-1]
+    assert all(legacy not in v.order for v in v6(lab))
+    assert any(v.owner == legacy for v in lab.plan.vips if v.ip.version == 4)
+    lab.start_all()
+    wait_for(settled(lab), 10.0)
+    # A native host fails: its IPv6 VIPs go to the other native host, never to ucarp.
+    native = lab.names[0]
+    lab.kill(native)
+    wait_for(settled(lab, {native}), 10.0)
+    assert not [a for a in lab.seg.addresses(legacy, family=6) if a.startswith("2001:db8:113:")]
+    lab.restore(native)
+    wait_for(settled(lab), 10.0)
