@@ -40,6 +40,8 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
+from iprotate.cluster.model import IPAddress
+
 CARP_PROTO = 112
 CARP_LEN = 36  # CARP header bytes
 IP_HEADER_LEN = 20  # IPv4 header without options
@@ -60,8 +62,6 @@ _CARP = struct.Struct("!BBBBBBHQ20s")
 _IP = struct.Struct("!BBHHHBBH4s4s")
 # version/traffic class/flow label, payload length, next header, hop limit, src, dst
 _IP6 = struct.Struct("!IHBB16s16s")
-
-IPAddress = IPv4Address | IPv6Address
 
 
 class Reject(enum.Enum):

@@ -85,6 +85,18 @@ What iprotate adds, each kept to the same three states:
   answers first and the others hear a new master in time. An owner (advskew 0) takes over at once.
 - Stop: a master sends the farewell advert and releases the address.
 - An address removed behind our back while we are master is added back (and announced).
+- IPv6 VIPs (issue 11) run through the same machine and the same rules; only the addresses are
+  IPv6 (the VIP, our source `address6`, the master heard). The actions are the same and the shell
+  picks by the VIP's family: SendAdvert goes to the VIP's group (ff02::12) on the IPv6 CARP
+  socket, AddAddress adds an IPv6Interface without duplicate address detection (nodad: a
+  tentative VIP is dead for a second, and one that meets the old holder ends "dadfailed"), and
+  SendGarp, "announce the VIP on the link", is an unsolicited neighbour advertisement to ff02::1
+  with the override flag for an IPv6 VIP, a gratuitous ARP for an IPv4 one, at the same moments.
+  The tie-break between two masters with equal intervals compares IPv6 sources as 128-bit
+  numbers (network order, big-endian), the lower address winning as ucarp's lower integer does
+  over IPv4. No peer implementation to agree with here: ucarp speaks no IPv6 and FreeBSD's
+  carp_input_c has no tie-break (a master yields to any equal interval); distinct advskews per
+  vhid, which the plan gives, make it moot.
 - What reaches a machine is an advert the node has accepted: digest verified, sent by a host of
   the cluster file, and from an iprotate peer with its sender and priority authenticated and its
   counter fresh (carp.native_auth), or from a ucarp host that takes part in this VIP (a ucarp
@@ -96,8 +108,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 
+from iprotate.cluster.model import IPAddress
 from iprotate.plan.timing import (
     FAREWELL_ADVBASE,
     FAREWELL_ADVSKEW,
@@ -144,7 +156,8 @@ class DelAddress:
 
 @dataclass(frozen=True)
 class SendGarp:
-    pass
+    """Announce the VIP on its link: a gratuitous ARP for an IPv4 VIP, an unsolicited neighbour
+    advertisement (override flag) for an IPv6 one; the shell picks by the VIP's family."""
 
 
 @dataclass(frozen=True)
@@ -162,9 +175,9 @@ Action = SendAdvert | AddAddress | DelAddress | SendGarp | Transition
 
 @dataclass(frozen=True)
 class MachineConfig:
-    vip: IPv4Address
+    vip: IPAddress
     vhid: int
-    src: IPv4Address  # our own address: the tie-break between equal intervals uses it
+    src: IPAddress  # our own address of the VIP's family: the equal-interval tie-break uses it
     advbase: int
     advskew: int
     dead_ratio: int = 3
@@ -173,8 +186,11 @@ class MachineConfig:
     ignore_ifstate: bool = False  # ucarp's -S: serve even while the advert link has no carrier
 
 
-def _tiebreak(addr: IPv4Address) -> int:
-    """ucarp compares the raw network-order bytes as a native (x86: little-endian) integer."""
+def _tiebreak(addr: IPAddress) -> int:
+    """Lower wins. IPv4: ucarp compares the raw network-order bytes as a native (x86:
+    little-endian) integer. IPv6: the address as a number (big-endian), see the docstring."""
+    if addr.version == 6:
+        return int(addr)
     return int.from_bytes(addr.packed, "little")
 
 
@@ -195,7 +211,7 @@ class CarpMachine:
     preempt_after: float = 0.0
     since: float = 0.0
     transitions: int = 0
-    master_src: IPv4Address | None = None  # who we last heard advertise as master (or us)
+    master_src: IPAddress | None = None  # who we last heard advertise as master (or us)
     master_prio: tuple[int, int] | None = None  # its (advbase, advskew)
     _down_at: float | None = None  # BACKUP: master-down timer
     _advert_at: float | None = None  # MASTER: next advert
@@ -253,7 +269,7 @@ class CarpMachine:
         self._join(now)
         return out
 
-    def advert(self, now: float, src: IPv4Address, advbase: int, advskew: int) -> list[Action]:
+    def advert(self, now: float, src: IPAddress, advbase: int, advskew: int) -> list[Action]:
         """A valid advert (accepted by the node's receive path) from another host for our vhid."""
         if self.state is State.INIT or not self.link_up:
             return []

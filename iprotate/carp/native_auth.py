@@ -41,6 +41,11 @@ started) takes the first one as it comes: it must hear the current master, whate
 
 ucarp hosts' adverts carry ucarp's own counters (random, then copied): they are not checked here.
 Pure: no socket, no clock; the caller passes the wall-clock seconds.
+
+IPv6 VIPs (issue 11): the same counter, the tag over the same fields with the IPv6 addresses'
+16 bytes (sender's address6, group, VIP): 55 bytes instead of 19, so a tag of one family never
+verifies as the other's. A host seals its IPv6 adverts with its address6 (`src6`); the marks
+are kept per (sender address, group, vhid), so IPv6 sources have their own.
 """
 
 from __future__ import annotations
@@ -49,7 +54,9 @@ import enum
 import hashlib
 import hmac
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
+
+from iprotate.cluster.model import IPAddress
 
 SEQ_BITS = 32
 MAX_SEQ = (1 << SEQ_BITS) - 1
@@ -59,7 +66,7 @@ TAG_MASK = (1 << 32) - 1
 MAX_JUMP = 1 << 28
 _KEY_LABEL = b"iprotate native advert key v1"
 
-Key = tuple[IPv4Address, int]  # (group, vhid)
+Key = tuple[IPAddress, int]  # (group, vhid); an IPv6 group for an IPv6 VIP
 
 
 class Verdict(enum.Enum):
@@ -77,10 +84,10 @@ def derive_key(password: bytes) -> bytes:
 
 def tag(
     key: bytes,
-    src: IPv4Address,
-    group: IPv4Address,
+    src: IPAddress,
+    group: IPAddress,
     vhid: int,
-    vip: IPv4Address,
+    vip: IPAddress,
     advbase: int,
     advskew: int,
     seq: int,
@@ -102,29 +109,35 @@ class NativeAuth:
 
     key: bytes
     src: IPv4Address  # our own address: what our tags cover
+    src6: IPv6Address | None = None  # our IPv6 source: what our IPv6 VIPs' tags cover
     sent: dict[Key, int] = field(default_factory=dict)  # last seq sent per VIP
     top: dict[Key, int] = field(default_factory=dict)  # highest seq accepted per VIP, any peer
-    heard: dict[tuple[IPv4Address, Key], int] = field(default_factory=dict)  # per peer and VIP
+    heard: dict[tuple[IPAddress, Key], int] = field(default_factory=dict)  # per peer and VIP
 
     @classmethod
-    def for_password(cls, password: bytes, src: IPv4Address) -> NativeAuth:
-        return cls(derive_key(password), src)
+    def for_password(
+        cls, password: bytes, src: IPv4Address, src6: IPv6Address | None = None
+    ) -> NativeAuth:
+        return cls(derive_key(password), src, src6)
 
     def counter(
-        self, k: Key, vip: IPv4Address, advbase: int, advskew: int, wall_seconds: float
+        self, k: Key, vip: IPAddress, advbase: int, advskew: int, wall_seconds: float
     ) -> int:
         """The counter of our next advert for VIP `k` with this priority."""
+        src = self.src6 if k[0].version == 6 else self.src
+        if src is None:
+            raise ValueError(f"no IPv6 source to seal adverts for {vip}")
         seq = max(self.sent.get(k, 0) + 1, self.top.get(k, 0) + 1, int(wall_seconds))
         seq = min(seq, MAX_SEQ)  # the year 2106; a full seq is replayed, never wrapped
         self.sent[k] = seq
-        t = tag(self.key, self.src, k[0], k[1], vip, advbase, advskew, seq)
+        t = tag(self.key, src, k[0], k[1], vip, advbase, advskew, seq)
         return seq << SEQ_BITS | t
 
     def check(
         self,
-        src: IPv4Address,
+        src: IPAddress,
         k: Key,
-        vip: IPv4Address,
+        vip: IPAddress,
         advbase: int,
         advskew: int,
         counter: int,

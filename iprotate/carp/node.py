@@ -6,6 +6,16 @@ A `Node` owns one state machine per VIP the host takes part in, routes received 
 counters `status` and metrics read, and remembers the master heard for every vhid on the segment,
 including VIPs this host takes no part in. Like the machines it has no socket and no clock: the
 daemon feeds it bytes and `now` and carries out the `Effect`s it returns.
+
+IPv6 VIPs (issue 11) go through the same receive path: `packet` takes what the IPv4 CARP socket
+reads (the whole packet), `packet6` what the IPv6 one reads (the CARP bytes, with the source,
+destination and hop limit from recvfrom and ancillary data). Both then make the same checks: our
+own source dropped (either of our addresses), the sender a host of the file (its `address` or
+`address6`), the group, the vhid, the digest, the iprotate peers' sender, priority and
+freshness (native_auth keys its marks by source address, so IPv6 sources have their own), the
+plan's priorities (drift). A machine of an IPv6 VIP has our `address6` as its source; the
+effects carry the VipPlan, whose address family tells the shell which socket, which way to add
+the address (nodad) and which announcement (see machine.SendGarp).
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ import heapq
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from iprotate.carp import codec
 from iprotate.carp.machine import (
@@ -27,12 +37,13 @@ from iprotate.carp.machine import (
     Transition,
 )
 from iprotate.carp.native_auth import NativeAuth, Verdict, derive_key
+from iprotate.cluster.model import IPAddress
 from iprotate.plan.model import Plan, VipPlan
 from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW, interval
 
 # Two masters' adverts must overlap this long at least (sub-second intervals can be a few ms).
 OVERLAP_FLOOR = 0.05
-Key = tuple[IPv4Address, int]  # (group, vhid): how VIPs are told apart on the wire
+Key = tuple[IPAddress, int]  # (group, vhid): how VIPs are told apart on the wire
 # Senders that are no host of the cluster file, remembered for status: the most recent ones only.
 MAX_STRANGERS = 16
 Step = Callable[[CarpMachine, int], list[Action]]
@@ -48,7 +59,7 @@ def machine_configs(
         (v.group, v.vhid): MachineConfig(
             vip=v.ip,
             vhid=v.vhid,
-            src=me.address,
+            src=_source(me.source_for(v.ip), host, v),
             advbase=c.advbase,
             advskew=v.advskew_of(host),
             dead_ratio=c.dead_ratio,
@@ -59,6 +70,17 @@ def machine_configs(
         for v in plan.vips
         if host in v.order
     }
+
+
+def _source(src: IPAddress | None, host: str, v: VipPlan) -> IPAddress:
+    if src is None:  # the loader and the planner never let it come to this
+        raise ValueError(f"{host} takes part in {v.address} but has no address6")
+    return src
+
+
+def _order(key: Key) -> tuple[int, int, int]:
+    """A (group, vhid) as numbers that order across families, for the timer heap's ties."""
+    return (key[0].version, int(key[0]), key[1])
 
 
 @dataclass(frozen=True)
@@ -73,7 +95,7 @@ class Effect:
 class Seen:
     """The last advert heard for a vhid: who sends it, with which priority, when."""
 
-    src: IPv4Address
+    src: IPAddress
     advbase: int
     advskew: int
     at: float
@@ -114,34 +136,45 @@ class Node:
     links_up: dict[bool, bool] = field(default_factory=lambda: {False: True, True: True})
     source_up: bool = True  # our own address is on the advert interface
     counters: Counter[str] = field(default_factory=Counter)
-    seen: dict[Key, dict[IPv4Address, Seen]] = field(default_factory=dict)
-    drift: dict[tuple[Key, IPv4Address], Drift] = field(default_factory=dict)
+    seen: dict[Key, dict[IPAddress, Seen]] = field(default_factory=dict)
+    drift: dict[tuple[Key, IPAddress], Drift] = field(default_factory=dict)
     takeover_seconds: dict[Key, float] = field(default_factory=dict)  # filled in by the daemon
-    strangers: dict[IPv4Address, Stranger] = field(default_factory=dict)
+    strangers: dict[IPAddress, Stranger] = field(default_factory=dict)
     auth: NativeAuth = field(init=False)
     started: float | None = None  # when `start` ran: status judges silence only after a while
     # Adverts from hosts of the cluster for vhids our plan does not have (a different cluster
     # file there): (source, group, vhid) -> when last heard. Only hosts of the file are kept,
     # so forged sources cannot grow it.
-    unplanned: dict[tuple[IPv4Address, IPv4Address, int], float] = field(default_factory=dict)
-    _timers: list[tuple[float, Key]] = field(default_factory=list)
-    _host_at: dict[IPv4Address, str] = field(default_factory=dict)
+    unplanned: dict[tuple[IPAddress, IPAddress, int], float] = field(default_factory=dict)
+    # (deadline, _order(key), key): keys of both families never compare (ipaddress refuses).
+    _timers: list[tuple[float, tuple[int, int, int], Key]] = field(default_factory=list)
+    _host_at: dict[IPAddress, str] = field(default_factory=dict)
     _address: IPv4Address = field(default=IPv4Address(0))
-    _groups: set[IPv4Address] = field(default_factory=set)
-    _native: frozenset[IPv4Address] = frozenset()
+    _address6: IPv6Address | None = None
+    _own: frozenset[IPAddress] = frozenset()
+    _groups: set[IPAddress] = field(default_factory=set)
+    _native: frozenset[IPAddress] = frozenset()
 
     def __post_init__(self) -> None:
         self._index_hosts()
-        self.auth = NativeAuth.for_password(self.plan.cluster.password, self._address)
+        self.auth = NativeAuth.for_password(
+            self.plan.cluster.password, self._address, self._address6
+        )
 
     def _index_hosts(self) -> None:
         # Looked up for every packet: keep them at hand rather than search the host list.
         c = self.plan.cluster
         self._host_at = {h.address: h.name for h in c.hosts}
-        self._address = c.host(self.host).address
+        self._host_at.update({h.address6: h.name for h in c.hosts if h.address6 is not None})
+        me = c.host(self.host)
+        self._address, self._address6 = me.address, me.address6
+        self._own = frozenset(a for a in (me.address, me.address6) if a is not None)
         self._groups = {v.group for v in self.plan.vips}
         # Whose adverts carry authenticated priorities and fresh counters (ucarp's do not).
-        self._native = frozenset(h.address for h in c.hosts if h.engine == "iprotate")
+        native = [h for h in c.hosts if h.engine == "iprotate"]
+        self._native = frozenset(
+            a for h in native for a in (h.address, h.address6) if a is not None
+        )
 
     @classmethod
     def build(
@@ -179,6 +212,18 @@ class Node:
     def address(self) -> IPv4Address:
         return self._address
 
+    @property
+    def address6(self) -> IPv6Address | None:
+        """Our IPv6 source (the adverts of our IPv6 VIPs), if we have one."""
+        return self._address6
+
+    def source_for(self, key: Key) -> IPAddress:
+        """Our source address for the adverts of the VIP `key`: of its group's family."""
+        m = self.machines.get(key)
+        if m is not None:
+            return m.cfg.src
+        return self._address6 if key[0].version == 6 and self._address6 else self._address
+
     # --- events ------------------------------------------------------------------------------
 
     def start(self, now: float) -> list[Effect]:
@@ -190,7 +235,7 @@ class Node:
         """Every machine leaves: farewell adverts from masters, every address released."""
         return self._all(now, lambda m, i: m.stop(now))
 
-    def drain(self, now: float, only: IPv4Address | None = None) -> list[Effect]:
+    def drain(self, now: float, only: IPAddress | None = None) -> list[Effect]:
         return self._all(now, lambda m, i: m.drain(now), only)
 
     def demote(self, now: float, seconds: float) -> list[Effect]:
@@ -199,7 +244,7 @@ class Node:
         until = now + seconds
         return self._all(now, lambda m, i: m.demote(now, until, self._preempt_after(until, i)))
 
-    def undrain(self, now: float, only: IPv4Address | None = None) -> list[Effect]:
+    def undrain(self, now: float, only: IPAddress | None = None) -> list[Effect]:
         return self._all(now, lambda m, i: m.undrain(now, self._preempt_after(now, i)), only)
 
     def link(self, up: bool, now: float, vip: bool = False) -> list[Effect]:
@@ -212,12 +257,12 @@ class Node:
         self.source_up = up
         return self._all(now, lambda m, i: m.source(up, now, self._preempt_after(now, i)))
 
-    def address_gone(self, now: float, ip: IPv4Address) -> list[Effect]:
+    def address_gone(self, now: float, ip: IPAddress) -> list[Effect]:
         """An address was removed from the VIP interface (by us or by someone else)."""
         return self._all(now, lambda m, i: m.address_gone(now), ip)
 
     def address_present(
-        self, now: float, ip: IPv4Address, prefixlen: int | None = None
+        self, now: float, ip: IPAddress, prefixlen: int | None = None
     ) -> list[Effect]:
         """A planned VIP is on the VIP interface (with `prefixlen`; None: the planned one).
         Unless its machine here is master, and it is the planned prefix, it must go: a VIP this
@@ -235,13 +280,29 @@ class Node:
         return out
 
     def packet(self, now: float, data: bytes) -> list[Effect]:
-        """A packet read from the CARP socket. Bad ones are dropped and counted."""
+        """A packet read from the IPv4 CARP socket. Bad ones are dropped and counted."""
         try:
             pkt = codec.decode_packet(data)
         except codec.DecodeError as e:
             self.counters[f"drop_{e.reason.value}"] += 1
             return []
-        if pkt.src == self.address:
+        return self._receive(now, pkt)
+
+    def packet6(
+        self, now: float, carp: bytes, src: IPv6Address, dst: IPv6Address, hop_limit: int
+    ) -> list[Effect]:
+        """What the IPv6 CARP socket read: the CARP bytes, from `src` to `dst` with `hop_limit`
+        (recvfrom and ancillary data). Bad ones are dropped and counted, as by `packet`."""
+        try:
+            pkt = codec.decode_packet6(carp, src, dst, hop_limit)
+        except codec.DecodeError as e:
+            self.counters[f"drop_{e.reason.value}"] += 1
+            return []
+        return self._receive(now, pkt)
+
+    def _receive(self, now: float, pkt: codec.Packet) -> list[Effect]:
+        """The checks after decoding, the same for both families."""
+        if pkt.src in self._own:
             return []  # our own advert, looped back
         if pkt.src not in self._host_at:
             self._stranger(now, pkt.src)
@@ -319,7 +380,7 @@ class Node:
             self.auth.key = derive_key(plan.cluster.password)
         self.plan, self.vips = plan, new_vips
         self._index_hosts()
-        self.auth.src = self._address
+        self.auth.src, self.auth.src6 = self._address, self._address6
         self.auth.forget(set(new_vips))
         self.seen = {k: v for k, v in self.seen.items() if k in new_vips}
         self.drift = {k: d for k, d in self.drift.items() if k[0] in new_vips}
@@ -346,7 +407,7 @@ class Node:
         """Run every machine whose deadline has passed."""
         out: list[Effect] = []
         while self._timers and self._timers[0][0] <= now:
-            t, key = heapq.heappop(self._timers)
+            t, _, key = heapq.heappop(self._timers)
             m = self.machines.get(key)
             if m is None or m.deadline != t:
                 continue  # stale entry: that machine's deadline moved
@@ -357,7 +418,7 @@ class Node:
     def deadline(self) -> float | None:
         """When `timers` must run next."""
         while self._timers:
-            t, key = self._timers[0]
+            t, _, key = self._timers[0]
             m = self.machines.get(key)
             if m is not None and m.deadline == t:
                 return t
@@ -370,7 +431,7 @@ class Node:
         """Hold-down, then one VIP every `stagger` seconds, so fail-back does not storm."""
         return now + self.hold_down + index * self.stagger
 
-    def _all(self, now: float, step: Step, only: IPv4Address | None = None) -> list[Effect]:
+    def _all(self, now: float, step: Step, only: IPAddress | None = None) -> list[Effect]:
         """Apply `step(machine, i)` to every machine (or the one for VIP `only`); `i` counts the
         machines that preempt, so each gets its own place in the stagger."""
         out: list[Effect] = []
@@ -386,7 +447,7 @@ class Node:
     def _effects(self, key: Key, actions: list[Action], now: float) -> list[Effect]:
         m = self.machines[key]
         if m.deadline is not None:
-            heapq.heappush(self._timers, (m.deadline, key))
+            heapq.heappush(self._timers, (m.deadline, _order(key), key))
         vip = self.vips[key]
         out = []
         for a in actions:
@@ -406,7 +467,7 @@ class Node:
         """The VIPs drained on this host (to remember across restarts)."""
         return [self.vips[k] for k, m in self.machines.items() if m.drained]
 
-    def _stranger(self, now: float, src: IPv4Address) -> None:
+    def _stranger(self, now: float, src: IPAddress) -> None:
         """An advert from an address that is no host of the cluster file: dropped, counted, and
         its sender remembered (the most recent MAX_STRANGERS only: a flood from spoofed sources
         costs bounded memory)."""
@@ -416,7 +477,7 @@ class Node:
         while len(self.strangers) > MAX_STRANGERS:
             del self.strangers[next(iter(self.strangers))]
 
-    def _drifting(self, now: float, key: Key, src: IPv4Address, detail: str) -> None:
+    def _drifting(self, now: float, key: Key, src: IPAddress, detail: str) -> None:
         d = self.drift.get((key, src))
         if d is None or d.detail != detail:
             self.drift[(key, src)] = Drift(detail, now, now)
@@ -425,7 +486,7 @@ class Node:
             d.last, d.count = now, d.count + 1
 
     def _check_priorities(
-        self, now: float, key: Key, vip: VipPlan, src: IPv4Address, advbase: int, advskew: int
+        self, now: float, key: Key, vip: VipPlan, src: IPAddress, advbase: int, advskew: int
     ) -> None:
         """A peer advertising what the plan does not give it is drifting (a stale or different
         cluster file, or a hand-started ucarp). Farewell and drained values are expected."""
@@ -446,9 +507,10 @@ class Node:
         else:
             self.drift.pop((key, src), None)
 
-    def last_heard(self) -> dict[IPv4Address, float]:
-        """When each peer was last heard advertising (any vhid of our plan, valid digest)."""
-        out: dict[IPv4Address, float] = {}
+    def last_heard(self) -> dict[IPAddress, float]:
+        """When each peer address was last heard advertising (any vhid of our plan, valid
+        digest); a dual-stack peer has two entries, one per source address."""
+        out: dict[IPAddress, float] = {}
         for heard in self.seen.values():
             for s in heard.values():
                 out[s.src] = max(out.get(s.src, s.at), s.at)
@@ -458,7 +520,7 @@ class Node:
         # A master advertises every advbase + skew/256 s: heard within that (and a margin).
         return self.plan.cluster.advbase + 1.0
 
-    def masters(self, now: float) -> dict[Key, list[IPv4Address]]:
+    def masters(self, now: float) -> dict[Key, list[IPAddress]]:
         """Who is master of each vhid on the segment, as far as this host can tell: us, and
         whoever advertised it within the last `fresh` seconds (two entries: two masters).
 
@@ -467,8 +529,9 @@ class Node:
         only when their streaks of adverts overlap by half an interval (two masters that do not
         hear each other keep advertising); otherwise the master is us if our machine says so,
         else the one heard last (the one that answered the other)."""
-        out: dict[Key, list[IPv4Address]] = {}
+        out: dict[Key, list[IPAddress]] = {}
         for key in self.vips:
+            me = self.source_for(key)
             fresh = [
                 (s.src, s.first, s.at, interval(s.advbase, s.advskew))
                 for s in self.seen.get(key, {}).values()
@@ -476,8 +539,8 @@ class Node:
             ]
             m = self.machines.get(key)
             if m is not None and m.state is State.MASTER:
-                fresh.append((self.address, m.since, now, interval(m.cfg.advbase, m.cfg.advskew)))
-            both: set[IPv4Address] = set()
+                fresh.append((me, m.since, now, interval(m.cfg.advbase, m.cfg.advskew)))
+            both: set[IPAddress] = set()
             for i, (a, a_first, a_at, a_every) in enumerate(fresh):
                 for b, b_first, b_at, b_every in fresh[i + 1 :]:
                     overlap = min(a_at, b_at) - max(a_first, b_first)
@@ -486,10 +549,10 @@ class Node:
             if both:
                 srcs = sorted(both)
             elif fresh:
-                srcs = [max(fresh, key=lambda f: (f[0] == self.address, f[2]))[0]]
+                srcs = [max(fresh, key=lambda f: (f[0] == me, f[2]))[0]]
             else:
                 srcs = []
-            if self.address in srcs:  # us first, as before
-                srcs = [self.address, *(a for a in srcs if a != self.address)]
+            if me in srcs:  # us first, as before
+                srcs = [me, *(a for a in srcs if a != me)]
             out[key] = srcs
         return out

@@ -48,7 +48,8 @@ def worst(levels: list[str]) -> str:
 def build_status(node: Node, now: float) -> dict[str, Any]:
     """The status document (JSON-ready) of `node` at `now`."""
     c = node.plan.cluster
-    names = {h.address: h.name for h in c.hosts}
+    names: dict[Any, str] = {h.address: h.name for h in c.hosts}
+    names.update({h.address6: h.name for h in c.hosts if h.address6 is not None})
     masters = node.masters(now)
     bound = silence_bound(node)
     warming = node.started is None or now - node.started < bound
@@ -101,7 +102,10 @@ def build_status(node: Node, now: float) -> dict[str, Any]:
         heard_at = node.last_heard()
         owners = sorted({v.owner for v in node.vips.values()} - {node.host})
         for name in owners:
-            last = heard_at.get(c.host(name).address)
+            h = c.host(name)
+            # A dual-stack host is heard from either of its addresses.
+            times = [heard_at.get(a) for a in (h.address, h.address6) if a is not None]
+            last = max((t for t in times if t is not None), default=None)
             if last is None:
                 issue(WARNING, "host_not_heard", f"host {name}: not heard since we started",
                       host=name)  # fmt: skip
@@ -110,7 +114,7 @@ def build_status(node: Node, now: float) -> dict[str, Any]:
                       host=name)  # fmt: skip
 
     drift = []
-    for (key, src), d in sorted(node.drift.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+    for (key, src), d in sorted(node.drift.items(), key=lambda kv: (_key(kv[0][0]), str(kv[0][1]))):
         v = node.vips[key]
         recent = now - d.last <= DRIFT_RECENT
         drift.append(
@@ -130,7 +134,9 @@ def build_status(node: Node, now: float) -> dict[str, Any]:
                   host=names.get(src, str(src)))  # fmt: skip
 
     unknown: dict[str, list[int]] = defaultdict(list)
-    for (src, _group, vhid), at in sorted(node.unplanned.items()):
+    for (src, _group, vhid), at in sorted(
+        node.unplanned.items(), key=lambda kv: (_key(kv[0][1:]), kv[0][0].version, kv[0][0])
+    ):
         # Heard lately, not just once while the hosts reloaded a new file one after the other.
         if now - at <= bound:
             unknown[names[src]].append(vhid)
@@ -169,6 +175,11 @@ def build_status(node: Node, now: float) -> dict[str, Any]:
         "problems": [i["text"] for i in issues],
         "issues": issues,
     }
+
+
+def _key(key: tuple[Any, int]) -> tuple[int, Any, int]:
+    """A (group, vhid) that sorts across families (IPv4 and IPv6 addresses do not compare)."""
+    return (key[0].version, key[0], key[1])
 
 
 def _summary(level: str, issues: list[dict[str, str]], vips: int) -> str:
