@@ -164,3 +164,34 @@ def test_a_ucarp_host_keeps_its_ipv4_vips_and_takes_no_ipv6_one(
     assert not [a for a in lab.seg.addresses(legacy, family=6) if a.startswith("2001:db8:113:")]
     lab.restore(native)
     wait_for(settled(lab), 10.0)
+
+
+def test_address6_removed_or_tentative_stands_only_the_ipv6_vips_aside(
+    make_lab: Callable[..., Lab],
+) -> None:
+    """Our address6 is the IPv6 adverts' source: removed, its IPv6 VIPs go to the next host and
+    the IPv4 ones stay; added back with duplicate address detection it is tentative (unusable)
+    for about a second, and the VIPs come back once it is not."""
+    lab = make_lab(hosts=2, vips=2, vips6=2, run_args=("--hold-down", "0", "--stagger", "0"))
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    host = lab.names[0]
+    a6 = f"{lab.plan.cluster.host(host).address6}/64"
+    mine4 = [str(v.ip) for v in lab.plan.vips if v.owner == host and v.ip.version == 4]
+    assert mine4 and any(v.owner == host for v in v6(lab))
+    lab.seg.run(host, "ip", "addr", "del", a6, "dev", "eth1")
+
+    def moved() -> bool:
+        h = lab.holders()
+        return all(h[str(v.ip)] == [v.holder({host})] for v in v6(lab)) and all(
+            h[ip] == [host] for ip in mine4
+        )
+
+    wait_for(moved, takeover_bound(lab, host) + 1.0)
+    lab.seg.run(host, "ip", "addr", "add", a6, "dev", "eth1")  # with DAD: tentative at first
+    assert "tentative" in lab.seg.run(host, "ip", "-6", "addr", "show", "dev", "eth1")
+    time.sleep(0.5)
+    assert moved()  # not back while tentative
+    wait_for(settled(lab), 6.0)
+    log = (lab.workdir / f"{host}.log").read_text()
+    assert f"{a6.split('/')[0]}: removed from eth1" in log and "back on eth1" in log

@@ -138,7 +138,7 @@ class Daemon:
         self._failed: str | None = None
         # Whether our own address was ever seen on the advert interface: only then does its
         # absence there mean it was removed (it may live on another interface).
-        self._source_seen = False
+        self._source_seen = {4: False, 6: False}  # per family: our address, our address6
         self._planned: tuple[Plan | None, set[IPInterface]] = (None, set())
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -553,28 +553,37 @@ class Daemon:
             log.error("cannot rebuild on the new %s (index %d): %s", "VIP link" if vip else "link",
                       index, e)  # fmt: skip
 
-    def _feed_source(self, present: bool, now: float) -> None:
-        """Our own address on the advert interface or not: without it no advert can leave (the
-        machines then cannot serve; carp.machine, "Own address")."""
+    def _feed_source(self, present: bool, now: float, version: int = 4) -> None:
+        """Our own address (`version` 6: our address6) on the advert interface or not: without
+        it no advert of that family can leave (the machines then cannot serve; carp.machine,
+        "Own address"). An address6 that is tentative or dadfailed counts as not there: the
+        kernel refuses it as a source (EINVAL) until duplicate address detection passes."""
         if present:
-            self._source_seen = True
-        elif not self._source_seen:
+            self._source_seen[version] = True
+        elif not self._source_seen[version]:
             return  # never seen there (the address lives on another interface): not our rule
-        if self.node.source_up == present:
+        up = self.node.source6_up if version == 6 else self.node.source_up
+        if up == present:
             return
         where = self.host.interface
+        me = self.host.address6 if version == 6 else self.host.address
         if present:
-            log.info("%s: back on %s: taking part again", self.host.address, where)
+            log.info("%s: back on %s: taking part again", me, where)
         else:
-            log.warning("%s: removed from %s: no advert can leave; standing aside until it is "
-                        "back", self.host.address, where)  # fmt: skip
-        self._emit(self.node.source(present, now))
+            log.warning("%s: removed from %s (or unusable): no advert can leave from it; its "
+                        "VIPs stand aside until it is back", me, where)  # fmt: skip
+        self._emit(self.node.source(present, now, version))
+
+    def _is_source6(self, index: int, ip: IPAddress) -> bool:
+        return index == self._adv_index and ip == self.host.address6
 
     def address_added(self, index: int, address: IPInterface) -> None:
         """A planned VIP on our VIP interface while we are not its master, or a copy of it
         with another prefix while we are: remove it."""
         if index == self._adv_index and address.ip == self.host.address:
             self._feed_source(True, asyncio.get_running_loop().time())
+        if self._is_source6(index, address.ip):
+            self._feed_source(True, asyncio.get_running_loop().time(), 6)
         if index != self._vip_index or self.addresses is None:
             return
         now = asyncio.get_running_loop().time()
@@ -598,7 +607,10 @@ class Daemon:
     def address_unusable(self, index: int, address: IPv6Interface) -> None:
         """An IPv6 address that is tentative or dadfailed: it answers nobody. A planned VIP in
         that state (added by hand without nodad, or a DAD lost to another holder) is removed; if
-        we are its master, the machine adds it back at once, without DAD."""
+        we are its master, the machine adds it back at once, without DAD. Our own address6 in
+        that state cannot source adverts: our IPv6 VIPs stand aside until it is usable."""
+        if self._is_source6(index, address.ip):
+            self._feed_source(False, asyncio.get_running_loop().time(), 6)
         if index != self._vip_index or self.addresses is None:
             return
         if address.ip not in {a.ip for a in self._planned_addresses()}:
@@ -617,6 +629,8 @@ class Daemon:
     def address_removed(self, index: int, address: IPInterface) -> None:
         if index == self._adv_index and address.ip == self.host.address:
             self._feed_source(False, asyncio.get_running_loop().time())
+        if self._is_source6(index, address.ip):
+            self._feed_source(False, asyncio.get_running_loop().time(), 6)
         # A copy of a VIP with another prefix going (we removed it, see address_added) leaves
         # the planned one in place: nothing to add back.
         if index == self._vip_index and address in self._planned_addresses():
@@ -632,7 +646,10 @@ class Daemon:
         """After a (re)synchronisation: a VIP we are master of and that is missing was removed
         while we could not hear it."""
         if index == self._adv_index:
-            self._feed_source(self.host.address in present, asyncio.get_running_loop().time())
+            now = asyncio.get_running_loop().time()
+            self._feed_source(self.host.address in present, now)
+            if self.host.address6 is not None:
+                self._feed_source(self.host.address6 in present, now, 6)
         if index != self._vip_index:
             return
         # Whether a missing address matters (we are its master) is the machine's call.
