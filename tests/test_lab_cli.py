@@ -38,6 +38,10 @@ def test_demo_settles_every_step_and_removes_everything() -> None:
     r = subprocess.run([*LAB, "--demo"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("settled in") == 4, r.stdout
+    # Dual-stack by default: IPv6 VIPs beside the IPv4 ones, probed by the client too (every
+    # step settled, so each one was answered by its planned host).
+    assert "6 IPv4 and 3 IPv6 VIPs" in r.stdout
+    assert "2001:db8:113::10/64" in r.stdout and "2001:db8:113::12/64" in r.stdout
     assert "lab removed" in r.stdout
     assert _leftovers(_prefix(r.stdout)) == []
 
