@@ -137,6 +137,15 @@ def test_ipv6_status_and_cleanup(make_lab: Callable[..., Lab]) -> None:
     seen = {v["address"]: v["master"] for v in doc["vips"]}
     for v in v6(lab):
         assert seen[str(v.address)] == [v.owner]
+    # An IPv6 VIP added by hand on a backup (with DAD: tentative, then dadfailed, as its master
+    # has it) answers nobody and is no VIP of that host: removed.
+    v = next(v for v in v6(lab) if v.owner == "alpha")
+    lab.seg.run("bravo", "ip", "addr", "add", str(v.address), "dev", "eth1")
+    wait_for(lambda: lab.holders()[str(v.ip)] == ["alpha"], 3.0)
+    assert (
+        f"{v.address}: tentative or dadfailed on eth1: removed"
+        in (lab.workdir / "bravo.log").read_text()
+    )
     # A killed daemon leaves its IPv6 VIPs behind; `iprotate cleanup` removes them.
     (proc,) = lab.procs.pop("alpha")
     lab.seg.stop(proc, signal.SIGKILL)
