@@ -204,3 +204,45 @@ def test_address6_removed_or_tentative_stands_only_the_ipv6_vips_aside(
     wait_for(settled(lab), 6.0)
     log = (lab.workdir / f"{host}.log").read_text()
     assert f"{a6.split('/')[0]}: removed from eth1" in log and "back on eth1" in log
+
+
+def _replan(lab: Lab, text: str) -> None:
+    """Write a new cluster file, reload every daemon, and expect the new plan."""
+    from iprotate.cluster.loader import load_cluster
+    from iprotate.plan.planner import make_plan
+
+    lab.cluster_file.write_text(text)
+    for n in lab.names:
+        code, out = cli("reload", "--socket", str(lab.control_socket(n)))
+        assert code == 0, out
+    lab.plan = make_plan(load_cluster(lab.cluster_file))
+
+
+def test_reload_drops_and_brings_back_every_ipv6_vip(make_lab: Callable[..., Lab]) -> None:
+    """The IPv6 socket exists only while the plan has IPv6 VIPs: a reload without them releases
+    them (and closes it), a reload with them back opens it again and takes them."""
+    lab = make_lab(hosts=2, vips=2, vips6=2)
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    dual = lab.cluster_file.read_text()
+    pool6 = '[[vips]]\npool = "2001:db8:113::10-2001:db8:113::11/64"'
+    assert pool6 in dual
+    _replan(lab, dual.replace(pool6, ""))
+    wait_for(lambda: not any(a.startswith("2001:db8:113:") for n in lab.names
+                             for a in lab.seg.addresses(n, family=6)), 3.0)  # fmt: skip
+    wait_for(settled(lab), 3.0)
+    _replan(lab, dual)
+    wait_for(settled(lab), 8.0)
+
+
+def test_interface_recreated_rebuilds_the_ipv6_socket(make_lab: Callable[..., Lab]) -> None:
+    lab = make_lab(hosts=2, vips=1, vips6=3, run_args=("--hold-down", "1"))
+    lab.start_all()
+    wait_for(settled(lab), 10.0)
+    host = lab.names[0]
+    lab.seg.recreate(host, gap=0.5)
+    # Rejoined on the new index: heard over IPv6 again, it takes its IPv6 VIPs back.
+    wait_for(settled(lab), 10.0)
+    assert "eth1: re-created" in (lab.workdir / f"{host}.log").read_text()
+    for v in v6(lab):
+        lab.seg.run(CLIENT, "ping", "-6", "-c", "1", "-W", "1", str(v.ip))
