@@ -10,6 +10,7 @@ import textwrap
 from ipaddress import IPv6Address
 
 import pytest
+from labtools import wait_for
 
 from iprotate.engine.source_filter import MAX_SOURCES, program6
 from iprotate.lab.netns import Segment
@@ -100,3 +101,36 @@ def test_adverts_between_namespaces_and_the_filter() -> None:
     # On the wire: IPv6, next header 112, hop limit 255, from address6, 36 bytes of payload.
     assert "hlim 255, next-header VRRP (112) payload length: 36)" in wire, wire
     assert f"{host} > ff02::12" in wire, wire
+
+
+def test_a_link_local_address6_sources_adverts_once_dad_is_done() -> None:
+    """address6 may be the interface's link-local address: sent with its ifindex (IPV6_PKTINFO),
+    received with the scope stripped. While it is tentative the kernel refuses it as a source."""
+    with Segment() as seg:
+        seg.add("alpha", 1)
+        seg.add("bravo", 2)
+        # A fresh link-local address, tentative for about a second.
+        ll = "fe80::2"
+        seg.run("bravo", "ip", "addr", "add", f"{ll}/64", "dev", "eth1")
+        early = subprocess.run(
+            ["ip", "netns", "exec", seg.members["bravo"].netns, sys.executable, "-c", SENDER,
+             ll, "ff02::12", "1", "255", CARP.hex()],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert early.returncode != 0 and "Invalid argument" in early.stderr, early.stderr
+
+        def usable() -> bool:
+            out = seg.run("bravo", "ip", "-6", "addr", "show", "dev", "eth1", "to", ll)
+            return ll in out and "tentative" not in out
+
+        wait_for(usable, 5.0)
+        lst = seg.spawn(
+            "alpha", [sys.executable, "-c", LISTENER, "2.0", seg.members["alpha"].address6, ll],
+            stdout=subprocess.PIPE,
+        )  # fmt: skip
+        assert lst.stdout is not None
+        assert lst.stdout.readline().strip() == b"ready"
+        seg.run("bravo", sys.executable, "-c", SENDER, ll, "ff02::12", "3", "255", CARP.hex())
+        seen = json.loads(lst.stdout.readline())
+        lst.wait(timeout=10)
+    assert seen == {f"{ll} ff02::12 255 {CARP.hex()}": 3}
