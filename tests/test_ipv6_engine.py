@@ -246,3 +246,28 @@ def test_interface_recreated_rebuilds_the_ipv6_socket(make_lab: Callable[..., La
     assert "eth1: re-created" in (lab.workdir / f"{host}.log").read_text()
     for v in v6(lab):
         lab.seg.run(CLIENT, "ping", "-6", "-c", "1", "-W", "1", str(v.ip))
+
+
+def test_a_daemon_started_while_its_address6_is_tentative_waits_for_it(
+    make_lab: Callable[..., Lab],
+) -> None:
+    """A fresh boot: address6 still in duplicate address detection when the daemon starts. No
+    IPv6 advert could leave, so the IPv6 VIPs are not taken (the IPv4 ones are) until it is
+    usable."""
+    lab = make_lab(hosts=2, vips=1, vips6=2, run_args=("--hold-down", "0"))
+    host = lab.names[0]
+    a6 = f"{lab.plan.cluster.host(host).address6}/64"
+    lab.seg.run(host, "sysctl", "-qw", "net.ipv6.conf.eth1.dad_transmits=30")
+    lab.seg.run(host, "ip", "addr", "del", a6, "dev", "eth1")
+    lab.seg.run(host, "ip", "addr", "add", a6, "dev", "eth1")
+    lab.start(host)  # alone: it takes every VIP it can
+    mine4 = [str(v.ip) for v in lab.plan.vips if v.ip.version == 4]
+    wait_for(lambda: all(lab.holders()[ip] == [host] for ip in mine4), 8.0)
+    time.sleep(0.5)
+    assert "tentative" in lab.seg.run(host, "ip", "-6", "addr", "show", "dev", "eth1", "to", a6)
+    assert not [a for a in lab.seg.addresses(host, family=6) if a.startswith("2001:db8:113:")]
+    # Usable now (added again without DAD): the IPv6 VIPs follow.
+    lab.seg.run(host, "ip", "addr", "del", a6, "dev", "eth1")
+    lab.seg.run(host, "ip", "addr", "add", a6, "dev", "eth1", "nodad")
+    wait_for(lambda: all(lab.holders()[str(v.ip)] == [host] for v in v6(lab)), 6.0)
+    assert "failed" not in (lab.workdir / f"{host}.log").read_text()

@@ -610,6 +610,8 @@ class Daemon:
         we are its master, the machine adds it back at once, without DAD. Our own address6 in
         that state cannot source adverts: our IPv6 VIPs stand aside until it is usable."""
         if self._is_source6(index, address.ip):
+            # It is on the advert interface, only not usable yet (a fresh boot's DAD): our rule.
+            self._source_seen[6] = True
             self._feed_source(False, asyncio.get_running_loop().time(), 6)
         if index != self._vip_index or self.addresses is None:
             return

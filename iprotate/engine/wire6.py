@@ -9,7 +9,8 @@ As the BSD kernels speak CARP over IPv6 (carp6_output/carp6_input), measured bet
   (address + the advert interface's index) rather than bind(): bind() fails while the address is
   still tentative (a fresh boot's duplicate address detection) and, for a link-local address,
   needs its scope; with PKTINFO a send from an address that is not (yet) usable fails alone
-  (EADDRNOTAVAIL/EINVAL, logged by the daemon) and the next one goes out when it is. The kernel
+  (EINVAL while tentative, measured) and the next one goes out when it is. The daemon does not
+  even try: its address6 tentative, dadfailed or gone stands the IPv6 VIPs aside. The kernel
   does not checksum a raw socket's payload (IPV6_CHECKSUM is off for protocols other than
   ICMPv6): the CARP checksum is ours, over the CARP header alone.
 - Receiving: the kernel strips the IPv6 header; recvmsg gives the 36+ CARP bytes, the source
