@@ -10,12 +10,13 @@ import json
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 
 import pytest
 from click.testing import CliRunner
-from labtools import settled, takeover_bound, wait_for
+from labtools import WIRE_TOOL, settled, takeover_bound, wait_for
 
 from iprotate.cli import main
 from iprotate.lab.lab import CLIENT, Lab
@@ -271,3 +272,45 @@ def test_a_daemon_started_while_its_address6_is_tentative_waits_for_it(
     lab.seg.run(host, "ip", "addr", "add", a6, "dev", "eth1", "nodad")
     wait_for(lambda: all(lab.holders()[str(v.ip)] == [host] for v in v6(lab)), 6.0)
     assert "failed" not in (lab.workdir / f"{host}.log").read_text()
+
+
+def _nas(lab: Lab, seconds: float) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, WIRE_TOOL, "na", "eth0", "-", str(seconds)]
+    return lab.seg.spawn(CLIENT, argv, stdout=subprocess.PIPE)
+
+
+def _lines(p: subprocess.Popen[bytes]) -> list[tuple[float, str, str]]:
+    out = p.communicate(timeout=30)[0].decode().split("\n")
+    return [(float(t), ip, mac) for t, ip, mac in (x.split() for x in out if x)]
+
+
+def test_unsolicited_nas_go_out_when_gratuitous_arps_would(make_lab: Callable[..., Lab]) -> None:
+    """A takeover sends one NA at once and one about two intervals later (ucarp's gratuitous
+    ARPs); `--garp-refresh` repeats them while master."""
+    lab = make_lab(hosts=2, vips=0, vips6=2)
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    owner = lab.names[0]
+    mine = [v for v in v6(lab) if v.owner == owner]
+    time.sleep(2.5)  # past the second NA of the start-up takeovers
+    cap = _nas(lab, 6.5)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    lab.kill(owner)
+    wait_for(settled(lab, {owner}), 6.0)
+    seen = _lines(cap)
+    for v in mine:
+        new = lab.seg.members[v.holder({owner})].mac
+        times = [t - t0 for t, ip, mac in seen if ip == str(v.ip) and mac == new]
+        assert len(times) == 2, (v.address, seen)
+        assert 1.5 < times[1] - times[0] < 2.6, times  # about two intervals (advbase 1)
+        assert not [x for x in seen if x[1] == str(v.ip) and x[2] != new]
+
+    lab2 = make_lab(hosts=2, vips=0, vips6=2, run_args=("--garp-refresh", "1"))
+    lab2.start_all()
+    wait_for(settled(lab2), 8.0)
+    time.sleep(3.0)  # past the two of the takeover
+    seen = _lines(_nas(lab2, 3.3))
+    for v in v6(lab2):
+        macs = [mac for _, ip, mac in seen if ip == str(v.ip)]
+        assert len(macs) >= 3 and set(macs) == {lab2.seg.members[v.owner].mac}, seen
