@@ -18,6 +18,7 @@ from iprotate.cluster.loader import parse_cluster
 from iprotate.cluster.model import DEFAULT_GROUP, DEFAULT_GROUP6, ClusterError
 from iprotate.plan.planner import make_plan
 from tests.test_config import problem, problems, write
+from tests.test_fuzz import load_and_plan, mutate, mutation
 
 
 def dual() -> dict[str, Any]:
@@ -318,3 +319,19 @@ def test_hosts_fuzzed(a6: list[str | None], engines: list[str]) -> None:
     assert len(set(six)) == len(six)
     assert all(h.address6 is None for h in c.hosts if h.engine == "ucarp")
     assert any(h.speaks_ipv6 for h in c.hosts)
+
+
+EXAMPLE6 = Path(__file__).resolve().parent.parent / "examples" / "dual-stack.toml"
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=st.lists(mutation, min_size=1, max_size=6))
+def test_mutated_dual_stack_files(tmp_path: Path, ops: list[tuple[str, int, int]]) -> None:
+    """Mutated copies of the dual-stack example: a plan or ClusterError, never anything else."""
+    (tmp_path / "secret").write_bytes(b"s3cret-pass\n")
+    (tmp_path / "secret").chmod(0o600)
+    p = tmp_path / "cluster.toml"
+    p.write_bytes(mutate(EXAMPLE6.read_bytes(), ops))
+    load_and_plan(p)

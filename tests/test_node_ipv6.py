@@ -10,6 +10,8 @@ from ipaddress import IPv4Address, IPv6Address, IPv6Interface
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iprotate.carp import codec
 from iprotate.carp.machine import (
@@ -306,6 +308,69 @@ def test_address_events_by_family(version: int) -> None:
     other = Node.build(p, "h1")
     other.start(0.0)
     assert [e.vip.ip for e in other.address_present(0.5, v.ip)] == [v.ip]  # a backup drops it
+
+
+def test_a_scoped_link_local_source_is_the_host() -> None:
+    """recvfrom gives a link-local source with its zone ('fe80::3%eth1'); ipaddress compares the
+    zone too, so without care the host with address6 fe80::3 was a stranger."""
+    p = plan([{"name": "h4", "address": "198.51.100.5", "address6": "fe80::5"}])
+    node = Node.build(p, "h1")
+    node.start(0.0)
+    v = next(v for v in v6(p) if "h4" in v.order)
+    skew = v.advskew_of("h4")
+    src = IPv6Address("fe80::5%eth1")
+    node.packet6(1.0, carp6(v, IPv6Address("fe80::5"), skew, 5), src, GROUP6, 255)
+    assert node.counters["drop_not_a_host"] == 0, dict(node.counters)
+    assert node.counters["adverts_received"] == 1
+    assert node.seen[(v.group, v.vhid)][IPv6Address("fe80::5")].src == IPv6Address("fe80::5")
+    # Our own address with a zone is still our own.
+    me = IPv6Address(f"{A6[1]}%eth1")
+    assert node.packet6(1.1, carp6(v, A6[1], 0, 6), me, GROUP6, 255) == []
+    assert node.counters["drop_not_a_host"] == 0
+    dst = IPv6Address("ff02::12%eth1")
+    node.packet6(1.2, carp6(v, IPv6Address("fe80::5"), skew, 7), src, dst, 255)
+    assert node.counters["adverts_received"] == 2, dict(node.counters)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    carp=st.binary(max_size=60),
+    hop=st.integers(-1, 256),
+    src=st.one_of(st.ip_addresses(v=6), st.sampled_from(A6)),
+    dst=st.one_of(st.ip_addresses(v=6), st.just(GROUP6)),
+)
+def test_packet6_never_raises(carp: bytes, hop: int, src: IPv6Address, dst: IPv6Address) -> None:
+    node = FUZZ_NODE
+    before = sum(node.counters.values())
+    node.packet6(5.0, carp, src, dst, hop)
+    assert sum(node.counters.values()) >= before
+
+
+def _fuzz_node() -> Node:
+    n = Node.build(plan(), "h1")
+    n.start(0.0)
+    return n
+
+
+FUZZ_NODE = _fuzz_node()
+
+
+def test_drain_and_undrain_one_ipv6_vip() -> None:
+    """Drain by IPv6 address: only that VIP's machine hands over (farewell adverts to ff02::12),
+    the others, IPv4 and IPv6, stay; undrain takes part again."""
+    p = plan()
+    node = Node.build(p, "h0")
+    node.start(0.0)
+    settle(node, 10.0)
+    v = next(v for v in v6(p) if v.owner == "h0")
+    out = node.drain(11.0, only=v.ip)
+    assert out and all(e.vip == v for e in out)
+    assert [(e.action.advbase, e.action.advskew) for e in out] == [(255, 255)]  # type: ignore[union-attr]
+    assert [m.drained for k, m in node.machines.items()].count(True) == 1
+    assert node.machines[(v.group, v.vhid)].drained
+    assert [x.ip for x in node.drained()] == [v.ip]
+    node.undrain(12.0, only=v.ip)
+    assert not any(m.drained for m in node.machines.values())
 
 
 def test_our_address6_going_stops_only_the_ipv6_vips() -> None:

@@ -6,7 +6,9 @@ the hosts that can hold each VIP.
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
@@ -14,12 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iprotate.cli import main
-from iprotate.cluster.loader import parse_cluster
+from iprotate.cluster.loader import load_cluster, parse_cluster
 from iprotate.plan import report
 from iprotate.plan.model import Plan
 from iprotate.plan.planner import make_plan
 from iprotate.plan.timing import interval_key
-from tests.test_planner import host_name, within_share
+from tests.test_planner import host_name, move_bound, within_share
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -204,3 +206,56 @@ def test_ipv4_only_summary_unchanged() -> None:
     s = report.summary_json(plan)
     assert "ipv6_vips" not in s and "notes" not in s
     assert "address6" not in report.summary_text(plan)
+
+
+def test_ucarp_export_leaves_ipv6_vips_out_and_says_so(tmp_path: Any) -> None:
+    """Even for an iprotate host (whose lines are for when it cannot run iprotate): ucarp gets
+    only the IPv4 VIPs, and a note on stderr says why the IPv6 ones are missing."""
+    from tests.test_config import write
+
+    p = write(tmp_path, dual_file())
+    r = CliRunner().invoke(main, ["ucarp", str(p), "--host", "alpha", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    addrs = [i["address"] for i in doc["instances"]]
+    assert addrs and all(":" not in a for a in addrs)
+    assert "IPv6 VIP(s), left out here: ucarp speaks no IPv6" in r.stderr
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_readme_dual_stack_example_is_what_plan_prints(tmp_path: Path) -> None:
+    """The README's dual-stack `plan` output is the real output for examples/dual-stack.toml,
+    and its claims hold for that file: delta (ucarp) is in no IPv6 order, owners balanced."""
+    shutil.copy(REPO / "examples" / "dual-stack.toml", tmp_path / "dual-stack.toml")
+    (tmp_path / "secret").write_text("s3cret-pass\n")
+    (tmp_path / "secret").chmod(0o600)
+    r = CliRunner().invoke(main, ["plan", str(tmp_path / "dual-stack.toml")])
+    assert r.exit_code == 0, r.output
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("$ iprotate plan examples/dual-stack.toml\n", 1)[1].split("```", 1)[0]
+    assert block == r.stdout
+    plan = make_plan(load_cluster(tmp_path / "dual-stack.toml"))
+    assert all("delta" not in v.order for v in family(plan, 6))
+    assert sorted(report.owners(plan).values()) == [1, 2, 2, 2]
+
+
+@SETTINGS
+@given(mixed(min_hosts=3), st.data())
+def test_removing_a_host_moves_its_ipv6_vips_and_few_others(
+    data: dict[str, Any], rnd: st.DataObject
+) -> None:
+    """Stability per family: removing an iprotate host moves its own IPv6 VIPs and few others
+    (the bound of test_planner.py, over the hosts that can hold IPv6 VIPs)."""
+    able = [h for h in data["hosts"] if h.get("engine") != "ucarp"]
+    if len(able) < 2:
+        return
+    gone = rnd.draw(st.sampled_from([h["name"] for h in able]))
+    full = plan_of(data)
+    smaller = plan_of({**data, "hosts": [h for h in data["hosts"] if h["name"] != gone]})
+    a = {v.ip: v.owner for v in family(full, 6)}
+    b = {v.ip: v.owner for v in family(smaller, 6)}
+    extra = sum(1 for ip, o in a.items() if o != gone and b[ip] != o)
+    assert all(gone not in v.order for v in smaller.vips)
+    assert extra <= move_bound(len(a), len(able)), (extra, len(a), len(able))

@@ -327,12 +327,17 @@ def decode_packet6(carp: bytes, src: IPv6Address, dst: IPv6Address, hop_limit: i
     source (recvfrom), destination (IPV6_PKTINFO) and hop limit (IPV6_HOPLIMIT). Raises
     DecodeError.
 
-    Checks: the addresses are IPv6 (NOT_IPV6), 36 bytes (SHORT/LONG), hop limit 255 (BAD_TTL:
-    the packet crossed a router), version and type, the checksum over the 36 CARP bytes alone
-    (no pseudo-header, as carp6_input). The caller still checks source, group, vhid, digest.
+    Checks: the addresses are IPv6 (NOT_IPV6; a %zone is dropped), 36 bytes (SHORT/LONG), hop
+    limit 255 (BAD_TTL: the packet crossed a router), version and type, the checksum over the 36
+    CARP bytes alone (no pseudo-header, as carp6_input). The caller still checks source, group,
+    vhid, digest.
     """
     if not isinstance(src, IPv6Address) or not isinstance(dst, IPv6Address):
         raise DecodeError(Reject.NOT_IPV6, f"addresses {src!r}, {dst!r}")
+    # recvfrom gives link-local addresses with their zone ("fe80::3%eth1"), and ipaddress
+    # compares (and hashes) the zone too: the host with address6 fe80::3 would be a stranger.
+    # The socket is bound to one link, so the zone says nothing: drop it.
+    src, dst = IPv6Address(src.packed), IPv6Address(dst.packed)
     carp = bytes(carp)
     _check_length(len(carp))
     if hop_limit != CARP_TTL:

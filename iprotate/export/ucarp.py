@@ -27,10 +27,9 @@ import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from typing import Any
 
-from iprotate.cluster.model import DEFAULT_GROUP, Host
+from iprotate.cluster.model import DEFAULT_GROUP, Host, IPAddress
 from iprotate.plan.model import Plan, VipPlan
 
 DEFAULT_UCARP = "/usr/sbin/ucarp"
@@ -84,7 +83,7 @@ class Instance:
     argv: tuple[str, ...]  # without -B; see :func:`command`
 
     @property
-    def mcast(self) -> IPv4Address | None:
+    def mcast(self) -> IPAddress | None:
         """The group to pass as ``--mcastip``, or None for ucarp's default 224.0.0.18."""
         return None if self.vip.group == DEFAULT_GROUP else self.vip.group
 
@@ -139,7 +138,8 @@ def _scripts(plan: Plan, vip: VipPlan, opts: UcarpOptions) -> tuple[str, str]:
 
 
 def instances(plan: Plan, host: str, opts: UcarpOptions | None = None) -> tuple[Instance, ...]:
-    """One :class:`Instance` per VIP `host` takes part in, in plan order.
+    """One :class:`Instance` per IPv4 VIP `host` takes part in, in plan order. IPv6 VIPs are
+    left out: ucarp speaks no IPv6 (`notes` says so).
 
     Raises KeyError if `host` is not in the cluster; an empty tuple means it takes part in no VIP.
     """
@@ -148,6 +148,8 @@ def instances(plan: Plan, host: str, opts: UcarpOptions | None = None) -> tuple[
     c = plan.cluster
     out = []
     for v in plan.for_host(host):
+        if v.ip.version != 4:
+            continue
         rank = v.order.index(host)
         advskew = v.advskew_of(host)
         preempt = v.preempt_of(host)
@@ -191,6 +193,12 @@ def notes(plan: Plan, host: str, insts: Sequence[Instance]) -> list[str]:
         out.append(
             f'{host} has engine = "iprotate" in {c.path}: it is meant to run `iprotate run`; '
             "these ucarp lines are for a host that cannot"
+        )
+    six = sum(1 for v in plan.for_host(host) if v.ip.version == 6)
+    if six:
+        out.append(
+            f"{host} takes part in {six} IPv6 VIP(s), left out here: ucarp speaks no IPv6; "
+            f"they need `iprotate run` on {host}"
         )
     if not insts:
         out.append(
