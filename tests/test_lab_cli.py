@@ -106,3 +106,20 @@ def test_the_lab_leaves_nothing_behind(how: str) -> None:
             from iprotate.lab.janitor import sweep
 
             sweep(prefix)  # whatever the test's failure left
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--vips6", "300"], "0..245 IPv6 VIPs"),
+        (["--hosts", "2", "--legacy", "2"], "ucarp, which speaks no IPv6: add --vips6 0"),
+        (["--vips", "0", "--vips6", "0"], "or none, with IPv6 ones"),
+    ],
+)
+def test_impossible_labs_are_refused_before_anything_is_built(args: list[str], says: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "iprotate", "lab", *args, "--demo"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 1 and says in r.stderr, r.stdout + r.stderr
+    assert "lab ipr" not in r.stdout
