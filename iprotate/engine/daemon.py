@@ -139,7 +139,7 @@ class Daemon:
         # Whether our own address was ever seen on the advert interface: only then does its
         # absence there mean it was removed (it may live on another interface).
         self._source_seen = {4: False, 6: False}  # per family: our address, our address6
-        self._planned: tuple[Plan | None, set[IPInterface]] = (None, set())
+        self._planned: tuple[Plan | None, set[IPInterface], set[IPAddress]] = (None, set(), set())
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -615,7 +615,7 @@ class Daemon:
             self._feed_source(False, asyncio.get_running_loop().time(), 6)
         if index != self._vip_index or self.addresses is None:
             return
-        if address.ip not in {a.ip for a in self._planned_addresses()}:
+        if address.ip not in self._planned_ips():
             return
         try:
             removed = self.addresses.delete(address)
@@ -641,8 +641,14 @@ class Daemon:
     def _planned_addresses(self) -> set[IPInterface]:
         """Every planned VIP with its prefix (kept per plan: looked up for every address event)."""
         if self._planned[0] is not self.plan:
-            self._planned = (self.plan, {v.address for v in self.plan.vips})
+            self._planned = (self.plan, {v.address for v in self.plan.vips}, set())
+            self._planned[2].update(v.ip for v in self.plan.vips)
         return self._planned[1]
+
+    def _planned_ips(self) -> set[IPAddress]:
+        """Every planned VIP's address alone (kept with `_planned_addresses`)."""
+        self._planned_addresses()
+        return self._planned[2]
 
     def addresses_dumped(self, index: int, present: set[IPAddress]) -> None:
         """After a (re)synchronisation: a VIP we are master of and that is missing was removed
