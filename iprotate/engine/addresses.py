@@ -11,6 +11,11 @@ with it the address sits "tentative" for about a second (the kernel does not ans
 solicitations for it, the VIP is dead) and, if the old holder still answers for it at that moment
 (a split brain healing), ends "dadfailed", unusable until removed by hand. The flag goes both in
 ifaddrmsg's 8-bit flags and in IFA_FLAGS (the 32-bit attribute newer kernels read first).
+Even so, an IPv6 address is not in service when the ack comes back: the kernel inserts its local
+route (what makes it accept packets for the address) from a worker afterwards, and only then sends
+RTM_NEWADDR (measured in a namespace: the route was missing right after the ack in 129 of 300
+adds, and came 0.1 ms (p50) to 3.5 ms (max) after it). IPv4 addresses are in service within the
+request. The daemon therefore holds a fresh IPv6 VIP's announcement until then (engine.daemon).
 
 Several IPv6 VIPs of one prefix (measured, tests/test_addresses.py): IPv6 has no primary and
 secondary addresses, so nothing like IPv4's promote_secondaries is needed. Each address stands
