@@ -649,6 +649,12 @@ hitting each time a host owning the most VIPs (all own 4: the victim rotates).
 - **failback**: the cable back in and the engine started again;
 - **stop**: a clean stop, SIGTERM to every engine process of the host at once.
 
+The *-ipv6* rows run the same plan with the 12 VIPs as IPv6 addresses (2001:db8:113::10 to ::1b,
+/64): iprotate speaking CARP over IPv6 from each host's address6, keepalived speaking VRRPv3 (its
+only protocol for IPv6; with advert_int 1 s its timers are VRRPv2's). The client pings them with
+ICMPv6, resolving them through its own neighbour cache, and learns moves from the engines'
+unsolicited neighbour advertisements; the second client solicits them instead of ARPing.
+
 Columns: *VIPs moved* per run; *D*, the protocol's bound for a hard failure (the first backup's
 master-down timeout: CARP advbase × dead_ratio + advskew/256, VRRP 3 × advert_int +
 (256 − priority)/256); *p50/p99/max*, seconds from the fault to the first ping answered by the
@@ -690,6 +696,11 @@ How to read it:
   script but sends nothing, so its backups wait a whole master-down timeout, as after a crash.
 - Sub-second iprotate (advbase 0: owner every 62 ms, first backup's timeout 187 ms) cuts the
   hard failure below a quarter of a second.
+- IPv6 behaves as IPv4, with one trap: the kernel puts a new (nodad) IPv6 address in service from
+  a worker, up to a few milliseconds after the add returns, so an NA sent at once moves clients
+  to a host that still drops their packets. iprotate holds a fresh IPv6 VIP's NA and first advert
+  until the kernel reports the address (before it did, its clean stop and fail-back lost about
+  one ping per run here); keepalived's IPv6 fail-back loses one now and then.
 - In every host namespace net.ipv4.conf.all.promote_secondaries is
   {promoted}: at 0, deleting the
   first VIP added to an interface deletes every other VIP of the same /24 with it (seen with ucarp
