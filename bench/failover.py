@@ -700,7 +700,7 @@ How to read it:
   a worker, up to a few milliseconds after the add returns, so an NA sent at once moves clients
   to a host that still drops their packets. iprotate holds a fresh IPv6 VIP's NA and first advert
   until the kernel reports the address (before it did, its clean stop and fail-back lost about
-  one ping per run here); keepalived's IPv6 fail-back loses one now and then.
+  one ping per run here).
 - In every host namespace net.ipv4.conf.all.promote_secondaries is
   {promoted}: at 0, deleting the
   first VIP added to an interface deletes every other VIP of the same /24 with it (seen with ucarp
