@@ -239,8 +239,8 @@ VIP_ALLOWED = "address, down_script, group, owner, pool, up_script, vhid"
 @pytest.mark.parametrize(
     ("change", "key", "allowed"),
     [
-        (lambda d: d.update(clusters={"x": 1}), "clusters", "cluster, hosts, run, vips"),
-        (lambda d: d.update(version=2), "version", "cluster, hosts, run, vips"),
+        (lambda d: d.update(clusters={"x": 1}), "clusters", "checks, cluster, hosts, run, vips"),
+        (lambda d: d.update(version=2), "version", "checks, cluster, hosts, run, vips"),
         (lambda d: d["cluster"].update(advbse=1), "cluster.advbse", CLUSTER_ALLOWED),
         (lambda d: d["cluster"].update(extra={"a": 1}), "cluster.extra", CLUSTER_ALLOWED),
         (lambda d: d["hosts"][1].update(adress="198.51.100.9"), "hosts[1].adress", HOST_ALLOWED),

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 A machine is sans-I/O: it owns no socket and reads no clock. The shell feeds it events with the
 current monotonic time `now` (`start`, `advert`, `timer`, `link`, `drain`, `undrain`, `stop`,
-`address_gone`, `address_present`) and
+`address_gone`, `address_present`, `sicken`, `heal`) and
 performs the actions it returns, in order (send an advert, add or delete the address, send a
 gratuitous ARP). After every event the shell reads `deadline` and calls `timer(now)` no later than
 that. Transitions come back as `Transition` actions so the shell can log them; it decides nothing.
@@ -80,6 +80,26 @@ What iprotate adds, each kept to the same three states:
   then takes part normally again, preempting after the hold-down the shell gives. Unlike ucarp it
   never drops the address before a taker answers, and it is no drain: nothing is remembered, and
   a drained VIP stays drained when the demote ends.
+- Sick (a health check of this VIP down here, iprotate.carp.health): the host stands aside as a
+  drained one does, make-before-break (a sick master offers the VIP with farewell adverts until a
+  taker answers, then yields; a sick backup never preempts a healthy master and takes no
+  farewell), but it stays a better last resort than nobody, and sick hosts among themselves keep
+  the plan's rank:
+  * a sick backup waits D(254) + its own advskew/256: longer than any healthy backup, so a healthy
+    one always takes over first, and in the plan's order among sick ones;
+  * a sick master advertises advskew 254 (SICK_ADVSKEW): worse than any healthy host of the plan
+    (a ucarp peer with -P preempts it, as any worse master), better than a drained one (255), and
+    told apart from both on the wire, so a healthy backup with preempt takes the VIP back;
+  * between two sick hosts the plan decides, not the address: a sick backup preempts a sick (254)
+    master that the plan ranks below it, and a sick master yields to a sick one ranked above it
+    (the node tells the machine the sender's planned advskew; adverts between iprotate hosts
+    are authenticated). So a check down on every host leaves each VIP on its highest-ranked live
+    host;
+  * when nobody takes the VIP from a sick master, it keeps serving it: a VIP served by a sick
+    host beats a VIP served by nobody (`last_resort` says so for status and the log).
+  When the check is up again the host takes part normally, preempting after the hold-down the
+  shell gives (staggered), as after undrain. Sick, drained and demoted are independent: undrain
+  does not revive a sick VIP, a check coming up does not undrain a drained one.
 - Farewell: ucarp takes over at once on a farewell, so every backup grabs the VIP together. A
   native backup waits advskew/1024 s instead (62 ms for a first backup): the best-ranked one
   answers first and the others hear a new master in time. An owner (advskew 0) takes over at once.
@@ -113,6 +133,7 @@ from iprotate.cluster.model import IPAddress
 from iprotate.plan.timing import (
     FAREWELL_ADVBASE,
     FAREWELL_ADVSKEW,
+    SICK_ADVSKEW,
     interval,
     interval_key,
     master_down,
@@ -207,6 +228,7 @@ class CarpMachine:
     vip_link_up: bool = True
     source_up: bool = True  # our own address (the adverts' source) is on the advert link
     drained: bool = False
+    sick: bool = False  # a health check this VIP depends on is down (or not yet up) here
     demoted_until: float | None = None  # SIGUSR2: standing aside until then
     preempt_after: float = 0.0
     since: float = 0.0
@@ -224,13 +246,26 @@ class CarpMachine:
 
     @property
     def aside(self) -> bool:
-        """Standing aside: drained (until undrained) or demoted (until `demoted_until`). A host
-        aside ranks last, never preempts, takes no farewell: a last resort only."""
-        return self.drained or self.demoted_until is not None
+        """Standing aside: drained (until undrained), demoted (until `demoted_until`) or sick
+        (until healed). A host aside ranks last, never preempts a healthy master, takes no
+        farewell: a last resort only."""
+        return self.drained or self.demoted_until is not None or self.sick
+
+    @property
+    def only_sick(self) -> bool:
+        """Aside because of a health check alone: still ranked by the plan among sick hosts."""
+        return self.sick and not self.drained and self.demoted_until is None
+
+    @property
+    def last_resort(self) -> bool:
+        """Master while sick, nobody having taken the VIP: served here because nobody else can."""
+        return self.state is State.MASTER and self.sick and self._drain_deadline is None
 
     @property
     def advskew(self) -> int:
-        """The skew we stand for now: a drained host ranks last."""
+        """The skew we stand for now: a drained host ranks last, a sick one just above it."""
+        if self.only_sick:
+            return SICK_ADVSKEW
         return FAREWELL_ADVSKEW if self.aside else self.cfg.advskew
 
     @property
@@ -239,7 +274,11 @@ class CarpMachine:
 
     @property
     def down_timeout(self) -> float:
-        return master_down(self.cfg.advbase, self.advskew, self.cfg.dead_ratio)
+        d = master_down(self.cfg.advbase, self.advskew, self.cfg.dead_ratio)
+        if self.only_sick:
+            # After every healthy backup (whose D is below D(254)), in the plan's order.
+            d += self.cfg.advskew / 256.0
+        return d
 
     @property
     def link_up(self) -> bool:
@@ -269,8 +308,17 @@ class CarpMachine:
         self._join(now)
         return out
 
-    def advert(self, now: float, src: IPAddress, advbase: int, advskew: int) -> list[Action]:
-        """A valid advert (accepted by the node's receive path) from another host for our vhid."""
+    def advert(
+        self,
+        now: float,
+        src: IPAddress,
+        advbase: int,
+        advskew: int,
+        planned_skew: int | None = None,
+    ) -> list[Action]:
+        """A valid advert (accepted by the node's receive path) from another host for our vhid.
+        `planned_skew`: the sender's advskew in the plan (None: unknown), which ranks two sick
+        hosts."""
         if self.state is State.INIT or not self.link_up:
             return []
         self.master_src, self.master_prio = src, (advbase, advskew)
@@ -293,11 +341,24 @@ class CarpMachine:
                 return []
             if theirs > ours and self._may_preempt(now):
                 return self._to_master(now, f"preempting {src} ({advbase}/{advskew})")
+            if self._sick_outranks(advbase, advskew, planned_skew) and self._may_preempt(
+                now, sick=True
+            ):
+                return self._to_master(
+                    now, f"preempting {src} ({advbase}/{advskew}): both sick, we rank above"
+                )
             self._down_at = now + self._patience(interval(advbase, advskew))
             self._down_why = None
             return []
         # MASTER
         yields = theirs < ours or (theirs == ours and _tiebreak(src) < _tiebreak(self.cfg.src))
+        if (
+            self.only_sick
+            and (advbase, advskew) == (self.cfg.advbase, SICK_ADVSKEW)
+            and planned_skew is not None
+        ):
+            # Two sick masters: the plan decides (see "Sick"), not the addresses.
+            yields = planned_skew < self.cfg.advskew
         if self.aside and self._drain_deadline is not None:
             # Draining: anyone who answers as master takes over (we advertise the farewell). Another
             # draining master is no taker: between two farewells the address decides, so exactly
@@ -397,8 +458,12 @@ class CarpMachine:
 
     def _end_demote(self, now: float) -> None:
         self.demoted_until = None
-        if not self.drained:  # a drained VIP stays drained: the demote ends, the drain does not
+        # A drained VIP stays drained: the demote ends, the drain does not. A sick one stays
+        # aside until its check is up.
+        if not self.drained and not self.sick:
             self._take_part_again(now, self._demote_preempt_after)
+        elif self.only_sick and self.state is State.BACKUP and self._down_at is not None:
+            self._down_at = now + self.down_timeout
 
     def _step_aside(self, now: float) -> list[Action]:
         """Start standing aside: a master offers the VIP with farewell adverts until a taker
@@ -419,6 +484,35 @@ class CarpMachine:
         self.drained = False
         if self.demoted_until is not None:
             return []  # still demoted: it takes part again when the demote ends
+        if self.sick:
+            # Still sick: aside until its check is up, but ranked by the plan again.
+            if self.state is State.BACKUP and self._down_at is not None:
+                self._down_at = now + self.down_timeout
+            return []
+        self._take_part_again(now, now if preempt_after is None else preempt_after)
+        return []
+
+    def sicken(self, now: float) -> list[Action]:
+        """A health check this VIP depends on went down here: hand the VIP over make-before-break
+        and stand aside as a last resort (see "Sick")."""
+        if self.sick:
+            return []
+        was_aside = self.aside
+        self.sick = True
+        if self.state is State.INIT:
+            return []
+        if was_aside:
+            return []  # drained or demoted: already standing aside
+        return self._step_aside(now)
+
+    def heal(self, now: float, preempt_after: float | None = None) -> list[Action]:
+        """Every health check of this VIP is up here again: take part normally, preempting (to
+        take the VIP back) from `preempt_after` on, unless drained or demoted."""
+        if not self.sick:
+            return []
+        self.sick = False
+        if self.state is State.INIT or self.drained or self.demoted_until is not None:
+            return []
         self._take_part_again(now, now if preempt_after is None else preempt_after)
         return []
 
@@ -509,8 +603,21 @@ class CarpMachine:
             self._down_at = now + self._patience(self._slowest_master)
             self._down_why = None
 
-    def _may_preempt(self, now: float) -> bool:
+    def _may_preempt(self, now: float, sick: bool = False) -> bool:
+        """Whether we may preempt now; with `sick`, a sick master ranked below us."""
+        if sick:
+            return self.cfg.preempt and self.only_sick and now >= self.preempt_after
         return self.cfg.preempt and not self.aside and now >= self.preempt_after
+
+    def _sick_outranks(self, advbase: int, advskew: int, planned_skew: int | None) -> bool:
+        """We are sick, and so is the master we hear, whom the plan ranks below us: between two
+        last resorts the plan decides."""
+        return (
+            self.only_sick
+            and planned_skew is not None
+            and (advbase, advskew) == (self.cfg.advbase, SICK_ADVSKEW)
+            and planned_skew > self.cfg.advskew
+        )
 
     def _advert(self) -> SendAdvert:
         if self.aside and self.state is State.MASTER and self._drain_deadline is not None:
@@ -544,8 +651,10 @@ class CarpMachine:
         self._advert_at = now + self.interval
         self._garp_at = now + 2 * self.interval
         self._drain_deadline = None
-        if self.aside:
+        if self.aside and not self.only_sick:
             # A drained host that had to take over (nobody else alive) offers the VIP at once.
+            # A sick one does not: every healthy backup timed out before it (it waits longer),
+            # and a sick one ranked below it would take the offer back and forth.
             self._drain_deadline = now + DRAIN_PATIENCE * interval(
                 self.cfg.advbase, self.cfg.advskew
             )

@@ -4,8 +4,11 @@ A `Node` owns one state machine per VIP the host takes part in, routes received 
 (decode, sender, group and vhid lookup, digest, the iprotate peers' authentication and freshness
 (carp.native_auth), then the machine), seals the counters of the adverts it sends, keeps the
 counters `status` and metrics read, and remembers the master heard for every vhid on the segment,
-including VIPs this host takes no part in. Like the machines it has no socket and no clock: the
-daemon feeds it bytes and `now` and carries out the `Effect`s it returns.
+including VIPs this host takes no part in. It also holds the state of this host's health checks
+(carp.health, fed by the daemon with each run's result) and makes a VIP sick on its machine while
+any check it depends on is not up (the machine's "Sick" rule), healed after the hold-down. Like
+the machines it has no socket and no clock: the daemon feeds it bytes and `now` and carries out
+the `Effect`s it returns.
 
 IPv6 VIPs (issue 11) go through the same receive path: `packet` takes what the IPv4 CARP socket
 reads (the whole packet), `packet6` what the IPv6 one reads (the CARP bytes, with the source,
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
 from iprotate.carp import codec
+from iprotate.carp.health import CheckState, HealthChange
 from iprotate.carp.machine import (
     Action,
     CarpMachine,
@@ -39,7 +43,7 @@ from iprotate.carp.machine import (
 from iprotate.carp.native_auth import NativeAuth, Verdict, derive_key
 from iprotate.cluster.model import IPAddress
 from iprotate.plan.model import Plan, VipPlan
-from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW, interval
+from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW, SICK_ADVSKEW, interval
 
 # Two masters' adverts must overlap this long at least (sub-second intervals can be a few ms).
 OVERLAP_FLOOR = 0.05
@@ -147,6 +151,8 @@ class Node:
     # file there): (source, group, vhid) -> when last heard. Only hosts of the file are kept,
     # so forged sources cannot grow it.
     unplanned: dict[tuple[IPAddress, IPAddress, int], float] = field(default_factory=dict)
+    # This host's health checks by name (the plan's checks that run here), and their states.
+    health: dict[str, CheckState] = field(default_factory=dict)
     # (deadline, _order(key), key): keys of both families never compare (ipaddress refuses).
     _timers: list[tuple[float, tuple[int, int, int], Key]] = field(default_factory=list)
     _host_at: dict[IPAddress, str] = field(default_factory=dict)
@@ -207,6 +213,7 @@ class Node:
             garp_refresh=garp_refresh,
             wall_offset=wall_offset,
             ignore_ifstate=ignore_ifstate,
+            health={c.name: CheckState(c) for c in plan.checks_for(host)},
         )
 
     @property
@@ -230,7 +237,9 @@ class Node:
     def start(self, now: float) -> list[Effect]:
         """Every machine joins as BACKUP; preemption waits for the hold-down, staggered."""
         self.started = now
-        return self._all(now, lambda m, i: m.start(now, self._preempt_after(now, i)))
+        out = self._all(now, lambda m, i: m.start(now, self._preempt_after(now, i)))
+        # Checks start unknown: their VIPs stand aside until they are up.
+        return out + self._apply_health(now)
 
     def stop(self, now: float) -> list[Effect]:
         """Every machine leaves: farewell adverts from masters, every address released."""
@@ -247,6 +256,43 @@ class Node:
 
     def undrain(self, now: float, only: IPAddress | None = None) -> list[Effect]:
         return self._all(now, lambda m, i: m.undrain(now, self._preempt_after(now, i)), only)
+
+    def check_result(
+        self, now: float, name: str, ok: bool, detail: str, seconds: float = 0.0
+    ) -> tuple[HealthChange | None, list[Effect]]:
+        """One run of the health check `name`: its transition (if any) and what it does to the
+        VIPs depending on it (a VIP is sick here while any of its checks is not up)."""
+        st = self.health.get(name)
+        if st is None:
+            return None, []  # a result of a check a reload removed
+        change = st.result(now, ok, detail, seconds)
+        if change is None:
+            return None, []
+        return change, self._apply_health(now)
+
+    def checks_down(self, ip: IPAddress) -> list[str]:
+        """The names of this host's checks that VIP `ip` depends on and that are not up."""
+        return [n for n, st in self.health.items() if not st.up and ip in st.vips]
+
+    def sick_vips(self) -> set[IPAddress]:
+        """The VIPs that some check not up here makes sick."""
+        out: set[IPAddress] = set()
+        for st in self.health.values():
+            if not st.up:
+                out |= st.vips
+        return out
+
+    def _apply_health(self, now: float) -> list[Effect]:
+        """Every machine sick or not as its checks say; healed ones preempt after the hold-down,
+        staggered (as undrain)."""
+        sick = self.sick_vips()
+
+        def step(m: CarpMachine, i: int) -> list[Action]:
+            if m.cfg.vip in sick:
+                return m.sicken(now)
+            return m.heal(now, self._preempt_after(now, i))
+
+        return self._all(now, step)
 
     def link(self, up: bool, now: float, vip: bool = False) -> list[Effect]:
         """The advert interface (or with `vip`, the VIP interface) went down or came back."""
@@ -375,7 +421,10 @@ class Node:
         m = self.machines.get(key)
         if m is None:
             return []  # a VIP we only watch
-        return self._effects(key, m.advert(now, pkt.src, adv.advbase, adv.advskew), now)
+        planned = (
+            vip.advskew_of(self._host_at[pkt.src]) if self._host_at[pkt.src] in vip.order else None
+        )
+        return self._effects(key, m.advert(now, pkt.src, adv.advbase, adv.advskew, planned), now)
 
     def reload(self, plan: Plan, now: float) -> list[Effect]:
         """Apply a new plan: unchanged VIPs are not touched, changed priorities are applied in
@@ -413,7 +462,19 @@ class Node:
                 m.source_up = self.source6_up if cfg.src.version == 6 else self.source_up
                 out += self._effects(key, m.start(now, self._preempt_after(now, joined)), now)
                 joined += 1
-        return out
+        # Checks: a changed one keeps its state; a new one starts up (a reload must not touch
+        # healthy VIPs; it goes down after `fall` failures); a removed one no longer counts.
+        checks = {c.name: c for c in plan.checks_for(self.host)}
+        health: dict[str, CheckState] = {}
+        for name, c in checks.items():
+            st = self.health.get(name)
+            if st is None:
+                st = CheckState(c, state="up", since=now, detail="added by a reload, not run yet")
+            else:
+                st.reconfigure(c)
+            health[name] = st
+        self.health = health
+        return out + self._apply_health(now)
 
     def timers(self, now: float) -> list[Effect]:
         """Run every machine whose deadline has passed."""
@@ -510,7 +571,12 @@ class Node:
             self._drifting(now, key, src, f"{host} advertises but takes no part in the plan")
             return
         planned = (self.plan.cluster.advbase, vip.advskew_of(host))
-        allowed = {planned, (planned[0], FAREWELL_ADVSKEW), (FAREWELL_ADVBASE, FAREWELL_ADVSKEW)}
+        allowed = {
+            planned,
+            (planned[0], FAREWELL_ADVSKEW),
+            (planned[0], SICK_ADVSKEW),
+            (FAREWELL_ADVBASE, FAREWELL_ADVSKEW),
+        }
         if (advbase, advskew) not in allowed:
             self._drifting(
                 now, key, src,

@@ -6,7 +6,9 @@ Levels follow the monitoring-plugins convention (the exit code of `iprotate stat
 
 - OK (0): every VIP has exactly one master, its planned owner; every owner is heard; no drift.
 - WARNING (1): degraded but served: a VIP on a backup, a host that owns VIPs not heard, VIPs
-  drained (here, or a peer advertising the drained skew 255), a drifting peer, a host of the
+  drained (here, or a peer advertising the drained skew 255), a health check not up here (or a
+  peer advertising the sick skew 254), a VIP served here by a sick host as the last resort, a
+  drifting peer, a host of the
   cluster advertising vhids our plan does not have (it runs another cluster file), adverts from
   addresses that are no host of the cluster file (a forger, or a host missing from the file).
 - CRITICAL (2): a VIP with no master heard, or two.
@@ -22,7 +24,7 @@ from typing import Any
 from tabulate import tabulate
 
 from iprotate.carp.node import Node
-from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW
+from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW, SICK_ADVSKEW
 
 # A drift older than this is history (the peer was fixed or left), not a current problem.
 DRIFT_RECENT = 30.0
@@ -71,6 +73,7 @@ def build_status(node: Node, now: float) -> dict[str, Any]:
                 "since": round(now - m.since, 1) if m else None,
                 "transitions": m.transitions if m else None,
                 "drained": bool(m and m.drained),
+                "sick": node.checks_down(v.ip) if m and m.sick else [],
                 "master": heard,
                 "planned": v.owner,
                 "order": list(v.order),
@@ -90,6 +93,14 @@ def build_status(node: Node, now: float) -> dict[str, Any]:
             )  # fmt: skip
         if m is not None and m.drained:
             issue(WARNING, "drained", f"{where}: drained here ({node.host})", host=node.host)
+        if m is not None and m.last_resort:
+            down = ", ".join(node.checks_down(v.ip)) or "?"
+            issue(
+                WARNING, "last_resort",
+                f"{where}: served here although check {down} is down: no healthy host takes it "
+                "(last resort)",
+                host=node.host,
+            )  # fmt: skip
         for s in node.seen.get(key, {}).values():
             # A drained master nobody relieved advertises our advbase with the skew 255.
             fresh = now - s.at <= c.advbase + 1.0
@@ -97,6 +108,36 @@ def build_status(node: Node, now: float) -> dict[str, Any]:
                 peer = names.get(s.src, str(s.src))
                 issue(WARNING, "drained", f"{where}: drained on {peer} (advertises skew 255)",
                       host=peer)  # fmt: skip
+            if fresh and s.advskew == SICK_ADVSKEW and s.advbase != FAREWELL_ADVBASE:
+                peer = names.get(s.src, str(s.src))
+                issue(WARNING, "peer_sick",
+                      f"{where}: a check is down on {peer}, which serves it as the last resort "
+                      "(advertises skew 254)", host=peer)  # fmt: skip
+
+    checks = []
+    for name, st in node.health.items():
+        checks.append(
+            {
+                "name": name,
+                "host": node.host,
+                "kind": st.check.kind,
+                "state": st.state,
+                "since": round(now - st.since, 1) if st.state != "unknown" else None,
+                "detail": st.detail,
+                "last_run": None if st.last_run is None else round(now - st.last_run, 1),
+                "runs": st.runs,
+                "failures": st.failures,
+                "vips": len(st.check.vips),
+            }
+        )
+        if st.state == "down":
+            issue(WARNING, "check_down",
+                  f"check {name} on {node.host}: down for {now - st.since:.0f} s: {st.detail}",
+                  host=node.host)  # fmt: skip
+        elif st.state == "unknown" and not warming:
+            issue(WARNING, "check_down",
+                  f"check {name} on {node.host}: not up yet: {st.detail}",
+                  host=node.host)  # fmt: skip
 
     if not warming:
         heard_at = node.last_heard()
@@ -169,6 +210,7 @@ def build_status(node: Node, now: float) -> dict[str, Any]:
         "summary": _summary(level, issues, len(vips)),
         "warming_up": warming,
         "vips": vips,
+        "checks": checks,
         "drift": drift,
         "strangers": strangers,
         "counters": dict(sorted(node.counters.items())),
@@ -200,6 +242,9 @@ def _summary(level: str, issues: list[dict[str, str]], vips: int) -> str:
         "not_on_owner": lambda n: f"{n} VIPs not on their owner ({hosts('not_on_owner', 'owner')})",
         "host_not_heard": lambda n: f"not heard: {hosts('host_not_heard')}",
         "drained": lambda n: f"{n} VIPs drained ({hosts('drained')})",
+        "check_down": lambda n: f"{n} checks down ({hosts('check_down')})",
+        "last_resort": lambda n: f"{n} VIPs on a sick host as the last resort",
+        "peer_sick": lambda n: f"{n} VIPs on sick peers ({hosts('peer_sick')})",
         "drift": lambda n: f"{n} drifting adverts ({hosts('drift')})",
         "other_plan": lambda n: f"another plan on {hosts('other_plan')}",
         "not_a_host": lambda n: f"adverts from {n} addresses that are no host",
@@ -214,7 +259,9 @@ def status_text(doc: dict[str, Any]) -> str:
         [
             v["address"],
             v["vhid"],
-            (v["state"] or "-") + (" (drained)" if v["drained"] else ""),
+            (v["state"] or "-")
+            + (" (drained)" if v["drained"] else "")
+            + (f" (sick: {','.join(v['sick'])})" if v.get("sick") else ""),
             "-" if v["since"] is None else f"{v['since']:.0f}s",
             " ".join(v["master"]) or "NONE",
             v["planned"],
@@ -229,6 +276,24 @@ def status_text(doc: dict[str, Any]) -> str:
             rows, headers=["vip", "vhid", "state here", "since", "master", "owner", "transitions"]
         ),
     ]
+    checks = doc.get("checks") or []
+    if checks:
+        out += [
+            "",
+            tabulate(
+                [
+                    [
+                        c["name"],
+                        c["host"],
+                        c["state"],
+                        "-" if c["since"] is None else f"{c['since']:.0f}s",
+                        c["detail"],
+                    ]
+                    for c in checks
+                ],
+                headers=["check", "host", "state", "since", "last output or error"],
+            ),
+        ]
     issues = doc.get("issues") or [{"level": "", "text": p} for p in doc["problems"]]
     if issues:
         out += ["", f"PROBLEMS ({len(issues)}):", *(f"  {i['level']} {i['text']}" for i in issues)]

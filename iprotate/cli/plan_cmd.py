@@ -6,7 +6,7 @@ import click
 
 from iprotate.cli import main
 from iprotate.cli.common import check_host, cluster_file, echo_json, load_plan
-from iprotate.cluster.loader import load_cluster
+from iprotate.cluster.loader import check_local, load_cluster
 from iprotate.cluster.model import ClusterError
 from iprotate.plan import report
 from iprotate.plan.planner import make_plan
@@ -15,9 +15,19 @@ from iprotate.plan.planner import make_plan
 @main.command()
 @cluster_file
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def check(cluster_file: str, as_json: bool) -> None:
+@click.option("--host", "host", metavar="NAME",
+              help="Also check what NAME needs on this machine (the programs of its exec checks, "
+              "their users).")  # fmt: skip
+def check(cluster_file: str, as_json: bool, host: str | None) -> None:
     """Validate CLUSTER_FILE and summarise it (exit 2 with every problem if it is not valid)."""
     _, plan = load_plan(cluster_file)
+    if host is not None:
+        check_host(plan, host)
+        problems = check_local(plan.cluster, host, frozenset(v.ip for v in plan.for_host(host)))
+        for line in problems:
+            click.echo(f"error: {plan.cluster.path}: {line}", err=True)
+        if problems:
+            raise SystemExit(2)
     if as_json:
         echo_json(report.summary_json(plan))
     else:

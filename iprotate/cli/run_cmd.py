@@ -14,6 +14,7 @@ import click
 from iprotate.cli import early_signals, main
 from iprotate.cli.common import check_host, cluster_file, load_plan
 from iprotate.cluster.bounds import check_seconds
+from iprotate.cluster.loader import check_local as check_programs
 from iprotate.engine.control import default_socket
 from iprotate.engine.daemon import Daemon, DaemonFailed, RunOptions, StartError, find_host
 from iprotate.engine.hostlock import HostInUse, check_local
@@ -137,6 +138,10 @@ def run(
         else:
             check_host(plan, host)
             check_local(plan.cluster.host(host), local)
+        host_vips = frozenset(v.ip for v in plan.for_host(host))
+        for line in check_programs(plan.cluster, host, host_vips):
+            # Not fatal: such a check is down (its VIPs go to healthy hosts) until it can run.
+            logging.getLogger("iprotate").warning("%s: %s", cluster_file, line)
         sock = settings.control_socket
         options = RunOptions(
             hold_down=settings.hold_down,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import grp
+import math
 import os
+import pwd
 import re
 import stat
 import tomllib
@@ -21,14 +23,17 @@ from ipaddress import (
     IPv6Address,
     IPv6Interface,
     NetmaskValueError,
+    ip_address,
 )
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from iprotate.cluster.bounds import RUN_SECONDS, check_seconds
 from iprotate.cluster.model import (
     DEFAULT_GROUP,
     DEFAULT_GROUP6,
+    Check,
     Cluster,
     ClusterError,
     Host,
@@ -62,7 +67,19 @@ HOST_KEYS = {
     "name", "address", "address6", "interface", "vip_interface", "weight", "engine", "preempt",
 }  # fmt: skip
 VIP_KEYS = {"address", "pool", "vhid", "owner", "group", "up_script", "down_script"}
-TOP_KEYS = {"cluster", "hosts", "vips", "run"}
+TOP_KEYS = {"cluster", "hosts", "vips", "run", "checks"}
+CHECK_KEYS = {
+    "name", "tcp", "http", "exec", "expect", "user", "interval", "timeout", "fall", "rise", "vips",
+    "hosts",
+}  # fmt: skip
+MAX_CHECKS = 64  # each runs on a timer in the daemon: more is a mistake
+MAX_CHECK_ARGS = 64
+MAX_CHECK_STRING = 4096  # bytes of a URL or an argument
+# interval: under 50 ms a check is a busy loop; over an hour it checks nothing. A run may not
+# outlast the interval (one run at a time) nor a minute.
+CHECK_INTERVAL = (0.05, 3600.0)
+CHECK_TIMEOUT = (0.01, 60.0)
+CHECK_COUNT = (1, 100)  # fall, rise
 RUN_KEYS = {
     "hold_down", "stagger", "garp_refresh", "control_socket", "control_group", "state_dir",
     "metrics", "hook_timeout", "ignore_ifstate",
@@ -157,6 +174,9 @@ def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None)
     hosts = _hosts(pr, data.get("hosts"), cl_if, cl_vip_if, cl_preempt, names)
     vips = _vips(pr, data.get("vips"), (default_group, default_group6), names)
 
+    ucarp = {h.name for h in hosts if h.engine == "ucarp"}
+    checks = _checks(pr, data.get("checks", []), vips, names, ucarp)
+
     host_addrs: dict[IPAddress, str] = {h.address: h.name for h in hosts}
     host_addrs.update({h.address6: h.name for h in hosts if h.address6 is not None})
     for v in vips:
@@ -178,6 +198,7 @@ def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None)
         down_script=down_script,
         warnings=tuple(pr.warnings),
         run=run,
+        checks=tuple(checks),
     )
 
 
@@ -376,6 +397,247 @@ def _ipv6_participants(pr: _Problems, hosts: list[Host], vips: list[Vip], raw_ho
         if v.owner in ucarp and where not in said:
             said.add(where)
             pr.add(where, f"{v.owner!r} runs ucarp, which speaks no IPv6: it cannot own IPv6 VIPs")
+
+
+def _checks(
+    pr: _Problems, raw: Any, vips: list[Vip], host_names: set[str], ucarp: set[str]
+) -> list[Check]:
+    """[[checks]]: every key checked, the VIPs and hosts resolved against the rest of the file."""
+    if not isinstance(raw, list) or any(not isinstance(c, dict) for c in raw):
+        pr.add("checks", "must be an array of tables ([[checks]])")
+        return []
+    if len(raw) > MAX_CHECKS:
+        pr.add("checks", f"{len(raw)} checks; at most {MAX_CHECKS}")
+        return []
+    out: list[Check] = []
+    seen: dict[str, int] = {}
+    for i, c in enumerate(raw):
+        key = f"checks[{i}]"
+        n = len(pr.items)
+        _unknown(pr, key, c, CHECK_KEYS)
+        name = c.get("name")
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            what = "missing" if name is None else f"{name!r} is not a check name"
+            pr.add(f"{key}.name", f"{what} (letters, digits, '_.-', 1..63)")
+            name = ""
+        elif name in seen:
+            pr.add(f"{key}.name", f"{name!r} is already checks[{seen[name]}]")
+        else:
+            seen[name] = i
+        kinds = [k for k in ("tcp", "http", "exec") if k in c]
+        kind, target, argv = _check_target(pr, key, c, kinds)
+        expect = c.get("expect")
+        if expect is not None:
+            expect = _int(pr, f"{key}.expect", expect, 100, 599)
+            if kind != "http":
+                pr.add(f"{key}.expect", "only an `http` check has an expected status")
+        user = _opt_str(pr, f"{key}.user", c.get("user"))
+        if user is not None and kind != "exec":
+            pr.add(f"{key}.user", "only an `exec` check runs as a user")
+        interval = _seconds(pr, f"{key}.interval", c.get("interval", 1.0), CHECK_INTERVAL)
+        timeout = _seconds(pr, f"{key}.timeout", c.get("timeout", 0.5), CHECK_TIMEOUT)
+        if timeout is not None and interval is not None and timeout > interval:
+            pr.add(f"{key}.timeout", f"{timeout:g} s is longer than the interval ({interval:g} s)")
+        fall = _int(pr, f"{key}.fall", c.get("fall", 2), *CHECK_COUNT)
+        rise = _int(pr, f"{key}.rise", c.get("rise", 2), *CHECK_COUNT)
+        deps = _check_vips(pr, f"{key}.vips", c.get("vips"), vips)
+        hosts = c.get("hosts")
+        if hosts is not None:
+            if (
+                not isinstance(hosts, list)
+                or not hosts
+                or any(not isinstance(h, str) or h not in host_names for h in hosts)
+            ):
+                pr.add(f"{key}.hosts", f"{hosts!r} is not a list of hosts ({_names(host_names)})")
+                hosts = None
+            elif len(set(hosts)) != len(hosts):
+                pr.add(f"{key}.hosts", f"{hosts!r} names a host twice")
+                hosts = None
+            elif ucarp & set(hosts):
+                # ucarp runs no checks: people kill it from cron. Say so rather than pretend.
+                names = ", ".join(sorted(ucarp & set(hosts)))
+                pr.add(f"{key}.hosts", f"{names} runs ucarp, which runs no health checks")
+                hosts = None
+            else:
+                hosts = tuple(hosts)
+        if len(pr.items) == n:
+            out.append(
+                Check(
+                    name=name,
+                    kind=kind,  # type: ignore[arg-type]
+                    target=target,
+                    vips=deps,
+                    hosts=hosts,
+                    argv=argv,
+                    expect=expect,
+                    user=user,
+                    interval=interval or 1.0,
+                    timeout=timeout or 0.5,
+                    fall=fall,
+                    rise=rise,
+                    source=key,
+                )
+            )
+    return out
+
+
+def _check_target(
+    pr: _Problems, key: str, c: dict[str, Any], kinds: list[str]
+) -> tuple[str, str, tuple[str, ...]]:
+    """(kind, target, argv) of a check: exactly one of tcp, http, exec, each well formed."""
+    if len(kinds) != 1:
+        pr.add(key, "give exactly one of `tcp` (HOST:PORT), `http` (a URL) or `exec` (a command)")
+        return "tcp", "", ()
+    kind = kinds[0]
+    value = c[kind]
+    if kind == "exec":
+        if (
+            not isinstance(value, list)
+            or not value
+            or len(value) > MAX_CHECK_ARGS
+            or any(not isinstance(a, str) or len(a) > MAX_CHECK_STRING for a in value)
+        ):
+            pr.add(f"{key}.exec", f"must be a list of 1..{MAX_CHECK_ARGS} strings (no shell)")
+            return kind, "", ()
+        if not value[0].startswith("/"):
+            pr.add(f"{key}.exec", f"{value[0]!r}: the program must be an absolute path (no PATH)")
+            return kind, "", ()
+        return kind, value[0], tuple(value)
+    if not isinstance(value, str) or len(value) > MAX_CHECK_STRING:
+        pr.add(f"{key}.{kind}", f"{value!r} is not a string")
+        return kind, "", ()
+    if kind == "tcp":
+        if split_host_port(value) is None:
+            pr.add(
+                f"{key}.tcp",
+                f"{value!r} is not IP:PORT (like '127.0.0.1:8080' or '[::1]:8080'; no names)",
+            )
+            return kind, "", ()
+        return kind, value, ()
+    if parse_http_url(value) is None:
+        pr.add(
+            f"{key}.http",
+            f"{value!r} is not an http:// URL with an IP address or localhost "
+            "(like 'http://127.0.0.1:8080/health')",
+        )
+        return kind, "", ()
+    return kind, value, ()
+
+
+def split_host_port(value: str) -> tuple[str, int] | None:
+    """("127.0.0.1", 8080) from "127.0.0.1:8080" (or "[::1]:8080"), or None. The host must be an
+    IP address or localhost: a check that needs DNS fails when DNS does, not with the service."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not port.isascii() or not 0 < int(port) < 65536:
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host:
+            return None
+    elif ":" in host:
+        return None
+    if host == "localhost":
+        return "127.0.0.1", int(port)
+    try:
+        ip_address(host)
+    except ValueError:
+        return None
+    return host, int(port)
+
+
+def parse_http_url(value: str) -> tuple[str, int, str, str] | None:
+    """(ip, port, host header, path with query) of an http:// URL whose host is an IP address
+    or localhost, or None."""
+    try:
+        u = urlsplit(value)
+        port = u.port or 80
+        hostname = u.hostname
+    except ValueError:
+        return None
+    if u.scheme != "http" or not hostname or u.username or u.password or port == 0:
+        return None
+    if hostname == "localhost":
+        ip = "127.0.0.1"
+    else:
+        try:
+            ip = str(ip_address(hostname))
+        except ValueError:
+            return None
+    if any(ch in value for ch in " \t\r\n"):
+        return None
+    path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+    return ip, port, u.netloc, path
+
+
+def _check_vips(pr: _Problems, key: str, raw: Any, vips: list[Vip]) -> tuple[IPAddress, ...]:
+    """The VIPs a check's `vips` names (addresses, with or without the prefix, or pool strings,
+    each of whose addresses must be a VIP of the file); every VIP if it is not given."""
+    known = {v.address.ip: v.address for v in vips}
+    if raw is None:
+        return tuple(v.address.ip for v in vips)
+    if not isinstance(raw, list) or not raw or any(not isinstance(x, str) for x in raw):
+        pr.add(key, f"{raw!r} is not a list of VIP addresses or pools")
+        return ()
+    out: dict[IPAddress, None] = {}
+    for j, item in enumerate(raw):
+        where = f"{key}[{j}]"
+        scratch = _Problems()
+        if "-" in item:
+            members = _pool(scratch, where, item)
+        elif "/" in item:
+            members = [a for a in [_interface(scratch, where, item)] if a is not None]
+        else:
+            single = f"{item}/128" if ":" in item else f"{item}/32"
+            members = [a for a in [_interface(scratch, where, single)] if a is not None]
+            members = [known.get(a.ip, a) for a in members]
+        if scratch.items:
+            pr.add(where, f"{item!r} is not a VIP address or pool of this file")
+            continue
+        missing = [a for a in members if known.get(a.ip) != a]
+        if missing:
+            pr.add(where, f"{missing[0]} is not a VIP of this file (see [[vips]])")
+            continue
+        out.update(dict.fromkeys(a.ip for a in members))
+    return tuple(out)
+
+
+def check_local(cluster: Cluster, host: str, host_vips: frozenset[IPAddress]) -> list[str]:
+    """What on this machine stops `host`'s checks from running: a program that is not an
+    executable file, a user that does not exist. Checked where the file is used for a host
+    (`iprotate run`, `iprotate check --host`), not in the file itself: the file is the same on
+    every host, the programs need not be. `host_vips`: the VIPs the host takes part in."""
+    problems: list[str] = []
+    if cluster.host(host).engine != "iprotate":
+        return problems
+    for c in cluster.checks:
+        if c.kind != "exec" or not c.runs_on(host, host_vips):
+            continue
+        st_mode = None
+        try:
+            st_mode = os.stat(c.target).st_mode
+        except OSError as e:
+            problems.append(f"{c.source}.exec: {c.target}: {e.strerror}")
+        if st_mode is not None and (not stat.S_ISREG(st_mode) or not os.access(c.target, os.X_OK)):
+            problems.append(f"{c.source}.exec: {c.target} is not an executable file")
+        if c.user is not None:
+            try:
+                pwd.getpwnam(c.user)
+            except KeyError:
+                problems.append(f"{c.source}.user: {c.user!r} is not a user on this machine")
+    return problems
+
+
+def _seconds(pr: _Problems, key: str, value: Any, bounds: tuple[float, float]) -> float | None:
+    lo, hi = bounds
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not lo <= value <= hi
+    ):
+        pr.add(key, f"{value!r} is not a number of seconds in {lo:g}..{hi:g}")
+        return None
+    return float(value)
 
 
 def _names(names: set[str]) -> str:

@@ -14,6 +14,7 @@ Engine = Literal["iprotate", "ucarp"]
 # A VIP, a group or an advert's source can be of either family; a file may mix them.
 IPAddress = IPv4Address | IPv6Address
 IPInterface = IPv4Interface | IPv6Interface
+CheckKind = Literal["tcp", "http", "exec"]
 
 DEFAULT_GROUP = IPv4Address("224.0.0.18")
 # FreeBSD's and OpenBSD's CARP over IPv6 (the address IANA gave VRRP, link-local scope).
@@ -75,6 +76,36 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class Check:
+    """[[checks]]: a health check whose failure on a host takes that host out of its VIPs.
+
+    `kind` says what `target` is: "tcp" connects to `target` ("HOST:PORT", the host an IP literal),
+    "http" GETs the URL `target` (2xx/3xx passes, or exactly `expect`), "exec" runs `argv` (argv[0]
+    == target, an absolute path; exit 0 passes; no shell), as `user` if given.
+    """
+
+    name: str
+    kind: CheckKind
+    target: str
+    vips: tuple[IPAddress, ...]  # the VIPs that depend on it (the file's default: all)
+    hosts: tuple[str, ...] | None = None  # where it runs; None: every host taking part in `vips`
+    argv: tuple[str, ...] = ()  # exec only
+    expect: int | None = None  # http only: the one status that passes
+    user: str | None = None  # exec only: run as this user
+    interval: float = 1.0  # seconds between the starts of two runs
+    timeout: float = 0.5  # a run that takes longer fails (and is killed)
+    fall: int = 2  # consecutive failures before the check is down
+    rise: int = 2  # consecutive passes before it is up again
+    source: str = ""  # key path in the file, for messages: "checks[0]"
+
+    def runs_on(self, host: str, host_vips: frozenset[IPAddress]) -> bool:
+        """Whether the check runs on `host`, which takes part in the VIPs `host_vips`."""
+        if self.hosts is not None:
+            return host in self.hosts
+        return not host_vips.isdisjoint(self.vips)
+
+
+@dataclass(frozen=True)
 class Cluster:
     """The whole cluster file, validated."""
 
@@ -89,6 +120,7 @@ class Cluster:
     down_script: str | None = None
     warnings: tuple[str, ...] = ()
     run: RunSettings = RunSettings()
+    checks: tuple[Check, ...] = ()
 
     def host(self, name: str) -> Host:
         """The host called `name` (KeyError if there is none)."""

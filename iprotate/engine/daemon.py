@@ -39,10 +39,11 @@ from iprotate.carp.machine import (
 )
 from iprotate.carp.node import Effect, Node
 from iprotate.carp.status import build_status
-from iprotate.cluster.loader import load_cluster
-from iprotate.cluster.model import ClusterError, IPAddress, IPInterface
+from iprotate.cluster.loader import check_local, load_cluster
+from iprotate.cluster.model import Check, ClusterError, IPAddress, IPInterface
 from iprotate.engine import drained_state, hostlock
 from iprotate.engine.addresses import AddressSetter
+from iprotate.engine.checks import CheckRunner, RunResult
 from iprotate.engine.control import ControlError, ControlServer
 from iprotate.engine.garp import GarpSender
 from iprotate.engine.hooks import HookRunner, hook_for
@@ -129,6 +130,8 @@ class Daemon:
         # IPv6 VIPs just added, not yet in service: their effects since, held in order.
         self._held: dict[IPv6Address, tuple[list[Effect], asyncio.TimerHandle]] = {}
         self.hooks = HookRunner(timeout=self.options.hook_timeout, logger=log)
+        self.checks = CheckRunner(self._check_result, log)
+        self._last_resort: set[tuple[IPv4Address, int]] = set()
         self.notifier = Notifier()
         self.addresses: AddressSetter | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -218,15 +221,19 @@ class Daemon:
             if not running:
                 self._links_up[False] = False
                 self._emit(self.node.link(False, now))
+            # Checks run beside the CARP timers, never on their path (iprotate.engine.checks).
+            self.checks.update(self.plan.checks_for(self.host.name))
             self.notifier.ready(f"{len(self.node.machines)} VIPs")
             await self._stopping.wait()
             self.notifier.stopping()
+            await self.checks.close()
             await self._hand_over()
             self._emit(self.node.stop(loop.time()))
             await self.hooks.drain(self.options.hook_timeout)
             if self._failed is not None:
                 raise DaemonFailed(self._failed)
         finally:
+            await self.checks.close()  # an exec check still running is killed with its group
             for t in tasks:
                 t.cancel()
             if signal_rules is not None:
@@ -347,6 +354,11 @@ class Daemon:
         self.host = new
         now = asyncio.get_running_loop().time()
         self._emit(self.node.reload(plan, now))
+        self.checks.update(plan.checks_for(self.host.name))
+        self._last_resort &= set(self.node.machines)
+        host_vips = frozenset(v.ip for v in plan.for_host(self.host.name))
+        for line in check_local(plan.cluster, self.host.name, host_vips):
+            log.warning("%s: %s", path, line)  # such a check is down until it can run
         self._join_groups()
         if self._drain_all:
             self._emit(self.node.drain(now))
@@ -684,7 +696,52 @@ class Daemon:
             log.warning("%s: removed from %s behind our back; added it back", ip, where)
         self._emit(effects)
 
+    def _check_result(self, check: Check, result: RunResult) -> None:
+        """A run of a health check ended: the node counts it and moves the VIPs if it must."""
+        if self._stopping.is_set():
+            return
+        now = asyncio.get_running_loop().time()
+        change, effects = self.node.check_result(
+            now, check.name, result.ok, result.detail, result.seconds
+        )
+        if change is not None:
+            # Exactly one line per transition, in the one format (issue 10).
+            level = logging.INFO if change.new == "up" else logging.WARNING
+            log.log(level, "%s", change.line(self.host.name))
+        self._emit(effects)
+
+    def _note_last_resort(self, effects: list[Effect]) -> None:
+        """Say it when a sick host keeps serving a VIP because no healthy host took it (and when
+        that ends). Only the VIPs these effects touch are looked at: a master's every advert is
+        an effect, so a change is seen within an interval, at no cost per event for the rest."""
+        if not self._last_resort and not any(not st.up for st in self.node.health.values()):
+            return
+        for key in {(e.vip.group, e.vip.vhid) for e in effects}:
+            m = self.node.machines.get(key)
+            now_lr = m is not None and m.last_resort
+            if now_lr == (key in self._last_resort):
+                continue
+            v = self.node.vips.get(key)
+            if now_lr and v is not None:
+                self._last_resort.add(key)
+                down = ", ".join(self.node.checks_down(v.ip))
+                log.warning(
+                    "%s vhid %d: check %s down on %s, but no healthy host takes it: serving it "
+                    "here (last resort)", v.address, v.vhid, down, self.host.name,
+                )  # fmt: skip
+            else:
+                self._last_resort.discard(key)
+                if v is not None:
+                    log.info("%s vhid %d: no longer served here as the last resort", v.address,
+                             v.vhid)  # fmt: skip
+
     def _emit(self, effects: list[Effect]) -> None:
+        if effects:
+            self._emit_all(effects)
+            self._note_last_resort(effects)
+        self._arm_timer()
+
+    def _emit_all(self, effects: list[Effect]) -> None:
         for e in effects:
             held = self._held.get(e.vip.ip)  # type: ignore[call-overload]
             if held is not None and not isinstance(e.action, DelAddress):
@@ -700,7 +757,6 @@ class Daemon:
             except Exception:  # a bug must not stop every other VIP's adverts
                 self.node.counters["errors"] += 1
                 log.exception("%s vhid %d: %s failed", e.vip.address, e.vip.vhid, e.action)
-        self._arm_timer()
 
     def _arm_timer(self) -> None:
         loop = asyncio.get_running_loop()
@@ -777,7 +833,9 @@ class Daemon:
         self._emit(effects)
 
     def _hook(self, v: VipPlan, event: Literal["up", "down"]) -> None:
-        hook = hook_for(self.plan.cluster, v, event, self.host.vip_interface)
+        hook = hook_for(
+            self.plan.cluster, v, event, self.host.vip_interface, self.node.checks_down(v.ip)
+        )
         if hook is not None:
             self.hooks.run(hook)
 
@@ -883,6 +941,11 @@ class Daemon:
             log.info(
                 "status %s vhid %d: %s for %.1f s, %d transitions",
                 v.address, v.vhid, m.state.value, now - m.since, m.transitions,
+            )  # fmt: skip
+        for name, st in self.node.health.items():
+            log.info(
+                "status check %s on %s: %s for %.1f s, %d runs, %d failed: %s",
+                name, self.host.name, st.state, now - st.since, st.runs, st.failures, st.detail,
             )  # fmt: skip
         counts = " ".join(f"{k}={n}" for k, n in sorted(self.node.counters.items()))
         log.info("status counters: %s", counts or "none")

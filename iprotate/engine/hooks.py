@@ -28,6 +28,7 @@ import signal
 import subprocess
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from typing import Literal
@@ -66,6 +67,7 @@ class Hook:
     vip: IPv4Interface | IPv6Interface
     event: Event
     vhid: int | None = None
+    checks_down: tuple[str, ...] = ()  # this host's health checks of the VIP that are not up
 
     @property
     def argv(self) -> list[str]:
@@ -85,6 +87,9 @@ class Hook:
         }
         if self.vhid is not None:
             env["IPROTATE_VHID"] = str(self.vhid)
+        if self.checks_down:
+            # Why a VIP leaves (or is served as the last resort): its checks down on this host.
+            env["IPROTATE_CHECKS_DOWN"] = ",".join(self.checks_down)
         return env
 
     @property
@@ -93,13 +98,21 @@ class Hook:
         return f"{self.vip} vhid {self.vhid}" if self.vhid is not None else str(self.vip)
 
 
-def hook_for(cluster: Cluster, vip: Vip | VipPlan, event: Event, interface: str) -> Hook | None:
+def hook_for(
+    cluster: Cluster,
+    vip: Vip | VipPlan,
+    event: Event,
+    interface: str,
+    checks_down: Iterable[str] = (),
+) -> Hook | None:
     """The hook to run when `vip` goes `event` on this host, or None if no script is configured.
 
     The VIP's own script wins over the cluster's. `interface` is passed as the script's first
     argument: give the interface the VIP lives on (the host's ``vip_interface``), so that a ucarp
     up script that adds VIP/PREFIX on it finds the address already there. With a
     :class:`~iprotate.plan.model.VipPlan` the vhid goes into log lines and ``IPROTATE_VHID``.
+    `checks_down`: the VIP's health checks not up on this host, as ``IPROTATE_CHECKS_DOWN``
+    (comma-separated; absent when there is none).
     """
     model = vip.vip if isinstance(vip, VipPlan) else vip
     if event == "up":
@@ -109,7 +122,14 @@ def hook_for(cluster: Cluster, vip: Vip | VipPlan, event: Event, interface: str)
     if script is None:
         return None
     vhid = vip.vhid if isinstance(vip, VipPlan) else model.vhid
-    return Hook(script=script, interface=interface, vip=model.address, event=event, vhid=vhid)
+    return Hook(
+        script=script,
+        interface=interface,
+        vip=model.address,
+        event=event,
+        vhid=vhid,
+        checks_down=tuple(checks_down),
+    )
 
 
 class HookRunner:

@@ -20,6 +20,11 @@ Node-wide: ``iprotate_adverts_sent_total``, ``iprotate_adverts_received_total``,
 ``iprotate_packets_dropped_total{reason}``, ``iprotate_digest_failures_total``,
 ``iprotate_malformed_packets_total``, ``iprotate_errors_total``, ``iprotate_drift`` and
 ``iprotate_last_takeover_seconds{vip}``; with a hook runner, ``iprotate_hooks_total{result}``.
+
+Per health check of this host (label check): ``iprotate_check_up`` (1 up, 0 down or not up yet),
+``iprotate_check_runs_total{result}`` (passed, failed), ``iprotate_check_last_run_seconds`` and
+``iprotate_check_run_seconds_total`` (how long runs take); per VIP ``iprotate_vip_sick`` (1 while
+a check it depends on is not up here).
 """
 
 from __future__ import annotations
@@ -170,9 +175,34 @@ class NodeCollector(Collector):
             "Up/down scripts finished, by result (succeeded, failed, timeout).",
             labels=["result"],
         )
+        sick = GaugeMetricFamily(
+            "iprotate_vip_sick",
+            "1 while a health check the VIP depends on is not up on this host (it hands the VIP "
+            "over and takes it only as a last resort).",
+            labels=list(VIP_LABELS),
+        )
+        check_up = GaugeMetricFamily(
+            "iprotate_check_up", "1 if the health check is up on this host.", labels=["check"]
+        )
+        check_runs = CounterMetricFamily(
+            "iprotate_check_runs_total",
+            "Runs of the health check, by result (passed, failed).",
+            labels=["check", "result"],
+        )
+        check_last = GaugeMetricFamily(
+            "iprotate_check_last_run_seconds",
+            "How long the health check's last run took.",
+            labels=["check"],
+        )
+        check_seconds = CounterMetricFamily(
+            "iprotate_check_run_seconds_total",
+            "Seconds spent in runs of the health check.",
+            labels=["check"],
+        )
         families: list[Metric] = [
             state, state_seconds, transitions, drained, sent, received, dropped, digest,
-            malformed, errors, drift, takeover, hook_runs,
+            malformed, errors, drift, takeover, hook_runs, sick, check_up, check_runs,
+            check_last, check_seconds,
         ]  # fmt: skip
         if hooks is not None:
             hook_runs.add_metric(["succeeded"], float(hooks.succeeded))
@@ -191,6 +221,14 @@ class NodeCollector(Collector):
                 state_seconds.add_metric(labels, max(0.0, now - m.since))
             transitions.add_metric(labels, float(m.transitions))
             drained.add_metric(labels, 1.0 if m.drained else 0.0)
+            sick.add_metric(labels, 1.0 if m.sick else 0.0)
+
+        for name, st in sorted(dict(getattr(node, "health", None) or {}).items()):
+            check_up.add_metric([name], 1.0 if st.up else 0.0)
+            check_runs.add_metric([name, "passed"], float(st.runs - st.failures))
+            check_runs.add_metric([name, "failed"], float(st.failures))
+            check_last.add_metric([name], float(st.last_seconds))
+            check_seconds.add_metric([name], float(st.seconds_total))
 
         counters: dict[str, int] = dict(node.counters)
         sent.add_metric([], float(counters.get("adverts_sent", 0)))

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from iprotate.cluster.model import Cluster, IPAddress, IPInterface, Vip
+from iprotate.cluster.model import Check, Cluster, IPAddress, IPInterface, Vip
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,14 @@ class Plan:
     def for_host(self, host: str) -> tuple[VipPlan, ...]:
         """The VIPs `host` takes part in, in plan order."""
         return tuple(v for v in self.vips if host in v.order)
+
+    def checks_for(self, host: str) -> tuple[Check, ...]:
+        """The health checks that run on `host` (by their `hosts`, or the VIPs it takes part in);
+        none on a ucarp host, which runs no checks."""
+        if self.cluster.host(host).engine != "iprotate":
+            return ()
+        mine = frozenset(v.ip for v in self.for_host(host))
+        return tuple(c for c in self.cluster.checks if c.runs_on(host, mine))
 
     def by_key(self) -> dict[tuple[IPAddress, int], VipPlan]:
         """The VIPs keyed by (group, vhid), as they are told apart on the wire."""

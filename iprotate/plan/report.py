@@ -40,6 +40,7 @@ def summary_json(plan: Plan) -> dict[str, Any]:
     v6 = sum(1 for v in plan.vips if v.ip.version == 6)
     if v6:  # only then: an IPv4-only summary stays as it was
         extra = {"ipv6_vips": v6, "notes": ipv6_notes(plan)}
+    runs = {h.name: {k.name for k in plan.checks_for(h.name)} for h in c.hosts} if c.checks else {}
     return {
         "file": c.path,
         "advbase": c.advbase,
@@ -50,6 +51,18 @@ def summary_json(plan: Plan) -> dict[str, Any]:
         "owners": owners(plan),
         "warnings": list(c.warnings),
         **extra,
+        "checks": [
+            {
+                "name": k.name,
+                k.kind: list(k.argv) if k.kind == "exec" else k.target,
+                "interval": k.interval,
+                "fall": k.fall,
+                "rise": k.rise,
+                "vips": len(k.vips),
+                "hosts": [h.name for h in c.hosts if k.name in runs[h.name]],
+            }
+            for k in c.checks
+        ],
     }
 
 
@@ -73,7 +86,16 @@ def summary_text(plan: Plan) -> str:
     head += "".join(f"note: {n}\n" for n in s.get("notes", ()))
     headers = ["host", "address", *(["address6"] if dual else []), "interface", "vip_interface"]
     table = tabulate(rows, headers=[*headers, "weight", "engine", "owns"])
-    return head + "\n" + table
+    out = head + "\n" + table
+    if c.checks:
+        rows = [
+            [k["name"], k.get("tcp") or k.get("http") or " ".join(k["exec"]),
+             f"{k['interval']:g} s, fall {k['fall']}, rise {k['rise']}", k["vips"],
+             ", ".join(k["hosts"]) or "none"]
+            for k in s["checks"]
+        ]  # fmt: skip
+        out += "\n\n" + tabulate(rows, headers=["check", "what", "when", "VIPs", "runs on"])
+    return out
 
 
 def plan_text(plan: Plan) -> str:

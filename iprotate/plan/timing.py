@@ -6,6 +6,9 @@ from __future__ import annotations
 # The farewell advert: a backup that hears advbase 255 / advskew 255 takes over at once.
 FAREWELL_ADVBASE = 255
 FAREWELL_ADVSKEW = 255
+# A master whose health check is down advertises this skew: worse than any healthy host of a plan
+# (the ladder stays below it unless a VIP has 255 participants), better than a drained one (255).
+SICK_ADVSKEW = 254
 
 
 def interval(advbase: int, advskew: int) -> float:

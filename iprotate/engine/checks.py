@@ -1,0 +1,282 @@
+"""Health checks: run each of this host's `[[checks]]` on its own timer, never blocking the loop.
+
+Each check is one asyncio task: run, report the result to the daemon (which feeds the node: the
+rise/fall counting and what it does to the VIPs are the core's, iprotate.carp), sleep until
+`interval` after the start of the run, again. A run never takes longer than `timeout`:
+
+- tcp: connect (asyncio.open_connection), then close;
+- http: a minimal GET over asyncio streams (HTTP/1.0, `Connection: close`): 2xx/3xx passes, or
+  exactly `expect`; only the status line is read (bounded);
+- exec: the program with its arguments, no shell, stdin /dev/null, in a process group of its
+  own with a fixed PATH as its whole environment (as `user` if given); exit 0 passes. At the
+  timeout the whole group is killed (SIGKILL): a hung check and whatever it started go. Only the
+  last bytes of its output are kept (the last line goes to status), and at most OUTPUT_LIMIT
+  read: a runaway check blocks on its full pipe and meets its timeout.
+
+A check that cannot start (missing program, unknown user) fails like any other run, at its
+interval (never in a tight loop), and the reason is logged once until it changes. Nothing here
+runs on the takeover path: adverts and takeovers are timers of the daemon, and a check is only
+ever a task beside them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import pwd
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from iprotate.cluster.loader import parse_http_url, split_host_port
+from iprotate.cluster.model import Check
+from iprotate.engine.hooks import SCRIPT_PATH
+
+# Bytes kept of an exec check's output (its last line is what status shows).
+TAIL_BYTES = 4096
+# Bytes read at most of an exec check's output; beyond, it blocks on the pipe until its timeout.
+OUTPUT_LIMIT = 1 << 16
+# Bytes read at most of an HTTP status line.
+STATUS_LINE_LIMIT = 1024
+# After SIGKILL a process is gone within microseconds, unless stuck in the kernel: wait no longer.
+REAP_WAIT = 1.0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One run of a check: passed or not, its output line or error, how long it took."""
+
+    ok: bool
+    detail: str
+    seconds: float
+
+
+OnResult = Callable[[Check, RunResult], None]
+
+
+async def run_once(check: Check) -> RunResult:
+    """Run `check` once, within its timeout; never raises (but for cancellation)."""
+    started = time.monotonic()
+    try:
+        if check.kind == "exec":
+            ok, detail = await _exec(check)
+        else:
+            coro = _tcp(check) if check.kind == "tcp" else _http(check)
+            try:
+                ok, detail = await asyncio.wait_for(coro, check.timeout)
+            except TimeoutError:
+                ok, detail = False, f"timed out after {check.timeout:g} s"
+    except OSError as e:
+        ok, detail = False, _os_error(e)
+    except Exception as e:  # a bug in a check must fail the check, not the daemon
+        ok, detail = False, f"{type(e).__name__}: {e}"
+    return RunResult(ok, detail, time.monotonic() - started)
+
+
+def _os_error(e: OSError) -> str:
+    if isinstance(e, ConnectionRefusedError):
+        return "connect refused"
+    return e.strerror or str(e) or type(e).__name__
+
+
+async def _tcp(check: Check) -> tuple[bool, str]:
+    target = split_host_port(check.target)
+    assert target is not None  # the loader checked it
+    _, writer = await asyncio.open_connection(*target)
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True, f"connected to {check.target}"
+
+
+async def _http(check: Check) -> tuple[bool, str]:
+    parsed = parse_http_url(check.target)
+    assert parsed is not None  # the loader checked it
+    ip, port, host, path = parsed
+    reader, writer = await asyncio.open_connection(ip, port, limit=STATUS_LINE_LIMIT)
+    try:
+        writer.write(
+            f"GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: iprotate-check\r\n"
+            "Connection: close\r\n\r\n".encode("ascii", "replace")
+        )
+        await writer.drain()
+        try:
+            line = await reader.readline()
+        except ValueError:  # longer than the limit
+            return False, "status line too long"
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    parts = line.decode("latin-1").split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        return False, f"not an HTTP answer: {line[:80]!r}" if line else "connection closed"
+    code = int(parts[1])
+    status = f"HTTP {code}"
+    if check.expect is not None:
+        return (
+            code == check.expect,
+            status if code == check.expect else f"{status}, want {check.expect}",
+        )
+    return 200 <= code < 400, status
+
+
+async def _exec(check: Check) -> tuple[bool, str]:
+    loop = asyncio.get_running_loop()
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(read_fd, False)
+    out = _Tail()
+    loop.add_reader(read_fd, out.read, read_fd, loop)
+    proc: asyncio.subprocess.Process | None = None
+    try:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *check.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=write_fd,
+                env={"PATH": SCRIPT_PATH, "IPROTATE_CHECK": check.name},
+                start_new_session=True,  # its own process group: killed whole at the timeout
+                cwd="/",
+                **_identity(check.user),
+            )
+        except (OSError, ValueError, KeyError) as e:  # KeyError/ValueError: no such user
+            return False, f"cannot start {check.target}: {_start_error(e)}"
+        finally:
+            os.close(write_fd)
+        try:
+            code = await asyncio.wait_for(proc.wait(), check.timeout)
+        except TimeoutError:
+            _kill_group(proc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), REAP_WAIT)
+            return False, f"timed out after {check.timeout:g} s, killed" + out.last_line(": ")
+        # Whatever it left running in its group goes too: a check leaves nothing behind.
+        _kill_group(proc)
+    finally:
+        if proc is not None and proc.returncode is None:
+            _kill_group(proc)  # cancelled (stop, reload): never leave it running
+        out.read(read_fd, loop)
+        loop.remove_reader(read_fd)
+        os.close(read_fd)
+    if code == 0:
+        return True, out.last_line() or "exit 0"
+    why = f"exit {code}" if code > 0 else f"killed by signal {-code}"
+    return False, why + out.last_line(": ")
+
+
+def _identity(user: str | None) -> dict[str, Any]:
+    """Popen's arguments to run as `user`: its uid, its group and only its own supplementary
+    groups (`user=` alone would keep the daemon's, root's among them). KeyError: no such user."""
+    if user is None:
+        return {}
+    pw = pwd.getpwnam(user)
+    return {
+        "user": pw.pw_uid,
+        "group": pw.pw_gid,
+        "extra_groups": os.getgrouplist(pw.pw_name, pw.pw_gid),
+    }
+
+
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _start_error(e: Exception) -> str:
+    if isinstance(e, KeyError):
+        return f"no such user ({e.args[0] if e.args else ''})"
+    if isinstance(e, OSError):
+        if e.errno == errno.ENOEXEC:
+            return f"{e.strerror} (no #! line? it is run without a shell)"
+        return e.strerror or str(e)
+    return str(e)
+
+
+@dataclass
+class _Tail:
+    """The last TAIL_BYTES of a child's output, at most OUTPUT_LIMIT read."""
+
+    data: bytearray = field(default_factory=bytearray)
+    total: int = 0
+    done: bool = False
+
+    def read(self, fd: int, loop: asyncio.AbstractEventLoop) -> None:
+        if self.done:
+            return
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        self.total += len(chunk)
+        self.data += chunk
+        del self.data[:-TAIL_BYTES]
+        if not chunk or self.total >= OUTPUT_LIMIT:
+            self.done = True
+            loop.remove_reader(fd)
+
+    def last_line(self, prefix: str = "") -> str:
+        lines = [ln.strip() for ln in self.data.decode(errors="replace").splitlines() if ln.strip()]
+        return f"{prefix}{lines[-1]}" if lines else ""
+
+
+class CheckRunner:
+    """This host's checks, each on its own task; `update` follows a reload."""
+
+    def __init__(self, on_result: OnResult, logger: logging.Logger | None = None) -> None:
+        self.on_result = on_result
+        self.log = logger or logging.getLogger("iprotate")
+        self._tasks: dict[str, tuple[Check, asyncio.Task[None]]] = {}
+        self._said: dict[str, str] = {}  # the last "cannot start" logged, per check
+
+    @property
+    def checks(self) -> dict[str, Check]:
+        return {name: c for name, (c, _) in self._tasks.items()}
+
+    def update(self, checks: Iterable[Check]) -> None:
+        """Run exactly `checks`: new ones start, changed ones restart, removed ones stop."""
+        wanted = {c.name: c for c in checks}
+        for name, (c, task) in list(self._tasks.items()):
+            if wanted.get(name) != c:
+                task.cancel()
+                del self._tasks[name]
+                self._said.pop(name, None)
+        loop = asyncio.get_running_loop()
+        for name, c in wanted.items():
+            if name not in self._tasks:
+                task = loop.create_task(self._loop(c), name=f"check {name}")
+                self._tasks[name] = (c, task)
+
+    async def close(self) -> None:
+        """Stop every check (a running exec check is killed with its group)."""
+        tasks = [t for _, t in self._tasks.values()]
+        self._tasks.clear()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _loop(self, check: Check) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            result = await run_once(check)
+            if result.detail.startswith("cannot start"):
+                if self._said.get(check.name) != result.detail:
+                    self._said[check.name] = result.detail
+                    self.log.error("check %s: %s", check.name, result.detail)
+            else:
+                self._said.pop(check.name, None)
+            try:
+                self.on_result(check, result)
+            except Exception:  # the daemon's business; the check goes on
+                self.log.exception("check %s: handling its result failed", check.name)
+            # The next run `interval` after this one started, and never at once after a slow one.
+            await asyncio.sleep(max(started + check.interval - loop.time(), check.interval / 10))

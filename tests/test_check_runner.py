@@ -1,0 +1,177 @@
+"""The health-check runner (iprotate.engine.checks) on exec checks, without a network: pass, fail,
+a hung program killed with its whole process group at the timeout, a missing program, bounded
+output; and what metrics and hooks get of a check (issue 10)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from iprotate.carp.node import Node
+from iprotate.cluster.loader import parse_cluster
+from iprotate.cluster.model import Check
+from iprotate.engine import metrics
+from iprotate.engine.checks import CheckRunner, RunResult, run_once
+from iprotate.engine.hooks import hook_for
+from iprotate.plan.planner import make_plan
+
+VIP = IPv4Address("203.0.113.10")
+
+
+def check(*argv: str, timeout: float = 0.5, name: str = "c") -> Check:
+    return Check(name=name, kind="exec", target=argv[0], argv=argv, vips=(VIP,),
+                 interval=max(timeout, 0.05), timeout=timeout)  # fmt: skip
+
+
+def script(tmp_path: Path, body: str) -> str:
+    p = tmp_path / "check.sh"
+    p.write_text("#!/bin/sh\n" + body)
+    p.chmod(0o755)
+    return str(p)
+
+
+def test_exit_0_passes_with_its_last_line(tmp_path: Path) -> None:
+    r = asyncio.run(run_once(check(script(tmp_path, "echo one\necho 'all good'\n"))))
+    assert r.ok and r.detail == "all good"
+
+
+def test_non_zero_fails_with_its_output(tmp_path: Path) -> None:
+    r = asyncio.run(run_once(check(script(tmp_path, "echo 'db down' >&2\nexit 3\n"))))
+    assert not r.ok and r.detail == "exit 3: db down"
+
+
+def test_the_environment_is_a_fixed_path_and_the_check_name(tmp_path: Path) -> None:
+    os.environ["IPROTATE_TEST_SECRET"] = "s3cret"
+    try:
+        r = asyncio.run(run_once(check(script(tmp_path, "env | sort | tr '\\n' ' '\n"))))
+    finally:
+        del os.environ["IPROTATE_TEST_SECRET"]
+    assert "s3cret" not in r.detail and "IPROTATE_CHECK=c" in r.detail
+
+
+def test_a_hung_program_and_its_children_are_killed_at_the_timeout(tmp_path: Path) -> None:
+    tag = f"{time.time_ns() % 10**6}.5"
+    prog = script(tmp_path, f"/bin/sleep {tag} &\n/bin/sleep {tag}\n")
+    t0 = time.monotonic()
+    r = asyncio.run(run_once(check(prog, timeout=0.3)))
+    assert not r.ok and r.detail.startswith("timed out after 0.3 s, killed")
+    assert time.monotonic() - t0 < 1.5
+    time.sleep(0.1)
+    assert not _running(tag)  # the background child went with its group
+
+
+def test_a_passing_check_leaves_nothing_behind(tmp_path: Path) -> None:
+    tag = f"{time.time_ns() % 10**6}.25"
+    r = asyncio.run(run_once(check(script(tmp_path, f"/bin/sleep {tag} &\necho ok\n"))))
+    assert r.ok
+    time.sleep(0.1)
+    assert not _running(tag)
+
+
+def _running(tag: str) -> bool:
+    for pid in os.listdir("/proc"):
+        try:
+            cmd = (Path("/proc") / pid / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd[:2] == [b"/bin/sleep", tag.encode()]:
+            return True
+    return False
+
+
+def test_a_program_that_cannot_start_fails(tmp_path: Path) -> None:
+    r = asyncio.run(run_once(check(str(tmp_path / "nope"))))
+    assert not r.ok and r.detail.startswith("cannot start") and "No such file" in r.detail
+    noexec = tmp_path / "plain"
+    noexec.write_text("echo hi\n")
+    noexec.chmod(0o755)
+    r = asyncio.run(run_once(check(str(noexec))))
+    assert not r.ok and "cannot start" in r.detail
+
+
+def test_a_flood_of_output_costs_bounded_memory_and_meets_the_timeout(tmp_path: Path) -> None:
+    r = asyncio.run(run_once(check("/usr/bin/yes", timeout=0.3)))
+    assert not r.ok and "timed out" in r.detail and len(r.detail) < 300
+
+
+def test_the_runner_runs_at_its_interval_logs_a_start_failure_once_and_stops(
+    tmp_path: Path, caplog
+) -> None:
+    results: list[tuple[str, RunResult]] = []
+
+    async def main() -> None:
+        runner = CheckRunner(lambda c, r: results.append((c.name, r)))
+        gone = check(str(tmp_path / "nope"), timeout=0.05, name="gone")
+        ok = check("/bin/true", timeout=0.05, name="ok")
+        runner.update([gone, ok])
+        await asyncio.sleep(0.5)
+        runner.update([ok])  # a reload removed one
+        n = sum(1 for name, _ in results if name == "gone")
+        await asyncio.sleep(0.2)
+        assert sum(1 for name, _ in results if name == "gone") == n
+        await runner.close()
+
+    asyncio.run(main())
+    gone = [r for name, r in results if name == "gone"]
+    assert 5 <= len(gone) <= 12  # every 50 ms, not in a tight loop
+    assert caplog.text.count("check gone: cannot start") == 1
+
+
+def test_metrics_and_hooks_see_the_checks() -> None:
+    doc = {
+        "cluster": {"interface": "eth1", "password": "x"},
+        "hosts": [{"name": "alpha", "address": "198.51.100.1"}],
+        "vips": [{"address": "203.0.113.10/24"}],
+        "checks": [{"name": "web", "tcp": "127.0.0.1:80", "fall": 1}],
+        "run": {},
+    }
+    doc["cluster"]["down_script"] = "/bin/true"
+    plan = make_plan(parse_cluster(doc, "t.toml"))
+    node = Node.build(plan, "alpha")
+    node.start(0.0)
+    node.check_result(1.0, "web", False, "connect refused", 0.25)
+    text = generate_latest(metrics.make_registry(lambda: node, lambda: 2.0, process=False))
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text.decode())
+        for s in f.samples
+    }
+    assert samples[("iprotate_check_up", (("check", "web"),))] == 0.0
+    assert samples[("iprotate_check_runs_total", (("check", "web"), ("result", "failed")))] == 1
+    assert samples[("iprotate_check_last_run_seconds", (("check", "web"),))] == 0.25
+    assert any(k[0] == "iprotate_vip_sick" and v == 1.0 for k, v in samples.items())
+    v = plan.vips[0]
+    hook = hook_for(plan.cluster, v, "down", "eth1", node.checks_down(v.ip))
+    assert hook is not None and hook.env["IPROTATE_CHECKS_DOWN"] == "web"
+    assert "IPROTATE_CHECKS_DOWN" not in hook_for(plan.cluster, v, "down", "eth1").env
+
+
+def test_user_drops_uid_and_every_group_of_the_daemon() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:  # pytest's tmp_path is root's only
+        os.chmod(d, 0o755)
+        _user_check(Path(d))
+
+
+def _user_check(tmp_path: Path) -> None:
+    prog = script(tmp_path, "echo $(id -u) $(id -G)\n")
+    c = Check(name="c", kind="exec", target=prog, argv=(prog,), vips=(VIP,), user="nobody")
+    r = asyncio.run(run_once(c))
+    if os.geteuid() != 0:
+        assert not r.ok and "cannot start" in r.detail
+        return
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    uid, *groups = r.detail.split()
+    assert r.ok and int(uid) == nobody.pw_uid
+    assert "0" not in groups  # none of root's groups
+    c = Check(name="c", kind="exec", target=prog, argv=(prog,), vips=(VIP,), user="no-such-x")
+    r = asyncio.run(run_once(c))
+    assert not r.ok and "no such user" in r.detail
