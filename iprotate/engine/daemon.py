@@ -5,7 +5,14 @@ events and signals go to the node, and the effects it returns are carried out at
 before the next event (so an address is always added before its gratuitous ARP, and a takeover's
 effects never interleave with another event's). Every effect is a non-blocking send or a netlink
 request answered within microseconds (iprotate.engine.addresses); hook scripts run in the
-background.
+background. One wait, for the kernel and not for CARP: a freshly added IPv6 VIP is not in service
+when the netlink ack comes (engine.addresses), so that VIP's later effects (its NA, its first
+advert) are held, in order, until the kernel reports it (IN_SERVICE_WAIT at most); other VIPs'
+effects go on meanwhile.
+
+IPv6 VIPs have a socket of their own (engine.wire6) and are announced by unsolicited neighbour
+advertisements (engine.unsolicited_na) where IPv4 ones get gratuitous ARPs. Our address6 is
+watched as our address is: gone, tentative or dadfailed, the IPv6 VIPs stand aside.
 """
 
 from __future__ import annotations
