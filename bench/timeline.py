@@ -65,7 +65,8 @@ def plot(doc: dict[str, Any], path: Path) -> None:
                 ax.broken_barh(bars, (y - 0.4, 0.8), facecolors=cols, linewidth=0)
             ax.set_yticks(range(len(vips)))
             ax.set_yticklabels(
-                [f"{ip.rsplit('.', 1)[1]}{' *' if s['vips'][ip]['moved'] else ''}" for ip in vips],
+                # The last group of the address: ".10" of IPv4, "::10" of IPv6 VIPs.
+                [f"{_last(ip)}{' *' if s['vips'][ip]['moved'] else ''}" for ip in vips],
                 fontsize=8,
             )
             ax.set_ylim(len(vips) - 0.5, -0.5)
@@ -106,3 +107,9 @@ def _scenario(engine: dict[str, Any], kind: str) -> dict[str, Any] | None:
             if s["scenario"] == kind:
                 return s
     return None
+
+
+def _last(ip: str) -> str:
+    """The part of a VIP that tells it from its neighbours: 10 for 203.0.113.10, ::10 for
+    2001:db8:113::10."""
+    return ip.rsplit(".", 1)[1] if "." in ip else "::" + ip.rsplit(":", 1)[1]

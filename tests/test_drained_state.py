@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ from iprotate.lab.lab import Lab
 
 
 def test_round_trip(tmp_path: Path) -> None:
-    s = Drained(False, (IPv4Address("203.0.113.10"),))
+    s = Drained(False, (IPv4Address("203.0.113.10"), IPv6Address("2001:db8:113::10")))
     save(tmp_path / "d.json", s)
     assert load(tmp_path / "d.json") == s
     assert load(tmp_path / "missing.json") is None

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Coroutine
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,16 @@ def test_hook_for_a_planned_vip_carries_its_vhid() -> None:
     assert h == Hook("/d", "eth1", v.address, "down", vhid=7)
     assert h is not None and h.label == "10.0.0.5/24 vhid 7"
     assert h.env["IPROTATE_VHID"] == "7"
+
+
+def test_an_ipv6_vip_gets_its_prefix_as_ucarps_xparam_would() -> None:
+    v = Vip(IPv6Interface("2001:db8:113::10/64"), "vips[0]", up_script="/u")
+    vp = VipPlan(v, vhid=16, order=("a",), advskew=(0,), preempt=(True,))
+    h = hook_for(cluster(), vp, "up", "eth1")
+    assert h is not None
+    assert h.argv == ["/u", "eth1", "2001:db8:113::10", "64"]
+    assert (h.env["IPROTATE_VIP"], h.env["IPROTATE_PREFIX"]) == ("2001:db8:113::10", "64")
+    assert h.label == "2001:db8:113::10/64 vhid 16"
 
 
 # --- calling convention and environment --------------------------------------------------------

@@ -38,6 +38,10 @@ def test_demo_settles_every_step_and_removes_everything() -> None:
     r = subprocess.run([*LAB, "--demo"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("settled in") == 6, r.stdout  # start, break, fix, fail, restore, stop
+    # Dual-stack by default: IPv6 VIPs beside the IPv4 ones, probed by the client too (every
+    # step settled, so each one was answered by its planned host).
+    assert "6 IPv4 and 3 IPv6 VIPs" in r.stdout
+    assert "2001:db8:113::10/64" in r.stdout and "2001:db8:113::12/64" in r.stdout
     assert "lab removed" in r.stdout
     assert _leftovers(_prefix(r.stdout)) == []
 
@@ -112,3 +116,20 @@ def test_no_service_leaves_the_service_out() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("settled in") == 1 and "served by" not in r.stdout
     assert _leftovers(_prefix(r.stdout)) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--vips6", "300"], "0..245 IPv6 VIPs"),
+        (["--hosts", "2", "--legacy", "2"], "ucarp, which speaks no IPv6: add --vips6 0"),
+        (["--vips", "0", "--vips6", "0"], "or none, with IPv6 ones"),
+    ],
+)
+def test_impossible_labs_are_refused_before_anything_is_built(args: list[str], says: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "iprotate", "lab", *args, "--demo"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 1 and says in r.stderr, r.stdout + r.stderr
+    assert "lab ipr" not in r.stdout

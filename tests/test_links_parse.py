@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 
 from iprotate.engine import links
 from iprotate.engine.links import LinkState, LinkWatcher
@@ -19,6 +19,9 @@ class Recorder:
 
     def address_added(self, index: int, address: IPv4Interface) -> None:
         self.events.append(("add", index, str(address)))
+
+    def address_unusable(self, index: int, address: IPv6Interface) -> None:
+        self.events.append(("unusable", index, str(address)))
 
     def address_removed(self, index: int, address: IPv4Interface) -> None:
         self.events.append(("del", index, str(address)))
@@ -46,6 +49,18 @@ def addr(kind: int, index: int, address: str, seq: int = 0) -> bytes:
     a = IPv4Interface(address)
     body = struct.pack("=BBBBi", socket.AF_INET, a.network.prefixlen, 0, 0, index)
     return _msg(kind, body + _attr(links.IFA_LOCAL, a.ip.packed), seq)
+
+
+def addr6(
+    kind: int, index: int, address: str, flags: int = 0, ifa_flags: int | None = None
+) -> bytes:
+    """An IPv6 address message; `ifa_flags`: an IFA_FLAGS attribute too (it wins)."""
+    a = IPv6Interface(address)
+    body = struct.pack("=BBBBi", socket.AF_INET6, a.network.prefixlen, flags & 0xFF, 0, index)
+    body += _attr(links.IFA_ADDRESS, a.ip.packed)
+    if ifa_flags is not None:
+        body += _attr(links.IFA_FLAGS, struct.pack("=I", ifa_flags))
+    return _msg(kind, body)
 
 
 def watcher() -> tuple[LinkWatcher, Recorder]:
@@ -96,3 +111,41 @@ def test_a_dump_reports_missing_links_and_the_addresses_found() -> None:
     )
     assert r.events[-1] == ("dump", 2, ["203.0.113.10"])
     assert w.synced.is_set()
+
+
+def test_ipv6_addresses_and_their_dad_states() -> None:
+    w, r = watcher()
+    w._messages(link(links.RTM_NEWLINK, 2, "eth1", True))
+    r.events.clear()
+    vip = "2001:db8:113::10/64"
+    w._messages(addr6(links.RTM_NEWADDR, 2, vip))
+    w._messages(addr6(links.RTM_NEWADDR, 2, vip, links.IFA_F_TENTATIVE))
+    w._messages(addr6(links.RTM_NEWADDR, 2, vip, 0, links.IFA_F_DADFAILED | 0x100))
+    # IFA_FLAGS, when present, is what counts (the 8-bit field says tentative here).
+    w._messages(addr6(links.RTM_NEWADDR, 2, vip, links.IFA_F_TENTATIVE, 0x80))
+    w._messages(addr6(links.RTM_DELADDR, 2, vip, links.IFA_F_DADFAILED))
+    w._messages(addr6(links.RTM_NEWADDR, 5, vip))  # another interface: skipped
+    assert r.events == [
+        ("add", 2, vip),
+        ("unusable", 2, vip),
+        ("unusable", 2, vip),
+        ("add", 2, vip),
+        ("del", 2, vip),
+    ]
+
+
+def test_a_dump_leaves_unusable_ipv6_addresses_out() -> None:
+    w, r = watcher()
+    w.state["eth1"] = LinkState(2, True)
+    w._sock = type("S", (), {"send": lambda self, data: None})()  # type: ignore[assignment]
+    w._dump(links.RTM_GETADDR)
+    seq = w._seq
+    msgs = [
+        addr(links.RTM_NEWADDR, 2, "198.51.100.1/24", seq),
+        addr6(links.RTM_NEWADDR, 2, "2001:db8::1/64"),
+        addr6(links.RTM_NEWADDR, 2, "2001:db8:113::10/64", links.IFA_F_DADFAILED),
+    ]
+    # addr6 builds sequence 0: give the dump's sequence to the last two as well.
+    msgs = [m[:8] + struct.pack("=I", seq) + m[12:] for m in msgs]
+    w._messages(b"".join(msgs) + _msg(links.NLMSG_DONE, b"", seq))
+    assert r.events[-1] == ("dump", 2, ["198.51.100.1", "2001:db8::1"])

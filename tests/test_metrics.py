@@ -324,3 +324,24 @@ def test_unresolvable_host(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", fail)
     with pytest.raises(ValueError, match=r"cannot resolve 'metrics\.example\.net'"):
         metrics.serve("metrics.example.net:0", lambda: None, lambda: 0.0)
+
+
+def test_ipv6_vips_are_labelled_by_address_and_group() -> None:
+    data = {
+        "cluster": {"interface": "eth1", "password": "x"},
+        "hosts": [
+            {"name": n, "address": f"198.51.100.{i}", "address6": f"2001:db8::{i}"}
+            for i, n in enumerate(HOSTS, 1)
+        ],
+        "vips": [{"address": "203.0.113.10/24"}, {"pool": "2001:db8:113::10-2001:db8:113::11/64"}],
+    }
+    plan = make_plan(parse_cluster(data, "test.toml"))
+    node = master_node(plan)
+    node.takeover_seconds[(plan.vips[-1].group, plan.vips[-1].vhid)] = 0.001
+    got = scrape(lambda: node)
+    for v in plan.vips:
+        assert got[("iprotate_vip_state", vip_labels(v, state="master"))] == 1.0
+    six = [v for v in plan.vips if v.ip.version == 6]
+    assert len(six) == 2 and all(str(v.group) == "ff02::12" for v in six)
+    last = ("iprotate_last_takeover_seconds", frozenset({("vip", str(six[-1].ip))}))
+    assert got[last] == 0.001

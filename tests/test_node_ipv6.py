@@ -371,3 +371,21 @@ def test_drain_and_undrain_one_ipv6_vip() -> None:
     assert [x.ip for x in node.drained()] == [v.ip]
     node.undrain(12.0, only=v.ip)
     assert not any(m.drained for m in node.machines.values())
+
+
+def test_our_address6_going_stops_only_the_ipv6_vips() -> None:
+    """Without its address6 (removed, or tentative/dadfailed) a host cannot send IPv6 adverts:
+    its IPv6 VIPs stand aside, its IPv4 ones carry on; back, it takes part again."""
+    p = plan()
+    node = Node.build(p, "h0")
+    node.start(0.0)
+    settle(node, 10.0)
+    assert all(m.state is State.MASTER for m in node.machines.values())
+    node.source(False, 10.0, version=6)
+    settle(node, 11.0)
+    for m in node.machines.values():
+        assert m.state is (State.MASTER if m.cfg.vip.version == 4 else State.BACKUP), m.cfg.vip
+    assert node.source_up and not node.source6_up
+    node.source(True, 11.0, version=6)
+    settle(node, 30.0)
+    assert all(m.state is State.MASTER for m in node.machines.values())

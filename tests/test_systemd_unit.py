@@ -218,3 +218,54 @@ def test_systemd_analyze_security(tmp_path: Path) -> None:
         timeout=60,
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# --- the capabilities, for real ------------------------------------------------------------------
+
+CAPS_SCRIPT = """
+import socket
+from ipaddress import IPv4Address, IPv6Address
+from iprotate.engine.garp import GarpSender
+from iprotate.engine.unsolicited_na import NaSender
+from iprotate.engine.wire import CarpSocket
+from iprotate.engine.wire6 import CarpSocket6
+idx = socket.if_nametoindex("eth1")
+s4 = CarpSocket("eth1", idx, IPv4Address("198.51.100.1"), [IPv4Address("198.51.100.2")])
+s4.join(IPv4Address("224.0.0.18"))
+s4.send(bytes(36), IPv4Address("224.0.0.18"))
+s6 = CarpSocket6("eth1", idx, IPv6Address("2001:db8::1"), [IPv6Address("2001:db8::2")])
+s6.join(IPv6Address("ff02::12"))
+s6.send(bytes(36), IPv6Address("ff02::12"))
+GarpSender("eth1").send(IPv4Address("203.0.113.10"))
+NaSender("eth1").send(IPv6Address("2001:db8:113::10"))
+print("ok")
+"""
+
+
+@pytest.mark.netns
+def test_the_units_two_capabilities_cover_every_socket_of_both_families(unit: Unit) -> None:
+    """The raw CARP sockets (IPv4 and IPv6), the AF_PACKET sockets for gratuitous ARP and
+    unsolicited NAs, the kernel filters and the forced receive buffers: CAP_NET_RAW and
+    CAP_NET_ADMIN are enough, and CAP_NET_RAW is needed (without it the raw sockets fail)."""
+    from iprotate.lab.netns import Segment
+
+    caps = sorted(
+        c.lower().removeprefix("cap_") for c in words(unit, "Service", "CapabilityBoundingSet")
+    )
+    with Segment() as seg:
+        seg.add("alpha", 1)
+        seg.add("bravo", 2)
+
+        def run(keep: list[str]) -> subprocess.CompletedProcess[str]:
+            bounding = ",".join(["-all", *(f"+{c}" for c in keep)])
+            argv = ["setpriv", f"--bounding-set={bounding}", "--inh-caps=-all", "--"]
+            argv += [sys.executable, "-c", CAPS_SCRIPT]
+            ns = seg.members["alpha"].netns
+            return subprocess.run(
+                ["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=30
+            )
+
+        ok = run(caps)
+        assert ok.returncode == 0 and ok.stdout.strip() == "ok", ok.stderr
+        without = run([c for c in caps if c != "net_raw"])
+        assert without.returncode != 0 and "PermissionError" in without.stderr

@@ -3,6 +3,7 @@
     python wire_tool.py send IFACE GROUP HEX [HEX ...]    one raw IPv4 packet per HEX (IP_HDRINCL)
     python wire_tool.py capture IFACE GROUP SECONDS        print the hex of every CARP packet seen
     python wire_tool.py garp IFACE - SECONDS               print "time vip mac" per gratuitous ARP
+    python wire_tool.py na IFACE - SECONDS                 the same per unsolicited NA (IPv6)
 
 Only ever sends to the CARP group on the test's own interface.
 """
@@ -53,11 +54,30 @@ def garp(iface: str, seconds: float) -> None:
                 print(f"{time.monotonic():.3f} {socket.inet_ntoa(f[28:32])} {mac}", flush=True)
 
 
+def na(iface: str, seconds: float) -> None:
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86DD))
+    s.bind((iface, 0x86DD))
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if select.select([s], [], [], left)[0]:
+            f = s.recv(256)
+            # ICMPv6 (next header 58) type 136 to ff02::1: an unsolicited neighbour advertisement.
+            if len(f) >= 78 and f[20] == 58 and f[54] == 136 and f[38:54] == ALL_NODES:
+                mac = ":".join(f"{b:02x}" for b in f[6:12])
+                target = socket.inet_ntop(socket.AF_INET6, f[62:78])
+                print(f"{time.monotonic():.3f} {target} {mac}", flush=True)
+
+
+ALL_NODES = socket.inet_pton(socket.AF_INET6, "ff02::1")
+
+
 if __name__ == "__main__":
     cmd, iface, group, *rest = sys.argv[1:]
     if cmd == "send":
         send(iface, group, rest)
     elif cmd == "garp":
         garp(iface, float(rest[0]))
+    elif cmd == "na":
+        na(iface, float(rest[0]))
     else:
         capture(iface, group, float(rest[0]))

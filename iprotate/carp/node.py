@@ -139,6 +139,7 @@ class Node:
     ignore_ifstate: bool = False
     links_up: dict[bool, bool] = field(default_factory=lambda: {False: True, True: True})
     source_up: bool = True  # our own address is on the advert interface
+    source6_up: bool = True  # our own address6 is there, and usable (not tentative/dadfailed)
     counters: Counter[str] = field(default_factory=Counter)
     seen: dict[Key, dict[IPAddress, Seen]] = field(default_factory=dict)
     drift: dict[tuple[Key, IPAddress], Drift] = field(default_factory=dict)
@@ -298,10 +299,21 @@ class Node:
         self.links_up[vip] = up
         return self._all(now, lambda m, i: m.link(up, now, self._preempt_after(now, i), vip))
 
-    def source(self, up: bool, now: float) -> list[Effect]:
-        """Our own address (the adverts' source) left the advert interface, or came back."""
-        self.source_up = up
-        return self._all(now, lambda m, i: m.source(up, now, self._preempt_after(now, i)))
+    def source(self, up: bool, now: float, version: int = 4) -> list[Effect]:
+        """Our own address (the adverts' source) left the advert interface, or came back; with
+        `version` 6, our address6: only the machines of IPv6 VIPs advertise from it."""
+        if version == 6:
+            self.source6_up = up
+        else:
+            self.source_up = up
+        out: list[Effect] = []
+        i = 0
+        for key, m in self.machines.items():
+            if m.cfg.src.version == version:
+                out += self._effects(key, m.source(up, now, self._preempt_after(now, i)), now)
+            if m.cfg.preempt:
+                i += 1
+        return out
 
     def address_gone(self, now: float, ip: IPAddress) -> list[Effect]:
         """An address was removed from the VIP interface (by us or by someone else)."""
@@ -447,7 +459,7 @@ class Node:
                 m = self.machines[key] = CarpMachine(cfg)
                 # A VIP that joins while a link is down must not take over on it.
                 m.advert_link_up, m.vip_link_up = self.links_up[False], self.links_up[True]
-                m.source_up = self.source_up
+                m.source_up = self.source6_up if cfg.src.version == 6 else self.source_up
                 out += self._effects(key, m.start(now, self._preempt_after(now, joined)), now)
                 joined += 1
         # Checks: a changed one keeps its state; a new one starts up (a reload must not touch

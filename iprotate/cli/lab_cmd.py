@@ -16,6 +16,7 @@ import click
 from tabulate import tabulate
 
 from iprotate.cli import lab_bgp, main
+from iprotate.cluster.model import ClusterError
 from iprotate.lab.bgplab import BgpLab
 from iprotate.lab.lab import SERVICE_CHECK, SERVICE_PORT, Lab
 
@@ -159,7 +160,10 @@ def _raise_exit(signum: int, frame: FrameType | None) -> None:
 
 @main.command()
 @click.option("--hosts", default=3, show_default=True, help="Hosts in the cluster (1..26).")
-@click.option("--vips", default=9, show_default=True, help="VIPs in 203.0.113.0/24 (1..245).")
+@click.option("--vips", default=9, show_default=True, help="VIPs in 203.0.113.0/24 (0..245).")
+@click.option(
+    "--vips6", default=3, show_default=True, help="IPv6 VIPs in 2001:db8:113::/64 (0..245)."
+)
 @click.option("--legacy", default=0, show_default=True, help="How many hosts run ucarp instead.")
 @click.option("--advbase", default=1, show_default=True, help="CARP advbase (0: sub-second).")
 @click.option("--demo", is_flag=True, help="Run a scripted failure and return, then exit "
@@ -174,6 +178,7 @@ def _raise_exit(signum: int, frame: FrameType | None) -> None:
 def lab(
     hosts: int,
     vips: int,
+    vips6: int,
     legacy: int,
     advbase: int,
     demo: bool,
@@ -204,13 +209,24 @@ def lab(
     ok = True
     try:
         try:
+            if legacy == hosts and vips6:
+                raise ValueError("every host runs ucarp, which speaks no IPv6: add --vips6 0")
             the_lab = Lab(
-                workdir, hosts=hosts, vips=vips, legacy=legacy, advbase=advbase, service=service
+                workdir,
+                hosts=hosts,
+                vips=vips,
+                vips6=vips6,
+                legacy=legacy,
+                advbase=advbase,
+                service=service,
             )
-        except ValueError as e:
+        except (ValueError, ClusterError) as e:
             raise click.ClickException(str(e)) from None
         with the_lab as lab_:
-            click.echo(f"lab {lab_.seg.prefix}: {hosts} hosts ({legacy} on ucarp), {vips} VIPs")
+            click.echo(
+                f"lab {lab_.seg.prefix}: {hosts} hosts ({legacy} on ucarp), {vips} IPv4 and "
+                f"{vips6} IPv6 VIPs"
+            )
             if service:
                 click.echo(
                     f"every host serves HTTP on port {SERVICE_PORT}, checked every "

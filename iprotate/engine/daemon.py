@@ -5,7 +5,14 @@ events and signals go to the node, and the effects it returns are carried out at
 before the next event (so an address is always added before its gratuitous ARP, and a takeover's
 effects never interleave with another event's). Every effect is a non-blocking send or a netlink
 request answered within microseconds (iprotate.engine.addresses); hook scripts run in the
-background.
+background. One wait, for the kernel and not for CARP: a freshly added IPv6 VIP is not in service
+when the netlink ack comes (engine.addresses), so that VIP's later effects (its NA, its first
+advert) are held, in order, until the kernel reports it (IN_SERVICE_WAIT at most); other VIPs'
+effects go on meanwhile.
+
+IPv6 VIPs have a socket of their own (engine.wire6) and are announced by unsolicited neighbour
+advertisements (engine.unsolicited_na) where IPv4 ones get gratuitous ARPs. Our address6 is
+watched as our address is: gone, tentative or dadfailed, the IPv6 VIPs stand aside.
 """
 
 from __future__ import annotations
@@ -15,7 +22,13 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import (
+    IPv4Address,
+    IPv6Address,
+    IPv6Interface,
+    ip_address,
+    ip_interface,
+)
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +47,7 @@ from iprotate.carp.machine import (
 from iprotate.carp.node import Effect, Node
 from iprotate.carp.status import build_status
 from iprotate.cluster.loader import check_local, load_cluster
-from iprotate.cluster.model import Check, ClusterError
+from iprotate.cluster.model import Check, ClusterError, IPAddress, IPInterface
 from iprotate.engine import drained_state, hostlock
 from iprotate.engine.addresses import AddressSetter
 from iprotate.engine.checks import CheckRunner, RunResult
@@ -46,7 +59,9 @@ from iprotate.engine.metrics import serve as serve_metrics
 from iprotate.engine.sdnotify import Notifier
 from iprotate.engine.signals import EarlySignals, SignalRules
 from iprotate.engine.signals import install as install_signal_rules
+from iprotate.engine.unsolicited_na import NaSender
 from iprotate.engine.wire import CarpSocket
+from iprotate.engine.wire6 import CarpSocket6
 from iprotate.plan.model import Plan, VipPlan
 from iprotate.plan.planner import make_plan
 
@@ -60,6 +75,10 @@ DRIFT_LOG_EVERY = 60.0  # seconds between two log lines about the same drifting 
 # adverts included, for as long as the flood lasts (bench/flood.py: backups took over VIPs whose
 # master was alive but mute). The loop wakes us again at once while packets wait.
 READ_BATCH = 64
+# The longest a freshly added IPv6 VIP's next effects (its NA, its first advert) wait for the
+# kernel to report the address in service (see Daemon._emit). Measured in a namespace: the local
+# route follows the netlink ack by 0.1 ms (p50) to 3.5 ms (max of 200, a loaded 2-core machine).
+IN_SERVICE_WAIT = 0.05
 
 
 class StartError(Exception):
@@ -112,7 +131,11 @@ class Daemon:
             ignore_ifstate=self.options.ignore_ifstate,
         )
         self.socket: CarpSocket | None = None
+        self.socket6: CarpSocket6 | None = None  # only with IPv6 VIPs in the plan
         self.garp: GarpSender | None = None
+        self.na: NaSender | None = None
+        # IPv6 VIPs just added, not yet in service: their effects since, held in order.
+        self._held: dict[IPv6Address, tuple[list[Effect], asyncio.TimerHandle]] = {}
         self.hooks = HookRunner(timeout=self.options.hook_timeout, logger=log)
         self.checks = CheckRunner(self._check_result, log)
         self._last_resort: set[tuple[IPv4Address, int]] = set()
@@ -122,17 +145,17 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._vip_index = 0
         self._adv_index = 0
-        self._takeover_started: dict[tuple[IPv4Address, int], float] = {}
+        self._takeover_started: dict[tuple[IPAddress, int], float] = {}
         self._drain_all = False
         self._reloading = False
         self._strangers_logged = -DRIFT_LOG_EVERY
-        self._drift_logged: dict[tuple[tuple[IPv4Address, int], IPv4Address], float] = {}
+        self._drift_logged: dict[tuple[tuple[IPAddress, int], IPAddress], float] = {}
         self._links_up = {False: True, True: True}  # (vip link?) -> up, as the node was told
         self._failed: str | None = None
         # Whether our own address was ever seen on the advert interface: only then does its
         # absence there mean it was removed (it may live on another interface).
-        self._source_seen = False
-        self._planned: tuple[Plan | None, set[IPv4Interface]] = (None, set())
+        self._source_seen = {4: False, 6: False}  # per family: our address, our address6
+        self._planned: tuple[Plan | None, set[IPInterface], set[IPAddress]] = (None, set(), set())
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -224,11 +247,16 @@ class Daemon:
                 signal_rules.remove()
             if self._timer:
                 self._timer.cancel()
-            if self.socket is not None:
-                loop.remove_reader(self.socket.fileno())
-                self.socket.close()
+            for _, handle in self._held.values():
+                handle.cancel()
+            for sock in (self.socket, self.socket6):
+                if sock is not None:
+                    loop.remove_reader(sock.fileno())
+                    sock.close()
             if self.garp:
                 self.garp.close()
+            if self.na:
+                self.na.close()
             if self.addresses is not None:
                 self.addresses.close()
             if control is not None:
@@ -319,8 +347,9 @@ class Daemon:
             log.info("reload dropped: stopping")
             return {"ok": False, "error": "stopping: no reload"}
         new = plan.cluster.host(self.host.name)
-        if (new.address, new.interface, new.vip_interface) != (
+        if (new.address, new.address6, new.interface, new.vip_interface) != (
             self.host.address,
+            self.host.address6,
             self.host.interface,
             self.host.vip_interface,
         ):
@@ -369,13 +398,37 @@ class Daemon:
             asyncio.get_running_loop().add_reader(self.socket.fileno(), self._on_readable)
         else:
             self.socket.set_sources(self._sources())
-        groups = {v.group for v in self.plan.vips}
+        groups = {v.group for v in self.plan.vips if v.group.version == 4}
         for group in sorted(groups - self.socket.groups):
             self.socket.join(group)
         for group in sorted(self.socket.groups - groups):
             self.socket.leave(group)
         if self.garp is None:
             self.garp = GarpSender(self.host.vip_interface)
+        self._join_groups6()
+
+    def _join_groups6(self) -> None:
+        """The IPv6 twin: a socket only while the plan has IPv6 VIPs (and we an address6 to
+        send from; the loader refuses a file where a native host lacks it)."""
+        groups6 = {v.group for v in self.plan.vips if isinstance(v.group, IPv6Address)}
+        src6 = self.host.address6
+        if not groups6 or src6 is None:
+            if self.socket6 is not None:  # a reload removed the last IPv6 VIP
+                asyncio.get_running_loop().remove_reader(self.socket6.fileno())
+                self.socket6.close()
+                self.socket6 = None
+            return
+        if self.socket6 is None:
+            self.socket6 = CarpSocket6(self.host.interface, self._adv_index, src6, self._sources6())
+            asyncio.get_running_loop().add_reader(self.socket6.fileno(), self._on_readable6)
+        else:
+            self.socket6.set_sources(self._sources6())
+        for group in sorted(groups6 - self.socket6.groups):
+            self.socket6.join(group)
+        for group in sorted(self.socket6.groups - groups6):
+            self.socket6.leave(group)
+        if self.na is None:
+            self.na = NaSender(self.host.vip_interface)
 
     def _sources(self) -> list[IPv4Address]:
         """Whose adverts the kernel lets through: every other host of the cluster file.
@@ -386,6 +439,13 @@ class Daemon:
         A cluster of one host has no one else: the filter keeps our address (it needs one)."""
         me = self.host.address
         return [h.address for h in self.plan.cluster.hosts if h.address != me] or [me]
+
+    def _sources6(self) -> list[IPv6Address]:
+        """`_sources` for IPv6: every other host's address6."""
+        me = self.host.address6
+        assert me is not None
+        others = [h.address6 for h in self.plan.cluster.hosts if h.address6 not in (None, me)]
+        return [a for a in others if a is not None] or [me]
 
     # --- events in ---------------------------------------------------------------------------
 
@@ -398,6 +458,26 @@ class Daemon:
             if (data := self.socket.recv()) is None:
                 break
             self._emit(self.node.packet(now, data))
+        if self.node.counters["drift"] != drift:
+            self._log_drift(now)
+        if self.node.counters["drop_not_a_host"] != strangers:
+            self._log_strangers(now)
+
+    def _on_readable6(self) -> None:
+        """As `_on_readable`, for the IPv6 socket: the kernel gives the CARP bytes with their
+        source, destination and hop limit beside (no IPv6 header); the node checks them all."""
+        if self.socket6 is None:
+            return
+        now = asyncio.get_running_loop().time()
+        drift = self.node.counters["drift"]
+        strangers = self.node.counters["drop_not_a_host"]
+        for _ in range(READ_BATCH):
+            if (r := self.socket6.recv()) is None:
+                break
+            if r.dst is None or r.hop_limit is None:  # never seen: the kernel always gives both
+                self.node.counters["drop_no_pktinfo"] += 1
+                continue
+            self._emit(self.node.packet6(now, r.carp, r.src, r.dst, r.hop_limit))
         if self.node.counters["drift"] != drift:
             self._log_drift(now)
         if self.node.counters["drop_not_a_host"] != strangers:
@@ -483,41 +563,56 @@ class Daemon:
                 if self.garp is not None:
                     self.garp.close()
                     self.garp = None
+                if self.na is not None:
+                    self.na.close()
+                    self.na = None
                 promote_secondaries(self.host.vip_interface)
             else:
                 self._adv_index = index
-                if self.socket is not None:
-                    asyncio.get_running_loop().remove_reader(self.socket.fileno())
-                    self.socket.close()
-                    self.socket = None
+                for sock in (self.socket, self.socket6):
+                    if sock is not None:
+                        asyncio.get_running_loop().remove_reader(sock.fileno())
+                        sock.close()
+                self.socket = self.socket6 = None
             self._join_groups()
         except OSError as e:
             self.node.counters["errors"] += 1
             log.error("cannot rebuild on the new %s (index %d): %s", "VIP link" if vip else "link",
                       index, e)  # fmt: skip
 
-    def _feed_source(self, present: bool, now: float) -> None:
-        """Our own address on the advert interface or not: without it no advert can leave (the
-        machines then cannot serve; carp.machine, "Own address")."""
+    def _feed_source(self, present: bool, now: float, version: int = 4) -> None:
+        """Our own address (`version` 6: our address6) on the advert interface or not: without
+        it no advert of that family can leave (the machines then cannot serve; carp.machine,
+        "Own address"). An address6 that is tentative or dadfailed counts as not there: the
+        kernel refuses it as a source (EINVAL) until duplicate address detection passes."""
         if present:
-            self._source_seen = True
-        elif not self._source_seen:
+            self._source_seen[version] = True
+        elif not self._source_seen[version]:
             return  # never seen there (the address lives on another interface): not our rule
-        if self.node.source_up == present:
+        up = self.node.source6_up if version == 6 else self.node.source_up
+        if up == present:
             return
         where = self.host.interface
+        me = self.host.address6 if version == 6 else self.host.address
         if present:
-            log.info("%s: back on %s: taking part again", self.host.address, where)
+            log.info("%s: back on %s: taking part again", me, where)
         else:
-            log.warning("%s: removed from %s: no advert can leave; standing aside until it is "
-                        "back", self.host.address, where)  # fmt: skip
-        self._emit(self.node.source(present, now))
+            log.warning("%s: removed from %s (or unusable): no advert can leave from it; its "
+                        "VIPs stand aside until it is back", me, where)  # fmt: skip
+        self._emit(self.node.source(present, now, version))
 
-    def address_added(self, index: int, address: IPv4Interface) -> None:
+    def _is_source6(self, index: int, ip: IPAddress) -> bool:
+        return index == self._adv_index and ip == self.host.address6
+
+    def address_added(self, index: int, address: IPInterface) -> None:
         """A planned VIP on our VIP interface while we are not its master, or a copy of it
         with another prefix while we are: remove it."""
         if index == self._adv_index and address.ip == self.host.address:
             self._feed_source(True, asyncio.get_running_loop().time())
+        if self._is_source6(index, address.ip):
+            self._feed_source(True, asyncio.get_running_loop().time(), 6)
+        if index == self._vip_index and address.ip in self._held:
+            self._in_service(address.ip)  # type: ignore[arg-type]
         if index != self._vip_index or self.addresses is None:
             return
         now = asyncio.get_running_loop().time()
@@ -538,25 +633,60 @@ class Daemon:
                     "%s vhid %d: removed %s, %s", e.vip.address, e.vip.vhid, address, why,
                 )  # fmt: skip
 
-    def address_removed(self, index: int, address: IPv4Interface) -> None:
+    def address_unusable(self, index: int, address: IPv6Interface) -> None:
+        """An IPv6 address that is tentative or dadfailed: it answers nobody. A planned VIP in
+        that state (added by hand without nodad, or a DAD lost to another holder) is removed; if
+        we are its master, the machine adds it back at once, without DAD. Our own address6 in
+        that state cannot source adverts: our IPv6 VIPs stand aside until it is usable."""
+        if self._is_source6(index, address.ip):
+            # It is on the advert interface, only not usable yet (a fresh boot's DAD): our rule.
+            self._source_seen[6] = True
+            self._feed_source(False, asyncio.get_running_loop().time(), 6)
+        if index != self._vip_index or self.addresses is None:
+            return
+        if address.ip not in self._planned_ips():
+            return
+        try:
+            removed = self.addresses.delete(address)
+        except OSError as err:
+            log.error("%s: cannot remove it (tentative or dadfailed): %s", address, err)
+            return
+        if removed:
+            self.node.counters["addresses_removed_unusable"] += 1
+            log.warning("%s: tentative or dadfailed on %s: removed", address,
+                        self.host.vip_interface)  # fmt: skip
+        self._address_gone(address.ip)
+
+    def address_removed(self, index: int, address: IPInterface) -> None:
         if index == self._adv_index and address.ip == self.host.address:
             self._feed_source(False, asyncio.get_running_loop().time())
+        if self._is_source6(index, address.ip):
+            self._feed_source(False, asyncio.get_running_loop().time(), 6)
         # A copy of a VIP with another prefix going (we removed it, see address_added) leaves
         # the planned one in place: nothing to add back.
         if index == self._vip_index and address in self._planned_addresses():
             self._address_gone(address.ip)
 
-    def _planned_addresses(self) -> set[IPv4Interface]:
+    def _planned_addresses(self) -> set[IPInterface]:
         """Every planned VIP with its prefix (kept per plan: looked up for every address event)."""
         if self._planned[0] is not self.plan:
-            self._planned = (self.plan, {v.address for v in self.plan.vips})
+            self._planned = (self.plan, {v.address for v in self.plan.vips}, set())
+            self._planned[2].update(v.ip for v in self.plan.vips)
         return self._planned[1]
 
-    def addresses_dumped(self, index: int, present: set[IPv4Address]) -> None:
+    def _planned_ips(self) -> set[IPAddress]:
+        """Every planned VIP's address alone (kept with `_planned_addresses`)."""
+        self._planned_addresses()
+        return self._planned[2]
+
+    def addresses_dumped(self, index: int, present: set[IPAddress]) -> None:
         """After a (re)synchronisation: a VIP we are master of and that is missing was removed
         while we could not hear it."""
         if index == self._adv_index:
-            self._feed_source(self.host.address in present, asyncio.get_running_loop().time())
+            now = asyncio.get_running_loop().time()
+            self._feed_source(self.host.address in present, now)
+            if self.host.address6 is not None:
+                self._feed_source(self.host.address6 in present, now, 6)
         if index != self._vip_index:
             return
         # Whether a missing address matters (we are its master) is the machine's call.
@@ -565,7 +695,7 @@ class Daemon:
             if ip not in present:
                 self._address_gone(ip)
 
-    def _address_gone(self, ip: IPv4Address) -> None:
+    def _address_gone(self, ip: IPAddress) -> None:
         effects = self.node.address_gone(asyncio.get_running_loop().time(), ip)
         if effects:
             self.node.counters["addresses_restored"] += 1
@@ -620,6 +750,12 @@ class Daemon:
 
     def _emit_all(self, effects: list[Effect]) -> None:
         for e in effects:
+            held = self._held.get(e.vip.ip)  # type: ignore[call-overload]
+            if held is not None and not isinstance(e.action, DelAddress):
+                held[0].append(e)  # after the ones already waiting, in order
+                continue
+            if held is not None:  # released before it is in service: whatever waits goes first
+                self._in_service(e.vip.ip)  # type: ignore[arg-type]
             try:
                 self._apply(e)
             except OSError as err:  # the NIC vanished, the socket broke: log, keep going
@@ -654,8 +790,12 @@ class Daemon:
                 vip=v.ip,
                 password=self.plan.cluster.password,
             )
-            assert self.socket is not None
-            self.socket.send(carp, v.group)
+            if isinstance(v.group, IPv6Address):
+                assert self.socket6 is not None
+                self.socket6.send(carp, v.group)
+            else:
+                assert self.socket is not None
+                self.socket.send(carp, v.group)
             self.node.counters["adverts_sent"] += 1
             started = self._takeover_started.pop((v.group, v.vhid), None)
             if started is not None:
@@ -663,18 +803,41 @@ class Daemon:
         elif isinstance(a, AddAddress):
             assert self.addresses is not None
             if self.addresses.add(v.address):
+                if isinstance(v.ip, IPv6Address):
+                    # A nodad IPv6 address is put in service (its local route) by a kernel
+                    # worker after the add returns, not within it as IPv4's: an NA sent at once
+                    # moves the clients here, and the first advert makes the old holder let go,
+                    # while packets to the VIP are still dropped here. So this VIP's next effects
+                    # wait for the kernel's RTM_NEWADDR (sent as the route goes in, see
+                    # address_added), or IN_SERVICE_WAIT; other VIPs' effects do not wait.
+                    loop = asyncio.get_running_loop()
+                    timer = loop.call_later(IN_SERVICE_WAIT, self._in_service, v.ip)
+                    self._held[v.ip] = ([], timer)
                 self._hook(v, "up")
         elif isinstance(a, DelAddress):
             assert self.addresses is not None
             if self.addresses.delete(v.address):
                 self._hook(v, "down")
-        elif isinstance(a, SendGarp):
-            assert self.garp is not None
-            self.garp.send(v.ip)
+        elif isinstance(a, SendGarp):  # a gratuitous ARP, or for IPv6 an unsolicited NA
+            if isinstance(v.ip, IPv6Address):
+                assert self.na is not None
+                self.na.send(v.ip)
+            else:
+                assert self.garp is not None
+                self.garp.send(v.ip)
         elif isinstance(a, Transition):
             if a.new is State.MASTER:
                 self._takeover_started[(v.group, v.vhid)] = time.perf_counter()
             log.info("%s vhid %d: %s -> %s: %s", v.address, v.vhid, a.old.value, a.new.value, a.why)
+
+    def _in_service(self, ip: IPv6Address) -> None:
+        """A fresh IPv6 VIP is in service (or we waited long enough): its held effects go."""
+        held = self._held.pop(ip, None)
+        if held is None:
+            return
+        effects, timer = held
+        timer.cancel()
+        self._emit(effects)
 
     def _hook(self, v: VipPlan, event: Literal["up", "down"]) -> None:
         hook = hook_for(
@@ -700,9 +863,9 @@ class Daemon:
                 return {"ok": False, "error": "vip must be an address, or absent for every VIP"}
             try:
                 # "" is no address: it must never mean "every VIP".
-                ip = IPv4Address(only.split("/")[0]) if only is not None else None
+                ip = ip_address(only.split("/")[0]) if only is not None else None
             except ValueError:
-                return {"ok": False, "error": f"{only!r} is not an IPv4 address"}
+                return {"ok": False, "error": f"{only!r} is not an IP address"}
             if ip is not None and all(v.ip != ip for v in self.node.vips.values()):
                 return {"ok": False, "error": f"{ip} is not a VIP of this cluster"}
             if ip is not None and all(self.node.vips[k].ip != ip for k in self.node.machines):
@@ -837,9 +1000,10 @@ async def remove_vips(plan: Plan, host: str, ipr: AsyncIPRoute | None = None) ->
     try:
         index = await _ifindex(ipr, plan.cluster.host(host).vip_interface, host)
         planned = {v.ip: v for v in plan.vips}
-        present = [
-            IPv4Interface(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
-            for m in await _collect(ipr.addr("dump", index=index, family=2))
+        present: list[IPInterface] = [
+            ip_interface(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
+            for family in (2, 10)  # AF_INET, AF_INET6
+            for m in await _collect(ipr.addr("dump", index=index, family=family))
         ]
         setter = AddressSetter(index)
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
 from iprotate.cluster.loader import read_bounded
@@ -27,7 +27,7 @@ class StateError(Exception):
 @dataclass(frozen=True)
 class Drained:
     all: bool
-    vips: tuple[IPv4Address, ...]
+    vips: tuple[IPv4Address | IPv6Address, ...]
 
 
 def parse(text: str) -> Drained:
@@ -45,7 +45,7 @@ def parse(text: str) -> Drained:
     if not isinstance(vips, list) or not all(isinstance(v, str) for v in vips):
         raise StateError('"vips" is not a list of addresses')
     try:
-        return Drained(drain_all, tuple(IPv4Address(v) for v in vips))
+        return Drained(drain_all, tuple(ip_address(v) for v in vips))
     except ValueError as e:
         raise StateError(str(e)) from None
 

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from typing import Literal
 
 from iprotate.cluster.model import Cluster, Vip
@@ -64,7 +64,7 @@ class Hook:
 
     script: str
     interface: str
-    vip: IPv4Interface
+    vip: IPv4Interface | IPv6Interface
     event: Event
     vhid: int | None = None
     checks_down: tuple[str, ...] = ()  # this host's health checks of the VIP that are not up
@@ -153,9 +153,9 @@ class HookRunner:
         self.succeeded = 0
         self.failures = 0
         self.timeouts = 0
-        self._queues: dict[IPv4Address, deque[Hook]] = {}
+        self._queues: dict[IPv4Address | IPv6Address, deque[Hook]] = {}
         # Holding the tasks also keeps them from being garbage-collected mid-run.
-        self._workers: dict[IPv4Address, asyncio.Task[None]] = {}
+        self._workers: dict[IPv4Address | IPv6Address, asyncio.Task[None]] = {}
         self._pending = 0
 
     def run(self, hook: Hook) -> None:
@@ -200,7 +200,7 @@ class HookRunner:
 
     # --- internals -----------------------------------------------------------------------------
 
-    async def _work(self, key: IPv4Address) -> None:
+    async def _work(self, key: IPv4Address | IPv6Address) -> None:
         queue = self._queues[key]
         try:
             while queue:

@@ -1,8 +1,8 @@
 """Watching the advert and VIP interfaces through netlink: carrier, re-creation, addresses.
 
-One `LinkWatcher` coroutine reads a plain netlink socket bound to RTMGRP_LINK|RTMGRP_IPV4_IFADDR
-and keeps, for each watched interface NAME, its ifindex and whether it is RUNNING. It tells the
-daemon what changed by calling its `LinkEvents` methods; it decides nothing about CARP.
+One `LinkWatcher` coroutine reads a plain netlink socket bound to RTMGRP_LINK and both families'
+IFADDR groups and keeps, for each watched interface NAME, its ifindex and whether it is RUNNING.
+It tells the daemon what changed by calling its `LinkEvents` methods; it decides nothing about CARP.
 
 - An interface deleted and created again under the same name comes back with a new ifindex: the
   watcher reports the new index (the daemon rebuilds what holds the old one).
@@ -12,6 +12,13 @@ daemon what changed by calling its `LinkEvents` methods; it decides nothing abou
 - Messages are parsed by hand (headers and a few attributes), and address events of other
   interfaces are skipped on their index alone: a storm of thousands of events on a spare interface
   costs microseconds each.
+- IPv6 addresses carry states IPv4 ones do not: "tentative" (duplicate address detection running,
+  about a second after an add without nodad: the kernel neither answers neighbour solicitations
+  for it nor sends from it) and "dadfailed" (another node has it: dead until removed by hand).
+  Such an address is reported as `address_unusable` and is absent from a dump's `present`: for
+  the daemon it is not there (our own address6 cannot source adverts; a VIP in that state answers
+  nobody and is removed, then added back without DAD if we are its master). The flags are read
+  from IFA_FLAGS (32 bits) when the kernel sends it, else from ifaddrmsg's 8-bit field.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from typing import Protocol
 
 log = logging.getLogger("iprotate")
@@ -31,12 +38,14 @@ log = logging.getLogger("iprotate")
 NETLINK_ROUTE = 0
 RTMGRP_LINK = 0x1
 RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV6_IFADDR = 0x100
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
 IFLA_IFNAME = 3
-IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+IFA_F_DADFAILED, IFA_F_TENTATIVE = 0x08, 0x40
 IFF_RUNNING = 0x40
 RCVBUF = 1 << 20  # bytes; an overflow is survived anyway, this only makes it rarer
 SO_RCVBUFFORCE = 33
@@ -59,19 +68,26 @@ class LinkState:
         return self.index is not None and self.running
 
 
+Address = IPv4Address | IPv6Address
+Interface = IPv4Interface | IPv6Interface
+
+
 class LinkEvents(Protocol):
     """What the watcher tells the daemon."""
 
     def link_changed(self, name: str, old: LinkState, new: LinkState) -> None:
         """A watched interface changed: carrier, or a new index (re-created), or gone."""
 
-    def address_added(self, index: int, address: IPv4Interface) -> None:
-        """An IPv4 address is on interface `index` (an event, or found by a dump)."""
+    def address_added(self, index: int, address: Interface) -> None:
+        """An address is on interface `index`, usable (an event, or found by a dump)."""
 
-    def address_removed(self, index: int, address: IPv4Interface) -> None:
-        """An IPv4 address left interface `index`."""
+    def address_unusable(self, index: int, address: IPv6Interface) -> None:
+        """An IPv6 address is on interface `index` but tentative or dadfailed."""
 
-    def addresses_dumped(self, index: int, present: set[IPv4Address]) -> None:
+    def address_removed(self, index: int, address: Interface) -> None:
+        """An address left interface `index`."""
+
+    def addresses_dumped(self, index: int, present: set[Address]) -> None:
         """A dump found exactly `present` on interface `index` (events may have been lost)."""
 
 
@@ -101,7 +117,7 @@ class LinkWatcher:
         self._dumping: int | None = None  # the request type of the dump in progress
         self._dump_links: set[str] = set()
         self._dump_intr = False  # the kernel says the dump in progress may be inconsistent
-        self._dump_addrs: dict[int, set[IPv4Address]] = {}
+        self._dump_addrs: dict[int, set[Address]] = {}
         self.synced = asyncio.Event()  # set after the first complete dump
 
     async def run(self) -> None:
@@ -137,7 +153,7 @@ class LinkWatcher:
                 s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
             except OSError:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-            s.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
+            s.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
         except OSError:
             s.close()
             raise
@@ -154,7 +170,7 @@ class LinkWatcher:
             body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
         else:
             self._dump_addrs = {}
-            body = _IFADDR.pack(socket.AF_INET, 0, 0, 0, 0)
+            body = _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0)  # both families
         self._sock.send(_request(kind, body, self._seq))
 
     async def _read(self) -> None:
@@ -224,22 +240,35 @@ class LinkWatcher:
         self._set(name, LinkState(index, bool(flags & IFF_RUNNING)))
 
     def _addr(self, kind: int, data: bytes, body: int, end: int, dumped: bool) -> None:
-        family, prefixlen, _, _, index = _IFADDR.unpack_from(data, body)
-        if family != socket.AF_INET or not any(s.index == index for s in self.state.values()):
+        family, prefixlen, flags, _, index = _IFADDR.unpack_from(data, body)
+        if family not in (socket.AF_INET, socket.AF_INET6):
             return
-        ip = None
+        if not any(s.index == index for s in self.state.values()):
+            return
+        size, kind_of = (4, IPv4Address) if family == socket.AF_INET else (16, IPv6Address)
+        ip: Address | None = None
         for t, v in _attrs(data, body + _IFADDR.size, end):
+            if len(v) < size and t in (IFA_LOCAL, IFA_ADDRESS):
+                continue
             if t == IFA_LOCAL or (t == IFA_ADDRESS and ip is None):
-                ip = IPv4Address(v[:4])
-        if ip is None:
+                ip = kind_of(v[:size])
+            elif t == IFA_FLAGS and len(v) >= 4:
+                (flags,) = struct.unpack_from("=I", v)
+        if ip is None or prefixlen > size * 8:
             return
-        if dumped:
+        address: Interface = (
+            IPv4Interface((ip, prefixlen)) if ip.version == 4 else IPv6Interface((ip, prefixlen))
+        )
+        usable = ip.version == 4 or not flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)
+        if dumped and usable:
             self._dump_addrs.setdefault(index, set()).add(ip)
-        address = IPv4Interface((ip, prefixlen))
-        if kind == RTM_NEWADDR:
+        if kind != RTM_NEWADDR:
+            self.events.address_removed(index, address)
+        elif usable:
             self.events.address_added(index, address)
         else:
-            self.events.address_removed(index, address)
+            assert isinstance(address, IPv6Interface)
+            self.events.address_unusable(index, address)
 
     def _set(self, name: str, new: LinkState) -> None:
         old = self.state[name]

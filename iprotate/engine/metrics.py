@@ -260,7 +260,7 @@ def _vip_label(node: Node, key: object) -> str:
         v = node.vips.get(key)  # type: ignore[call-overload]
         if v is not None:
             return str(v.ip)
-    if isinstance(key, ipaddress.IPv4Interface):
+    if isinstance(key, ipaddress.IPv4Interface | ipaddress.IPv6Interface):
         return str(key.ip)
     return str(key)
 

@@ -14,7 +14,7 @@ import ctypes
 import socket
 import struct
 from collections.abc import Iterable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 SO_ATTACH_FILTER = 26
 SAMPLE_SHIFT = 6  # 1 in 64 packets from non-hosts is let through, to be counted
@@ -55,7 +55,50 @@ def program(sources: Iterable[IPv4Address], sample_shift: int = SAMPLE_SHIFT) ->
 
 def attach(sock: socket.socket, sources: Iterable[IPv4Address]) -> None:
     """Attach (or replace) the filter on `sock`; the kernel copies the program."""
-    insns = program(sources)
+    _attach(sock, program(sources))
+
+
+def _attach(sock: socket.socket, insns: list[bytes]) -> None:
     buf = ctypes.create_string_buffer(b"".join(insns))
     fprog = struct.pack("HL", len(insns), ctypes.addressof(buf))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+# IPv6 (engine.wire6). A raw IPv6 socket's filter sees the packet from the CARP header on (the
+# kernel pulled the IPv6 header before queueing it), so offset 12 is not the source; classic
+# BPF's SKF_NET_OFF reaches the network header wherever the data starts: the source is the four
+# words at SKF_NET_OFF + 8. One block per host: four compares, a miss anywhere jumps to the
+# next host, a full match accepts (each block ends in its own accept: the jumps stay short).
+_SKF_NET_OFF = -0x100000
+_IP6_SRC = 8  # offset of the source address in the IPv6 header
+_BLOCK6 = 9
+
+
+def program6(sources: Iterable[IPv6Address], sample_shift: int = SAMPLE_SHIFT) -> list[bytes]:
+    """The IPv6 filter's instructions: accept `sources`, sample the rest."""
+    addrs = sorted(set(sources))
+    n = len(addrs)
+    if not 1 <= n <= MAX_SOURCES:
+        raise ValueError(f"a source filter takes 1..{MAX_SOURCES} addresses, got {n}")
+    out = []
+    for a in addrs:
+        words = struct.unpack("!4I", a.packed)
+        for w, word in enumerate(words):
+            at = (_SKF_NET_OFF + _IP6_SRC + 4 * w) & 0xFFFFFFFF
+            out.append(_INSN.pack(_LD_W_ABS, 0, 0, at))
+            # From the compare at 2w+1, the next block starts at _BLOCK6: skip what is between.
+            out.append(_INSN.pack(_JEQ_K, 0, _BLOCK6 - (2 * w + 2), word))
+        out.append(_INSN.pack(_RET_K, 0, 0, _ACCEPT))
+    out += [
+        _INSN.pack(_LD_W_ABS, 0, 0, _SKF_AD_RANDOM),
+        _INSN.pack(_AND_K, 0, 0, (1 << sample_shift) - 1),
+        _INSN.pack(_JEQ_K, 0, 1, 0),
+        _INSN.pack(_RET_K, 0, 0, _ACCEPT),
+        _INSN.pack(_RET_K, 0, 0, 0),
+    ]
+    return out
+
+
+def attach6(sock: socket.socket, sources: Iterable[IPv6Address]) -> None:
+    """Attach (or replace) the IPv6 filter on `sock`, a raw IPv6 socket."""
+    _attach(sock, program6(sources))

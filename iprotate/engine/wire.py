@@ -60,7 +60,7 @@ class CarpSocket:
             s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, IPTOS_LOWDELAY)
-            _grow_receive_buffer(s)
+            grow_receive_buffer(s)
             # Before any group is joined: nothing unfiltered is queued.
             source_filter.attach(s, sources)
         except OSError:
@@ -103,7 +103,7 @@ class CarpSocket:
         self.sock.close()
 
 
-def _grow_receive_buffer(s: socket.socket) -> None:
+def grow_receive_buffer(s: socket.socket) -> None:
     """RECV_BUFFER, past net.core.rmem_max when allowed (CAP_NET_ADMIN, which the daemon has to
     set addresses anyway); else as much as rmem_max allows."""
     try:

@@ -20,14 +20,14 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from iprotate.cluster.loader import load_cluster
 from iprotate.export.ucarp import DEFAULT_UCARP, UcarpOptions, command, instances
-from iprotate.lab.netns import Segment, ip
+from iprotate.lab.netns import Segment, host_address6, ip
 from iprotate.lab.service import DEFAULT_PORT as SERVICE_PORT
 from iprotate.plan.model import Plan
 from iprotate.plan.planner import make_plan
@@ -40,6 +40,7 @@ NAMES = (
 CLIENT = "client"
 CLIENT_OCTET = 200
 FIRST_VIP = 10
+VIP6_PREFIX = "2001:db8:113::"  # the lab's IPv6 VIPs: 2001:db8:113::10, ::11, ... /64
 PASSWORD = "lab-secret"
 VIP_IFACE = "eth2"  # a host's NIC for its VIPs, when they are not on its advert NIC (eth1)
 # The lab's service check: every VIP depends on the HTTP service of the host that holds it. Two
@@ -67,18 +68,23 @@ def lab_cluster_toml(
     extra_run: dict[str, Any] | None = None,
     service: bool = False,
     extra_toml: str = "",
+    vips6: int = 0,
 ) -> str:
     """The cluster file of a lab: hosts alpha, bravo, ...; the last `legacy` ones run ucarp; the
     hosts named in `vip_links` add their VIPs on a NIC of their own, VIP_IFACE (on the same
-    bridge); `vip_interface` names one for every host. `service` adds the `[[checks]]` entry
-    for the lab's HTTP service (SERVICE_CHECK) on every host; `extra_toml` is appended as it is
-    (more `[[checks]]`, for a benchmark)."""
+    bridge); `vip_interface` names one for every host. Dual-stack: every native host declares
+    its address6 (2001:db8::N beside 198.51.100.N), and `vips6` IPv6 VIPs follow the IPv4 ones
+    (ucarp hosts take no part in them). `service` adds the `[[checks]]` entry for the lab's
+    HTTP service (SERVICE_CHECK) on every host; `extra_toml` is appended as it is (more
+    `[[checks]]`, for a benchmark)."""
     if not 1 <= hosts <= len(NAMES):
         raise ValueError(f"a lab has 1..{len(NAMES)} hosts")
-    if not 1 <= vips <= 255 - FIRST_VIP:
-        raise ValueError(f"a lab has 1..{255 - FIRST_VIP} VIPs")
+    if not 0 <= vips <= 255 - FIRST_VIP or (vips == 0 and vips6 == 0):
+        raise ValueError(f"a lab has 1..{255 - FIRST_VIP} VIPs (or none, with IPv6 ones)")
     if not 0 <= legacy <= hosts:
         raise ValueError("more legacy hosts than hosts")
+    if not 0 <= vips6 <= 255 - FIRST_VIP:
+        raise ValueError(f"a lab has 0..{255 - FIRST_VIP} IPv6 VIPs")
     lines = [
         "# Written by `iprotate lab`.",
         "[cluster]",
@@ -95,10 +101,17 @@ def lab_cluster_toml(
             lines.append(f'vip_interface = "{vip_interface}"')
         if i >= hosts - legacy:
             lines.append('engine = "ucarp"')
+        else:
+            lines.append(f'address6 = "{host_address6(i + 1)}"')
         if NAMES[i] in vip_links:
             lines.append(f'vip_interface = "{VIP_IFACE}"')
     last = FIRST_VIP + vips - 1
-    lines += ["", "[[vips]]", f'pool = "203.0.113.{FIRST_VIP}-203.0.113.{last}/24"', ""]
+    lines.append("")
+    if vips:
+        lines += ["[[vips]]", f'pool = "203.0.113.{FIRST_VIP}-203.0.113.{last}/24"', ""]
+    if vips6:
+        first6, last6 = vip6(0), vip6(vips6 - 1)
+        lines += ["[[vips]]", f'pool = "{first6}-{last6}/64"', ""]
     if extra_run:
         lines += ["[run]", *(f"{k} = {json.dumps(v)}" for k, v in extra_run.items()), ""]
     if service:
@@ -106,6 +119,11 @@ def lab_cluster_toml(
     if extra_toml:
         lines.append(extra_toml)
     return "\n".join(lines)
+
+
+def vip6(k: int) -> IPv6Address:
+    """The lab's k-th IPv6 VIP (k = 0: 2001:db8:113::10, the hex twin of 203.0.113.10)."""
+    return IPv6Address(f"{VIP6_PREFIX}{0x10 + k:x}")
 
 
 @dataclass
@@ -121,6 +139,7 @@ class Lab:
     extra_cluster: dict[str, Any] | None = None
     extra_run: dict[str, Any] | None = None  # keys of [run]
     extra_toml: str = ""  # appended to the cluster file as it is
+    vips6: int = 0  # IPv6 VIPs beside the IPv4 ones (`iprotate lab` has some by default)
     run_args: tuple[str, ...] = ()
     # A second interface per host for the VIPs (vip_interface = "eth2"), on a second bridge where
     # the client sits; the adverts stay on eth1.
@@ -157,6 +176,7 @@ class Lab:
                 extra_run=self.extra_run,
                 service=self.service,
                 extra_toml=self.extra_toml,
+                vips6=self.vips6,
             )
         )
         pw = self.workdir / "password"
@@ -263,7 +283,7 @@ class Lab:
             Segment.stop(p, signal.SIGKILL)
         if self.plan.cluster.host(name).engine == "iprotate":
             dev = self.vip_iface(name)
-            for a in self.seg.addresses(name, dev):
+            for a in self.seg.addresses(name, dev, family=0):
                 if any(str(v.address) == a for v in self.plan.vips):
                     self.seg.run(name, "ip", "addr", "del", a, "dev", dev, check=False)
 
@@ -335,21 +355,23 @@ class Lab:
     # --- what the hosts and the client see ---------------------------------------------------
 
     def holders(self) -> dict[str, list[str]]:
-        """Ground truth: which hosts have each VIP configured."""
+        """Ground truth: which hosts have each VIP (of both families) configured."""
         out: dict[str, list[str]] = {str(v.ip): [] for v in self.plan.vips}
         for n in self.names:
-            for a in self.seg.addresses(n, self.vip_iface(n)):
+            for a in self.seg.addresses(n, self.vip_iface(n), family=0):
                 ip = a.split("/")[0]
                 if ip in out:
                     out[ip].append(n)
         return out
 
     def start_probe(self, period: float = 0.2) -> None:
-        """Start the client's ARP prober; `poll_probe` reads its answers."""
+        """Start the client's prober (ARP for IPv4 VIPs, neighbour solicitations for IPv6 ones);
+        `poll_probe` reads its answers."""
         argv = [sys.executable, "-m", "iprotate.lab.probe", "--interface", "eth0"]
         argv += ["--src", f"198.51.100.{CLIENT_OCTET}", "--period", str(period)]
         if self.service:
             argv += ["--http", str(SERVICE_PORT)]
+        argv += ["--src6", host_address6(CLIENT_OCTET)]
         argv += [str(v.ip) for v in self.plan.vips]
         self._probe = self.seg.spawn(CLIENT, argv, stdout=subprocess.PIPE)
         assert self._probe.stdout is not None
@@ -373,8 +395,8 @@ class Lab:
             self.served = r.get("served", {})
         return rounds
 
-    def vip(self, address: str | IPv4Address) -> Any:
-        ip = IPv4Address(str(address).split("/")[0])
+    def vip(self, address: str | IPv4Address | IPv6Address) -> Any:
+        ip = ip_address(str(address).split("/")[0])
         return next(v for v in self.plan.vips if v.ip == ip)
 
 

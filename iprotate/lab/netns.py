@@ -6,8 +6,9 @@ with a prefix unique to the run, every process started in a member is tracked by
 `close()` (also on error, via the context manager) stops those processes by PID and deletes every
 namespace it made, which removes their links with them.
 
-Addresses: members get 198.51.100.0/24 addresses; VIPs live in 203.0.113.0/24. Nothing here sends a
-packet anywhere.
+Addresses: members get 198.51.100.0/24 addresses and, dual-stack, 2001:db8::/64 ones (the same last
+number: 198.51.100.7 and 2001:db8::7); VIPs live in 203.0.113.0/24 and 2001:db8:113::/64. Nothing
+here sends a packet anywhere.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ from types import TracebackType
 
 HOST_NET = "198.51.100"
 VIP_NET = "203.0.113.0/24"
+HOST_NET6 = "2001:db8::"
+VIP_NET6 = "2001:db8:113::/64"
+
+
+def host_address6(host_octet: int) -> str:
+    """A member's IPv6 address, beside 198.51.100.<host_octet>: 2001:db8::<host_octet>."""
+    return f"{HOST_NET6}{host_octet}"
 
 
 class NetnsError(RuntimeError):
@@ -52,6 +60,7 @@ class Member:
     port: str  # its veth end on the bridge (inside the switch namespace)
     interface: str  # its own veth end (inside its namespace)
     address: str  # 198.51.100.x
+    address6: str  # 2001:db8::x
     ports: dict[str, str] = field(default_factory=dict)  # more interfaces: interface -> port
     macs: dict[str, str] = field(default_factory=dict)  # interface -> the MAC it was made with
 
@@ -115,7 +124,7 @@ class Segment:
         ns = f"{self.prefix}-{name}"[:32]
         port = f"p{len(self.members)}"
         self._add_netns(ns)
-        m = Member(name, ns, port, interface, f"{HOST_NET}.{host_octet}")
+        m = Member(name, ns, port, interface, f"{HOST_NET}.{host_octet}", host_address6(host_octet))
         self._cable(m, f"{self.prefix}{len(self.members)}"[:15])
         self.members[name] = m
         return m
@@ -129,9 +138,12 @@ class Segment:
            "netns", self.switch)  # fmt: skip
         ip("-n", m.netns, "link", "set", tmp, "name", m.interface)
         ip("-n", m.netns, "addr", "add", f"{m.address}/24", "dev", m.interface)
+        # nodad: usable at once (duplicate address detection would hold it tentative a second).
+        ip("-n", m.netns, "addr", "add", f"{m.address6}/64", "dev", m.interface, "nodad")
         ip("-n", m.netns, "link", "set", m.interface, "up")
-        # VIPs are on-link for every member (the client ARPs for them directly).
+        # VIPs are on-link for every member (the client ARPs for them, or solicits, directly).
         ip("-n", m.netns, "route", "add", VIP_NET, "dev", m.interface)
+        ip("-n", m.netns, "-6", "route", "add", VIP_NET6, "dev", m.interface)
         ip("-n", self.switch, "link", "set", m.port, "master", "br0")
         ip("-n", self.switch, "link", "set", m.port, "up")
         m.macs[m.interface] = m.mac
@@ -242,11 +254,14 @@ class Segment:
         except ProcessLookupError:
             pass
 
-    def addresses(self, name: str, interface: str | None = None) -> list[str]:
-        """The IPv4 addresses (with prefix) on the member's interface (none if it is gone)."""
+    def addresses(self, name: str, interface: str | None = None, family: int = 4) -> list[str]:
+        """The addresses (with prefix) of one family (4, 6; 0: both) on the member's interface
+        (none if it is gone). IPv6: global ones only (not the kernel's link-local)."""
         m = self.members[name]
         dev = interface or m.interface
-        out = ip("-n", m.netns, "-o", "-4", "addr", "show", "dev", dev, check=False)
+        fam = {4: ["-4"], 6: ["-6"], 0: []}[family]
+        scope = ["scope", "global"] if family != 4 else []
+        out = ip("-n", m.netns, "-o", *fam, "addr", "show", "dev", dev, *scope, check=False)
         return [line.split()[3] for line in out.splitlines()]
 
     # --- teardown ----------------------------------------------------------------------------

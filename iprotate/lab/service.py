@@ -9,6 +9,7 @@ answers ARP: `break HOST` stops it, and the addresses follow the service to the 
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
@@ -49,6 +50,11 @@ def handler_for(name: str) -> type[BaseHTTPRequestHandler]:
 class Server(ThreadingHTTPServer):
     daemon_threads = True  # a stuck client never keeps the server from exiting
     allow_reuse_address = True  # `fix` right after `break` binds again at once
+    address_family = socket.AF_INET6  # dual-stack: the lab's IPv6 VIPs are served too
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
 
 
 def _exit(signum: int, frame: FrameType | None) -> None:
@@ -61,7 +67,7 @@ def _exit(signum: int, frame: FrameType | None) -> None:
 def serve(name: str, port: int) -> None:
     """Answer HTTP on every address of this namespace with NAME, until SIGTERM."""
     signal.signal(signal.SIGTERM, _exit)
-    with Server(("0.0.0.0", port), handler_for(name)) as server:
+    with Server(("::", port), handler_for(name)) as server:
         print(f"{name}: serving HTTP on port {port}", file=sys.stderr, flush=True)
         server.serve_forever(poll_interval=0.1)
 

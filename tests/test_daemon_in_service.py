@@ -1,0 +1,97 @@
+"""The daemon's effect path for a fresh IPv6 VIP, with fake sockets: its NA and first advert wait
+until the kernel reports the address in service (RTM_NEWADDR) or IN_SERVICE_WAIT passes; IPv4
+VIPs and other VIPs never wait. (A nodad IPv6 address gets its local route from a kernel worker
+after the add returns: an NA sent at once lost pings at hand-over, bench/results/failover.md.)"""
+
+from __future__ import annotations
+
+import asyncio
+from ipaddress import IPv6Address
+from typing import Any
+
+from iprotate.cluster.loader import parse_cluster
+from iprotate.engine import daemon as daemon_mod
+from iprotate.engine.daemon import Daemon
+from iprotate.plan.planner import make_plan
+
+VIP_INDEX = 7
+
+
+class Recorder:
+    """Stands in for the address setter and every socket: records what is done, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def add(self, address: Any) -> bool:
+        self.calls.append(("add", str(address.ip)))
+        return True
+
+    def delete(self, address: Any) -> bool:
+        self.calls.append(("del", str(address.ip)))
+        return True
+
+    def send(self, *args: Any) -> None:
+        if len(args) == 1:  # NaSender.send(ip) / GarpSender.send(ip)
+            kind = "na" if isinstance(args[0], IPv6Address) else "garp"
+            self.calls.append((kind, str(args[0])))
+        else:  # CarpSocket.send(carp, group)
+            self.calls.append(("advert", str(args[1])))
+
+    def close(self) -> None:
+        pass
+
+    def of(self, ip: str) -> list[str]:
+        return [k for k, a in self.calls if a == ip or (k == "advert" and ip == "*")]
+
+
+def _daemon() -> tuple[Daemon, Recorder]:
+    doc = {
+        "cluster": {"interface": "eth1", "password": "pw"},
+        "hosts": [{"name": "h0", "address": "198.51.100.1", "address6": "2001:db8::1"}],
+        "vips": [{"address": "203.0.113.10/24"}, {"pool": "2001:db8:113::10-2001:db8:113::11/64"}],
+    }
+    d = Daemon(make_plan(parse_cluster(doc, "t.toml")), "h0")
+    r = Recorder()
+    d.addresses = d.na = d.garp = d.socket = d.socket6 = r  # type: ignore[assignment]
+    d._vip_index = VIP_INDEX
+    return d, r
+
+
+def test_a_fresh_ipv6_vip_announces_itself_once_in_service() -> None:
+    async def main() -> None:
+        d, r = _daemon()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        d._emit(d.node.start(now))
+        r.calls.clear()
+        # Alone: master of every VIP when its master-down timer expires.
+        while any(m.state.value != "MASTER" for m in d.node.machines.values()):
+            assert d.node.deadline is not None
+            d._emit(d.node.timers(d.node.deadline))
+        v4, a, b = "203.0.113.10", "2001:db8:113::10", "2001:db8:113::11"
+        # IPv4: added, announced, advertised at once. IPv6: added, the rest held.
+        assert r.of(v4) == ["add", "garp"]
+        assert r.of(a) == ["add"] and r.of(b) == ["add"]
+        adverts = [x for x in r.calls if x[0] == "advert"]
+        assert adverts == [("advert", "224.0.0.18")]
+        # The kernel reports `a` in service: its NA, then its advert, in that order.
+        d.address_added(VIP_INDEX, d.node.vips[next(k for k, v in d.node.vips.items()
+                                                     if str(v.ip) == a)].address)  # fmt: skip
+        assert r.of(a) == ["add", "na"]
+        assert r.calls[-1] == ("advert", "ff02::12") and r.calls[-2] == ("na", a)
+        assert r.of(b) == ["add"]
+        # `b`'s report never comes (a lost event): IN_SERVICE_WAIT later it goes anyway.
+        await asyncio.sleep(daemon_mod.IN_SERVICE_WAIT + 0.02)
+        assert r.of(b) == ["add", "na"] and r.calls[-1] == ("advert", "ff02::12")
+        assert not d._held
+        # Released before it was ever in service: what waited goes first, then the delete.
+        d.addresses.add = lambda address: True  # type: ignore[union-attr, method-assign]
+        r.calls.clear()
+        stop = d.node.stop(loop.time())
+        d._emit(stop)
+        assert ("del", a) in r.calls and ("del", b) in r.calls and ("del", v4) in r.calls
+        if d._timer is not None:
+            d._timer.cancel()
+
+    asyncio.run(main())

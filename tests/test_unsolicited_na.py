@@ -1,0 +1,74 @@
+"""Unsolicited neighbour advertisements (iprotate.engine.unsolicited_na): the frame checked by
+scapy's independent decoder, and a real client's neighbour cache moving to the new holder."""
+
+from __future__ import annotations
+
+import re
+import sys
+from ipaddress import IPv6Address
+
+import pytest
+from labtools import wait_for
+
+from iprotate.engine.unsolicited_na import na_frame
+from iprotate.lab.netns import Segment
+
+VIP = IPv6Address("2001:db8:113::10")
+MAC = bytes.fromhex("020000000001")
+
+
+def test_frame_as_scapy_reads_it() -> None:
+    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
+    from scapy.layers.l2 import Ether
+
+    raw = na_frame(MAC, VIP)
+    f = Ether(raw)
+    assert f.dst == "33:33:00:00:00:01" and f.src == "02:00:00:00:00:01" and f.type == 0x86DD
+    assert f[IPv6].src == str(VIP) and f[IPv6].dst == "ff02::1"
+    assert f[IPv6].hlim == 255 and f[IPv6].nh == 58 and f[IPv6].plen == 32
+    na = f[ICMPv6ND_NA]
+    assert (na.type, na.code, na.R, na.S, na.O) == (136, 0, 0, 0, 1)
+    assert na.tgt == str(VIP)
+    assert f[ICMPv6NDOptDstLLAddr].lladdr == "02:00:00:00:00:01"
+    # scapy recomputes the checksum when the field is cleared: it must find ours.
+    again = Ether(raw)
+    del again[ICMPv6ND_NA].cksum
+    assert Ether(bytes(again))[ICMPv6ND_NA].cksum == na.cksum
+    assert len(raw) == 86
+    assert Ether(na_frame(MAC, VIP, router=True))[ICMPv6ND_NA].R == 1
+
+
+SEND = """
+import sys
+from ipaddress import IPv6Address
+from iprotate.engine.unsolicited_na import NaSender
+s = NaSender("eth1")
+s.send(IPv6Address(sys.argv[1]))
+print(s.mac.hex(":"))
+"""
+
+
+def _client_mac(seg: Segment) -> str | None:
+    out = seg.run("client", "ip", "-6", "neigh", "show", str(VIP), "dev", "eth1")
+    m = re.search(r"lladdr (\S+)", out)
+    return m.group(1) if m else None
+
+
+@pytest.mark.netns
+def test_the_client_cache_moves_to_the_sender() -> None:
+    with Segment() as seg:
+        seg.add("alpha", 1)
+        seg.add("bravo", 2)
+        seg.add("client", 200)
+        seg.run("bravo", "ip", "addr", "add", f"{VIP}/64", "dev", "eth1", "nodad")
+        seg.run("client", "ping", "-6", "-c", "1", "-W", "1", str(VIP))
+        assert _client_mac(seg) == seg.members["bravo"].mac
+        # The VIP moves; the client's entry stays REACHABLE (on bravo) until told otherwise.
+        seg.run("bravo", "ip", "addr", "del", f"{VIP}/64", "dev", "eth1")
+        seg.run("alpha", "ip", "addr", "add", f"{VIP}/64", "dev", "eth1", "nodad")
+        assert _client_mac(seg) == seg.members["bravo"].mac
+        sent_from = seg.run("alpha", sys.executable, "-c", SEND, str(VIP)).strip()
+        assert sent_from == seg.members["alpha"].mac
+        wait_for(lambda: _client_mac(seg) == seg.members["alpha"].mac, 1.0)
+        # And the client reaches the VIP there at once.
+        seg.run("client", "ping", "-6", "-c", "1", "-W", "1", str(VIP))
