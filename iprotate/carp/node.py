@@ -35,7 +35,16 @@ OVERLAP_FLOOR = 0.05
 Key = tuple[IPv4Address, int]  # (group, vhid): how VIPs are told apart on the wire
 # Senders that are no host of the cluster file, remembered for status: the most recent ones only.
 MAX_STRANGERS = 16
-Step = Callable[[CarpMachine, int], list[Action]]
+# Fail-back is staggered so that it does not storm: VIPs are taken back one after the other,
+# `stagger` seconds apart, not all at once (N addresses, N gratuitous ARPs and N demotions on
+# the peer in one burst, and every client's ARP cache rewritten at the same instant). But a
+# fixed gap grows with N: 0.1 s a VIP is 200 s for 2,000 VIPs, long minutes in which the
+# returning owner's share stays on the survivor. So the whole fail-back fits in this window:
+# the gap is `stagger`, or window / N when N VIPs at `stagger` would take longer. The pace
+# then scales with N (4,000 VIPs: one every 2.5 ms, 400 a second, which the peer demotes at a
+# few percent of a core: bench/scale.py) and is still a pace, never one burst.
+STAGGER_WINDOW = 10.0
+Step = Callable[[CarpMachine, int, int], list[Action]]  # machine, place in the stagger, of how many
 
 
 def machine_configs(
@@ -129,6 +138,7 @@ class Node:
     _address: IPv4Address = field(default=IPv4Address(0))
     _groups: set[IPv4Address] = field(default_factory=set)
     _native: frozenset[IPv4Address] = frozenset()
+    _keys_of: dict[IPv4Address, tuple[Key, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._index_hosts()
@@ -142,6 +152,13 @@ class Node:
         self._groups = {v.group for v in self.plan.vips}
         # Whose adverts carry authenticated priorities and fresh counters (ucarp's do not).
         self._native = frozenset(h.address for h in c.hosts if h.engine == "iprotate")
+        # VIP address -> its keys: every address event (one per VIP added at a takeover) and
+        # every per-VIP command looks its machine up here, not by scanning all VIPs (which made
+        # a takeover of N VIPs cost N * N steps: seconds at 1,000 VIPs, bench/scale.py).
+        keys_of: dict[IPv4Address, list[Key]] = {}
+        for key, v in self.vips.items():
+            keys_of.setdefault(v.ip, []).append(key)
+        self._keys_of = {ip: tuple(keys) for ip, keys in keys_of.items()}
 
     @classmethod
     def build(
@@ -184,37 +201,39 @@ class Node:
     def start(self, now: float) -> list[Effect]:
         """Every machine joins as BACKUP; preemption waits for the hold-down, staggered."""
         self.started = now
-        return self._all(now, lambda m, i: m.start(now, self._preempt_after(now, i)))
+        return self._all(now, lambda m, i, n: m.start(now, self._preempt_after(now, i, n)))
 
     def stop(self, now: float) -> list[Effect]:
         """Every machine leaves: farewell adverts from masters, every address released."""
-        return self._all(now, lambda m, i: m.stop(now))
+        return self._all(now, lambda m, i, n: m.stop(now))
 
     def drain(self, now: float, only: IPv4Address | None = None) -> list[Effect]:
-        return self._all(now, lambda m, i: m.drain(now), only)
+        return self._all(now, lambda m, i, n: m.drain(now), only)
 
     def demote(self, now: float, seconds: float) -> list[Effect]:
         """SIGUSR2: every machine hands its VIP over and stands aside for `seconds`, then takes
         part again; preemption then waits for the hold-down, staggered."""
         until = now + seconds
-        return self._all(now, lambda m, i: m.demote(now, until, self._preempt_after(until, i)))
+        return self._all(
+            now, lambda m, i, n: m.demote(now, until, self._preempt_after(until, i, n))
+        )
 
     def undrain(self, now: float, only: IPv4Address | None = None) -> list[Effect]:
-        return self._all(now, lambda m, i: m.undrain(now, self._preempt_after(now, i)), only)
+        return self._all(now, lambda m, i, n: m.undrain(now, self._preempt_after(now, i, n)), only)
 
     def link(self, up: bool, now: float, vip: bool = False) -> list[Effect]:
         """The advert interface (or with `vip`, the VIP interface) went down or came back."""
         self.links_up[vip] = up
-        return self._all(now, lambda m, i: m.link(up, now, self._preempt_after(now, i), vip))
+        return self._all(now, lambda m, i, n: m.link(up, now, self._preempt_after(now, i, n), vip))
 
     def source(self, up: bool, now: float) -> list[Effect]:
         """Our own address (the adverts' source) left the advert interface, or came back."""
         self.source_up = up
-        return self._all(now, lambda m, i: m.source(up, now, self._preempt_after(now, i)))
+        return self._all(now, lambda m, i, n: m.source(up, now, self._preempt_after(now, i, n)))
 
     def address_gone(self, now: float, ip: IPv4Address) -> list[Effect]:
         """An address was removed from the VIP interface (by us or by someone else)."""
-        return self._all(now, lambda m, i: m.address_gone(now), ip)
+        return self._all(now, lambda m, i, n: m.address_gone(now), ip)
 
     def address_present(
         self, now: float, ip: IPv4Address, prefixlen: int | None = None
@@ -223,9 +242,8 @@ class Node:
         Unless its machine here is master, and it is the planned prefix, it must go: a VIP this
         host takes no part in is never ours to hold."""
         out: list[Effect] = []
-        for key, v in self.vips.items():
-            if v.ip != ip:
-                continue
+        for key in self._keys_of.get(ip, ()):
+            v = self.vips[key]
             m = self.machines.get(key)
             if m is None:
                 out.append(Effect(v, DelAddress()))
@@ -329,6 +347,7 @@ class Node:
             if (k[1], k[2]) not in new_vips and k[0] in self._host_at
         }
         joined = 0
+        joining = sum(1 for key in new_cfgs if key not in self.machines)
         for key, cfg in new_cfgs.items():
             m = self.machines.get(key)
             if m is not None:
@@ -338,7 +357,9 @@ class Node:
                 # A VIP that joins while a link is down must not take over on it.
                 m.advert_link_up, m.vip_link_up = self.links_up[False], self.links_up[True]
                 m.source_up = self.source_up
-                out += self._effects(key, m.start(now, self._preempt_after(now, joined)), now)
+                out += self._effects(
+                    key, m.start(now, self._preempt_after(now, joined, joining)), now
+                )
                 joined += 1
         return out
 
@@ -366,19 +387,30 @@ class Node:
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _preempt_after(self, now: float, index: int) -> float:
-        """Hold-down, then one VIP every `stagger` seconds, so fail-back does not storm."""
-        return now + self.hold_down + index * self.stagger
+    def _preempt_after(self, now: float, index: int, count: int = 1) -> float:
+        """Hold-down, then the `index`-th of `count` VIPs taken back, one every `stagger`
+        seconds, or faster when `count` is large: all within STAGGER_WINDOW (no storm, and no
+        long wait either)."""
+        return now + self.hold_down + index * self._gap(count)
+
+    def _gap(self, count: int) -> float:
+        """Seconds between two VIPs taken back when `count` of them come back together."""
+        return min(self.stagger, STAGGER_WINDOW / count) if count > 1 else self.stagger
 
     def _all(self, now: float, step: Step, only: IPv4Address | None = None) -> list[Effect]:
         """Apply `step(machine, i)` to every machine (or the one for VIP `only`); `i` counts the
         machines that preempt, so each gets its own place in the stagger."""
         out: list[Effect] = []
         i = 0
-        for key, m in self.machines.items():
-            if only is not None and self.vips[key].ip != only:
-                continue
-            out += self._effects(key, step(m, i), now)
+        if only is None:
+            chosen = list(self.machines.items())
+        else:
+            chosen = [
+                (k, self.machines[k]) for k in self._keys_of.get(only, ()) if k in self.machines
+            ]
+        count = sum(1 for _, m in chosen if m.cfg.preempt)
+        for key, m in chosen:
+            out += self._effects(key, step(m, i, count), now)
             if m.cfg.preempt:
                 i += 1
         return out
