@@ -51,8 +51,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
+import pstats
 import re
 import select
 import shutil
@@ -64,7 +66,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -73,9 +74,6 @@ from typing import Any
 
 from provenance import machine, revision
 
-from iprotate.carp import codec
-from iprotate.carp.machine import SendAdvert
-from iprotate.carp.node import Node
 from iprotate.cluster.loader import load_cluster
 from iprotate.engine.wire import CarpSocket
 from iprotate.export.ucarp import DEFAULT_UCARP, UcarpOptions, command, instances
@@ -87,16 +85,16 @@ from iprotate.plan.timing import master_down
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 CONTRIB = ROOT / "contrib" / "ucarp"
-VIP_NET = "203.0.113"
+VIP_NET = "198.18"
 OWNER, SURVIVOR = "alpha", "bravo"
 OCTETS = {OWNER: 1, SURVIVOR: 2}
 INTERFACE = "eth1"
 PASSWORD = "bench-secret"
-GROUPS = ("224.0.0.18", "224.0.0.19", "224.0.0.20", "224.0.0.21")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGET_RSS_MB = 64.0
 TARGET_CPU_PCT = 2.0
 TARGET_PAST_D = 0.100
+UCARP_MAX = 1000  # ucarp runs up to this many VIPs (2 processes per VIP); above, extrapolated
 
 
 # --- cluster files -------------------------------------------------------------------------------
@@ -114,28 +112,45 @@ def split(first: int, count: int, parts: int) -> list[tuple[int, int]]:
     return out
 
 
-MAX_VIPS = 256  # every address of 203.0.113.0/24, as a /32
-MAX_PER_GROUP = 255  # vhids 1..255
+PER_GROUP = 250  # VIPs per multicast group: vhids 1..250 from the last octet
+MAX_GROUPS = 64  # 224.0.0.18 .. 224.0.0.81; VIPs 198.18.0.x .. 198.18.63.x
 
 
-def vip_octets(vips: int) -> list[int]:
-    """The last octets of `vips` VIPs: 203.0.113.1 .. 203.0.113.N, and at 256 also .0 (first)."""
-    if not 1 <= vips <= MAX_VIPS:
-        raise ValueError(f"1..{MAX_VIPS} VIPs: VIPs must come from 203.0.113.0/24")
-    return list(range(MAX_VIPS)) if vips == MAX_VIPS else list(range(1, vips + 1))
+def groups_for(vips: int) -> int:
+    """Groups for `vips` VIPs: 250 at most in each, and two at least beyond one VIP (so every
+    size exercises more than one group): 1 -> 1, 256 -> 2, 1,000 -> 4, 4,000 -> 16."""
+    return 1 if vips == 1 else max(2, -(-vips // PER_GROUP))
 
 
-def cluster_toml(vips: int, groups: int, advbase: int = 1, dead_ratio: int = 3) -> str:
-    """alpha owns `vips` VIPs, each a /32 of 203.0.113.0/24 (`vip_octets`), split into `groups`
-    contiguous ranges, one multicast group each. A vhid derives from the last octet, so the
-    ranges keep the vhids distinct; 203.0.113.0 (last octet 0, only at 256) gets a pinned vhid,
-    the first one its group leaves free. One `address` entry per VIP: a `pool` needs its first
-    and last address in one network, which two /32s never are."""
-    octets = vip_octets(vips)
-    if groups < 1 or groups > len(GROUPS) or -(-vips // groups) > MAX_PER_GROUP:
+def group_address(g: int) -> str:
+    return f"224.0.0.{18 + g}"
+
+
+def vip_address(g: int, i: int) -> str:
+    """The i-th VIP (0-based) of group g: 198.18.g.(i + 1), inside 198.18.0.0/15 (RFC 2544's
+    benchmarking range: only ever added inside this bench's own namespaces)."""
+    return f"{VIP_NET}.{g}.{i + 1}"
+
+
+def is_vip(address: str) -> bool:
+    return address.startswith(VIP_NET + ".")
+
+
+def cluster_toml(
+    vips: int,
+    groups: int,
+    advbase: int = 1,
+    dead_ratio: int = 3,
+    owners: Sequence[str] = (OWNER,),
+) -> str:
+    """`vips` VIPs, each a /32 of 198.18.0.0/15, split into `groups` contiguous ranges, one
+    multicast group each (group g: 198.18.g.1 ..). A vhid derives from the last octet (1..250),
+    so they are distinct within a group. The owners are pinned in turn (`owners`): alpha alone by
+    default, every VIP owned by alpha. One `address` entry per VIP: a /32 pool needs one entry
+    per address anyway."""
+    if not 1 <= groups <= MAX_GROUPS or -(-vips // groups) > PER_GROUP or vips < 1:
         raise ValueError(
-            f"{vips} VIPs in {groups} groups: 1..{len(GROUPS)} groups of at most "
-            f"{MAX_PER_GROUP} VIPs (vhid 1..255)"
+            f"{vips} VIPs in {groups} groups: 1..{MAX_GROUPS} groups of at most {PER_GROUP} VIPs"
         )
     lines = [
         "# Written by bench/scale.py.",
@@ -147,27 +162,13 @@ def cluster_toml(vips: int, groups: int, advbase: int = 1, dead_ratio: int = 3) 
     ]
     for name, octet in OCTETS.items():
         lines += ["", "[[hosts]]", f'name = "{name}"', f'address = "198.51.100.{octet}"']
-    for (first, last), group in zip(split(0, len(octets), groups), GROUPS, strict=False):
-        members = octets[first : last + 1]
-        free = sorted(set(range(1, MAX_PER_GROUP + 1)) - set(members))
-        for octet in members:
-            lines += ["", "[[vips]]", f'address = "{VIP_NET}.{octet}/32"']
-            if octet == 0:
-                lines.append(f"vhid = {free[0]}  # 0 cannot be derived from the last octet")
-            lines += [f'group = "{group}"', f'owner = "{OWNER}"']
-    return "\n".join(lines) + "\n"
-
-
-def cluster_1000_toml(groups: int) -> str:
-    """1,000 VIPs for the plan only, in 198.18.0.0/15 (nothing is sent): `groups` pools."""
-    lines = ["[cluster]", f'interface = "{INTERFACE}"', 'password_file = "password"']
-    for name, octet in OCTETS.items():
-        lines += ["", "[[hosts]]", f'name = "{name}"', f'address = "198.51.100.{octet}"']
-    for g, (first, last) in enumerate(split(0, 1000, groups)):
-        lines += ["", "[[vips]]"]
-        # 250 per group: 198.18.G.1 .. 198.18.G.250 (vhids 1..250 in each group).
-        lines.append(f'pool = "198.18.{g}.1-198.18.{g}.{last - first + 1}/24"')
-        lines += [f'group = "224.0.0.{18 + g}"', f'owner = "{OWNER}"']
+    at = 0
+    for g, (first, last) in enumerate(split(0, vips, groups)):
+        for i in range(last - first + 1):
+            owner = owners[at % len(owners)]
+            at += 1
+            lines += ["", "[[vips]]", f'address = "{vip_address(g, i)}/32"']
+            lines += [f'group = "{group_address(g)}"', f'owner = "{owner}"']
     return "\n".join(lines) + "\n"
 
 
@@ -318,7 +319,7 @@ def monitor(interface: str, me: str, owner: str, groups: Sequence[str]) -> None:
         for s in ready:
             if s is nl:
                 for op, addr in _netlink_addresses(nl.recv(1 << 16)):
-                    if addr.startswith(VIP_NET + "."):
+                    if is_vip(addr):
                         print(json.dumps({"t": now, "op": op, "ip": addr}), flush=True)
                 continue
             with contextlib.suppress(BlockingIOError):
@@ -401,10 +402,14 @@ class Side:
     workdir: Path
     procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
     monitor: Monitor | None = None
+    profile: bool = False  # run iprotate under cProfile (host.prof in workdir, at a clean stop)
 
     def start(self, host: str, cluster_file: Path, plan: Plan) -> None:
         if self.engine == "iprotate":
-            argv = [sys.executable, "-m", "iprotate", "run", str(cluster_file), "--host", host]
+            argv = [sys.executable]
+            if self.profile:
+                argv += ["-m", "cProfile", "-o", str(self.workdir / f"{host}.prof")]
+            argv += ["-m", "iprotate", "run", str(cluster_file), "--host", host]
             argv += ["--control-socket", str(self.workdir / f"{host}.sock")]
             argv += ["--state-dir", str(self.workdir / "state"), "--hold-down", "0"]
             log = str(self.workdir / f"{host}.log")
@@ -416,7 +421,7 @@ class Side:
         return [p.pid for p in self.procs.get(host, [])]
 
     def held(self, host: str) -> set[str]:
-        return {a.split("/")[0] for a in self.seg.addresses(host) if a.startswith(VIP_NET + ".")}
+        return {a.split("/")[0] for a in self.seg.addresses(host) if is_vip(a)}
 
     def kill(self, host: str) -> float:
         """Pull the cable (its bridge port down), then SIGKILL every process; the pull's time."""
@@ -539,8 +544,11 @@ def run_size(
     tmp: Path,
     track: Tracked,
     engines: Sequence[str] = ("iprotate", "ucarp"),
+    profile: bool = False,
 ) -> dict[str, Any]:
-    """One size: the engines side by side, steady state, then a takeover each."""
+    """One size: the engines side by side, steady state, then a takeover each. With `profile`,
+    iprotate runs under cProfile and, after the steady-state window, both hosts are stopped
+    cleanly (no takeover) and their profiles' top lines returned."""
     workdir = tmp / f"v{vips}"
     workdir.mkdir(parents=True)
     write_password(workdir)
@@ -565,7 +573,7 @@ def run_size(
         for engine in engines:
             seg = stack.enter_context(Segment())
             track.prefixes.append(seg.prefix)
-            side = Side(engine, seg, workdir / engine)
+            side = Side(engine, seg, workdir / engine, profile=profile)
             side.workdir.mkdir()
             stack.callback(side.stop_all)
             for name, octet in OCTETS.items():
@@ -614,6 +622,13 @@ def run_size(
                 up = time.monotonic() - survivor_t0
                 result["iprotate"]["survivor_counters"] = status_counters(side, SURVIVOR)
                 result["iprotate"]["survivor_up_s"] = round(up, 1)
+        if profile:
+            for side in sides:
+                side.stop_all(timeout=30.0)
+            for host in (OWNER, SURVIVOR):
+                prof = workdir / "iprotate" / f"{host}.prof"
+                result["iprotate"][f"{host}_profile"] = profile_top(prof) if prof.exists() else []
+            return result
         # Takeovers one after the other, each while the other segment runs.
         for side in sides:
             extra = 3.0 if side.engine == "iprotate" else 5.0  # ucarp: D + 0..1 s, scripts
@@ -622,6 +637,17 @@ def run_size(
             log = (workdir / "iprotate" / f"{SURVIVOR}.log").read_text()
             result["iprotate"]["survivor_log_to_master"] = log.count("BACKUP -> MASTER")
     return result
+
+
+def profile_top(path: Path, lines: int = 25) -> list[str]:
+    """The top of a cProfile dump, by own time (tottime), as pstats prints it."""
+    out = io.StringIO()
+    st = pstats.Stats(str(path), stream=out)
+    st.sort_stats("tottime").print_stats(lines)
+    text = out.getvalue()
+    body = text[text.index("ncalls") :] if "ncalls" in text else text
+    head = [ln.strip() for ln in text.splitlines() if "function calls" in ln]
+    return head + [ln.rstrip() for ln in body.splitlines() if ln.strip()]
 
 
 def layout(plan: Plan) -> dict[str, Any]:
@@ -657,112 +683,7 @@ def status_counters(side: Side, host: str, timeout: float = 3.0) -> dict[str, in
     return {k: int(n) for k, n in (kv.split("=") for kv in line.split() if "=" in kv)}
 
 
-# --- 1,000 VIPs: the plan, a core-only simulation ------------------------------------------------
-
-
-def plan_1000(tmp: Path, groups: int = 4) -> dict[str, Any]:
-    """`iprotate plan --json` on 1,000 VIPs in `groups` groups, and the same VIPs in one group
-    (refused). Plan only: no namespace, no packet."""
-    work = tmp / "p1000"
-    work.mkdir()
-    write_password(work)
-    ok_file = work / "cluster-1000.toml"
-    ok_file.write_text(cluster_1000_toml(groups))
-    one_file = work / "cluster-1000-one-group.toml"
-    one_group = re.sub(r'group = "224\.0\.0\.\d+"', 'group = "224.0.0.18"', ok_file.read_text())
-    one_file.write_text(one_group)
-    cmd = [sys.executable, "-m", "iprotate", "plan"]
-    t0 = time.perf_counter()
-    r = subprocess.run([*cmd, str(ok_file), "--json"], capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise RuntimeError(f"iprotate plan failed: {r.stderr}")
-    doc = json.loads(r.stdout)
-    per_group: dict[str, list[int]] = {}
-    for v in doc["vips"]:
-        per_group.setdefault(v["group"], []).append(v["vhid"])
-    owners = {v["owner"] for v in doc["vips"]}
-    skews = {v["advskew"][SURVIVOR] for v in doc["vips"]}
-    one = subprocess.run([*cmd, str(one_file)], capture_output=True, text=True)
-    return {
-        "bench": "plan_1000",
-        "vips": len(doc["vips"]),
-        "plan_seconds": round(seconds, 2),
-        "groups": {
-            g: {"vips": len(vh), "vhids": f"{min(vh)}..{max(vh)}", "distinct": len(set(vh))}
-            for g, vh in sorted(per_group.items())
-        },
-        "owners": sorted(owners),
-        "survivor_advskew": sorted(skews),
-        "one_group_exit": one.returncode,
-        "one_group_error": one.stderr.strip().replace(str(work) + "/", "")
-        if one.stderr.strip()
-        else "",
-        "file": cluster_1000_toml(groups),
-    }
-
-
-def simulate_core(tmp: Path, seconds: float = 30.0, groups: int = 4) -> dict[str, Any]:
-    """The engine's pure core with 1,000 VIPs over `groups` groups on a fake clock: alpha's
-    `Node` runs its timers and its adverts are encoded as the daemon encodes them
-    (`codec.encode_advert`, plus the IP header the kernel would add) and fed to bravo's `Node`.
-    CPU of each side per simulated second, memory of the nodes, and the survivor's takeover
-    computation. No socket, no netlink, no asyncio, no logging: a lower bound of the engine."""
-    work = tmp / "p1000"
-    plan = make_plan(load_cluster(work / "cluster-1000.toml"))
-    c = plan.cluster
-    src = c.host(OWNER).address
-    tracemalloc.start()
-    owner = Node.build(plan, OWNER)
-    survivor = Node.build(plan, SURVIVOR)
-    nodes_mb = tracemalloc.get_traced_memory()[0] / 2**20
-    tracemalloc.stop()
-    now = 1000.0
-    owner.start(now)
-    survivor.start(now)
-    cpu_owner = cpu_survivor = 0.0
-    adverts = 0
-    end = now + 3.5 + seconds
-    measure_from = now + 4.0  # after the owner's takeover
-    while (t := owner.deadline) is not None and t < end:
-        p0 = time.process_time()
-        effects = owner.timers(t)
-        packets = []
-        for e in effects:
-            a = e.action
-            if isinstance(a, SendAdvert):
-                carp = codec.encode_advert(
-                    vhid=e.vip.vhid, advbase=a.advbase, advskew=a.advskew,
-                    counter=a.counter, vip=e.vip.ip, password=c.password,
-                )  # fmt: skip
-                packets.append((e.vip.group, codec.build_ip_packet(src, e.vip.group, carp)))
-        p1 = time.process_time()
-        for _group, data in packets:
-            survivor.packet(t, data)
-        survivor.timers(t)
-        p2 = time.process_time()
-        if t >= measure_from:
-            cpu_owner += p1 - p0
-            cpu_survivor += p2 - p1
-            adverts += len(packets)
-    span = end - measure_from
-    p0 = time.process_time()
-    batch = survivor.timers(end + 10.0)
-    compute = time.process_time() - p0
-    masters = sum(1 for m in survivor.machines.values() if m.state.value == "MASTER")
-    return {
-        "bench": "core_1000_simulated",
-        "vips": len(plan.vips),
-        "groups": len({v.group for v in plan.vips}),
-        "simulated_s": round(span, 1),
-        "adverts_per_s": round(adverts / span, 1),
-        "owner_core_cpu_pct": round(cpu_owner / span * 100, 2),
-        "survivor_core_cpu_pct": round(cpu_survivor / span * 100, 2),
-        "nodes_traced_mb": round(nodes_mb, 2),
-        "takeover_compute_ms": round(compute * 1e3, 1),
-        "takeover_effects": len(batch),
-        "survivor_masters_after": masters,
-    }
+# --- estimates ----------------------------------------------------------------------------------
 
 
 def extrapolate(
@@ -1118,18 +1039,21 @@ def _is_ours(pid: int) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--sizes", default="1,64,256", help=f"VIP counts, each 1..{MAX_VIPS}")
-    ap.add_argument("--groups", type=int, default=2, help="multicast groups when VIPs > 1")
+    ap.add_argument("--sizes", default="1,256,1000,4000", help="VIP counts")
     ap.add_argument("--window", type=float, default=40.0, help="steady-state window, seconds")
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds before the window")
     ap.add_argument("--engines", default="iprotate,ucarp", help="which segments to run")
     ap.add_argument(
-        "--one-group-check",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also run iprotate alone with the largest size in one group (receive-path cost)",
+        "--ucarp-max",
+        type=int,
+        default=UCARP_MAX,
+        help="largest size ucarp runs at; above it ucarp is extrapolated",
     )
     ap.add_argument("--quick", action="store_true", help="sizes 1,64, 10 s window")
+    ap.add_argument(
+        "--profile", action="store_true", help="iprotate only, under cProfile: the top lines"
+    )
+    ap.add_argument("--keep", help="work in this directory and keep it (logs, cluster files)")
     ap.add_argument("--out", default=str(RESULTS), help="where scale.json and scale.md go")
     ap.add_argument("--monitor", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--owner", help=argparse.SUPPRESS)
@@ -1144,37 +1068,30 @@ def main() -> None:
     sizes = [1, 64] if args.quick else [int(x) for x in args.sizes.split(",")]
     for n in sizes:
         try:
-            cluster_toml(n, args.groups if n > 1 else 1)
+            cluster_toml(n, groups_for(n))
         except ValueError as e:
             ap.error(f"--sizes {n}: {e}")
     window = 10.0 if args.quick else args.window
     results: list[dict[str, Any]] = []
     track = Tracked()
-    with tempfile.TemporaryDirectory(prefix="iprotate-scale-") as tmp:
+    with contextlib.ExitStack() as keep:
+        if args.keep:
+            tmp = args.keep
+            Path(tmp).mkdir(parents=True, exist_ok=False)
+        else:
+            tmp = keep.enter_context(tempfile.TemporaryDirectory(prefix="iprotate-scale-"))
         for n in sizes:
+            engines = [e for e in args.engines.split(",") if e in ("iprotate", "ucarp")]
+            if args.profile or n > args.ucarp_max:
+                engines = [e for e in engines if e == "iprotate"]
             try:
-                groups = args.groups if n > 1 else 1
-                engines = [e for e in args.engines.split(",") if e in ("iprotate", "ucarp")]
-                r = run_size(n, groups, window, args.warmup, Path(tmp), track, engines)
+                r = run_size(
+                    n, groups_for(n), window, args.warmup, Path(tmp), track, engines, args.profile
+                )
             except (RuntimeError, OSError) as e:  # NetnsError is a RuntimeError
                 r = {"bench": "scale", "vips": n, "error": str(e)}
             print(json.dumps(r), flush=True)
             results.append(r)
-        n = min(max(sizes), MAX_PER_GROUP)
-        if args.one_group_check and n > 1 and args.groups > 1 and not args.quick:
-            try:
-                r = run_size(n, 1, window, args.warmup, Path(tmp) / "one", track, ["iprotate"])
-                r["variant"] = "one_group"
-            except (RuntimeError, OSError) as e:
-                r = {"bench": "scale", "vips": n, "variant": "one_group", "error": str(e)}
-            print(json.dumps(r), flush=True)
-            results.append(r)
-        p = plan_1000(Path(tmp))
-        print(json.dumps({k: v for k, v in p.items() if k != "file"}), flush=True)
-        results.append(p)
-        s = simulate_core(Path(tmp))
-        print(json.dumps(s), flush=True)
-        results.append(s)
     e = extrapolate(results)
     if e:
         print(json.dumps(e), flush=True)
@@ -1185,6 +1102,9 @@ def main() -> None:
         print(f"warning: left behind: {left}", file=sys.stderr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        (out / "scale-profile.json").write_text("".join(json.dumps(r) + "\n" for r in results))
+        return
     (out / "scale.json").write_text("".join(json.dumps(r) + "\n" for r in results))
     command = "python bench/scale.py " + " ".join(sys.argv[1:])
     (out / "scale.md").write_text(markdown(results, command.strip()))
