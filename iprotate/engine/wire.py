@@ -47,6 +47,9 @@ class CarpSocket:
     ) -> None:
         self.interface = interface
         self.groups: set[IPv4Address] = set()
+        # Each group's destination as sendto wants it, made once: str() of an address per
+        # advert was a visible part of a master's send path at 1,000 VIPs (bench/scale.py).
+        self._dest: dict[IPv4Address, tuple[str, int]] = {}
         self._mreqn = lambda group: struct.pack("=4s4si", group.packed, src.packed, ifindex)
         s = socket.socket(socket.AF_INET, socket.SOCK_RAW, CARP_PROTO)
         try:
@@ -90,7 +93,10 @@ class CarpSocket:
         return self.sock.fileno()
 
     def send(self, carp: bytes, group: IPv4Address) -> None:
-        self.sock.sendto(carp, (str(group), 0))
+        dest = self._dest.get(group)
+        if dest is None:
+            dest = self._dest[group] = (str(group), 0)
+        self.sock.sendto(carp, dest)
 
     def recv(self) -> bytes | None:
         """One packet (IP header included), or None when nothing is waiting."""
