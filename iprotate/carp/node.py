@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import TypeVar
 
 from iprotate.carp import codec
 from iprotate.carp.machine import (
@@ -44,7 +45,32 @@ MAX_STRANGERS = 16
 # then scales with N (4,000 VIPs: one every 2.5 ms, 400 a second, which the peer demotes at a
 # few percent of a core: bench/scale.py) and is still a pace, never one burst.
 STAGGER_WINDOW = 10.0
+_T = TypeVar("_T")
 Step = Callable[[CarpMachine, int, int], list[Action]]  # machine, place in the stagger, of how many
+
+
+class _Address(IPv4Address):
+    """An IPv4Address that computes its hash once.
+
+    ipaddress hashes an address as hash(hex(int(address))) on every call, and compares two in
+    Python: with dicts keyed by (group, vhid) and (peer, (group, vhid)), that was a fifth of the
+    receive path at 1,000 VIPs (bench/scale.py, cProfile). The node keeps one of these per host
+    and group address and keys its own dicts with them, and maps each received packet's raw
+    addresses to them: a lookup then costs a stored hash and an identity test. Equal to, and
+    hashing like, the IPv4Address of the same value, so it mixes with the plan's objects
+    anywhere (only slower there)."""
+
+    __slots__ = ("_hash",)
+
+    def __init__(self, address: IPv4Address) -> None:
+        super().__init__(address.packed)
+        self._hash = IPv4Address.__hash__(self)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"IPv4Address({str(self)!r})"
 
 
 def machine_configs(
@@ -139,19 +165,28 @@ class Node:
     _groups: set[IPv4Address] = field(default_factory=set)
     _native: frozenset[IPv4Address] = frozenset()
     _keys_of: dict[IPv4Address, tuple[Key, ...]] = field(default_factory=dict)
+    _canon: dict[bytes, _Address] = field(default_factory=dict)  # packed -> the node's own
 
     def __post_init__(self) -> None:
         self._index_hosts()
+        self.machines = self._rekeyed(self.machines)
         self.auth = NativeAuth.for_password(self.plan.cluster.password, self._address)
 
     def _index_hosts(self) -> None:
         # Looked up for every packet: keep them at hand rather than search the host list.
         c = self.plan.cluster
-        self._host_at = {h.address: h.name for h in c.hosts}
-        self._address = c.host(self.host).address
-        self._groups = {v.group for v in self.plan.vips}
+        # One _Address per host and group address (the same objects across reloads), and the
+        # VIPs keyed with them: see _Address.
+        old = self._canon
+        packed = {h.address.packed for h in c.hosts} | {v.group.packed for v in self.plan.vips}
+        self._canon = {p: old.get(p) or _Address(IPv4Address(p)) for p in packed}
+        canon = self._canon
+        self.vips = self._rekeyed(self.vips)
+        self._host_at = {canon[h.address.packed]: h.name for h in c.hosts}
+        self._address = canon[c.host(self.host).address.packed]
+        self._groups = {canon[v.group.packed] for v in self.plan.vips}
         # Whose adverts carry authenticated priorities and fresh counters (ucarp's do not).
-        self._native = frozenset(h.address for h in c.hosts if h.engine == "iprotate")
+        self._native = frozenset(canon[h.address.packed] for h in c.hosts if h.engine == "iprotate")
         # VIP address -> its keys: every address event (one per VIP added at a takeover) and
         # every per-VIP command looks its machine up here, not by scanning all VIPs (which made
         # a takeover of N VIPs cost N * N steps: seconds at 1,000 VIPs, bench/scale.py).
@@ -159,6 +194,10 @@ class Node:
         for key, v in self.vips.items():
             keys_of.setdefault(v.ip, []).append(key)
         self._keys_of = {ip: tuple(keys) for ip, keys in keys_of.items()}
+
+    def _rekeyed(self, d: dict[Key, _T]) -> dict[Key, _T]:
+        """`d` with its keys' groups replaced by the node's own address objects, in order."""
+        return {(self._canon.get(g.packed, g), vhid): x for (g, vhid), x in d.items()}
 
     @classmethod
     def build(
@@ -259,68 +298,70 @@ class Node:
         except codec.DecodeError as e:
             self.counters[f"drop_{e.reason.value}"] += 1
             return []
-        if pkt.src == self.address:
+        # The node's own objects for these addresses (a host's, a group's), else the decoded
+        # ones: equal either way, only the lookups below are cheaper (see _Address).
+        src = self._canon.get(bytes(data[12:16]), pkt.src)
+        dst = self._canon.get(bytes(data[16:20]), pkt.dst)
+        if src is self._address:
             return []  # our own advert, looped back
-        if pkt.src not in self._host_at:
-            self._stranger(now, pkt.src)
+        if src not in self._host_at:
+            self._stranger(now, src)
             return []
-        if pkt.dst not in self._groups:
+        if dst not in self._groups:
             self.counters[f"drop_{codec.Reject.WRONG_GROUP.value}"] += 1
             return []
         adv = pkt.advert
-        key = (pkt.dst, adv.vhid)
+        key = (dst, adv.vhid)
         vip = self.vips.get(key)
         if vip is None:
             self.counters[f"drop_{codec.Reject.UNKNOWN_VHID.value}"] += 1
-            if pkt.src in self._host_at:
-                self.unplanned[(pkt.src, pkt.dst, adv.vhid)] = now
+            if src in self._host_at:
+                self.unplanned[(src, dst, adv.vhid)] = now
             return []
         if not codec.verify(adv, self.plan.cluster.password, vip.ip):
             self.counters[f"drop_{codec.Reject.BAD_DIGEST.value}"] += 1
-            self._drifting(
-                now, key, pkt.src, "fails the digest check (another password, VIP or vhid)"
-            )
+            self._drifting(now, key, src, "fails the digest check (another password, VIP or vhid)")
             return []
-        if pkt.src in self._native:
+        if src in self._native:
             verdict = self.auth.check(
-                pkt.src, key, vip.ip, adv.advbase, adv.advskew, adv.counter, now + self.wall_offset
+                src, key, vip.ip, adv.advbase, adv.advskew, adv.counter, now + self.wall_offset
             )
             if verdict is not Verdict.OK:
                 self.counters[f"drop_{verdict.value}"] += 1
                 if verdict is Verdict.FORGED:
                     self._drifting(
-                        now, key, pkt.src,
+                        now, key, src,
                         "fails iprotate's check of sender and priority (rewritten or forged, "
                         "or another version)",
                     )  # fmt: skip
                 elif verdict is Verdict.FUTURE:
                     self._drifting(
-                        now, key, pkt.src,
+                        now, key, src,
                         "sends a counter years ahead (a forged guess, or its clock is wrong)",
                     )  # fmt: skip
                 return []
-        elif self._host_at[pkt.src] not in vip.order:
+        elif self._host_at[src] not in vip.order:
             # A ucarp host's advert carries no tag: anyone can send one under its address. For
             # the VIPs it serves that is CARP's own limit, but a VIP it takes no part in must
             # not listen to it, or a captured advert resent from there, with any priority,
             # moves (or holds off) a VIP served only by iprotate hosts.
             self.counters["drop_not_in_order"] += 1
             self._drifting(
-                now, key, pkt.src,
-                f"{self._host_at[pkt.src]} (ucarp) advertises but takes no part in the plan",
+                now, key, src,
+                f"{self._host_at[src]} (ucarp) advertises but takes no part in the plan",
             )  # fmt: skip
             return []
         self.counters["adverts_received"] += 1
         heard = self.seen.setdefault(key, {})
-        prior = heard.get(pkt.src)
+        prior = heard.get(src)
         streak = prior is not None and now - prior.at <= self._fresh()
         first = prior.first if streak and prior is not None else now
-        heard[pkt.src] = Seen(pkt.src, adv.advbase, adv.advskew, now, first)
-        self._check_priorities(now, key, vip, pkt.src, adv.advbase, adv.advskew)
+        heard[src] = Seen(src, adv.advbase, adv.advskew, now, first)
+        self._check_priorities(now, key, vip, src, adv.advbase, adv.advskew)
         m = self.machines.get(key)
         if m is None:
             return []  # a VIP we only watch
-        return self._effects(key, m.advert(now, pkt.src, adv.advbase, adv.advskew), now)
+        return self._effects(key, m.advert(now, src, adv.advbase, adv.advskew), now)
 
     def reload(self, plan: Plan, now: float) -> list[Effect]:
         """Apply a new plan: unchanged VIPs are not touched, changed priorities are applied in
@@ -361,6 +402,7 @@ class Node:
                     key, m.start(now, self._preempt_after(now, joined, joining)), now
                 )
                 joined += 1
+        self.machines = self._rekeyed(self.machines)
         return out
 
     def timers(self, now: float) -> list[Effect]:
