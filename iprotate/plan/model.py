@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
@@ -28,8 +29,10 @@ class VipPlan:
     def address(self) -> IPv4Interface:
         return self.vip.address
 
-    @property
+    @cached_property
     def ip(self) -> IPv4Address:
+        # Made once: ipaddress builds a new object on every `.ip`, and the engine asks for it
+        # per advert sent and received (bench/scale.py).
         return self.vip.address.ip
 
     @property
