@@ -75,6 +75,7 @@ from typing import Any
 from provenance import machine, revision
 
 from iprotate.cluster.loader import load_cluster
+from iprotate.engine import control
 from iprotate.engine.wire import CarpSocket
 from iprotate.export.ucarp import DEFAULT_UCARP, UcarpOptions, command, instances
 from iprotate.lab.netns import Segment
@@ -404,18 +405,48 @@ class Side:
     monitor: Monitor | None = None
     profile: bool = False  # run iprotate under cProfile (host.prof in workdir, at a clean stop)
 
+    notify: dict[str, socket.socket] = field(default_factory=dict)
+    started_at: dict[str, float] = field(default_factory=dict)
+
     def start(self, host: str, cluster_file: Path, plan: Plan) -> None:
+        """Start `host`'s engine. iprotate gets a NOTIFY_SOCKET of ours (sd_notify), so that
+        `ready_after` can tell when it reported READY."""
+        self.started_at[host] = time.monotonic()
         if self.engine == "iprotate":
             argv = [sys.executable]
             if self.profile:
                 argv += ["-m", "cProfile", "-o", str(self.workdir / f"{host}.prof")]
             argv += ["-m", "iprotate", "run", str(cluster_file), "--host", host]
-            argv += ["--control-socket", str(self.workdir / f"{host}.sock")]
+            argv += ["--control-socket", self.control(host)]
             argv += ["--state-dir", str(self.workdir / "state"), "--hold-down", "0"]
             log = str(self.workdir / f"{host}.log")
-            self.procs[host] = [self.seg.spawn(host, argv, log=log)]
+            path = self.workdir / f"{host}.notify"
+            path.unlink(missing_ok=True)
+            if host in self.notify:
+                self.notify.pop(host).close()
+            n = self.notify[host] = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            n.bind(str(path))
+            env = {**os.environ, "NOTIFY_SOCKET": str(path)}
+            self.procs[host] = [self.seg.spawn(host, argv, log=log, env=env)]
         else:
             self.procs[host] = [self.seg.spawn(host, argv) for argv in ucarp_argvs(plan, host)]
+
+    def control(self, host: str) -> str:
+        return str(self.workdir / f"{host}.sock")
+
+    def ready_after(self, host: str, timeout: float = 120.0) -> float | None:
+        """Seconds from `start` to the daemon's READY=1 (None: not within `timeout`)."""
+        n = self.notify[host]
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            n.settimeout(left)
+            try:
+                data = n.recv(4096)
+            except TimeoutError:
+                return None
+            if b"READY=1" in data.split(b"\n"):
+                return time.monotonic() - self.started_at[host]
+        return None
 
     def pids(self, host: str) -> list[int]:
         return [p.pid for p in self.procs.get(host, [])]
@@ -452,6 +483,9 @@ class Side:
                 os.kill(p.pid, signal.SIGKILL)
                 p.wait()
         self.procs.clear()
+        for n in self.notify.values():
+            n.close()
+        self.notify.clear()
 
 
 def ucarp_argvs(plan: Plan, host: str) -> list[list[str]]:
@@ -589,8 +623,11 @@ def run_size(
             sides.append(side)
         # Owners first: they take every VIP after D; then the survivors join as backups.
         t0 = time.monotonic()
+        ready: dict[str, float | None] = {}
         for side in sides:
             side.start(OWNER, cluster_file, plan)
+            if side.engine == "iprotate":  # before ucarp's processes are spawned
+                ready[OWNER] = side.ready_after(OWNER)
         for side in sides:
             if not wait_until(lambda s=side: s.held(OWNER) == wanted, d + 20):
                 raise RuntimeError(f"{side.engine}: {OWNER} did not take all {vips} VIPs")
@@ -598,6 +635,8 @@ def run_size(
         survivor_t0 = time.monotonic()
         for side in sides:
             side.start(SURVIVOR, cluster_file, plan)
+            if side.engine == "iprotate":
+                ready[SURVIVOR] = side.ready_after(SURVIVOR)
             track.pids += side.pids(OWNER) + side.pids(SURVIVOR)
         time.sleep(warmup)
         pids = {}
@@ -622,6 +661,7 @@ def run_size(
                 up = time.monotonic() - survivor_t0
                 result["iprotate"]["survivor_counters"] = status_counters(side, SURVIVOR)
                 result["iprotate"]["survivor_up_s"] = round(up, 1)
+                result["iprotate"]["ready_s"] = {h: _round(t, 3) for h, t in ready.items()}
         if profile:
             for side in sides:
                 side.stop_all(timeout=30.0)
@@ -629,14 +669,89 @@ def run_size(
                 prof = workdir / "iprotate" / f"{host}.prof"
                 result["iprotate"][f"{host}_profile"] = profile_top(prof) if prof.exists() else []
             return result
+        for side in sides:
+            if side.engine == "iprotate":
+                result["iprotate"]["control"] = control_calls(side, cluster_file, plan, d)
         # Takeovers one after the other, each while the other segment runs.
         for side in sides:
             extra = 3.0 if side.engine == "iprotate" else 5.0  # ucarp: D + 0..1 s, scripts
             result[side.engine]["takeover"] = takeover(side, plan, d, c.advbase, extra)
+        for side in sides:
+            if side.engine == "iprotate":
+                result["iprotate"]["fail_back"] = fail_back(side, cluster_file, plan)
         if "iprotate" in engines:
             log = (workdir / "iprotate" / f"{SURVIVOR}.log").read_text()
             result["iprotate"]["survivor_log_to_master"] = log.count("BACKUP -> MASTER")
     return result
+
+
+def _round(x: float | None, digits: int) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+def timed_request(path: str, payload: dict[str, Any]) -> tuple[float, dict[str, Any], int]:
+    """(seconds, answer, answer bytes) of one control request, connection included."""
+    t = time.perf_counter()
+    answer = control.request(path, payload, timeout=60.0)
+    return time.perf_counter() - t, answer, len(json.dumps(answer))
+
+
+def control_calls(side: Side, cluster_file: Path, plan: Plan, d: float) -> dict[str, Any]:
+    """A `status` call on each host; then a reload that changes one VIP (the last one gets
+    another address, so another vhid) on both hosts, and one that changes it back; each timed
+    as the control socket answers it. Waits until the owner serves every VIP again."""
+    out: dict[str, Any] = {}
+    for host in (OWNER, SURVIVOR):
+        secs, answer, size = timed_request(side.control(host), {"cmd": "status"})
+        out[f"status_{host}_s"] = round(secs, 4)
+        out[f"status_{host}_bytes"] = size
+        out[f"status_{host}_level"] = answer.get("status", {}).get("level")
+    original = cluster_file.read_text()
+    last = plan.vips[-1]
+    moved = f"{last.ip.packed[0]}.{last.ip.packed[1]}.{last.ip.packed[2]}.251"
+    changed = original.replace(f'address = "{last.ip}/32"', f'address = "{moved}/32"')
+    assert changed != original
+    for name, text in (("reload_one_vip", changed), ("reload_back", original)):
+        cluster_file.write_text(text)
+        for host in (OWNER, SURVIVOR):
+            secs, answer, _ = timed_request(side.control(host), {"cmd": "reload"})
+            out[f"{name}_{host}_s"] = round(secs, 4)
+            out[f"{name}_{host}_answer"] = answer
+    wanted = {str(v.ip) for v in plan.vips}
+    t = time.monotonic()
+    back = wait_until(lambda: side.held(OWNER) == wanted, d + 10, step=0.2)
+    out["owner_serves_all_again_s"] = round(time.monotonic() - t, 2) if back else None
+    return out
+
+
+def fail_back(side: Side, cluster_file: Path, plan: Plan, timeout: float = 60.0) -> dict[str, Any]:
+    """After the takeover: the owner's cable back, its daemon started again (hold-down 0, the
+    default stagger); when it is READY, and when it holds the first VIP, half, and all of them
+    again (polled every 0.25 s)."""
+    side.seg.link(OWNER, True)
+    side.start(OWNER, cluster_file, plan)
+    ready = side.ready_after(OWNER)
+    t0 = side.started_at[OWNER]
+    wanted = {str(v.ip) for v in plan.vips}
+    marks: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = len(side.held(OWNER) & wanted)
+        now = time.monotonic() - t0
+        if n >= 1:
+            marks.setdefault("first", now)
+        if n >= len(wanted) / 2:
+            marks.setdefault("half", now)
+        if n == len(wanted):
+            marks["all"] = now
+            break
+        time.sleep(0.25)
+    return {
+        "vips": len(wanted),
+        "ready_s": _round(ready, 3),
+        **{f"{k}_back_s": round(v, 2) for k, v in marks.items()},
+        "survivor_still_holds": len(side.held(SURVIVOR) & wanted),
+    }
 
 
 def profile_top(path: Path, lines: int = 25) -> list[str]:
