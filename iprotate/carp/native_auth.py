@@ -156,21 +156,23 @@ class NativeAuth:
         want = self._tag(src, k, vip, advbase, advskew, seq)
         if not hmac.compare_digest(want.to_bytes(4, "big"), got.to_bytes(4, "big")):
             return Verdict.FORGED
-        last = self.heard.get((src, k))
-        marks = (self.top.get(k), self.sent.get(k), last)
-        if wall_seconds is not None and any(m is not None for m in marks):
+        peer = (src, k)
+        last = self.heard.get(peer)
+        top, sent = self.top.get(k), self.sent.get(k)
+        if wall_seconds is not None and (top is not None or sent is not None or last is not None):
             # Only against marks: a host that knows nothing of the VIP yet (just started) must
             # hear its master whatever its seq (sub-second intervals lift seqs above the wall
-            # clock by 15 a second, and Lamport keeps them there).
-            known = max(int(wall_seconds), *(m for m in marks if m is not None))
+            # clock by 15 a second, and Lamport keeps them there). Seqs are >= 0: a missing
+            # mark counts as 0.
+            known = max(int(wall_seconds), top or 0, sent or 0, last or 0)
             if seq > known + MAX_JUMP:
                 return Verdict.FUTURE
         if last is not None and seq <= last:
             return Verdict.REPLAY
-        if seq < max(self.top.get(k, 0), self.sent.get(k, 0)):
+        if seq < max(top or 0, sent or 0):
             return Verdict.STALE
-        self.heard[(src, k)] = seq
-        if seq > self.top.get(k, 0):
+        self.heard[peer] = seq
+        if seq > (top or 0):
             self.top[k] = seq
         return Verdict.OK
 
