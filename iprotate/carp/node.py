@@ -356,7 +356,15 @@ class Node:
         prior = heard.get(src)
         streak = prior is not None and now - prior.at <= self._fresh()
         first = prior.first if streak and prior is not None else now
-        heard[src] = Seen(src, adv.advbase, adv.advskew, now, first)
+        if prior is None:
+            heard[src] = Seen(src, adv.advbase, adv.advskew, now, first)
+        else:  # updated in place: one object less per advert received
+            prior.advbase, prior.advskew, prior.at, prior.first = (
+                adv.advbase,
+                adv.advskew,
+                now,
+                first,
+            )
         self._check_priorities(now, key, vip, src, adv.advbase, adv.advskew)
         m = self.machines.get(key)
         if m is None:
