@@ -608,7 +608,12 @@ class Daemon:
             assert self.socket is not None
             self.socket.send(carp, v.group)
             self.node.counters["adverts_sent"] += 1
-            started = self._takeover_started.pop((v.group, v.vhid), None)
+            # Only right after a takeover (the key's hash is not free, adverts go out every T).
+            started = (
+                self._takeover_started.pop((v.group, v.vhid), None)
+                if self._takeover_started
+                else None
+            )
             if started is not None:
                 self.node.takeover_seconds[(v.group, v.vhid)] = time.perf_counter() - started
         elif isinstance(a, AddAddress):
