@@ -352,7 +352,11 @@ class Daemon:
         too) and leave the ones no longer planned."""
         if self.socket is None:
             self.socket = CarpSocket(
-                self.host.interface, self._adv_index, self.host.address, self._sources()
+                self.host.interface,
+                self._adv_index,
+                self.host.address,
+                self._sources(),
+                vips=len(self.plan.vips),
             )
             asyncio.get_running_loop().add_reader(self.socket.fileno(), self._on_readable)
         else:
