@@ -11,8 +11,9 @@ daemon feeds it bytes and `now` and carries out the `Effect`s it returns.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import TypeVar
@@ -159,7 +160,14 @@ class Node:
     # file there): (source, group, vhid) -> when last heard. Only hosts of the file are kept,
     # so forged sources cannot grow it.
     unplanned: dict[tuple[IPv4Address, IPv4Address, int], float] = field(default_factory=dict)
-    _timers: list[tuple[float, Key]] = field(default_factory=list)
+    # The timer heap: (when, tie-break, key), at most one live entry per machine, `_queued` its
+    # time. A backup's deadline moves later with every advert it hears: that entry is left where
+    # it is and, when it comes due, put back at the machine's new deadline (one heap push and pop
+    # per D, not per advert: bench/scale.py). A deadline that moves earlier gets a new entry and
+    # the older one is skipped. The tie-break keeps equal times from comparing addresses.
+    _timers: list[tuple[float, int, Key]] = field(default_factory=list)
+    _queued: dict[Key, float] = field(default_factory=dict)
+    _tie: Iterator[int] = field(default_factory=itertools.count)
     _host_at: dict[IPv4Address, str] = field(default_factory=dict)
     _address: IPv4Address = field(default=IPv4Address(0))
     _groups: set[IPv4Address] = field(default_factory=set)
@@ -417,23 +425,42 @@ class Node:
         """Run every machine whose deadline has passed."""
         out: list[Effect] = []
         while self._timers and self._timers[0][0] <= now:
-            t, key = heapq.heappop(self._timers)
+            t, _, key = heapq.heappop(self._timers)
+            if self._queued.get(key) != t:
+                continue  # superseded by an earlier entry for that machine
+            del self._queued[key]
             m = self.machines.get(key)
-            if m is None or m.deadline != t:
-                continue  # stale entry: that machine's deadline moved
+            if m is None or m.deadline is None:
+                continue  # gone, or no timer armed any more
+            if m.deadline > now:
+                self._schedule(key, m)  # its deadline moved later meanwhile
+                continue
             out += self._effects(key, m.timer(now), now)
         return out
 
     @property
     def deadline(self) -> float | None:
-        """When `timers` must run next."""
+        """When `timers` must run next: no later than the earliest machine deadline (possibly
+        earlier, when a deadline has moved later since it was queued; `timers` then re-queues)."""
         while self._timers:
-            t, key = self._timers[0]
-            m = self.machines.get(key)
-            if m is not None and m.deadline == t:
+            t, _, key = self._timers[0]
+            if self._queued.get(key) == t and key in self.machines:
                 return t
             heapq.heappop(self._timers)
+            if self._queued.get(key) == t:
+                del self._queued[key]
         return None
+
+    def _schedule(self, key: Key, m: CarpMachine) -> None:
+        """Queue `m`'s deadline, unless an entry at or before it is queued already."""
+        d = m.deadline
+        if d is None:
+            return
+        queued = self._queued.get(key)
+        if queued is not None and queued <= d:
+            return
+        heapq.heappush(self._timers, (d, next(self._tie), key))
+        self._queued[key] = d
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -467,8 +494,7 @@ class Node:
 
     def _effects(self, key: Key, actions: list[Action], now: float) -> list[Effect]:
         m = self.machines[key]
-        if m.deadline is not None:
-            heapq.heappush(self._timers, (m.deadline, key))
+        self._schedule(key, m)
         vip = self.vips[key]
         out = []
         for a in actions:
