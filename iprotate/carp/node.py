@@ -545,13 +545,16 @@ class Node:
             self._drifting(now, key, src, f"{host} advertises but takes no part in the plan")
             return
         planned = (self.plan.cluster.advbase, vip.advskew_of(host))
-        allowed = {planned, (planned[0], FAREWELL_ADVSKEW), (FAREWELL_ADVBASE, FAREWELL_ADVSKEW)}
-        if (advbase, advskew) not in allowed:
+        # The planned priority, the same base with the drained skew, or the farewell.
+        expected = (advbase == planned[0] and advskew in (planned[1], FAREWELL_ADVSKEW)) or (
+            advbase == FAREWELL_ADVBASE and advskew == FAREWELL_ADVSKEW
+        )
+        if not expected:
             self._drifting(
                 now, key, src,
                 f"{host} advertises {advbase}/{advskew}, its plan says {planned[0]}/{planned[1]}",
             )  # fmt: skip
-        else:
+        elif self.drift:  # nothing to forget in the usual case: no key to hash per advert
             self.drift.pop((key, src), None)
 
     def last_heard(self) -> dict[IPv4Address, float]:
