@@ -430,9 +430,10 @@ class Node:
                 continue  # superseded by an earlier entry for that machine
             del self._queued[key]
             m = self.machines.get(key)
-            if m is None or m.deadline is None:
+            d = None if m is None else m.deadline  # a property that computes: read it once
+            if m is None or d is None:
                 continue  # gone, or no timer armed any more
-            if m.deadline > now:
+            if d > now:
                 self._schedule(key, m)  # its deadline moved later meanwhile
                 continue
             out += self._effects(key, m.timer(now), now)
