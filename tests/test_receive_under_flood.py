@@ -145,3 +145,11 @@ def test_the_receive_buffer_holds_a_burst_of_every_vip_of_a_large_segment() -> N
         seg.add("alpha", 1)
         got = int(seg.run("alpha", sys.executable, "-c", code))
     assert got >= 2 * 4000 * RECV_BUFFER_PER_VIP > 2 * RECV_BUFFER
+
+
+def test_the_receive_buffer_grows_with_the_vips_up_to_a_bound() -> None:
+    from iprotate.engine.wire import RECV_BUFFER_MAX, receive_buffer_size
+
+    assert receive_buffer_size(0) == receive_buffer_size(256) == RECV_BUFFER
+    assert receive_buffer_size(4000) == 4000 * 1024
+    assert receive_buffer_size(65536) == RECV_BUFFER_MAX  # a hostile file pins no more

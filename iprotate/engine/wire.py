@@ -43,6 +43,16 @@ RECV_BUFFER = 1 << 20
 # over while their master was alive (bench/scale.py). 1 KiB per VIP (doubled by the kernel) holds
 # a whole burst with room to spare: 8 MiB at 4,000 VIPs.
 RECV_BUFFER_PER_VIP = 1 << 10
+# ... and at most this (16,000 VIPs' worth): a cluster file with tens of thousands of VIPs must not
+# let a flood pin a hundred MiB of kernel memory behind one socket.
+RECV_BUFFER_MAX = 16 << 20
+
+
+def receive_buffer_size(vips: int) -> int:
+    """The receive buffer asked for a segment of `vips` VIPs (the kernel doubles it)."""
+    return min(RECV_BUFFER_MAX, max(RECV_BUFFER, vips * RECV_BUFFER_PER_VIP))
+
+
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
@@ -76,7 +86,7 @@ class CarpSocket:
             s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, IPTOS_LOWDELAY)
-            _grow_receive_buffer(s, max(RECV_BUFFER, vips * RECV_BUFFER_PER_VIP))
+            _grow_receive_buffer(s, receive_buffer_size(vips))
             # Before any group is joined: nothing unfiltered is queued.
             source_filter.attach(s, sources)
         except OSError:
