@@ -1,50 +1,43 @@
-"""Scale benchmark: one `iprotate run` owning 1, 64 and 256 VIPs, beside ucarp processes for the
-same VIPs, in the same run; RSS, CPU at steady state, and the time a survivor takes to serve
-every VIP of a dead host. Also the plan for 1,000 VIPs over 4 multicast groups (plan only).
+"""Scale benchmark: one `iprotate run` with 1, 256, 1,000 and 4,000 VIPs, beside ucarp processes
+for the same VIPs up to 1,000 (above that ucarp is extrapolated from its measured per-process
+figures, and the page says so), in the same run.
 
-    sudo .venv/bin/python bench/scale.py [--sizes 1,64,256] [--window 40] [--quick]
+    sudo .venv/bin/python bench/scale.py [--sizes 1,256,1000,4000] [--window 40] [--quick]
+    sudo .venv/bin/python bench/scale.py --sizes 1000 --engines iprotate --profile
+    .venv/bin/python bench/scale.py --render          # scale.md again from scale.json
 
 Per size, two throw-away segments run side by side, each with two hosts: `alpha` (198.51.100.1)
 owns every VIP (`owner = "alpha"` pins), `bravo` (198.51.100.2) is the survivor.
 
-- iprotate segment: `python -m iprotate run FILE --host NAME ... --hold-down 0` on both hosts.
+- iprotate segment: `python -m iprotate run FILE --host NAME ... --hold-down 0` on both hosts,
+  each with a NOTIFY_SOCKET of ours (start-up to READY) and its own control socket.
 - ucarp segment: on both hosts one Debian ucarp process per VIP, the lines `iprotate ucarp`
-  generates (`iprotate.export.ucarp.instances` + `command(..., daemonize=False)`, as
-  `Lab.ucarp_argvs`),
-  with the repository's contrib up/down scripts.
+  generates (`iprotate.export.ucarp.instances` + `command(..., daemonize=False)`), with the
+  repository's contrib up/down scripts.
+
+VIPs are /32s from 198.18.0.0/15 (RFC 2544's benchmarking range; DESIGN.md "Addresses in labs and
+tests": more than the 256 addresses of 203.0.113.0/24 are needed), only ever added inside this
+bench's own namespaces: 250 per multicast group (vhids 1..250 from the last octet), group g being
+224.0.0.(18 + g) with VIPs 198.18.g.1 ..; 1 VIP in 1 group, 256 in 2, 1,000 in 4, 4,000 in 16.
 
 Steady state: the owners come up first (they take every VIP after D), then the survivors; after a
-warm-up, utime+stime (/proc/PID/stat) over `--window` seconds and VmRSS/Pss (/proc/PID/status,
-smaps_rollup) of the owner's iprotate process and of all the owner's ucarp processes summed (the
-survivors' too). Takeover, one segment after the other: the owner's bridge port goes down (the
-cable is pulled: no advert leaves after that instant) and its processes get SIGKILL; a monitor in
-the survivor's namespace (this script, `--monitor`) timestamps every VIP address the survivor's
-kernel adds (netlink) and the last advert it heard from the owner for each vhid. Per VIP:
+warm-up, each process's own run time (/proc/PID/schedstat; utime+stime beside it) over `--window`
+seconds and VmRSS/Pss at its end. Then, iprotate only: a `status` request on each host and a
+reload that changes one VIP (and one that changes it back), timed through the control socket.
+Takeover, one segment after the other: the owner's bridge port goes down (the cable is pulled: no
+advert leaves after that instant) and its processes get SIGKILL; a monitor in the survivor's
+namespace (this script, `--monitor`) timestamps every VIP address the survivor's kernel adds
+(netlink) and the last advert it heard from the owner for each vhid. Per VIP, past D = address
+added minus (last advert heard + D), D = advbase * dead_ratio + advskew/256 of the survivor;
+the target is every VIP within D + 100 ms at 1,000 VIPs and D + 250 ms at 4,000. Then the
+fail-back (iprotate): the owner's cable back, its daemon started again, and when it holds the
+first VIP, half of them and all of them again.
 
-- kill -> served: address added on the survivor minus the cable pull. The last advert left up to
-  one interval T before the pull, so kill -> served is D - T .. D plus the survivor's own delay
-  past D: at most D + 100 ms when the target below is met;
-- past D: address added minus (last advert heard + D), D = advbase * dead_ratio + advskew/256
-  of the survivor (its rank-1 advskew from the plan). Target: every VIP within D + 100 ms.
-
-The VIPs must come from 203.0.113.0/24 (this project's rule, even in namespaces). Every VIP is a
-/32, so all 256 addresses of that /24 are usable: N VIPs are 203.0.113.1 .. 203.0.113.N, and 256
-are 203.0.113.0 .. 203.0.113.255. A vhid derives from the last octet (1..255), so 203.0.113.0 gets
-a pinned vhid (the first one its group leaves free), and 256 VIPs need two groups at least (255
-vhids per group; VIPs > 1 are split over `--groups`, default 2, in contiguous ranges). The engine
-is not run with 1,000 VIPs: for 1,000 the plan is shown instead (`iprotate plan` on a file with 4
-groups of 250 VIPs in 198.18.0.0/15; planning sends nothing), plus a core-only simulation (`Node`
-objects fed encoded adverts on a fake clock: no sockets, no netlink) and a linear extrapolation of
-the measured sizes.
-
-Then, unless --no-one-group-check, iprotate alone with the largest size (at most 255, what one
-group carries) in a single group: the survivor's CPU with one group against two, and its counters
-(`drop_wrong_group`), show what an extra group costs the receive path. Since the daemon has one
-CARP socket per interface joined to every group (commit 4c4578b), each advert is read once
-whatever the number of groups, and `drop_wrong_group` stays 0.
+`--profile`: iprotate alone under cProfile (both hosts), stopped cleanly after the steady-state
+window; the top lines by own time go to scale-profile.json, and scale.md shows them.
 
 Writes scale.json (JSON lines) and scale.md into --out (default bench/results). The machine is
-shared (2 cores, other jobs running): the figures are indicative.
+shared (2 cores, other jobs running): the page gives the load average of the windows.
 """
 
 from __future__ import annotations
@@ -1106,6 +1099,7 @@ def main() -> None:
         "--profile", action="store_true", help="iprotate only, under cProfile: the top lines"
     )
     ap.add_argument("--keep", help="work in this directory and keep it (logs, cluster files)")
+    ap.add_argument("--render", action="store_true", help="only write scale.md from scale.json")
     ap.add_argument("--out", default=str(RESULTS), help="where scale.json and scale.md go")
     ap.add_argument("--monitor", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--owner", help=argparse.SUPPRESS)
@@ -1114,6 +1108,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.monitor:
         monitor(INTERFACE, args.me, args.owner, [g for g in args.mcast.split(",") if g])
+        return
+    if args.render:
+        out = Path(args.out)
+        results = [json.loads(x) for x in (out / "scale.json").read_text().splitlines() if x]
+        (out / "scale.md").write_text(markdown(results, _command(results), _profile(out)))
         return
     if os.geteuid() != 0:
         sys.exit("bench/scale.py needs root (network namespaces)")
@@ -1156,14 +1155,26 @@ def main() -> None:
     if args.profile:
         (out / "scale-profile.json").write_text("".join(json.dumps(r) + "\n" for r in results))
         return
+    results.append({"bench": "cleanup", **left})
+    command = ("python bench/scale.py " + " ".join(sys.argv[1:])).strip()
+    results.append({"bench": "command", "command": command})
     (out / "scale.json").write_text("".join(json.dumps(r) + "\n" for r in results))
-    command = "python bench/scale.py " + " ".join(sys.argv[1:])
-    profile = None
+    (out / "scale.md").write_text(markdown(results, command, _profile(out)))
+
+
+def _command(results: list[dict[str, Any]]) -> str:
+    return next((r["command"] for r in results if r.get("bench") == "command"), "?")
+
+
+def _profile(out: Path) -> list[str] | None:
+    """The top lines of both hosts' profiles from scale-profile.json, if a --profile run left
+    one in `out`."""
     with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
         prof = json.loads((out / "scale-profile.json").read_text().splitlines()[0])
-        profile = [f"--- {OWNER} (owner) ---", *prof["iprotate"][f"{OWNER}_profile"][:18]]
-        profile += [f"--- {SURVIVOR} (survivor) ---", *prof["iprotate"][f"{SURVIVOR}_profile"][:18]]
-    (out / "scale.md").write_text(markdown(results, command.strip(), profile))
+        lines = [f"--- {OWNER} (owner) ---", *prof["iprotate"][f"{OWNER}_profile"][:18]]
+        lines += [f"--- {SURVIVOR} (survivor) ---", *prof["iprotate"][f"{SURVIVOR}_profile"][:18]]
+        return lines
+    return None
 
 
 if __name__ == "__main__":
