@@ -89,6 +89,17 @@ TARGET_RSS_MB = 64.0
 TARGET_CPU_PCT = 2.0
 TARGET_PAST_D = 0.100
 UCARP_MAX = 1000  # ucarp runs up to this many VIPs (2 processes per VIP); above, extrapolated
+# What happened when ucarp was run at 1,000 VIPs on this project's 2-core machine (shown on the
+# page when a run used --ucarp-max below 1,000).
+UCARP_1000 = (
+    "ucarp was started at 1,000 VIPs too (2,000 processes, 1,000 per host; 2026-11-30, this "
+    "revision) and did not reach a steady state: each ucarp process reads every advert of the "
+    "segment through its own pcap handle (1,000 processes x 1,000 adverts a second per host), "
+    "the 1-minute load average rose past 1,200 within eight minutes, the up/down scripts ran in "
+    "loops (a hundred and more at once: VIPs flapping) and the other jobs on the machine stalled, "
+    "so the run was stopped by hand before its window. Its row at 1,000 and 4,000 is therefore "
+    "extrapolated from the 256-VIP run, per process: a lower bound of what ucarp costs there."
+)
 
 
 # --- cluster files -------------------------------------------------------------------------------
@@ -821,11 +832,11 @@ def extrapolate_ucarp(results: list[dict[str, Any]], n: int) -> dict[str, Any] |
 # 30 s of the owner and the survivor, and the takeover's worst VIP past D. The machine was shared
 # with other jobs: +-0.2 points. (commits, cut, owner %, survivor %, past D max s or None)
 CUTS: list[tuple[str, str, float, float, float | None]] = [
-    ("76eb071", "before (main)", 3.83, 4.25, 0.319),
     (
         "6ec6d6e",
-        "address events find their VIP by an index, not a scan of every VIP (N x N at a "
-        "takeover: 3.6 s of CPU under cProfile, enough for the survivor to miss adverts and flap)",
+        "main plus: address events find their VIP by an index, not a scan of every VIP (N x N "
+        "at a takeover: under cProfile main's survivor spent 3.6 s in it, missed adverts, took "
+        "936 VIPs from a live master and flapped; main was not measured without the profiler)",
         3.83,
         4.25,
         0.319,
@@ -852,6 +863,16 @@ CUTS: list[tuple[str, str, float, float, float | None]] = [
         2.98,
         3.13,
         0.115,
+    ),
+    (
+        "5f5f970 300b0fc 807b991 1caaa63 e82012d 4f128c5 b429d82",
+        "received adverts built without re-checking struct's output, one-pass native check, "
+        "Seen updated in place, one live timer-heap entry per machine (a backup's deadline "
+        "re-queued when due, not pushed per advert), priority check in place, state-change "
+        "lines of a mass takeover logged after its effects",
+        2.75,
+        2.48,
+        0.106,
     ),
 ]
 
@@ -889,6 +910,7 @@ def target_rss_cpu(vips: int) -> tuple[float, float]:
 
 def markdown(results: list[dict[str, Any]], command: str, profile: list[str] | None) -> str:
     """The results as a markdown page."""
+    ucarp_max = max((r["vips"] for r in results if "ucarp" in r), default=UCARP_MAX)
     runs = [r for r in results if r.get("bench") == "scale" and "error" not in r]
     failed = [r for r in results if r.get("bench") == "scale" and "error" in r]
     rev = runs[0]["revision"] if runs else revision()
@@ -905,7 +927,7 @@ def markdown(results: list[dict[str, Any]], command: str, profile: list[str] | N
         "Per size two segments run side by side, each with two hosts: alpha owns every VIP "
         "(`owner` pins), bravo is the survivor. One runs `iprotate run` on both hosts, the other "
         "one ucarp process per VIP per host (the lines `iprotate ucarp` generates), up to "
-        f"{UCARP_MAX:,} VIPs; above that ucarp is **extrapolated** from its measured per-process "
+        f"{ucarp_max:,} VIPs; above that ucarp is **extrapolated** from its measured per-process "
         "figures, not run. VIPs are /32s from 198.18.0.0/15 (the benchmarking range, inside the "
         "bench's own namespaces only), 250 per multicast group (vhids 1..250): 1 VIP in 1 "
         "group, 256 in 2, 1,000 in 4, 4,000 in 16. advbase 1, dead_ratio 3, survivor advskew "
@@ -913,9 +935,13 @@ def markdown(results: list[dict[str, Any]], command: str, profile: list[str] | N
         "",
         "## Steady state (owner holds every VIP, survivor is backup of every VIP)",
         "",
+        *([UCARP_1000, ""] if ucarp_max < 1000 else []),
+        "load: the machine's 1-minute load average before and after the window (at 1 and 256 "
+        "VIPs, still the tail of that ucarp run).",
+        "",
         "| VIPs | groups | engine | processes | owner RSS MB | owner PSS MB | owner % of a core "
-        "| survivor RSS MB | survivor % of a core |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| survivor RSS MB | survivor % of a core | load |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in runs:
         for eng in ("iprotate", "ucarp"):
@@ -925,7 +951,8 @@ def markdown(results: list[dict[str, Any]], command: str, profile: list[str] | N
             lines.append(
                 f"| {r['vips']:,} | {len(r['groups'])} | {eng} | {e['owner']['processes']} | "
                 f"{_mb(e['owner'])} | {e['owner']['pss_mb']:.1f} | {_pct(e['owner'])} | "
-                f"{_mb(e['survivor'])} | {_pct(e['survivor'])} |"
+                f"{_mb(e['survivor'])} | {_pct(e['survivor'])} | "
+                f"{' -> '.join(f'{x:.1f}' for x in r.get('loadavg_1m', []))} |"
             )
         x = r.get("ucarp_extrapolated")
         if x:
@@ -933,7 +960,7 @@ def markdown(results: list[dict[str, Any]], command: str, profile: list[str] | N
                 f"| {r['vips']:,} | {len(r['groups'])} | ucarp (extrapolated from "
                 f"{x['from_vips']:,}, not run) | {x['owner']['processes']} | "
                 f"{_mb(x['owner'])} | {x['owner']['pss_mb']:.1f} | {_pct(x['owner'])} | "
-                f"{_mb(x['survivor'])} | {_pct(x['survivor'])} |"
+                f"{_mb(x['survivor'])} | {_pct(x['survivor'])} | - |"
             )
     lines += [
         "",
