@@ -100,3 +100,25 @@ def test_encoded_ipv6_request_asks_for_nodad() -> None:
     assert data[16:18] == bytes([10, 64]) and data[18] & 0x02  # AF_INET6 /64, IFA_F_NODAD
     assert b"\x08\x00\x08\x00\x02\x00\x00\x00" in data  # IFA_FLAGS (8) = NODAD
     assert not encode("del", 7, IPv6Interface("2001:db8:113::10/64"))[18] & 0x02
+
+
+@pytest.mark.parametrize("op", ["add", "del"])
+@pytest.mark.parametrize("address", ["203.0.113.10/24", "198.18.3.250/32", "203.0.113.0/0"])
+def test_requests_are_the_bytes_pyroute2_encodes(op: str, address: str) -> None:
+    """The hand-packed requests are byte for byte what pyroute2's message class makes."""
+    from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
+    from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_NEWADDR
+    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+
+    a = IPv4Interface(address)
+    msg = ifaddrmsg()
+    msg["family"] = 2
+    msg["prefixlen"] = a.network.prefixlen
+    msg["index"] = 7
+    msg["attrs"] = [("IFA_LOCAL", str(a.ip)), ("IFA_ADDRESS", str(a.ip))]
+    msg["header"]["type"] = RTM_NEWADDR if op == "add" else RTM_DELADDR
+    flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE | NLM_F_EXCL if op == "add" else 0)
+    msg["header"]["flags"] = flags
+    msg["header"]["sequence_number"] = 5
+    msg.encode()
+    assert encode(op, 7, a, seq=5) == bytes(msg.data)

@@ -3,6 +3,7 @@ fake clock and packets made by the codec: no sockets."""
 
 from __future__ import annotations
 
+import itertools
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -377,3 +378,54 @@ def test_a_handover_is_not_two_masters() -> None:
         assert node.masters(t)[(v.group, v.vhid)] == [IPv4Address(first)], t
     node.packet(4.5, advert(p, v, first, 0, 22))
     assert node.masters(5.0)[(v.group, v.vhid)] == [IPv4Address(first)]
+
+
+def scale_plan(vips: int, per_group: int = 250) -> Plan:
+    """`vips` VIPs owned by h0 in groups of `per_group`, from 198.18.0.0/15 (the benchmarking
+    range: nothing is sent, the node is pure)."""
+    pools = []
+    for g in range(-(-vips // per_group)):
+        n = min(per_group, vips - g * per_group)
+        pools.append(
+            {"pool": f"198.18.{g}.1-198.18.{g}.{n}/24", "group": f"224.0.0.{18 + g}", "owner": "h0"}
+        )
+    return plan(vips=pools, hosts=2)
+
+
+def test_a_large_fail_back_fits_the_stagger_window() -> None:
+    """2,000 VIPs coming back at 0.1 s each would take 200 s: the gap shrinks so that the whole
+    fail-back fits STAGGER_WINDOW, still one VIP after the other (no storm); a few VIPs keep
+    the configured gap."""
+    from iprotate.carp.node import STAGGER_WINDOW
+
+    node = Node.build(scale_plan(2000), "h0", hold_down=1.0, stagger=0.1)
+    node.start(0.0)
+    after = sorted(m.preempt_after for m in node.machines.values())
+    assert len(after) == 2000
+    assert after[0] == 1.0 and after[-1] < 1.0 + STAGGER_WINDOW
+    gaps = {round(b - a, 9) for a, b in itertools.pairwise(after)}
+    assert gaps == {round(STAGGER_WINDOW / 2000, 9)}
+
+    few = Node.build(scale_plan(6), "h0", hold_down=1.0, stagger=0.1)
+    few.start(0.0)
+    assert sorted(m.preempt_after for m in few.machines.values()) == [
+        1.0 + 0.1 * i for i in range(6)
+    ]
+
+
+def test_address_events_find_their_vip_after_a_reload_moves_it() -> None:
+    """Address events are looked up by address (an index, not a scan of every VIP): after a
+    reload that changes a VIP's address, the new address is ours and the old one is not."""
+    p = plan(hosts=1, vips=[{"pool": "203.0.113.10-203.0.113.11/24"}])
+    node = Node.build(p, "h0")
+    node.start(0.0)
+    settle(node, 10.0)
+    moved = plan(hosts=1, vips=[{"pool": "203.0.113.10-203.0.113.10/24"},
+                                {"address": "203.0.113.20/24", "vhid": 11}])  # fmt: skip
+    node.reload(moved, 11.0)
+    settle(node, 20.0)
+    new = node.address_present(21.0, IPv4Address("203.0.113.20"))
+    assert not any(isinstance(e.action, DelAddress) for e in new)
+    assert node.address_present(21.0, IPv4Address("203.0.113.11")) == []
+    gone = node.address_gone(22.0, IPv4Address("203.0.113.20"))
+    assert any(isinstance(e.action, AddAddress) for e in gone)

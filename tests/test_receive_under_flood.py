@@ -125,3 +125,31 @@ def test_the_kernel_filter_passes_the_other_hosts_not_our_own_address() -> None:
     }
     alone = Daemon(make_plan(parse_cluster(doc, "t.toml")), "a")
     assert alone._sources() == [HOST]  # the filter needs an address; no one else sends
+
+
+@pytest.mark.netns
+def test_the_receive_buffer_holds_a_burst_of_every_vip_of_a_large_segment() -> None:
+    """A master's adverts leave in one burst per interval: at 4,000 VIPs the buffer must hold
+    4,000 adverts (bench/scale.py: with 2 MiB a survivor lost the tail of every burst and took
+    those VIPs over from a live master)."""
+    from iprotate.engine.wire import RECV_BUFFER_PER_VIP
+
+    code = (
+        "import socket; from ipaddress import IPv4Address as A\n"
+        "from iprotate.engine.wire import CarpSocket\n"
+        "s = CarpSocket('eth1', socket.if_nametoindex('eth1'), A('198.51.100.1'), "
+        "[A('198.51.100.1')], vips=4000)\n"
+        "print(s.receive_buffer())\n"
+    )
+    with Segment() as seg:
+        seg.add("alpha", 1)
+        got = int(seg.run("alpha", sys.executable, "-c", code))
+    assert got >= 2 * 4000 * RECV_BUFFER_PER_VIP > 2 * RECV_BUFFER
+
+
+def test_the_receive_buffer_grows_with_the_vips_up_to_a_bound() -> None:
+    from iprotate.engine.wire import RECV_BUFFER_MAX, receive_buffer_size
+
+    assert receive_buffer_size(0) == receive_buffer_size(256) == RECV_BUFFER
+    assert receive_buffer_size(4000) == 4000 * 1024
+    assert receive_buffer_size(65536) == RECV_BUFFER_MAX  # a hostile file pins no more

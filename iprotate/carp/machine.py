@@ -48,7 +48,8 @@ What iprotate adds, each kept to the same three states:
   prefix while we are MASTER (203.0.113.10/32 added by hand beside our 203.0.113.10/24): the
   hand-over releases only the planned one, and the copy kept the VIP on two hosts for good.
 - Hold-down: after start or link up, preemption waits until `preempt_after` (a hold-down plus a
-  per-VIP stagger chosen by the shell), so a flapping host does not drag addresses back and forth.
+  per-VIP stagger chosen by the node: `stagger` apart, all within a bounded window, carp.node),
+  so a flapping host does not drag addresses back and forth, and a fail-back does not storm.
   A master-down timeout still takes over at once: an unserved VIP is never left waiting.
 - Patience: a backup never concludes that a master is gone before that master's own interval has
   passed. With advbase 0, D = advskew/256 alone is shorter than a slower master's interval (62 ms

@@ -24,10 +24,12 @@ the address (nodad) and which announcement (see machine.SendGarp).
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
+from typing import TypeVar
 
 from iprotate.carp import codec
 from iprotate.carp.health import CheckState, HealthChange
@@ -50,7 +52,41 @@ OVERLAP_FLOOR = 0.05
 Key = tuple[IPAddress, int]  # (group, vhid): how VIPs are told apart on the wire
 # Senders that are no host of the cluster file, remembered for status: the most recent ones only.
 MAX_STRANGERS = 16
-Step = Callable[[CarpMachine, int], list[Action]]
+# Fail-back is staggered so that it does not storm: VIPs are taken back one after the other,
+# `stagger` seconds apart, not all at once (N addresses, N gratuitous ARPs and N demotions on
+# the peer in one burst, and every client's ARP cache rewritten at the same instant). But a
+# fixed gap grows with N: 0.1 s a VIP is 200 s for 2,000 VIPs, long minutes in which the
+# returning owner's share stays on the survivor. So the whole fail-back fits in this window:
+# the gap is `stagger`, or window / N when N VIPs at `stagger` would take longer. The pace
+# then scales with N (4,000 VIPs: one every 2.5 ms, 400 a second, which the peer demotes at a
+# few percent of a core: bench/scale.py) and is still a pace, never one burst.
+STAGGER_WINDOW = 10.0
+_T = TypeVar("_T")
+Step = Callable[[CarpMachine, int, int], list[Action]]  # machine, place in the stagger, of how many
+
+
+class _Address(IPv4Address):
+    """An IPv4Address that computes its hash once.
+
+    ipaddress hashes an address as hash(hex(int(address))) on every call, and compares two in
+    Python: with dicts keyed by (group, vhid) and (peer, (group, vhid)), that was a fifth of the
+    receive path at 1,000 VIPs (bench/scale.py, cProfile). The node keeps one of these per host
+    and group address and keys its own dicts with them, and maps each received packet's raw
+    addresses to them: a lookup then costs a stored hash and an identity test. Equal to, and
+    hashing like, the IPv4Address of the same value, so it mixes with the plan's objects
+    anywhere (only slower there)."""
+
+    __slots__ = ("_hash",)
+
+    def __init__(self, address: IPv4Address) -> None:
+        super().__init__(address.packed)
+        self._hash = IPv4Address.__hash__(self)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"IPv4Address({str(self)!r})"
 
 
 def machine_configs(
@@ -80,11 +116,6 @@ def _source(src: IPAddress | None, host: str, v: VipPlan) -> IPAddress:
     if src is None:  # the loader and the planner never let it come to this
         raise ValueError(f"{host} takes part in {v.address} but has no address6")
     return src
-
-
-def _order(key: Key) -> tuple[int, int, int]:
-    """A (group, vhid) as numbers that order across families, for the timer heap's ties."""
-    return (key[0].version, int(key[0]), key[1])
 
 
 @dataclass(frozen=True)
@@ -153,17 +184,27 @@ class Node:
     unplanned: dict[tuple[IPAddress, IPAddress, int], float] = field(default_factory=dict)
     # This host's health checks by name (the plan's checks that run here), and their states.
     health: dict[str, CheckState] = field(default_factory=dict)
-    # (deadline, _order(key), key): keys of both families never compare (ipaddress refuses).
-    _timers: list[tuple[float, tuple[int, int, int], Key]] = field(default_factory=list)
+    # The timer heap: (when, tie-break, key), at most one live entry per machine, `_queued` its
+    # time. A backup's deadline moves later with every advert it hears: that entry is left where
+    # it is and, when it comes due, put back at the machine's new deadline (one heap push and pop
+    # per D, not per advert: bench/scale.py). A deadline that moves earlier gets a new entry and
+    # the older one is skipped. The tie-break keeps equal times from comparing addresses (keys
+    # of both families never compare: ipaddress refuses).
+    _timers: list[tuple[float, int, Key]] = field(default_factory=list)
+    _queued: dict[Key, float] = field(default_factory=dict)
+    _tie: Iterator[int] = field(default_factory=itertools.count)
     _host_at: dict[IPAddress, str] = field(default_factory=dict)
     _address: IPv4Address = field(default=IPv4Address(0))
     _address6: IPv6Address | None = None
     _own: frozenset[IPAddress] = frozenset()
     _groups: set[IPAddress] = field(default_factory=set)
     _native: frozenset[IPAddress] = frozenset()
+    _keys_of: dict[IPAddress, tuple[Key, ...]] = field(default_factory=dict)
+    _canon: dict[bytes, _Address] = field(default_factory=dict)  # packed IPv4 -> the node's own
 
     def __post_init__(self) -> None:
         self._index_hosts()
+        self.machines = self._rekeyed(self.machines)
         self.auth = NativeAuth.for_password(
             self.plan.cluster.password, self._address, self._address6
         )
@@ -171,17 +212,39 @@ class Node:
     def _index_hosts(self) -> None:
         # Looked up for every packet: keep them at hand rather than search the host list.
         c = self.plan.cluster
-        self._host_at = {h.address: h.name for h in c.hosts}
+        # One _Address per IPv4 host and group address (the same objects across reloads), and
+        # the VIPs keyed with them: see _Address. IPv6 ones stay as they are.
+        old = self._canon
+        packed = {h.address.packed for h in c.hosts}
+        packed |= {v.group.packed for v in self.plan.vips if v.group.version == 4}
+        self._canon = {p: old.get(p) or _Address(IPv4Address(p)) for p in packed}
+
+        def canon(a: IPAddress) -> IPAddress:
+            return self._canon.get(a.packed, a)
+
+        self.vips = self._rekeyed(self.vips)
+        self._host_at = {canon(h.address): h.name for h in c.hosts}
         self._host_at.update({h.address6: h.name for h in c.hosts if h.address6 is not None})
         me = c.host(self.host)
-        self._address, self._address6 = me.address, me.address6
-        self._own = frozenset(a for a in (me.address, me.address6) if a is not None)
-        self._groups = {v.group for v in self.plan.vips}
+        self._address, self._address6 = canon(me.address), me.address6  # type: ignore[assignment]
+        self._own = frozenset(a for a in (self._address, me.address6) if a is not None)
+        self._groups = {canon(v.group) for v in self.plan.vips}
         # Whose adverts carry authenticated priorities and fresh counters (ucarp's do not).
         native = [h for h in c.hosts if h.engine == "iprotate"]
         self._native = frozenset(
-            a for h in native for a in (h.address, h.address6) if a is not None
+            canon(a) for h in native for a in (h.address, h.address6) if a is not None
         )
+        # VIP address -> its keys: every address event (one per VIP added at a takeover) and
+        # every per-VIP command looks its machine up here, not by scanning all VIPs (which made
+        # a takeover of N VIPs cost N * N steps: seconds at 1,000 VIPs, bench/scale.py).
+        keys_of: dict[IPAddress, list[Key]] = {}
+        for key, v in self.vips.items():
+            keys_of.setdefault(v.ip, []).append(key)
+        self._keys_of = {ip: tuple(keys) for ip, keys in keys_of.items()}
+
+    def _rekeyed(self, d: dict[Key, _T]) -> dict[Key, _T]:
+        """`d` with its keys' groups replaced by the node's own address objects, in order."""
+        return {(self._canon.get(g.packed, g), vhid): x for (g, vhid), x in d.items()}
 
     @classmethod
     def build(
@@ -237,25 +300,27 @@ class Node:
     def start(self, now: float) -> list[Effect]:
         """Every machine joins as BACKUP; preemption waits for the hold-down, staggered."""
         self.started = now
-        out = self._all(now, lambda m, i: m.start(now, self._preempt_after(now, i)))
+        out = self._all(now, lambda m, i, n: m.start(now, self._preempt_after(now, i, n)))
         # Checks start unknown: their VIPs stand aside until they are up.
         return out + self._apply_health(now)
 
     def stop(self, now: float) -> list[Effect]:
         """Every machine leaves: farewell adverts from masters, every address released."""
-        return self._all(now, lambda m, i: m.stop(now))
+        return self._all(now, lambda m, i, n: m.stop(now))
 
     def drain(self, now: float, only: IPAddress | None = None) -> list[Effect]:
-        return self._all(now, lambda m, i: m.drain(now), only)
+        return self._all(now, lambda m, i, n: m.drain(now), only)
 
     def demote(self, now: float, seconds: float) -> list[Effect]:
         """SIGUSR2: every machine hands its VIP over and stands aside for `seconds`, then takes
         part again; preemption then waits for the hold-down, staggered."""
         until = now + seconds
-        return self._all(now, lambda m, i: m.demote(now, until, self._preempt_after(until, i)))
+        return self._all(
+            now, lambda m, i, n: m.demote(now, until, self._preempt_after(until, i, n))
+        )
 
     def undrain(self, now: float, only: IPAddress | None = None) -> list[Effect]:
-        return self._all(now, lambda m, i: m.undrain(now, self._preempt_after(now, i)), only)
+        return self._all(now, lambda m, i, n: m.undrain(now, self._preempt_after(now, i, n)), only)
 
     def check_result(
         self, now: float, name: str, ok: bool, detail: str, seconds: float = 0.0
@@ -287,17 +352,17 @@ class Node:
         staggered (as undrain)."""
         sick = self.sick_vips()
 
-        def step(m: CarpMachine, i: int) -> list[Action]:
+        def step(m: CarpMachine, i: int, n: int) -> list[Action]:
             if m.cfg.vip in sick:
                 return m.sicken(now)
-            return m.heal(now, self._preempt_after(now, i))
+            return m.heal(now, self._preempt_after(now, i, n))
 
         return self._all(now, step)
 
     def link(self, up: bool, now: float, vip: bool = False) -> list[Effect]:
         """The advert interface (or with `vip`, the VIP interface) went down or came back."""
         self.links_up[vip] = up
-        return self._all(now, lambda m, i: m.link(up, now, self._preempt_after(now, i), vip))
+        return self._all(now, lambda m, i, n: m.link(up, now, self._preempt_after(now, i, n), vip))
 
     def source(self, up: bool, now: float, version: int = 4) -> list[Effect]:
         """Our own address (the adverts' source) left the advert interface, or came back; with
@@ -306,18 +371,20 @@ class Node:
             self.source6_up = up
         else:
             self.source_up = up
+        mine = [k for k, m in self.machines.items() if m.cfg.src.version == version]
+        n = sum(1 for k in mine if self.machines[k].cfg.preempt)
         out: list[Effect] = []
         i = 0
-        for key, m in self.machines.items():
-            if m.cfg.src.version == version:
-                out += self._effects(key, m.source(up, now, self._preempt_after(now, i)), now)
+        for key in mine:
+            m = self.machines[key]
+            out += self._effects(key, m.source(up, now, self._preempt_after(now, i, n)), now)
             if m.cfg.preempt:
                 i += 1
         return out
 
     def address_gone(self, now: float, ip: IPAddress) -> list[Effect]:
         """An address was removed from the VIP interface (by us or by someone else)."""
-        return self._all(now, lambda m, i: m.address_gone(now), ip)
+        return self._all(now, lambda m, i, n: m.address_gone(now), ip)
 
     def address_present(
         self, now: float, ip: IPAddress, prefixlen: int | None = None
@@ -326,9 +393,8 @@ class Node:
         Unless its machine here is master, and it is the planned prefix, it must go: a VIP this
         host takes no part in is never ours to hold."""
         out: list[Effect] = []
-        for key, v in self.vips.items():
-            if v.ip != ip:
-                continue
+        for key in self._keys_of.get(ip, ()):
+            v = self.vips[key]
             m = self.machines.get(key)
             if m is None:
                 out.append(Effect(v, DelAddress()))
@@ -344,7 +410,11 @@ class Node:
         except codec.DecodeError as e:
             self.counters[f"drop_{e.reason.value}"] += 1
             return []
-        return self._receive(now, pkt)
+        # The node's own objects for these addresses (a host's, a group's), else the decoded
+        # ones: equal either way, only the lookups below are cheaper (see _Address).
+        src = self._canon.get(bytes(data[12:16]), pkt.src)
+        dst = self._canon.get(bytes(data[16:20]), pkt.dst)
+        return self._receive(now, pkt, src, dst)
 
     def packet6(
         self, now: float, carp: bytes, src: IPv6Address, dst: IPv6Address, hop_limit: int
@@ -356,75 +426,81 @@ class Node:
         except codec.DecodeError as e:
             self.counters[f"drop_{e.reason.value}"] += 1
             return []
-        return self._receive(now, pkt)
+        return self._receive(now, pkt, pkt.src, pkt.dst)
 
-    def _receive(self, now: float, pkt: codec.Packet) -> list[Effect]:
+    def _receive(
+        self, now: float, pkt: codec.Packet, src: IPAddress, dst: IPAddress
+    ) -> list[Effect]:
         """The checks after decoding, the same for both families."""
-        if pkt.src in self._own:
+        if src in self._own:
             return []  # our own advert, looped back
-        if pkt.src not in self._host_at:
-            self._stranger(now, pkt.src)
+        if src not in self._host_at:
+            self._stranger(now, src)
             return []
-        if pkt.dst not in self._groups:
+        if dst not in self._groups:
             self.counters[f"drop_{codec.Reject.WRONG_GROUP.value}"] += 1
             return []
         adv = pkt.advert
-        key = (pkt.dst, adv.vhid)
+        key = (dst, adv.vhid)
         vip = self.vips.get(key)
         if vip is None:
             self.counters[f"drop_{codec.Reject.UNKNOWN_VHID.value}"] += 1
-            if pkt.src in self._host_at:
-                self.unplanned[(pkt.src, pkt.dst, adv.vhid)] = now
+            if src in self._host_at:
+                self.unplanned[(src, dst, adv.vhid)] = now
             return []
         if not codec.verify(adv, self.plan.cluster.password, vip.ip):
             self.counters[f"drop_{codec.Reject.BAD_DIGEST.value}"] += 1
-            self._drifting(
-                now, key, pkt.src, "fails the digest check (another password, VIP or vhid)"
-            )
+            self._drifting(now, key, src, "fails the digest check (another password, VIP or vhid)")
             return []
-        if pkt.src in self._native:
+        if src in self._native:
             verdict = self.auth.check(
-                pkt.src, key, vip.ip, adv.advbase, adv.advskew, adv.counter, now + self.wall_offset
+                src, key, vip.ip, adv.advbase, adv.advskew, adv.counter, now + self.wall_offset
             )
             if verdict is not Verdict.OK:
                 self.counters[f"drop_{verdict.value}"] += 1
                 if verdict is Verdict.FORGED:
                     self._drifting(
-                        now, key, pkt.src,
+                        now, key, src,
                         "fails iprotate's check of sender and priority (rewritten or forged, "
                         "or another version)",
                     )  # fmt: skip
                 elif verdict is Verdict.FUTURE:
                     self._drifting(
-                        now, key, pkt.src,
+                        now, key, src,
                         "sends a counter years ahead (a forged guess, or its clock is wrong)",
                     )  # fmt: skip
                 return []
-        elif self._host_at[pkt.src] not in vip.order:
+        elif self._host_at[src] not in vip.order:
             # A ucarp host's advert carries no tag: anyone can send one under its address. For
             # the VIPs it serves that is CARP's own limit, but a VIP it takes no part in must
             # not listen to it, or a captured advert resent from there, with any priority,
             # moves (or holds off) a VIP served only by iprotate hosts.
             self.counters["drop_not_in_order"] += 1
             self._drifting(
-                now, key, pkt.src,
-                f"{self._host_at[pkt.src]} (ucarp) advertises but takes no part in the plan",
+                now, key, src,
+                f"{self._host_at[src]} (ucarp) advertises but takes no part in the plan",
             )  # fmt: skip
             return []
         self.counters["adverts_received"] += 1
         heard = self.seen.setdefault(key, {})
-        prior = heard.get(pkt.src)
+        prior = heard.get(src)
         streak = prior is not None and now - prior.at <= self._fresh()
         first = prior.first if streak and prior is not None else now
-        heard[pkt.src] = Seen(pkt.src, adv.advbase, adv.advskew, now, first)
-        self._check_priorities(now, key, vip, pkt.src, adv.advbase, adv.advskew)
+        if prior is None:
+            heard[src] = Seen(src, adv.advbase, adv.advskew, now, first)
+        else:  # updated in place: one object less per advert received
+            prior.advbase, prior.advskew, prior.at, prior.first = (
+                adv.advbase,
+                adv.advskew,
+                now,
+                first,
+            )
+        self._check_priorities(now, key, vip, src, adv.advbase, adv.advskew)
         m = self.machines.get(key)
         if m is None:
             return []  # a VIP we only watch
-        planned = (
-            vip.advskew_of(self._host_at[pkt.src]) if self._host_at[pkt.src] in vip.order else None
-        )
-        return self._effects(key, m.advert(now, pkt.src, adv.advbase, adv.advskew, planned), now)
+        planned = vip.advskew_of(self._host_at[src]) if self._host_at[src] in vip.order else None
+        return self._effects(key, m.advert(now, src, adv.advbase, adv.advskew, planned), now)
 
     def reload(self, plan: Plan, now: float) -> list[Effect]:
         """Apply a new plan: unchanged VIPs are not touched, changed priorities are applied in
@@ -451,6 +527,7 @@ class Node:
             if (k[1], k[2]) not in new_vips and k[0] in self._host_at
         }
         joined = 0
+        joining = sum(1 for key in new_cfgs if key not in self.machines)
         for key, cfg in new_cfgs.items():
             m = self.machines.get(key)
             if m is not None:
@@ -460,7 +537,9 @@ class Node:
                 # A VIP that joins while a link is down must not take over on it.
                 m.advert_link_up, m.vip_link_up = self.links_up[False], self.links_up[True]
                 m.source_up = self.source6_up if cfg.src.version == 6 else self.source_up
-                out += self._effects(key, m.start(now, self._preempt_after(now, joined)), now)
+                out += self._effects(
+                    key, m.start(now, self._preempt_after(now, joined, joining)), now
+                )
                 joined += 1
         # Checks: a changed one keeps its state; a new one starts up (a reload must not touch
         # healthy VIPs; it goes down after `fall` failures); a removed one no longer counts.
@@ -474,6 +553,7 @@ class Node:
                 st.reconfigure(c)
             health[name] = st
         self.health = health
+        self.machines = self._rekeyed(self.machines)
         return out + self._apply_health(now)
 
     def timers(self, now: float) -> list[Effect]:
@@ -481,46 +561,76 @@ class Node:
         out: list[Effect] = []
         while self._timers and self._timers[0][0] <= now:
             t, _, key = heapq.heappop(self._timers)
+            if self._queued.get(key) != t:
+                continue  # superseded by an earlier entry for that machine
+            del self._queued[key]
             m = self.machines.get(key)
-            if m is None or m.deadline != t:
-                continue  # stale entry: that machine's deadline moved
+            d = None if m is None else m.deadline  # a property that computes: read it once
+            if m is None or d is None:
+                continue  # gone, or no timer armed any more
+            if d > now:
+                self._schedule(key, m)  # its deadline moved later meanwhile
+                continue
             out += self._effects(key, m.timer(now), now)
         return out
 
     @property
     def deadline(self) -> float | None:
-        """When `timers` must run next."""
+        """When `timers` must run next: no later than the earliest machine deadline (possibly
+        earlier, when a deadline has moved later since it was queued; `timers` then re-queues)."""
         while self._timers:
             t, _, key = self._timers[0]
-            m = self.machines.get(key)
-            if m is not None and m.deadline == t:
+            if self._queued.get(key) == t and key in self.machines:
                 return t
             heapq.heappop(self._timers)
+            if self._queued.get(key) == t:
+                del self._queued[key]
         return None
+
+    def _schedule(self, key: Key, m: CarpMachine) -> None:
+        """Queue `m`'s deadline, unless an entry at or before it is queued already."""
+        d = m.deadline
+        if d is None:
+            return
+        queued = self._queued.get(key)
+        if queued is not None and queued <= d:
+            return
+        heapq.heappush(self._timers, (d, next(self._tie), key))
+        self._queued[key] = d
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _preempt_after(self, now: float, index: int) -> float:
-        """Hold-down, then one VIP every `stagger` seconds, so fail-back does not storm."""
-        return now + self.hold_down + index * self.stagger
+    def _preempt_after(self, now: float, index: int, count: int = 1) -> float:
+        """Hold-down, then the `index`-th of `count` VIPs taken back, one every `stagger`
+        seconds, or faster when `count` is large: all within STAGGER_WINDOW (no storm, and no
+        long wait either)."""
+        return now + self.hold_down + index * self._gap(count)
+
+    def _gap(self, count: int) -> float:
+        """Seconds between two VIPs taken back when `count` of them come back together."""
+        return min(self.stagger, STAGGER_WINDOW / count) if count > 1 else self.stagger
 
     def _all(self, now: float, step: Step, only: IPAddress | None = None) -> list[Effect]:
         """Apply `step(machine, i)` to every machine (or the one for VIP `only`); `i` counts the
         machines that preempt, so each gets its own place in the stagger."""
         out: list[Effect] = []
         i = 0
-        for key, m in self.machines.items():
-            if only is not None and self.vips[key].ip != only:
-                continue
-            out += self._effects(key, step(m, i), now)
+        if only is None:
+            chosen = list(self.machines.items())
+        else:
+            chosen = [
+                (k, self.machines[k]) for k in self._keys_of.get(only, ()) if k in self.machines
+            ]
+        count = sum(1 for _, m in chosen if m.cfg.preempt)
+        for key, m in chosen:
+            out += self._effects(key, step(m, i, count), now)
             if m.cfg.preempt:
                 i += 1
         return out
 
     def _effects(self, key: Key, actions: list[Action], now: float) -> list[Effect]:
         m = self.machines[key]
-        if m.deadline is not None:
-            heapq.heappush(self._timers, (m.deadline, _order(key), key))
+        self._schedule(key, m)
         vip = self.vips[key]
         out = []
         for a in actions:
@@ -571,18 +681,17 @@ class Node:
             self._drifting(now, key, src, f"{host} advertises but takes no part in the plan")
             return
         planned = (self.plan.cluster.advbase, vip.advskew_of(host))
-        allowed = {
-            planned,
-            (planned[0], FAREWELL_ADVSKEW),
-            (planned[0], SICK_ADVSKEW),
-            (FAREWELL_ADVBASE, FAREWELL_ADVSKEW),
-        }
-        if (advbase, advskew) not in allowed:
+        allowed = (planned[1], FAREWELL_ADVSKEW, SICK_ADVSKEW)
+        # The planned priority, the same base with the drained or sick skew, or the farewell.
+        expected = (advbase == planned[0] and advskew in allowed) or (
+            advbase == FAREWELL_ADVBASE and advskew == FAREWELL_ADVSKEW
+        )
+        if not expected:
             self._drifting(
                 now, key, src,
                 f"{host} advertises {advbase}/{advskew}, its plan says {planned[0]}/{planned[1]}",
             )  # fmt: skip
-        else:
+        elif self.drift:  # nothing to forget in the usual case: no key to hash per advert
             self.drift.pop((key, src), None)
 
     def last_heard(self) -> dict[IPAddress, float]:

@@ -36,6 +36,23 @@ RECV_SIZE = 2048
 # 0.1 s of such a flood; an advert queued behind them waits that long at most. A flood above
 # what the daemon can judge fills any buffer: then only the delay grows, so it stays moderate.
 RECV_BUFFER = 1 << 20
+# ... and at least this much per VIP on the segment: every master's adverts leave in one burst per
+# interval when its VIPs were taken together (all of them, at start-up), so a burst holds up to
+# one packet per VIP. 2 MiB held about 2,700 of them: a survivor of a 4,000-VIP segment that was
+# descheduled for a moment lost the tail of each burst, the same VIPs every second, and took them
+# over while their master was alive (bench/scale.py). 1 KiB per VIP (doubled by the kernel) holds
+# a whole burst with room to spare: 8 MiB at 4,000 VIPs.
+RECV_BUFFER_PER_VIP = 1 << 10
+# ... and at most this (16,000 VIPs' worth): a cluster file with tens of thousands of VIPs must not
+# let a flood pin a hundred MiB of kernel memory behind one socket.
+RECV_BUFFER_MAX = 16 << 20
+
+
+def receive_buffer_size(vips: int) -> int:
+    """The receive buffer asked for a segment of `vips` VIPs (the kernel doubles it)."""
+    return min(RECV_BUFFER_MAX, max(RECV_BUFFER, vips * RECV_BUFFER_PER_VIP))
+
+
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
@@ -43,10 +60,19 @@ class CarpSocket:
     """Receives every CARP packet on `interface`; sends adverts from `src` to any joined group."""
 
     def __init__(
-        self, interface: str, ifindex: int, src: IPv4Address, sources: Iterable[IPv4Address]
+        self,
+        interface: str,
+        ifindex: int,
+        src: IPv4Address,
+        sources: Iterable[IPv4Address],
+        vips: int = 0,
     ) -> None:
+        """`vips`: how many VIPs the segment carries (the receive buffer grows with them)."""
         self.interface = interface
         self.groups: set[IPv4Address] = set()
+        # Each group's destination as sendto wants it, made once: str() of an address per
+        # advert was a visible part of a master's send path at 1,000 VIPs (bench/scale.py).
+        self._dest: dict[IPv4Address, tuple[str, int]] = {}
         self._mreqn = lambda group: struct.pack("=4s4si", group.packed, src.packed, ifindex)
         s = socket.socket(socket.AF_INET, socket.SOCK_RAW, CARP_PROTO)
         try:
@@ -60,7 +86,7 @@ class CarpSocket:
             s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, IPTOS_LOWDELAY)
-            grow_receive_buffer(s)
+            grow_receive_buffer(s, receive_buffer_size(vips))
             # Before any group is joined: nothing unfiltered is queued.
             source_filter.attach(s, sources)
         except OSError:
@@ -90,7 +116,10 @@ class CarpSocket:
         return self.sock.fileno()
 
     def send(self, carp: bytes, group: IPv4Address) -> None:
-        self.sock.sendto(carp, (str(group), 0))
+        dest = self._dest.get(group)
+        if dest is None:
+            dest = self._dest[group] = (str(group), 0)
+        self.sock.sendto(carp, dest)
 
     def recv(self) -> bytes | None:
         """One packet (IP header included), or None when nothing is waiting."""
@@ -103,10 +132,10 @@ class CarpSocket:
         self.sock.close()
 
 
-def grow_receive_buffer(s: socket.socket) -> None:
-    """RECV_BUFFER, past net.core.rmem_max when allowed (CAP_NET_ADMIN, which the daemon has to
-    set addresses anyway); else as much as rmem_max allows."""
+def grow_receive_buffer(s: socket.socket, size: int = RECV_BUFFER) -> None:
+    """`size`, past net.core.rmem_max when allowed (CAP_NET_ADMIN, which the daemon has to set
+    addresses anyway); else as much as rmem_max allows."""
     try:
-        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECV_BUFFER)
+        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
     except OSError:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)

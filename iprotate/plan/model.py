@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from iprotate.cluster.model import Check, Cluster, IPAddress, IPInterface, Vip
@@ -27,8 +28,10 @@ class VipPlan:
     def address(self) -> IPInterface:
         return self.vip.address
 
-    @property
+    @cached_property
     def ip(self) -> IPAddress:
+        # Made once: ipaddress builds a new object on every `.ip`, and the engine asks for it
+        # per advert sent and received (bench/scale.py).
         return self.vip.address.ip
 
     @property
