@@ -148,7 +148,7 @@ class NativeAuth:
         seq = max(self.sent.get(k, 0) + 1, self.top.get(k, 0) + 1, int(wall_seconds))
         seq = min(seq, MAX_SEQ)  # the year 2106; a full seq is replayed, never wrapped
         self.sent[k] = seq
-        t = self._tag(self.src, k, vip, advbase, advskew, seq)
+        t = self._tag(src, k, vip, advbase, advskew, seq)
         return seq << SEQ_BITS | t
 
     def check(

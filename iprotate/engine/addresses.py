@@ -55,7 +55,9 @@ def encode(op: str, ifindex: int, address: Interface, seq: int = 1) -> bytes:
     v6 = address.version == 6
     family = socket.AF_INET6 if v6 else socket.AF_INET
     nodad = v6 and op == "add"
-    body = _IFADDRMSG.pack(family, address.network.prefixlen, IFA_F_NODAD if nodad else 0, 0, ifindex)
+    body = _IFADDRMSG.pack(
+        family, address.network.prefixlen, IFA_F_NODAD if nodad else 0, 0, ifindex
+    )
     body += _ATTR.pack(_ATTR.size + len(ip), IFA_LOCAL) + ip
     body += _ATTR.pack(_ATTR.size + len(ip), IFA_ADDRESS) + ip
     if nodad:
