@@ -175,3 +175,24 @@ def _user_check(tmp_path: Path) -> None:
     c = Check(name="c", kind="exec", target=prog, argv=(prog,), vips=(VIP,), user="no-such-x")
     r = asyncio.run(run_once(c))
     assert not r.ok and "no such user" in r.detail
+
+
+def test_a_process_that_leaves_the_group_is_killed_too(tmp_path: Path) -> None:
+    # setsid(): a new session and process group, which the group kill does not reach.
+    tag = f"{time.time_ns() % 10**6}.75"
+    body = (
+        f"/usr/bin/setsid /bin/sleep {tag} </dev/null >/dev/null 2>&1 &\n/bin/sleep 0.2\necho ok\n"
+    )
+    r = asyncio.run(run_once(check(script(tmp_path, body), timeout=1.0)))
+    assert r.ok
+    time.sleep(0.1)
+    assert not _running(tag)
+
+
+def test_a_hung_process_that_left_the_group_is_killed_at_the_timeout(tmp_path: Path) -> None:
+    tag = f"{time.time_ns() % 10**6}.125"
+    body = f"/usr/bin/setsid /bin/sleep {tag} </dev/null >/dev/null 2>&1 &\n/bin/sleep 5\n"
+    r = asyncio.run(run_once(check(script(tmp_path, body), timeout=0.3)))
+    assert not r.ok and "timed out" in r.detail
+    time.sleep(0.1)
+    assert not _running(tag)

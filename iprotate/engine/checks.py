@@ -11,7 +11,10 @@ rise/fall counting and what it does to the VIPs are the core's, iprotate.carp), 
   own with a fixed PATH as its whole environment (as `user` if given); exit 0 passes. At the
   timeout the whole group is killed (SIGKILL): a hung check and whatever it started go. Only the
   last bytes of its output are kept (the last line goes to status), and at most OUTPUT_LIMIT
-  read: a runaway check blocks on its full pipe and meets its timeout.
+  read: a runaway check blocks on its full pipe and meets its timeout. A process that left the
+  group (setsid(), a daemonizing check) is found by the token of its run in its environment
+  and killed too, after every run: a check run every second must not leave one process a second
+  behind. (Only a program that also clears its environment escapes this.)
 
 A check that cannot start (missing program, unknown user) fails like any other run, at its
 interval (never in a tight loop), and the reason is logged once until it changes. Nothing here
@@ -27,6 +30,7 @@ import errno
 import logging
 import os
 import pwd
+import secrets
 import signal
 import subprocess
 import time
@@ -46,6 +50,12 @@ OUTPUT_LIMIT = 1 << 16
 STATUS_LINE_LIMIT = 1024
 # After SIGKILL a process is gone within microseconds, unless stuck in the kernel: wait no longer.
 REAP_WAIT = 1.0
+# The environment variable that marks every process of one exec run (inherited across setsid()).
+RUN_TOKEN_VAR = "IPROTATE_CHECK_RUN"
+# Rounds of the hunt for escaped processes: one may fork while the previous round kills.
+ESCAPE_ROUNDS = 3
+
+log = logging.getLogger("iprotate")
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,14 @@ async def _http(check: Check) -> tuple[bool, str]:
 
 
 async def _exec(check: Check) -> tuple[bool, str]:
+    token = secrets.token_hex(16)
+    result = await _exec_group(check, token)
+    # Off the loop: a scan of /proc costs milliseconds on a busy host.
+    await asyncio.to_thread(_kill_escaped, token, check.name)
+    return result
+
+
+async def _exec_group(check: Check, token: str) -> tuple[bool, str]:
     loop = asyncio.get_running_loop()
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     os.set_blocking(read_fd, False)
@@ -141,7 +159,7 @@ async def _exec(check: Check) -> tuple[bool, str]:
                 stdin=subprocess.DEVNULL,
                 stdout=write_fd,
                 stderr=write_fd,
-                env={"PATH": SCRIPT_PATH, "IPROTATE_CHECK": check.name},
+                env={"PATH": SCRIPT_PATH, "IPROTATE_CHECK": check.name, RUN_TOKEN_VAR: token},
                 start_new_session=True,  # its own process group: killed whole at the timeout
                 cwd="/",
                 **_identity(check.user),
@@ -162,6 +180,7 @@ async def _exec(check: Check) -> tuple[bool, str]:
     finally:
         if proc is not None and proc.returncode is None:
             _kill_group(proc)  # cancelled (stop, reload): never leave it running
+            _kill_escaped(token, check.name)  # no await here: cancelled, so at once
         out.read(read_fd, loop)
         loop.remove_reader(read_fd)
         os.close(read_fd)
@@ -187,6 +206,36 @@ def _identity(user: str | None) -> dict[str, Any]:
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _kill_escaped(token: str, name: str) -> int:
+    """SIGKILL every process whose environment carries this run's `token` (a process of the
+    check that left its process group); how many were killed. Logged: the check misbehaves."""
+    marker = f"\0{RUN_TOKEN_VAR}={token}\0".encode()
+    me = os.getpid()
+    killed = 0
+    for _ in range(ESCAPE_ROUNDS):
+        found = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == me:
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    env = b"\0" + f.read() + b"\0"
+            except OSError:  # gone, or a kernel thread
+                continue
+            if marker in env:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(entry), signal.SIGKILL)
+                    found += 1
+        killed += found
+        if not found:
+            break
+    if killed:
+        log.warning(
+            "check %s: killed %d process(es) it left running outside its group", name, killed
+        )
+    return killed
 
 
 def _start_error(e: Exception) -> str:
