@@ -376,3 +376,45 @@ def test_the_password_file_stays_beside_the_cluster_file(tmp_path: Path) -> None
             "--password-file", "../escaped")  # fmt: skip
     assert r.exit_code == 2 and "beside the cluster file" in r.output
     assert not (tmp_path.parent / "escaped").exists()
+
+
+KEEPALIVED_WITH = """vrrp_script chk_x {{
+    script "/usr/local/bin/{script}"
+}}
+vrrp_instance VI_1 {{
+    interface eth0
+    virtual_router_id 10
+    priority {prio}
+    unicast_src_ip {src}
+    virtual_ipaddress {{
+        203.0.113.10/24
+    }}
+    track_script {{
+        chk_x
+    }}
+    notify_master "/etc/{script}"
+}}
+"""
+
+
+@pytest.mark.parametrize("name", ["\U0001f600check", "a\x7fb"])
+def test_characters_json_and_toml_escape_differently_give_a_file_or_a_clear_error(
+    tmp_path: Path, name: str
+) -> None:
+    """A character beyond U+FFFF (JSON: a surrogate pair, which TOML refuses) and DEL (raw in JSON,
+    refused raw by TOML) in a script path: a valid file, or the loader's error; never a
+    traceback."""
+    hosts = []
+    for host, prio, src in (("a", 150, "198.51.100.1"), ("b", 100, "198.51.100.2")):
+        f = tmp_path / f"{host}.conf"
+        f.write_text(KEEPALIVED_WITH.format(script=name, prio=prio, src=src))
+        hosts += ["--host", f"{host}={f}"]
+    out = tmp_path / "out" / "c.toml"
+    r = run("import", "-o", str(out), *hosts)
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    if name.isprintable():
+        assert r.exit_code == 0, r.output
+        assert load_cluster(out).checks[0].argv == (f"/usr/local/bin/{name}",)
+    else:
+        assert r.exit_code == 2 and "control character" in r.output, r.output
+        assert not out.exists()

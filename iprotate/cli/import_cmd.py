@@ -184,7 +184,10 @@ def _report(out: Path, imp: importer.Imported) -> bool:
 def _document(text: str, path: str) -> Cluster:
     """The cluster `text` describes, validated as the loader does; the password file may not
     exist yet (a ucarp passfile not at hand), so a placeholder stands in for it."""
-    data = tomllib.loads(text)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:  # a bug of the writer: an error, never a traceback
+        raise ClusterError(path, [f"the file import would write is not TOML: {e}"]) from None
     data["cluster"].pop("password_file", None)
     data["cluster"]["password"] = "placeholder"
     return parse_cluster(data, path)

@@ -18,7 +18,6 @@ of its own; never in the cluster file), and the scripts. Whatever does not carry
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from collections import Counter, defaultdict
@@ -983,8 +982,18 @@ def _free_vhids(
 
 
 def _q(s: str) -> str:
-    """A TOML basic string (JSON's escapes are TOML's)."""
-    return json.dumps(s)
+    """A TOML basic string. Not json.dumps: JSON writes a character beyond U+FFFF as a surrogate
+    pair (TOML refuses `\\ud83d`) and DEL raw (TOML refuses it raw). Every other character is
+    kept as it is: the loader then names a control character in a clear error."""
+    out = []
+    for ch in s:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch < " " or ch == "\x7f":
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def host_address(value: str) -> IPAddress:
