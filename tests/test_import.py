@@ -418,3 +418,46 @@ def test_characters_json_and_toml_escape_differently_give_a_file_or_a_clear_erro
     else:
         assert r.exit_code == 2 and "control character" in r.output, r.output
         assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "priority high",  # not a number
+        "priority",  # no value
+        "advert_int",  # no value
+        "advert_int inf",  # float() takes it, round() overflows
+        "notify_master /etc/it's.sh",  # shlex: an unbalanced quote
+    ],
+)
+def test_a_keepalived_value_that_is_not_one_is_a_clear_error(tmp_path: Path, line: str) -> None:
+    """Found by mutating the fixtures: each of these raised a traceback out of `import`. A
+    keyword without a value keeps its default; a value that is not one is an error."""
+    f = tmp_path / "k.conf"
+    f.write_text(
+        "vrrp_instance VI_1 {\n    interface eth0\n    virtual_router_id 10\n"
+        f"    unicast_src_ip 198.51.100.1\n    {line}\n"
+        "    virtual_ipaddress {\n        203.0.113.10/24\n    }\n}\n"
+    )
+    r = run("import", "--host", f"a={f}", "-o", str(tmp_path / "c.toml"))
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    if line in ("priority", "advert_int"):
+        assert r.exit_code == 0, r.output
+    else:
+        assert r.exit_code == 2 and f"{f}:1: vrrp_instance VI_1" in r.output, r.output
+
+
+@pytest.mark.parametrize("line", ["script /bin/it's", "user"])
+def test_a_vrrp_script_that_cannot_be_read_is_left_out_with_a_note(
+    tmp_path: Path, line: str
+) -> None:
+    f = tmp_path / "k.conf"
+    f.write_text(
+        f'vrrp_script chk_x {{\n    script "/bin/true"\n    {line}\n}}\n'
+        "vrrp_instance VI_1 {\n    interface eth0\n    virtual_router_id 10\n"
+        "    unicast_src_ip 198.51.100.1\n"
+        "    virtual_ipaddress {\n        203.0.113.10/24\n    }\n}\n"
+    )
+    r = run("import", "--host", f"a={f}", "-o", str(tmp_path / "c.toml"))
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    assert r.exit_code == 0, r.output

@@ -538,7 +538,11 @@ def _vrrp_script(where: str, name: str, blk: _Block, notes: list[str]) -> Script
     """A ``vrrp_script`` as an exec check, or None (with a note) when it cannot be one."""
     vals = {key: words for key, words, sub, _n in blk.items if sub is None}
     label = f"{where}: vrrp_script {name}"
-    argv = tuple(shlex.split(" ".join(vals.get("script", []))))
+    try:
+        argv = tuple(shlex.split(" ".join(vals.get("script", []))))
+    except ValueError as e:  # an unbalanced quote
+        notes.append(f"{label}: its script line cannot be split into words ({e}); left out")
+        return None
     if not argv or not argv[0].startswith("/"):
         notes.append(f"{label}: its script is not an absolute path (iprotate runs no shell "
                      "and no PATH search); left out, add a [[checks]] entry by hand")  # fmt: skip
@@ -560,7 +564,7 @@ def _vrrp_script(where: str, name: str, blk: _Block, notes: list[str]) -> Script
     for key in sorted(set(vals) - {"script", "weight", "interval", "timeout", "fall", "rise",
                                    "user"}):  # fmt: skip
         notes.append(f"{label}: {key} has no equivalent; left out")
-    user = vals.get("user", [None])[0]
+    user = (vals.get("user") or [None])[0]
     return Script(name, argv, interval, timeout, fall, rise, user)
 
 
@@ -583,11 +587,14 @@ def _vrrp_instance(
     if "virtual_ipaddress" not in subs:
         raise MigrateError(f"{label}: no virtual_ipaddress block")
     vrid = _vhid(vals["virtual_router_id"][0], label)
-    prio = int(vals.get("priority", ["100"])[0])
-    adv = vals.get("advert_int", ["1"])[0]
+    prio_s = (vals.get("priority") or ["100"])[0]
+    if not prio_s.isdigit() or not prio_s.isascii():
+        raise MigrateError(f"{label}: priority {prio_s!r} is not a number")
+    prio = int(prio_s)
+    adv = (vals.get("advert_int") or ["1"])[0]
     try:
         advbase = max(1, round(float(adv)))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: inf
         raise MigrateError(f"{label}: advert_int {adv!r} is not a number") from None
     if advbase != float(adv):
         notes.append(f"{label}: advert_int {adv} becomes advbase {advbase} (whole seconds)")
@@ -598,7 +605,11 @@ def _vrrp_instance(
         for key, words, _sub, _n in auth.items:
             if key == "auth_pass" and words:
                 password = words[0].encode()
-    notify = {k: _notify(vals[k]) for k in ("notify_master", "notify_backup") if k in vals}
+    notify = {
+        k: _notify(vals[k], f"{label}: {k}")
+        for k in ("notify_master", "notify_backup")
+        if k in vals
+    }
     tracks = (
         tuple(key for key, _w, _s, _n in subs["track_script"].items)
         if "track_script" in subs
@@ -645,9 +656,13 @@ def _vrrp_instance(
     return out
 
 
-def _notify(words: list[str]) -> str:
+def _notify(words: list[str], where: str) -> str:
     """The script of a notify line (its first word; iprotate passes its own arguments)."""
-    return shlex.split(" ".join(words))[0] if words else ""
+    try:
+        split = shlex.split(" ".join(words))
+    except ValueError as e:  # an unbalanced quote
+        raise MigrateError(f"{where}: cannot be split into words ({e})") from None
+    return split[0] if split else ""
 
 
 # --- building the cluster file -------------------------------------------------------------------
