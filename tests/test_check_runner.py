@@ -5,6 +5,7 @@ output; and what metrics and hooks get of a check (issue 10)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import time
@@ -194,5 +195,22 @@ def test_a_hung_process_that_left_the_group_is_killed_at_the_timeout(tmp_path: P
     body = f"/usr/bin/setsid /bin/sleep {tag} </dev/null >/dev/null 2>&1 &\n/bin/sleep 5\n"
     r = asyncio.run(run_once(check(script(tmp_path, body), timeout=0.3)))
     assert not r.ok and "timed out" in r.detail
+    time.sleep(0.1)
+    assert not _running(tag)
+
+
+def test_a_cancelled_run_kills_what_left_the_group(tmp_path: Path) -> None:
+    """The daemon stopping (or a reload) while a check runs: nothing of it stays."""
+    tag = f"{time.time_ns() % 10**6}.375"
+    body = f"/usr/bin/setsid /bin/sleep {tag} </dev/null >/dev/null 2>&1 &\n/bin/sleep 5\n"
+
+    async def go() -> None:
+        task = asyncio.create_task(run_once(check(script(tmp_path, body), timeout=5.0)))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
     time.sleep(0.1)
     assert not _running(tag)

@@ -139,7 +139,13 @@ async def _http(check: Check) -> tuple[bool, str]:
 
 async def _exec(check: Check) -> tuple[bool, str]:
     token = secrets.token_hex(16)
-    result = await _exec_group(check, token)
+    try:
+        result = await _exec_group(check, token)
+    except asyncio.CancelledError:
+        # Stop or reload: at once, no await. The token also finds a process spawned just as the
+        # cancel came, before the group kill could know its pid.
+        _kill_escaped(token, check.name)
+        raise
     # Off the loop: a scan of /proc costs milliseconds on a busy host.
     await asyncio.to_thread(_kill_escaped, token, check.name)
     return result
@@ -180,7 +186,6 @@ async def _exec_group(check: Check, token: str) -> tuple[bool, str]:
     finally:
         if proc is not None and proc.returncode is None:
             _kill_group(proc)  # cancelled (stop, reload): never leave it running
-            _kill_escaped(token, check.name)  # no await here: cancelled, so at once
         out.read(read_fd, loop)
         loop.remove_reader(read_fd)
         os.close(read_fd)
