@@ -437,3 +437,19 @@ def test_keepalived_refuses_check_words_it_would_split() -> None:
     doc["checks"] = [{"name": "c", "exec": ["/usr/bin/true"], "user": "no body"}]
     with pytest.raises(keepalived.KeepalivedError, match="not a user name"):
         keepalived.keepalived_conf(make_plan(parse_cluster(doc, "t.toml")), "a")
+
+
+@pytest.mark.parametrize("iface", ["eth}0", "e{th", 'et"h', "#eth", "!eth", "eth\\0"])
+def test_keepalived_refuses_an_interface_its_parser_would_split(iface: str) -> None:
+    """Linux allows braces, quotes, '#' and '!' in an interface name (only '/', ':' and blanks
+    are out), and so does the cluster file; keepalived's parser splits a word at a brace or a
+    quote and reads '#'/'!' as a comment: `interface eth}0` would close the vrrp_instance."""
+    for key in ("interface", "vip_interface"):
+        doc = {
+            "cluster": {"interface": "eth1", "password": "pw", key: iface},
+            "hosts": [{"name": "a", "address": "198.51.100.1"}],
+            "vips": [{"address": "203.0.113.10/24"}],
+        }
+        p = make_plan(parse_cluster(doc, "t.toml"))
+        with pytest.raises(keepalived.KeepalivedError, match=f"{key} .*rename the interface"):
+            keepalived.keepalived_conf(p, "a")

@@ -31,6 +31,9 @@ VRRP_DEAD_RATIO = 3  # RFC 3768 6.1: Master_Down_Interval = 3 * Advertisement_In
 # keepalived splits a notify line into words itself (no shell); a double quote, a backslash or a
 # control character in a path would change what it runs.
 _UNSAFE = re.compile(r'["\\\x00-\x1f\x7f]')
+# keepalived's parser ends a word at a brace or a quote and starts a comment at a word that begins
+# with '#' or '!': Linux allows all of these in an interface name, keepalived.conf does not.
+_BAD_IFNAME = re.compile(r'["{}\\#!]')
 
 
 class KeepalivedError(ValueError):
@@ -85,6 +88,12 @@ def check(plan: Plan, host: str) -> None:
                 f"one per process (vrrp_mcast_group4/6); leave the group out or use --unicast"
             )
             break
+    for what, name in (("interface", h.interface), ("vip_interface", h.vip_interface)):
+        if _BAD_IFNAME.search(name):
+            problems.append(
+                f"{what} {name!r} has a brace, a quote, a backslash, '#' or '!', which "
+                "keepalived.conf cannot carry in a word; rename the interface"
+            )
     for path in _scripts(plan, h):
         if _UNSAFE.search(path):
             problems.append(f"script path {path!r} has a quote, a backslash or a control character")
