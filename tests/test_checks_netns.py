@@ -332,5 +332,6 @@ def test_hostile_services_fail_their_checks_within_the_timeout() -> None:
     assert out["refused"][1] == out["tcp_refused"][1] == "connect refused"
     assert out["404"][1] == "HTTP 404"
     assert out["204_expect_200"][1] == "HTTP 204, want 200"
+    assert not out["superscript"][0] and out["superscript"][1].startswith("not an HTTP answer")
     for name in ("301", "204_expect_204", "tcp_ok"):
         assert out[name][0], (name, out[name])

@@ -30,6 +30,7 @@ import errno
 import logging
 import os
 import pwd
+import re
 import secrets
 import signal
 import subprocess
@@ -125,7 +126,12 @@ async def _http(check: Check) -> tuple[bool, str]:
         with contextlib.suppress(OSError):
             await writer.wait_closed()
     parts = line.decode("latin-1").split(None, 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+    # isdigit() alone takes '²' (latin-1 0xb2), which int() refuses: three ASCII digits.
+    if (
+        len(parts) < 2
+        or not parts[0].startswith("HTTP/")
+        or not re.fullmatch(r"[0-9]{3}", parts[1])
+    ):
         return False, f"not an HTTP answer: {line[:80]!r}" if line else "connection closed"
     code = int(parts[1])
     status = f"HTTP {code}"
