@@ -461,3 +461,20 @@ def test_a_vrrp_script_that_cannot_be_read_is_left_out_with_a_note(
     r = run("import", "--host", f"a={f}", "-o", str(tmp_path / "c.toml"))
     assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ("--password=Tr0ub4dor", "'--password' is not a ucarp option"),  # --pass is ucarp's
+        ("-p Tr0ub4dor horse", "a bare argument"),  # a password with a blank, unquoted
+    ],
+)
+def test_a_bad_ucarp_line_never_prints_the_password(
+    tmp_path: Path, args: str, message: str
+) -> None:
+    f = tmp_path / "h.sh"
+    f.write_text(f"ucarp -i eth0 -s 198.51.100.1 -v 1 {args} -a 203.0.113.1\n")
+    r = run("import", "--host", f"h={f}", "-o", str(tmp_path / "c.toml"))
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert "Tr0ub4dor" not in r.output and "horse" not in r.output

@@ -166,7 +166,9 @@ def _ucarp_argv(tokens: list[str]) -> list[str] | None:
 
 
 def _options(args: list[str], where: str) -> Iterator[tuple[str, str | None]]:
-    """(long option name, value) pairs as getopt_long reads them; unknown ones raise."""
+    """(long option name, value) pairs as getopt_long reads them; unknown ones raise. An error
+    never shows a value: `--password=SECRET` (no such option) or the second word of an unquoted
+    password with a blank would print the password."""
     it = iter(args)
     for a in it:
         if a.startswith("--"):
@@ -175,7 +177,7 @@ def _options(args: list[str], where: str) -> Iterator[tuple[str, str | None]]:
                 o for o in UCARP_OPTIONS if o.startswith(name)
             ]
             if len(matches) != 1 or not name:
-                raise MigrateError(f"{where}: {a!r} is not a ucarp option")
+                raise MigrateError(f"{where}: {'--' + name!r} is not a ucarp option")
             opt = matches[0]
             takes = UCARP_OPTIONS[opt][1]
             if takes and not eq:
@@ -198,7 +200,10 @@ def _options(args: list[str], where: str) -> Iterator[tuple[str, str | None]]:
                 yield opt, None
                 k += 1
         else:
-            raise MigrateError(f"{where}: {a!r}: ucarp takes no bare arguments")
+            raise MigrateError(
+                f"{where}: a bare argument after ucarp's options (not shown: it may be the rest "
+                "of a password with a blank); ucarp takes none"
+            )
 
 
 _ASSIGN = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)")
