@@ -478,3 +478,16 @@ def test_a_bad_ucarp_line_never_prints_the_password(
     r = run("import", "--host", f"h={f}", "-o", str(tmp_path / "c.toml"))
     assert r.exit_code == 2 and message in r.output, r.output
     assert "Tr0ub4dor" not in r.output and "horse" not in r.output
+
+
+def test_a_misplaced_keepalived_auth_pass_is_not_printed(tmp_path: Path) -> None:
+    f = tmp_path / "k.conf"
+    f.write_text(
+        "auth_pass Tr0ub4dor\n"
+        "vrrp_instance VI_1 {\n    interface eth0\n    virtual_router_id 10\n"
+        "    unicast_src_ip 198.51.100.1\n"
+        "    virtual_ipaddress {\n        203.0.113.10/24\n    }\n}\n"
+    )
+    r = run("import", "--host", f"a={f}", "-o", str(tmp_path / "c.toml"))
+    assert r.exit_code == 0 and "auth_pass" in r.output, r.output
+    assert "Tr0ub4dor" not in r.output

@@ -529,7 +529,9 @@ def parse_keepalived(host: str, name: str, text: str) -> Parsed:
                 out.scripts[args[0]] = script
             continue
         if key != "vrrp_instance" or blk is None:
-            out.notes.append(f"{where}: {key} {' '.join(args)} has no equivalent; left out")
+            # A misplaced `auth_pass SECRET` lands here: its words are not shown.
+            shown = "" if "pass" in key.lower() else " ".join(args)
+            out.notes.append(f"{where}: {key} {shown} has no equivalent; left out")
             continue
         out.instances += _vrrp_instance(host, where, args, blk, out.notes)
     for i in out.instances:
