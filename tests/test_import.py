@@ -491,3 +491,20 @@ def test_a_misplaced_keepalived_auth_pass_is_not_printed(tmp_path: Path) -> None
     r = run("import", "--host", f"a={f}", "-o", str(tmp_path / "c.toml"))
     assert r.exit_code == 0 and "auth_pass" in r.output, r.output
     assert "Tr0ub4dor" not in r.output
+
+
+def test_keepalived_comments_are_read_as_keepalived_reads_them(tmp_path: Path) -> None:
+    """keepalived's decomment(): '#' or '!' starts a comment anywhere outside double quotes and
+    never inside them. The importer cut at a blank before '#'/'!' even inside quotes, so a
+    `script "/bin/sh -c '! pidof x'"` lost its end (and its closing quote)."""
+    f = tmp_path / "k.conf"
+    f.write_text(
+        "vrrp_script chk_x {\n    script \"/bin/sh -c '! pidof x'\"  # not running is good\n}\n"
+        "vrrp_instance VI_1 {\n    interface eth0#main\n    virtual_router_id 10\n"
+        "    unicast_src_ip 198.51.100.1\n"
+        "    virtual_ipaddress {\n        203.0.113.10/24\n    }\n"
+        "    track_script {\n        chk_x\n    }\n}\n"
+    )
+    r, doc = imported(tmp_path, f"a={f}")
+    assert doc["checks"][0]["exec"] == ["/bin/sh", "-c", "! pidof x"], r.output
+    assert doc["hosts"][0]["interface"] == "eth0"

@@ -473,6 +473,29 @@ class _Block:
     items: list[tuple[str, list[str], _Block | None, int]] = field(default_factory=list)
 
 
+def _decomment(line: str) -> str:
+    """A keepalived.conf line without its comment, as keepalived's decomment() reads it: a '#' or
+    '!' outside double quotes starts a comment, anywhere in the line (not only after a blank);
+    inside quotes it is kept (`script "/bin/sh -c '! pidof x'"`); `\\#` and `\\!` are literal."""
+    out: list[str] = []
+    quote = False
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if ch == '"':
+            quote = not quote
+        elif ch == "\\" and i + 1 < len(line):
+            nxt = line[i + 1]
+            out.append(nxt if not quote and nxt in "#!" else ch + nxt)
+            i += 2
+            continue
+        elif ch in "#!" and not quote:
+            break
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
 def _keepalived_tree(name: str, text: str) -> _Block:
     """keepalived.conf as nested blocks: each item is (keyword, words, sub-block, line). A
     keyword's ``{`` may be on the same line or the next one."""
@@ -480,7 +503,7 @@ def _keepalived_tree(name: str, text: str) -> _Block:
     stack = [root]
     pending: tuple[list[str], int] | None = None  # the last line's words, if a '{' may follow
     for n, raw in enumerate(text.splitlines(), 1):
-        line = re.split(r"\s[#!]|^\s*[#!]", raw, maxsplit=1)[0]
+        line = _decomment(raw)
         tokens = [t for t in (m.group(1) if m.group(1) is not None else m.group(0)
                   for m in _TOKEN.finditer(line))]  # fmt: skip
         if pending is not None and not (tokens and tokens[0] == "{"):
