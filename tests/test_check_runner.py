@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import tempfile
 import time
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -214,3 +216,34 @@ def test_a_cancelled_run_kills_what_left_the_group(tmp_path: Path) -> None:
     asyncio.run(go())
     time.sleep(0.1)
     assert not _running(tag)
+
+
+def test_a_user_lookup_that_hangs_never_stalls_the_loop(monkeypatch: Any) -> None:
+    """getpwnam asks LDAP or NIS on many hosts; one that hangs must cost the run (it fails at
+    its timeout), never the event loop that sends the adverts."""
+    import iprotate.engine.checks as checks_mod
+
+    def slow_getpwnam(name: str) -> Any:
+        time.sleep(1.5)
+        raise KeyError(name)
+
+    monkeypatch.setattr(checks_mod.pwd, "getpwnam", slow_getpwnam)
+    c = dataclasses.replace(check("/bin/true", timeout=0.3), user="nobody")
+
+    async def go() -> tuple[RunResult, float]:
+        gaps = [0.0]
+
+        async def ticker() -> None:
+            while True:
+                t = time.monotonic()
+                await asyncio.sleep(0.02)
+                gaps.append(time.monotonic() - t)
+
+        tick = asyncio.create_task(ticker())
+        r = await run_once(c)
+        tick.cancel()
+        return r, max(gaps)
+
+    r, worst = asyncio.run(go())
+    assert not r.ok and "looking up user nobody took longer than 0.3 s" in r.detail
+    assert r.seconds < 1.0 and worst < 0.5

@@ -144,21 +144,32 @@ async def _http(check: Check) -> tuple[bool, str]:
 
 
 async def _exec(check: Check) -> tuple[bool, str]:
+    identity: dict[str, Any] = {}
+    if check.user is not None:
+        # getpwnam may ask LDAP or NIS, which can hang: never in the loop that sends the adverts.
+        # A lookup that hangs fails the run at the timeout (its thread is left to finish).
+        try:
+            identity = await asyncio.wait_for(
+                asyncio.to_thread(_identity, check.user), check.timeout
+            )
+        except TimeoutError:
+            why = f"looking up user {check.user} took longer than {check.timeout:g} s"
+            return False, f"cannot start {check.target}: {why}"
+        except (OSError, ValueError, KeyError) as e:  # KeyError: no such user
+            return False, f"cannot start {check.target}: {_start_error(e)}"
     token = secrets.token_hex(16)
     first = _last_pid()  # every process of the run gets a later pid (unless pids wrap)
     try:
-        result = await _exec_group(check, token)
-    except asyncio.CancelledError:
-        # Stop or reload: at once, no await. The token also finds a process spawned just as the
-        # cancel came, before the group kill could know its pid.
+        result = await _exec_group(check, token, identity)
+    finally:
+        # Also when cancelled (stop, reload): the token finds a process spawned just as the
+        # cancel came, before the group kill could know its pid. In the loop: with only the
+        # pids newer than the run to read, a scan takes well under a millisecond.
         _kill_escaped(token, check.name, first)
-        raise
-    # Off the loop: a scan of /proc costs milliseconds on a busy host.
-    await asyncio.to_thread(_kill_escaped, token, check.name, first)
     return result
 
 
-async def _exec_group(check: Check, token: str) -> tuple[bool, str]:
+async def _exec_group(check: Check, token: str, identity: dict[str, Any]) -> tuple[bool, str]:
     loop = asyncio.get_running_loop()
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     os.set_blocking(read_fd, False)
@@ -175,9 +186,9 @@ async def _exec_group(check: Check, token: str) -> tuple[bool, str]:
                 env={"PATH": SCRIPT_PATH, "IPROTATE_CHECK": check.name, RUN_TOKEN_VAR: token},
                 start_new_session=True,  # its own process group: killed whole at the timeout
                 cwd="/",
-                **_identity(check.user),
+                **identity,
             )
-        except (OSError, ValueError, KeyError) as e:  # KeyError/ValueError: no such user
+        except (OSError, ValueError) as e:
             return False, f"cannot start {check.target}: {_start_error(e)}"
         finally:
             os.close(write_fd)
