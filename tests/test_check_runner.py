@@ -247,3 +247,39 @@ def test_a_user_lookup_that_hangs_never_stalls_the_loop(monkeypatch: Any) -> Non
     r, worst = asyncio.run(go())
     assert not r.ok and "looking up user nobody took longer than 0.3 s" in r.detail
     assert r.seconds < 1.0 and worst < 0.5
+
+
+def test_a_program_whose_start_hangs_never_stalls_the_loop(monkeypatch: Any) -> None:
+    """Popen returns once the child has exec'd: a program on a hung NFS mount holds it. With
+    asyncio's subprocess that held the event loop; now the run fails at its timeout, and the
+    process, when it finally starts, is killed."""
+    import subprocess
+
+    real = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+
+    def slow_exec(self: Any, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(1.0)  # exec stuck in the kernel, as on a hung mount
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", slow_exec)
+    tag = f"{time.time_ns() % 10**6}.625"
+
+    async def go() -> tuple[RunResult, float]:
+        gaps = [0.0]
+
+        async def ticker() -> None:
+            while True:
+                t = time.monotonic()
+                await asyncio.sleep(0.02)
+                gaps.append(time.monotonic() - t)
+
+        tick = asyncio.create_task(ticker())
+        r = await run_once(check("/bin/sleep", tag, timeout=0.3))
+        await asyncio.sleep(1.5)  # the daemon goes on: the late process comes and is killed
+        tick.cancel()
+        return r, max(gaps)
+
+    r, worst = asyncio.run(go())
+    assert not r.ok and "starting it took longer than 0.3 s" in r.detail, r.detail
+    assert worst < 0.5
+    assert not _running(tag)

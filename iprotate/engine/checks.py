@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import pwd
@@ -175,35 +176,48 @@ async def _exec_group(check: Check, token: str, identity: dict[str, Any]) -> tup
     os.set_blocking(read_fd, False)
     out = _Tail()
     loop.add_reader(read_fd, out.read, read_fd, loop)
-    proc: asyncio.subprocess.Process | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    # Popen returns once the child has exec'd: a program on a hung NFS mount would hold it (and
+    # with asyncio's own subprocess it would hold the loop). In a thread, bounded by the timeout.
+    spawn = loop.run_in_executor(
+        None,
+        functools.partial(
+            subprocess.Popen,
+            check.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=write_fd,
+            stderr=write_fd,
+            env={"PATH": SCRIPT_PATH, "IPROTATE_CHECK": check.name, RUN_TOKEN_VAR: token},
+            start_new_session=True,  # its own process group: killed whole at the timeout
+            cwd="/",
+            **identity,
+        ),
+    )
+    started = loop.time()
     try:
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *check.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=write_fd,
-                stderr=write_fd,
-                env={"PATH": SCRIPT_PATH, "IPROTATE_CHECK": check.name, RUN_TOKEN_VAR: token},
-                start_new_session=True,  # its own process group: killed whole at the timeout
-                cwd="/",
-                **identity,
-            )
+            proc = await asyncio.wait_for(asyncio.shield(spawn), check.timeout)
+        except TimeoutError:  # first: TimeoutError is an OSError
+            why = f"starting it took longer than {check.timeout:g} s"
+            return False, f"cannot start {check.target}: {why}"
         except (OSError, ValueError) as e:
             return False, f"cannot start {check.target}: {_start_error(e)}"
         finally:
-            os.close(write_fd)
-        try:
-            code = await asyncio.wait_for(proc.wait(), check.timeout)
-        except TimeoutError:
+            if spawn.done():
+                os.close(write_fd)
+            else:  # still in Popen (timeout, cancel): the child gets the fd; kill it when it comes
+                spawn.add_done_callback(functools.partial(_kill_late, write_fd))
+        code = await _wait(proc, started + check.timeout - loop.time())
+        if code is None:
             _kill_group(proc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), REAP_WAIT)
+            await _wait(proc, REAP_WAIT)
             return False, f"timed out after {check.timeout:g} s, killed" + out.last_line(": ")
         # Whatever it left running in its group goes too: a check leaves nothing behind.
         _kill_group(proc)
     finally:
         if proc is not None and proc.returncode is None:
             _kill_group(proc)  # cancelled (stop, reload): never leave it running
+            _reap_later(proc)
         out.read(read_fd, loop)
         loop.remove_reader(read_fd)
         os.close(read_fd)
@@ -211,6 +225,53 @@ async def _exec_group(check: Check, token: str, identity: dict[str, Any]) -> tup
         return True, out.last_line() or "exit 0"
     why = f"exit {code}" if code > 0 else f"killed by signal {-code}"
     return False, why + out.last_line(": ")
+
+
+async def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """The exit code of `proc`, reaped, or None if it runs longer than `timeout`. Woken by a
+    pidfd (no polling, no child watcher); every 10 ms a poll where pidfds are missing."""
+    loop = asyncio.get_running_loop()
+    if proc.poll() is not None:
+        return proc.returncode
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (OSError, AttributeError):
+        fd = None
+    if fd is None:
+        end = loop.time() + timeout
+        while proc.poll() is None:
+            if loop.time() >= end:
+                return None
+            await asyncio.sleep(0.01)
+        return proc.returncode
+    try:
+        exited = loop.create_future()
+        loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+        try:
+            await asyncio.wait_for(exited, max(timeout, 0.0))
+        except TimeoutError:
+            return None
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)
+    return proc.wait()  # it has exited: reaped at once
+
+
+def _kill_late(write_fd: int, spawn: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    """A Popen that returned after its run gave up (timeout, cancel): kill what it started."""
+    os.close(write_fd)
+    if spawn.cancelled() or spawn.exception() is not None:
+        return
+    proc = spawn.result()
+    _kill_group(proc)
+    _reap_later(proc)
+
+
+def _reap_later(proc: subprocess.Popen[bytes]) -> None:
+    """Reap a killed `proc` off the loop (a process stuck in the kernel may take a while)."""
+    with contextlib.suppress(RuntimeError):  # the loop is closing: Popen reaps it later
+        asyncio.get_running_loop().run_in_executor(None, proc.wait)
 
 
 def _identity(user: str | None) -> dict[str, Any]:
@@ -226,7 +287,7 @@ def _identity(user: str | None) -> dict[str, Any]:
     }
 
 
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
 
