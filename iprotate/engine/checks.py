@@ -16,6 +16,10 @@ rise/fall counting and what it does to the VIPs are the core's, iprotate.carp), 
   and killed too, after every run: a check run every second must not leave one process a second
   behind. (Only a program that also clears its environment escapes this.)
 
+The program is started in a thread (Popen returns only once the child has exec'd, which a hung
+NFS mount can hold for ever) and its user looked up in one (getpwnam may ask a hung LDAP): both
+bounded by the timeout, neither in the loop.
+
 A check that cannot start (missing program, unknown user) fails like any other run, at its
 interval (never in a tight loop), and the reason is logged once until it changes. Nothing here
 runs on the takeover path: adverts and takeovers are timers of the daemon, and a check is only
