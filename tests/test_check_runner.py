@@ -283,3 +283,44 @@ def test_a_program_whose_start_hangs_never_stalls_the_loop(monkeypatch: Any) -> 
     assert not r.ok and "starting it took longer than 0.3 s" in r.detail, r.detail
     assert worst < 0.5
     assert not _running(tag)
+
+
+def test_a_reload_looks_at_check_programs_off_the_loop(monkeypatch: Any) -> None:
+    """A reload stats every exec check's program and looks its user up: on a hung NFS mount or
+    LDAP that held the event loop (the daemon called loader.check_local in it)."""
+    from iprotate.cluster import loader
+    from iprotate.engine.checks import local_problems
+
+    real_stat = os.stat
+
+    def slow_stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path) == "/opt/nfs/check":
+            time.sleep(1.0)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(loader.os, "stat", slow_stat)
+    doc = {
+        "cluster": {"interface": "eth1", "password": "pw"},
+        "hosts": [{"name": "a", "address": "198.51.100.1"}],
+        "vips": [{"address": "203.0.113.10/24"}],
+        "checks": [{"name": "nfs", "exec": ["/opt/nfs/check"]}],
+    }
+    cluster = parse_cluster(doc, "t.toml")
+
+    async def go() -> tuple[list[str], float]:
+        gaps = [0.0]
+
+        async def ticker() -> None:
+            while True:
+                t = time.monotonic()
+                await asyncio.sleep(0.02)
+                gaps.append(time.monotonic() - t)
+
+        tick = asyncio.create_task(ticker())
+        problems = await local_problems(cluster, "a", frozenset({VIP}), wait=0.3)
+        tick.cancel()
+        return problems, max(gaps)
+
+    problems, worst = asyncio.run(go())
+    assert problems == ["the check programs and users could not be looked at within 0.3 s"]
+    assert worst < 0.5

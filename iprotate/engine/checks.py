@@ -44,8 +44,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from iprotate.cluster.loader import parse_http_url, split_host_port
-from iprotate.cluster.model import Check
+from iprotate.cluster.loader import check_local, parse_http_url, split_host_port
+from iprotate.cluster.model import Check, Cluster, IPAddress
 from iprotate.engine.hooks import SCRIPT_PATH
 
 # Bytes kept of an exec check's output (its last line is what status shows).
@@ -276,6 +276,24 @@ def _reap_later(proc: subprocess.Popen[bytes]) -> None:
     """Reap a killed `proc` off the loop (a process stuck in the kernel may take a while)."""
     with contextlib.suppress(RuntimeError):  # the loop is closing: Popen reaps it later
         asyncio.get_running_loop().run_in_executor(None, proc.wait)
+
+
+# How long a reload waits for the look at this host's check programs and users.
+LOCAL_CHECK_WAIT = 5.0
+
+
+async def local_problems(
+    cluster: Cluster, host: str, host_vips: frozenset[IPAddress], wait: float = LOCAL_CHECK_WAIT
+) -> list[str]:
+    """What stops `host`'s checks from running here (loader.check_local), looked at in a thread
+    and waited for at most `wait` seconds: it stats each program (a hung NFS mount holds a stat
+    for ever) and looks each user up (a hung LDAP holds getpwnam), never in the loop."""
+    try:
+        return await asyncio.wait_for(
+            asyncio.to_thread(check_local, cluster, host, host_vips), wait
+        )
+    except TimeoutError:
+        return [f"the check programs and users could not be looked at within {wait:g} s"]
 
 
 def _identity(user: str | None) -> dict[str, Any]:
