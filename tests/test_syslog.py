@@ -151,6 +151,23 @@ def test_handler_speaks_to_a_stream_socket(tmp_path: Path) -> None:
     srv.close()
 
 
+def test_a_nul_or_a_carriage_return_never_splits_a_line(tmp_path: Path) -> None:
+    """On a stream socket a NUL ends a line: one inside a message cut it in two (and the second
+    half became a line of its own, without a header)."""
+    path = tmp_path / "log"
+    srv = _stream_listener(path)
+    h = SyslogHandler("daemon", "alpha", str(path))
+    conn, _ = srv.accept()
+    conn.settimeout(2.0)
+    h.emit(_record("one\0two\rthree\x1b[31m"))
+    h.emit(_record("next"))
+    first, second = _read_lines(conn, 2)
+    assert first.endswith(b"alpha: one two three [31m") and second.endswith(b"alpha: next")
+    h.close()
+    conn.close()
+    srv.close()
+
+
 def test_a_stream_reader_that_stops_never_blocks_and_a_new_one_gets_lines(tmp_path: Path) -> None:
     path = tmp_path / "log"
     srv = _stream_listener(path)

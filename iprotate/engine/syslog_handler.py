@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import socket
 import time
 
@@ -30,6 +31,7 @@ DEV_LOG = "/dev/log"
 IDENT = "iprotate"
 MAX_LINE = 8192  # bytes; longer lines are cut (a datagram has a limit, a log line should not)
 MAX_PENDING = 1 << 16  # bytes waiting for a slow reader of a stream socket
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but the tab
 
 # syslog(3)'s facility codes (RFC 5424 table 1), for the names the cluster file accepts.
 FACILITY_CODES = {
@@ -85,8 +87,9 @@ class SyslogHandler(logging.Handler):
         """The datagram for one record."""
         pri = self.facility * 8 + severity(record.levelno)
         stamp = time.strftime("%b %e %H:%M:%S", time.localtime(record.created))
-        # One record, one line: a newline inside a message would start a bogus line in the file.
-        text = self.format(record).replace("\n", " ")
+        # One record, one line: a newline inside a message would start a bogus line in the file,
+        # a NUL would end the line early on a stream socket; no control character gets through.
+        text = _CONTROL.sub(" ", self.format(record))
         data = f"<{pri}>{stamp} {IDENT}[{os.getpid()}]: {self.host}: {text}".encode(
             errors="replace"
         )
