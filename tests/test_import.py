@@ -508,3 +508,14 @@ def test_keepalived_comments_are_read_as_keepalived_reads_them(tmp_path: Path) -
     r, doc = imported(tmp_path, f"a={f}")
     assert doc["checks"][0]["exec"] == ["/bin/sh", "-c", "! pidof x"], r.output
     assert doc["hosts"][0]["interface"] == "eth0"
+
+
+def test_a_newline_in_an_input_file_name_never_becomes_a_line_of_the_cluster_file(
+    tmp_path: Path,
+) -> None:
+    """The header names the input files: one named "a<newline>[run]<newline>x" ended the comment
+    and wrote its own TOML."""
+    f = tmp_path / 'a.sh\n[run]\nsyslog = "local7"\n#'
+    f.write_text("ucarp -i eth0 -s 198.51.100.1 -v 3 -p pw -a 203.0.113.3 -P\n")
+    _, doc = imported(tmp_path, f"a={f}")
+    assert "run" not in doc, doc

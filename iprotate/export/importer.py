@@ -28,6 +28,7 @@ from pathlib import PurePath
 from typing import Any
 
 from iprotate.cluster.model import DEFAULT_GROUP, DEFAULT_GROUP6, IPAddress, IPInterface
+from iprotate.export.text import comment_text
 
 MAX_INPUT = 1 << 20  # bytes of one configuration file
 
@@ -911,7 +912,7 @@ def build(
 
     # The file.
     head = ", ".join(f"{h}={f}" for h, f in (sources or {}).items())
-    lines = [f"# Written by `iprotate import`{' from ' + head if head else ''}."]
+    lines = [f"# Written by `iprotate import`{' from ' + comment_text(head) if head else ''}."]
     lines += ["[cluster]", f"password_file = {_q(password_file)}"]
     lines += [f"advbase = {advbase}", f"dead_ratio = {dead_ratio}", f"backups = {backups}"]
     if cl_up:
