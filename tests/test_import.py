@@ -519,3 +519,13 @@ def test_a_newline_in_an_input_file_name_never_becomes_a_line_of_the_cluster_fil
     f.write_text("ucarp -i eth0 -s 198.51.100.1 -v 3 -p pw -a 203.0.113.3 -P\n")
     _, doc = imported(tmp_path, f"a={f}")
     assert "run" not in doc, doc
+
+
+def test_escape_sequences_in_an_input_file_never_reach_the_terminal(tmp_path: Path) -> None:
+    f = tmp_path / "start.sh"
+    f.write_text(
+        "\x1b]0;owned\x07\x1b[2J ...\nucarp -i eth0 -s 198.51.100.1 -v 3 -p pw -a 203.0.113.3 -P\n"
+    )
+    r, _ = imported(tmp_path, f"a={f}")
+    assert "not a ucarp command line" in r.output
+    assert "\x1b" not in r.output and "\x07" not in r.output
