@@ -71,6 +71,7 @@ class RunResult:
     ok: bool
     detail: str
     seconds: float
+    escaped: int = 0  # processes of an exec run killed outside its group (setsid)
 
 
 OnResult = Callable[[Check, RunResult], None]
@@ -79,9 +80,10 @@ OnResult = Callable[[Check, RunResult], None]
 async def run_once(check: Check) -> RunResult:
     """Run `check` once, within its timeout; never raises (but for cancellation)."""
     started = time.monotonic()
+    escaped = 0
     try:
         if check.kind == "exec":
-            ok, detail = await _exec(check)
+            ok, detail, escaped = await _exec(check)
         else:
             coro = _tcp(check) if check.kind == "tcp" else _http(check)
             try:
@@ -92,7 +94,7 @@ async def run_once(check: Check) -> RunResult:
         ok, detail = False, _os_error(e)
     except Exception as e:  # a bug in a check must fail the check, not the daemon
         ok, detail = False, f"{type(e).__name__}: {e}"
-    return RunResult(ok, detail, time.monotonic() - started)
+    return RunResult(ok, detail, time.monotonic() - started, escaped)
 
 
 def _os_error(e: OSError) -> str:
@@ -148,7 +150,7 @@ async def _http(check: Check) -> tuple[bool, str]:
     return 200 <= code < 400, status
 
 
-async def _exec(check: Check) -> tuple[bool, str]:
+async def _exec(check: Check) -> tuple[bool, str, int]:
     identity: dict[str, Any] = {}
     if check.user is not None:
         # getpwnam may ask LDAP or NIS, which can hang: never in the loop that sends the adverts.
@@ -159,19 +161,22 @@ async def _exec(check: Check) -> tuple[bool, str]:
             )
         except TimeoutError:
             why = f"looking up user {check.user} took longer than {check.timeout:g} s"
-            return False, f"cannot start {check.target}: {why}"
+            return False, f"cannot start {check.target}: {why}", 0
         except (OSError, ValueError, KeyError) as e:  # KeyError: no such user
-            return False, f"cannot start {check.target}: {_start_error(e)}"
+            return False, f"cannot start {check.target}: {_start_error(e)}", 0
     token = secrets.token_hex(16)
     first = _last_pid()  # every process of the run gets a later pid (unless pids wrap)
+    # In the loop: with only the pids newer than the run to read, a scan takes well under a
+    # millisecond.
     try:
-        result = await _exec_group(check, token, identity)
-    finally:
-        # Also when cancelled (stop, reload): the token finds a process spawned just as the
-        # cancel came, before the group kill could know its pid. In the loop: with only the
-        # pids newer than the run to read, a scan takes well under a millisecond.
-        _kill_escaped(token, check.name, first)
-    return result
+        ok, detail = await _exec_group(check, token, identity)
+    except BaseException:
+        # Cancelled (stop, reload): the token also finds a process spawned just as the cancel
+        # came, before the group kill could know its pid.
+        if n := _kill_escaped(token, first):
+            log.warning("check %s: killed %d process(es) it left outside its group", check.name, n)
+        raise
+    return ok, detail, _kill_escaped(token, first)
 
 
 async def _exec_group(check: Check, token: str, identity: dict[str, Any]) -> tuple[bool, str]:
@@ -324,9 +329,9 @@ def _last_pid() -> int:
         return -1
 
 
-def _kill_escaped(token: str, name: str, first: int = -1) -> int:
+def _kill_escaped(token: str, first: int = -1) -> int:
     """SIGKILL every process whose environment carries this run's `token` (a process of the
-    check that left its process group); how many were killed. Logged: the check misbehaves.
+    check that left its process group); how many were killed.
 
     Only the environments of processes with a pid above `first` (the last pid before the run)
     are read, unless pids wrapped since: a check every 50 ms must not read every process's
@@ -353,10 +358,6 @@ def _kill_escaped(token: str, name: str, first: int = -1) -> int:
         killed += found
         if not found:
             break
-    if killed:
-        log.warning(
-            "check %s: killed %d process(es) it left running outside its group", name, killed
-        )
     return killed
 
 
@@ -407,6 +408,7 @@ class CheckRunner:
         self.log = logger or logging.getLogger("iprotate")
         self._tasks: dict[str, tuple[Check, asyncio.Task[None]]] = {}
         self._said: dict[str, str] = {}  # the last "cannot start" logged, per check
+        self._escaped: set[str] = set()  # checks said to leave processes outside their group
 
     @property
     def checks(self) -> dict[str, Check]:
@@ -420,6 +422,7 @@ class CheckRunner:
                 task.cancel()
                 del self._tasks[name]
                 self._said.pop(name, None)
+                self._escaped.discard(name)
         loop = asyncio.get_running_loop()
         for name, c in wanted.items():
             if name not in self._tasks:
@@ -445,6 +448,15 @@ class CheckRunner:
                     self.log.error("check %s: %s", check.name, result.detail)
             else:
                 self._said.pop(check.name, None)
+            if result.escaped and check.name not in self._escaped:
+                # Once: a check that daemonizes does it at every run.
+                self._escaped.add(check.name)
+                self.log.warning(
+                    "check %s: killed %d process(es) it left running outside its group "
+                    "(said once; it may do so at every run)",
+                    check.name,
+                    result.escaped,
+                )
             try:
                 self.on_result(check, result)
             except Exception:  # the daemon's business; the check goes on
