@@ -58,6 +58,7 @@ async def main() -> dict[str, list[object]]:
     serve(9005, b"HTTP/1.1 301 Moved\r\nLocation: /\r\n\r\n")
     serve(9006, b"HTTP/1.0 204 No Content\r\n\r\n")
     serve(9007, b"")
+    serve(9009, b"HTTP/1.1 \xb2\xb2\xb2 OK\r\n\r\n")  # latin-1 superscript digits
     time.sleep(0.1)
     cases = {
         "silent": http(9001),
@@ -68,6 +69,7 @@ async def main() -> dict[str, list[object]]:
         "204_expect_200": http(9006, expect=200),
         "204_expect_204": http(9006, expect=204),
         "closed": http(9007),
+        "superscript": http(9009),
         "refused": http(9008),
         "tcp_ok": Check(name="t", kind="tcp", target="127.0.0.1:9001", vips=VIP),
         "tcp_refused": Check(name="t", kind="tcp", target="127.0.0.1:9008", vips=VIP),

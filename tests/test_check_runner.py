@@ -5,11 +5,14 @@ output; and what metrics and hooks get of a check (issue 10)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
 import tempfile
 import time
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -175,3 +178,149 @@ def _user_check(tmp_path: Path) -> None:
     c = Check(name="c", kind="exec", target=prog, argv=(prog,), vips=(VIP,), user="no-such-x")
     r = asyncio.run(run_once(c))
     assert not r.ok and "no such user" in r.detail
+
+
+def test_a_process_that_leaves_the_group_is_killed_too(tmp_path: Path) -> None:
+    # setsid(): a new session and process group, which the group kill does not reach.
+    tag = f"{time.time_ns() % 10**6}.75"
+    body = (
+        f"/usr/bin/setsid /bin/sleep {tag} </dev/null >/dev/null 2>&1 &\n/bin/sleep 0.2\necho ok\n"
+    )
+    r = asyncio.run(run_once(check(script(tmp_path, body), timeout=1.0)))
+    assert r.ok
+    time.sleep(0.1)
+    assert not _running(tag)
+
+
+def test_a_hung_process_that_left_the_group_is_killed_at_the_timeout(tmp_path: Path) -> None:
+    tag = f"{time.time_ns() % 10**6}.125"
+    body = f"/usr/bin/setsid /bin/sleep {tag} </dev/null >/dev/null 2>&1 &\n/bin/sleep 5\n"
+    r = asyncio.run(run_once(check(script(tmp_path, body), timeout=0.3)))
+    assert not r.ok and "timed out" in r.detail
+    time.sleep(0.1)
+    assert not _running(tag)
+
+
+def test_a_cancelled_run_kills_what_left_the_group(tmp_path: Path) -> None:
+    """The daemon stopping (or a reload) while a check runs: nothing of it stays."""
+    tag = f"{time.time_ns() % 10**6}.375"
+    body = f"/usr/bin/setsid /bin/sleep {tag} </dev/null >/dev/null 2>&1 &\n/bin/sleep 5\n"
+
+    async def go() -> None:
+        task = asyncio.create_task(run_once(check(script(tmp_path, body), timeout=5.0)))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+    time.sleep(0.1)
+    assert not _running(tag)
+
+
+def test_a_user_lookup_that_hangs_never_stalls_the_loop(monkeypatch: Any) -> None:
+    """getpwnam asks LDAP or NIS on many hosts; one that hangs must cost the run (it fails at
+    its timeout), never the event loop that sends the adverts."""
+    import iprotate.engine.checks as checks_mod
+
+    def slow_getpwnam(name: str) -> Any:
+        time.sleep(1.5)
+        raise KeyError(name)
+
+    monkeypatch.setattr(checks_mod.pwd, "getpwnam", slow_getpwnam)
+    c = dataclasses.replace(check("/bin/true", timeout=0.3), user="nobody")
+
+    async def go() -> tuple[RunResult, float]:
+        gaps = [0.0]
+
+        async def ticker() -> None:
+            while True:
+                t = time.monotonic()
+                await asyncio.sleep(0.02)
+                gaps.append(time.monotonic() - t)
+
+        tick = asyncio.create_task(ticker())
+        r = await run_once(c)
+        tick.cancel()
+        return r, max(gaps)
+
+    r, worst = asyncio.run(go())
+    assert not r.ok and "looking up user nobody took longer than 0.3 s" in r.detail
+    assert r.seconds < 1.0 and worst < 0.5
+
+
+def test_a_program_whose_start_hangs_never_stalls_the_loop(monkeypatch: Any) -> None:
+    """Popen returns once the child has exec'd: a program on a hung NFS mount holds it. With
+    asyncio's subprocess that held the event loop; now the run fails at its timeout, and the
+    process, when it finally starts, is killed."""
+    import subprocess
+
+    real = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+
+    def slow_exec(self: Any, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(1.0)  # exec stuck in the kernel, as on a hung mount
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", slow_exec)
+    tag = f"{time.time_ns() % 10**6}.625"
+
+    async def go() -> tuple[RunResult, float]:
+        gaps = [0.0]
+
+        async def ticker() -> None:
+            while True:
+                t = time.monotonic()
+                await asyncio.sleep(0.02)
+                gaps.append(time.monotonic() - t)
+
+        tick = asyncio.create_task(ticker())
+        r = await run_once(check("/bin/sleep", tag, timeout=0.3))
+        await asyncio.sleep(1.5)  # the daemon goes on: the late process comes and is killed
+        tick.cancel()
+        return r, max(gaps)
+
+    r, worst = asyncio.run(go())
+    assert not r.ok and "starting it took longer than 0.3 s" in r.detail, r.detail
+    assert worst < 0.5
+    assert not _running(tag)
+
+
+def test_a_reload_looks_at_check_programs_off_the_loop(monkeypatch: Any) -> None:
+    """A reload stats every exec check's program and looks its user up: on a hung NFS mount or
+    LDAP that held the event loop (the daemon called loader.check_local in it)."""
+    from iprotate.cluster import loader
+    from iprotate.engine.checks import local_problems
+
+    real_stat = os.stat
+
+    def slow_stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path) == "/opt/nfs/check":
+            time.sleep(1.0)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(loader.os, "stat", slow_stat)
+    doc = {
+        "cluster": {"interface": "eth1", "password": "pw"},
+        "hosts": [{"name": "a", "address": "198.51.100.1"}],
+        "vips": [{"address": "203.0.113.10/24"}],
+        "checks": [{"name": "nfs", "exec": ["/opt/nfs/check"]}],
+    }
+    cluster = parse_cluster(doc, "t.toml")
+
+    async def go() -> tuple[list[str], float]:
+        gaps = [0.0]
+
+        async def ticker() -> None:
+            while True:
+                t = time.monotonic()
+                await asyncio.sleep(0.02)
+                gaps.append(time.monotonic() - t)
+
+        tick = asyncio.create_task(ticker())
+        problems = await local_problems(cluster, "a", frozenset({VIP}), wait=0.3)
+        tick.cancel()
+        return problems, max(gaps)
+
+    problems, worst = asyncio.run(go())
+    assert problems == ["the check programs and users could not be looked at within 0.3 s"]
+    assert worst < 0.5

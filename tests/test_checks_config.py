@@ -339,3 +339,21 @@ def test_check_summarises_the_checks_and_where_they_run(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["check", "--json", str(p)])
     (c,) = __import__("json").loads(r.output)["checks"]
     assert c["hosts"] == ["alpha"] and c["http"] == "http://127.0.0.1/"
+
+
+def test_parse_http_url_port_0_and_a_non_ascii_path() -> None:
+    """Port 0 became port 80 (`u.port or 80`): the check probed another service than written.
+    A non-ASCII path went out with '?' for each character (a query); now percent-encoded."""
+    assert parse_http_url("http://127.0.0.1:0/") is None
+    assert parse_http_url("http://127.0.0.1/sant\u00e9?q=\u00e9") == (
+        "127.0.0.1",
+        80,
+        "127.0.0.1",
+        "/sant%C3%A9?q=%C3%A9",
+    )
+    assert parse_http_url("http://127.0.0.1/a%20b?x=1&y=[2]") == (
+        "127.0.0.1",
+        80,
+        "127.0.0.1",
+        "/a%20b?x=1&y=[2]",
+    )

@@ -332,5 +332,43 @@ def test_hostile_services_fail_their_checks_within_the_timeout() -> None:
     assert out["refused"][1] == out["tcp_refused"][1] == "connect refused"
     assert out["404"][1] == "HTTP 404"
     assert out["204_expect_200"][1] == "HTTP 204, want 200"
+    assert not out["superscript"][0] and out["superscript"][1].startswith("not an HTTP answer")
     for name in ("301", "204_expect_204", "tcp_ok"):
         assert out[name][0], (name, out[name])
+
+
+def test_a_check_that_daemonizes_leaves_nothing_behind(
+    make_lab: Callable[..., Lab], tmp_path: Path
+) -> None:
+    """A check that starts a process in a session of its own (setsid, a daemonizing helper) at
+    every run: the group kill misses it, so one process a run piled up for ever. The daemon finds
+    it by its run's token and kills it after every run."""
+    lab = make_lab(hosts=2, vips=2, run_args=RUN)
+    tag = f"{2000 + os.getpid() % 1000}.{time.time_ns() % 10**6}"
+    prog = tmp_path / "daemonizing-check"
+    prog.write_text(
+        f"#!/bin/sh\n/usr/bin/setsid /bin/sleep {tag} </dev/null >/dev/null 2>&1 &\n"
+        "/bin/sleep 0.05\necho ok\n"
+    )
+    prog.chmod(0o755)
+    check = {"name": "fork", "exec": [str(prog)], "interval": 0.2, "timeout": 0.2,
+             "hosts": ["alpha"]}  # fmt: skip
+    with_checks(lab, [check])
+    lab.start_all()
+
+    def ran() -> bool:
+        try:
+            return status(lab, "alpha")[1]["checks"][0]["state"] == "up"
+        except ValueError:  # not listening yet
+            return False
+
+    wait_for(ran, 10.0)
+    time.sleep(2.0)  # ten runs
+    assert sleepers(tag) <= 2  # at most the one of a run in flight (and one being killed)
+    _, doc = status(lab, "alpha")
+    assert doc["checks"][0]["state"] == "up"
+    # Said once, not at every run (five lines a second would drown the log).
+    assert log_of(lab, "alpha").count("left running outside its group") == 1
+    lab.stop("alpha")
+    time.sleep(0.2)
+    assert sleepers(tag) == 0

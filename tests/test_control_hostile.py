@@ -159,3 +159,47 @@ def test_a_reload_of_a_slow_hostile_file_never_stalls_the_engine(
     assert answers[0]["ok"] is False and "alpha" in answers[0]["error"], answers
     assert settled(lab)()
     assert "reload refused" in (lab.workdir / "alpha.log").read_text()
+
+
+def test_a_group_lookup_that_hangs_never_stalls_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request from another user asks for the control group (grp.getgrnam: LDAP, NIS). One
+    that hangs held the event loop (and the adverts) for as long as it hung."""
+    import grp
+
+    from iprotate.engine import control
+
+    def slow_getgrnam(name: str) -> Any:
+        time.sleep(1.0)
+        raise KeyError(name)
+
+    monkeypatch.setattr(grp, "getgrnam", slow_getgrnam)
+    monkeypatch.setattr(control, "peer_uid_gid", lambda sock: (4242, 4242))  # another user
+
+    async def handler(req: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True}
+
+    async def main() -> tuple[dict[str, Any], float]:
+        import tempfile
+
+        d = tempfile.mkdtemp()
+        server = ControlServer(f"{d}/c.sock", handler, group="iprotate-ops")
+        await server.start()
+        gaps = [0.0]
+
+        async def ticker() -> None:
+            while True:
+                t = time.monotonic()
+                await asyncio.sleep(0.02)
+                gaps.append(time.monotonic() - t)
+
+        tick = asyncio.create_task(ticker())
+        try:
+            answer = await asyncio.to_thread(raw, f"{d}/c.sock", b'{"cmd": "status"}\n')
+        finally:
+            tick.cancel()
+            await server.close()
+        return answer, max(gaps)
+
+    answer, worst = asyncio.run(main())
+    assert answer == {"ok": False, "error": "permission denied"}
+    assert worst < 0.5

@@ -437,3 +437,42 @@ def test_keepalived_refuses_check_words_it_would_split() -> None:
     doc["checks"] = [{"name": "c", "exec": ["/usr/bin/true"], "user": "no body"}]
     with pytest.raises(keepalived.KeepalivedError, match="not a user name"):
         keepalived.keepalived_conf(make_plan(parse_cluster(doc, "t.toml")), "a")
+
+
+@pytest.mark.parametrize("iface", ["eth}0", "e{th", 'et"h', "#eth", "!eth", "eth\\0"])
+def test_keepalived_refuses_an_interface_its_parser_would_split(iface: str) -> None:
+    """Linux allows braces, quotes, '#' and '!' in an interface name (only '/', ':' and blanks
+    are out), and so does the cluster file; keepalived's parser splits a word at a brace or a
+    quote and reads '#'/'!' as a comment: `interface eth}0` would close the vrrp_instance."""
+    for key in ("interface", "vip_interface"):
+        doc = {
+            "cluster": {"interface": "eth1", "password": "pw", key: iface},
+            "hosts": [{"name": "a", "address": "198.51.100.1"}],
+            "vips": [{"address": "203.0.113.10/24"}],
+        }
+        p = make_plan(parse_cluster(doc, "t.toml"))
+        with pytest.raises(keepalived.KeepalivedError, match=f"{key} .*rename the interface"):
+            keepalived.keepalived_conf(p, "a")
+
+
+@pytest.mark.parametrize(
+    ("command", "engine"),
+    [("freebsd", "freebsd"), ("keepalived", "keepalived"), ("ucarp", "ucarp")],
+)
+def test_a_newline_in_the_cluster_file_name_never_becomes_a_line(
+    tmp_path: Path, command: str, engine: str
+) -> None:
+    """rc.conf is sourced by sh and /etc/network/interfaces read by ifupdown: a cluster file
+    named "c<newline>reboot<newline>.toml" put `reboot` on a line of its own in the header."""
+    name = tmp_path / "c\nreboot\n.toml"
+    name.write_text(
+        '[cluster]\ninterface = "em0"\npassword = "pw"\n'
+        f'[[hosts]]\nname = "a"\naddress = "198.51.100.1"\nengine = "{engine}"\n'
+        '[[hosts]]\nname = "b"\naddress = "198.51.100.2"\nengine = "' + engine + '"\n'
+        '[[vips]]\naddress = "203.0.113.10/24"\n'
+    )
+    extra = ["--format", "ifupdown"] if command == "ucarp" else []
+    r = cli(command, str(name), "--host", "a", *extra)
+    assert r.exit_code == 0, r.output
+    assert "reboot" in r.stdout and "\nreboot\n" not in r.stdout
+    assert all(line.startswith("#") or "reboot" not in line for line in r.stdout.splitlines())

@@ -132,7 +132,34 @@ def test_reload_keeps_states_adds_new_checks_up_and_drops_removed_ones() -> None
     assert node.health["a"].state == "down" and node.sick_vips()
     node.reload(plan([{**a, "interval": 2.0, "timeout": 1.0}, b]), 2.0)
     assert node.health["a"].state == "down" and node.health["a"].check.interval == 2.0
-    assert node.health["b"].state == "up"
+    assert node.health["b"].state == "unknown"  # added while its VIPs were sick: sick until a pass
+    node.check_result(2.5, "b", True, "connected")
     node.reload(plan([b]), 3.0)
     assert set(node.health) == {"b"} and not node.sick_vips()
+    assert not any(m.sick for m in node.machines.values())
+
+
+def test_a_check_renamed_while_down_does_not_hand_the_vips_back() -> None:
+    """A reload that renames a down check (same service): the VIPs stay sick until the new check
+    passes, instead of being taken back after the hold-down and lost again `fall` runs later."""
+    web = {"name": "web", "tcp": "127.0.0.1:80"}
+    node = Node.build(plan([web]), "h0")
+    node.start(0.0)
+    node.check_result(0.0, "web", False, "refused")
+    node.check_result(1.0, "web", False, "refused")
+    assert node.health["web"].state == "down"
+    node.reload(plan([{**web, "name": "web2"}]), 2.0)
+    assert node.health["web2"].state == "unknown"
+    assert all(m.sick for m in node.machines.values())
+    settle(node, 100.0)  # long past any hold-down: still not taken back
+    assert all(m.sick for m in node.machines.values())
+    node.check_result(101.0, "web2", True, "connected")
+    assert not any(m.sick for m in node.machines.values())
+
+
+def test_a_check_added_by_a_reload_on_healthy_vips_starts_up() -> None:
+    node = Node.build(plan([]), "h0")
+    node.start(0.0)
+    node.reload(plan([{"name": "web", "tcp": "127.0.0.1:80"}]), 2.0)
+    assert node.health["web"].state == "up"
     assert not any(m.sick for m in node.machines.values())

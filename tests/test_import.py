@@ -376,3 +376,156 @@ def test_the_password_file_stays_beside_the_cluster_file(tmp_path: Path) -> None
             "--password-file", "../escaped")  # fmt: skip
     assert r.exit_code == 2 and "beside the cluster file" in r.output
     assert not (tmp_path.parent / "escaped").exists()
+
+
+KEEPALIVED_WITH = """vrrp_script chk_x {{
+    script "/usr/local/bin/{script}"
+}}
+vrrp_instance VI_1 {{
+    interface eth0
+    virtual_router_id 10
+    priority {prio}
+    unicast_src_ip {src}
+    virtual_ipaddress {{
+        203.0.113.10/24
+    }}
+    track_script {{
+        chk_x
+    }}
+    notify_master "/etc/{script}"
+}}
+"""
+
+
+@pytest.mark.parametrize("name", ["\U0001f600check", "a\x7fb"])
+def test_characters_json_and_toml_escape_differently_give_a_file_or_a_clear_error(
+    tmp_path: Path, name: str
+) -> None:
+    """A character beyond U+FFFF (JSON: a surrogate pair, which TOML refuses) and DEL (raw in JSON,
+    refused raw by TOML) in a script path: a valid file, or the loader's error; never a
+    traceback."""
+    hosts = []
+    for host, prio, src in (("a", 150, "198.51.100.1"), ("b", 100, "198.51.100.2")):
+        f = tmp_path / f"{host}.conf"
+        f.write_text(KEEPALIVED_WITH.format(script=name, prio=prio, src=src))
+        hosts += ["--host", f"{host}={f}"]
+    out = tmp_path / "out" / "c.toml"
+    r = run("import", "-o", str(out), *hosts)
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    if name.isprintable():
+        assert r.exit_code == 0, r.output
+        assert load_cluster(out).checks[0].argv == (f"/usr/local/bin/{name}",)
+    else:
+        assert r.exit_code == 2 and "control character" in r.output, r.output
+        assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "priority high",  # not a number
+        "priority",  # no value
+        "advert_int",  # no value
+        "advert_int inf",  # float() takes it, round() overflows
+        "notify_master /etc/it's.sh",  # shlex: an unbalanced quote
+    ],
+)
+def test_a_keepalived_value_that_is_not_one_is_a_clear_error(tmp_path: Path, line: str) -> None:
+    """Found by mutating the fixtures: each of these raised a traceback out of `import`. A
+    keyword without a value keeps its default; a value that is not one is an error."""
+    f = tmp_path / "k.conf"
+    f.write_text(
+        "vrrp_instance VI_1 {\n    interface eth0\n    virtual_router_id 10\n"
+        f"    unicast_src_ip 198.51.100.1\n    {line}\n"
+        "    virtual_ipaddress {\n        203.0.113.10/24\n    }\n}\n"
+    )
+    r = run("import", "--host", f"a={f}", "-o", str(tmp_path / "c.toml"))
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    if line in ("priority", "advert_int"):
+        assert r.exit_code == 0, r.output
+    else:
+        assert r.exit_code == 2 and f"{f}:1: vrrp_instance VI_1" in r.output, r.output
+
+
+@pytest.mark.parametrize("line", ["script /bin/it's", "user"])
+def test_a_vrrp_script_that_cannot_be_read_is_left_out_with_a_note(
+    tmp_path: Path, line: str
+) -> None:
+    f = tmp_path / "k.conf"
+    f.write_text(
+        f'vrrp_script chk_x {{\n    script "/bin/true"\n    {line}\n}}\n'
+        "vrrp_instance VI_1 {\n    interface eth0\n    virtual_router_id 10\n"
+        "    unicast_src_ip 198.51.100.1\n"
+        "    virtual_ipaddress {\n        203.0.113.10/24\n    }\n}\n"
+    )
+    r = run("import", "--host", f"a={f}", "-o", str(tmp_path / "c.toml"))
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ("--password=Tr0ub4dor", "'--password' is not a ucarp option"),  # --pass is ucarp's
+        ("-p Tr0ub4dor horse", "a bare argument"),  # a password with a blank, unquoted
+    ],
+)
+def test_a_bad_ucarp_line_never_prints_the_password(
+    tmp_path: Path, args: str, message: str
+) -> None:
+    f = tmp_path / "h.sh"
+    f.write_text(f"ucarp -i eth0 -s 198.51.100.1 -v 1 {args} -a 203.0.113.1\n")
+    r = run("import", "--host", f"h={f}", "-o", str(tmp_path / "c.toml"))
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert "Tr0ub4dor" not in r.output and "horse" not in r.output
+
+
+def test_a_misplaced_keepalived_auth_pass_is_not_printed(tmp_path: Path) -> None:
+    f = tmp_path / "k.conf"
+    f.write_text(
+        "auth_pass Tr0ub4dor\n"
+        "vrrp_instance VI_1 {\n    interface eth0\n    virtual_router_id 10\n"
+        "    unicast_src_ip 198.51.100.1\n"
+        "    virtual_ipaddress {\n        203.0.113.10/24\n    }\n}\n"
+    )
+    r = run("import", "--host", f"a={f}", "-o", str(tmp_path / "c.toml"))
+    assert r.exit_code == 0 and "auth_pass" in r.output, r.output
+    assert "Tr0ub4dor" not in r.output
+
+
+def test_keepalived_comments_are_read_as_keepalived_reads_them(tmp_path: Path) -> None:
+    """keepalived's decomment(): '#' or '!' starts a comment anywhere outside double quotes and
+    never inside them. The importer cut at a blank before '#'/'!' even inside quotes, so a
+    `script "/bin/sh -c '! pidof x'"` lost its end (and its closing quote)."""
+    f = tmp_path / "k.conf"
+    f.write_text(
+        "vrrp_script chk_x {\n    script \"/bin/sh -c '! pidof x'\"  # not running is good\n}\n"
+        "vrrp_instance VI_1 {\n    interface eth0#main\n    virtual_router_id 10\n"
+        "    unicast_src_ip 198.51.100.1\n"
+        "    virtual_ipaddress {\n        203.0.113.10/24\n    }\n"
+        "    track_script {\n        chk_x\n    }\n}\n"
+    )
+    r, doc = imported(tmp_path, f"a={f}")
+    assert doc["checks"][0]["exec"] == ["/bin/sh", "-c", "! pidof x"], r.output
+    assert doc["hosts"][0]["interface"] == "eth0"
+
+
+def test_a_newline_in_an_input_file_name_never_becomes_a_line_of_the_cluster_file(
+    tmp_path: Path,
+) -> None:
+    """The header names the input files: one named "a<newline>[run]<newline>x" ended the comment
+    and wrote its own TOML."""
+    f = tmp_path / 'a.sh\n[run]\nsyslog = "local7"\n#'
+    f.write_text("ucarp -i eth0 -s 198.51.100.1 -v 3 -p pw -a 203.0.113.3 -P\n")
+    _, doc = imported(tmp_path, f"a={f}")
+    assert "run" not in doc, doc
+
+
+def test_escape_sequences_in_an_input_file_never_reach_the_terminal(tmp_path: Path) -> None:
+    f = tmp_path / "start.sh"
+    f.write_text(
+        "\x1b]0;owned\x07\x1b[2J ...\nucarp -i eth0 -s 198.51.100.1 -v 3 -p pw -a 203.0.113.3 -P\n"
+    )
+    r, _ = imported(tmp_path, f"a={f}")
+    assert "not a ucarp command line" in r.output
+    assert "\x1b" not in r.output and "\x07" not in r.output

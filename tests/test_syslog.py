@@ -116,6 +116,86 @@ def test_handler_reconnects_after_a_syslog_restart(tmp_path: Path) -> None:
     h.close()
 
 
+def _stream_listener(path: Path) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(path))
+    s.listen(4)
+    s.settimeout(2.0)
+    return s
+
+
+def _read_lines(conn: socket.socket, n: int) -> list[bytes]:
+    buf = b""
+    while buf.count(b"\0") < n:
+        chunk = conn.recv(65536)
+        assert chunk, buf
+        buf += chunk
+    return buf.split(b"\0")[:n]
+
+
+def test_handler_speaks_to_a_stream_socket(tmp_path: Path) -> None:
+    """/dev/log as a stream socket (syslog-ng's unix-stream): it was refused at start ("Protocol
+    wrong type for socket: no syslog daemon listens here"). Lines end with a NUL, as glibc's."""
+    path = tmp_path / "log"
+    srv = _stream_listener(path)
+    h = SyslogHandler("daemon", "alpha", str(path))
+    conn, _ = srv.accept()
+    conn.settimeout(2.0)
+    h.emit(_record("one"))
+    h.emit(_record("two\nlines", logging.WARNING))
+    one, two = _read_lines(conn, 2)
+    assert one.startswith(b"<30>") and one.endswith(b"alpha: one")
+    assert two.startswith(b"<28>") and two.endswith(b"alpha: two lines")
+    h.close()
+    conn.close()
+    srv.close()
+
+
+def test_a_nul_or_a_carriage_return_never_splits_a_line(tmp_path: Path) -> None:
+    """On a stream socket a NUL ends a line: one inside a message cut it in two (and the second
+    half became a line of its own, without a header)."""
+    path = tmp_path / "log"
+    srv = _stream_listener(path)
+    h = SyslogHandler("daemon", "alpha", str(path))
+    conn, _ = srv.accept()
+    conn.settimeout(2.0)
+    h.emit(_record("one\0two\rthree\x1b[31m"))
+    h.emit(_record("next"))
+    first, second = _read_lines(conn, 2)
+    assert first.endswith(b"alpha: one two three [31m") and second.endswith(b"alpha: next")
+    h.close()
+    conn.close()
+    srv.close()
+
+
+def test_a_stream_reader_that_stops_never_blocks_and_a_new_one_gets_lines(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    srv = _stream_listener(path)
+    h = SyslogHandler("local3", "bravo", str(path))
+    conn, _ = srv.accept()
+    t0 = time.monotonic()
+    for i in range(5000):
+        h.emit(_record(f"line {i} " + "x" * 200))
+    assert time.monotonic() - t0 < 2.0  # a blocking send would hang here forever
+    assert h.dropped > 0 and len(h.pending) <= 1 << 16
+    # The syslog daemon restarts: the old connection goes, a new listener takes its place.
+    conn.close()
+    srv.close()
+    path.unlink()
+    srv = _stream_listener(path)
+    h.emit(_record("again"))  # the broken connection is noticed, a new one made
+    conn, _ = srv.accept()
+    conn.settimeout(2.0)
+    h.emit(_record("after"))
+    assert h.dropped == 0
+    note, again, after = _read_lines(conn, 3)
+    assert re.search(rb"bravo: \d+ log lines dropped", note), note
+    assert again.endswith(b"bravo: again") and after.endswith(b"bravo: after")
+    h.close()
+    conn.close()
+    srv.close()
+
+
 # --- the real daemon, in a mount namespace of its own -------------------------------------------
 
 

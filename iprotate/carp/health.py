@@ -7,7 +7,8 @@ first pass (a host whose service is down must not take its VIPs back first and h
 again later; `rise` passes would keep a host with a long interval out for rise x interval after
 every start), and it goes down after `fall` failures. It starts `up` when a reload adds it (a
 reload must not touch healthy VIPs: a new check that fails goes down after `fall` failures like
-any other).
+any other), but `unknown` when a VIP of it is sick here at the reload (a reload must not heal a
+sick VIP either: a check renamed while its service is down would hand the VIP back to it).
 """
 
 from __future__ import annotations

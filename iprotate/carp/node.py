@@ -542,12 +542,17 @@ class Node:
                 )
                 joined += 1
         # Checks: a changed one keeps its state; a new one starts up (a reload must not touch
-        # healthy VIPs; it goes down after `fall` failures); a removed one no longer counts.
+        # healthy VIPs; it goes down after `fall` failures); a removed one no longer counts. But a
+        # new check on a VIP that is sick here starts unknown (sick until its first pass): a check
+        # renamed while down must not hand the VIP back to a host whose service is still down.
+        was_sick = self.sick_vips()
         checks = {c.name: c for c in plan.checks_for(self.host)}
         health: dict[str, CheckState] = {}
         for name, c in checks.items():
             st = self.health.get(name)
-            if st is None:
+            if st is None and was_sick & frozenset(c.vips):
+                st = CheckState(c, since=now, detail="added by a reload while its VIPs were sick")
+            elif st is None:
                 st = CheckState(c, state="up", since=now, detail="added by a reload, not run yet")
             else:
                 st.reconfigure(c)

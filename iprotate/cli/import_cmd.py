@@ -16,6 +16,7 @@ from iprotate.cli.common import EXIT_BAD_FILE
 from iprotate.cluster.loader import MAX_PASSWORD_FILE, NAME_RE, parse_cluster, read_bounded
 from iprotate.cluster.model import Cluster, ClusterError
 from iprotate.export import importer
+from iprotate.export.text import comment_text
 from iprotate.plan import report
 from iprotate.plan.planner import make_plan
 
@@ -31,7 +32,7 @@ def _pairs(values: tuple[str, ...], what: str) -> list[tuple[str, str]]:
 
 
 def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {comment_text(message)}", err=True)
     raise SystemExit(EXIT_BAD_FILE)
 
 
@@ -131,7 +132,7 @@ def import_command(
         for line in str(e).splitlines():
             click.echo(f"error: {line}", err=True)
         for note in imp.notes:
-            click.echo(f"note: {note}", err=True)
+            click.echo(f"note: {comment_text(note)}", err=True)
         raise SystemExit(EXIT_BAD_FILE) from None
     out = Path(output)
     pw_path = out.parent / password_file
@@ -152,7 +153,7 @@ def import_command(
     if imp.notes:
         click.echo("\nnot carried over, or changed:")
         for note in imp.notes:
-            click.echo(f"  - {note}")
+            click.echo(f"  - {comment_text(note)}")
     if not ok:
         raise SystemExit(EXIT_BAD_FILE)
 
@@ -184,7 +185,10 @@ def _report(out: Path, imp: importer.Imported) -> bool:
 def _document(text: str, path: str) -> Cluster:
     """The cluster `text` describes, validated as the loader does; the password file may not
     exist yet (a ucarp passfile not at hand), so a placeholder stands in for it."""
-    data = tomllib.loads(text)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:  # a bug of the writer: an error, never a traceback
+        raise ClusterError(path, [f"the file import would write is not TOML: {e}"]) from None
     data["cluster"].pop("password_file", None)
     data["cluster"]["password"] = "placeholder"
     return parse_cluster(data, path)

@@ -27,7 +27,7 @@ from ipaddress import (
 )
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from iprotate.cluster.bounds import RUN_SECONDS, check_seconds
 from iprotate.cluster.model import (
@@ -596,7 +596,7 @@ def parse_http_url(value: str) -> tuple[str, int, str, str] | None:
     or localhost, or None."""
     try:
         u = urlsplit(value)
-        port = u.port or 80
+        port = 80 if u.port is None else u.port  # not `or 80`: port 0 is refused, not port 80
         hostname = u.hostname
     except ValueError:
         return None
@@ -612,6 +612,9 @@ def parse_http_url(value: str) -> tuple[str, int, str, str] | None:
     if any(ch in value for ch in " \t\r\n"):
         return None
     path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+    # The request line is ASCII: a non-ASCII path is sent percent-encoded (UTF-8), as a browser
+    # does, not with its characters replaced by '?' (which would make it a query).
+    path = quote(path, safe="".join(chr(c) for c in range(0x21, 0x7F)))
     return ip, port, u.netloc, path
 
 

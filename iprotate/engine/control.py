@@ -275,7 +275,11 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             uid, gid = peer_uid_gid(writer.get_extra_info("socket"))
-            if not allowed(uid, gid, self.group):
+            # Another user: the group lookup may ask LDAP or NIS, which can hang; in a thread,
+            # bounded, never in the loop that sends the adverts (a timeout drops the request).
+            if uid not in (0, os.geteuid()) and not await asyncio.wait_for(
+                asyncio.to_thread(allowed, uid, gid, self.group), REQUEST_TIMEOUT
+            ):
                 log.warning("control: refused a request from uid %d", uid)
                 answer: dict[str, Any] = {"ok": False, "error": "permission denied"}
             else:

@@ -46,11 +46,11 @@ from iprotate.carp.machine import (
 )
 from iprotate.carp.node import Effect, Node
 from iprotate.carp.status import build_status
-from iprotate.cluster.loader import check_local, load_cluster
+from iprotate.cluster.loader import load_cluster
 from iprotate.cluster.model import Check, ClusterError, IPAddress, IPInterface
 from iprotate.engine import drained_state, hostlock
 from iprotate.engine.addresses import AddressSetter
-from iprotate.engine.checks import CheckRunner, RunResult
+from iprotate.engine.checks import CheckRunner, RunResult, local_problems
 from iprotate.engine.control import ControlError, ControlServer
 from iprotate.engine.garp import GarpSender
 from iprotate.engine.hooks import HookRunner, hook_for
@@ -332,6 +332,8 @@ class Daemon:
             # must go on meanwhile (the loader bounds what a file may ask for).
             plan = await asyncio.to_thread(_load_plan, path)
             plan.cluster.host(self.host.name)
+            host_vips = frozenset(v.ip for v in plan.for_host(self.host.name))
+            problems = await local_problems(plan.cluster, self.host.name, host_vips)
         except Exception as e:  # whatever went wrong, the running plan stays
             if isinstance(e, KeyError):
                 msg = f"host {self.host.name} is not in the new file"
@@ -366,8 +368,7 @@ class Daemon:
         self._emit(self.node.reload(plan, now))
         self.checks.update(plan.checks_for(self.host.name))
         self._last_resort &= set(self.node.machines)
-        host_vips = frozenset(v.ip for v in plan.for_host(self.host.name))
-        for line in check_local(plan.cluster, self.host.name, host_vips):
+        for line in problems:
             log.warning("%s: %s", path, line)  # such a check is down until it can run
         self._join_groups()
         if self._drain_all:

@@ -18,7 +18,6 @@ of its own; never in the cluster file), and the scripts. Whatever does not carry
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from collections import Counter, defaultdict
@@ -29,6 +28,7 @@ from pathlib import PurePath
 from typing import Any
 
 from iprotate.cluster.model import DEFAULT_GROUP, DEFAULT_GROUP6, IPAddress, IPInterface
+from iprotate.export.text import comment_text
 
 MAX_INPUT = 1 << 20  # bytes of one configuration file
 
@@ -167,7 +167,9 @@ def _ucarp_argv(tokens: list[str]) -> list[str] | None:
 
 
 def _options(args: list[str], where: str) -> Iterator[tuple[str, str | None]]:
-    """(long option name, value) pairs as getopt_long reads them; unknown ones raise."""
+    """(long option name, value) pairs as getopt_long reads them; unknown ones raise. An error
+    never shows a value: `--password=SECRET` (no such option) or the second word of an unquoted
+    password with a blank would print the password."""
     it = iter(args)
     for a in it:
         if a.startswith("--"):
@@ -176,7 +178,7 @@ def _options(args: list[str], where: str) -> Iterator[tuple[str, str | None]]:
                 o for o in UCARP_OPTIONS if o.startswith(name)
             ]
             if len(matches) != 1 or not name:
-                raise MigrateError(f"{where}: {a!r} is not a ucarp option")
+                raise MigrateError(f"{where}: {'--' + name!r} is not a ucarp option")
             opt = matches[0]
             takes = UCARP_OPTIONS[opt][1]
             if takes and not eq:
@@ -199,7 +201,10 @@ def _options(args: list[str], where: str) -> Iterator[tuple[str, str | None]]:
                 yield opt, None
                 k += 1
         else:
-            raise MigrateError(f"{where}: {a!r}: ucarp takes no bare arguments")
+            raise MigrateError(
+                f"{where}: a bare argument after ucarp's options (not shown: it may be the rest "
+                "of a password with a blank); ucarp takes none"
+            )
 
 
 _ASSIGN = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)")
@@ -469,6 +474,29 @@ class _Block:
     items: list[tuple[str, list[str], _Block | None, int]] = field(default_factory=list)
 
 
+def _decomment(line: str) -> str:
+    """A keepalived.conf line without its comment, as keepalived's decomment() reads it: a '#' or
+    '!' outside double quotes starts a comment, anywhere in the line (not only after a blank);
+    inside quotes it is kept (`script "/bin/sh -c '! pidof x'"`); `\\#` and `\\!` are literal."""
+    out: list[str] = []
+    quote = False
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if ch == '"':
+            quote = not quote
+        elif ch == "\\" and i + 1 < len(line):
+            nxt = line[i + 1]
+            out.append(nxt if not quote and nxt in "#!" else ch + nxt)
+            i += 2
+            continue
+        elif ch in "#!" and not quote:
+            break
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
 def _keepalived_tree(name: str, text: str) -> _Block:
     """keepalived.conf as nested blocks: each item is (keyword, words, sub-block, line). A
     keyword's ``{`` may be on the same line or the next one."""
@@ -476,7 +504,7 @@ def _keepalived_tree(name: str, text: str) -> _Block:
     stack = [root]
     pending: tuple[list[str], int] | None = None  # the last line's words, if a '{' may follow
     for n, raw in enumerate(text.splitlines(), 1):
-        line = re.split(r"\s[#!]|^\s*[#!]", raw, maxsplit=1)[0]
+        line = _decomment(raw)
         tokens = [t for t in (m.group(1) if m.group(1) is not None else m.group(0)
                   for m in _TOKEN.finditer(line))]  # fmt: skip
         if pending is not None and not (tokens and tokens[0] == "{"):
@@ -525,7 +553,9 @@ def parse_keepalived(host: str, name: str, text: str) -> Parsed:
                 out.scripts[args[0]] = script
             continue
         if key != "vrrp_instance" or blk is None:
-            out.notes.append(f"{where}: {key} {' '.join(args)} has no equivalent; left out")
+            # A misplaced `auth_pass SECRET` lands here: its words are not shown.
+            shown = "" if "pass" in key.lower() else " ".join(args)
+            out.notes.append(f"{where}: {key} {shown} has no equivalent; left out")
             continue
         out.instances += _vrrp_instance(host, where, args, blk, out.notes)
     for i in out.instances:
@@ -539,7 +569,11 @@ def _vrrp_script(where: str, name: str, blk: _Block, notes: list[str]) -> Script
     """A ``vrrp_script`` as an exec check, or None (with a note) when it cannot be one."""
     vals = {key: words for key, words, sub, _n in blk.items if sub is None}
     label = f"{where}: vrrp_script {name}"
-    argv = tuple(shlex.split(" ".join(vals.get("script", []))))
+    try:
+        argv = tuple(shlex.split(" ".join(vals.get("script", []))))
+    except ValueError as e:  # an unbalanced quote
+        notes.append(f"{label}: its script line cannot be split into words ({e}); left out")
+        return None
     if not argv or not argv[0].startswith("/"):
         notes.append(f"{label}: its script is not an absolute path (iprotate runs no shell "
                      "and no PATH search); left out, add a [[checks]] entry by hand")  # fmt: skip
@@ -561,7 +595,7 @@ def _vrrp_script(where: str, name: str, blk: _Block, notes: list[str]) -> Script
     for key in sorted(set(vals) - {"script", "weight", "interval", "timeout", "fall", "rise",
                                    "user"}):  # fmt: skip
         notes.append(f"{label}: {key} has no equivalent; left out")
-    user = vals.get("user", [None])[0]
+    user = (vals.get("user") or [None])[0]
     return Script(name, argv, interval, timeout, fall, rise, user)
 
 
@@ -584,11 +618,14 @@ def _vrrp_instance(
     if "virtual_ipaddress" not in subs:
         raise MigrateError(f"{label}: no virtual_ipaddress block")
     vrid = _vhid(vals["virtual_router_id"][0], label)
-    prio = int(vals.get("priority", ["100"])[0])
-    adv = vals.get("advert_int", ["1"])[0]
+    prio_s = (vals.get("priority") or ["100"])[0]
+    if not prio_s.isdigit() or not prio_s.isascii():
+        raise MigrateError(f"{label}: priority {prio_s!r} is not a number")
+    prio = int(prio_s)
+    adv = (vals.get("advert_int") or ["1"])[0]
     try:
         advbase = max(1, round(float(adv)))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: inf
         raise MigrateError(f"{label}: advert_int {adv!r} is not a number") from None
     if advbase != float(adv):
         notes.append(f"{label}: advert_int {adv} becomes advbase {advbase} (whole seconds)")
@@ -599,7 +636,11 @@ def _vrrp_instance(
         for key, words, _sub, _n in auth.items:
             if key == "auth_pass" and words:
                 password = words[0].encode()
-    notify = {k: _notify(vals[k]) for k in ("notify_master", "notify_backup") if k in vals}
+    notify = {
+        k: _notify(vals[k], f"{label}: {k}")
+        for k in ("notify_master", "notify_backup")
+        if k in vals
+    }
     tracks = (
         tuple(key for key, _w, _s, _n in subs["track_script"].items)
         if "track_script" in subs
@@ -646,9 +687,13 @@ def _vrrp_instance(
     return out
 
 
-def _notify(words: list[str]) -> str:
+def _notify(words: list[str], where: str) -> str:
     """The script of a notify line (its first word; iprotate passes its own arguments)."""
-    return shlex.split(" ".join(words))[0] if words else ""
+    try:
+        split = shlex.split(" ".join(words))
+    except ValueError as e:  # an unbalanced quote
+        raise MigrateError(f"{where}: cannot be split into words ({e})") from None
+    return split[0] if split else ""
 
 
 # --- building the cluster file -------------------------------------------------------------------
@@ -867,7 +912,7 @@ def build(
 
     # The file.
     head = ", ".join(f"{h}={f}" for h, f in (sources or {}).items())
-    lines = [f"# Written by `iprotate import`{' from ' + head if head else ''}."]
+    lines = [f"# Written by `iprotate import`{' from ' + comment_text(head) if head else ''}."]
     lines += ["[cluster]", f"password_file = {_q(password_file)}"]
     lines += [f"advbase = {advbase}", f"dead_ratio = {dead_ratio}", f"backups = {backups}"]
     if cl_up:
@@ -983,8 +1028,18 @@ def _free_vhids(
 
 
 def _q(s: str) -> str:
-    """A TOML basic string (JSON's escapes are TOML's)."""
-    return json.dumps(s)
+    """A TOML basic string. Not json.dumps: JSON writes a character beyond U+FFFF as a surrogate
+    pair (TOML refuses `\\ud83d`) and DEL raw (TOML refuses it raw). Every other character is
+    kept as it is: the loader then names a control character in a clear error."""
+    out = []
+    for ch in s:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch < " " or ch == "\x7f":
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def host_address(value: str) -> IPAddress:
