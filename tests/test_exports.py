@@ -7,7 +7,6 @@ import dataclasses
 import hashlib
 import hmac
 import os
-import re
 import shutil
 import struct
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -377,13 +376,9 @@ def test_keepalived_runs_the_plan_checks_and_failover(tmp_path: Path) -> None:
     script = tmp_path / "check-service"
     script.write_text(f"#!/bin/sh\ntest ! -e {flag}\n")
     script.chmod(0o755)
-    lab = KeepalivedLab(tmp_path / "lab", hosts=3, vips=12)
-    text = re.sub(
-        r'address = "198\.51\.100\.(\d+)"\n',
-        lambda m: f'{m.group(0)}address6 = "2001:db8::{m.group(1)}"\n',
-        lab.cluster_file.read_text(),
-    )
-    text += '\n[[vips]]\npool = "2001:db8:113::10-2001:db8:113::12/64"\n'
+    # Dual-stack lab: every host has its address6, and 3 IPv6 VIPs follow the 12 IPv4 ones.
+    lab = KeepalivedLab(tmp_path / "lab", hosts=3, vips=12, vips6=3)
+    text = lab.cluster_file.read_text()
     text += (f'\n[[checks]]\nname = "service"\nexec = ["{script}"]\nhosts = ["bravo"]\n'
              "interval = 1\ntimeout = 1\nfall = 1\nrise = 1\n")  # fmt: skip
     lab.cluster_file.write_text(text)
