@@ -149,7 +149,9 @@ def test_a_check_down_everywhere_leaves_each_vip_on_its_highest_ranked_live_host
     # Every host sick: each hands over, nobody healthy answers, each keeps its own (the owner is
     # the highest-ranked live host), and says so.
     wait_for(lambda: all("last resort" in log_of(lab, h) for h in lab.names), 10.0)
-    assert settled(lab)()
+    # A VIP a host took while its own check was still up (its owner fell sick first) goes back
+    # to the owner once both are sick (rank decides): settled within an interval or so.
+    wait_for(settled(lab), 3.0)
     code, doc = status(lab, "alpha")
     assert code == 1
     assert any(i["kind"] == "last_resort" for i in doc["issues"])
