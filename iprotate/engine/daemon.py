@@ -425,11 +425,15 @@ class Daemon:
                 self.socket6.close()
                 self.socket6 = None
             return
+        vips6 = sum(1 for v in self.plan.vips if v.group.version == 6)
         if self.socket6 is None:
-            self.socket6 = CarpSocket6(self.host.interface, self._adv_index, src6, self._sources6())
+            self.socket6 = CarpSocket6(
+                self.host.interface, self._adv_index, src6, self._sources6(), vips=vips6
+            )
             asyncio.get_running_loop().add_reader(self.socket6.fileno(), self._on_readable6)
         else:
             self.socket6.set_sources(self._sources6())
+            self.socket6.grow(vips6)
         for group in sorted(groups6 - self.socket6.groups):
             self.socket6.join(group)
         for group in sorted(self.socket6.groups - groups6):
