@@ -621,7 +621,8 @@ class Daemon:
 
     def address_added(self, index: int, address: IPInterface) -> None:
         """A planned VIP on our VIP interface while we are not its master, or a copy of it
-        with another prefix while we are: remove it."""
+        with another prefix while we are: remove it (an IPv6 copy was the VIP itself: the
+        machine then adds ours back)."""
         if index == self._adv_index and address.ip == self.host.address:
             self._feed_source(True, asyncio.get_running_loop().time())
         if self._is_source6(index, address.ip):
@@ -631,6 +632,7 @@ class Daemon:
         if index != self._vip_index or self.addresses is None:
             return
         now = asyncio.get_running_loop().time()
+        copy_removed = False
         for e in self.node.address_present(now, address.ip, address.network.prefixlen):
             m = self.node.machines.get((e.vip.group, e.vip.vhid))
             why = "present while " + (m.state.value if m is not None else "taking no part in it")
@@ -643,10 +645,17 @@ class Daemon:
                 log.error("%s vhid %d: cannot remove it: %s", e.vip.address, e.vip.vhid, err)
                 continue
             if removed:  # not our own delete racing the event
+                copy_removed = True
                 self.node.counters["addresses_removed_stray"] += 1
                 log.warning(
                     "%s vhid %d: removed %s, %s", e.vip.address, e.vip.vhid, address, why,
                 )  # fmt: skip
+        if copy_removed and address.version == 6:
+            # The kernel keeps one copy of an IPv6 address, whatever its prefix: ours was
+            # replaced (removed, and the copy added before we could add ours back: our add found
+            # it there), so the copy just removed was the VIP itself. Where we are its master
+            # the machine adds it back; elsewhere nothing happens.
+            self._address_gone(address.ip)
 
     def address_unusable(self, index: int, address: IPv6Interface) -> None:
         """An IPv6 address that is tentative or dadfailed: it answers nobody. A planned VIP in
