@@ -46,3 +46,55 @@ def test_an_ipv6_vip_replaced_by_a_copy_with_another_prefix_comes_back(
     time.sleep(0.5)
     assert settled(lab)(), lab.holders()
     lab.seg.run(CLIENT, "ping", "-6", "-c", "1", "-W", "1", str(v.ip))
+
+
+def _reload_all(lab: Lab, text: str) -> None:
+    """Write a new cluster file and reload every daemon; each must take it."""
+    from click.testing import CliRunner
+
+    from iprotate.cli import main
+    from iprotate.cluster.loader import load_cluster
+    from iprotate.plan.planner import make_plan
+
+    lab.cluster_file.write_text(text)
+    for n in lab.names:
+        r = CliRunner().invoke(main, ["reload", "--socket", str(lab.control_socket(n))])
+        assert r.exit_code == 0, r.output
+    lab.plan = make_plan(load_cluster(lab.cluster_file))
+
+
+def test_a_reload_turns_an_ipv4_only_cluster_dual_stack_and_back(
+    make_lab: Callable[..., Lab],
+) -> None:
+    """Going dual-stack means every host gains its address6 and the file its IPv6 VIPs: a reload
+    takes both (it refused a new address6 with "restart", so the switch cost every host a
+    restart). Back to IPv4 only, the IPv6 VIPs are released and no IPv6 VIP is left anywhere."""
+    lab = make_lab(hosts=2, vips=2, vips6=2, run_args=("--hold-down", "0", "--stagger", "0"))
+    from iprotate.cluster.loader import load_cluster
+    from iprotate.plan.planner import make_plan
+
+    dual = lab.cluster_file.read_text()
+    pool6 = '[[vips]]\npool = "2001:db8:113::10-2001:db8:113::11/64"'
+    assert pool6 in dual and 'address6 = "2001:db8::1"' in dual
+    v4only = "\n".join(x for x in dual.replace(pool6, "").splitlines() if "address6" not in x)
+    lab.cluster_file.write_text(v4only)
+    lab.plan = make_plan(load_cluster(lab.cluster_file))
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+
+    _reload_all(lab, dual)
+    assert len(v6(lab)) == 2
+    wait_for(settled(lab), 8.0)
+    for v in v6(lab):
+        lab.seg.run(CLIENT, "ping", "-6", "-c", "1", "-W", "1", str(v.ip))
+    # The owners hear each other over IPv6: alpha killed, bravo takes its IPv6 VIP.
+    lab.kill("alpha")
+    wait_for(settled(lab, {"alpha"}), 6.0)
+    lab.restore("alpha")
+    wait_for(settled(lab), 8.0)
+
+    _reload_all(lab, v4only)
+    wait_for(settled(lab), 4.0)
+    for n in lab.names:
+        assert not [a for a in lab.seg.addresses(n, family=6) if a.startswith("2001:db8:113:")]
+        assert "failed" not in (lab.workdir / f"{n}.log").read_text()

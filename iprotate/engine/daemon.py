@@ -54,7 +54,7 @@ from iprotate.engine.checks import CheckRunner, RunResult
 from iprotate.engine.control import ControlError, ControlServer
 from iprotate.engine.garp import GarpSender
 from iprotate.engine.hooks import HookRunner, hook_for
-from iprotate.engine.links import LinkState, LinkWatcher
+from iprotate.engine.links import IFA_F_DADFAILED, IFA_F_TENTATIVE, LinkState, LinkWatcher
 from iprotate.engine.metrics import serve as serve_metrics
 from iprotate.engine.sdnotify import Notifier
 from iprotate.engine.signals import EarlySignals, SignalRules
@@ -350,26 +350,48 @@ class Daemon:
             log.info("reload dropped: stopping")
             return {"ok": False, "error": "stopping: no reload"}
         new = plan.cluster.host(self.host.name)
-        if (new.address, new.address6, new.interface, new.vip_interface) != (
+        if (new.address, new.interface, new.vip_interface) != (
             self.host.address,
-            self.host.address6,
             self.host.interface,
             self.host.vip_interface,
         ):
             log.error("reload refused: this host's address or interfaces changed; restart instead")
             self.notifier.ready("reload refused")
             return {"ok": False, "error": "this host's address or interfaces changed: restart"}
+        # A new address6 (a cluster going dual-stack, or back): where it stands on the advert
+        # interface, asked before anything changes (a stop may come meanwhile).
+        source6: bool | None = None
+        if new.address6 != self.host.address6 and new.address6 is not None:
+            try:
+                source6 = await self._address6_state(new.address6)
+            except OSError as e:
+                log.error("reload refused: cannot read %s's addresses: %s", new.interface, e)
+                self.notifier.ready("reload refused")
+                return {"ok": False, "error": f"cannot read {new.interface}'s addresses: {e}"}
+            if self._stopping.is_set():
+                log.info("reload dropped: stopping")
+                return {"ok": False, "error": "stopping: no reload"}
         before = {k: (v.address, v.order, v.advskew) for k, v in self.node.vips.items()}
+        address6_changed = new.address6 != self.host.address6
         self.plan = plan
         self.host = new
         now = asyncio.get_running_loop().time()
         self._emit(self.node.reload(plan, now))
+        if address6_changed:
+            # The IPv6 socket sends from the old address6 (IPV6_PKTINFO): made again below. As
+            # at start, an address6 not on the advert interface is not our rule; there but
+            # tentative or dadfailed, the IPv6 VIPs stand aside until it is usable.
+            self._close_socket6()
+            self._source_seen[6] = source6 is not None
+            log.info("%s: address6 now %s", self.host.name, new.address6)
         self.checks.update(plan.checks_for(self.host.name))
         self._last_resort &= set(self.node.machines)
         host_vips = frozenset(v.ip for v in plan.for_host(self.host.name))
         for line in check_local(plan.cluster, self.host.name, host_vips):
             log.warning("%s: %s", path, line)  # such a check is down until it can run
         self._join_groups()
+        if address6_changed and self.node.source6_up != (source6 is not False):
+            self._emit(self.node.source(source6 is not False, now, 6))
         if self._drain_all:
             self._emit(self.node.drain(now))
         after = {k: (v.address, v.order, v.advskew) for k, v in self.node.vips.items()}
@@ -420,10 +442,7 @@ class Daemon:
         groups6 = {v.group for v in self.plan.vips if isinstance(v.group, IPv6Address)}
         src6 = self.host.address6
         if not groups6 or src6 is None:
-            if self.socket6 is not None:  # a reload removed the last IPv6 VIP
-                asyncio.get_running_loop().remove_reader(self.socket6.fileno())
-                self.socket6.close()
-                self.socket6 = None
+            self._close_socket6()  # a reload removed the last IPv6 VIP (or our address6)
             return
         vips6 = sum(1 for v in self.plan.vips if v.group.version == 6)
         if self.socket6 is None:
@@ -450,6 +469,25 @@ class Daemon:
         A cluster of one host has no one else: the filter keeps our address (it needs one)."""
         me = self.host.address
         return [h.address for h in self.plan.cluster.hosts if h.address != me] or [me]
+
+    def _close_socket6(self) -> None:
+        if self.socket6 is not None:
+            asyncio.get_running_loop().remove_reader(self.socket6.fileno())
+            self.socket6.close()
+            self.socket6 = None
+
+    async def _address6_state(self, ip: IPv6Address) -> bool | None:
+        """`ip` on the advert interface: usable (True), tentative or dadfailed (False), absent
+        (None). Asked from a dump, as the link watcher reads its events."""
+        ipr = AsyncIPRoute()
+        try:
+            for m in await _collect(ipr.addr("dump", index=self._adv_index, family=10)):
+                if ip_address(m.get_attr("IFA_ADDRESS")) == ip:
+                    flags = m.get_attr("IFA_FLAGS") or m["flags"]
+                    return not flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)
+            return None
+        finally:
+            ipr.close()
 
     def _sources6(self) -> list[IPv6Address]:
         """`_sources` for IPv6: every other host's address6."""
