@@ -98,3 +98,31 @@ def test_a_reload_turns_an_ipv4_only_cluster_dual_stack_and_back(
     for n in lab.names:
         assert not [a for a in lab.seg.addresses(n, family=6) if a.startswith("2001:db8:113:")]
         assert "failed" not in (lab.workdir / f"{n}.log").read_text()
+
+
+def test_a_reload_to_an_address6_still_tentative_waits_for_it(make_lab: Callable[..., Lab]) -> None:
+    """The new address6 in duplicate address detection when the reload comes: no IPv6 advert can
+    leave from it, so its IPv6 VIPs stay with the other host until it is usable."""
+    from iprotate.cluster.loader import load_cluster
+    from iprotate.plan.planner import make_plan
+
+    lab = make_lab(hosts=2, vips=2, vips6=2, run_args=("--hold-down", "0", "--stagger", "0"))
+    dual = lab.cluster_file.read_text()
+    pool6 = '[[vips]]\npool = "2001:db8:113::10-2001:db8:113::11/64"'
+    v4only = "\n".join(x for x in dual.replace(pool6, "").splitlines() if "address6" not in x)
+    lab.cluster_file.write_text(v4only)
+    lab.plan = make_plan(load_cluster(lab.cluster_file))
+    lab.start_all()
+    wait_for(settled(lab), 8.0)
+    a6 = "2001:db8::1/64"
+    lab.seg.run("alpha", "sysctl", "-qw", "net.ipv6.conf.eth1.dad_transmits=4")
+    lab.seg.run("alpha", "ip", "addr", "del", a6, "dev", "eth1")
+    lab.seg.run("alpha", "ip", "addr", "add", a6, "dev", "eth1")  # with DAD: tentative
+    _reload_all(lab, dual)
+    time.sleep(3.5)  # past the master-down time: alpha would have taken its IPv6 VIP
+    shown = lab.seg.run("alpha", "ip", "-6", "addr", "show", "dev", "eth1", "to", "2001:db8::1")
+    assert "tentative" in shown
+    assert all(lab.holders()[str(v.ip)] == ["bravo"] for v in v6(lab)), lab.holders()
+    wait_for(settled(lab), 8.0)
+    log = (lab.workdir / "alpha.log").read_text()
+    assert "2001:db8::1: tentative or dadfailed on eth1" in log and "back on eth1" in log

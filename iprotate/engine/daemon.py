@@ -391,6 +391,10 @@ class Daemon:
             log.warning("%s: %s", path, line)  # such a check is down until it can run
         self._join_groups()
         if address6_changed and self.node.source6_up != (source6 is not False):
+            if source6 is False:
+                log.warning("%s: tentative or dadfailed on %s: no IPv6 advert can leave from it; "
+                            "the IPv6 VIPs stand aside until it is usable", new.address6,
+                            new.interface)  # fmt: skip
             self._emit(self.node.source(source6 is not False, now, 6))
         if self._drain_all:
             self._emit(self.node.drain(now))
