@@ -831,7 +831,7 @@ class Daemon:
                 held[0].append(e)  # after the ones already waiting, in order
                 continue
             if held is not None:  # released before it is in service: whatever waits goes first
-                self._in_service(e.vip.ip)  # type: ignore[arg-type]
+                self._in_service(e.vip.ip, released=True)  # type: ignore[arg-type]
             try:
                 self._apply(e)
             except OSError as err:  # the NIC vanished, the socket broke: log, keep going
@@ -919,13 +919,18 @@ class Daemon:
             else:
                 log.info(*line)
 
-    def _in_service(self, ip: IPv6Address) -> None:
-        """A fresh IPv6 VIP is in service (or we waited long enough): its held effects go."""
+    def _in_service(self, ip: IPv6Address, released: bool = False) -> None:
+        """A fresh IPv6 VIP is in service (or we waited long enough): its held effects go. If
+        it is being `released` instead, its held NAs do not: a better master's NA went out
+        before the advert that made us let go, and ours after it would pull every client to a
+        host without the VIP until their neighbour unreachability detection gave up on it."""
         held = self._held.pop(ip, None)
         if held is None:
             return
         effects, timer = held
         timer.cancel()
+        if released:
+            effects = [e for e in effects if not isinstance(e.action, SendGarp)]
         self._emit(effects)
 
     def _hook(self, v: VipPlan, event: Literal["up", "down"]) -> None:
