@@ -126,3 +126,34 @@ def test_a_reload_to_an_address6_still_tentative_waits_for_it(make_lab: Callable
     wait_for(settled(lab), 8.0)
     log = (lab.workdir / "alpha.log").read_text()
     assert "2001:db8::1: tentative or dadfailed on eth1" in log and "back on eth1" in log
+
+
+def test_a_host_with_ipv6_off_on_its_interface_takes_no_ipv6_vip(
+    make_lab: Callable[..., Lab],
+) -> None:
+    """IPv6 disabled on alpha's interface when it starts (so its address6 is not there): no IPv6
+    advert can leave and no IPv6 VIP can be added. It heard no IPv6 advert either, so it made
+    itself master of every IPv6 VIP, logged a failed add and a failed advert for each of them
+    every second, and its status said it held them. Its IPv6 VIPs stand aside instead, its IPv4
+    ones are served; once address6 is there they come back."""
+    import json
+
+    from click.testing import CliRunner
+
+    from iprotate.cli import main
+
+    lab = make_lab(hosts=2, vips=2, vips6=2, run_args=("--hold-down", "0", "--stagger", "0"))
+    lab.seg.run("alpha", "sysctl", "-qw", "net.ipv6.conf.eth1.disable_ipv6=1")
+    lab.start_all()
+    holders = {str(v.ip): [v.owner if v.ip.version == 4 else "bravo"] for v in lab.plan.vips}
+    wait_for(lambda: lab.holders() == holders, 8.0)
+    time.sleep(4.0)  # past alpha's master-down time
+    assert lab.holders() == holders
+    r = CliRunner().invoke(main, ["status", "--json", "--socket", str(lab.control_socket("alpha"))])
+    states = {v["address"]: v["state"] for v in json.loads(r.output)["vips"]}
+    assert all(states[str(v.address)] != "MASTER" for v in v6(lab)), states
+    log = (lab.workdir / "alpha.log").read_text()
+    assert "ERROR" not in log, log
+    lab.seg.run("alpha", "sysctl", "-qw", "net.ipv6.conf.eth1.disable_ipv6=0")
+    lab.seg.run("alpha", "ip", "addr", "add", "2001:db8::1/64", "dev", "eth1", "nodad")
+    wait_for(settled(lab), 8.0)

@@ -8,7 +8,8 @@ request answered within microseconds (iprotate.engine.addresses); hook scripts r
 background. One wait, for the kernel and not for CARP: a freshly added IPv6 VIP is not in service
 when the netlink ack comes (engine.addresses), so that VIP's later effects (its NA, its first
 advert) are held, in order, until the kernel reports it (IN_SERVICE_WAIT at most); other VIPs'
-effects go on meanwhile.
+effects go on meanwhile. Released before that, its held NA is dropped (it would pull the clients
+back from the new master).
 
 IPv6 VIPs have a socket of their own (engine.wire6) and are announced by unsolicited neighbour
 advertisements (engine.unsolicited_na) where IPv4 ones get gratuitous ARPs. Our address6 is
@@ -155,8 +156,12 @@ class Daemon:
         self._links_up = {False: True, True: True}  # (vip link?) -> up, as the node was told
         self._failed: str | None = None
         # Whether our own address was ever seen on the advert interface: only then does its
-        # absence there mean it was removed (it may live on another interface).
-        self._source_seen = {4: False, 6: False}  # per family: our address, our address6
+        # absence there mean it was removed (it may live on another interface). Not so for
+        # address6: it is an address of the advert interface (cluster file), and IPv6 adverts
+        # leave from it there or not at all (the kernel refuses it as their source otherwise:
+        # with IPv6 off on the interface, the host made itself master of every IPv6 VIP it
+        # could neither add nor advertise). Absent from the start, the IPv6 VIPs stand aside.
+        self._source_seen = {4: False, 6: True}  # per family: our address, our address6
         self._planned: tuple[Plan | None, set[IPInterface], set[IPAddress]] = (None, set(), set())
         self._deferred_logs: list[tuple[Any, ...]] | None = None  # see _emit_all
 
@@ -382,7 +387,6 @@ class Daemon:
             # at start, an address6 not on the advert interface is not our rule; there but
             # tentative or dadfailed, the IPv6 VIPs stand aside until it is usable.
             self._close_socket6()
-            self._source_seen[6] = source6 is not None
             log.info("%s: address6 now %s", self.host.name, new.address6)
         self.checks.update(plan.checks_for(self.host.name))
         self._last_resort &= set(self.node.machines)
@@ -390,12 +394,13 @@ class Daemon:
         for line in check_local(plan.cluster, self.host.name, host_vips):
             log.warning("%s: %s", path, line)  # such a check is down until it can run
         self._join_groups()
-        if address6_changed and self.node.source6_up != (source6 is not False):
-            if source6 is False:
-                log.warning("%s: tentative or dadfailed on %s: no IPv6 advert can leave from it; "
-                            "the IPv6 VIPs stand aside until it is usable", new.address6,
+        if address6_changed and new.address6 is not None and self.node.source6_up != bool(source6):
+            if not source6:
+                why = "absent from" if source6 is None else "tentative or dadfailed on"
+                log.warning("%s: %s %s: no IPv6 advert can leave from it; the IPv6 VIPs stand "
+                            "aside until it is usable", new.address6, why,
                             new.interface)  # fmt: skip
-            self._emit(self.node.source(source6 is not False, now, 6))
+            self._emit(self.node.source(bool(source6), now, 6))
         if self._drain_all:
             self._emit(self.node.drain(now))
         after = {k: (v.address, v.order, v.advskew) for k, v in self.node.vips.items()}
