@@ -4,11 +4,13 @@ scapy's independent decoder, and a real client's neighbour cache moving to the n
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
+import time
 from ipaddress import IPv6Address
 
 import pytest
-from labtools import wait_for
+from labtools import WIRE_TOOL, wait_for
 
 from iprotate.engine.unsolicited_na import na_frame
 from iprotate.lab.netns import Segment
@@ -72,3 +74,38 @@ def test_the_client_cache_moves_to_the_sender() -> None:
         wait_for(lambda: _client_mac(seg) == seg.members["alpha"].mac, 1.0)
         # And the client reaches the VIP there at once.
         seg.run("client", "ping", "-6", "-c", "1", "-W", "1", str(VIP))
+
+
+MAC_CHANGE = """
+import subprocess, sys
+from ipaddress import IPv4Address, IPv6Address
+from iprotate.engine.garp import GarpSender
+from iprotate.engine.unsolicited_na import NaSender
+na, garp = NaSender("eth1"), GarpSender("eth1")
+subprocess.run(["ip", "link", "set", "eth1", "address", sys.argv[1]], check=True)
+na.send(IPv6Address("2001:db8:113::10"))
+garp.send(IPv4Address("203.0.113.10"))
+"""
+
+
+@pytest.mark.netns
+def test_nas_and_garps_carry_the_mac_the_interface_has_now() -> None:
+    """The VIP interface's MAC changed while the daemon runs (a bond whose MAC follows its
+    active slave, fail_over_mac=active; an operator): the senders kept the MAC they were made
+    with, so every takeover announced a MAC nobody has, and clients sent the VIP's traffic there
+    until their neighbour unreachability detection gave up (seconds)."""
+    new = "02:00:00:00:00:99"
+    with Segment() as seg:
+        seg.add("alpha", 1)
+        seg.add("bravo", 2)
+        watch = [
+            seg.spawn("bravo", [sys.executable, WIRE_TOOL, kind, "eth1", "-", "2"],
+                      stdout=subprocess.PIPE)
+            for kind in ("na", "garp")
+        ]  # fmt: skip
+        time.sleep(0.5)
+        seg.run("alpha", sys.executable, "-c", MAC_CHANGE, new)
+        seen = [p.communicate(timeout=10)[0].decode().split() for p in watch]
+    (_, target, na_mac), (_, vip, garp_mac) = seen
+    assert (target, na_mac) == ("2001:db8:113::10", new)
+    assert (vip, garp_mac) == ("203.0.113.10", new)

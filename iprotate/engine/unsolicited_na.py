@@ -82,7 +82,14 @@ class NaSender:
         except OSError:
             self.sock.close()
             raise
-        self.mac: bytes = self.sock.getsockname()[4][:6]
+
+    @property
+    def mac(self) -> bytes:
+        """The interface's MAC now, not when the socket was made: it may change under a running
+        daemon (a bond following its active slave, an operator), and an NA with the old one
+        sends every client's traffic for the VIP to a MAC nobody has. One getsockname (the
+        kernel reads the device's address), microseconds."""
+        return bytes(self.sock.getsockname()[4][:6])
 
     def send(self, vip: IPv6Address) -> None:
         # Read at each takeover: an operator may turn forwarding on or off at any time.
