@@ -369,7 +369,7 @@ class Daemon:
         if new.address6 != self.host.address6 and new.address6 is not None:
             try:
                 source6 = await self._address6_state(new.address6)
-            except OSError as e:
+            except Exception as e:  # pyroute2's NetlinkError is no OSError
                 log.error("reload refused: cannot read %s's addresses: %s", new.interface, e)
                 self.notifier.ready("reload refused")
                 return {"ok": False, "error": f"cannot read {new.interface}'s addresses: {e}"}
