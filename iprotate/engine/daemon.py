@@ -336,7 +336,12 @@ class Daemon:
             # In a thread: a big or hostile file takes seconds to check and plan, and adverts
             # must go on meanwhile (the loader bounds what a file may ask for).
             plan = await asyncio.to_thread(_load_plan, path)
-            plan.cluster.host(self.host.name)
+            new = plan.cluster.host(self.host.name)
+            # A new address6 (a cluster going dual-stack, or back): where it stands on the
+            # advert interface, read before anything changes, while no other reload can start.
+            source6: bool | None = None
+            if new.address6 != self.host.address6 and new.address6 is not None:
+                source6 = await self._address6_state(new.address6)
         except Exception as e:  # whatever went wrong, the running plan stays
             if isinstance(e, KeyError):
                 msg = f"host {self.host.name} is not in the new file"
@@ -354,7 +359,6 @@ class Daemon:
             # released, and a new plan would start machines (and report READY) on the way out.
             log.info("reload dropped: stopping")
             return {"ok": False, "error": "stopping: no reload"}
-        new = plan.cluster.host(self.host.name)
         if (new.address, new.interface, new.vip_interface) != (
             self.host.address,
             self.host.interface,
@@ -363,19 +367,6 @@ class Daemon:
             log.error("reload refused: this host's address or interfaces changed; restart instead")
             self.notifier.ready("reload refused")
             return {"ok": False, "error": "this host's address or interfaces changed: restart"}
-        # A new address6 (a cluster going dual-stack, or back): where it stands on the advert
-        # interface, asked before anything changes (a stop may come meanwhile).
-        source6: bool | None = None
-        if new.address6 != self.host.address6 and new.address6 is not None:
-            try:
-                source6 = await self._address6_state(new.address6)
-            except Exception as e:  # pyroute2's NetlinkError is no OSError
-                log.error("reload refused: cannot read %s's addresses: %s", new.interface, e)
-                self.notifier.ready("reload refused")
-                return {"ok": False, "error": f"cannot read {new.interface}'s addresses: {e}"}
-            if self._stopping.is_set():
-                log.info("reload dropped: stopping")
-                return {"ok": False, "error": "stopping: no reload"}
         before = {k: (v.address, v.order, v.advskew) for k, v in self.node.vips.items()}
         address6_changed = new.address6 != self.host.address6
         self.plan = plan
@@ -384,8 +375,8 @@ class Daemon:
         self._emit(self.node.reload(plan, now))
         if address6_changed:
             # The IPv6 socket sends from the old address6 (IPV6_PKTINFO): made again below. As
-            # at start, an address6 not on the advert interface is not our rule; there but
-            # tentative or dadfailed, the IPv6 VIPs stand aside until it is usable.
+            # at start, an address6 absent from the advert interface, tentative or dadfailed
+            # there, stands the IPv6 VIPs aside until it is usable.
             self._close_socket6()
             log.info("%s: address6 now %s", self.host.name, new.address6)
         self.checks.update(plan.checks_for(self.host.name))
