@@ -157,3 +157,29 @@ def test_a_host_with_ipv6_off_on_its_interface_takes_no_ipv6_vip(
     lab.seg.run("alpha", "sysctl", "-qw", "net.ipv6.conf.eth1.disable_ipv6=0")
     lab.seg.run("alpha", "ip", "addr", "add", "2001:db8::1/64", "dev", "eth1", "nodad")
     wait_for(settled(lab), 8.0)
+
+
+def test_ipv6_off_on_the_vip_interface_stands_the_ipv6_vips_aside(
+    make_lab: Callable[..., Lab],
+) -> None:
+    """alpha adds its VIPs on a NIC of their own (eth2) where IPv6 is off: its IPv6 VIP cannot
+    be added there (EACCES). It still advertised it from eth1 as its master, so nobody held it.
+    Now its IPv6 VIPs stand aside (bravo serves them) while its IPv4 ones are served, and come
+    back when IPv6 is on again."""
+    from iprotate.lab.lab import VIP_IFACE
+
+    lab = make_lab(
+        hosts=2, vips=2, vips6=2, vip_links=("alpha",),
+        run_args=("--hold-down", "0", "--stagger", "0"),
+    )  # fmt: skip
+    lab.seg.run("alpha", "sysctl", "-qw", f"net.ipv6.conf.{VIP_IFACE}.disable_ipv6=1")
+    lab.start_all()
+    holders = {str(v.ip): [v.owner if v.ip.version == 4 else "bravo"] for v in lab.plan.vips}
+    wait_for(lambda: lab.holders() == holders, 8.0)
+    time.sleep(4.0)  # past alpha's master-down time
+    assert lab.holders() == holders
+    assert "ERROR" not in (lab.workdir / "alpha.log").read_text()
+    lab.seg.run("alpha", "sysctl", "-qw", f"net.ipv6.conf.{VIP_IFACE}.disable_ipv6=0")
+    wait_for(settled(lab), 8.0)
+    lab.seg.run("alpha", "sysctl", "-qw", f"net.ipv6.conf.{VIP_IFACE}.disable_ipv6=1")
+    wait_for(lambda: lab.holders() == holders, 8.0)

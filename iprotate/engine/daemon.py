@@ -162,6 +162,11 @@ class Daemon:
         # with IPv6 off on the interface, the host made itself master of every IPv6 VIP it
         # could neither add nor advertise). Absent from the start, the IPv6 VIPs stand aside.
         self._source_seen = {4: False, 6: True}  # per family: our address, our address6
+        # IPv6 VIPs need both: address6 usable on the advert interface, and IPv6 on on the VIP
+        # interface (off, every add fails with EACCES while the adverts still leave: the VIP
+        # would be dead while its master advertises it). The node hears the two together.
+        self._address6_usable = True
+        self._vip6_off = False
         self._planned: tuple[Plan | None, set[IPInterface], set[IPAddress]] = (None, set(), set())
         self._deferred_logs: list[tuple[Any, ...]] | None = None  # see _emit_all
 
@@ -385,13 +390,15 @@ class Daemon:
         for line in check_local(plan.cluster, self.host.name, host_vips):
             log.warning("%s: %s", path, line)  # such a check is down until it can run
         self._join_groups()
-        if address6_changed and new.address6 is not None and self.node.source6_up != bool(source6):
+        if address6_changed and new.address6 is not None:
             if not source6:
                 why = "absent from" if source6 is None else "tentative or dadfailed on"
                 log.warning("%s: %s %s: no IPv6 advert can leave from it; the IPv6 VIPs stand "
                             "aside until it is usable", new.address6, why,
                             new.interface)  # fmt: skip
-            self._emit(self.node.source(bool(source6), now, 6))
+            self._address6_usable = bool(source6)
+            self._feed_source6(now)
+        self._check_vip6()
         if self._drain_all:
             self._emit(self.node.drain(now))
         after = {k: (v.address, v.order, v.advskew) for k, v in self.node.vips.items()}
@@ -569,6 +576,7 @@ class Daemon:
         while True:
             await asyncio.sleep(DRIFT_LOG_EVERY / 6)
             self._log_drift(asyncio.get_running_loop().time())
+            self._check_vip6()  # IPv6 turned on without an address event (addrgenmode none)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -642,7 +650,7 @@ class Daemon:
             self._source_seen[version] = True
         elif not self._source_seen[version]:
             return  # never seen there (the address lives on another interface): not our rule
-        up = self.node.source6_up if version == 6 else self.node.source_up
+        up = self._address6_usable if version == 6 else self.node.source_up
         if up == present:
             return
         where = self.host.interface
@@ -652,7 +660,35 @@ class Daemon:
         else:
             log.warning("%s: removed from %s (or unusable): no advert can leave from it; its "
                         "VIPs stand aside until it is back", me, where)  # fmt: skip
-        self._emit(self.node.source(present, now, version))
+        if version == 6:
+            self._address6_usable = present
+            self._feed_source6(now)
+        else:
+            self._emit(self.node.source(present, now, version))
+
+    def _feed_source6(self, now: float) -> None:
+        """Tell the node whether IPv6 VIPs can be served here: address6 usable and IPv6 on on
+        the VIP interface."""
+        up = self._address6_usable and not self._vip6_off
+        if self.node.source6_up != up:
+            self._emit(self.node.source(up, now, 6))
+
+    def _check_vip6(self) -> None:
+        """Whether IPv6 is off on the VIP interface (disable_ipv6): read at start and after
+        every IPv6 address event there (turning it off or on removes or adds the link-local
+        address). Off, the IPv6 VIPs stand aside; on again, they take part."""
+        off = ipv6_off(self.host.vip_interface)
+        if off == self._vip6_off or self._stopping.is_set():
+            return
+        self._vip6_off = off
+        if any(v.ip.version == 6 for v in self.plan.vips):
+            where = self.host.vip_interface
+            if off:
+                log.warning("IPv6 is off on %s (disable_ipv6): no IPv6 VIP can be added there; "
+                            "the IPv6 VIPs stand aside until it is on", where)  # fmt: skip
+            else:
+                log.info("IPv6 is on again on %s: the IPv6 VIPs take part again", where)
+        self._feed_source6(asyncio.get_running_loop().time())
 
     def _is_source6(self, index: int, ip: IPAddress) -> bool:
         return index == self._adv_index and ip == self.host.address6
@@ -667,6 +703,8 @@ class Daemon:
             self._feed_source(True, asyncio.get_running_loop().time(), 6)
         if index == self._vip_index and address.ip in self._held:
             self._in_service(address.ip)  # type: ignore[arg-type]
+        if index == self._vip_index and address.version == 6:
+            self._check_vip6()
         if index != self._vip_index or self.addresses is None:
             return
         now = asyncio.get_running_loop().time()
@@ -704,6 +742,8 @@ class Daemon:
             # It is on the advert interface, only not usable yet (a fresh boot's DAD): our rule.
             self._source_seen[6] = True
             self._feed_source(False, asyncio.get_running_loop().time(), 6)
+        if index == self._vip_index:
+            self._check_vip6()  # IPv6 turned on there: its link-local address, tentative
         if index != self._vip_index or self.addresses is None:
             return
         if address.ip not in self._planned_ips():
@@ -724,6 +764,8 @@ class Daemon:
             self._feed_source(False, asyncio.get_running_loop().time())
         if self._is_source6(index, address.ip):
             self._feed_source(False, asyncio.get_running_loop().time(), 6)
+        if index == self._vip_index and address.version == 6:
+            self._check_vip6()
         # A copy of a VIP with another prefix going (we removed it, see address_added) leaves
         # the planned one in place: nothing to add back.
         if index == self._vip_index and address in self._planned_addresses():
@@ -751,6 +793,7 @@ class Daemon:
                 self._feed_source(self.host.address6 in present, now, 6)
         if index != self._vip_index:
             return
+        self._check_vip6()
         # Whether a missing address matters (we are its master) is the machine's call.
         for key in list(self.node.machines):
             ip = self.node.vips[key].ip
@@ -1074,6 +1117,18 @@ def promote_secondaries(interface: str) -> None:
             interface,
             e,
         )
+
+
+def ipv6_off(interface: str, conf: Path = Path("/proc/sys/net/ipv6/conf")) -> bool:
+    """Whether IPv6 is off on `interface` (disable_ipv6 = 1), or in the whole kernel (no
+    IPv6 settings at all). An interface whose settings are gone (deleted) is not off: its link
+    is down, which stands its VIPs aside anyway."""
+    if not conf.is_dir():
+        return True
+    try:
+        return (conf / interface / "disable_ipv6").read_text().strip() == "1"
+    except OSError:
+        return False
 
 
 async def _ifindex(ipr: AsyncIPRoute, name: str, host: str) -> int:
