@@ -674,9 +674,10 @@ class Daemon:
             self._emit(self.node.source(up, now, 6))
 
     def _check_vip6(self) -> None:
-        """Whether IPv6 is off on the VIP interface (disable_ipv6): read at start and after
-        every IPv6 address event there (turning it off or on removes or adds the link-local
-        address). Off, the IPv6 VIPs stand aside; on again, they take part."""
+        """Whether IPv6 is off on the VIP interface (disable_ipv6): read after a dump, every
+        event of a link-local address there (turning IPv6 off or on removes or adds it; not for
+        every VIP's event: a read costs tens of microseconds, a takeover brings thousands) and
+        every few seconds. Off, the IPv6 VIPs stand aside; on again, they take part."""
         off = ipv6_off(self.host.vip_interface)
         if off == self._vip6_off or self._stopping.is_set():
             return
@@ -703,8 +704,8 @@ class Daemon:
             self._feed_source(True, asyncio.get_running_loop().time(), 6)
         if index == self._vip_index and address.ip in self._held:
             self._in_service(address.ip)  # type: ignore[arg-type]
-        if index == self._vip_index and address.version == 6:
-            self._check_vip6()
+        if index == self._vip_index and address.ip.is_link_local:
+            self._check_vip6()  # IPv6 turned on or off there (a VIP's event reads nothing)
         if index != self._vip_index or self.addresses is None:
             return
         now = asyncio.get_running_loop().time()
@@ -742,7 +743,7 @@ class Daemon:
             # It is on the advert interface, only not usable yet (a fresh boot's DAD): our rule.
             self._source_seen[6] = True
             self._feed_source(False, asyncio.get_running_loop().time(), 6)
-        if index == self._vip_index:
+        if index == self._vip_index and address.ip.is_link_local:
             self._check_vip6()  # IPv6 turned on there: its link-local address, tentative
         if index != self._vip_index or self.addresses is None:
             return
@@ -764,8 +765,8 @@ class Daemon:
             self._feed_source(False, asyncio.get_running_loop().time())
         if self._is_source6(index, address.ip):
             self._feed_source(False, asyncio.get_running_loop().time(), 6)
-        if index == self._vip_index and address.version == 6:
-            self._check_vip6()
+        if index == self._vip_index and address.ip.is_link_local:
+            self._check_vip6()  # IPv6 turned off there: its link-local address goes first
         # A copy of a VIP with another prefix going (we removed it, see address_added) leaves
         # the planned one in place: nothing to add back.
         if index == self._vip_index and address in self._planned_addresses():
