@@ -95,3 +95,31 @@ def test_a_fresh_ipv6_vip_announces_itself_once_in_service() -> None:
             d._timer.cancel()
 
     asyncio.run(main())
+
+
+def test_a_vip_released_before_it_is_in_service_sends_no_stale_na() -> None:
+    """Taken, then released within the in-service wait (a better master heard at once, whose own
+    NA went out before its advert): our held NA, sent on the way out, would come after that
+    master's and pull every client's neighbour entry to a host that no longer has the VIP, until
+    their neighbour unreachability detection gives up on it (seconds). The held adverts still go
+    (a stop's last one hands the VIP over at once); the NA does not."""
+
+    async def main() -> None:
+        d, r = _daemon()
+        loop = asyncio.get_running_loop()
+        d._emit(d.node.start(loop.time()))
+        r.calls.clear()
+        while any(m.state.value != "MASTER" for m in d.node.machines.values()):
+            assert d.node.deadline is not None
+            d._emit(d.node.timers(d.node.deadline))
+        a = "2001:db8:113::10"
+        assert r.of(a) == ["add"] and IPv6Address(a) in d._held
+        r.calls.clear()
+        d._emit(d.node.stop(loop.time()))
+        assert r.of(a) == ["del"], r.calls
+        assert ("advert", "ff02::12") in r.calls
+        assert not d._held
+        if d._timer is not None:
+            d._timer.cancel()
+
+    asyncio.run(main())

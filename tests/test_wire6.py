@@ -134,3 +134,43 @@ def test_a_link_local_address6_sources_adverts_once_dad_is_done() -> None:
         seen = json.loads(lst.stdout.readline())
         lst.wait(timeout=10)
     assert seen == {f"{ll} ff02::12 255 {CARP.hex()}": 3}
+
+
+BURST_RECEIVER = textwrap.dedent(
+    """
+    import socket, sys, time
+    from ipaddress import IPv6Address
+    from iprotate.engine.wire6 import CarpSocket6
+    me, host, vips, wait = sys.argv[1:]
+    idx = socket.if_nametoindex("eth1")
+    s = CarpSocket6("eth1", idx, IPv6Address(me), [IPv6Address(host)], vips=int(vips))
+    s.join(IPv6Address("ff02::12"))
+    print("ready", flush=True)
+    time.sleep(float(wait))  # descheduled while the whole burst arrives
+    n = 0
+    while s.recv() is not None:
+        n += 1
+    print(n, flush=True)
+    """
+)
+
+
+def test_the_ipv6_socket_holds_a_burst_of_every_ipv6_vip_of_a_large_segment() -> None:
+    """A master's adverts leave in one burst per interval (engine.wire): the IPv6 socket must hold
+    one advert per IPv6 VIP, as the IPv4 one does. Its buffer was a fixed 1 MiB: 2,521 of a burst
+    of 4,000 stayed, and a survivor took the other VIPs over from their live master."""
+    n = 4000
+    with Segment() as seg:
+        seg.add("alpha", 1)
+        seg.add("bravo", 2)
+        me, host = seg.members["alpha"].address6, seg.members["bravo"].address6
+        rx = seg.spawn(
+            "alpha", [sys.executable, "-c", BURST_RECEIVER, me, host, str(n), "3"],
+            stdout=subprocess.PIPE,
+        )  # fmt: skip
+        assert rx.stdout is not None
+        assert rx.stdout.readline().strip() == b"ready"
+        seg.run("bravo", sys.executable, "-c", SENDER, host, "ff02::12", str(n), "255", CARP.hex())
+        got = int(rx.stdout.readline())
+        rx.wait(timeout=10)
+    assert got == n

@@ -4,6 +4,9 @@
     python wire_tool.py capture IFACE GROUP SECONDS        print the hex of every CARP packet seen
     python wire_tool.py garp IFACE - SECONDS               print "time vip mac" per gratuitous ARP
     python wire_tool.py na IFACE - SECONDS                 the same per unsolicited NA (IPv6)
+    python wire_tool.py send6 IFACE MAC HEX [HEX ...]      one whole IPv6 packet per HEX, framed
+                                                           to MAC ("-": the group's multicast MAC)
+    python wire_tool.py capture6 IFACE - SECONDS           print the hex of every IPv6 CARP packet
 
 Only ever sends to the CARP group on the test's own interface.
 """
@@ -71,6 +74,31 @@ def na(iface: str, seconds: float) -> None:
 ALL_NODES = socket.inet_pton(socket.AF_INET6, "ff02::1")
 
 
+def send6(iface: str, mac: str, packets: list[str]) -> None:
+    """Whole IPv6 packets (any source, hop limit, extension headers) in Ethernet frames from our
+    MAC: the kernel's IPv6 stack never sees them, so nothing is rewritten on the way out."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((iface, 0))
+    own = s.getsockname()[4][:6]
+    for h in packets:
+        pkt = bytes.fromhex(h)
+        # "-": 33:33 and the group's last four bytes (RFC 2464)
+        to = b"\x33\x33" + pkt[36:40] if mac == "-" else bytes.fromhex(mac.replace(":", ""))
+        s.send(to + own + b"\x86\xdd" + pkt)
+
+
+def capture6(iface: str, seconds: float) -> None:
+    """Every IPv6 packet whose next header is CARP (112), whole, as seen on the wire."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86DD))
+    s.bind((iface, 0x86DD))
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if select.select([s], [], [], left)[0]:
+            f = s.recv(2048)
+            if len(f) >= 54 and f[20] == 112:
+                print(f[14:].hex(), flush=True)
+
+
 if __name__ == "__main__":
     cmd, iface, group, *rest = sys.argv[1:]
     if cmd == "send":
@@ -79,5 +107,9 @@ if __name__ == "__main__":
         garp(iface, float(rest[0]))
     elif cmd == "na":
         na(iface, float(rest[0]))
+    elif cmd == "send6":
+        send6(iface, group, rest)
+    elif cmd == "capture6":
+        capture6(iface, float(rest[0]))
     else:
         capture(iface, group, float(rest[0]))

@@ -8,7 +8,8 @@ request answered within microseconds (iprotate.engine.addresses); hook scripts r
 background. One wait, for the kernel and not for CARP: a freshly added IPv6 VIP is not in service
 when the netlink ack comes (engine.addresses), so that VIP's later effects (its NA, its first
 advert) are held, in order, until the kernel reports it (IN_SERVICE_WAIT at most); other VIPs'
-effects go on meanwhile.
+effects go on meanwhile. Released before that, its held NA is dropped (it would pull the clients
+back from the new master).
 
 IPv6 VIPs have a socket of their own (engine.wire6) and are announced by unsolicited neighbour
 advertisements (engine.unsolicited_na) where IPv4 ones get gratuitous ARPs. Our address6 is
@@ -54,7 +55,7 @@ from iprotate.engine.checks import CheckRunner, RunResult, local_problems
 from iprotate.engine.control import ControlError, ControlServer
 from iprotate.engine.garp import GarpSender
 from iprotate.engine.hooks import HookRunner, hook_for
-from iprotate.engine.links import LinkState, LinkWatcher
+from iprotate.engine.links import IFA_F_DADFAILED, IFA_F_TENTATIVE, LinkState, LinkWatcher
 from iprotate.engine.metrics import serve as serve_metrics
 from iprotate.engine.sdnotify import Notifier
 from iprotate.engine.signals import EarlySignals, SignalRules
@@ -155,8 +156,17 @@ class Daemon:
         self._links_up = {False: True, True: True}  # (vip link?) -> up, as the node was told
         self._failed: str | None = None
         # Whether our own address was ever seen on the advert interface: only then does its
-        # absence there mean it was removed (it may live on another interface).
-        self._source_seen = {4: False, 6: False}  # per family: our address, our address6
+        # absence there mean it was removed (it may live on another interface). Not so for
+        # address6: it is an address of the advert interface (cluster file), and IPv6 adverts
+        # leave from it there or not at all (the kernel refuses it as their source otherwise:
+        # with IPv6 off on the interface, the host made itself master of every IPv6 VIP it
+        # could neither add nor advertise). Absent from the start, the IPv6 VIPs stand aside.
+        self._source_seen = {4: False, 6: True}  # per family: our address, our address6
+        # IPv6 VIPs need both: address6 usable on the advert interface, and IPv6 on on the VIP
+        # interface (off, every add fails with EACCES while the adverts still leave: the VIP
+        # would be dead while its master advertises it). The node hears the two together.
+        self._address6_usable = True
+        self._vip6_off = False
         self._planned: tuple[Plan | None, set[IPInterface], set[IPAddress]] = (None, set(), set())
         self._deferred_logs: list[tuple[Any, ...]] | None = None  # see _emit_all
 
@@ -331,7 +341,12 @@ class Daemon:
             # In a thread: a big or hostile file takes seconds to check and plan, and adverts
             # must go on meanwhile (the loader bounds what a file may ask for).
             plan = await asyncio.to_thread(_load_plan, path)
-            plan.cluster.host(self.host.name)
+            new = plan.cluster.host(self.host.name)
+            # A new address6 (a cluster going dual-stack, or back): where it stands on the
+            # advert interface, read before anything changes, while no other reload can start.
+            source6: bool | None = None
+            if new.address6 != self.host.address6 and new.address6 is not None:
+                source6 = await self._address6_state(new.address6)
             host_vips = frozenset(v.ip for v in plan.for_host(self.host.name))
             problems = await local_problems(plan.cluster, self.host.name, host_vips)
         except Exception as e:  # whatever went wrong, the running plan stays
@@ -351,10 +366,8 @@ class Daemon:
             # released, and a new plan would start machines (and report READY) on the way out.
             log.info("reload dropped: stopping")
             return {"ok": False, "error": "stopping: no reload"}
-        new = plan.cluster.host(self.host.name)
-        if (new.address, new.address6, new.interface, new.vip_interface) != (
+        if (new.address, new.interface, new.vip_interface) != (
             self.host.address,
-            self.host.address6,
             self.host.interface,
             self.host.vip_interface,
         ):
@@ -362,15 +375,31 @@ class Daemon:
             self.notifier.ready("reload refused")
             return {"ok": False, "error": "this host's address or interfaces changed: restart"}
         before = {k: (v.address, v.order, v.advskew) for k, v in self.node.vips.items()}
+        address6_changed = new.address6 != self.host.address6
         self.plan = plan
         self.host = new
         now = asyncio.get_running_loop().time()
         self._emit(self.node.reload(plan, now))
+        if address6_changed:
+            # The IPv6 socket sends from the old address6 (IPV6_PKTINFO): made again below. As
+            # at start, an address6 absent from the advert interface, tentative or dadfailed
+            # there, stands the IPv6 VIPs aside until it is usable.
+            self._close_socket6()
+            log.info("%s: address6 now %s", self.host.name, new.address6)
         self.checks.update(plan.checks_for(self.host.name))
         self._last_resort &= set(self.node.machines)
         for line in problems:
             log.warning("%s: %s", path, line)  # such a check is down until it can run
         self._join_groups()
+        if address6_changed and new.address6 is not None:
+            if not source6:
+                why = "absent from" if source6 is None else "tentative or dadfailed on"
+                log.warning("%s: %s %s: no IPv6 advert can leave from it; the IPv6 VIPs stand "
+                            "aside until it is usable", new.address6, why,
+                            new.interface)  # fmt: skip
+            self._address6_usable = bool(source6)
+            self._feed_source6(now)
+        self._check_vip6()
         if self._drain_all:
             self._emit(self.node.drain(now))
         after = {k: (v.address, v.order, v.advskew) for k, v in self.node.vips.items()}
@@ -421,16 +450,17 @@ class Daemon:
         groups6 = {v.group for v in self.plan.vips if isinstance(v.group, IPv6Address)}
         src6 = self.host.address6
         if not groups6 or src6 is None:
-            if self.socket6 is not None:  # a reload removed the last IPv6 VIP
-                asyncio.get_running_loop().remove_reader(self.socket6.fileno())
-                self.socket6.close()
-                self.socket6 = None
+            self._close_socket6()  # a reload removed the last IPv6 VIP (or our address6)
             return
+        vips6 = sum(1 for v in self.plan.vips if v.group.version == 6)
         if self.socket6 is None:
-            self.socket6 = CarpSocket6(self.host.interface, self._adv_index, src6, self._sources6())
+            self.socket6 = CarpSocket6(
+                self.host.interface, self._adv_index, src6, self._sources6(), vips=vips6
+            )
             asyncio.get_running_loop().add_reader(self.socket6.fileno(), self._on_readable6)
         else:
             self.socket6.set_sources(self._sources6())
+            self.socket6.grow(vips6)
         for group in sorted(groups6 - self.socket6.groups):
             self.socket6.join(group)
         for group in sorted(self.socket6.groups - groups6):
@@ -447,6 +477,25 @@ class Daemon:
         A cluster of one host has no one else: the filter keeps our address (it needs one)."""
         me = self.host.address
         return [h.address for h in self.plan.cluster.hosts if h.address != me] or [me]
+
+    def _close_socket6(self) -> None:
+        if self.socket6 is not None:
+            asyncio.get_running_loop().remove_reader(self.socket6.fileno())
+            self.socket6.close()
+            self.socket6 = None
+
+    async def _address6_state(self, ip: IPv6Address) -> bool | None:
+        """`ip` on the advert interface: usable (True), tentative or dadfailed (False), absent
+        (None). Asked from a dump, as the link watcher reads its events."""
+        ipr = AsyncIPRoute()
+        try:
+            for m in await _collect(ipr.addr("dump", index=self._adv_index, family=10)):
+                if ip_address(m.get_attr("IFA_ADDRESS")) == ip:
+                    flags = m.get_attr("IFA_FLAGS") or m["flags"]
+                    return not flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)
+            return None
+        finally:
+            ipr.close()
 
     def _sources6(self) -> list[IPv6Address]:
         """`_sources` for IPv6: every other host's address6."""
@@ -528,6 +577,7 @@ class Daemon:
         while True:
             await asyncio.sleep(DRIFT_LOG_EVERY / 6)
             self._log_drift(asyncio.get_running_loop().time())
+            self._check_vip6()  # IPv6 turned on without an address event (addrgenmode none)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -601,7 +651,7 @@ class Daemon:
             self._source_seen[version] = True
         elif not self._source_seen[version]:
             return  # never seen there (the address lives on another interface): not our rule
-        up = self.node.source6_up if version == 6 else self.node.source_up
+        up = self._address6_usable if version == 6 else self.node.source_up
         if up == present:
             return
         where = self.host.interface
@@ -611,23 +661,56 @@ class Daemon:
         else:
             log.warning("%s: removed from %s (or unusable): no advert can leave from it; its "
                         "VIPs stand aside until it is back", me, where)  # fmt: skip
-        self._emit(self.node.source(present, now, version))
+        if version == 6:
+            self._address6_usable = present
+            self._feed_source6(now)
+        else:
+            self._emit(self.node.source(present, now, version))
+
+    def _feed_source6(self, now: float) -> None:
+        """Tell the node whether IPv6 VIPs can be served here: address6 usable and IPv6 on on
+        the VIP interface."""
+        up = self._address6_usable and not self._vip6_off
+        if self.node.source6_up != up:
+            self._emit(self.node.source(up, now, 6))
+
+    def _check_vip6(self) -> None:
+        """Whether IPv6 is off on the VIP interface (disable_ipv6): read after a dump, every
+        event of a link-local address there (turning IPv6 off or on removes or adds it; not for
+        every VIP's event: a read costs tens of microseconds, a takeover brings thousands) and
+        every few seconds. Off, the IPv6 VIPs stand aside; on again, they take part."""
+        off = ipv6_off(self.host.vip_interface)
+        if off == self._vip6_off or self._stopping.is_set():
+            return
+        self._vip6_off = off
+        if any(v.ip.version == 6 for v in self.plan.vips):
+            where = self.host.vip_interface
+            if off:
+                log.warning("IPv6 is off on %s (disable_ipv6): no IPv6 VIP can be added there; "
+                            "the IPv6 VIPs stand aside until it is on", where)  # fmt: skip
+            else:
+                log.info("IPv6 is on again on %s: the IPv6 VIPs take part again", where)
+        self._feed_source6(asyncio.get_running_loop().time())
 
     def _is_source6(self, index: int, ip: IPAddress) -> bool:
         return index == self._adv_index and ip == self.host.address6
 
     def address_added(self, index: int, address: IPInterface) -> None:
         """A planned VIP on our VIP interface while we are not its master, or a copy of it
-        with another prefix while we are: remove it."""
+        with another prefix while we are: remove it (an IPv6 copy was the VIP itself: the
+        machine then adds ours back)."""
         if index == self._adv_index and address.ip == self.host.address:
             self._feed_source(True, asyncio.get_running_loop().time())
         if self._is_source6(index, address.ip):
             self._feed_source(True, asyncio.get_running_loop().time(), 6)
         if index == self._vip_index and address.ip in self._held:
             self._in_service(address.ip)  # type: ignore[arg-type]
+        if index == self._vip_index and address.ip.is_link_local:
+            self._check_vip6()  # IPv6 turned on or off there (a VIP's event reads nothing)
         if index != self._vip_index or self.addresses is None:
             return
         now = asyncio.get_running_loop().time()
+        copy_removed = False
         for e in self.node.address_present(now, address.ip, address.network.prefixlen):
             m = self.node.machines.get((e.vip.group, e.vip.vhid))
             why = "present while " + (m.state.value if m is not None else "taking no part in it")
@@ -640,10 +723,17 @@ class Daemon:
                 log.error("%s vhid %d: cannot remove it: %s", e.vip.address, e.vip.vhid, err)
                 continue
             if removed:  # not our own delete racing the event
+                copy_removed = True
                 self.node.counters["addresses_removed_stray"] += 1
                 log.warning(
                     "%s vhid %d: removed %s, %s", e.vip.address, e.vip.vhid, address, why,
                 )  # fmt: skip
+        if copy_removed and address.version == 6:
+            # The kernel keeps one copy of an IPv6 address, whatever its prefix: ours was
+            # replaced (removed, and the copy added before we could add ours back: our add found
+            # it there), so the copy just removed was the VIP itself. Where we are its master
+            # the machine adds it back; elsewhere nothing happens.
+            self._address_gone(address.ip)
 
     def address_unusable(self, index: int, address: IPv6Interface) -> None:
         """An IPv6 address that is tentative or dadfailed: it answers nobody. A planned VIP in
@@ -654,6 +744,8 @@ class Daemon:
             # It is on the advert interface, only not usable yet (a fresh boot's DAD): our rule.
             self._source_seen[6] = True
             self._feed_source(False, asyncio.get_running_loop().time(), 6)
+        if index == self._vip_index and address.ip.is_link_local:
+            self._check_vip6()  # IPv6 turned on there: its link-local address, tentative
         if index != self._vip_index or self.addresses is None:
             return
         if address.ip not in self._planned_ips():
@@ -674,6 +766,8 @@ class Daemon:
             self._feed_source(False, asyncio.get_running_loop().time())
         if self._is_source6(index, address.ip):
             self._feed_source(False, asyncio.get_running_loop().time(), 6)
+        if index == self._vip_index and address.ip.is_link_local:
+            self._check_vip6()  # IPv6 turned off there: its link-local address goes first
         # A copy of a VIP with another prefix going (we removed it, see address_added) leaves
         # the planned one in place: nothing to add back.
         if index == self._vip_index and address in self._planned_addresses():
@@ -701,6 +795,7 @@ class Daemon:
                 self._feed_source(self.host.address6 in present, now, 6)
         if index != self._vip_index:
             return
+        self._check_vip6()
         # Whether a missing address matters (we are its master) is the machine's call.
         for key in list(self.node.machines):
             ip = self.node.vips[key].ip
@@ -777,7 +872,7 @@ class Daemon:
                 held[0].append(e)  # after the ones already waiting, in order
                 continue
             if held is not None:  # released before it is in service: whatever waits goes first
-                self._in_service(e.vip.ip)  # type: ignore[arg-type]
+                self._in_service(e.vip.ip, released=True)  # type: ignore[arg-type]
             try:
                 self._apply(e)
             except OSError as err:  # the NIC vanished, the socket broke: log, keep going
@@ -865,13 +960,18 @@ class Daemon:
             else:
                 log.info(*line)
 
-    def _in_service(self, ip: IPv6Address) -> None:
-        """A fresh IPv6 VIP is in service (or we waited long enough): its held effects go."""
+    def _in_service(self, ip: IPv6Address, released: bool = False) -> None:
+        """A fresh IPv6 VIP is in service (or we waited long enough): its held effects go. If
+        it is being `released` instead, its held NAs do not: a better master's NA went out
+        before the advert that made us let go, and ours after it would pull every client to a
+        host without the VIP until their neighbour unreachability detection gave up on it."""
         held = self._held.pop(ip, None)
         if held is None:
             return
         effects, timer = held
         timer.cancel()
+        if released:
+            effects = [e for e in effects if not isinstance(e.action, SendGarp)]
         self._emit(effects)
 
     def _hook(self, v: VipPlan, event: Literal["up", "down"]) -> None:
@@ -1019,6 +1119,18 @@ def promote_secondaries(interface: str) -> None:
             interface,
             e,
         )
+
+
+def ipv6_off(interface: str, conf: Path = Path("/proc/sys/net/ipv6/conf")) -> bool:
+    """Whether IPv6 is off on `interface` (disable_ipv6 = 1), or in the whole kernel (no
+    IPv6 settings at all). An interface whose settings are gone (deleted) is not off: its link
+    is down, which stands its VIPs aside anyway."""
+    if not conf.is_dir():
+        return True
+    try:
+        return (conf / interface / "disable_ipv6").read_text().strip() == "1"
+    except OSError:
+        return False
 
 
 async def _ifindex(ipr: AsyncIPRoute, name: str, host: str) -> int:

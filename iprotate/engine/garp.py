@@ -27,7 +27,11 @@ class GarpSender:
         self.interface = interface
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
         self.sock.bind((interface, ETH_P_ARP))
-        self.mac: bytes = self.sock.getsockname()[4][:6]
+
+    @property
+    def mac(self) -> bytes:
+        """The interface's MAC now (see engine.unsolicited_na: it may change while we run)."""
+        return bytes(self.sock.getsockname()[4][:6])
 
     def send(self, vip: IPv4Address) -> None:
         frame = garp_frame(self.mac, vip)
