@@ -793,6 +793,7 @@ def _bgp_families(pr: _Problems, bgp: BgpSettings, hosts: list[Host], vips: list
     IPv6 VIPs (/128s) to its IPv6 routers, from its address6. Multiprotocol IPv6 on an IPv4
     session (a next hop to set by hand) is not supported: refused here, not half-done."""
     routers_shared = bgp.routers
+    said: set[tuple[str, int]] = set()
     for i, h in enumerate(hosts):
         mine = h.bgp_routers if h.bgp_routers is not None else routers_shared
         if not mine:
@@ -816,6 +817,9 @@ def _bgp_families(pr: _Problems, bgp: BgpSettings, hosts: list[Host], vips: list
                     "global or ULA address",
                 )
         for fam in sorted(took - families):
+            if (where, fam) in said:
+                continue  # shared routers: said once
+            said.add((where, fam))
             pr.add(
                 where,
                 f"{h.name} may take part in IPv{fam} VIPs but peers with no IPv{fam} router: "
