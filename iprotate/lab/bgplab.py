@@ -66,7 +66,9 @@ def bgp_cluster_toml(
     (with `vips6` IPv6 VIPs: the router's IPv6 address as a second router, and each host's
     address6)."""
     if not 1 <= hosts <= len(NAMES) or not 1 <= vips <= MAX_VIPS or not 0 <= vips6 <= MAX_VIPS:
-        raise ValueError(f"a BGP lab has 1..{len(NAMES)} hosts and 1..{MAX_VIPS} VIPs")
+        raise ValueError(
+            f"a BGP lab has 1..{len(NAMES)} hosts, 1..{MAX_VIPS} VIPs and 0..{MAX_VIPS} IPv6 VIPs"
+        )
     lines = [
         "# Written by `iprotate lab --bgp`.",
         "[cluster]",
