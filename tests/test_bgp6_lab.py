@@ -115,3 +115,17 @@ def test_ipv6_drain_and_undrain_lose_no_ping(lab6: BgpLab) -> None:
     sent, got = lab6.ping_result(pinger)
     assert sent > 100
     assert got == sent, f"{sent - got} of {sent} pings lost"
+
+
+def test_a_pulled_owners_ipv6_vips_move_within_a_second_with_bfd(tmp_path: Path) -> None:
+    """BFD on the IPv6 sessions as on the IPv4 ones: a dead link is seen well inside the 3 s
+    hold time."""
+    with BgpLab(workdir=str(tmp_path / "lab"), vips=VIPS, vips6=VIPS6, bfd=True) as lab:
+        lab.wait(lambda: len(lab.sessions6_up()) == lab.hosts, 30)
+        plan = planned(lab)
+        lab.wait(lambda: best6(lab) == holders6(plan), 30)
+        vip = next(v for v in plan.vips if v.ip.version == 6 and v.owner == "charlie")
+        lab.link("charlie", False)
+        took = lab.wait(lambda: best6(lab) == holders6(plan, ("charlie",)), timeout=5)
+        assert took < 1.5, f"{took:.2f} s: BFD did not act on the IPv6 session"
+        assert lab.ping(str(vip.ip), count=2) == 2
