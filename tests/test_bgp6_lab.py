@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from iprotate.cluster.loader import load_cluster
+from iprotate.engine.bgp import tool
 from iprotate.lab.bgplab import BgpLab
 from iprotate.plan.model import Plan
 from iprotate.plan.planner import make_plan
@@ -76,6 +77,11 @@ def test_every_ipv6_vips_best_path_is_its_planned_owner(lab6: BgpLab) -> None:
         assert lab6.ping(vip, count=2) == 2, vip
     status = lab6.ask("alpha", "status", "--json")
     assert f'"prefix": "{mine[0].ip}/128"' in status and "router1" in status
+    assert lab6.ask("alpha", "status").startswith("IPROTATE OK - alpha")
+    # the router drops alpha's IPv6 session: alpha's /128s reach no router, which is critical
+    lab6.seg.run("router", tool("birdc"), "-s", lab6.router_ctl, "disable", "h6_alpha")
+    lab6.wait(lambda: "IPROTATE CRITICAL" in lab6.ask("alpha", "status"), timeout=10)
+    assert "no IPv6 BGP session" in lab6.ask("alpha", "status")
 
 
 def test_a_killed_owners_ipv6_vips_move_to_the_plans_next_host(lab6: BgpLab) -> None:

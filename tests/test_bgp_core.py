@@ -261,3 +261,20 @@ def test_ipv6_vips_go_as_128s_with_the_same_attributes_over_the_ipv6_session(
     conf.write_text(text)
     r = subprocess.run([tool("bird"), "-p", "-c", str(conf)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_status_is_critical_when_a_familys_sessions_are_all_down() -> None:
+    from iprotate.bgp.status import level_and_problems
+
+    vips = [{"prefix": "203.0.113.10/32", "state": "announced"},
+            {"prefix": "2001:db8:113::a/128", "state": "announced"}]  # fmt: skip
+    up = {"established": True, "state": "up", "info": "Established"}
+    down = {"established": False, "state": "start", "info": "Active"}
+    both = {"router0": up | {"family": 4}, "router1": up | {"family": 6}}
+    assert level_and_problems({"sessions": both, "vips": vips}) == ("OK", [])
+    no6 = both | {"router1": down | {"family": 6}}
+    level, problems = level_and_problems({"sessions": no6, "vips": vips})
+    assert level == "CRITICAL" and "no IPv6 BGP session" in problems[-1]
+    # no IPv6 VIP here: the IPv6 session being down is a warning only
+    level, _ = level_and_problems({"sessions": no6, "vips": vips[:1]})
+    assert level == "WARNING"

@@ -564,12 +564,21 @@ class BgpDaemon:
         }
 
     def status(self) -> dict[str, Any]:
+        families = {
+            bird.protocol_name(i): r.address.version
+            for i, r in enumerate(self.plan.cluster.routers_of(self.host.name))
+        }
         doc = {
             "mode": "bgp",
             "host": self.host.name,
             "asn": self.plan.cluster.asn_of(self.host.name),
             "sessions": {
-                name: {"state": s.state, "info": s.info, "established": s.established}
+                name: {
+                    "state": s.state,
+                    "info": s.info,
+                    "established": s.established,
+                    "family": families.get(name, 4),
+                }
                 for name, s in self.sessions.items()
             },
             "speaker": {
