@@ -135,3 +135,28 @@ def test_a_pulled_owners_ipv6_vips_move_within_a_second_with_bfd(tmp_path: Path)
         took = lab.wait(lambda: best6(lab) == holders6(plan, ("charlie",)), timeout=5)
         assert took < 1.5, f"{took:.2f} s: BFD did not act on the IPv6 session"
         assert lab.ping(str(vip.ip), count=2) == 2
+
+
+def test_reload_adds_and_removes_ipv6_vips_and_their_addresses(lab6: BgpLab) -> None:
+    old = planned(lab6)
+    lab6.vips6 = VIPS6 + 2
+    lab6.write_cluster()
+    bigger = planned(lab6)
+    for h in lab6.names:
+        assert "reloaded: " in lab6.ask(h, "reload")
+    lab6.wait(lambda: best6(lab6) == holders6(bigger), timeout=10)
+    new = [v for v in bigger.vips if v.ip.version == 6 and v.ip not in {w.ip for w in old.vips}]
+    assert len(new) == 2
+    owner = new[0].owner
+    assert owner is not None
+    lo = lab6.seg.run(owner, "ip", "-o", "-6", "addr", "show", "dev", "lo")
+    assert f" {new[0].ip}/128 " in lo
+    assert lab6.ping(str(new[0].ip), count=2) == 2
+    lab6.vips6 = VIPS6
+    lab6.write_cluster()
+    for h in lab6.names:
+        lab6.ask(h, "reload")
+    lab6.wait(lambda: best6(lab6) == holders6(old), timeout=10)
+    for h in lab6.names:  # withdrawn, then the address goes
+        lo = lab6.seg.run(h, "ip", "-o", "-6", "addr", "show", "dev", "lo")
+        assert f" {new[0].ip}/128 " not in lo and f" {new[1].ip}/128 " not in lo
