@@ -235,6 +235,14 @@ def test_bgp_mode_takes_ipv6_vips_over_ipv6_routers() -> None:
             "hosts[0]: peers with its own address 2001:db8::1",
         ),
         (
+            lambda d: d["vips"].append({"address": "2001:db8::fe/128"}),
+            "vips[2]: 2001:db8::fe is a router's address",
+        ),
+        (
+            lambda d: d["vips"].append({"address": "198.51.100.254/32"}),
+            "vips[2]: 198.51.100.254 is a router's address",
+        ),
+        (
             lambda d: d["bgp"]["routers"].append(dict(ROUTER6)),
             "bgp.routers[2].address: 2001:db8::fe is listed twice",
         ),

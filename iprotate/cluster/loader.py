@@ -793,6 +793,12 @@ def _bgp_families(pr: _Problems, bgp: BgpSettings, hosts: list[Host], vips: list
     IPv6 VIPs (/128s) to its IPv6 routers, from its address6. Multiprotocol IPv6 on an IPv4
     session (a next hop to set by hand) is not supported: refused here, not half-done."""
     routers_shared = bgp.routers
+    routers = {r.address for r in routers_shared} | {
+        r.address for h in hosts for r in (h.bgp_routers or ())
+    }
+    for v in vips:
+        if v.address.ip in routers:
+            pr.add(v.source, f"{v.address.ip} is a router's address: the router would own it")
     said: set[tuple[str, int]] = set()
     for i, h in enumerate(hosts):
         mine = h.bgp_routers if h.bgp_routers is not None else routers_shared
