@@ -160,3 +160,16 @@ def test_reload_adds_and_removes_ipv6_vips_and_their_addresses(lab6: BgpLab) -> 
     for h in lab6.names:  # withdrawn, then the address goes
         lo = lab6.seg.run(h, "ip", "-o", "-6", "addr", "show", "dev", "lo")
         assert f" {new[0].ip}/128 " not in lo and f" {new[1].ip}/128 " not in lo
+
+
+def test_a_removed_128_is_added_back(lab6: BgpLab) -> None:
+    plan = planned(lab6)
+    vip = next(str(v.ip) for v in plan.vips if v.ip.version == 6 and v.owner == "alpha")
+    lab6.seg.run("alpha", "ip", "addr", "del", f"{vip}/128", "dev", "lo")
+
+    def back() -> bool:
+        lo = lab6.seg.run("alpha", "ip", "-o", "-6", "addr", "show", "dev", "lo")
+        return f" {vip}/128 " in lo
+
+    lab6.wait(back, timeout=5)
+    assert lab6.ping(vip, count=2) == 2
