@@ -219,3 +219,62 @@ def test_a_sick_vip_leaves_like_a_drain_and_comes_back_after_the_hold_down() -> 
     a.undrain(400.0, ip)
     a.tick(400.0 + HOLD)
     assert f"{ip}/32" in meds(a)
+
+
+def plan6(m: int = 4, **bgp: Any) -> Plan:
+    from tests.test_bgp_plan import dual_stack
+
+    return plan_of(dual_stack(simple(3, m, first=10, prefix=32), **bgp))
+
+
+@pytest.mark.parametrize("rank", ["med", "prepend", "community"])
+def test_ipv6_vips_go_as_128s_with_the_same_attributes_over_the_ipv6_session(
+    tmp_path: Path, rank: str
+) -> None:
+    p = plan6(rank=rank, bfd=True)
+    a = announcer(p)
+    a.start(0.0)
+    a.tick(100.0)
+    mine6 = [v for v in p.for_host("h1") if v.ip.version == 6]
+    assert mine6
+    a.drain(100.0, mine6[0].ip)
+    text = bird.config(p.cluster, "h1", a.routes())
+    static6 = text.split(f"protocol static {bird.STATIC6} {{", 1)[1].split("}\n", 1)[0]
+    static4 = text.split(f"protocol static {bird.STATIC} {{", 1)[1].split("}\n", 1)[0]
+    assert "ipv6;" in static6 and "/32 " not in static6 and "/128 " not in static4
+    for v in mine6:
+        r = v.order.index("h1")
+        line = next(x for x in static6.splitlines() if f"route {v.ip}/128 " in x)
+        med = WORST_MED if v is mine6[0] else 100 + 100 * r
+        assert f"bgp_med = {med};" in line
+        if rank == "prepend":
+            assert line.count("bgp_path.prepend(64513)") == (16 if v is mine6[0] else r)
+        export = next(x for x in text.splitlines() if f"if net = {v.ip}/128 then" in x)
+        assert export.count("bgp_community.add((64513, ") == (2 if rank == "community" else 1)
+    # the IPv6 router is peered from the host's address6 with an ipv6 channel, the IPv4 one
+    # from its address with an ipv4 channel
+    sessions = text.split("protocol bgp ")[1:]
+    assert "local 198.51.100.1 as" in sessions[0] and "    ipv4 {" in sessions[0]
+    assert "local 2001:db8::1 as" in sessions[1] and "neighbor 2001:db8::fe as" in sessions[1]
+    assert "    ipv6 {" in sessions[1] and "ipv4" not in sessions[1]
+    conf = tmp_path / "bird.conf"
+    conf.write_text(text)
+    r = subprocess.run([tool("bird"), "-p", "-c", str(conf)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_status_is_critical_when_a_familys_sessions_are_all_down() -> None:
+    from iprotate.bgp.status import level_and_problems
+
+    vips = [{"prefix": "203.0.113.10/32", "state": "announced"},
+            {"prefix": "2001:db8:113::a/128", "state": "announced"}]  # fmt: skip
+    up = {"established": True, "state": "up", "info": "Established"}
+    down = {"established": False, "state": "start", "info": "Active"}
+    both = {"router0": up | {"family": 4}, "router1": up | {"family": 6}}
+    assert level_and_problems({"sessions": both, "vips": vips}) == ("OK", [])
+    no6 = both | {"router1": down | {"family": 6}}
+    level, problems = level_and_problems({"sessions": no6, "vips": vips})
+    assert level == "CRITICAL" and "no IPv6 BGP session" in problems[-1]
+    # no IPv6 VIP here: the IPv6 session being down is a warning only
+    level, _ = level_and_problems({"sessions": no6, "vips": vips[:1]})
+    assert level == "WARNING"

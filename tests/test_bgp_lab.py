@@ -218,6 +218,8 @@ def test_lab_bgp_demo_settles_every_step_and_leaves_nothing() -> None:
                  "undrain bravo: settled"):  # fmt: skip
         assert step in r.stdout
     assert "router's best" in r.stdout and "lab removed" in r.stdout
+    # dual stack by default (--vips6 3): the IPv6 VIPs' /128s settle with the rest
+    assert "2001:db8:113::a/128" in r.stdout and "IPv6 alpha:up" in r.stdout
     # Only this lab's own namespaces: other labs may run beside it.
     m = re.search(r"BGP lab (ipr[0-9a-f]+):", r.stdout)
     assert m, r.stdout

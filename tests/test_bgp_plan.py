@@ -149,3 +149,108 @@ def test_plan_shows_the_meds_best_first(tmp_path: Path) -> None:
         subprocess.run([*run, "--json", str(f)], capture_output=True, text=True, check=True).stdout
     )
     assert [(r["host"], r["med"]) for r in js["vips"][0]["bgp"]] == [("b", 100), ("a", 200)]
+
+
+# --- IPv6 VIPs: /128s over IPv6 sessions ---------------------------------------------------------
+
+ROUTER6 = {"address": "2001:db8::fe", "asn": 64512}
+
+
+def dual_stack(data: dict[str, Any], **bgp: Any) -> dict[str, Any]:
+    """`data` in BGP mode with an IPv6 VIP beside each IPv4 one, each host's address6 and an IPv6
+    router beside the IPv4 one."""
+    out = with_bgp(data, **bgp)
+    for h in out["hosts"]:
+        h["address6"] = f"2001:db8::{h['address'].rsplit('.', 1)[1]}"
+    out["bgp"]["routers"].append(dict(ROUTER6))
+    first, count = (int(x) for x in _span(out))
+    out["vips"].append({"pool": f"2001:db8:113::{first:x}-2001:db8:113::{first + count - 1:x}/64"})
+    return out
+
+
+def _span(data: dict[str, Any]) -> tuple[int, int]:
+    first, last = (
+        int(a.split("/")[0].rsplit(".", 1)[1]) for a in data["vips"][0]["pool"].split("-")
+    )
+    return first, last - first + 1
+
+
+@given(data=clusters(max_vips=40), rank=st.sampled_from(["med", "prepend", "community"]))
+@SETTINGS
+def test_ipv6_vips_are_ranked_exactly_like_ipv4_ones(data: dict[str, Any], rank: str) -> None:
+    plan = plan_of(dual_stack(data, rank=rank))
+    v6 = [v for v in plan.vips if v.ip.version == 6]
+    assert len(v6) == len(plan.vips) // 2
+    for v in v6:
+        anns = [announcement(plan.cluster, v, h) for h in v.order]
+        assert [a.host for a in sorted(anns, key=preference_key)] == list(v.order)
+        keys = [preference_key(a) for a in anns]
+        assert len(set(keys)) == len(keys)
+        assert all(a.prefix == f"{v.ip}/128" for a in anns)
+        worst = max(keys)
+        for h in v.order:
+            drained = announcement(plan.cluster, v, h, drained=True)
+            assert preference_key(drained) > worst and drained.med == WORST_MED
+    # a host's rank in an IPv6 VIP is expressed with the same attributes as in an IPv4 one
+    by_rank = {}
+    for v in plan.vips:
+        for h in v.order:
+            a = announcement(plan.cluster, v, h)
+            key = (a.rank, a.med, a.prepend, a.communities)
+            by_rank.setdefault(a.rank, set()).add(key)
+    assert all(len(keys) == 1 for keys in by_rank.values())
+
+
+def test_bgp_mode_takes_ipv6_vips_over_ipv6_routers() -> None:
+    c = build(dual_stack(json.loads(json.dumps(BASE))))
+    assert [str(r.address) for r in c.routers_of("a")] == ["198.51.100.254", "2001:db8::fe"]
+    assert sum(v.address.version == 6 for v in c.vips) == 4
+
+
+@pytest.mark.parametrize(
+    ("change", "expect"),
+    [
+        # IPv6 VIPs but only an IPv4 router: multiprotocol across families is refused
+        (lambda d: d["bgp"]["routers"].pop(), "bgp.routers: a may take part in IPv6 VIPs but"),
+        (lambda d: d["bgp"]["routers"].pop(0), "bgp.routers: a may take part in IPv4 VIPs but"),
+        (
+            lambda d: d["hosts"][1].update(bgp_routers=[ROUTER]),
+            "hosts[1].bgp_routers: b may take part in IPv6 VIPs",
+        ),
+        (lambda d: d["hosts"][0].pop("address6"), "hosts[0].address6: missing: a peers with an"),
+        (
+            lambda d: d["hosts"][0].update(address6="fe80::1"),
+            "hosts[0].address6: fe80::1 is link-local: an IPv6 BGP session",
+        ),
+        (
+            lambda d: d["bgp"]["routers"][1].update(address="fe80::fe"),
+            "bgp.routers[1].address: 'fe80::fe' is link-local",
+        ),
+        (
+            lambda d: d["bgp"]["routers"][1].update(address="ff02::2"),
+            "bgp.routers[1].address: 'ff02::2' cannot be",
+        ),
+        (
+            lambda d: d["bgp"]["routers"][1].update(address="2001:db8::1"),
+            "hosts[0]: peers with its own address 2001:db8::1",
+        ),
+        (
+            lambda d: d["vips"].append({"address": "2001:db8::fe/128"}),
+            "vips[2]: 2001:db8::fe is a router's address",
+        ),
+        (
+            lambda d: d["vips"].append({"address": "198.51.100.254/32"}),
+            "vips[2]: 198.51.100.254 is a router's address",
+        ),
+        (
+            lambda d: d["bgp"]["routers"].append(dict(ROUTER6)),
+            "bgp.routers[2].address: 2001:db8::fe is listed twice",
+        ),
+    ],
+)
+def test_bad_ipv6_bgp_setups_name_the_key(change: Any, expect: str) -> None:
+    data = dual_stack(json.loads(json.dumps(BASE)))
+    change(data)
+    with pytest.raises(ClusterError) as e:
+        build(data)
+    assert any(p.startswith(expect) for p in e.value.problems), e.value.problems

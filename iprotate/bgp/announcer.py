@@ -32,9 +32,9 @@ serving it; the engine keeps the address on the host until the route is gone).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from typing import Literal
 
+from iprotate.cluster.model import IPAddress
 from iprotate.plan.bgp import Announcement, announcement
 from iprotate.plan.model import Plan, VipPlan
 
@@ -64,7 +64,7 @@ class Announcer:
         self.stagger = stagger
         self.drain_wait = drain_wait
         self.stopping = False
-        self.vips: dict[IPv4Address, _Vip] = {
+        self.vips: dict[IPAddress, _Vip] = {
             v.ip: _Vip(v, "withdrawn", None) for v in plan.for_host(host)
         }
 
@@ -74,7 +74,7 @@ class Announcer:
         """Announce every VIP after the hold-down, one every `stagger` seconds."""
         self._schedule([v for v in self.vips.values() if not v.drained and not v.sick], now)
 
-    def drain(self, now: float, ip: IPv4Address | None = None) -> list[IPv4Address]:
+    def drain(self, now: float, ip: IPAddress | None = None) -> list[IPAddress]:
         """Make this host's route for `ip` (every VIP if None) the worst, then withdraw it."""
         out = []
         for v in self._select(ip):
@@ -83,7 +83,7 @@ class Announcer:
             out.append(v.plan.ip)
         return out
 
-    def undrain(self, now: float, ip: IPv4Address | None = None) -> list[IPv4Address]:
+    def undrain(self, now: float, ip: IPAddress | None = None) -> list[IPAddress]:
         """Bring drained VIPs back after the hold-down, staggered."""
         back = [v for v in self._select(ip) if v.drained]
         for v in back:
@@ -93,7 +93,7 @@ class Announcer:
                            now)  # fmt: skip
         return [v.plan.ip for v in back]
 
-    def set_sick(self, now: float, sick: set[IPv4Address]) -> list[IPv4Address]:
+    def set_sick(self, now: float, sick: set[IPAddress]) -> list[IPAddress]:
         """The VIPs in `sick` depend on a check that is not up here: they leave as in a drain
         (worst route, then withdrawn); the others that were sick come back after the hold-down,
         staggered, unless drained. The VIPs whose sickness changed."""
@@ -117,7 +117,7 @@ class Announcer:
         for v in self.vips.values():
             self._leave(v, now)
 
-    def reload(self, plan: Plan, now: float) -> tuple[list[IPv4Address], list[IPv4Address]]:
+    def reload(self, plan: Plan, now: float) -> tuple[list[IPAddress], list[IPAddress]]:
         """Take a new plan: (VIPs added here, VIPs removed here)."""
         self.plan = plan
         new = {v.ip: v for v in plan.for_host(self.host)}
@@ -160,10 +160,10 @@ class Announcer:
                 out.append(announcement(self.plan.cluster, v.plan, self.host, v.state == "leaving"))
         return tuple(out)
 
-    def state(self, ip: IPv4Address) -> State:
+    def state(self, ip: IPAddress) -> State:
         return self.vips[ip].state
 
-    def drained(self) -> list[IPv4Address]:
+    def drained(self) -> list[IPAddress]:
         return [ip for ip, v in self.vips.items() if v.drained]
 
     def all_withdrawn(self) -> bool:
@@ -190,7 +190,7 @@ class Announcer:
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def _select(self, ip: IPv4Address | None) -> list[_Vip]:
+    def _select(self, ip: IPAddress | None) -> list[_Vip]:
         if ip is None:
             return list(self.vips.values())
         return [self.vips[ip]] if ip in self.vips else []

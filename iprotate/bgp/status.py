@@ -1,8 +1,9 @@
 """BGP mode's status document and its text: what this host announces per VIP, and its sessions.
 
 The level follows the monitoring-plugins convention as in CARP mode: CRITICAL when no session
-to any router is established (this host announces nothing to anyone), WARNING when a session is
-down, VIPs are drained or leaving, or VIPs still wait their hold-down; OK otherwise.
+to any router is established (this host announces nothing to anyone), or none of one family
+while this host has VIPs of that family (its /128s go over IPv6 sessions only), WARNING when
+a session is down, VIPs are drained or leaving, or VIPs still wait their hold-down; OK otherwise.
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ def level_and_problems(doc: dict[str, Any]) -> tuple[str, list[str]]:
         problems.append(f"{len(waiting)} VIPs in their hold-down")
     if not sessions or len(sdown) == len(sessions):
         return "CRITICAL", problems or ["no BGP session"]
+    # Each family has its own sessions: all the IPv6 ones down, the /128s reach no router.
+    families = {6 if ":" in v["prefix"] else 4 for v in doc.get("vips", [])}
+    unserved = [
+        f
+        for f in sorted(families)
+        if not any(s.get("established") for s in sessions.values() if s.get("family", 4) == f)
+    ]
+    if unserved:
+        fams = " and ".join(f"IPv{f}" for f in unserved)
+        return "CRITICAL", [*problems, f"no {fams} BGP session: those VIPs are announced nowhere"]
     return ("WARNING" if problems else "OK"), problems
 
 

@@ -12,6 +12,7 @@ from tabulate import tabulate
 
 from iprotate.cluster.loader import load_cluster
 from iprotate.lab.bgplab import BgpLab
+from iprotate.plan.bgp import prefix_of
 from iprotate.plan.model import Plan
 from iprotate.plan.planner import make_plan
 
@@ -24,15 +25,19 @@ def table(lab: BgpLab, plan: Plan, note: str = "") -> str:
     drift = lab.drift()
     rows = []
     for v in plan.vips:
-        paths = routes.get(f"{v.ip}/32", [])
+        prefix = prefix_of(v)  # /32, or /128 for an IPv6 VIP
+        paths = routes.get(prefix, [])
         best = next((p.host for p in paths if p.best), None)
         flag = "UNSERVED" if best is None else ("home" if best == v.owner else "moved")
-        if f"{v.ip}/32" in drift:
+        if prefix in drift:
             flag += " DRIFT (hosts run different plans)"
         meds = " ".join(f"{p.host}:{p.med}" for p in sorted(paths, key=lambda p: p.med or 0))
-        rows.append([f"{v.ip}/32", v.owner, best or "-", meds or "-", flag])
+        rows.append([prefix, v.owner, best or "-", meds or "-", flag])
     up = set(lab.sessions_up())
     state = "  ".join(f"{n}:{'up' if n in up else 'DOWN'}" for n in lab.names)
+    if lab.vips6:
+        up6 = set(lab.sessions6_up())
+        state += "  IPv6 " + "  ".join(f"{n}:{'up' if n in up6 else 'DOWN'}" for n in lab.names)
     head = f"[{time.strftime('%H:%M:%S')}] sessions {state}" + (f"  -- {note}" if note else "")
     return (
         head
@@ -42,7 +47,7 @@ def table(lab: BgpLab, plan: Plan, note: str = "") -> str:
 
 
 def _settled(lab: BgpLab, plan: Plan, down: set[str]) -> float | None:
-    want = {f"{v.ip}/32": v.holder(down) for v in plan.vips}
+    want = {prefix_of(v): v.holder(down) for v in plan.vips}
     try:
         return lab.wait(lambda: lab.best() == want, timeout=lab.hold_time + 15)
     except TimeoutError:

@@ -199,7 +199,7 @@ def lab(
             "(run it with sudo)"
         )
     if bgp:
-        _bgp_lab(hosts, vips, bfd, demo, keep)
+        _bgp_lab(hosts, vips, vips6, bfd, demo, keep)
         return
     for tool in ("ip", *(["ucarp"] if legacy else [])):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
@@ -253,7 +253,7 @@ def lab(
         raise SystemExit(1)
 
 
-def _bgp_lab(hosts: int, vips: int, bfd: bool, demo: bool, keep: bool) -> None:
+def _bgp_lab(hosts: int, vips: int, vips6: int, bfd: bool, demo: bool, keep: bool) -> None:
     if shutil.which("bird") is None and not Path("/usr/sbin/bird").exists():
         raise click.ClickException("bird not found: apt-get install bird2")
     workdir = Path(tempfile.mkdtemp(prefix="iprotate-bgplab-"))
@@ -261,14 +261,17 @@ def _bgp_lab(hosts: int, vips: int, bfd: bool, demo: bool, keep: bool) -> None:
     ok = True
     try:
         try:
-            the_lab = BgpLab(hosts=hosts, vips=vips, bfd=bfd, workdir=str(workdir))
+            the_lab = BgpLab(hosts=hosts, vips=vips, vips6=vips6, bfd=bfd, workdir=str(workdir))
         except ValueError as e:
             raise click.ClickException(str(e)) from None
         with the_lab as lab_:
-            click.echo(f"BGP lab {lab_.seg.prefix}: {hosts} hosts, {vips} VIPs, a BIRD 2 router"
-                       f" (BFD {'on' if bfd else 'off'}), a client behind it")  # fmt: skip
+            click.echo(f"BGP lab {lab_.seg.prefix}: {hosts} hosts, {vips} VIPs, {vips6} IPv6 "
+                       f"VIPs, a BIRD 2 router (BFD {'on' if bfd else 'off'}), a client behind "
+                       "it")  # fmt: skip
             click.echo(f"cluster file: {lab_.cluster_file}; logs in {workdir}\n")
             lab_.wait(lambda: len(lab_.sessions_up()) == hosts, 30)
+            if vips6:
+                lab_.wait(lambda: len(lab_.sessions6_up()) == hosts, 30)
             if demo or not sys.stdin.isatty():
                 ok = lab_bgp.demo(lab_)
             else:

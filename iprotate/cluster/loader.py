@@ -193,6 +193,8 @@ def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None)
     hosts = _hosts(pr, data.get("hosts"), cl_if, cl_vip_if, cl_preempt, names)
     vips = _vips(pr, data.get("vips"), (default_group, default_group6), names)
     bgp = _bgp(pr, data["bgp"], hosts) if "bgp" in data else None
+    if bgp is not None:
+        _bgp_families(pr, bgp, hosts, vips)
     if bgp is None:
         for i, h in enumerate(data.get("hosts") or []):
             for k in ("bgp_asn", "bgp_routers"):
@@ -741,7 +743,7 @@ def _bgp(pr: _Problems, raw: Any, hosts: list[Host]) -> BgpSettings | None:
             pr.add(f"hosts[{i}].bgp_routers", "missing: set bgp.routers or this host's")
         mine = h.bgp_routers if h.bgp_routers is not None else routers
         for r in mine:
-            if r.address == h.address:
+            if r.address in (h.address, h.address6):
                 pr.add(f"hosts[{i}]", f"peers with its own address {r.address}")
     # BGP allows 0 (no keepalives: a dead peer is never noticed) or 3 s and more.
     hold = _int(pr, "bgp.hold_time", raw.get("hold_time", d.hold_time), 3, 65535)
@@ -774,6 +776,64 @@ def _bgp(pr: _Problems, raw: Any, hosts: list[Host]) -> BgpSettings | None:
     )
 
 
+def _router_address(pr: _Problems, key: str, value: Any) -> IPAddress | None:
+    """A router's address: IPv4, or IPv6 global or ULA (a link-local peer would need an
+    interface, which a router entry does not name)."""
+    if isinstance(value, str) and ":" in value:
+        addr = _address6(pr, key, value)
+        if addr is not None and addr.is_link_local:
+            pr.add(key, f"{value!r} is link-local: give the router's global or ULA address")
+            return None
+        return addr
+    return _address(pr, key, value)
+
+
+def _bgp_families(pr: _Problems, bgp: BgpSettings, hosts: list[Host], vips: list[Vip]) -> None:
+    """Each family over its own sessions: IPv4 VIPs are announced to the host's IPv4 routers,
+    IPv6 VIPs (/128s) to its IPv6 routers, from its address6. Multiprotocol IPv6 on an IPv4
+    session (a next hop to set by hand) is not supported: refused here, not half-done."""
+    routers_shared = bgp.routers
+    routers = {r.address for r in routers_shared} | {
+        r.address for h in hosts for r in (h.bgp_routers or ())
+    }
+    for v in vips:
+        if v.address.ip in routers:
+            pr.add(v.source, f"{v.address.ip} is a router's address: the router would own it")
+    said: set[tuple[str, int]] = set()
+    for i, h in enumerate(hosts):
+        mine = h.bgp_routers if h.bgp_routers is not None else routers_shared
+        if not mine:
+            continue  # already said by _bgp
+        families = {r.address.version for r in mine}
+        # Any host may be planned into any VIP (as owner or backup): it needs a router of
+        # every family the file has VIPs of.
+        took = {v.address.version for v in vips}
+        where = f"hosts[{i}].bgp_routers" if h.bgp_routers is not None else "bgp.routers"
+        if 6 in families:
+            if h.address6 is None:
+                pr.add(
+                    f"hosts[{i}].address6",
+                    f"missing: {h.name} peers with an IPv6 router; its address6 is the "
+                    "session's source and the IPv6 routes' next hop",
+                )
+            elif h.address6.is_link_local:
+                pr.add(
+                    f"hosts[{i}].address6",
+                    f"{h.address6} is link-local: an IPv6 BGP session needs {h.name}'s "
+                    "global or ULA address",
+                )
+        for fam in sorted(took - families):
+            if (where, fam) in said:
+                continue  # shared routers: said once
+            said.add((where, fam))
+            pr.add(
+                where,
+                f"{h.name} may take part in IPv{fam} VIPs but peers with no IPv{fam} router: "
+                f"IPv{fam} VIPs are announced over IPv{fam} sessions only (multiprotocol "
+                "BGP across families is not supported)",
+            )
+
+
 def _asn(pr: _Problems, key: str, value: Any) -> int | None:
     if (
         isinstance(value, bool)
@@ -801,7 +861,7 @@ def _routers(pr: _Problems, key: str, raw: Any) -> tuple[BgpRouter, ...]:
             pr.add(k, "must be a table { address = ..., asn = ... }")
             continue
         _unknown(pr, k, r, ROUTER_KEYS)
-        addr = _address(pr, f"{k}.address", r.get("address"))
+        addr = _router_address(pr, f"{k}.address", r.get("address"))
         asn = _asn(pr, f"{k}.asn", r.get("asn"))
         if addr is not None and any(x.address == addr for x in out):
             pr.add(f"{k}.address", f"{addr} is listed twice")

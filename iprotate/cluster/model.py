@@ -32,9 +32,10 @@ SYSLOG_FACILITIES = (
 
 @dataclass(frozen=True)
 class BgpRouter:
-    """A router a host peers with in BGP mode."""
+    """A router a host peers with in BGP mode: an IPv4 router carries the IPv4 VIPs, an IPv6
+    router (a session over IPv6) the IPv6 VIPs."""
 
-    address: IPv4Address
+    address: IPv4Address | IPv6Address
     asn: int
 
 

@@ -13,9 +13,11 @@ is BIRD 2 because:
 - The lab's router is BIRD 2 as well: one tool to know.
 
 What this shell does (the decisions are in iprotate.bgp.announcer, a pure core):
-- the VIPs, as /32s, on `vip_interface` (a dummy interface, created if missing), so the host
-  accepts the traffic it is sent; one removed by someone else is added back within a second;
-  removed on a clean stop after the routes are withdrawn;
+- the VIPs, as /32s and /128s, on `vip_interface` (a dummy interface, created if missing), so
+  the host accepts the traffic it is sent; an IPv6 one `nodad` (duplicate address detection
+  would leave it tentative, dead for a second, and on a dummy or lo there is nobody to ask); one
+  removed by someone else is added back within a second; removed on a clean stop after the
+  routes are withdrawn;
 - BIRD started as a child (its config and control socket beside the control socket), with
   PR_SET_PDEATHSIG: if iprotate dies, BIRD gets SIGTERM and its sessions close, so the routers
   withdraw every route of this host; BIRD dying on its own is restarted (it reads the current
@@ -40,7 +42,7 @@ import signal
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import ip_address, ip_interface
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,7 @@ from iprotate.bgp import status as bgp_status
 from iprotate.bgp.announcer import Announcer
 from iprotate.carp.health import CheckState
 from iprotate.cluster.loader import load_cluster
-from iprotate.cluster.model import Check, ClusterError
+from iprotate.cluster.model import Check, ClusterError, IPAddress
 from iprotate.engine import hostlock
 from iprotate.engine.checks import CheckRunner, RunResult
 from iprotate.engine.control import ControlError, ControlServer
@@ -257,7 +259,7 @@ class BgpDaemon:
 
     # --- health checks -------------------------------------------------------------------------
 
-    def _sick_ips(self) -> set[IPv4Address]:
+    def _sick_ips(self) -> set[IPAddress]:
         return {ip for st in self.health.values() if not st.up for ip in st.vips}
 
     def _check_result(self, check: Check, result: RunResult) -> None:
@@ -433,15 +435,21 @@ class BgpDaemon:
             await asyncio.sleep(1.0)
 
     def _restore_addresses(self) -> None:
-        """A /32 someone removed from the VIP interface is added back: a route this host
+        """A /32 or /128 someone removed from the VIP interface is added back: a route this host
         announces must reach an address it serves."""
         r = subprocess.run(
-            ["ip", "-o", "-4", "addr", "show", "dev", self.host.vip_interface],
+            ["ip", "-o", "addr", "show", "dev", self.host.vip_interface],
             capture_output=True,
             text=True,
         )
-        present = {line.split()[3].split("/")[0] for line in r.stdout.splitlines()}
-        missing = [ip for ip in self.announcer.vips if str(ip) not in present]
+        if r.returncode != 0:
+            return  # the interface is gone: nothing to compare (it is not ours to recreate here)
+        present = set()
+        for line in r.stdout.splitlines():
+            f = line.split()
+            if len(f) > 3 and f[2] in ("inet", "inet6"):
+                present.add(ip_address(f[3].split("/")[0]))
+        missing = [ip for ip in self.announcer.vips if ip not in present]
         if missing and not self._stopping.is_set():
             log.warning(
                 "%s: %d VIP addresses were removed from %s (%s...): adding them back",
@@ -467,14 +475,14 @@ class BgpDaemon:
             log.info("%s: created dummy interface %s for the VIPs", self.host.name, name)
         _ip("link", "set", name, "up")
 
-    def _set_addresses(self, add: bool, ips: list[IPv4Address] | None = None) -> None:
+    def _set_addresses(self, add: bool, ips: list[IPAddress] | None = None) -> None:
         for ip in ips if ips is not None else list(self.announcer.vips):
-            addr = IPv4Interface(f"{ip}/32")
-            r = subprocess.run(
-                ["ip", "addr", "add" if add else "del", str(addr), "dev", self.host.vip_interface],
-                capture_output=True,
-                text=True,
-            )
+            addr = ip_interface(f"{ip}/{ip.max_prefixlen}")
+            verb = "add" if add else "del"
+            argv = ["ip", "addr", verb, str(addr), "dev", self.host.vip_interface]
+            if add and ip.version == 6:
+                argv.append("nodad")  # usable at once, never "dadfailed"
+            r = subprocess.run(argv, capture_output=True, text=True)
             if r.returncode != 0 and "exists" not in r.stderr and "Cannot assign" not in r.stderr:
                 log.warning("ip addr %s %s: %s", "add" if add else "del", addr, r.stderr.strip())
 
@@ -491,9 +499,9 @@ class BgpDaemon:
             if only is not None and not isinstance(only, str):
                 return {"ok": False, "error": "vip must be an address, or absent for every VIP"}
             try:
-                ip = IPv4Address(only.split("/")[0]) if only is not None else None
+                ip = ip_address(only.split("/")[0]) if only is not None else None
             except ValueError:
-                return {"ok": False, "error": f"{only!r} is not an IPv4 address"}
+                return {"ok": False, "error": f"{only!r} is not an IP address"}
             if ip is not None and ip not in self.announcer.vips:
                 return {"ok": False, "error": f"{self.host.name} takes no part in {ip}"}
             now = asyncio.get_running_loop().time()
@@ -556,12 +564,21 @@ class BgpDaemon:
         }
 
     def status(self) -> dict[str, Any]:
+        families = {
+            bird.protocol_name(i): r.address.version
+            for i, r in enumerate(self.plan.cluster.routers_of(self.host.name))
+        }
         doc = {
             "mode": "bgp",
             "host": self.host.name,
             "asn": self.plan.cluster.asn_of(self.host.name),
             "sessions": {
-                name: {"state": s.state, "info": s.info, "established": s.established}
+                name: {
+                    "state": s.state,
+                    "info": s.info,
+                    "established": s.established,
+                    "family": families.get(name, 4),
+                }
                 for name, s in self.sessions.items()
             },
             "speaker": {

@@ -4,6 +4,10 @@
                                                         |                           |
                                    alpha 198.51.100.1, bravo .2, ... (AS 64513, iprotate run)
 
+Dual stack (`vips6`): the same again over IPv6, beside it: the router at 2001:db8::254 with one
+IPv6 session per host (from the host's 2001:db8::<n>), the client at 2001:db8:250::2/64 behind
+it, IPv6 VIPs 2001:db8:113::a and up announced as /128s.
+
 The router runs BIRD 2 with one session per host, `med metric` and `deterministic med` (compare
 MEDs across all the hosts' routes), and installs its best routes in its kernel, so the client's
 pings to a VIP go where the router's best path says. The router's table (`birdc show route`, on
@@ -28,7 +32,7 @@ from typing import Any
 
 from iprotate.engine.bgp import tool
 from iprotate.lab.lab import NAMES, PASSWORD
-from iprotate.lab.netns import VIP_NET, Segment, ip
+from iprotate.lab.netns import VIP_NET, VIP_NET6, Segment, host_address6, ip
 
 ROUTER = "router"
 ROUTER_ADDRESS = "198.51.100.254"
@@ -39,6 +43,10 @@ CLIENT_NET = "203.0.113.248/29"  # behind the router; the lab's VIPs stay below 
 CLIENT_ADDRESS = "203.0.113.250"
 ROUTER_CLIENT_SIDE = "203.0.113.249"
 FIRST_VIP = 10
+ROUTER_ADDRESS6 = host_address6(254)  # 2001:db8::254
+CLIENT_ADDRESS6 = "2001:db8:250::2"
+ROUTER_CLIENT_SIDE6 = "2001:db8:250::1"
+VIP6_BASE = "2001:db8:113::"
 MAX_VIPS = 200
 METRICS_PORT = 9650
 
@@ -52,10 +60,15 @@ def bgp_cluster_toml(
     drain_wait: float = 1.0,
     hold_down: float = 1.0,
     stagger: float = 0.0,
+    vips6: int = 0,
 ) -> str:
-    """The cluster file of a BGP lab: hosts alpha, bravo, ... in AS 64513, one shared router."""
-    if not 1 <= hosts <= len(NAMES) or not 1 <= vips <= MAX_VIPS:
-        raise ValueError(f"a BGP lab has 1..{len(NAMES)} hosts and 1..{MAX_VIPS} VIPs")
+    """The cluster file of a BGP lab: hosts alpha, bravo, ... in AS 64513, one shared router
+    (with `vips6` IPv6 VIPs: the router's IPv6 address as a second router, and each host's
+    address6)."""
+    if not 1 <= hosts <= len(NAMES) or not 1 <= vips <= MAX_VIPS or not 0 <= vips6 <= MAX_VIPS:
+        raise ValueError(
+            f"a BGP lab has 1..{len(NAMES)} hosts, 1..{MAX_VIPS} VIPs and 0..{MAX_VIPS} IPv6 VIPs"
+        )
     lines = [
         "# Written by `iprotate lab --bgp`.",
         "[cluster]",
@@ -72,7 +85,8 @@ def bgp_cluster_toml(
         "",
         "[bgp]",
         f"asn = {HOSTS_AS}",
-        f'routers = [{{ address = "{ROUTER_ADDRESS}", asn = {ROUTER_AS} }}]',
+        f'routers = [{{ address = "{ROUTER_ADDRESS}", asn = {ROUTER_AS} }}'
+        + (f', {{ address = "{ROUTER_ADDRESS6}", asn = {ROUTER_AS} }}]' if vips6 else "]"),
         f"hold_time = {hold_time}",
         f"bfd = {json.dumps(bfd)}",
         f'rank = "{rank}"',
@@ -80,29 +94,48 @@ def bgp_cluster_toml(
     ]
     for i in range(hosts):
         lines += ["", "[[hosts]]", f'name = "{NAMES[i]}"', f'address = "198.51.100.{i + 1}"']
+        if vips6:
+            lines.append(f'address6 = "{host_address6(i + 1)}"')
     last = FIRST_VIP + vips - 1
     lines += ["", "[[vips]]", f'pool = "203.0.113.{FIRST_VIP}-203.0.113.{last}/32"', ""]
+    if vips6:
+        first6, last6 = vip6(0), vip6(vips6 - 1)
+        lines += ["[[vips]]", f'pool = "{first6}-{last6}/128"', ""]
     return "\n".join(lines)
 
 
-def router_conf(hosts: list[str], bfd: bool, hold_time: int, log: str) -> str:
+def vip6(k: int) -> str:
+    """The lab's k-th IPv6 VIP (from 0): 2001:db8:113::a, ::b, ..."""
+    return f"{VIP6_BASE}{FIRST_VIP + k:x}"
+
+
+def router_conf(hosts: list[str], bfd: bool, hold_time: int, log: str, v6: bool = False) -> str:
     lines = [
         f"router id {ROUTER_ADDRESS};",
         f'log "{log}" all;',
         "protocol device { scan time 10; }",
         "protocol kernel { ipv4 { import none; export all; }; }",
     ]
+    if v6:
+        lines.append("protocol kernel { ipv6 { import none; export all; }; }")
     if bfd:
         lines += [
             "protocol bfd {",
             '    interface "*" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; };',
             "}",
         ]
-    for i, name in enumerate(hosts):
+    sessions = [
+        (f"h_{n}", ROUTER_ADDRESS, f"198.51.100.{i + 1}", "ipv4") for i, n in enumerate(hosts)
+    ]
+    if v6:
+        sessions += [
+            (f"h6_{n}", ROUTER_ADDRESS6, host_address6(i + 1), "ipv6") for i, n in enumerate(hosts)
+        ]
+    for proto, local, neighbor, channel in sessions:
         lines += [
-            f"protocol bgp h_{name} {{",
-            f"    local {ROUTER_ADDRESS} as {ROUTER_AS};",
-            f"    neighbor 198.51.100.{i + 1} as {HOSTS_AS};",
+            f"protocol bgp {proto} {{",
+            f"    local {local} as {ROUTER_AS};",
+            f"    neighbor {neighbor} as {HOSTS_AS};",
             f"    hold time {hold_time};",
             "    connect delay time 1;",
             "    connect retry time 2;",
@@ -110,7 +143,7 @@ def router_conf(hosts: list[str], bfd: bool, hold_time: int, log: str) -> str:
             f"    bfd {'on' if bfd else 'off'};",
             "    med metric on;",
             "    deterministic med on;",
-            "    ipv4 { import all; export none; };",
+            f"    {channel} {{ import all; export none; }};",
             "}",
         ]
     return "\n".join(lines) + "\n"
@@ -148,7 +181,7 @@ def parse_routes(text: str) -> dict[str, list[Path_]]:
                 f = f[1:]
             proto = f[1].lstrip("[")
             current = {
-                "host": proto[2:] if proto.startswith("h_") else proto,
+                "host": proto.split("_", 1)[1] if proto.startswith(("h_", "h6_")) else proto,
                 "best": "*" in f,
                 "med": None,
                 "since": f[2].rstrip("]") if len(f) > 2 else "",
@@ -178,6 +211,7 @@ class BgpLab:
     stagger: float = 0.0
     workdir: str | None = None
     checks: str = ""  # [[checks]] tables (TOML) for the cluster file
+    vips6: int = 0  # IPv6 VIPs too (dual stack: IPv6 sessions, an IPv6 client)
     seg: Segment = field(default_factory=Segment)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -234,9 +268,13 @@ class BgpLab:
         ip("-n", c.netns, "addr", "flush", "dev", c.interface)
         ip("-n", c.netns, "addr", "add", f"{CLIENT_ADDRESS}/29", "dev", c.interface)
         ip("-n", c.netns, "route", "add", "default", "via", ROUTER_CLIENT_SIDE)
+        if self.vips6:
+            self._build6()
         conf = self.dir / "router.conf"
         conf.write_text(
-            router_conf(self.names, self.bfd, self.hold_time, str(self.dir / "router.log"))
+            router_conf(
+                self.names, self.bfd, self.hold_time, str(self.dir / "router.log"), self.vips6 > 0
+            )
         )
         self.procs[ROUTER] = seg.spawn(
             ROUTER, [tool("bird"), "-f", "-c", str(conf), "-s", self.router_ctl],
@@ -245,10 +283,27 @@ class BgpLab:
         for name in self.names:
             self.start(name)
 
+    def _build6(self) -> None:
+        """IPv6 beside IPv4: routed through the router as well (the members' on-link route to
+        the IPv6 VIP net goes), the client on a /64 of its own behind the router."""
+        seg = self.seg
+        for name in self.names:
+            m = seg.members[name]
+            ip("-n", m.netns, "-6", "route", "del", VIP_NET6, "dev", m.interface)
+            ip("-n", m.netns, "-6", "route", "add", "default", "via", ROUTER_ADDRESS6)
+        r = seg.members[ROUTER]
+        ip("-n", r.netns, "-6", "route", "del", VIP_NET6, "dev", r.interface)
+        ip("netns", "exec", r.netns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        ip("-n", r.netns, "addr", "add", f"{ROUTER_CLIENT_SIDE6}/64", "dev", "eth2", "nodad")
+        c = seg.members[CLIENT]
+        ip("-n", c.netns, "-6", "route", "del", VIP_NET6, "dev", c.interface, check=False)
+        ip("-n", c.netns, "addr", "add", f"{CLIENT_ADDRESS6}/64", "dev", c.interface, "nodad")
+        ip("-n", c.netns, "-6", "route", "add", "default", "via", ROUTER_CLIENT_SIDE6)
+
     def write_cluster(self, vips: int | None = None) -> None:
         text = bgp_cluster_toml(
             self.hosts, vips or self.vips, self.bfd, self.hold_time, self.rank,
-            self.drain_wait, self.hold_down, self.stagger,
+            self.drain_wait, self.hold_down, self.stagger, self.vips6,
         )  # fmt: skip
         self.cluster_file.write_text(text + self.checks)
 
@@ -327,6 +382,13 @@ class BgpLab:
                            check=False)  # fmt: skip
         return [line.split()[0][2:] for line in out.splitlines()
                 if line.startswith("h_") and "Established" in line]  # fmt: skip
+
+    def sessions6_up(self) -> list[str]:
+        """The hosts whose IPv6 session with the router is up (dual stack)."""
+        out = self.seg.run(ROUTER, tool("birdc"), "-s", self.router_ctl, "show", "protocols",
+                           check=False)  # fmt: skip
+        return [line.split()[0][3:] for line in out.splitlines()
+                if line.startswith("h6_") and "Established" in line]  # fmt: skip
 
     def wait(self, pred: Any, timeout: float = 20.0, step: float = 0.02) -> float:
         """Seconds until pred() holds; TimeoutError after `timeout`."""

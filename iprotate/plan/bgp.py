@@ -1,8 +1,8 @@
 """The plan as BGP announcements: per (VIP, host), the attributes that rank the host's route.
 
-Pure. A router picks, among the routes for one /32, the best by the standard rules: shorter AS
-path first, then (between routes from one neighbour AS, or always with BIRD's `med metric`) the
-lower MED. So the plan's failover order becomes:
+Pure. A router picks, among the routes for one /32 (IPv6: /128), the best by the standard
+rules: shorter AS path first, then (between routes from one neighbour AS, or always with BIRD's
+`med metric`) the lower MED. So the plan's failover order becomes:
 
 - rank "med" (the default): MED = med_base + rank * med_step; the owner's route is the best, each
   backup's one step behind, in the plan's order;
@@ -33,9 +33,10 @@ WORST_PREPEND = 16  # a draining host's prepends: deeper than any plan's ranks (
 
 @dataclass(frozen=True)
 class Announcement:
-    """What one host announces for one VIP: a /32 and the attributes that give its rank."""
+    """What one host announces for one VIP: a /32 (IPv6: a /128) and the attributes that give
+    its rank."""
 
-    prefix: str  # "203.0.113.10/32"
+    prefix: str  # "203.0.113.10/32", "2001:db8::10/128"
     host: str
     rank: int  # 0 for the owner
     med: int
