@@ -193,6 +193,8 @@ def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None)
     hosts = _hosts(pr, data.get("hosts"), cl_if, cl_vip_if, cl_preempt, names)
     vips = _vips(pr, data.get("vips"), (default_group, default_group6), names)
     bgp = _bgp(pr, data["bgp"], hosts) if "bgp" in data else None
+    if bgp is not None:
+        _bgp_against_vips(pr, bgp, hosts, vips)
     if bgp is None:
         for i, h in enumerate(data.get("hosts") or []):
             for k in ("bgp_asn", "bgp_routers"):
@@ -769,6 +771,32 @@ def _bgp(pr: _Problems, raw: Any, hosts: list[Host]) -> BgpSettings | None:
         speaker=speaker,
         birdc=birdc,
     )
+
+
+def _bgp_against_vips(pr: _Problems, bgp: BgpSettings, hosts: list[Host], vips: list[Vip]) -> None:
+    """What BGP mode cannot carry. IPv6 VIPs: BIRD's configuration and the /32s are IPv4 only
+    (BIRD refuses a /128 in an IPv4 channel and would not start). A router address that is a VIP
+    or another host's: the VIP sits on the host's own VIP interface, so BIRD would open the
+    session to itself (or to a peer host, which does not peer back): never established."""
+    v6 = next((v for v in vips if v.address.version == 6), None)
+    if v6 is not None:
+        pr.add(v6.source, f"{v6.address.ip}: BGP mode announces IPv4 VIPs only")
+    by_vip = {v.address.ip: v.source for v in vips}
+    by_host = {h.address: h.name for h in hosts}
+    said: set[Any] = set()
+    for i, h in enumerate(hosts):
+        routers = h.bgp_routers if h.bgp_routers is not None else bgp.routers
+        key = f"hosts[{i}].bgp_routers" if h.bgp_routers is not None else "bgp.routers"
+        for j, r in enumerate(routers):
+            where = f"{key}[{j}].address"
+            if (where, r.address) in said:
+                continue
+            if r.address in by_vip:
+                said.add((where, r.address))
+                pr.add(where, f"{r.address} is a VIP ({by_vip[r.address]}), not a router")
+            elif r.address in by_host and by_host[r.address] != h.name:
+                said.add((where, r.address))
+                pr.add(where, f"{r.address} is the address of host {by_host[r.address]!r}")
 
 
 def _asn(pr: _Problems, key: str, value: Any) -> int | None:
