@@ -5,7 +5,9 @@ touching the others' routes; a BIRD that dies is restarted."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -363,3 +365,48 @@ def test_a_removed_vip_address_is_added_back(bgp_lab) -> None:  # type: ignore[n
     lab.wait(lambda: f"{vip}/32" in lab.seg.run("charlie", "ip", "-o", "addr", "show", "dev", "lo"),
              timeout=5)  # fmt: skip
     assert lab.ping(vip, count=2) == 2
+
+
+def _bird_of(lab: BgpLab, name: str) -> int:
+    iprotate = lab.procs[name].pid
+    birds = [p for p in lab.host_pids(name) if p != iprotate]
+    assert len(birds) == 1, birds
+    return birds[0]
+
+
+def test_a_frozen_speaker_is_replaced_without_waiting_for_a_change(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """SIGSTOP BIRD and nothing else: the router drops the host's routes at the hold time, and
+    only a change (drain, check, reload) used to restart BIRD; the host's traffic stayed on its
+    backups for good, and status still said Established."""
+    lab = bgp_lab(vips=VIPS)
+    plan = planned(lab)
+    frozen = _bird_of(lab, "alpha")
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        lab.wait(lambda: lab.best() == holders(plan, ("alpha",)), timeout=10)  # the hold time
+        # a watch (1 s) + a birdc timeout (5 s) + a restart, twice over
+        lab.wait(lambda: lab.best() == holders(plan), timeout=25)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen, signal.SIGCONT)
+    assert _bird_of(lab, "alpha") != frozen
+    assert lab.procs["alpha"].poll() is None
+    assert "does not answer" in (lab.dir / "alpha.log").read_text()
+
+
+def test_a_removed_run_directory_does_not_stop_the_announcements(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """The directory of BIRD's file removed under the daemon: the next change used to fail on
+    the write inside the timer task (dead for good: nothing announced or withdrawn after it)."""
+    lab = bgp_lab(vips=VIPS, hold_down=0.5)
+    run_dir = lab.dir / "charlie"
+    assert (run_dir / "charlie.bird.conf").exists()
+    shutil.rmtree(run_dir)
+    lab.write_cluster(vips=VIPS + 3)
+    os.kill(lab.procs["charlie"].pid, signal.SIGHUP)  # its control socket went with the dir
+    for h in ("alpha", "bravo"):
+        assert "reloaded: " in lab.ask(h, "reload")
+    bigger = planned(lab)
+    lab.wait(lambda: lab.best() == holders(bigger), timeout=15)
+    new = {f"{v.ip}/32" for v in bigger.vips[VIPS:] if "charlie" in v.order}
+    assert new and all("charlie" in all_paths(lab)[k] for k in new)
+    assert lab.procs["charlie"].poll() is None

@@ -21,7 +21,9 @@ What this shell does (the decisions are in iprotate.bgp.announcer, a pure core):
   withdraw every route of this host; BIRD dying on its own is restarted (it reads the current
   file), more than MAX_RESTARTS times in RESTART_WINDOW seconds fails the daemon cleanly;
 - every change of the announcer: the file rewritten, then `birdc configure`; a configure that
-  fails or hangs restarts BIRD;
+  fails or hangs restarts BIRD; so does a BIRD that stops answering on its control socket
+  (checked every second: a frozen BIRD's sessions expire at the routers, and nothing else
+  would bring this host's routes back); a file that cannot be written stops the daemon;
 - drain: worst route, `drain_wait` seconds, withdrawn (make-before-break: the router's choice is
   not visible from the host; an UPDATE reaches it in ms, so a fixed wait is a safe signal);
 - stop (SIGTERM): every route worst, `drain_wait`, every route withdrawn, BIRD stopped, the
@@ -288,6 +290,9 @@ class BgpDaemon:
 
     def _write(self) -> str:
         text = self._render()
+        # The run directory may have been removed under us (rm -rf /run/iprotate, a tmpfiles
+        # clean-up): make it again rather than never write another configuration.
+        self.conf.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.conf.with_suffix(".tmp")
         tmp.write_text(text)
         os.replace(tmp, self.conf)
@@ -296,7 +301,15 @@ class BgpDaemon:
     async def _apply(self, why: str) -> None:
         """Write the file and have BIRD read it; a BIRD that cannot is restarted on the file."""
         async with self._apply_lock:
-            text = self._write()
+            if self._failed is not None:
+                return  # BIRD is being stopped: nothing more to tell it
+            try:
+                text = self._write()
+            except OSError as e:
+                # What is announced can no longer be changed: stop (BIRD's sessions close and
+                # every route of this host goes), rather than keep routes nobody can withdraw.
+                self._fail(f"cannot write {self.conf}: {e.strerror or e}")
+                return
             if text == self._applied:
                 return
             before = {r.prefix: r.med for r in _routes_of(self._applied)}
@@ -304,7 +317,13 @@ class BgpDaemon:
             if not ok or not ("Reconfigured" in out or "in progress" in out):
                 log.warning("birdc configure failed (%s): restarting BIRD", out.strip()[-200:])
                 self._stop_bird()
-                await self._start_bird()
+                try:
+                    await self._start_bird()
+                except BgpFailed as e:
+                    # Raised here it would end the caller (the timer task, a reload) and leave
+                    # the daemon running with nobody to withdraw its routes.
+                    self._fail(str(e))
+                    return
             self._applied = text
             self.configures += 1
             after = {r.prefix: r.med for r in self.announcer.routes()}
@@ -344,6 +363,10 @@ class BgpDaemon:
         s = self.plan.cluster.bgp
         assert s is not None
         argv = [tool(s.speaker), "-f", "-c", str(self.conf), "-s", str(self.ctl)]
+        try:
+            self._write()  # BIRD reads what is decided now (the file may be gone with its dir)
+        except OSError as e:
+            raise BgpFailed(f"cannot write {self.conf}: {e.strerror or e}") from None
         try:
             self.bird = subprocess.Popen(
                 argv,
@@ -393,30 +416,61 @@ class BgpDaemon:
 
     async def _supervise(self) -> None:
         """Restart a BIRD that died; fail the daemon if it keeps dying."""
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(0.1)
             p = self.bird
             if p is None or p.poll() is None or self._stopping.is_set():
                 continue
-            now = loop.time()
-            self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
             log.error("%s: BIRD exited (status %s)", self.host.name, p.returncode)
-            if len(self.restarts) > MAX_RESTARTS:
-                self._failed = f"BIRD died {len(self.restarts)} times in {RESTART_WINDOW:g} s"
-                self._stopping.set()
+            if not await self._restart_bird(p):
                 return
+
+    async def _restart_bird(self, p: subprocess.Popen[bytes]) -> bool:
+        """Replace BIRD `p` (dead, or alive but deaf) by a new one on the current file, unless it
+        was replaced meanwhile; under the apply lock, so no configure or other restart races it.
+        False (and the daemon failing) when BIRD keeps dying or the new one does not come up."""
+        async with self._apply_lock:
+            if self.bird is not p or self._stopping.is_set():
+                return True
+            now = asyncio.get_running_loop().time()
+            self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
+            if len(self.restarts) > MAX_RESTARTS:
+                self._fail(f"BIRD restarted {len(self.restarts)} times in {RESTART_WINDOW:g} s")
+                return False
+            self._stop_bird()
             try:
                 await self._start_bird()
             except BgpFailed as e:
-                self._failed = str(e)
-                self._stopping.set()
-                return
+                self._fail(str(e))
+                return False
+            return True
+
+    def _fail(self, why: str) -> None:
+        """The daemon cannot go on: it stops (BIRD stopped: every route withdrawn at once)."""
+        if self._failed is None:
+            self._failed = why
+        self._stopping.set()
 
     async def _watch_sessions(self) -> None:
         """Session states for status, and a log line when one changes."""
         while True:
+            p = self.bird
             ok, out = await self._birdc("show", "protocols")
+            if not ok:
+                # Unknown, not the last answer: status must not say Established from memory.
+                self.sessions = {}
+                if p is not None and p.poll() is None and not self._stopping.is_set():
+                    # Alive but deaf (SIGSTOPped, wedged, its socket removed): it cannot be told
+                    # anything, and a frozen BIRD's sessions expire at the routers' hold time,
+                    # so this host's routes would stay gone until the next change. Replace it.
+                    alive, why = await self._birdc("show", "status")
+                    if not alive and self.bird is p:
+                        log.warning(
+                            "%s: BIRD (pid %d) does not answer on %s (%s): restarting it",
+                            self.host.name, p.pid, self.ctl, why.strip()[-200:],
+                        )  # fmt: skip
+                        if not await self._restart_bird(p):
+                            return
             if ok:
                 now = bird.parse_protocols(out)
                 for name, sess in now.items():
