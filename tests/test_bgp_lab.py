@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from labtools import settled, wait_for
 
 from iprotate.cluster.loader import load_cluster
 from iprotate.lab.bgplab import BgpLab
@@ -410,3 +411,36 @@ def test_a_removed_run_directory_does_not_stop_the_announcements(bgp_lab) -> Non
     new = {f"{v.ip}/32" for v in bigger.vips[VIPS:] if "charlie" in v.order}
     assert new and all("charlie" in all_paths(lab)[k] for k in new)
     assert lab.procs["charlie"].poll() is None
+
+
+def test_a_reload_that_moves_the_vip_interface_is_refused(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """It used to answer "reloaded" and keep the old interface (the host is fixed at start):
+    the operator believes the addresses moved."""
+    lab = bgp_lab(vips=VIPS)
+    before = lab.routes()
+    good = lab.cluster_file.read_text()
+    lab.cluster_file.write_text(good.replace('vip_interface = "lo"', 'vip_interface = "vips0"'))
+    out = lab.ask("alpha", "reload")
+    assert "vip_interface lo -> vips0: restart" in out, out
+    lab.cluster_file.write_text(good)
+    time.sleep(0.5)
+    assert _untouched(before, lab.routes(), set(before)) == []
+    assert "203.0.113." in lab.seg.run("alpha", "ip", "-o", "addr", "show", "dev", "lo")
+
+
+def test_a_carp_daemon_refuses_a_reload_into_bgp_mode(make_lab) -> None:  # type: ignore[no-untyped-def]
+    """CARP -> BGP by SIGHUP used to be taken: CARP went on, [bgp] ignored."""
+    lab = make_lab(hosts=2, vips=2)
+    lab.start_all()
+    wait_for(settled(lab), 8.0)  # every daemon has read the CARP file
+    good = lab.cluster_file.read_text()
+    lab.cluster_file.write_text(
+        good + '\n[bgp]\nasn = 64513\nrouters = [{ address = "198.51.100.254", asn = 64512 }]\n'
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "iprotate", "reload", "--socket", str(lab.control_socket("alpha"))],
+        capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+    assert r.returncode == 1 and "[bgp] (BGP mode) needs a restart" in r.stdout + r.stderr, (
+        r.stdout + r.stderr
+    )

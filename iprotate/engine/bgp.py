@@ -579,8 +579,18 @@ class BgpDaemon:
             return {"ok": False, "error": str(e)}
         except KeyError:
             return {"ok": False, "error": f"{self.host.name} is no longer in {path}"}
+        new_host = plan.cluster.host(self.host.name)
+        if new_host.vip_interface != self.host.vip_interface:
+            # The addresses are on the old interface: moving them is a restart's job (a reload
+            # that took the new name would leave them there for good).
+            msg = f"vip_interface {self.host.vip_interface} -> {new_host.vip_interface}: restart"
+            log.error("reload refused, still running the old plan: %s", msg)
+            return {"ok": False, "error": msg}
+        if self._stopping.is_set():
+            return {"ok": False, "error": "stopping: no reload"}
         now = asyncio.get_running_loop().time()
         self.plan = plan
+        self.host = new_host
         added, removed = self.announcer.reload(plan, now)
         # Checks: kept ones keep their state; a new one starts up (a reload must not touch
         # healthy VIPs; it goes down after `fall` failures like any other).
