@@ -444,3 +444,33 @@ def test_a_carp_daemon_refuses_a_reload_into_bgp_mode(make_lab) -> None:  # type
     assert r.returncode == 1 and "[bgp] (BGP mode) needs a restart" in r.stdout + r.stderr, (
         r.stdout + r.stderr
     )
+
+
+def test_a_reload_of_a_huge_file_never_stalls_the_daemon(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """The largest file the loader takes needs seconds to check and plan: it was read in the
+    event loop (status, timers and systemd's watchdog pings stalled: WatchdogSec=10 would kill
+    the daemon and BIRD with it), and a SIGHUP storm ran one load after another."""
+    lab = bgp_lab(vips=VIPS)
+    before = lab.routes()
+    good = lab.cluster_file.read_text()
+    lines = ['[cluster]\ninterface = "eth1"\npassword_file = "password"', good.split("[bgp]")[1]]
+    lines[1] = "[bgp]" + lines[1].split("[[hosts]]")[0]
+    for i in range(256):
+        lines += ["[[hosts]]", f'name = "h{i}"', f'address = "198.51.101.{i}"']
+    for g in range(255):
+        lines += ["[[vips]]", f'pool = "198.18.{g}.1-198.18.{g}.255/32"', f'group = "239.1.0.{g}"']
+    lab.cluster_file.write_text("\n".join(lines) + "\n")
+    pid = lab.procs["alpha"].pid
+    for _ in range(20):
+        os.kill(pid, signal.SIGHUP)
+    took = []
+    t_end = time.monotonic() + 4.0
+    while time.monotonic() < t_end:
+        t0 = time.monotonic()
+        assert '"mode": "bgp"' in lab.ask("alpha", "status", "--json")
+        took.append(time.monotonic() - t0)
+    lab.cluster_file.write_text(good)
+    assert max(took) < 2.0, took  # a CLI start (~0.3 s) and an answer, not a stalled loop
+    assert lab.procs["alpha"].poll() is None
+    lab.wait(lambda: "not in it" in (lab.dir / "alpha.log").read_text(), timeout=60)
+    assert _untouched(before, lab.routes(), set(before)) == []

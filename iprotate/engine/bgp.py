@@ -131,6 +131,7 @@ class BgpDaemon:
         self._failed: str | None = None
         self._applied: str | None = None
         self._apply_lock = asyncio.Lock()
+        self._reloading = False
         self.configures = 0
         self.sessions: dict[str, bird.Session] = {}
         # Health checks (issue 13): the rise/fall counting is the CARP core's CheckState; what a
@@ -565,12 +566,27 @@ class BgpDaemon:
 
     async def reload(self) -> dict[str, Any]:
         """Read the cluster file again: new VIPs wait the hold-down, removed ones are withdrawn,
-        the others keep their routes (new ranks are announced at once)."""
+        the others keep their routes (new ranks are announced at once). One at a time: a storm
+        of SIGHUPs is one reload, the others are told so."""
+        if self._reloading:
+            return {"ok": False, "error": "a reload is already running"}
+        self._reloading = True
+        try:
+            return await self._reload()
+        finally:
+            self._reloading = False
+
+    async def _reload(self) -> dict[str, Any]:
         path = self.options.cluster_file
         if path is None:
             return {"ok": False, "error": "no cluster file to reload"}
+        if self._stopping.is_set():
+            return {"ok": False, "error": "stopping: no reload"}
         try:
-            plan = make_plan(load_cluster(path))
+            # In a thread: the largest file the loader takes needs seconds to check and plan;
+            # in the loop it would stall the timers, the control socket and the watchdog pings
+            # (systemd would kill the daemon, and BIRD with it: every route gone).
+            plan = await asyncio.to_thread(_load_plan, path)
             if plan.cluster.bgp is None:
                 raise ClusterError(path, ["[bgp]: missing; a BGP-mode daemon cannot leave it"])
             plan.cluster.host(self.host.name)
@@ -578,7 +594,11 @@ class BgpDaemon:
             log.error("reload refused, still running the old plan: %s", e)
             return {"ok": False, "error": str(e)}
         except KeyError:
+            log.error("reload refused, still running the old plan: %s is not in it", self.host.name)
             return {"ok": False, "error": f"{self.host.name} is no longer in {path}"}
+        except Exception as e:  # whatever went wrong, the running plan stays
+            log.error("reload refused, still running the old plan: %s: %s", type(e).__name__, e)
+            return {"ok": False, "error": f"{type(e).__name__}: {e}"}
         new_host = plan.cluster.host(self.host.name)
         if new_host.vip_interface != self.host.vip_interface:
             # The addresses are on the old interface: moving them is a restart's job (a reload
@@ -703,6 +723,10 @@ def _ip(*args: str) -> None:
     r = subprocess.run(["ip", *args], capture_output=True, text=True)
     if r.returncode != 0:
         raise BgpFailed(f"ip {' '.join(args)}: {r.stderr.strip()}")
+
+
+def _load_plan(path: str) -> Plan:
+    return make_plan(load_cluster(path))
 
 
 def _med(m: int | None) -> str:
