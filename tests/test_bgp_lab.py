@@ -474,3 +474,27 @@ def test_a_reload_of_a_huge_file_never_stalls_the_daemon(bgp_lab) -> None:  # ty
     assert lab.procs["alpha"].poll() is None
     lab.wait(lambda: "not in it" in (lab.dir / "alpha.log").read_text(), timeout=60)
     assert _untouched(before, lab.routes(), set(before)) == []
+
+
+def test_a_drained_host_stays_drained_across_a_restart_and_a_reload(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """BGP mode ignored --state-dir: a host drained for maintenance came back into service when
+    its daemon restarted; and a reload that added VIPs announced them from the drained host."""
+    lab = bgp_lab(vips=VIPS, hold_down=0.5, drain_wait=0.5)
+    plan = planned(lab)
+    assert "drained: 203.0.113" in lab.ask("alpha", "drain")
+    gone = lambda: all(p.host != "alpha" for ps in lab.routes().values() for p in ps)  # noqa: E731
+    lab.wait(gone, timeout=10)
+    lab.kill("alpha", signal.SIGTERM)
+    lab.start("alpha")
+    lab.wait(lambda: '"drained": true' in lab.ask("alpha", "status", "--json"), timeout=15)
+    time.sleep(1.5)  # past the hold-down: nothing comes back
+    assert gone() and lab.best() == holders(plan, ("alpha",))
+    lab.write_cluster(vips=VIPS + 3)
+    for h in lab.names:
+        assert "reloaded: " in lab.ask(h, "reload")
+    bigger = planned(lab)
+    lab.wait(lambda: lab.best() == holders(bigger, ("alpha",)), timeout=10)
+    time.sleep(1.5)
+    assert gone()
+    assert "still drained: nothing" in lab.ask("alpha", "undrain")
+    lab.wait(lambda: lab.best() == holders(bigger), timeout=15)

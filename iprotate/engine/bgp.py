@@ -25,7 +25,9 @@ What this shell does (the decisions are in iprotate.bgp.announcer, a pure core):
   (checked every second: a frozen BIRD's sessions expire at the routers, and nothing else
   would bring this host's routes back); a file that cannot be written stops the daemon;
 - drain: worst route, `drain_wait` seconds, withdrawn (make-before-break: the router's choice is
-  not visible from the host; an UPDATE reaches it in ms, so a fixed wait is a safe signal);
+  not visible from the host; an UPDATE reaches it in ms, so a fixed wait is a safe signal); the
+  drained state is saved in `state_dir` (CARP mode's file) and restored before anything is
+  announced; a host drained whole takes the VIPs a reload adds drained;
 - stop (SIGTERM): every route worst, `drain_wait`, every route withdrawn, BIRD stopped, the
   addresses removed.
 """
@@ -56,7 +58,7 @@ from iprotate.bgp.announcer import Announcer
 from iprotate.carp.health import CheckState
 from iprotate.cluster.loader import load_cluster
 from iprotate.cluster.model import Check, ClusterError
-from iprotate.engine import hostlock
+from iprotate.engine import drained_state, hostlock
 from iprotate.engine.checks import CheckRunner, RunResult
 from iprotate.engine.control import ControlError, ControlServer
 from iprotate.engine.early_signals import EarlySignals
@@ -87,6 +89,7 @@ class BgpOptions:
     run_dir: str = "/run/iprotate"  # BIRD's config and control socket: <run_dir>/<host>.bird.*
     cluster_file: str | None = None
     metrics: str | None = None  # "127.0.0.1:9650": Prometheus metrics there
+    state_dir: str | None = None  # where the drained state survives restarts; None: nowhere
 
 
 def tool(name: str) -> str:
@@ -132,6 +135,7 @@ class BgpDaemon:
         self._applied: str | None = None
         self._apply_lock = asyncio.Lock()
         self._reloading = False
+        self._drain_all = False  # `drain` of every VIP: VIPs a reload adds come drained too
         self.configures = 0
         self.sessions: dict[str, bird.Session] = {}
         # Health checks (issue 13): the rise/fall counting is the CARP core's CheckState; what a
@@ -182,6 +186,8 @@ class BgpDaemon:
                 demote=lambda: log.info("SIGUSR2: no demote in BGP mode; use `iprotate drain`"),
                 early=self.early,
             )
+            # A host drained for maintenance stays drained across restarts (as in CARP mode).
+            self._restore_drained(loop.time())
             # A check starts unknown: its VIPs wait for its first pass (as in CARP mode).
             self.announcer.set_sick(loop.time(), self._sick_ips())
             self.announcer.start(loop.time())
@@ -553,13 +559,22 @@ class BgpDaemon:
                 return {"ok": False, "error": f"{self.host.name} takes no part in {ip}"}
             now = asyncio.get_running_loop().time()
             if cmd == "drain":
+                self._drain_all = self._drain_all or ip is None
                 self.announcer.drain(now, ip)
             else:
+                self._drain_all = False  # what stays drained is the per-VIP list
                 self.announcer.undrain(now, ip)
             log.info("%s %s", cmd, ip or "every VIP")
+            answer: dict[str, Any] = {
+                "ok": True,
+                "drained": [str(x) for x in self.announcer.drained()],
+            }
+            problem = self._save_drained()
+            if problem is not None:  # done, but a restart will not remember it: say so
+                answer["warning"] = f"done, but not remembered across a restart: {problem}"
             await self._apply(cmd)
             self._poke()
-            return {"ok": True, "drained": [str(x) for x in self.announcer.drained()]}
+            return answer
         if cmd == "reload":
             return await self.reload()
         return {"ok": False, "error": f"unknown command {cmd!r}"}
@@ -575,6 +590,7 @@ class BgpDaemon:
             return await self._reload()
         finally:
             self._reloading = False
+        self._drain_all = False  # `drain` of every VIP: VIPs a reload adds come drained too
 
     async def _reload(self) -> dict[str, Any]:
         path = self.options.cluster_file
@@ -625,6 +641,9 @@ class BgpDaemon:
         self.health = health
         self.checks.update(st.check for st in health.values())
         self.announcer.set_sick(now, self._sick_ips())
+        if self._drain_all:  # a host drained for maintenance takes no new VIP either
+            for ip in added:
+                self.announcer.drain(now, ip)
         self._set_addresses(add=True, ips=added)
         await self._apply("reload")  # the removed routes are withdrawn by this configure
         self._set_addresses(add=False, ips=removed)
@@ -638,6 +657,48 @@ class BgpDaemon:
             "vips_added": [str(x) for x in added],
             "vips_removed": [str(x) for x in removed],
         }
+
+    def _state_file(self) -> Path | None:
+        d = self.options.state_dir
+        return Path(d) / f"drained-{self.host.name}.json" if d else None
+
+    def _save_drained(self) -> str | None:
+        """Save the drained state (the same file as CARP mode's); what went wrong, if anything."""
+        path = self._state_file()
+        if path is None:
+            return None
+        state = drained_state.Drained(self._drain_all, tuple(self.announcer.drained()))
+        try:
+            drained_state.save(path, state)
+        except OSError as e:
+            log.error("cannot save the drained state to %s: %s", path, e)
+            return f"cannot save the drained state to {path}: {e.strerror or e}"
+        return None
+
+    def _restore_drained(self, now: float) -> None:
+        """Drain what was drained when the daemon last ran (before anything is announced). A
+        file that cannot be used is logged and ignored: the host takes part normally."""
+        path = self._state_file()
+        if path is None:
+            return
+        try:
+            state = drained_state.load(path)
+        except drained_state.StateError as e:
+            log.error("ignoring the drained state in %s: %s", path, e)
+            return
+        if state is None:
+            return
+        self._drain_all = state.all
+        if state.all:
+            log.info("still drained (every VIP): `iprotate undrain` to take part again")
+            self.announcer.drain(now)
+            return
+        for ip in state.vips:
+            if not isinstance(ip, IPv4Address) or ip not in self.announcer.vips:
+                log.warning("drained state: %s is not a VIP of this host; ignored", ip)
+                continue
+            log.info("%s still drained: `iprotate undrain --vip %s` to take it back", ip, ip)
+            self.announcer.drain(now, ip)
 
     def status(self) -> dict[str, Any]:
         doc = {
