@@ -498,3 +498,37 @@ def test_a_drained_host_stays_drained_across_a_restart_and_a_reload(bgp_lab) -> 
     assert gone()
     assert "still drained: nothing" in lab.ask("alpha", "undrain")
     lab.wait(lambda: lab.best() == holders(bigger), timeout=15)
+
+
+def test_sigterm_while_the_speaker_is_frozen_still_stops_on_time_and_withdraws(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS)
+    plan = planned(lab)
+    frozen = _bird_of(lab, "bravo")
+    os.kill(frozen, signal.SIGSTOP)
+    t0 = time.monotonic()
+    os.kill(lab.procs["bravo"].pid, signal.SIGTERM)
+    lab.procs["bravo"].wait(25)  # the unit's TimeoutStopSec is 30
+    took = time.monotonic() - t0
+    print(f"\nstop with a frozen BIRD: {took:.1f} s")
+    assert lab.host_pids("bravo") == []  # no BIRD left behind, frozen or not
+    assert lab.best() == holders(plan, ("bravo",))
+    assert all(p.host != "bravo" for ps in lab.routes().values() for p in ps)
+    assert "203.0.113." not in lab.seg.run("bravo", "ip", "-o", "addr", "show", "dev", "lo")
+
+
+def test_a_restart_after_sigkill_with_a_frozen_speaker_replaces_it(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """iprotate SIGKILLed while its BIRD is SIGSTOPped: BIRD's death signal waits for a SIGCONT
+    that never comes. The next daemon must not be blocked by it (its socket, its port 179)."""
+    lab = bgp_lab(vips=VIPS)
+    plan = planned(lab)
+    frozen = _bird_of(lab, "charlie")
+    os.kill(frozen, signal.SIGSTOP)
+    lab.kill("charlie", signal.SIGKILL)
+    try:
+        lab.start("charlie")
+        lab.wait(lambda: frozen not in lab.host_pids("charlie"), timeout=15)
+        lab.wait(lambda: lab.best() == holders(plan), timeout=15)
+        assert len(lab.host_pids("charlie")) == 2  # iprotate and one BIRD
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen, signal.SIGCONT)

@@ -126,6 +126,7 @@ class BgpDaemon:
         base = Path(options.run_dir)
         self.conf = base / f"{host}.bird.conf"
         self.ctl = base / f"{host}.bird.ctl"
+        self.pidfile = base / f"{host}.bird.pid"  # finds a leftover BIRD that cannot answer
         self.bird: subprocess.Popen[bytes] | None = None
         self.restarts: list[float] = []
         self.notifier = Notifier()
@@ -219,7 +220,7 @@ class BgpDaemon:
                 rules.remove()
             self._stop_bird()
             self._set_addresses(add=False)
-            for p in (self.conf, self.ctl):
+            for p in (self.conf, self.ctl, self.pidfile):
                 with contextlib.suppress(OSError):
                     p.unlink()
             if control is not None:
@@ -370,6 +371,7 @@ class BgpDaemon:
         s = self.plan.cluster.bgp
         assert s is not None
         argv = [tool(s.speaker), "-f", "-c", str(self.conf), "-s", str(self.ctl)]
+        argv += ["-P", str(self.pidfile)]
         try:
             self._write()  # BIRD reads what is decided now (the file may be gone with its dir)
         except OSError as e:
@@ -412,14 +414,30 @@ class BgpDaemon:
 
     async def _stop_leftover_speaker(self) -> None:
         """A BIRD still on our control socket (its iprotate was SIGKILLed while BIRD was
-        frozen, say) announces what nobody decides any more: tell it to go."""
-        if self.ctl.exists():
+        frozen, say) announces what nobody decides any more: tell it to go. Found by its pid
+        file (a frozen one cannot answer `down`: its death signal from PR_SET_PDEATHSIG waits
+        for a SIGCONT), else asked on its control socket."""
+        pid = _leftover_pid(self.pidfile, self.ctl)
+        if pid is not None:
+            log.warning("%s: stopping the leftover BIRD pid %d (%s)", self.host.name, pid, self.ctl)
+            for sig in (signal.SIGTERM, signal.SIGCONT):  # as `down`: a Cease on every session
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            for _ in range(150):  # 3 s, then for good
+                if not Path(f"/proc/{pid}").exists() or _zombie(pid):
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        elif self.ctl.exists():
             ok, _ = await self._birdc("down")
             if ok:
                 log.warning("%s: stopped a leftover BIRD on %s", self.host.name, self.ctl)
                 await asyncio.sleep(0.2)
+        for p in (self.ctl, self.pidfile):
             with contextlib.suppress(OSError):
-                self.ctl.unlink()
+                p.unlink()
 
     async def _supervise(self) -> None:
         """Restart a BIRD that died; fail the daemon if it keeps dying."""
@@ -536,7 +554,10 @@ class BgpDaemon:
                 capture_output=True,
                 text=True,
             )
-            if r.returncode != 0 and "exists" not in r.stderr and "Cannot assign" not in r.stderr:
+            # Already there (after a crash: "exists", or iproute2's newer "already assigned")
+            # or already gone: what was asked holds.
+            quiet = ("exists", "already assigned", "Cannot assign")
+            if r.returncode != 0 and not any(q in r.stderr for q in quiet):
                 log.warning("ip addr %s %s: %s", "add" if add else "del", addr, r.stderr.strip())
 
     # --- control -------------------------------------------------------------------------------
@@ -784,6 +805,26 @@ def _ip(*args: str) -> None:
     r = subprocess.run(["ip", *args], capture_output=True, text=True)
     if r.returncode != 0:
         raise BgpFailed(f"ip {' '.join(args)}: {r.stderr.strip()}")
+
+
+def _leftover_pid(pidfile: Path, ctl: Path) -> int | None:
+    """The pid in BIRD's pid file, if that process is a BIRD on `ctl` (a pid file outlives its
+    process, and its number may be another process's by now)."""
+    try:
+        pid = int(pidfile.read_text().split()[0])
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError, IndexError):
+        return None
+    if pid == os.getpid() or str(ctl).encode() not in argv or b"-s" not in argv:
+        return None
+    return pid
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _load_plan(path: str) -> Plan:
