@@ -532,3 +532,17 @@ def test_a_restart_after_sigkill_with_a_frozen_speaker_replaces_it(bgp_lab) -> N
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(frozen, signal.SIGCONT)
+
+
+def test_a_reload_that_would_reset_the_sessions_is_refused(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """BIRD restarts a session whose settings change: a reload of a new hold time, sent to
+    every host at once, withdrew every route of every host together (no worst-route step)."""
+    lab = bgp_lab(vips=VIPS)
+    before = lab.routes()
+    good = lab.cluster_file.read_text()
+    lab.cluster_file.write_text(good.replace("hold_time = 3", "hold_time = 4"))
+    for h in lab.names:
+        out = lab.ask(h, "reload")
+        assert "restart the hosts one at a time" in out, out
+    time.sleep(2.5)  # a reset session comes back within a connect delay or two
+    assert _untouched(before, lab.routes(), set(before)) == []

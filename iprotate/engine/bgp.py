@@ -28,6 +28,8 @@ What this shell does (the decisions are in iprotate.bgp.announcer, a pure core):
   not visible from the host; an UPDATE reaches it in ms, so a fixed wait is a safe signal); the
   drained state is saved in `state_dir` (CARP mode's file) and restored before anything is
   announced; a host drained whole takes the VIPs a reload adds drained;
+- reload: VIPs added and removed, ranks changed; not the sessions' settings (BIRD would reset
+  every session at once: refused, a restart host by host hands over first);
 - stop (SIGTERM): every route worst, `drain_wait`, every route withdrawn, BIRD stopped, the
   addresses removed.
 """
@@ -641,6 +643,18 @@ class BgpDaemon:
             # The addresses are on the old interface: moving them is a restart's job (a reload
             # that took the new name would leave them there for good).
             msg = f"vip_interface {self.host.vip_interface} -> {new_host.vip_interface}: restart"
+            log.error("reload refused, still running the old plan: %s", msg)
+            return {"ok": False, "error": msg}
+        old_sessions = bird.config(self.plan.cluster, self.host.name, ())
+        if bird.config(plan.cluster, self.host.name, ()) != old_sessions:
+            # BIRD restarts a BGP session whose settings change: every route of this host gone
+            # at once, with no worst-route step first, and on every host that reloads the file
+            # at the same time: each VIP's traffic has nowhere to go until the sessions are up.
+            # A restart, host by host, hands over first (make-before-break).
+            msg = (
+                "the BGP sessions' settings changed (hold_time, bfd, routers, AS or address): "
+                "BIRD would reset them all at once; restart the hosts one at a time instead"
+            )
             log.error("reload refused, still running the old plan: %s", msg)
             return {"ok": False, "error": msg}
         if self._stopping.is_set():
