@@ -546,3 +546,28 @@ def test_a_reload_that_would_reset_the_sessions_is_refused(bgp_lab) -> None:  # 
         assert "restart the hosts one at a time" in out, out
     time.sleep(2.5)  # a reset session comes back within a connect delay or two
     assert _untouched(before, lab.routes(), set(before)) == []
+
+
+def test_a_vip_interface_set_down_or_deleted_never_leaves_routes_to_nowhere(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """Only the /32s were watched: the VIP interface set down (its addresses accept nothing) or
+    deleted (the addresses gone with it) left this host's routes announced to no address."""
+    lab = bgp_lab(vips=VIPS)
+    lab.kill("alpha", signal.SIGTERM)
+    text = lab.cluster_file.read_text().replace('vip_interface = "lo"', 'vip_interface = "vips0"')
+    own = lab.dir / "vips0.toml"
+    own.write_text(text)
+    # a bridge: this kernel may have no dummy module (the daemon could not make one again)
+    lab.seg.run("alpha", "ip", "link", "add", "vips0", "type", "bridge")
+    lab.start("alpha", own)
+    plan = planned(lab)
+    lab.wait(lambda: lab.best() == holders(plan), timeout=20)
+    vip = next(str(v.ip) for v in plan.vips if v.owner == "alpha")
+    lab.seg.run("alpha", "ip", "link", "set", "vips0", "down")
+    flags = lambda: lab.seg.run("alpha", "ip", "-o", "link", "show", "vips0").split("<")[1]  # noqa: E731
+    lab.wait(lambda: "UP" in flags().split(">")[0].split(","), timeout=5)
+    assert lab.ping(vip, count=2) == 2
+    lab.seg.run("alpha", "ip", "link", "del", "vips0")
+    lab.wait(lambda: all(p.host != "alpha" for ps in lab.routes().values() for p in ps), 10)
+    assert lab.procs["alpha"].wait(10) == 1
+    assert "vips0 is gone and cannot be made again" in (lab.dir / "alpha.log").read_text()
+    assert lab.best() == holders(plan, ("alpha",))

@@ -14,7 +14,9 @@ is BIRD 2 because:
 
 What this shell does (the decisions are in iprotate.bgp.announcer, a pure core):
 - the VIPs, as /32s, on `vip_interface` (a dummy interface, created if missing), so the host
-  accepts the traffic it is sent; one removed by someone else is added back within a second;
+  accepts the traffic it is sent; one removed by someone else is added back within a second,
+  and so is the interface (set down: up again; deleted: made again, or the daemon stops and its
+  routes go: a route must never lead to a host without the address);
   removed on a clean stop after the routes are withdrawn;
 - BIRD started as a child (its config and control socket beside the control socket), with
   PR_SET_PDEATHSIG: if iprotate dies, BIRD gets SIGTERM and its sessions close, so the routers
@@ -515,7 +517,34 @@ class BgpDaemon:
 
     def _restore_addresses(self) -> None:
         """A /32 someone removed from the VIP interface is added back: a route this host
-        announces must reach an address it serves."""
+        announces must reach an address it serves. So is the interface itself, deleted (made
+        again, or the daemon stops: its routes would lead to no address) or set down (its
+        addresses then accept nothing: set up again)."""
+        if self._stopping.is_set():
+            return
+        name = self.host.vip_interface
+        link = subprocess.run(
+            ["ip", "-o", "link", "show", "dev", name], capture_output=True, text=True
+        )
+        if link.returncode != 0 and name == self.host.interface:
+            # The uplink itself: the sessions are gone with it (the routers withdraw this
+            # host's routes); a dummy by its name would take the real NIC's name when it returns.
+            log.warning("%s: interface %s is gone; waiting for it", self.host.name, name)
+            return
+        if link.returncode != 0:
+            log.warning("%s: VIP interface %s is gone: making it again", self.host.name, name)
+            try:
+                self._vip_interface()
+            except BgpFailed as e:
+                self._fail(f"VIP interface {name} is gone and cannot be made again: {e}")
+                return
+        elif "UP" not in link.stdout.split("<", 1)[-1].split(">", 1)[0].split(","):
+            log.warning("%s: VIP interface %s was set down: setting it up", self.host.name, name)
+            try:
+                _ip("link", "set", name, "up")
+            except BgpFailed as e:
+                self._fail(f"VIP interface {name} is down and cannot be set up: {e}")
+                return
         r = subprocess.run(
             ["ip", "-o", "-4", "addr", "show", "dev", self.host.vip_interface],
             capture_output=True,
