@@ -107,10 +107,14 @@ def tool(name: str) -> str:
     return found or name
 
 
+# Looked up once, in the parent: between fork and exec (a reload's thread may be running) the
+# child must not dlopen, which can deadlock on a lock another thread held at the fork.
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM when iprotate dies, however it dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class BgpDaemon:
