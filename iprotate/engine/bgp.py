@@ -828,7 +828,7 @@ class BgpCollector(Collector):
             if "med" in v:
                 med.add_metric([str(v["vip"])], float(v["med"]))  # type: ignore[arg-type]
         restarts = CounterMetricFamily(
-            "iprotate_bgp_speaker_restarts", "times BIRD was restarted after it died"
+            "iprotate_bgp_speaker_restarts", "times BIRD was restarted (dead or deaf)"
         )
         restarts.add_metric([], float(len(d.restarts)))
         configures = CounterMetricFamily(
