@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -571,3 +572,48 @@ def test_a_vip_interface_set_down_or_deleted_never_leaves_routes_to_nowhere(bgp_
     assert lab.procs["alpha"].wait(10) == 1
     assert "vips0 is gone and cannot be made again" in (lab.dir / "alpha.log").read_text()
     assert lab.best() == holders(plan, ("alpha",))
+
+
+def test_a_stop_asks_systemd_for_the_time_its_hand_over_takes(bgp_lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """drain_wait may be up to 300 s, TimeoutStopSec is 30: systemd SIGKILLed the hand-over
+    halfway. The daemon extends the stop timeout by what it needs (EXTEND_TIMEOUT_USEC)."""
+    lab = bgp_lab(vips=VIPS)
+    lab.kill("bravo", signal.SIGTERM)
+    lab.cluster_file.write_text(
+        lab.cluster_file.read_text().replace("drain_wait = 1.0", "drain_wait = 40")
+    )
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(20)
+    os.environ["NOTIFY_SOCKET"] = path
+    try:
+        lab.start("bravo")
+    finally:
+        del os.environ["NOTIFY_SOCKET"]
+    try:
+        while "READY=1" not in sock.recv(4096).decode():
+            pass
+        os.kill(lab.procs["bravo"].pid, signal.SIGTERM)
+        got = ""
+        while "EXTEND_TIMEOUT_USEC=" not in got:
+            got = sock.recv(4096).decode()
+        usec = int(got.split("EXTEND_TIMEOUT_USEC=")[1].split()[0])
+        assert usec >= 40_000_000, got
+    finally:
+        sock.close()
+        lab.kill("bravo", signal.SIGKILL)
+
+
+def test_a_reloaded_drain_wait_is_the_one_a_drain_waits(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """The announcer kept the drain_wait it started with: a reload's answer said yes to the new
+    one, and drains went on withdrawing on the old clock."""
+    lab = bgp_lab(vips=VIPS, drain_wait=1.0)
+    text = lab.cluster_file.read_text()
+    lab.cluster_file.write_text(text.replace("drain_wait = 1.0", "drain_wait = 4.0"))
+    assert "reloaded: " in lab.ask("alpha", "reload")
+    assert "drained: 203.0.113" in lab.ask("alpha", "drain")
+    t0 = time.monotonic()
+    here = lambda: any(p.host == "alpha" for ps in lab.routes().values() for p in ps)  # noqa: E731
+    lab.wait(lambda: not here(), timeout=10)
+    assert time.monotonic() - t0 > 2.5  # 4 s, not 1 s

@@ -218,6 +218,11 @@ class BgpDaemon:
             self.notifier.ready(f"BGP mode, {len(self.announcer.vips)} VIPs")
             await self._stopping.wait()
             self.notifier.stopping()
+            # The hand-over takes drain_wait (the loader allows 300 s) and, with a deaf BIRD, a
+            # configure's timeout and a restart on top: beyond TimeoutStopSec (30 s in the
+            # unit) systemd would SIGKILL us halfway. Ask for the time it takes.
+            need = self.announcer.drain_wait + 3 * BIRDC_TIMEOUT + 5
+            self.notifier.notify(f"EXTEND_TIMEOUT_USEC={int(need * 1_000_000)}")
             if self._failed is None:
                 await self._leave()
         finally:
@@ -696,6 +701,7 @@ class BgpDaemon:
         self.plan = plan
         self.host = new_host
         added, removed = self.announcer.reload(plan, now)
+        self.announcer.drain_wait = plan.cluster.bgp.drain_wait  # was kept from the start
         # Checks: kept ones keep their state; a new one starts up (a reload must not touch
         # healthy VIPs; it goes down after `fall` failures like any other).
         health = {}
