@@ -617,3 +617,17 @@ def test_a_reloaded_drain_wait_is_the_one_a_drain_waits(bgp_lab) -> None:  # typ
     here = lambda: any(p.host == "alpha" for ps in lab.routes().values() for p in ps)  # noqa: E731
     lab.wait(lambda: not here(), timeout=10)
     assert time.monotonic() - t0 > 2.5  # 4 s, not 1 s
+
+
+def test_a_vip_a_reload_takes_away_keeps_its_address_until_the_router_has_moved(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """The address went the moment `birdc configure` returned, before the router had the
+    withdrawal: packets already on their way met a host without it."""
+    lab = bgp_lab(vips=VIPS, drain_wait=2.0)
+    plan = planned(lab)
+    lab.write_cluster(vips=VIPS - 3)
+    gone = [str(v.ip) for v in plan.vips[VIPS - 3 :]]
+    addrs = lambda: lab.seg.run("alpha", "ip", "-o", "addr", "show", "dev", "lo")  # noqa: E731
+    assert "reloaded: " in lab.ask("alpha", "reload")
+    assert all(f"{ip}/32" in addrs() for ip in gone)  # routes withdrawn, addresses still here
+    lab.wait(lambda: all(f"{ip}/32" not in addrs() for ip in gone), timeout=5)
+    assert not any(p.host == "alpha" for ip in gone for p in lab.routes().get(f"{ip}/32", []))

@@ -30,8 +30,9 @@ What this shell does (the decisions are in iprotate.bgp.announcer, a pure core):
   not visible from the host; an UPDATE reaches it in ms, so a fixed wait is a safe signal); the
   drained state is saved in `state_dir` (CARP mode's file) and restored before anything is
   announced; a host drained whole takes the VIPs a reload adds drained;
-- reload: VIPs added and removed, ranks changed; not the sessions' settings (BIRD would reset
-  every session at once: refused, a restart host by host hands over first);
+- reload: VIPs added and removed (the route at once, the address `drain_wait` later: the
+  router has the withdrawal by then), ranks changed; not the sessions' settings (BIRD would
+  reset every session at once: refused, a restart host by host hands over first);
 - stop (SIGTERM): every route worst, `drain_wait`, every route withdrawn, BIRD stopped, the
   addresses removed.
 """
@@ -145,6 +146,10 @@ class BgpDaemon:
         self._apply_lock = asyncio.Lock()
         self._reloading = False
         self._drain_all = False  # `drain` of every VIP: VIPs a reload adds come drained too
+        # VIPs a reload took from this host: their route is withdrawn, their address stays
+        # drain_wait more (the router's UPDATE takes ms; packets already sent are answered).
+        self._parting: set[IPv4Address] = set()
+        self._later: set[asyncio.Task[None]] = set()
         self.configures = 0
         self.sessions: dict[str, bird.Session] = {}
         # Health checks (issue 13): the rise/fall counting is the CARP core's CheckState; what a
@@ -227,12 +232,13 @@ class BgpDaemon:
                 await self._leave()
         finally:
             await self.checks.close()
-            for t in tasks:
+            for t in [*tasks, *self._later]:
                 t.cancel()
             if rules is not None:
                 rules.remove()
             self._stop_bird()
             self._set_addresses(add=False)
+            self._set_addresses(add=False, ips=sorted(self._parting))
             for p in (self.conf, self.ctl, self.pidfile):
                 with contextlib.suppress(OSError):
                     p.unlink()
@@ -652,6 +658,10 @@ class BgpDaemon:
         finally:
             self._reloading = False
         self._drain_all = False  # `drain` of every VIP: VIPs a reload adds come drained too
+        # VIPs a reload took from this host: their route is withdrawn, their address stays
+        # drain_wait more (the router's UPDATE takes ms; packets already sent are answered).
+        self._parting: set[IPv4Address] = set()
+        self._later: set[asyncio.Task[None]] = set()
 
     async def _reload(self) -> dict[str, Any]:
         path = self.options.cluster_file
@@ -720,7 +730,7 @@ class BgpDaemon:
                 self.announcer.drain(now, ip)
         self._set_addresses(add=True, ips=added)
         await self._apply("reload")  # the removed routes are withdrawn by this configure
-        self._set_addresses(add=False, ips=removed)
+        self._remove_later(removed)
         self._poke()
         log.info("reload: %d VIPs added, %d removed", len(added), len(removed))
         return {
@@ -773,6 +783,22 @@ class BgpDaemon:
                 continue
             log.info("%s still drained: `iprotate undrain --vip %s` to take it back", ip, ip)
             self.announcer.drain(now, ip)
+
+    def _remove_later(self, ips: list[IPv4Address]) -> None:
+        """Remove these VIPs' addresses after drain_wait, unless a reload brought them back."""
+        if not ips:
+            return
+        self._parting |= set(ips)
+
+        async def later() -> None:
+            await asyncio.sleep(self.announcer.drain_wait)
+            gone = [ip for ip in ips if ip in self._parting and ip not in self.announcer.vips]
+            self._parting -= set(ips)
+            self._set_addresses(add=False, ips=gone)
+
+        task = asyncio.ensure_future(later())
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
 
     def status(self) -> dict[str, Any]:
         doc = {
