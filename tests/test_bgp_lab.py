@@ -5,9 +5,12 @@ touching the others' routes; a BIRD that dies is restarted."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from labtools import settled, wait_for
 
 from iprotate.cluster.loader import load_cluster
 from iprotate.lab.bgplab import BgpLab
@@ -366,3 +370,267 @@ def test_a_removed_vip_address_is_added_back(bgp_lab) -> None:  # type: ignore[n
     lab.wait(lambda: f"{vip}/32" in lab.seg.run("charlie", "ip", "-o", "addr", "show", "dev", "lo"),
              timeout=5)  # fmt: skip
     assert lab.ping(vip, count=2) == 2
+
+
+def _bird_of(lab: BgpLab, name: str) -> int:
+    iprotate = lab.procs[name].pid
+    birds = [p for p in lab.host_pids(name) if p != iprotate]
+    assert len(birds) == 1, birds
+    return birds[0]
+
+
+def test_a_frozen_speaker_is_replaced_without_waiting_for_a_change(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """SIGSTOP BIRD and nothing else: the router drops the host's routes at the hold time, and
+    only a change (drain, check, reload) used to restart BIRD; the host's traffic stayed on its
+    backups for good, and status still said Established."""
+    lab = bgp_lab(vips=VIPS)
+    plan = planned(lab)
+    frozen = _bird_of(lab, "alpha")
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        lab.wait(lambda: lab.best() == holders(plan, ("alpha",)), timeout=10)  # the hold time
+        # a watch (1 s) + a birdc timeout (5 s) + a restart, twice over
+        lab.wait(lambda: lab.best() == holders(plan), timeout=25)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen, signal.SIGCONT)
+    assert _bird_of(lab, "alpha") != frozen
+    assert lab.procs["alpha"].poll() is None
+    assert "does not answer" in (lab.dir / "alpha.log").read_text()
+
+
+def test_a_removed_run_directory_does_not_stop_the_announcements(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """The directory of BIRD's file removed under the daemon: the next change used to fail on
+    the write inside the timer task (dead for good: nothing announced or withdrawn after it)."""
+    lab = bgp_lab(vips=VIPS, hold_down=0.5)
+    run_dir = lab.dir / "charlie"
+    assert (run_dir / "charlie.bird.conf").exists()
+    shutil.rmtree(run_dir)
+    lab.write_cluster(vips=VIPS + 3)
+    os.kill(lab.procs["charlie"].pid, signal.SIGHUP)  # its control socket went with the dir
+    for h in ("alpha", "bravo"):
+        assert "reloaded: " in lab.ask(h, "reload")
+    bigger = planned(lab)
+    lab.wait(lambda: lab.best() == holders(bigger), timeout=15)
+    new = {f"{v.ip}/32" for v in bigger.vips[VIPS:] if "charlie" in v.order}
+    assert new and all("charlie" in all_paths(lab)[k] for k in new)
+    assert lab.procs["charlie"].poll() is None
+
+
+def test_a_reload_that_moves_the_vip_interface_is_refused(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """It used to answer "reloaded" and keep the old interface (the host is fixed at start):
+    the operator believes the addresses moved."""
+    lab = bgp_lab(vips=VIPS)
+    before = lab.routes()
+    good = lab.cluster_file.read_text()
+    lab.cluster_file.write_text(good.replace('vip_interface = "lo"', 'vip_interface = "vips0"'))
+    out = lab.ask("alpha", "reload")
+    assert "vip_interface lo -> vips0: restart" in out, out
+    lab.cluster_file.write_text(good)
+    time.sleep(0.5)
+    assert _untouched(before, lab.routes(), set(before)) == []
+    assert "203.0.113." in lab.seg.run("alpha", "ip", "-o", "addr", "show", "dev", "lo")
+
+
+def test_a_carp_daemon_refuses_a_reload_into_bgp_mode(make_lab) -> None:  # type: ignore[no-untyped-def]
+    """CARP -> BGP by SIGHUP used to be taken: CARP went on, [bgp] ignored."""
+    lab = make_lab(hosts=2, vips=2)
+    lab.start_all()
+    wait_for(settled(lab), 8.0)  # every daemon has read the CARP file
+    good = lab.cluster_file.read_text()
+    lab.cluster_file.write_text(
+        good + '\n[bgp]\nasn = 64513\nrouters = [{ address = "198.51.100.254", asn = 64512 }]\n'
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "iprotate", "reload", "--socket", str(lab.control_socket("alpha"))],
+        capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+    assert r.returncode == 1 and "[bgp] (BGP mode) needs a restart" in r.stdout + r.stderr, (
+        r.stdout + r.stderr
+    )
+
+
+def test_a_reload_of_a_huge_file_never_stalls_the_daemon(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """The largest file the loader takes needs seconds to check and plan: it was read in the
+    event loop (status, timers and systemd's watchdog pings stalled: WatchdogSec=10 would kill
+    the daemon and BIRD with it), and a SIGHUP storm ran one load after another."""
+    lab = bgp_lab(vips=VIPS)
+    before = lab.routes()
+    good = lab.cluster_file.read_text()
+    lines = ['[cluster]\ninterface = "eth1"\npassword_file = "password"', good.split("[bgp]")[1]]
+    lines[1] = "[bgp]" + lines[1].split("[[hosts]]")[0]
+    for i in range(256):
+        lines += ["[[hosts]]", f'name = "h{i}"', f'address = "198.51.101.{i}"']
+    for g in range(255):
+        lines += ["[[vips]]", f'pool = "198.18.{g}.1-198.18.{g}.255/32"', f'group = "239.1.0.{g}"']
+    lab.cluster_file.write_text("\n".join(lines) + "\n")
+    pid = lab.procs["alpha"].pid
+    for _ in range(20):
+        os.kill(pid, signal.SIGHUP)
+    took = []
+    t_end = time.monotonic() + 4.0
+    while time.monotonic() < t_end:
+        t0 = time.monotonic()
+        assert '"mode": "bgp"' in lab.ask("alpha", "status", "--json")
+        took.append(time.monotonic() - t0)
+    lab.cluster_file.write_text(good)
+    assert max(took) < 2.0, took  # a CLI start (~0.3 s) and an answer, not a stalled loop
+    assert lab.procs["alpha"].poll() is None
+    lab.wait(lambda: "not in it" in (lab.dir / "alpha.log").read_text(), timeout=60)
+    assert _untouched(before, lab.routes(), set(before)) == []
+
+
+def test_a_drained_host_stays_drained_across_a_restart_and_a_reload(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """BGP mode ignored --state-dir: a host drained for maintenance came back into service when
+    its daemon restarted; and a reload that added VIPs announced them from the drained host."""
+    lab = bgp_lab(vips=VIPS, hold_down=0.5, drain_wait=0.5)
+    plan = planned(lab)
+    assert "drained: 203.0.113" in lab.ask("alpha", "drain")
+    gone = lambda: all(p.host != "alpha" for ps in lab.routes().values() for p in ps)  # noqa: E731
+    lab.wait(gone, timeout=10)
+    lab.kill("alpha", signal.SIGTERM)
+    lab.start("alpha")
+    lab.wait(lambda: '"drained": true' in lab.ask("alpha", "status", "--json"), timeout=15)
+    time.sleep(1.5)  # past the hold-down: nothing comes back
+    assert gone() and lab.best() == holders(plan, ("alpha",))
+    lab.write_cluster(vips=VIPS + 3)
+    for h in lab.names:
+        assert "reloaded: " in lab.ask(h, "reload")
+    bigger = planned(lab)
+    lab.wait(lambda: lab.best() == holders(bigger, ("alpha",)), timeout=10)
+    time.sleep(1.5)
+    assert gone()
+    assert "still drained: nothing" in lab.ask("alpha", "undrain")
+    lab.wait(lambda: lab.best() == holders(bigger), timeout=15)
+
+
+def test_sigterm_while_the_speaker_is_frozen_still_stops_on_time_and_withdraws(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = bgp_lab(vips=VIPS)
+    plan = planned(lab)
+    frozen = _bird_of(lab, "bravo")
+    os.kill(frozen, signal.SIGSTOP)
+    t0 = time.monotonic()
+    os.kill(lab.procs["bravo"].pid, signal.SIGTERM)
+    lab.procs["bravo"].wait(25)  # the unit's TimeoutStopSec is 30
+    took = time.monotonic() - t0
+    print(f"\nstop with a frozen BIRD: {took:.1f} s")
+    assert lab.host_pids("bravo") == []  # no BIRD left behind, frozen or not
+    assert lab.best() == holders(plan, ("bravo",))
+    assert all(p.host != "bravo" for ps in lab.routes().values() for p in ps)
+    assert "203.0.113." not in lab.seg.run("bravo", "ip", "-o", "addr", "show", "dev", "lo")
+
+
+def test_a_restart_after_sigkill_with_a_frozen_speaker_replaces_it(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """iprotate SIGKILLed while its BIRD is SIGSTOPped: BIRD's death signal waits for a SIGCONT
+    that never comes. The next daemon must not be blocked by it (its socket, its port 179)."""
+    lab = bgp_lab(vips=VIPS)
+    plan = planned(lab)
+    frozen = _bird_of(lab, "charlie")
+    os.kill(frozen, signal.SIGSTOP)
+    lab.kill("charlie", signal.SIGKILL)
+    try:
+        lab.start("charlie")
+        lab.wait(lambda: frozen not in lab.host_pids("charlie"), timeout=15)
+        lab.wait(lambda: lab.best() == holders(plan), timeout=15)
+        assert len(lab.host_pids("charlie")) == 2  # iprotate and one BIRD
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen, signal.SIGCONT)
+
+
+def test_a_reload_that_would_reset_the_sessions_is_refused(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """BIRD restarts a session whose settings change: a reload of a new hold time, sent to
+    every host at once, withdrew every route of every host together (no worst-route step)."""
+    lab = bgp_lab(vips=VIPS)
+    before = lab.routes()
+    good = lab.cluster_file.read_text()
+    lab.cluster_file.write_text(good.replace("hold_time = 3", "hold_time = 4"))
+    for h in lab.names:
+        out = lab.ask(h, "reload")
+        assert "restart the hosts one at a time" in out, out
+    time.sleep(2.5)  # a reset session comes back within a connect delay or two
+    assert _untouched(before, lab.routes(), set(before)) == []
+
+
+def test_a_vip_interface_set_down_or_deleted_never_leaves_routes_to_nowhere(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """Only the /32s were watched: the VIP interface set down (its addresses accept nothing) or
+    deleted (the addresses gone with it) left this host's routes announced to no address."""
+    lab = bgp_lab(vips=VIPS)
+    lab.kill("alpha", signal.SIGTERM)
+    text = lab.cluster_file.read_text().replace('vip_interface = "lo"', 'vip_interface = "vips0"')
+    own = lab.dir / "vips0.toml"
+    own.write_text(text)
+    # a bridge: this kernel may have no dummy module (the daemon could not make one again)
+    lab.seg.run("alpha", "ip", "link", "add", "vips0", "type", "bridge")
+    lab.start("alpha", own)
+    plan = planned(lab)
+    lab.wait(lambda: lab.best() == holders(plan), timeout=20)
+    vip = next(str(v.ip) for v in plan.vips if v.owner == "alpha")
+    lab.seg.run("alpha", "ip", "link", "set", "vips0", "down")
+    flags = lambda: lab.seg.run("alpha", "ip", "-o", "link", "show", "vips0").split("<")[1]  # noqa: E731
+    lab.wait(lambda: "UP" in flags().split(">")[0].split(","), timeout=5)
+    assert lab.ping(vip, count=2) == 2
+    lab.seg.run("alpha", "ip", "link", "del", "vips0")
+    lab.wait(lambda: all(p.host != "alpha" for ps in lab.routes().values() for p in ps), 10)
+    assert lab.procs["alpha"].wait(10) == 1
+    assert "vips0 is gone and cannot be made again" in (lab.dir / "alpha.log").read_text()
+    assert lab.best() == holders(plan, ("alpha",))
+
+
+def test_a_stop_asks_systemd_for_the_time_its_hand_over_takes(bgp_lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """drain_wait may be up to 300 s, TimeoutStopSec is 30: systemd SIGKILLed the hand-over
+    halfway. The daemon extends the stop timeout by what it needs (EXTEND_TIMEOUT_USEC)."""
+    lab = bgp_lab(vips=VIPS)
+    lab.kill("bravo", signal.SIGTERM)
+    lab.cluster_file.write_text(
+        lab.cluster_file.read_text().replace("drain_wait = 1.0", "drain_wait = 40")
+    )
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(20)
+    os.environ["NOTIFY_SOCKET"] = path
+    try:
+        lab.start("bravo")
+    finally:
+        del os.environ["NOTIFY_SOCKET"]
+    try:
+        while "READY=1" not in sock.recv(4096).decode():
+            pass
+        os.kill(lab.procs["bravo"].pid, signal.SIGTERM)
+        got = ""
+        while "EXTEND_TIMEOUT_USEC=" not in got:
+            got = sock.recv(4096).decode()
+        usec = int(got.split("EXTEND_TIMEOUT_USEC=")[1].split()[0])
+        assert usec >= 40_000_000, got
+    finally:
+        sock.close()
+        lab.kill("bravo", signal.SIGKILL)
+
+
+def test_a_reloaded_drain_wait_is_the_one_a_drain_waits(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """The announcer kept the drain_wait it started with: a reload's answer said yes to the new
+    one, and drains went on withdrawing on the old clock."""
+    lab = bgp_lab(vips=VIPS, drain_wait=1.0)
+    text = lab.cluster_file.read_text()
+    lab.cluster_file.write_text(text.replace("drain_wait = 1.0", "drain_wait = 4.0"))
+    assert "reloaded: " in lab.ask("alpha", "reload")
+    assert "drained: 203.0.113" in lab.ask("alpha", "drain")
+    t0 = time.monotonic()
+    here = lambda: any(p.host == "alpha" for ps in lab.routes().values() for p in ps)  # noqa: E731
+    lab.wait(lambda: not here(), timeout=10)
+    assert time.monotonic() - t0 > 2.5  # 4 s, not 1 s
+
+
+def test_a_vip_a_reload_takes_away_keeps_its_address_until_the_router_has_moved(bgp_lab) -> None:  # type: ignore[no-untyped-def]
+    """The address went the moment `birdc configure` returned, before the router had the
+    withdrawal: packets already on their way met a host without it."""
+    lab = bgp_lab(vips=VIPS, drain_wait=2.0)
+    plan = planned(lab)
+    lab.write_cluster(vips=VIPS - 3)
+    gone = [str(v.ip) for v in plan.vips[VIPS - 3 :]]
+    addrs = lambda: lab.seg.run("alpha", "ip", "-o", "addr", "show", "dev", "lo")  # noqa: E731
+    assert "reloaded: " in lab.ask("alpha", "reload")
+    assert all(f"{ip}/32" in addrs() for ip in gone)  # routes withdrawn, addresses still here
+    lab.wait(lambda: all(f"{ip}/32" not in addrs() for ip in gone), timeout=5)
+    assert not any(p.host == "alpha" for ip in gone for p in lab.routes().get(f"{ip}/32", []))

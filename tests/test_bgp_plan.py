@@ -207,6 +207,26 @@ def test_bgp_mode_takes_ipv6_vips_over_ipv6_routers() -> None:
     assert sum(v.address.version == 6 for v in c.vips) == 4
 
 
+# --- adversary -----------------------------------------------------------------------------------
+
+
+def _deep(n: int) -> dict[str, Any]:
+    hosts = [{"name": f"h{i}", "address": f"198.51.100.{i + 1}"} for i in range(n)]
+    return {"cluster": {"interface": "eth1", "password": "s3cret", "backups": n - 1},
+            "hosts": hosts, "vips": [{"pool": "203.0.113.10-203.0.113.13/32"}]}  # fmt: skip
+
+
+def test_a_drained_route_is_the_worst_even_behind_255_backups() -> None:
+    """cluster.backups allows 255: with 16 fixed prepends a draining owner would still beat the
+    17th backup and keep the traffic it is leaving (its VIPs withdrawn under it)."""
+    plan = plan_of(with_bgp(_deep(40), rank="prepend"))
+    for v in plan.vips:
+        assert len(v.order) == 40
+        worst = max(preference_key(announcement(plan.cluster, v, h)) for h in v.order)
+        for h in (v.order[0], v.order[-1]):
+            assert preference_key(announcement(plan.cluster, v, h, drained=True)) > worst
+
+
 @pytest.mark.parametrize(
     ("change", "expect"),
     [
@@ -254,3 +274,26 @@ def test_bad_ipv6_bgp_setups_name_the_key(change: Any, expect: str) -> None:
     with pytest.raises(ClusterError) as e:
         build(data)
     assert any(p.startswith(expect) for p in e.value.problems), e.value.problems
+
+
+@pytest.mark.parametrize(
+    ("change", "expect"),
+    [
+        # the VIP sits on the host's lo: BIRD would peer with itself
+        (
+            lambda d: d["bgp"].update(routers=[{"address": "203.0.113.11", "asn": 64512}]),
+            "bgp.routers[0].address: 203.0.113.11 is a VIP (vips[0].pool[1]), not a router",
+        ),
+        (
+            lambda d: d["hosts"][1].update(bgp_routers=[{"address": "198.51.100.1", "asn": 64513}]),
+            "hosts[1].bgp_routers[0].address: 198.51.100.1 is the address of host 'a'",
+        ),
+    ],
+    ids=["router-is-a-vip", "router-is-another-host"],
+)
+def test_what_bgp_mode_cannot_carry_is_refused_by_key(change: Any, expect: str) -> None:
+    data = with_bgp(json.loads(json.dumps(BASE)))
+    change(data)
+    with pytest.raises(ClusterError) as e:
+        build(data)
+    assert expect in e.value.problems, e.value.problems

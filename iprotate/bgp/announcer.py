@@ -5,8 +5,9 @@ Theory of operation. Each VIP is in one of four states here:
 
     waiting    not announced yet: the hold-down after start, undrain or reload, then the stagger
     announced  announced with its planned rank (plan.bgp.announcement)
-    leaving    announced as the worst route there is (MED 2**32-1, or 16 prepends): the router
-               moves the traffic to the next host while this one still answers (make-before-break)
+    leaving    announced as the worst route there is (MED 2**32-1, or more prepends than any
+               rank): the router moves the traffic to the next host while this one still
+               answers (make-before-break)
     withdrawn  not announced (drained, or the host is stopping)
 
 - start(now): every VIP waits `hold_down`, then they come one by one, `stagger` apart: a host that

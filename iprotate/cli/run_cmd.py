@@ -201,6 +201,7 @@ def run(
                 run_dir=os.path.dirname(path) if path else "/run/iprotate",
                 cluster_file=cluster_file,
                 metrics=settings.metrics or None,
+                state_dir=settings.state_dir or None,
             )
             try:
                 asyncio.run(BgpDaemon(plan, host, bgp_options, early).run())

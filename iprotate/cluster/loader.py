@@ -195,6 +195,7 @@ def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None)
     bgp = _bgp(pr, data["bgp"], hosts) if "bgp" in data else None
     if bgp is not None:
         _bgp_families(pr, bgp, hosts, vips)
+        _bgp_against_vips(pr, bgp, hosts, vips)
     if bgp is None:
         for i, h in enumerate(data.get("hosts") or []):
             for k in ("bgp_asn", "bgp_routers"):
@@ -832,6 +833,28 @@ def _bgp_families(pr: _Problems, bgp: BgpSettings, hosts: list[Host], vips: list
                 f"IPv{fam} VIPs are announced over IPv{fam} sessions only (multiprotocol "
                 "BGP across families is not supported)",
             )
+
+
+def _bgp_against_vips(pr: _Problems, bgp: BgpSettings, hosts: list[Host], vips: list[Vip]) -> None:
+    """A router address that is a VIP or another host's: the VIP sits on the host's own VIP
+    interface, so BIRD would open the session to itself (or to a peer host, which does not peer
+    back): never established."""
+    by_vip = {v.address.ip: v.source for v in vips}
+    by_host = {h.address: h.name for h in hosts}
+    said: set[Any] = set()
+    for i, h in enumerate(hosts):
+        routers = h.bgp_routers if h.bgp_routers is not None else bgp.routers
+        key = f"hosts[{i}].bgp_routers" if h.bgp_routers is not None else "bgp.routers"
+        for j, r in enumerate(routers):
+            where = f"{key}[{j}].address"
+            if (where, r.address) in said:
+                continue
+            if r.address in by_vip:
+                said.add((where, r.address))
+                pr.add(where, f"{r.address} is a VIP ({by_vip[r.address]}), not a router")
+            elif r.address in by_host and by_host[r.address] != h.name:
+                said.add((where, r.address))
+                pr.add(where, f"{r.address} is the address of host {by_host[r.address]!r}")
 
 
 def _asn(pr: _Problems, key: str, value: Any) -> int | None:

@@ -16,16 +16,24 @@ What this shell does (the decisions are in iprotate.bgp.announcer, a pure core):
 - the VIPs, as /32s and /128s, on `vip_interface` (a dummy interface, created if missing), so
   the host accepts the traffic it is sent; an IPv6 one `nodad` (duplicate address detection
   would leave it tentative, dead for a second, and on a dummy or lo there is nobody to ask); one
-  removed by someone else is added back within a second; removed on a clean stop after the
-  routes are withdrawn;
+  removed by someone else is added back within a second, and so is the interface (set down: up
+  again; deleted: made again, or the daemon stops and its routes go: a route must never lead to
+  a host without the address); removed on a clean stop after the routes are withdrawn;
 - BIRD started as a child (its config and control socket beside the control socket), with
   PR_SET_PDEATHSIG: if iprotate dies, BIRD gets SIGTERM and its sessions close, so the routers
   withdraw every route of this host; BIRD dying on its own is restarted (it reads the current
   file), more than MAX_RESTARTS times in RESTART_WINDOW seconds fails the daemon cleanly;
 - every change of the announcer: the file rewritten, then `birdc configure`; a configure that
-  fails or hangs restarts BIRD;
+  fails or hangs restarts BIRD; so does a BIRD that stops answering on its control socket
+  (checked every second: a frozen BIRD's sessions expire at the routers, and nothing else
+  would bring this host's routes back); a file that cannot be written stops the daemon;
 - drain: worst route, `drain_wait` seconds, withdrawn (make-before-break: the router's choice is
-  not visible from the host; an UPDATE reaches it in ms, so a fixed wait is a safe signal);
+  not visible from the host; an UPDATE reaches it in ms, so a fixed wait is a safe signal); the
+  drained state is saved in `state_dir` (CARP mode's file) and restored before anything is
+  announced; a host drained whole takes the VIPs a reload adds drained;
+- reload: VIPs added and removed (the route at once, the address `drain_wait` later: the
+  router has the withdrawal by then), ranks changed; not the sessions' settings (BIRD would
+  reset every session at once: refused, a restart host by host hands over first);
 - stop (SIGTERM): every route worst, `drain_wait`, every route withdrawn, BIRD stopped, the
   addresses removed.
 """
@@ -56,7 +64,7 @@ from iprotate.bgp.announcer import Announcer
 from iprotate.carp.health import CheckState
 from iprotate.cluster.loader import load_cluster
 from iprotate.cluster.model import Check, ClusterError, IPAddress
-from iprotate.engine import hostlock
+from iprotate.engine import drained_state, hostlock
 from iprotate.engine.checks import CheckRunner, RunResult
 from iprotate.engine.control import ControlError, ControlServer
 from iprotate.engine.early_signals import EarlySignals
@@ -87,6 +95,7 @@ class BgpOptions:
     run_dir: str = "/run/iprotate"  # BIRD's config and control socket: <run_dir>/<host>.bird.*
     cluster_file: str | None = None
     metrics: str | None = None  # "127.0.0.1:9650": Prometheus metrics there
+    state_dir: str | None = None  # where the drained state survives restarts; None: nowhere
 
 
 def tool(name: str) -> str:
@@ -100,10 +109,14 @@ def tool(name: str) -> str:
     return found or name
 
 
+# Looked up once, in the parent: between fork and exec (a reload's thread may be running) the
+# child must not dlopen, which can deadlock on a lock another thread held at the fork.
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM when iprotate dies, however it dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class BgpDaemon:
@@ -123,6 +136,7 @@ class BgpDaemon:
         base = Path(options.run_dir)
         self.conf = base / f"{host}.bird.conf"
         self.ctl = base / f"{host}.bird.ctl"
+        self.pidfile = base / f"{host}.bird.pid"  # finds a leftover BIRD that cannot answer
         self.bird: subprocess.Popen[bytes] | None = None
         self.restarts: list[float] = []
         self.notifier = Notifier()
@@ -131,6 +145,12 @@ class BgpDaemon:
         self._failed: str | None = None
         self._applied: str | None = None
         self._apply_lock = asyncio.Lock()
+        self._reloading = False
+        self._drain_all = False  # `drain` of every VIP: VIPs a reload adds come drained too
+        # VIPs a reload took from this host: their route is withdrawn, their address stays
+        # drain_wait more (the router's UPDATE takes ms; packets already sent are answered).
+        self._parting: set[IPAddress] = set()
+        self._later: set[asyncio.Task[None]] = set()
         self.configures = 0
         self.sessions: dict[str, bird.Session] = {}
         # Health checks (issue 13): the rise/fall counting is the CARP core's CheckState; what a
@@ -181,6 +201,8 @@ class BgpDaemon:
                 demote=lambda: log.info("SIGUSR2: no demote in BGP mode; use `iprotate drain`"),
                 early=self.early,
             )
+            # A host drained for maintenance stays drained across restarts (as in CARP mode).
+            self._restore_drained(loop.time())
             # A check starts unknown: its VIPs wait for its first pass (as in CARP mode).
             self.announcer.set_sick(loop.time(), self._sick_ips())
             self.announcer.start(loop.time())
@@ -202,17 +224,23 @@ class BgpDaemon:
             self.notifier.ready(f"BGP mode, {len(self.announcer.vips)} VIPs")
             await self._stopping.wait()
             self.notifier.stopping()
+            # The hand-over takes drain_wait (the loader allows 300 s) and, with a deaf BIRD, a
+            # configure's timeout and a restart on top: beyond TimeoutStopSec (30 s in the
+            # unit) systemd would SIGKILL us halfway. Ask for the time it takes.
+            need = self.announcer.drain_wait + 3 * BIRDC_TIMEOUT + 5
+            self.notifier.notify(f"EXTEND_TIMEOUT_USEC={int(need * 1_000_000)}")
             if self._failed is None:
                 await self._leave()
         finally:
             await self.checks.close()
-            for t in tasks:
+            for t in [*tasks, *self._later]:
                 t.cancel()
             if rules is not None:
                 rules.remove()
             self._stop_bird()
             self._set_addresses(add=False)
-            for p in (self.conf, self.ctl):
+            self._set_addresses(add=False, ips=sorted(self._parting))
+            for p in (self.conf, self.ctl, self.pidfile):
                 with contextlib.suppress(OSError):
                     p.unlink()
             if control is not None:
@@ -290,6 +318,9 @@ class BgpDaemon:
 
     def _write(self) -> str:
         text = self._render()
+        # The run directory may have been removed under us (rm -rf /run/iprotate, a tmpfiles
+        # clean-up): make it again rather than never write another configuration.
+        self.conf.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.conf.with_suffix(".tmp")
         tmp.write_text(text)
         os.replace(tmp, self.conf)
@@ -298,7 +329,15 @@ class BgpDaemon:
     async def _apply(self, why: str) -> None:
         """Write the file and have BIRD read it; a BIRD that cannot is restarted on the file."""
         async with self._apply_lock:
-            text = self._write()
+            if self._failed is not None:
+                return  # BIRD is being stopped: nothing more to tell it
+            try:
+                text = self._write()
+            except OSError as e:
+                # What is announced can no longer be changed: stop (BIRD's sessions close and
+                # every route of this host goes), rather than keep routes nobody can withdraw.
+                self._fail(f"cannot write {self.conf}: {e.strerror or e}")
+                return
             if text == self._applied:
                 return
             before = {r.prefix: r.med for r in _routes_of(self._applied)}
@@ -306,7 +345,13 @@ class BgpDaemon:
             if not ok or not ("Reconfigured" in out or "in progress" in out):
                 log.warning("birdc configure failed (%s): restarting BIRD", out.strip()[-200:])
                 self._stop_bird()
-                await self._start_bird()
+                try:
+                    await self._start_bird()
+                except BgpFailed as e:
+                    # Raised here it would end the caller (the timer task, a reload) and leave
+                    # the daemon running with nobody to withdraw its routes.
+                    self._fail(str(e))
+                    return
             self._applied = text
             self.configures += 1
             after = {r.prefix: r.med for r in self.announcer.routes()}
@@ -346,6 +391,11 @@ class BgpDaemon:
         s = self.plan.cluster.bgp
         assert s is not None
         argv = [tool(s.speaker), "-f", "-c", str(self.conf), "-s", str(self.ctl)]
+        argv += ["-P", str(self.pidfile)]
+        try:
+            self._write()  # BIRD reads what is decided now (the file may be gone with its dir)
+        except OSError as e:
+            raise BgpFailed(f"cannot write {self.conf}: {e.strerror or e}") from None
         try:
             self.bird = subprocess.Popen(
                 argv,
@@ -384,41 +434,88 @@ class BgpDaemon:
 
     async def _stop_leftover_speaker(self) -> None:
         """A BIRD still on our control socket (its iprotate was SIGKILLed while BIRD was
-        frozen, say) announces what nobody decides any more: tell it to go."""
-        if self.ctl.exists():
+        frozen, say) announces what nobody decides any more: tell it to go. Found by its pid
+        file (a frozen one cannot answer `down`: its death signal from PR_SET_PDEATHSIG waits
+        for a SIGCONT), else asked on its control socket."""
+        pid = _leftover_pid(self.pidfile, self.ctl)
+        if pid is not None:
+            log.warning("%s: stopping the leftover BIRD pid %d (%s)", self.host.name, pid, self.ctl)
+            for sig in (signal.SIGTERM, signal.SIGCONT):  # as `down`: a Cease on every session
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            for _ in range(150):  # 3 s, then for good
+                if not Path(f"/proc/{pid}").exists() or _zombie(pid):
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        elif self.ctl.exists():
             ok, _ = await self._birdc("down")
             if ok:
                 log.warning("%s: stopped a leftover BIRD on %s", self.host.name, self.ctl)
                 await asyncio.sleep(0.2)
+        for p in (self.ctl, self.pidfile):
             with contextlib.suppress(OSError):
-                self.ctl.unlink()
+                p.unlink()
 
     async def _supervise(self) -> None:
         """Restart a BIRD that died; fail the daemon if it keeps dying."""
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(0.1)
             p = self.bird
             if p is None or p.poll() is None or self._stopping.is_set():
                 continue
-            now = loop.time()
-            self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
             log.error("%s: BIRD exited (status %s)", self.host.name, p.returncode)
-            if len(self.restarts) > MAX_RESTARTS:
-                self._failed = f"BIRD died {len(self.restarts)} times in {RESTART_WINDOW:g} s"
-                self._stopping.set()
+            if not await self._restart_bird(p):
                 return
+
+    async def _restart_bird(self, p: subprocess.Popen[bytes]) -> bool:
+        """Replace BIRD `p` (dead, or alive but deaf) by a new one on the current file, unless it
+        was replaced meanwhile; under the apply lock, so no configure or other restart races it.
+        False (and the daemon failing) when BIRD keeps dying or the new one does not come up."""
+        async with self._apply_lock:
+            if self.bird is not p or self._stopping.is_set():
+                return True
+            now = asyncio.get_running_loop().time()
+            self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
+            if len(self.restarts) > MAX_RESTARTS:
+                self._fail(f"BIRD restarted {len(self.restarts)} times in {RESTART_WINDOW:g} s")
+                return False
+            self._stop_bird()
             try:
                 await self._start_bird()
             except BgpFailed as e:
-                self._failed = str(e)
-                self._stopping.set()
-                return
+                self._fail(str(e))
+                return False
+            return True
+
+    def _fail(self, why: str) -> None:
+        """The daemon cannot go on: it stops (BIRD stopped: every route withdrawn at once)."""
+        if self._failed is None:
+            self._failed = why
+        self._stopping.set()
 
     async def _watch_sessions(self) -> None:
         """Session states for status, and a log line when one changes."""
         while True:
+            p = self.bird
             ok, out = await self._birdc("show", "protocols")
+            if not ok:
+                # Unknown, not the last answer: status must not say Established from memory.
+                self.sessions = {}
+                if p is not None and p.poll() is None and not self._stopping.is_set():
+                    # Alive but deaf (SIGSTOPped, wedged, its socket removed): it cannot be told
+                    # anything, and a frozen BIRD's sessions expire at the routers' hold time,
+                    # so this host's routes would stay gone until the next change. Replace it.
+                    alive, why = await self._birdc("show", "status")
+                    if not alive and self.bird is p:
+                        log.warning(
+                            "%s: BIRD (pid %d) does not answer on %s (%s): restarting it",
+                            self.host.name, p.pid, self.ctl, why.strip()[-200:],
+                        )  # fmt: skip
+                        if not await self._restart_bird(p):
+                            return
             if ok:
                 now = bird.parse_protocols(out)
                 for name, sess in now.items():
@@ -436,7 +533,34 @@ class BgpDaemon:
 
     def _restore_addresses(self) -> None:
         """A /32 or /128 someone removed from the VIP interface is added back: a route this host
-        announces must reach an address it serves."""
+        announces must reach an address it serves. So is the interface itself, deleted (made
+        again, or the daemon stops: its routes would lead to no address) or set down (its
+        addresses then accept nothing: set up again)."""
+        if self._stopping.is_set():
+            return
+        name = self.host.vip_interface
+        link = subprocess.run(
+            ["ip", "-o", "link", "show", "dev", name], capture_output=True, text=True
+        )
+        if link.returncode != 0 and name == self.host.interface:
+            # The uplink itself: the sessions are gone with it (the routers withdraw this
+            # host's routes); a dummy by its name would take the real NIC's name when it returns.
+            log.warning("%s: interface %s is gone; waiting for it", self.host.name, name)
+            return
+        if link.returncode != 0:
+            log.warning("%s: VIP interface %s is gone: making it again", self.host.name, name)
+            try:
+                self._vip_interface()
+            except BgpFailed as e:
+                self._fail(f"VIP interface {name} is gone and cannot be made again: {e}")
+                return
+        elif "UP" not in link.stdout.split("<", 1)[-1].split(">", 1)[0].split(","):
+            log.warning("%s: VIP interface %s was set down: setting it up", self.host.name, name)
+            try:
+                _ip("link", "set", name, "up")
+            except BgpFailed as e:
+                self._fail(f"VIP interface {name} is down and cannot be set up: {e}")
+                return
         r = subprocess.run(
             ["ip", "-o", "addr", "show", "dev", self.host.vip_interface],
             capture_output=True,
@@ -483,7 +607,10 @@ class BgpDaemon:
             if add and ip.version == 6:
                 argv.append("nodad")  # usable at once, never "dadfailed"
             r = subprocess.run(argv, capture_output=True, text=True)
-            if r.returncode != 0 and "exists" not in r.stderr and "Cannot assign" not in r.stderr:
+            # Already there (after a crash: "exists", or iproute2's newer "already assigned")
+            # or already gone: what was asked holds.
+            quiet = ("exists", "already assigned", "Cannot assign")
+            if r.returncode != 0 and not any(q in r.stderr for q in quiet):
                 log.warning("ip addr %s %s: %s", "add" if add else "del", addr, r.stderr.strip())
 
     # --- control -------------------------------------------------------------------------------
@@ -506,25 +633,54 @@ class BgpDaemon:
                 return {"ok": False, "error": f"{self.host.name} takes no part in {ip}"}
             now = asyncio.get_running_loop().time()
             if cmd == "drain":
+                self._drain_all = self._drain_all or ip is None
                 self.announcer.drain(now, ip)
             else:
+                self._drain_all = False  # what stays drained is the per-VIP list
                 self.announcer.undrain(now, ip)
             log.info("%s %s", cmd, ip or "every VIP")
+            answer: dict[str, Any] = {
+                "ok": True,
+                "drained": [str(x) for x in self.announcer.drained()],
+            }
+            problem = self._save_drained()
+            if problem is not None:  # done, but a restart will not remember it: say so
+                answer["warning"] = f"done, but not remembered across a restart: {problem}"
             await self._apply(cmd)
             self._poke()
-            return {"ok": True, "drained": [str(x) for x in self.announcer.drained()]}
+            return answer
         if cmd == "reload":
             return await self.reload()
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     async def reload(self) -> dict[str, Any]:
         """Read the cluster file again: new VIPs wait the hold-down, removed ones are withdrawn,
-        the others keep their routes (new ranks are announced at once)."""
+        the others keep their routes (new ranks are announced at once). One at a time: a storm
+        of SIGHUPs is one reload, the others are told so."""
+        if self._reloading:
+            return {"ok": False, "error": "a reload is already running"}
+        self._reloading = True
+        try:
+            return await self._reload()
+        finally:
+            self._reloading = False
+        self._drain_all = False  # `drain` of every VIP: VIPs a reload adds come drained too
+        # VIPs a reload took from this host: their route is withdrawn, their address stays
+        # drain_wait more (the router's UPDATE takes ms; packets already sent are answered).
+        self._parting: set[IPAddress] = set()
+        self._later: set[asyncio.Task[None]] = set()
+
+    async def _reload(self) -> dict[str, Any]:
         path = self.options.cluster_file
         if path is None:
             return {"ok": False, "error": "no cluster file to reload"}
+        if self._stopping.is_set():
+            return {"ok": False, "error": "stopping: no reload"}
         try:
-            plan = make_plan(load_cluster(path))
+            # In a thread: the largest file the loader takes needs seconds to check and plan;
+            # in the loop it would stall the timers, the control socket and the watchdog pings
+            # (systemd would kill the daemon, and BIRD with it: every route gone).
+            plan = await asyncio.to_thread(_load_plan, path)
             if plan.cluster.bgp is None:
                 raise ClusterError(path, ["[bgp]: missing; a BGP-mode daemon cannot leave it"])
             plan.cluster.host(self.host.name)
@@ -532,10 +688,37 @@ class BgpDaemon:
             log.error("reload refused, still running the old plan: %s", e)
             return {"ok": False, "error": str(e)}
         except KeyError:
+            log.error("reload refused, still running the old plan: %s is not in it", self.host.name)
             return {"ok": False, "error": f"{self.host.name} is no longer in {path}"}
+        except Exception as e:  # whatever went wrong, the running plan stays
+            log.error("reload refused, still running the old plan: %s: %s", type(e).__name__, e)
+            return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        new_host = plan.cluster.host(self.host.name)
+        if new_host.vip_interface != self.host.vip_interface:
+            # The addresses are on the old interface: moving them is a restart's job (a reload
+            # that took the new name would leave them there for good).
+            msg = f"vip_interface {self.host.vip_interface} -> {new_host.vip_interface}: restart"
+            log.error("reload refused, still running the old plan: %s", msg)
+            return {"ok": False, "error": msg}
+        old_sessions = bird.config(self.plan.cluster, self.host.name, ())
+        if bird.config(plan.cluster, self.host.name, ()) != old_sessions:
+            # BIRD restarts a BGP session whose settings change: every route of this host gone
+            # at once, with no worst-route step first, and on every host that reloads the file
+            # at the same time: each VIP's traffic has nowhere to go until the sessions are up.
+            # A restart, host by host, hands over first (make-before-break).
+            msg = (
+                "the BGP sessions' settings changed (hold_time, bfd, routers, AS or address): "
+                "BIRD would reset them all at once; restart the hosts one at a time instead"
+            )
+            log.error("reload refused, still running the old plan: %s", msg)
+            return {"ok": False, "error": msg}
+        if self._stopping.is_set():
+            return {"ok": False, "error": "stopping: no reload"}
         now = asyncio.get_running_loop().time()
         self.plan = plan
+        self.host = new_host
         added, removed = self.announcer.reload(plan, now)
+        self.announcer.drain_wait = plan.cluster.bgp.drain_wait  # was kept from the start
         # Checks: kept ones keep their state; a new one starts up (a reload must not touch
         # healthy VIPs; it goes down after `fall` failures like any other).
         health = {}
@@ -549,9 +732,12 @@ class BgpDaemon:
         self.health = health
         self.checks.update(st.check for st in health.values())
         self.announcer.set_sick(now, self._sick_ips())
+        if self._drain_all:  # a host drained for maintenance takes no new VIP either
+            for ip in added:
+                self.announcer.drain(now, ip)
         self._set_addresses(add=True, ips=added)
         await self._apply("reload")  # the removed routes are withdrawn by this configure
-        self._set_addresses(add=False, ips=removed)
+        self._remove_later(removed)
         self._poke()
         log.info("reload: %d VIPs added, %d removed", len(added), len(removed))
         return {
@@ -562,6 +748,64 @@ class BgpDaemon:
             "vips_added": [str(x) for x in added],
             "vips_removed": [str(x) for x in removed],
         }
+
+    def _state_file(self) -> Path | None:
+        d = self.options.state_dir
+        return Path(d) / f"drained-{self.host.name}.json" if d else None
+
+    def _save_drained(self) -> str | None:
+        """Save the drained state (the same file as CARP mode's); what went wrong, if anything."""
+        path = self._state_file()
+        if path is None:
+            return None
+        state = drained_state.Drained(self._drain_all, tuple(self.announcer.drained()))
+        try:
+            drained_state.save(path, state)
+        except OSError as e:
+            log.error("cannot save the drained state to %s: %s", path, e)
+            return f"cannot save the drained state to {path}: {e.strerror or e}"
+        return None
+
+    def _restore_drained(self, now: float) -> None:
+        """Drain what was drained when the daemon last ran (before anything is announced). A
+        file that cannot be used is logged and ignored: the host takes part normally."""
+        path = self._state_file()
+        if path is None:
+            return
+        try:
+            state = drained_state.load(path)
+        except drained_state.StateError as e:
+            log.error("ignoring the drained state in %s: %s", path, e)
+            return
+        if state is None:
+            return
+        self._drain_all = state.all
+        if state.all:
+            log.info("still drained (every VIP): `iprotate undrain` to take part again")
+            self.announcer.drain(now)
+            return
+        for ip in state.vips:
+            if ip not in self.announcer.vips:
+                log.warning("drained state: %s is not a VIP of this host; ignored", ip)
+                continue
+            log.info("%s still drained: `iprotate undrain --vip %s` to take it back", ip, ip)
+            self.announcer.drain(now, ip)
+
+    def _remove_later(self, ips: list[IPAddress]) -> None:
+        """Remove these VIPs' addresses after drain_wait, unless a reload brought them back."""
+        if not ips:
+            return
+        self._parting |= set(ips)
+
+        async def later() -> None:
+            await asyncio.sleep(self.announcer.drain_wait)
+            gone = [ip for ip in ips if ip in self._parting and ip not in self.announcer.vips]
+            self._parting -= set(ips)
+            self._set_addresses(add=False, ips=gone)
+
+        task = asyncio.ensure_future(later())
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
 
     def status(self) -> dict[str, Any]:
         families = {
@@ -632,7 +876,7 @@ class BgpCollector(Collector):
             if "med" in v:
                 med.add_metric([str(v["vip"])], float(v["med"]))  # type: ignore[arg-type]
         restarts = CounterMetricFamily(
-            "iprotate_bgp_speaker_restarts", "times BIRD was restarted after it died"
+            "iprotate_bgp_speaker_restarts", "times BIRD was restarted (dead or deaf)"
         )
         restarts.add_metric([], float(len(d.restarts)))
         configures = CounterMetricFamily(
@@ -656,6 +900,30 @@ def _ip(*args: str) -> None:
     r = subprocess.run(["ip", *args], capture_output=True, text=True)
     if r.returncode != 0:
         raise BgpFailed(f"ip {' '.join(args)}: {r.stderr.strip()}")
+
+
+def _leftover_pid(pidfile: Path, ctl: Path) -> int | None:
+    """The pid in BIRD's pid file, if that process is a BIRD on `ctl` (a pid file outlives its
+    process, and its number may be another process's by now)."""
+    try:
+        pid = int(pidfile.read_text().split()[0])
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError, IndexError):
+        return None
+    if pid == os.getpid() or str(ctl).encode() not in argv or b"-s" not in argv:
+        return None
+    return pid
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _load_plan(path: str) -> Plan:
+    return make_plan(load_cluster(path))
 
 
 def _med(m: int | None) -> str:

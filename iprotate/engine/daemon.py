@@ -366,6 +366,12 @@ class Daemon:
             # released, and a new plan would start machines (and report READY) on the way out.
             log.info("reload dropped: stopping")
             return {"ok": False, "error": "stopping: no reload"}
+        if plan.cluster.bgp is not None:
+            # The file now asks for BGP mode: CARP would go on, ignoring [bgp] (and with the
+            # password BGP mode lets the file drop): refused, as BGP mode refuses the reverse.
+            log.error("reload refused: the file has a [bgp] table (BGP mode); restart instead")
+            self.notifier.ready("reload refused")
+            return {"ok": False, "error": "reload refused: [bgp] (BGP mode) needs a restart"}
         if (new.address, new.interface, new.vip_interface) != (
             self.host.address,
             self.host.interface,

@@ -317,7 +317,8 @@ class BgpLab:
         differs from the others')."""
         path = cluster_file or self.cluster_file
         argv = [sys.executable, "-m", "iprotate", "run", str(path), "--host", name,
-                "--control-socket", self.control_socket(name)]  # fmt: skip
+                "--control-socket", self.control_socket(name),
+                "--state-dir", str(self.dir / "state")]  # fmt: skip
         p = self.seg.spawn(name, argv, log=str(self.dir / f"{name}.log"))
         self.procs[name] = p
         return p

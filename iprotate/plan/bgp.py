@@ -28,7 +28,7 @@ from iprotate.cluster.model import BgpSettings, Cluster
 from iprotate.plan.model import Plan, VipPlan
 
 WORST_MED = 4294967295  # 2**32 - 1: no planned route is ever this bad
-WORST_PREPEND = 16  # a draining host's prepends: deeper than any plan's ranks (loader bounds)
+WORST_PREPEND = 16  # a draining host's prepends, at least: more if the VIP's order is deeper
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,9 @@ def announcement(cluster: Cluster, v: VipPlan, host: str, drained: bool = False)
     prepend = 0
     communities: tuple[tuple[int, int], ...] = ()
     if s.rank == "prepend":
-        prepend = WORST_PREPEND if drained else rank
+        # cluster.backups allows 255 backups: a fixed 16 would rank a draining host above the
+        # 17th backup. One more than the VIP's deepest rank is worse than every planned route.
+        prepend = max(WORST_PREPEND, len(v.order)) if drained else rank
     elif s.rank == "community":
         communities = ((_community_asn(s, asn), 0xFFFF if drained else rank),)
     pid = (_community_asn(s, asn), vip_plan_id(cluster, v))
