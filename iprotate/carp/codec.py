@@ -198,18 +198,34 @@ def checksum(data: bytes) -> int:
 def digest(password: bytes, vhid: int, vip: IPAddress, counter: int) -> bytes:
     """HMAC-SHA1 keyed with the raw password over 0x02 0x01 vhid vip counter: 15 bytes for an
     IPv4 VIP (ucarp), 27 for an IPv6 one (FreeBSD, a vhid with one IPv6 address)."""
-    _check_byte("vhid", vhid)
+    prefix = digest_prefix(vhid, vip)
     _check_counter(counter)
-    message = bytes((CARP_VERSION, CARP_TYPE_ADVERTISEMENT, vhid)) + vip.packed
-    message += counter.to_bytes(8, "big")
+    return digest_after(password, prefix, counter)
+
+
+def digest_prefix(vhid: int, vip: IPAddress) -> bytes:
+    """The part of the digest's message fixed for a VIP: 0x02 0x01 vhid vip. Made once per VIP
+    by the receive and send paths (bench/scale.py), the counter appended per advert."""
+    _check_byte("vhid", vhid)
+    return bytes((CARP_VERSION, CARP_TYPE_ADVERTISEMENT, vhid)) + vip.packed
+
+
+def digest_after(password: bytes, prefix: bytes, counter: int) -> bytes:
+    """`digest` from the VIP's `digest_prefix` and a 64-bit counter."""
     # The one-shot form: no HMAC object built per advert (one per advert sent or received is
     # a good part of the receive path at 1,000 VIPs, bench/scale.py); the same HMAC-SHA1.
-    return hmac.digest(password, message, "sha1")
+    return hmac.digest(password, prefix + counter.to_bytes(8, "big"), "sha1")
 
 
 def verify(advert: Advert, password: bytes, vip: IPAddress) -> bool:
     """True if the advert's digest matches password and vip (constant-time compare)."""
-    expected = digest(password, advert.vhid, vip, advert.counter)
+    return verify_after(advert, password, digest_prefix(advert.vhid, vip))
+
+
+def verify_after(advert: Advert, password: bytes, prefix: bytes) -> bool:
+    """`verify` with the VIP's `digest_prefix` made beforehand (its vhid must be the advert's:
+    the caller looked the VIP up by it)."""
+    expected = digest_after(password, prefix, advert.counter)
     return hmac.compare_digest(expected, advert.digest)
 
 
@@ -300,6 +316,15 @@ def decode_packet(data: bytes) -> Packet:
     fragment offset (the kernel reassembles), authlen, pad, counter. The caller still checks
     source, destination group, vhid and digest.
     """
+    src, dst, ttl, advert = decode_fields(data)
+    return Packet(src=IPv4Address(src), dst=IPv4Address(dst), ttl=ttl, advert=advert)
+
+
+def decode_fields(data: bytes) -> tuple[bytes, bytes, int, Advert]:
+    """`decode_packet`'s checks, every one, and its fields without address objects: (source,
+    destination, each 4 packed bytes, TTL, advert). The receive path maps the packed addresses
+    to objects it holds already: two IPv4Address built per advert were a tenth of decoding
+    (bench/scale.py). Raises DecodeError."""
     data = bytes(data)
     if len(data) < IP_HEADER_LEN:
         raise DecodeError(Reject.SHORT, f"{len(data)} bytes, no room for an IPv4 header")
@@ -323,7 +348,7 @@ def decode_packet(data: bytes) -> Packet:
     # this is the CARP checksum in practice (the kernel has already checked the header's).
     if _ones_sum(data) != 0xFFFF:
         raise DecodeError(Reject.BAD_CHECKSUM, "IP header + CARP checksum")
-    return Packet(src=IPv4Address(src), dst=IPv4Address(dst), ttl=ttl, advert=advert)
+    return src, dst, ttl, advert
 
 
 def build_ip_packet(
