@@ -292,12 +292,12 @@ class CarpMachine:
     @property
     def deadline(self) -> float | None:
         """When `timer` must be called next (None: no timer armed)."""
-        times = [
-            t
-            for t in (self._down_at, self._advert_at, self._garp_at, self.demoted_until)
-            if t is not None
-        ]
-        return min(times) if times else None
+        # Read per advert heard and per advert sent: no list built (bench/scale.py).
+        d = self._down_at
+        for t in (self._advert_at, self._garp_at, self.demoted_until):
+            if t is not None and (d is None or t < d):
+                d = t
+        return d
 
     # --- events ------------------------------------------------------------------------------
 

@@ -644,6 +644,8 @@ class Node:
     def _effects(self, key: Key, actions: list[Action], now: float) -> list[Effect]:
         m = self.machines[key]
         self._schedule(key, m)
+        if not actions:  # a backup hearing its master: nothing more per advert
+            return []
         vip = self.vips[key]
         out = []
         for a in actions:

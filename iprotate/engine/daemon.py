@@ -770,8 +770,9 @@ class Daemon:
         defer = len(effects) > LOG_AFTER_BATCH and self._deferred_logs is None
         if defer:
             self._deferred_logs = []
+        held_any = self._held  # empty but for fresh IPv6 VIPs: no address hashed per effect
         for e in effects:
-            held = self._held.get(e.vip.ip)  # type: ignore[call-overload]
+            held = held_any.get(e.vip.ip) if held_any else None  # type: ignore[call-overload]
             if held is not None and not isinstance(e.action, DelAddress):
                 held[0].append(e)  # after the ones already waiting, in order
                 continue
