@@ -622,7 +622,7 @@ class Daemon:
             self._feed_source(True, asyncio.get_running_loop().time())
         if self._is_source6(index, address.ip):
             self._feed_source(True, asyncio.get_running_loop().time(), 6)
-        if index == self._vip_index and address.ip in self._held:
+        if index == self._vip_index and self._held and address.ip in self._held:
             self._in_service(address.ip)  # type: ignore[arg-type]
         if index != self._vip_index or self.addresses is None:
             return
