@@ -584,10 +584,13 @@ def run_size(
     track: Tracked,
     engines: Sequence[str] = ("iprotate", "ucarp"),
     profile: bool = False,
+    profile_takeover: bool = False,
 ) -> dict[str, Any]:
     """One size: the engines side by side, steady state, then a takeover each. With `profile`,
     iprotate runs under cProfile and, after the steady-state window, both hosts are stopped
-    cleanly (no takeover) and their profiles' top lines returned."""
+    cleanly (no takeover) and their profiles' top lines returned; with `profile_takeover` too,
+    the owner is killed first (its profile is lost), the survivor takes over, is stopped, and
+    its profile (steady state and takeover) is returned with the takeover's figures."""
     workdir = tmp / f"v{vips}"
     workdir.mkdir(parents=True)
     write_password(workdir)
@@ -668,6 +671,9 @@ def run_size(
                 result["iprotate"]["survivor_up_s"] = round(up, 1)
                 result["iprotate"]["ready_s"] = {h: _round(t, 3) for h, t in ready.items()}
         if profile:
+            if profile_takeover:
+                for side in sides:
+                    result[side.engine]["takeover"] = takeover(side, plan, d, c.advbase, 3.0)
             for side in sides:
                 side.stop_all(timeout=30.0)
             for host in (OWNER, SURVIVOR):
@@ -1125,6 +1131,12 @@ def main() -> None:
     ap.add_argument(
         "--profile", action="store_true", help="iprotate only, under cProfile: the top lines"
     )
+    ap.add_argument(
+        "--profile-takeover",
+        action="store_true",
+        help="with --profile: kill the owner after the window; the survivor's profile then "
+        "covers its takeover (use a short --window)",
+    )
     ap.add_argument("--keep", help="work in this directory and keep it (logs, cluster files)")
     ap.add_argument("--render", action="store_true", help="only write scale.md from scale.json")
     ap.add_argument("--out", default=str(RESULTS), help="where scale.json and scale.md go")
@@ -1164,7 +1176,15 @@ def main() -> None:
                 engines = [e for e in engines if e == "iprotate"]
             try:
                 r = run_size(
-                    n, groups_for(n), window, args.warmup, Path(tmp), track, engines, args.profile
+                    n,
+                    groups_for(n),
+                    window,
+                    args.warmup,
+                    Path(tmp),
+                    track,
+                    engines,
+                    args.profile,
+                    args.profile_takeover,
                 )
             except (RuntimeError, OSError) as e:  # NetnsError is a RuntimeError
                 r = {"bench": "scale", "vips": n, "error": str(e)}
@@ -1179,6 +1199,11 @@ def main() -> None:
         print(f"warning: left behind: {left}", file=sys.stderr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.profile_takeover:
+        (out / "scale-profile-takeover.json").write_text(
+            "".join(json.dumps(r) + "\n" for r in results)
+        )
+        return
     if args.profile:
         (out / "scale-profile.json").write_text("".join(json.dumps(r) + "\n" for r in results))
         return
