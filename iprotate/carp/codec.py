@@ -41,6 +41,13 @@ from ipaddress import IPv4Address, IPv6Address
 
 from iprotate.cluster.model import IPAddress
 
+try:
+    # What hmac.digest calls for a digest named by a string, without its Python wrapper (half a
+    # microsecond, twice per advert sent or received: bench/scale.py). The same HMAC.
+    from _hashlib import hmac_digest
+except ImportError:  # a Python built without OpenSSL: the wrapper's own fallback
+    hmac_digest = hmac.digest
+
 CARP_PROTO = 112
 CARP_LEN = 36  # CARP header bytes
 IP_HEADER_LEN = 20  # IPv4 header without options
@@ -142,16 +149,16 @@ class Advert:
         counter and a 20-byte digest by construction, so __post_init__'s checks are skipped
         (every advert received is decoded: bench/scale.py). The same object otherwise."""
         a = object.__new__(cls)
-        for name, value in (
-            ("vhid", vhid),
-            ("advskew", advskew),
-            ("advbase", advbase),
-            ("counter", counter),
-            ("digest", digest),
-            ("authlen", authlen),
-            ("pad", pad),
-        ):
-            object.__setattr__(a, name, value)
+        # One dict update, not seven object.__setattr__ (a frozen dataclass has a __dict__).
+        a.__dict__.update(
+            vhid=vhid,
+            advskew=advskew,
+            advbase=advbase,
+            counter=counter,
+            digest=digest,
+            authlen=authlen,
+            pad=pad,
+        )
         return a
 
     def __post_init__(self) -> None:
@@ -214,7 +221,7 @@ def digest_after(password: bytes, prefix: bytes, counter: int) -> bytes:
     """`digest` from the VIP's `digest_prefix` and a 64-bit counter."""
     # The one-shot form: no HMAC object built per advert (one per advert sent or received is
     # a good part of the receive path at 1,000 VIPs, bench/scale.py); the same HMAC-SHA1.
-    return hmac.digest(password, prefix + counter.to_bytes(8, "big"), "sha1")
+    return hmac_digest(password, prefix + counter.to_bytes(8, "big"), "sha1")
 
 
 def verify(advert: Advert, password: bytes, vip: IPAddress) -> bool:
