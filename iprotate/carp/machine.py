@@ -326,9 +326,14 @@ class CarpMachine:
         theirs = interval_key(advbase, advskew)
         ours = interval_key(self.cfg.advbase, self.advskew)
         if self.state is State.BACKUP:
+            # D, the farewell threshold and the master's interval once per advert (every backup
+            # hears one per VIP a second: bench/scale.py); _patience takes them as computed.
+            every = interval(advbase, advskew)
+            d = self.down_timeout
+            above = max(d, self._slowest_master)  # _farewell_above
             # A drained backup is a last resort: it takes over on D expiry only (taking the
             # farewell too made two drained hosts hand the VIP back and forth forever).
-            if interval(advbase, advskew) > self._farewell_above and not self.aside:
+            if every > above and not self.aside:
                 # ucarp takes over at once. Every backup hears a farewell at the same instant,
                 # so we wait advskew/1024 s: the best-ranked backup answers first and the others
                 # just hear a new master, instead of all of them grabbing the VIP together.
@@ -348,7 +353,7 @@ class CarpMachine:
                 return self._to_master(
                     now, f"preempting {src} ({advbase}/{advskew}): both sick, we rank above"
                 )
-            self._down_at = now + self._patience(interval(advbase, advskew))
+            self._down_at = now + self._patience(every, d, above)
             self._down_why = None
             return []
         # MASTER
@@ -589,12 +594,18 @@ class CarpMachine:
         """An advert with a longer interval than this is a farewell, not a slower live master."""
         return max(self.down_timeout, self._slowest_master)
 
-    def _patience(self, master_interval: float) -> float:
+    def _patience(
+        self, master_interval: float, d: float | None = None, above: float | None = None
+    ) -> float:
         """How long a backup waits for the next advert of a master advertising every
         `master_interval` s: D, unless that master is no faster than D; then its interval plus
-        our own skew (see "Patience" above). A farewell is no live master: D."""
-        d = self.down_timeout
-        if master_interval < d or master_interval > self._farewell_above:
+        our own skew (see "Patience" above). A farewell is no live master: D. `d` and `above`:
+        down_timeout and _farewell_above, if the caller has them already."""
+        if d is None:
+            d = self.down_timeout
+        if above is None:
+            above = self._farewell_above
+        if master_interval < d or master_interval > above:
             return d
         return master_interval + self.advskew / 256.0
 
