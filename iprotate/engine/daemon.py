@@ -148,6 +148,7 @@ class Daemon:
         self._vip_index = 0
         self._adv_index = 0
         self._takeover_started: dict[tuple[IPAddress, int], float] = {}
+        self._encoders: dict[int, tuple[VipPlan, codec.AdvertEncoder]] = {}  # by id(VipPlan)
         self._drain_all = False
         self._reloading = False
         self._strangers_logged = -DRIFT_LOG_EVERY
@@ -362,6 +363,7 @@ class Daemon:
         before = {k: (v.address, v.order, v.advskew) for k, v in self.node.vips.items()}
         self.plan = plan
         self.host = new
+        self._encoders = {}  # the password may have changed, and the plan objects have
         now = asyncio.get_running_loop().time()
         self._emit(self.node.reload(plan, now))
         self.checks.update(plan.checks_for(self.host.name))
@@ -808,14 +810,13 @@ class Daemon:
         a = e.action
         v = e.vip
         if isinstance(a, SendAdvert):
-            carp = codec.encode_advert(
-                vhid=v.vhid,
-                advbase=a.advbase,
-                advskew=a.advskew,
-                counter=a.counter,
-                vip=v.ip,
-                password=self.plan.cluster.password,
-            )
+            # Each VIP's encoder, found by its plan object's identity (kept and compared: a
+            # reused id never finds another's); a reload starts them again.
+            known = self._encoders.get(id(v))
+            if known is None or known[0] is not v:
+                enc = codec.AdvertEncoder(v.vhid, v.ip, self.plan.cluster.password)
+                known = self._encoders[id(v)] = (v, enc)
+            carp = known[1].encode(a.advbase, a.advskew, a.counter)
             if isinstance(v.group, IPv6Address):
                 assert self.socket6 is not None
                 self.socket6.send(carp, v.group)
