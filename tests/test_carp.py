@@ -293,10 +293,39 @@ def test_master_timing_adverts_every_interval_and_second_garp():
     got = run_timers(m, t0 + 20)
     advert_times = [t for t, a in got if isinstance(a, SendAdvert)]
     garp_times = [t for t, a in got if isinstance(a, SendGarp)]
-    assert advert_times == pytest.approx([t0 + k * T for k in range(1, 17)])
+    # The first periodic advert at this VIP's phase within the interval, then every interval.
+    first = t0 + T * (1 - m._phase)
+    assert t0 < first <= t0 + T
+    assert advert_times == pytest.approx([first + k * T for k in range(16)])
     assert garp_times == pytest.approx([t0 + 2 * T])
     assert all(a == SendAdvert(1, 64) for _, a in got if isinstance(a, SendAdvert))
     assert m.state is State.MASTER
+
+
+def test_masters_of_many_vips_advertise_spread_over_the_interval_not_in_step():
+    # 1,000 machines that become master at the same instant (a host alone at start, or taking
+    # over a dead host's VIPs in one batch) used to advertise in step: one burst of 1,000
+    # adverts a second, so every backup's master-down timers expired in one burst too, and the
+    # last VIP of a takeover waited for all the others (bench/scale.py). Each VIP advertises at
+    # its own phase: the adverts of any tenth of the interval are about a tenth of them.
+    cfgs = [
+        MachineConfig(IPv4Address(f"198.18.{i // 250}.{i % 250 + 1}"), i % 250 + 1, ME, 1, 0)
+        for i in range(1000)
+    ]
+    ms = [CarpMachine(cfg) for cfg in cfgs]
+    t0 = as_master(ms[0])
+    assert all(as_master(m) == t0 for m in ms)
+    assert all(m._advert_at is not None and t0 < m._advert_at <= t0 + 1.0 for m in ms)
+    phases = sorted(m._phase for m in ms)
+    per_tenth = [sum(1 for p in phases if k / 10 <= p < (k + 1) / 10) for k in range(10)]
+    assert min(per_tenth) > 60 and max(per_tenth) < 140, per_tenth
+    # A timer run late (one batch for many machines) keeps each machine's phase: the next
+    # advert is one interval after the one that was due, not after `now`.
+    m = ms[0]
+    due = m._advert_at
+    assert due is not None
+    assert m.timer(due + 0.2) == [SendAdvert(1, 0)]
+    assert m._advert_at == pytest.approx(due + 1.0)
 
 
 def test_master_timing_periodic_garp_refresh():
@@ -313,7 +342,8 @@ def test_master_timing_subsecond():
     assert t0 == pytest.approx(255 / 256 + 16 / 256)  # alone: after the joining wait
     got = run_timers(m, t0 + 1.0)
     advert_times = [t for t, a in got if isinstance(a, SendAdvert)]
-    assert advert_times == pytest.approx([t0 + k / 16 for k in range(1, 17)])
+    first = t0 + (1 - m._phase) / 16
+    assert advert_times == pytest.approx([first + k / 16 for k in range(16)])
 
 
 # --- link -------------------------------------------------------------------------------------

@@ -104,6 +104,15 @@ What iprotate adds, each kept to the same three states:
 - Farewell: ucarp takes over at once on a farewell, so every backup grabs the VIP together. A
   native backup waits advskew/1024 s instead (62 ms for a first backup): the best-ranked one
   answers first and the others hear a new master in time. An owner (advskew 0) takes over at once.
+- Phase: each VIP advertises at its own point of the interval. The first advert after becoming
+  master goes at once; the next comes (1 - phase) intervals later, phase in [0, 1) hashed from
+  the VIP's address (the same on every start and reload), then one every interval counted from
+  the due time, not from when the timer ran. Without it, machines that became master together
+  (a host alone at start, a takeover of a dead host's VIPs) or ran in one late timer batch
+  advertised in step from then on: a burst of N adverts each interval, so every backup's
+  master-down timers expired in one burst, and the last VIP of a takeover waited for all the
+  others (4,000 VIPs: past D by a second and more, bench/scale.py). An advert earlier than the
+  interval is always safe (a backup only restarts D), and every later one keeps the interval.
 - Stop: a master sends the farewell advert and releases the address.
 - An address removed behind our back while we are master is added back (and announced).
 - IPv6 VIPs (issue 11) run through the same machine and the same rules; only the addresses are
@@ -398,7 +407,10 @@ class CarpMachine:
                 # Nobody took over: keep serving, and keep offering it with every advert.
                 self._drain_deadline = None
             out.append(self._advert())
-            self._advert_at = now + self.interval
+            # From the due time, not from `now`: machines run late in one batch would otherwise
+            # share its `now` and advertise in step from then on (see "Phase").
+            due = self._advert_at + self.interval
+            self._advert_at = due if due > now else now + self.interval
         if self._garp_at is not None and now >= self._garp_at:
             out.append(SendGarp())
             refresh = self.cfg.garp_refresh
@@ -585,6 +597,12 @@ class CarpMachine:
     # --- internals ---------------------------------------------------------------------------
 
     @property
+    def _phase(self) -> float:
+        """Where in the interval this VIP's adverts fall, 0 to 1: from its address, so the same
+        on every start and reload (see "Phase")."""
+        return (int(self.cfg.vip) * 2654435761 % 2**32) / 2**32
+
+    @property
     def _slowest_master(self) -> float:
         """W: the longest interval a live master of this vhid may advertise (a drained one)."""
         return interval(self.cfg.advbase, FAREWELL_ADVSKEW)
@@ -660,7 +678,9 @@ class CarpMachine:
         self.transitions += 1
         self.master_src, self.master_prio = self.cfg.src, (self.cfg.advbase, self.advskew)
         self._down_at = None
-        self._advert_at = now + self.interval
+        # The first advert goes now; the next one within an interval, at this VIP's own phase
+        # (see "Phase"), then every interval.
+        self._advert_at = now + self.interval * (1.0 - self._phase)
         self._garp_at = now + 2 * self.interval
         self._drain_deadline = None
         if self.aside and not self.only_sick:
