@@ -6,6 +6,7 @@ SendAdvert to the other live machines at the same instant.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from iprotate.carp.machine import (
     DRAIN_PATIENCE,
+    PHASE_SLOTS,
     Action,
     AddAddress,
     CarpMachine,
@@ -294,9 +296,11 @@ def test_master_timing_adverts_every_interval_and_second_garp():
     advert_times = [t for t, a in got if isinstance(a, SendAdvert)]
     garp_times = [t for t, a in got if isinstance(a, SendGarp)]
     # The first periodic advert at this VIP's phase within the interval, then every interval.
-    first = t0 + T * (1 - m._phase)
+    first = advert_times[0]
     assert t0 < first <= t0 + T
-    assert advert_times == pytest.approx([first + k * T for k in range(16)])
+    assert first % T == pytest.approx(m._phase * T)
+    assert advert_times == pytest.approx([first + k * T for k in range(len(advert_times))])
+    assert len(advert_times) >= 15
     assert garp_times == pytest.approx([t0 + 2 * T])
     assert all(a == SendAdvert(1, 64) for _, a in got if isinstance(a, SendAdvert))
     assert m.state is State.MASTER
@@ -306,8 +310,8 @@ def test_masters_of_many_vips_advertise_spread_over_the_interval_not_in_step():
     # 1,000 machines that become master at the same instant (a host alone at start, or taking
     # over a dead host's VIPs in one batch) used to advertise in step: one burst of 1,000
     # adverts a second, so every backup's master-down timers expired in one burst too, and the
-    # last VIP of a takeover waited for all the others (bench/scale.py). Each VIP advertises at
-    # its own phase: the adverts of any tenth of the interval are about a tenth of them.
+    # last VIP of a takeover waited for all the others (bench/scale.py). Their adverts now fall
+    # on PHASE_SLOTS points of the interval, each with about a PHASE_SLOTS-th of them.
     cfgs = [
         MachineConfig(IPv4Address(f"198.18.{i // 250}.{i % 250 + 1}"), i % 250 + 1, ME, 1, 0)
         for i in range(1000)
@@ -315,12 +319,15 @@ def test_masters_of_many_vips_advertise_spread_over_the_interval_not_in_step():
     ms = [CarpMachine(cfg) for cfg in cfgs]
     t0 = as_master(ms[0])
     assert all(as_master(m) == t0 for m in ms)
-    assert all(m._advert_at is not None and t0 < m._advert_at <= t0 + 1.0 for m in ms)
-    phases = sorted(m._phase for m in ms)
-    per_tenth = [sum(1 for p in phases if k / 10 <= p < (k + 1) / 10) for k in range(10)]
-    assert min(per_tenth) > 60 and max(per_tenth) < 140, per_tenth
-    # A timer run late (one batch for many machines) keeps each machine's phase: the next
-    # advert is one interval after the one that was due, not after `now`.
+    nxt = [m._advert_at for m in ms]
+    assert all(d is not None and t0 < d <= t0 + 1.0 for d in nxt)
+    per_slot = Counter(nxt)
+    assert len(per_slot) == PHASE_SLOTS
+    assert min(per_slot.values()) > 1000 / PHASE_SLOTS / 2, per_slot
+    assert max(per_slot.values()) < 1000 / PHASE_SLOTS * 2, per_slot
+    # A timer run late sends at once and keeps the machine on its grid: the next advert is at
+    # the next point of it, not an interval after `now` (which put every machine of a late
+    # batch in step with the others).
     m = ms[0]
     due = m._advert_at
     assert due is not None
@@ -342,8 +349,10 @@ def test_master_timing_subsecond():
     assert t0 == pytest.approx(255 / 256 + 16 / 256)  # alone: after the joining wait
     got = run_timers(m, t0 + 1.0)
     advert_times = [t for t, a in got if isinstance(a, SendAdvert)]
-    first = t0 + (1 - m._phase) / 16
-    assert advert_times == pytest.approx([first + k / 16 for k in range(16)])
+    first = advert_times[0]
+    assert t0 < first <= t0 + 1 / 16
+    assert advert_times == pytest.approx([first + k / 16 for k in range(len(advert_times))])
+    assert len(advert_times) >= 15
 
 
 # --- link -------------------------------------------------------------------------------------
@@ -648,7 +657,8 @@ def test_undrained_master_advertises_at_its_own_pace_again():
     m = make(advbase=0, advskew=16)
     t0 = as_master(m)
     m.drain(t0)
-    got = run_timers(m, t0 + 1.1)  # past the patience: now advertising 0/255 (~1 s apart)
+    # Past the patience: now advertising 0/255 (~1 s apart, on its grid: "Phase").
+    got = run_timers(m, t0 + 2.2)
     last = max(t for t, a in got if isinstance(a, SendAdvert))
     assert last > t0 + 1.0
     m.undrain(last + 0.01)

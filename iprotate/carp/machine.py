@@ -104,15 +104,19 @@ What iprotate adds, each kept to the same three states:
 - Farewell: ucarp takes over at once on a farewell, so every backup grabs the VIP together. A
   native backup waits advskew/1024 s instead (62 ms for a first backup): the best-ranked one
   answers first and the others hear a new master in time. An owner (advskew 0) takes over at once.
-- Phase: each VIP advertises at its own point of the interval. The first advert after becoming
-  master goes at once; the next comes (1 - phase) intervals later, phase in [0, 1) hashed from
-  the VIP's address (the same on every start and reload), then one every interval counted from
-  the due time, not from when the timer ran. Without it, machines that became master together
-  (a host alone at start, a takeover of a dead host's VIPs) or ran in one late timer batch
-  advertised in step from then on: a burst of N adverts each interval, so every backup's
-  master-down timers expired in one burst, and the last VIP of a takeover waited for all the
-  others (4,000 VIPs: past D by a second and more, bench/scale.py). An advert earlier than the
-  interval is always safe (a backup only restarts D), and every later one keeps the interval.
+- Phase: a master's periodic adverts fall on a grid of its own: the times k * T + phase * T of
+  the shell's clock, phase one of PHASE_SLOTS points of [0, 1) hashed from the VIP's address
+  (the same on every start and reload). The first advert after becoming master goes at once,
+  the next at the first grid point after it (within one interval), then one every interval; a
+  timer run late sends at once and goes back to the grid. Before, every VIP counted its
+  interval from when its timer ran: machines that became master together (a host alone at
+  start, a takeover of a dead host's VIPs) or ran in one late batch advertised in step from
+  then on, one burst of N adverts each interval; every backup's master-down timers then
+  expired in one burst too, and the last VIP of a takeover waited behind all the others (4,000
+  VIPs: up to 1.65 s past D, bench/scale.py). With the grid the N adverts come in PHASE_SLOTS
+  bursts of about N / PHASE_SLOTS: spread, yet still batches for the shell (one wake-up per
+  slot; a phase per VIP cost a wake-up per advert: 1,000 VIPs took 10 % of a core). An advert
+  earlier than the interval is always safe (a backup only restarts D).
 - Stop: a master sends the farewell advert and releases the address.
 - An address removed behind our back while we are master is added back (and announced).
 - IPv6 VIPs (issue 11) run through the same machine and the same rules; only the addresses are
@@ -137,6 +141,7 @@ What iprotate adds, each kept to the same three states:
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 from iprotate.cluster.model import IPAddress
@@ -152,6 +157,8 @@ from iprotate.plan.timing import (
 # After this many intervals without an answer a draining master gives up waiting for a taker and
 # keeps the address (nobody else is alive to hold it); it goes on offering it with every advert.
 DRAIN_PATIENCE = 3
+# A master's periodic adverts fall on one of this many points of its interval ("Phase").
+PHASE_SLOTS = 16
 # SIGUSR2 stands aside this long: ucarp blocks for 3 s after a demote, and scripts written for
 # ucarp (maintenance, a failed local check) expect the host to be out of the way that long.
 DEMOTE_SECONDS = 3.0
@@ -407,10 +414,7 @@ class CarpMachine:
                 # Nobody took over: keep serving, and keep offering it with every advert.
                 self._drain_deadline = None
             out.append(self._advert())
-            # From the due time, not from `now`: machines run late in one batch would otherwise
-            # share its `now` and advertise in step from then on (see "Phase").
-            due = self._advert_at + self.interval
-            self._advert_at = due if due > now else now + self.interval
+            self._advert_at = self._next_advert(now)
         if self._garp_at is not None and now >= self._garp_at:
             out.append(SendGarp())
             refresh = self.cfg.garp_refresh
@@ -598,9 +602,17 @@ class CarpMachine:
 
     @property
     def _phase(self) -> float:
-        """Where in the interval this VIP's adverts fall, 0 to 1: from its address, so the same
-        on every start and reload (see "Phase")."""
-        return (int(self.cfg.vip) * 2654435761 % 2**32) / 2**32
+        """Where in the interval this VIP's adverts fall: one of PHASE_SLOTS points in [0, 1),
+        hashed from its address, so the same on every start and reload (see "Phase")."""
+        return ((int(self.cfg.vip) * 2654435761) % 2**32 * PHASE_SLOTS >> 32) / PHASE_SLOTS
+
+    def _next_advert(self, now: float) -> float:
+        """The first point after `now` of this VIP's grid: its phase of the interval, every
+        interval, on the shell's clock (see "Phase")."""
+        every = self.interval
+        offset = self._phase * every
+        due = (math.floor((now - offset) / every) + 1) * every + offset
+        return due if due > now else due + every
 
     @property
     def _slowest_master(self) -> float:
@@ -680,7 +692,7 @@ class CarpMachine:
         self._down_at = None
         # The first advert goes now; the next one within an interval, at this VIP's own phase
         # (see "Phase"), then every interval.
-        self._advert_at = now + self.interval * (1.0 - self._phase)
+        self._advert_at = self._next_advert(now)
         self._garp_at = now + 2 * self.interval
         self._drain_deadline = None
         if self.aside and not self.only_sick:
