@@ -883,6 +883,57 @@ CUTS: list[tuple[str, str, float, float, float | None]] = [
 ]
 
 
+# Round two (issue 12 again), from main after the IPv6, checks and BGP merges: 1,000 and 4,000
+# VIPs, own run time over 20 to 30 s windows, takeover worst VIP past D. None: not measured at
+# that commit. (commits, cut, 1,000: owner %, survivor %, past D max s, 4,000: the same)
+CUTS2: list[tuple[str, str, tuple[float | None, ...]]] = [
+    (
+        "eda5acf",
+        "main today, before round two (the merges added the planned-skew lookup per advert, "
+        "IPv6 branches; the takeover had regressed: masters advertised in step, see Phase)",
+        (3.03, 2.70, 0.135, 12.36, 10.10, 1.648),
+    ),
+    (
+        "e2079b0 173697a 65c2132 abdbd91 c69e8b4",
+        "receive path: decoded without address objects, one route lookup per advert (VIP, "
+        "digest prefix, planned skews by source), HMACs through _hashlib directly, adverts "
+        "filled in with one dict update, D computed once per advert; no address hashed per "
+        "advert sent, nothing built for a backup's empty effects; address events built from "
+        "packed bytes",
+        (2.75, 2.01, 0.177, 12.52, 8.33, 0.926),
+    ),
+    (
+        "b585f51 694f7d9",
+        "one AdvertEncoder per VIP (checks and digest prefix once); each VIP's adverts at its "
+        "own phase of the interval: takeover spread, but an event-loop wake-up per advert",
+        (10.54, 8.33, 0.024, 25.64, 18.81, 0.331),
+    ),
+    (
+        "d7102d6",
+        "adverts on a grid of 16 points of the interval (PHASE_SLOTS): 16 batches a second, "
+        "spread over the interval",
+        (None, None, None, None, None, None),
+    ),
+]
+
+
+def cuts2_table() -> list[str]:
+    out = [
+        "| commits | cut | 1,000: owner % | survivor % | past D max s "
+        "| 4,000: owner % | survivor % | past D max s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for commits, cut, v in CUTS2:
+        o1, s1, d1, o4, s4, d4 = v
+        cells = [_p(o1), _p(s1), _s(d1), _p(o4), _p(s4), _s(d4)]
+        out.append(f"| {commits} | {cut} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _p(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def cuts_table() -> list[str]:
     out = [
         "| commits | cut | owner % of a core | survivor % of a core | takeover past D, max s |",
@@ -1071,7 +1122,8 @@ def markdown(results: list[dict[str, Any]], command: str, profile: list[str] | N
             f"| {r['vips']:,} | {up} | {c.get('adverts_received', 0)} | "
             f"{c.get('adverts_received', 0) / r['vips'] / up:.2f} | {drops or 'none'} |"
         )
-    lines += ["", "## What each cut bought", "", *cuts_table(), ""]
+    lines += ["", "## What each cut bought", "", "Round one:", "", *cuts_table(), ""]
+    lines += ["Round two (1,000 and 4,000 VIPs):", "", *cuts2_table(), ""]
     if profile:
         lines += [
             "## Where the time goes now (cProfile, 1,000 VIPs)",
