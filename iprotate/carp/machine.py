@@ -105,7 +105,7 @@ What iprotate adds, each kept to the same three states:
   native backup waits advskew/1024 s instead (62 ms for a first backup): the best-ranked one
   answers first and the others hear a new master in time. An owner (advskew 0) takes over at once.
 - Phase: a master's periodic adverts fall on a grid of its own: the times k * T + phase * T of
-  the shell's clock, phase one of PHASE_SLOTS points of [0, 1) hashed from the VIP's address
+  the shell's clock, phase one of `phase_slots` points of [0, 1) hashed from the VIP's address
   (the same on every start and reload). The first advert after becoming master goes at once,
   the next at the first grid point after it (within one interval), then one every interval; a
   timer run late sends at once and goes back to the grid. Before, every VIP counted its
@@ -113,10 +113,11 @@ What iprotate adds, each kept to the same three states:
   start, a takeover of a dead host's VIPs) or ran in one late batch advertised in step from
   then on, one burst of N adverts each interval; every backup's master-down timers then
   expired in one burst too, and the last VIP of a takeover waited behind all the others (4,000
-  VIPs: up to 1.65 s past D, bench/scale.py). With the grid the N adverts come in PHASE_SLOTS
-  bursts of about N / PHASE_SLOTS: spread, yet still batches for the shell (one wake-up per
-  slot; a phase per VIP cost a wake-up per advert: 1,000 VIPs took 10 % of a core). An advert
-  earlier than the interval is always safe (a backup only restarts D).
+  VIPs: up to 1.65 s past D, bench/scale.py). The node sets `phase_slots` to one per
+  VIPS_PER_SLOT of its VIPs (carp.node): bursts of at most about that many adverts, which a
+  takeover handles well within its bound, and no more wake-ups of the shell than that needs
+  (smaller bursts cost CPU: 16 slots at 1,000 VIPs took a point of a core more than 4). An
+  advert earlier than the interval is always safe (a backup only restarts D).
 - Stop: a master sends the farewell advert and releases the address.
 - An address removed behind our back while we are master is added back (and announced).
 - IPv6 VIPs (issue 11) run through the same machine and the same rules; only the addresses are
@@ -157,8 +158,6 @@ from iprotate.plan.timing import (
 # After this many intervals without an answer a draining master gives up waiting for a taker and
 # keeps the address (nobody else is alive to hold it); it goes on offering it with every advert.
 DRAIN_PATIENCE = 3
-# A master's periodic adverts fall on one of this many points of its interval ("Phase").
-PHASE_SLOTS = 16
 # SIGUSR2 stands aside this long: ucarp blocks for 3 s after a demote, and scripts written for
 # ucarp (maintenance, a failed local check) expect the host to be out of the way that long.
 DEMOTE_SECONDS = 3.0
@@ -252,6 +251,7 @@ class CarpMachine:
     transitions: int = 0
     master_src: IPAddress | None = None  # who we last heard advertise as master (or us)
     master_prio: tuple[int, int] | None = None  # its (advbase, advskew)
+    phase_slots: int = 1  # the points of the interval masters' adverts fall on ("Phase"); node's
     _down_at: float | None = None  # BACKUP: master-down timer
     _advert_at: float | None = None  # MASTER: next advert
     _garp_at: float | None = None  # MASTER: the second (or a periodic) gratuitous ARP
@@ -602,9 +602,10 @@ class CarpMachine:
 
     @property
     def _phase(self) -> float:
-        """Where in the interval this VIP's adverts fall: one of PHASE_SLOTS points in [0, 1),
+        """Where in the interval this VIP's adverts fall: one of `phase_slots` points of [0, 1),
         hashed from its address, so the same on every start and reload (see "Phase")."""
-        return ((int(self.cfg.vip) * 2654435761) % 2**32 * PHASE_SLOTS >> 32) / PHASE_SLOTS
+        slots = self.phase_slots
+        return ((int(self.cfg.vip) * 2654435761) % 2**32 * slots >> 32) / slots
 
     def _next_advert(self, now: float) -> float:
         """The first point after `now` of this VIP's grid: its phase of the interval, every

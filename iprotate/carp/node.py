@@ -61,6 +61,10 @@ MAX_STRANGERS = 16
 # then scales with N (4,000 VIPs: one every 2.5 ms, 400 a second, which the peer demotes at a
 # few percent of a core: bench/scale.py) and is still a pace, never one burst.
 STAGGER_WINDOW = 10.0
+# Masters' adverts fall on one point of the interval per this many VIPs of the node (machine
+# "Phase"): 1 to 250 VIPs advertise together, 1,000 in 4 bursts, 4,000 in 16. A takeover of one
+# burst's VIPs takes about 50 ms here (bench/scale.py); fewer, larger bursts cost less CPU.
+VIPS_PER_SLOT = 250
 _T = TypeVar("_T")
 Step = Callable[[CarpMachine, int, int], list[Action]]  # machine, place in the stagger, of how many
 
@@ -206,6 +210,7 @@ class Node:
     def __post_init__(self) -> None:
         self._index_hosts()
         self.machines = self._rekeyed(self.machines)
+        self._set_phase_slots()
         self.auth = NativeAuth.for_password(
             self.plan.cluster.password, self._address, self._address6
         )
@@ -254,6 +259,13 @@ class Node:
             )
             for key, v in self.vips.items()
         }
+
+    def _set_phase_slots(self) -> None:
+        """One point of the interval per VIPS_PER_SLOT machines (machine "Phase"); it takes
+        effect at each master's next advert, with no action of its own."""
+        slots = max(1, -(-len(self.machines) // VIPS_PER_SLOT))
+        for m in self.machines.values():
+            m.phase_slots = slots
 
     def _rekeyed(self, d: dict[Key, _T]) -> dict[Key, _T]:
         """`d` with its keys' groups replaced by the node's own address objects, in order."""
@@ -567,6 +579,7 @@ class Node:
             health[name] = st
         self.health = health
         self.machines = self._rekeyed(self.machines)
+        self._set_phase_slots()
         return out + self._apply_health(now)
 
     def timers(self, now: float) -> list[Effect]:
