@@ -92,8 +92,9 @@ UCARP_MAX = 1000  # ucarp runs up to this many VIPs (2 processes per VIP); above
 # What happened when ucarp was run at 1,000 VIPs on this project's 2-core machine (shown on the
 # page when a run used --ucarp-max below 1,000).
 UCARP_1000 = (
-    "ucarp was started at 1,000 VIPs too (2,000 processes, 1,000 per host; 2026-11-30, this "
-    "revision) and did not reach a steady state: each ucarp process reads every advert of the "
+    "ucarp was started at 1,000 VIPs too (2,000 processes, 1,000 per host; 2026-11-30, at "
+    "3f250ae, issue 12's first round) and did not reach a steady state: each ucarp process "
+    "reads every advert of the "
     "segment through its own pcap handle (1,000 processes x 1,000 adverts a second per host), "
     "the 1-minute load average rose past 1,200 within eight minutes, the up/down scripts ran in "
     "loops (a hundred and more at once: VIPs flapping) and the other jobs on the machine stalled, "
@@ -886,6 +887,7 @@ CUTS: list[tuple[str, str, float, float, float | None]] = [
 # Round two (issue 12 again), from main after the IPv6, checks and BGP merges: 1,000 and 4,000
 # VIPs, own run time over 20 to 30 s windows, takeover worst VIP past D. None: not measured at
 # that commit. (commits, cut, 1,000: owner %, survivor %, past D max s, 4,000: the same)
+FINAL: tuple[float | None, ...] = (3.67, 2.81, 0.073, 15.15, 10.52, 0.064)  # this page's run
 CUTS2: list[tuple[str, str, tuple[float | None, ...]]] = [
     (
         "eda5acf",
@@ -910,9 +912,15 @@ CUTS2: list[tuple[str, str, tuple[float | None, ...]]] = [
     ),
     (
         "d7102d6",
-        "adverts on a grid of 16 points of the interval (PHASE_SLOTS): 16 batches a second, "
-        "spread over the interval",
-        (None, None, None, None, None, None),
+        "adverts on a grid of 16 points of the interval: 16 batches a second, spread over it "
+        "(the full run of this page at d7102d6; 256 VIPs: 1.41 / 1.10 %, round one 0.72 / 0.67)",
+        (3.65, 2.70, 0.011, 13.82, 9.42, 0.105),
+    ),
+    (
+        "0afff93",
+        "one point of the grid per 250 VIPs of the node (1 to 250 VIPs: one batch, 1,000: 4, "
+        "4,000: 16); a 4-point trial at 1,000 VIPs: 3.27 / 2.49 %, max 0.038 s past D",
+        FINAL,
     ),
 ]
 
@@ -993,8 +1001,8 @@ def markdown(results: list[dict[str, Any]], command: str, profile: list[str] | N
         "## Steady state (owner holds every VIP, survivor is backup of every VIP)",
         "",
         *([UCARP_1000, ""] if ucarp_max < 1000 else []),
-        "load: the machine's 1-minute load average before and after the window (at 1 and 256 "
-        "VIPs, still the tail of that ucarp run).",
+        "load: the machine's 1-minute load average before and after the window (other "
+        "engineers' test runs share the machine).",
         "",
         "| VIPs | groups | engine | processes | owner RSS MB | owner PSS MB | owner % of a core "
         "| survivor RSS MB | survivor % of a core | load |",
