@@ -6,6 +6,7 @@ SendAdvert to the other live machines at the same instant.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -293,10 +294,46 @@ def test_master_timing_adverts_every_interval_and_second_garp():
     got = run_timers(m, t0 + 20)
     advert_times = [t for t, a in got if isinstance(a, SendAdvert)]
     garp_times = [t for t, a in got if isinstance(a, SendGarp)]
-    assert advert_times == pytest.approx([t0 + k * T for k in range(1, 17)])
+    # The first periodic advert at this VIP's phase within the interval, then every interval.
+    first = advert_times[0]
+    assert t0 < first <= t0 + T
+    grid = (first - m._phase * T) / T
+    assert abs(grid - round(grid)) < 1e-9
+    assert advert_times == pytest.approx([first + k * T for k in range(len(advert_times))])
+    assert len(advert_times) >= 15
     assert garp_times == pytest.approx([t0 + 2 * T])
     assert all(a == SendAdvert(1, 64) for _, a in got if isinstance(a, SendAdvert))
     assert m.state is State.MASTER
+
+
+def test_masters_of_many_vips_advertise_spread_over_the_interval_not_in_step():
+    # 1,000 machines that become master at the same instant (a host alone at start, or taking
+    # over a dead host's VIPs in one batch) used to advertise in step: one burst of 1,000
+    # adverts a second, so every backup's master-down timers expired in one burst too, and the
+    # last VIP of a takeover waited for all the others (bench/scale.py). Their adverts now fall
+    # on `phase_slots` points of the interval (the node's choice), each with about that share.
+    slots = 16
+    cfgs = [
+        MachineConfig(IPv4Address(f"198.18.{i // 250}.{i % 250 + 1}"), i % 250 + 1, ME, 1, 0)
+        for i in range(1000)
+    ]
+    ms = [CarpMachine(cfg, phase_slots=slots) for cfg in cfgs]
+    t0 = as_master(ms[0])
+    assert all(as_master(m) == t0 for m in ms)
+    nxt = [m._advert_at for m in ms]
+    assert all(d is not None and t0 < d <= t0 + 1.0 for d in nxt)
+    per_slot = Counter(nxt)
+    assert len(per_slot) == slots
+    assert min(per_slot.values()) > 1000 / slots / 2, per_slot
+    assert max(per_slot.values()) < 1000 / slots * 2, per_slot
+    # A timer run late sends at once and keeps the machine on its grid: the next advert is at
+    # the next point of it, not an interval after `now` (which put every machine of a late
+    # batch in step with the others).
+    m = ms[0]
+    due = m._advert_at
+    assert due is not None
+    assert m.timer(due + 0.2) == [SendAdvert(1, 0)]
+    assert m._advert_at == pytest.approx(due + 1.0)
 
 
 def test_master_timing_periodic_garp_refresh():
@@ -313,7 +350,10 @@ def test_master_timing_subsecond():
     assert t0 == pytest.approx(255 / 256 + 16 / 256)  # alone: after the joining wait
     got = run_timers(m, t0 + 1.0)
     advert_times = [t for t, a in got if isinstance(a, SendAdvert)]
-    assert advert_times == pytest.approx([t0 + k / 16 for k in range(1, 17)])
+    first = advert_times[0]
+    assert t0 < first <= t0 + 1 / 16
+    assert advert_times == pytest.approx([first + k / 16 for k in range(len(advert_times))])
+    assert len(advert_times) >= 15
 
 
 # --- link -------------------------------------------------------------------------------------
@@ -618,7 +658,8 @@ def test_undrained_master_advertises_at_its_own_pace_again():
     m = make(advbase=0, advskew=16)
     t0 = as_master(m)
     m.drain(t0)
-    got = run_timers(m, t0 + 1.1)  # past the patience: now advertising 0/255 (~1 s apart)
+    # Past the patience: now advertising 0/255 (~1 s apart, on its grid: "Phase").
+    got = run_timers(m, t0 + 2.2)
     last = max(t for t, a in got if isinstance(a, SendAdvert))
     assert last > t0 + 1.0
     m.undrain(last + 0.01)

@@ -27,6 +27,7 @@ from iprotate.carp.codec import (
     CARP_LEN,
     IP_HEADER_LEN,
     Advert,
+    AdvertEncoder,
     DecodeError,
     Reject,
     build_ip_packet,
@@ -580,6 +581,23 @@ def test_decode_error_keeps_its_reason() -> None:
 def test_encode_advert_refuses_what_ucarp_cannot_send(overrides: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         good_carp(**overrides)
+
+
+def test_advert_encoder_reused_gives_encode_advert_bytes_and_refuses_bad_values() -> None:
+    # The daemon keeps one encoder per VIP (vhid and password checked once): every advert it
+    # encodes must be the bytes encode_advert gives, and bad values still raise.
+    enc = AdvertEncoder(7, VIP, PASSWORD)
+    for advbase, advskew, counter in [(1, 0, 1), (1, 100, 2**63), (255, 255, 2**64 - 1), (0, 1, 0)]:
+        want = encode_advert(
+            vhid=7, advbase=advbase, advskew=advskew, counter=counter, vip=VIP, password=PASSWORD
+        )
+        assert enc.encode(advbase, advskew, counter) == want
+    for bad in [(0, 0, 1), (256, 0, 1), (1, -1, 1), (1, 0, -1), (1, 0, 2**64)]:
+        with pytest.raises(ValueError):
+            enc.encode(*bad)
+    for vhid, password in [(0, PASSWORD), (256, PASSWORD), (1, b""), (1, b"a\0b")]:
+        with pytest.raises(ValueError):
+            AdvertEncoder(vhid, VIP, password)
 
 
 def test_value_checks() -> None:

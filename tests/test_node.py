@@ -7,10 +7,12 @@ import itertools
 from ipaddress import IPv4Address
 from typing import Any
 
+import pytest
+
 from iprotate.carp import codec
 from iprotate.carp.machine import AddAddress, DelAddress, SendAdvert, State, Transition
 from iprotate.carp.native_auth import derive_key, split, tag
-from iprotate.carp.node import Node
+from iprotate.carp.node import VIPS_PER_SLOT, Node
 from iprotate.carp.status import build_status, status_text
 from iprotate.cluster.loader import parse_cluster
 from iprotate.plan.model import Plan
@@ -429,3 +431,43 @@ def test_address_events_find_their_vip_after_a_reload_moves_it() -> None:
     assert node.address_present(21.0, IPv4Address("203.0.113.11")) == []
     gone = node.address_gone(22.0, IPv4Address("203.0.113.20"))
     assert any(isinstance(e.action, AddAddress) for e in gone)
+
+
+def test_a_reload_that_moves_a_vip_checks_its_adverts_against_the_new_priorities() -> None:
+    # The receive path keeps each VIP's planned skew per source, made once per plan: a reload
+    # must renew it, or a peer advertising its new planned priority would show as drift, and
+    # one still advertising the old priority would not.
+    vip = {"address": "203.0.113.10/24"}
+    p1 = plan(vips=[{**vip, "owner": "h0"}])
+    p2 = plan(vips=[{**vip, "owner": "h2"}])
+    node = Node.build(p1, "h1")
+    node.start(0.0)
+    v1, v2 = p1.vips[0], p2.vips[0]
+    assert (v1.advskew_of("h0"), v2.advskew_of("h0")) != (v1.advskew_of("h2"), v2.advskew_of("h2"))
+    node.packet(1.0, advert(p1, v1, "198.51.100.1", v1.advskew_of("h0"), 10))
+    assert node.drift == {}
+    node.reload(p2, 1.5)
+    node.packet(2.0, advert(p2, v2, "198.51.100.3", v2.advskew_of("h2"), 11))
+    assert node.drift == {}
+    node.packet(2.5, advert(p2, v2, "198.51.100.1", v1.advskew_of("h0"), 12))
+    assert [d.detail for d in node.drift.values()] == [
+        f"h0 advertises 1/{v1.advskew_of('h0')}, its plan says 1/{v2.advskew_of('h0')}"
+    ]
+
+
+def test_masters_advertise_in_one_burst_per_vips_per_slot_of_the_node() -> None:
+    # Up to VIPS_PER_SLOT VIPs advertise together (one wake-up of the shell); more are spread
+    # over the interval in bursts of about that many (machine "Phase"), also after a reload.
+    small = plan(vips=[{"pool": "203.0.113.10-203.0.113.15/24"}], hosts=1)
+    node = Node.build(small, "h0")
+    node.start(0.0)
+    assert {m.phase_slots for m in node.machines.values()} == {1}
+    big = plan(vips=[{"pool": "203.0.113.1-203.0.113.254/24"}], hosts=1)
+    node.reload(big, 1.0)
+    assert len(node.machines) > VIPS_PER_SLOT
+    assert {m.phase_slots for m in node.machines.values()} == {2}
+    settle(node, 10.0)  # alone: every VIP taken over, adverts on two points of the interval
+    due = {m._advert_at for m in node.machines.values()}
+    assert len(due) == 2
+    first, second = sorted(d for d in due if d is not None)
+    assert (second - first) % 1.0 == pytest.approx(0.5)

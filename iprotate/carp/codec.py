@@ -41,6 +41,13 @@ from ipaddress import IPv4Address, IPv6Address
 
 from iprotate.cluster.model import IPAddress
 
+try:
+    # What hmac.digest calls for a digest named by a string, without its Python wrapper (half a
+    # microsecond, twice per advert sent or received: bench/scale.py). The same HMAC.
+    from _hashlib import hmac_digest
+except ImportError:  # a Python built without OpenSSL: the wrapper's own fallback
+    hmac_digest = hmac.digest
+
 CARP_PROTO = 112
 CARP_LEN = 36  # CARP header bytes
 IP_HEADER_LEN = 20  # IPv4 header without options
@@ -142,16 +149,16 @@ class Advert:
         counter and a 20-byte digest by construction, so __post_init__'s checks are skipped
         (every advert received is decoded: bench/scale.py). The same object otherwise."""
         a = object.__new__(cls)
-        for name, value in (
-            ("vhid", vhid),
-            ("advskew", advskew),
-            ("advbase", advbase),
-            ("counter", counter),
-            ("digest", digest),
-            ("authlen", authlen),
-            ("pad", pad),
-        ):
-            object.__setattr__(a, name, value)
+        # One dict update, not seven object.__setattr__ (a frozen dataclass has a __dict__).
+        a.__dict__.update(
+            vhid=vhid,
+            advskew=advskew,
+            advbase=advbase,
+            counter=counter,
+            digest=digest,
+            authlen=authlen,
+            pad=pad,
+        )
         return a
 
     def __post_init__(self) -> None:
@@ -198,18 +205,34 @@ def checksum(data: bytes) -> int:
 def digest(password: bytes, vhid: int, vip: IPAddress, counter: int) -> bytes:
     """HMAC-SHA1 keyed with the raw password over 0x02 0x01 vhid vip counter: 15 bytes for an
     IPv4 VIP (ucarp), 27 for an IPv6 one (FreeBSD, a vhid with one IPv6 address)."""
-    _check_byte("vhid", vhid)
+    prefix = digest_prefix(vhid, vip)
     _check_counter(counter)
-    message = bytes((CARP_VERSION, CARP_TYPE_ADVERTISEMENT, vhid)) + vip.packed
-    message += counter.to_bytes(8, "big")
+    return digest_after(password, prefix, counter)
+
+
+def digest_prefix(vhid: int, vip: IPAddress) -> bytes:
+    """The part of the digest's message fixed for a VIP: 0x02 0x01 vhid vip. Made once per VIP
+    by the receive and send paths (bench/scale.py), the counter appended per advert."""
+    _check_byte("vhid", vhid)
+    return bytes((CARP_VERSION, CARP_TYPE_ADVERTISEMENT, vhid)) + vip.packed
+
+
+def digest_after(password: bytes, prefix: bytes, counter: int) -> bytes:
+    """`digest` from the VIP's `digest_prefix` and a 64-bit counter."""
     # The one-shot form: no HMAC object built per advert (one per advert sent or received is
     # a good part of the receive path at 1,000 VIPs, bench/scale.py); the same HMAC-SHA1.
-    return hmac.digest(password, message, "sha1")
+    return hmac_digest(password, prefix + counter.to_bytes(8, "big"), "sha1")
 
 
 def verify(advert: Advert, password: bytes, vip: IPAddress) -> bool:
     """True if the advert's digest matches password and vip (constant-time compare)."""
-    expected = digest(password, advert.vhid, vip, advert.counter)
+    return verify_after(advert, password, digest_prefix(advert.vhid, vip))
+
+
+def verify_after(advert: Advert, password: bytes, prefix: bytes) -> bool:
+    """`verify` with the VIP's `digest_prefix` made beforehand (its vhid must be the advert's:
+    the caller looked the VIP up by it)."""
+    expected = digest_after(password, prefix, advert.counter)
     return hmac.compare_digest(expected, advert.digest)
 
 
@@ -241,28 +264,44 @@ def encode_advert(
 ) -> bytes:
     """The 36 CARP bytes of an advertisement as ucarp sends it (an IPv6 VIP: as FreeBSD does),
     digest and checksum filled in. The same bytes go out over either family."""
-    _check_byte("vhid", vhid, low=1)
-    _check_byte("advbase", advbase)
-    _check_byte("advskew", advskew)
-    if advbase == 0 and advskew == 0:
-        raise ValueError("advbase and advskew cannot both be 0 (ucarp refuses it)")
-    # A password ucarp cannot be given would fail every peer's digest check.
-    if not 1 <= len(password) <= MAX_PASSWORD_LEN or b"\0" in password:
-        raise ValueError(f"password must be 1..{MAX_PASSWORD_LEN} bytes without NUL")
-    # pack_advert(Advert(...)) without the Advert: every field is checked above (the counter in
-    # digest), and the master's send path runs this once per advert (bench/scale.py).
-    unsummed = _CARP.pack(
-        (CARP_VERSION << 4) | CARP_TYPE_ADVERTISEMENT,
-        vhid,
-        advskew,
-        CARP_AUTHLEN,
-        0,
-        advbase,
-        0,
-        counter,
-        digest(password, vhid, vip, counter),
-    )
-    return unsummed[:6] + checksum(unsummed).to_bytes(2, "big") + unsummed[8:]
+    return AdvertEncoder(vhid, vip, password).encode(advbase, advskew, counter)
+
+
+class AdvertEncoder:
+    """`encode_advert` for one VIP: its vhid and password checked, and its digest's fixed bytes
+    made, once. A master's send path encodes one advert per VIP a second (bench/scale.py)."""
+
+    __slots__ = ("_prefix", "password", "vhid", "vip")
+
+    def __init__(self, vhid: int, vip: IPAddress, password: bytes) -> None:
+        _check_byte("vhid", vhid, low=1)
+        # A password ucarp cannot be given would fail every peer's digest check.
+        if not 1 <= len(password) <= MAX_PASSWORD_LEN or b"\0" in password:
+            raise ValueError(f"password must be 1..{MAX_PASSWORD_LEN} bytes without NUL")
+        self.vhid, self.vip, self.password = vhid, vip, password
+        self._prefix = digest_prefix(vhid, vip)
+
+    def encode(self, advbase: int, advskew: int, counter: int) -> bytes:
+        """The 36 CARP bytes of this VIP's advert with these values."""
+        if not (0 <= advbase <= 0xFF and 0 <= advskew <= 0xFF and 0 <= counter <= _MAX_COUNTER):
+            _check_byte("advbase", advbase)
+            _check_byte("advskew", advskew)
+            _check_counter(counter)
+        if advbase == 0 and advskew == 0:
+            raise ValueError("advbase and advskew cannot both be 0 (ucarp refuses it)")
+        # pack_advert(Advert(...)) without the Advert: every field is checked above.
+        unsummed = _CARP.pack(
+            (CARP_VERSION << 4) | CARP_TYPE_ADVERTISEMENT,
+            self.vhid,
+            advskew,
+            CARP_AUTHLEN,
+            0,
+            advbase,
+            0,
+            counter,
+            digest_after(self.password, self._prefix, counter),
+        )
+        return unsummed[:6] + checksum(unsummed).to_bytes(2, "big") + unsummed[8:]
 
 
 def _unpack_carp(carp: bytes) -> Advert:
@@ -300,6 +339,15 @@ def decode_packet(data: bytes) -> Packet:
     fragment offset (the kernel reassembles), authlen, pad, counter. The caller still checks
     source, destination group, vhid and digest.
     """
+    src, dst, ttl, advert = decode_fields(data)
+    return Packet(src=IPv4Address(src), dst=IPv4Address(dst), ttl=ttl, advert=advert)
+
+
+def decode_fields(data: bytes) -> tuple[bytes, bytes, int, Advert]:
+    """`decode_packet`'s checks, every one, and its fields without address objects: (source,
+    destination, each 4 packed bytes, TTL, advert). The receive path maps the packed addresses
+    to objects it holds already: two IPv4Address built per advert were a tenth of decoding
+    (bench/scale.py). Raises DecodeError."""
     data = bytes(data)
     if len(data) < IP_HEADER_LEN:
         raise DecodeError(Reject.SHORT, f"{len(data)} bytes, no room for an IPv4 header")
@@ -323,7 +371,7 @@ def decode_packet(data: bytes) -> Packet:
     # this is the CARP checksum in practice (the kernel has already checked the header's).
     if _ones_sum(data) != 0xFFFF:
         raise DecodeError(Reject.BAD_CHECKSUM, "IP header + CARP checksum")
-    return Packet(src=IPv4Address(src), dst=IPv4Address(dst), ttl=ttl, advert=advert)
+    return src, dst, ttl, advert
 
 
 def build_ip_packet(

@@ -104,6 +104,20 @@ What iprotate adds, each kept to the same three states:
 - Farewell: ucarp takes over at once on a farewell, so every backup grabs the VIP together. A
   native backup waits advskew/1024 s instead (62 ms for a first backup): the best-ranked one
   answers first and the others hear a new master in time. An owner (advskew 0) takes over at once.
+- Phase: a master's periodic adverts fall on a grid of its own: the times k * T + phase * T of
+  the shell's clock, phase one of `phase_slots` points of [0, 1) hashed from the VIP's address
+  (the same on every start and reload). The first advert after becoming master goes at once,
+  the next at the first grid point after it (within one interval), then one every interval; a
+  timer run late sends at once and goes back to the grid. Before, every VIP counted its
+  interval from when its timer ran: machines that became master together (a host alone at
+  start, a takeover of a dead host's VIPs) or ran in one late batch advertised in step from
+  then on, one burst of N adverts each interval; every backup's master-down timers then
+  expired in one burst too, and the last VIP of a takeover waited behind all the others (4,000
+  VIPs: up to 1.65 s past D, bench/scale.py). The node sets `phase_slots` to one per
+  VIPS_PER_SLOT of its VIPs (carp.node): bursts of at most about that many adverts, which a
+  takeover handles well within its bound, and no more wake-ups of the shell than that needs
+  (smaller bursts cost CPU: 16 slots at 1,000 VIPs took a point of a core more than 4). An
+  advert earlier than the interval is always safe (a backup only restarts D).
 - Stop: a master sends the farewell advert and releases the address.
 - An address removed behind our back while we are master is added back (and announced).
 - IPv6 VIPs (issue 11) run through the same machine and the same rules; only the addresses are
@@ -128,6 +142,7 @@ What iprotate adds, each kept to the same three states:
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 from iprotate.cluster.model import IPAddress
@@ -236,6 +251,7 @@ class CarpMachine:
     transitions: int = 0
     master_src: IPAddress | None = None  # who we last heard advertise as master (or us)
     master_prio: tuple[int, int] | None = None  # its (advbase, advskew)
+    phase_slots: int = 1  # the points of the interval masters' adverts fall on ("Phase"); node's
     _down_at: float | None = None  # BACKUP: master-down timer
     _advert_at: float | None = None  # MASTER: next advert
     _garp_at: float | None = None  # MASTER: the second (or a periodic) gratuitous ARP
@@ -292,12 +308,12 @@ class CarpMachine:
     @property
     def deadline(self) -> float | None:
         """When `timer` must be called next (None: no timer armed)."""
-        times = [
-            t
-            for t in (self._down_at, self._advert_at, self._garp_at, self.demoted_until)
-            if t is not None
-        ]
-        return min(times) if times else None
+        # Read per advert heard and per advert sent: no list built (bench/scale.py).
+        d = self._down_at
+        for t in (self._advert_at, self._garp_at, self.demoted_until):
+            if t is not None and (d is None or t < d):
+                d = t
+        return d
 
     # --- events ------------------------------------------------------------------------------
 
@@ -326,9 +342,14 @@ class CarpMachine:
         theirs = interval_key(advbase, advskew)
         ours = interval_key(self.cfg.advbase, self.advskew)
         if self.state is State.BACKUP:
+            # D, the farewell threshold and the master's interval once per advert (every backup
+            # hears one per VIP a second: bench/scale.py); _patience takes them as computed.
+            every = interval(advbase, advskew)
+            d = self.down_timeout
+            above = max(d, self._slowest_master)  # _farewell_above
             # A drained backup is a last resort: it takes over on D expiry only (taking the
             # farewell too made two drained hosts hand the VIP back and forth forever).
-            if interval(advbase, advskew) > self._farewell_above and not self.aside:
+            if every > above and not self.aside:
                 # ucarp takes over at once. Every backup hears a farewell at the same instant,
                 # so we wait advskew/1024 s: the best-ranked backup answers first and the others
                 # just hear a new master, instead of all of them grabbing the VIP together.
@@ -348,7 +369,7 @@ class CarpMachine:
                 return self._to_master(
                     now, f"preempting {src} ({advbase}/{advskew}): both sick, we rank above"
                 )
-            self._down_at = now + self._patience(interval(advbase, advskew))
+            self._down_at = now + self._patience(every, d, above)
             self._down_why = None
             return []
         # MASTER
@@ -393,7 +414,7 @@ class CarpMachine:
                 # Nobody took over: keep serving, and keep offering it with every advert.
                 self._drain_deadline = None
             out.append(self._advert())
-            self._advert_at = now + self.interval
+            self._advert_at = self._next_advert(now)
         if self._garp_at is not None and now >= self._garp_at:
             out.append(SendGarp())
             refresh = self.cfg.garp_refresh
@@ -580,6 +601,21 @@ class CarpMachine:
     # --- internals ---------------------------------------------------------------------------
 
     @property
+    def _phase(self) -> float:
+        """Where in the interval this VIP's adverts fall: one of `phase_slots` points of [0, 1),
+        hashed from its address, so the same on every start and reload (see "Phase")."""
+        slots = self.phase_slots
+        return ((int(self.cfg.vip) * 2654435761) % 2**32 * slots >> 32) / slots
+
+    def _next_advert(self, now: float) -> float:
+        """The first point after `now` of this VIP's grid: its phase of the interval, every
+        interval, on the shell's clock (see "Phase")."""
+        every = self.interval
+        offset = self._phase * every
+        due = (math.floor((now - offset) / every) + 1) * every + offset
+        return due if due > now else due + every
+
+    @property
     def _slowest_master(self) -> float:
         """W: the longest interval a live master of this vhid may advertise (a drained one)."""
         return interval(self.cfg.advbase, FAREWELL_ADVSKEW)
@@ -589,12 +625,18 @@ class CarpMachine:
         """An advert with a longer interval than this is a farewell, not a slower live master."""
         return max(self.down_timeout, self._slowest_master)
 
-    def _patience(self, master_interval: float) -> float:
+    def _patience(
+        self, master_interval: float, d: float | None = None, above: float | None = None
+    ) -> float:
         """How long a backup waits for the next advert of a master advertising every
         `master_interval` s: D, unless that master is no faster than D; then its interval plus
-        our own skew (see "Patience" above). A farewell is no live master: D."""
-        d = self.down_timeout
-        if master_interval < d or master_interval > self._farewell_above:
+        our own skew (see "Patience" above). A farewell is no live master: D. `d` and `above`:
+        down_timeout and _farewell_above, if the caller has them already."""
+        if d is None:
+            d = self.down_timeout
+        if above is None:
+            above = self._farewell_above
+        if master_interval < d or master_interval > above:
             return d
         return master_interval + self.advskew / 256.0
 
@@ -649,7 +691,9 @@ class CarpMachine:
         self.transitions += 1
         self.master_src, self.master_prio = self.cfg.src, (self.cfg.advbase, self.advskew)
         self._down_at = None
-        self._advert_at = now + self.interval
+        # The first advert goes now; the next one within an interval, at this VIP's own phase
+        # (see "Phase"), then every interval.
+        self._advert_at = self._next_advert(now)
         self._garp_at = now + 2 * self.interval
         self._drain_deadline = None
         if self.aside and not self.only_sick:

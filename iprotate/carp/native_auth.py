@@ -56,6 +56,7 @@ import hmac
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
+from iprotate.carp.codec import hmac_digest
 from iprotate.cluster.model import IPAddress
 
 SEQ_BITS = 32
@@ -97,7 +98,7 @@ def tag(
     msg += seq.to_bytes(4, "big")
     # One-shot HMAC (no object per advert): the same HMAC-SHA256, cheaper on both the send and
     # the receive path (bench/scale.py).
-    return int.from_bytes(hmac.digest(key, msg, "sha256")[:4], "big")
+    return int.from_bytes(hmac_digest(key, msg, "sha256")[:4], "big")
 
 
 def split(counter: int) -> tuple[int, int]:
@@ -130,7 +131,7 @@ class NativeAuth:
         if parts is None or (parts[0] is not vip and parts[0] != vip):
             parts = self._parts[(src, k)] = (vip, src.packed + k[0].packed, vip.packed)
         msg = parts[1] + bytes((k[1], advbase, advskew)) + parts[2] + seq.to_bytes(4, "big")
-        return int.from_bytes(hmac.digest(self.key, msg, "sha256")[:4], "big")
+        return int.from_bytes(hmac_digest(self.key, msg, "sha256")[:4], "big")
 
     @classmethod
     def for_password(

@@ -61,6 +61,10 @@ MAX_STRANGERS = 16
 # then scales with N (4,000 VIPs: one every 2.5 ms, 400 a second, which the peer demotes at a
 # few percent of a core: bench/scale.py) and is still a pace, never one burst.
 STAGGER_WINDOW = 10.0
+# Masters' adverts fall on one point of the interval per this many VIPs of the node (machine
+# "Phase"): 1 to 250 VIPs advertise together, 1,000 in 4 bursts, 4,000 in 16. A takeover of one
+# burst's VIPs takes about 50 ms here (bench/scale.py); fewer, larger bursts cost less CPU.
+VIPS_PER_SLOT = 250
 _T = TypeVar("_T")
 Step = Callable[[CarpMachine, int, int], list[Action]]  # machine, place in the stagger, of how many
 
@@ -201,10 +205,12 @@ class Node:
     _native: frozenset[IPAddress] = frozenset()
     _keys_of: dict[IPAddress, tuple[Key, ...]] = field(default_factory=dict)
     _canon: dict[bytes, _Address] = field(default_factory=dict)  # packed IPv4 -> the node's own
+    _routes: dict[Key, tuple[VipPlan, bytes, dict[IPAddress, int]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._index_hosts()
         self.machines = self._rekeyed(self.machines)
+        self._set_phase_slots()
         self.auth = NativeAuth.for_password(
             self.plan.cluster.password, self._address, self._address6
         )
@@ -241,6 +247,25 @@ class Node:
         for key, v in self.vips.items():
             keys_of.setdefault(v.ip, []).append(key)
         self._keys_of = {ip: tuple(keys) for ip, keys in keys_of.items()}
+        # What the receive path needs of a VIP, in one lookup per advert: the VIP, its digest's
+        # fixed bytes, and the planned advskew of each source address of its hosts (the plan's
+        # priorities, looked up per advert by host name and list index before: bench/scale.py).
+        sources = {h.name: [canon(a) for a in (h.address, h.address6) if a] for h in c.hosts}
+        self._routes = {
+            key: (
+                v,
+                codec.digest_prefix(v.vhid, v.ip),
+                {a: skew for h, skew in zip(v.order, v.advskew, strict=True) for a in sources[h]},
+            )
+            for key, v in self.vips.items()
+        }
+
+    def _set_phase_slots(self) -> None:
+        """One point of the interval per VIPS_PER_SLOT machines (machine "Phase"); it takes
+        effect at each master's next advert, with no action of its own."""
+        slots = max(1, -(-len(self.machines) // VIPS_PER_SLOT))
+        for m in self.machines.values():
+            m.phase_slots = slots
 
     def _rekeyed(self, d: dict[Key, _T]) -> dict[Key, _T]:
         """`d` with its keys' groups replaced by the node's own address objects, in order."""
@@ -406,15 +431,15 @@ class Node:
     def packet(self, now: float, data: bytes) -> list[Effect]:
         """A packet read from the IPv4 CARP socket. Bad ones are dropped and counted."""
         try:
-            pkt = codec.decode_packet(data)
+            raw_src, raw_dst, _, advert = codec.decode_fields(data)
         except codec.DecodeError as e:
             self.counters[f"drop_{e.reason.value}"] += 1
             return []
-        # The node's own objects for these addresses (a host's, a group's), else the decoded
-        # ones: equal either way, only the lookups below are cheaper (see _Address).
-        src = self._canon.get(bytes(data[12:16]), pkt.src)
-        dst = self._canon.get(bytes(data[16:20]), pkt.dst)
-        return self._receive(now, pkt, src, dst)
+        # The node's own objects for these addresses (a host's, a group's), else new ones:
+        # equal either way, only the lookups below are cheaper (see _Address).
+        src = self._canon.get(raw_src) or IPv4Address(raw_src)
+        dst = self._canon.get(raw_dst) or IPv4Address(raw_dst)
+        return self._receive(now, advert, src, dst)
 
     def packet6(
         self, now: float, carp: bytes, src: IPv6Address, dst: IPv6Address, hop_limit: int
@@ -426,10 +451,10 @@ class Node:
         except codec.DecodeError as e:
             self.counters[f"drop_{e.reason.value}"] += 1
             return []
-        return self._receive(now, pkt, pkt.src, pkt.dst)
+        return self._receive(now, pkt.advert, pkt.src, pkt.dst)
 
     def _receive(
-        self, now: float, pkt: codec.Packet, src: IPAddress, dst: IPAddress
+        self, now: float, adv: codec.Advert, src: IPAddress, dst: IPAddress
     ) -> list[Effect]:
         """The checks after decoding, the same for both families."""
         if src in self._own:
@@ -440,15 +465,15 @@ class Node:
         if dst not in self._groups:
             self.counters[f"drop_{codec.Reject.WRONG_GROUP.value}"] += 1
             return []
-        adv = pkt.advert
         key = (dst, adv.vhid)
-        vip = self.vips.get(key)
-        if vip is None:
+        route = self._routes.get(key)
+        if route is None:
             self.counters[f"drop_{codec.Reject.UNKNOWN_VHID.value}"] += 1
             if src in self._host_at:
                 self.unplanned[(src, dst, adv.vhid)] = now
             return []
-        if not codec.verify(adv, self.plan.cluster.password, vip.ip):
+        vip, prefix, skews = route
+        if not codec.verify_after(adv, self.plan.cluster.password, prefix):
             self.counters[f"drop_{codec.Reject.BAD_DIGEST.value}"] += 1
             self._drifting(now, key, src, "fails the digest check (another password, VIP or vhid)")
             return []
@@ -470,7 +495,7 @@ class Node:
                         "sends a counter years ahead (a forged guess, or its clock is wrong)",
                     )  # fmt: skip
                 return []
-        elif self._host_at[src] not in vip.order:
+        elif src not in skews:
             # A ucarp host's advert carries no tag: anyone can send one under its address. For
             # the VIPs it serves that is CARP's own limit, but a VIP it takes no part in must
             # not listen to it, or a captured advert resent from there, with any priority,
@@ -495,11 +520,11 @@ class Node:
                 now,
                 first,
             )
-        self._check_priorities(now, key, vip, src, adv.advbase, adv.advskew)
+        planned = skews.get(src)
+        self._check_priorities(now, key, src, adv.advbase, adv.advskew, planned)
         m = self.machines.get(key)
         if m is None:
             return []  # a VIP we only watch
-        planned = vip.advskew_of(self._host_at[src]) if self._host_at[src] in vip.order else None
         return self._effects(key, m.advert(now, src, adv.advbase, adv.advskew, planned), now)
 
     def reload(self, plan: Plan, now: float) -> list[Effect]:
@@ -559,6 +584,7 @@ class Node:
             health[name] = st
         self.health = health
         self.machines = self._rekeyed(self.machines)
+        self._set_phase_slots()
         return out + self._apply_health(now)
 
     def timers(self, now: float) -> list[Effect]:
@@ -636,6 +662,8 @@ class Node:
     def _effects(self, key: Key, actions: list[Action], now: float) -> list[Effect]:
         m = self.machines[key]
         self._schedule(key, m)
+        if not actions:  # a backup hearing its master: nothing more per advert
+            return []
         vip = self.vips[key]
         out = []
         for a in actions:
@@ -674,18 +702,25 @@ class Node:
             d.last, d.count = now, d.count + 1
 
     def _check_priorities(
-        self, now: float, key: Key, vip: VipPlan, src: IPAddress, advbase: int, advskew: int
+        self,
+        now: float,
+        key: Key,
+        src: IPAddress,
+        advbase: int,
+        advskew: int,
+        skew: int | None,
     ) -> None:
         """A peer advertising what the plan does not give it is drifting (a stale or different
-        cluster file, or a hand-started ucarp). Farewell and drained values are expected."""
+        cluster file, or a hand-started ucarp). Farewell and drained values are expected.
+        `skew`: the sender's advskew in the plan for this VIP (None: it takes no part)."""
         host = self._host_at.get(src)
         if host is None:
             self._drifting(now, key, src, "advertises but is no host of the cluster file")
             return
-        if host not in vip.order:
+        if skew is None:
             self._drifting(now, key, src, f"{host} advertises but takes no part in the plan")
             return
-        planned = (self.plan.cluster.advbase, vip.advskew_of(host))
+        planned = (self.plan.cluster.advbase, skew)
         allowed = (planned[1], FAREWELL_ADVSKEW, SICK_ADVSKEW)
         # The planned priority, the same base with the drained or sick skew, or the farewell.
         expected = (advbase == planned[0] and advskew in allowed) or (

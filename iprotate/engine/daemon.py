@@ -149,6 +149,7 @@ class Daemon:
         self._vip_index = 0
         self._adv_index = 0
         self._takeover_started: dict[tuple[IPAddress, int], float] = {}
+        self._encoders: dict[int, tuple[VipPlan, codec.AdvertEncoder]] = {}  # by id(VipPlan)
         self._drain_all = False
         self._reloading = False
         self._strangers_logged = -DRIFT_LOG_EVERY
@@ -384,6 +385,7 @@ class Daemon:
         address6_changed = new.address6 != self.host.address6
         self.plan = plan
         self.host = new
+        self._encoders = {}  # the password may have changed, and the plan objects have
         now = asyncio.get_running_loop().time()
         self._emit(self.node.reload(plan, now))
         if address6_changed:
@@ -709,7 +711,7 @@ class Daemon:
             self._feed_source(True, asyncio.get_running_loop().time())
         if self._is_source6(index, address.ip):
             self._feed_source(True, asyncio.get_running_loop().time(), 6)
-        if index == self._vip_index and address.ip in self._held:
+        if index == self._vip_index and self._held and address.ip in self._held:
             self._in_service(address.ip)  # type: ignore[arg-type]
         if index == self._vip_index and address.ip.is_link_local:
             self._check_vip6()  # IPv6 turned on or off there (a VIP's event reads nothing)
@@ -872,8 +874,9 @@ class Daemon:
         defer = len(effects) > LOG_AFTER_BATCH and self._deferred_logs is None
         if defer:
             self._deferred_logs = []
+        held_any = self._held  # empty but for fresh IPv6 VIPs: no address hashed per effect
         for e in effects:
-            held = self._held.get(e.vip.ip)  # type: ignore[call-overload]
+            held = held_any.get(e.vip.ip) if held_any else None  # type: ignore[call-overload]
             if held is not None and not isinstance(e.action, DelAddress):
                 held[0].append(e)  # after the ones already waiting, in order
                 continue
@@ -909,14 +912,13 @@ class Daemon:
         a = e.action
         v = e.vip
         if isinstance(a, SendAdvert):
-            carp = codec.encode_advert(
-                vhid=v.vhid,
-                advbase=a.advbase,
-                advskew=a.advskew,
-                counter=a.counter,
-                vip=v.ip,
-                password=self.plan.cluster.password,
-            )
+            # Each VIP's encoder, found by its plan object's identity (kept and compared: a
+            # reused id never finds another's); a reload starts them again.
+            known = self._encoders.get(id(v))
+            if known is None or known[0] is not v:
+                enc = codec.AdvertEncoder(v.vhid, v.ip, self.plan.cluster.password)
+                known = self._encoders[id(v)] = (v, enc)
+            carp = known[1].encode(a.advbase, a.advskew, a.counter)
             if isinstance(v.group, IPv6Address):
                 assert self.socket6 is not None
                 self.socket6.send(carp, v.group)

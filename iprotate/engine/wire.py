@@ -56,6 +56,11 @@ def receive_buffer_size(vips: int) -> int:
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
+# Group destinations remembered by object (see CarpSocket.send): more than a cluster has
+# groups, so only reloads ever fill it; then it starts again.
+MAX_DESTINATIONS = 1024
+
+
 class CarpSocket:
     """Receives every CARP packet on `interface`; sends adverts from `src` to any joined group."""
 
@@ -72,7 +77,10 @@ class CarpSocket:
         self.groups: set[IPv4Address] = set()
         # Each group's destination as sendto wants it, made once: str() of an address per
         # advert was a visible part of a master's send path at 1,000 VIPs (bench/scale.py).
-        self._dest: dict[IPv4Address, tuple[str, int]] = {}
+        # Found by the group object's identity (the plan's objects, the same for every advert;
+        # the object is kept and compared, so a reused id never finds another's): an
+        # IPv4Address hashes as hash(hex(int)) on every lookup.
+        self._dest: dict[int, tuple[IPv4Address, tuple[str, int]]] = {}
         self._mreqn = lambda group: struct.pack("=4s4si", group.packed, src.packed, ifindex)
         s = socket.socket(socket.AF_INET, socket.SOCK_RAW, CARP_PROTO)
         try:
@@ -116,10 +124,12 @@ class CarpSocket:
         return self.sock.fileno()
 
     def send(self, carp: bytes, group: IPv4Address) -> None:
-        dest = self._dest.get(group)
-        if dest is None:
-            dest = self._dest[group] = (str(group), 0)
-        self.sock.sendto(carp, dest)
+        known = self._dest.get(id(group))
+        if known is None or known[0] is not group:
+            if len(self._dest) >= MAX_DESTINATIONS:  # each reload brings new objects
+                self._dest.clear()
+            known = self._dest[id(group)] = (group, (str(group), 0))
+        self.sock.sendto(carp, known[1])
 
     def recv(self) -> bytes | None:
         """One packet (IP header included), or None when nothing is waiting."""
