@@ -157,9 +157,16 @@ def test_reload_adds_and_removes_ipv6_vips_and_their_addresses(lab6: BgpLab) -> 
     for h in lab6.names:
         lab6.ask(h, "reload")
     lab6.wait(lambda: best6(lab6) == holders6(old), timeout=10)
-    for h in lab6.names:  # withdrawn, then the address goes
-        lo = lab6.seg.run(h, "ip", "-o", "-6", "addr", "show", "dev", "lo")
-        assert f" {new[0].ip}/128 " not in lo and f" {new[1].ip}/128 " not in lo
+
+    # Withdrawn, then the address goes drain_wait later (packets already sent are answered).
+    def gone() -> bool:
+        for h in lab6.names:
+            lo = lab6.seg.run(h, "ip", "-o", "-6", "addr", "show", "dev", "lo")
+            if f" {new[0].ip}/128 " in lo or f" {new[1].ip}/128 " in lo:
+                return False
+        return True
+
+    lab6.wait(gone, timeout=8.0)  # drain_wait (2 s by default) and a margin
 
 
 def test_a_removed_128_is_added_back(lab6: BgpLab) -> None:

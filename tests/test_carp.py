@@ -481,9 +481,24 @@ def test_hold_down_returning_owner_waits_then_preempts():
     for t in range(1, 30):
         assert owner.advert(float(t), PEER, 1, 64) == []
         assert owner.state is State.BACKUP
-        assert owner.deadline == pytest.approx(t + 3.0)
-    out = owner.advert(30.0, PEER, 1, 64)
+        # D, or the end of the hold-down when it comes first: it then preempts at once, not at
+        # the master's next advert (a host's adverts come in bursts: that undid the stagger).
+        assert owner.deadline == pytest.approx(min(t + 3.0, 30.0))
+        assert owner.timer(t + 0.99) == []
+    out = owner.timer(30.0)
     assert kinds(out) == [Transition, AddAddress, SendGarp, SendAdvert]
+    assert out[0].why == f"preempting {PEER} (1/64) after the hold-down"
+
+
+def test_hold_down_end_preempts_only_a_less_preferred_master():
+    owner = make(advbase=1, advskew=0)
+    owner.start(0.0, preempt_after=5.0)
+    owner.advert(4.0, PEER, 1, 64)
+    assert owner.deadline == pytest.approx(5.0)
+    # A better master appears before the hold-down ends: no preemption is left armed.
+    assert owner.advert(4.5, PEER, 0, 0) == []
+    assert owner.deadline == pytest.approx(4.5 + 3.0)
+    assert owner.timer(5.0) == [] and owner.state is State.BACKUP
 
 
 def test_hold_down_does_not_stop_master_down_takeover():
@@ -1113,17 +1128,20 @@ def test_advbase0_held_down_owner_waits_out_a_slower_master():
     m = started(make(advbase=0, advskew=16), 0.0, preempt_after=3.0)
     assert m.deadline == pytest.approx((255 + 16) / 256)  # heard nobody yet: no timeout at 62 ms
     t = 0.1
-    while t < 3.0:
+    while t + 0.1875 < 3.0:
         assert m.advert(t, PEER, 0, 48) == []
         assert m.deadline == pytest.approx(t + (48 + 16) / 256)
         assert m.timer(t + 0.187) == []  # the next advert is due: no takeover in between
         t += 0.1875
     assert m.state is State.BACKUP
-    # After the hold-down it preempts on the next advert, as with advbase >= 1.
-    out = m.advert(t, PEER, 0, 48)
+    # The hold-down ends before the next advert: it preempts then, as with advbase >= 1.
+    assert m.advert(t, PEER, 0, 48) == []
+    assert m.deadline == pytest.approx(3.0)
+    out = m.timer(3.0)
     assert (
         m.state is State.MASTER
-        and Transition(State.BACKUP, State.MASTER, f"preempting {PEER} (0/48)") in out
+        and Transition(State.BACKUP, State.MASTER, f"preempting {PEER} (0/48) after the hold-down")
+        in out
     )
 
 

@@ -50,7 +50,10 @@ What iprotate adds, each kept to the same three states:
 - Hold-down: after start or link up, preemption waits until `preempt_after` (a hold-down plus a
   per-VIP stagger chosen by the node: `stagger` apart, all within a bounded window, carp.node),
   so a flapping host does not drag addresses back and forth, and a fail-back does not storm.
-  A master-down timeout still takes over at once: an unserved VIP is never left waiting.
+  A master-down timeout still takes over at once: an unserved VIP is never left waiting. A
+  backup that hears a less preferred master before `preempt_after` preempts at `preempt_after`
+  itself, not at that master's next advert: one host's adverts come in bursts (see "Phase"), and
+  waiting for them took back every VIP of a burst at once, whatever the stagger.
 - Patience: a backup never concludes that a master is gone before that master's own interval has
   passed. With advbase 0, D = advskew/256 alone is shorter than a slower master's interval (62 ms
   for an owner behind a first backup advertising every 187 ms), so D expired between two adverts
@@ -371,6 +374,16 @@ class CarpMachine:
                 )
             self._down_at = now + self._patience(every, d, above)
             self._down_why = None
+            if (
+                theirs > ours
+                and self.cfg.preempt
+                and not self.aside
+                and self._down_at > (self.preempt_after)
+            ):
+                # A less preferred master and the hold-down not over yet: preempt when it ends,
+                # not at the master's next advert (see "Hold-down").
+                self._down_at = self.preempt_after
+                self._down_why = f"preempting {src} ({advbase}/{advskew}) after the hold-down"
             return []
         # MASTER
         yields = theirs < ours or (theirs == ours and _tiebreak(src) < _tiebreak(self.cfg.src))
