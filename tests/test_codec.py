@@ -755,3 +755,41 @@ def test_mutations_only_raise_decode_error(
     mutated = bytes(data[:cut]) + tail
     if decode_or_reject(mutated) is None:  # accepted: then ucarp's sum check holds too
         assert ucarp_sum(mutated) == 0
+
+
+def fields_agree(data: bytes) -> None:
+    """advert_fields accepts exactly what decode_fields accepts, with the same fields."""
+    fast = codec.advert_fields(data)
+    try:
+        _, _, _, adv = codec.decode_fields(data)
+    except DecodeError:
+        assert fast is None
+        return
+    assert fast == (adv.advskew, adv.advbase, adv.counter, adv.digest)
+
+
+@given(st.binary(max_size=120))
+def test_advert_fields_agrees_with_decode_fields_on_any_bytes(data: bytes) -> None:
+    fields_agree(data)
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, len(VALID) - 1), bytes_), max_size=8),
+    st.integers(0, len(VALID) + 8),
+    st.binary(max_size=8),
+)
+def test_advert_fields_agrees_with_decode_fields_on_mutations(
+    changes: list[tuple[int, int]], cut: int, tail: bytes
+) -> None:
+    data = bytearray(VALID)
+    for offset, value in changes:
+        data[offset] = value
+    fields_agree(bytes(data[:cut]) + tail)
+
+
+def test_advert_fields_agrees_with_decode_fields_on_every_single_byte_change() -> None:
+    fields_agree(VALID)
+    assert codec.advert_fields(VALID) is not None
+    for offset in range(len(VALID)):
+        for value in range(256):
+            fields_agree(patch(VALID, offset, bytes([value])))

@@ -155,7 +155,7 @@ def test_two_masters_after_a_partition_hear_each_other_within_one_advert() -> No
 
 def test_seq_saturates_instead_of_wrapping() -> None:
     a = host(ALPHA)
-    a.sent[K] = MAX_SEQ
+    a.marks_of(K).sent = MAX_SEQ
     assert split(a.counter(K, VIP, 1, 0, T0))[0] == MAX_SEQ
 
 

@@ -69,7 +69,10 @@ _IP = struct.Struct("!BBHHHBBH4s4s")
 # version/traffic class/flow label, payload length, next header, hop limit, src, dst
 _IP6 = struct.Struct("!IHBB16s16s")
 # 16-bit words of the two lengths every advert is summed at (CARP bytes alone; IP header + CARP).
-_WORDS = {n: struct.Struct(f"!{n // 2}H") for n in (36, 56)}
+# A whole IPv4 advert without options, the fields `advert_fields` looks at: version and IHL,
+# total length, TTL, protocol, CARP version and type, advskew, advbase, counter, digest.
+_PACKET = struct.Struct("!BxH4xBB10xB1xBxxB2xQ20s")
+PACKET_LEN = IP_HEADER_LEN + CARP_LEN
 
 
 class Reject(enum.Enum):
@@ -185,16 +188,14 @@ def _ones_sum(data: bytes) -> int:
 
     0 only for all-zero data, otherwise 1..0xffff; ucarp's running sum gives the same values.
     """
-    words = _WORDS.get(len(data))  # an advert's lengths: no format string built per packet
-    if words is not None:
-        total = sum(words.unpack(data))
-    else:
-        if len(data) % 2:
-            data += b"\0"
-        total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
+    if len(data) % 2:
+        data += b"\0"
+    # The data as one big-endian number is the sum of its words modulo 0xFFFF (2**16 is 1
+    # modulo 0xFFFF), and folding the carries keeps that remainder: one remainder instead of
+    # unpacking and adding the words, the checksum of every advert sent and received
+    # (bench/scale.py). A remainder of 0 is 0xFFFF unless every word is 0.
+    rest = int.from_bytes(data, "big") % 0xFFFF
+    return rest if rest or not any(data) else 0xFFFF
 
 
 def checksum(data: bytes) -> int:
@@ -232,8 +233,12 @@ def verify(advert: Advert, password: bytes, vip: IPAddress) -> bool:
 def verify_after(advert: Advert, password: bytes, prefix: bytes) -> bool:
     """`verify` with the VIP's `digest_prefix` made beforehand (its vhid must be the advert's:
     the caller looked the VIP up by it)."""
-    expected = digest_after(password, prefix, advert.counter)
-    return hmac.compare_digest(expected, advert.digest)
+    return verify_digest(advert.digest, password, prefix, advert.counter)
+
+
+def verify_digest(digest: bytes, password: bytes, prefix: bytes, counter: int) -> bool:
+    """`verify_after` from an advert's digest and counter alone (constant-time compare)."""
+    return hmac.compare_digest(digest_after(password, prefix, counter), digest)
 
 
 def pack_advert(advert: Advert) -> bytes:
@@ -372,6 +377,25 @@ def decode_fields(data: bytes) -> tuple[bytes, bytes, int, Advert]:
     if _ones_sum(data) != 0xFFFF:
         raise DecodeError(Reject.BAD_CHECKSUM, "IP header + CARP checksum")
     return src, dst, ttl, advert
+
+
+def advert_fields(data: bytes) -> tuple[int, int, int, bytes] | None:
+    """(advskew, advbase, counter, digest) of `data` if `decode_fields` accepts it, else None
+    (decode_fields then says why). The receive path's first try for every packet: no Advert
+    built, one unpack (bench/scale.py)."""
+    if len(data) != PACKET_LEN:
+        return None
+    vi, total, ttl, proto, vt, advskew, advbase, counter, md = _PACKET.unpack(data)
+    if (
+        vi != 0x45
+        or total != PACKET_LEN
+        or ttl != CARP_TTL
+        or proto != CARP_PROTO
+        or vt != (CARP_VERSION << 4) | CARP_TYPE_ADVERTISEMENT
+        or _ones_sum(data) != 0xFFFF
+    ):
+        return None
+    return advskew, advbase, counter, md
 
 
 def build_ip_packet(

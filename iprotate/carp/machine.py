@@ -261,6 +261,7 @@ class CarpMachine:
     _down_why: str | None = None  # BACKUP: why _down_at is early (a farewell), for the log
     _drain_deadline: float | None = None  # MASTER while draining: stop waiting for a taker
     _demote_preempt_after: float = 0.0  # preempt_after once the demote ends
+    _phase_of: tuple[int, float] | None = None  # (phase_slots, _phase) for those slots
 
     # --- derived values ----------------------------------------------------------------------
 
@@ -618,7 +619,11 @@ class CarpMachine:
         """Where in the interval this VIP's adverts fall: one of `phase_slots` points of [0, 1),
         hashed from its address, so the same on every start and reload (see "Phase")."""
         slots = self.phase_slots
-        return ((int(self.cfg.vip) * 2654435761) % 2**32 * slots >> 32) / slots
+        known = self._phase_of
+        if known is None or known[0] != slots:  # made once per slot count: read per advert
+            phase = ((int(self.cfg.vip) * 2654435761) % 2**32 * slots >> 32) / slots
+            known = self._phase_of = (slots, phase)
+        return known[1]
 
     def _next_advert(self, now: float) -> float:
         """The first point after `now` of this VIP's grid: its phase of the interval, every
@@ -676,7 +681,7 @@ class CarpMachine:
         )
 
     def _advert(self) -> SendAdvert:
-        if self.aside and self.state is State.MASTER and self._drain_deadline is not None:
+        if self._drain_deadline is not None and self.aside and self.state is State.MASTER:
             return SendAdvert(FAREWELL_ADVBASE, FAREWELL_ADVSKEW)
         return SendAdvert(self.cfg.advbase, self.advskew)
 

@@ -94,11 +94,18 @@ def tag(
     seq: int,
 ) -> int:
     """The 32-bit tag over everything the CARP digest leaves out, and seq."""
-    msg = src.packed + group.packed + bytes((vhid, advbase, advskew)) + vip.packed
-    msg += seq.to_bytes(4, "big")
+    head = src.packed + group.packed + bytes((vhid,))
+    return int.from_bytes(_tag_bytes(key, head, advbase, advskew, vip.packed, seq), "big")
+
+
+def _tag_bytes(
+    key: bytes, head: bytes, advbase: int, advskew: int, vip_packed: bytes, seq: int
+) -> bytes:
+    """The tag's 4 bytes; `head` is `tag_head` (sender, group, vhid)."""
+    msg = head + bytes((advbase, advskew)) + vip_packed + seq.to_bytes(4, "big")
     # One-shot HMAC (no object per advert): the same HMAC-SHA256, cheaper on both the send and
     # the receive path (bench/scale.py).
-    return int.from_bytes(hmac_digest(key, msg, "sha256")[:4], "big")
+    return hmac_digest(key, msg, "sha256")[:4]
 
 
 def split(counter: int) -> tuple[int, int]:
@@ -107,31 +114,32 @@ def split(counter: int) -> tuple[int, int]:
 
 
 @dataclass
+class Marks:
+    """What one host knows of one VIP's seqs: the last it sent, the highest it accepted from
+    any peer, and the last accepted from each peer (None: none yet)."""
+
+    sent: int | None = None
+    top: int | None = None
+    heard: dict[IPAddress, int] = field(default_factory=dict)
+
+
+def tag_head(src: IPAddress, k: Key) -> bytes:
+    """The fixed start of a tag's message for adverts of VIP `k` from `src`."""
+    return src.packed + k[0].packed + bytes((k[1],))
+
+
+@dataclass
 class NativeAuth:
-    """One host's side: seals the counters it sends, checks the ones its iprotate peers send."""
+    """One host's side: seals the counters it sends, checks the ones its iprotate peers send.
+
+    The marks are kept per VIP (`Marks`): a receive or send path that holds a VIP's Marks and
+    its tag message's fixed bytes calls `judge` and `seal` with them, without a lookup keyed by
+    addresses per advert (bench/scale.py); `check` and `counter` find them first."""
 
     key: bytes
     src: IPv4Address  # our own address: what our tags cover
     src6: IPv6Address | None = None  # our IPv6 source: what our IPv6 VIPs' tags cover
-    sent: dict[Key, int] = field(default_factory=dict)  # last seq sent per VIP
-    top: dict[Key, int] = field(default_factory=dict)  # highest seq accepted per VIP, any peer
-    heard: dict[tuple[IPAddress, Key], int] = field(default_factory=dict)  # per peer and VIP
-    # (sender, VIP) -> (vip, the tag message's bytes before vhid and after it): made once, not
-    # three `packed` per advert (bench/scale.py). Bounded by senders times VIPs; `forget` and a
-    # VIP's address changing renew it.
-    _parts: dict[tuple[IPAddress, Key], tuple[IPAddress, bytes, bytes]] = field(
-        default_factory=dict, repr=False
-    )
-
-    def _tag(
-        self, src: IPAddress, k: Key, vip: IPAddress, advbase: int, advskew: int, seq: int
-    ) -> int:
-        """`tag(self.key, src, *k, vip, advbase, advskew, seq)`, with the fixed parts cached."""
-        parts = self._parts.get((src, k))
-        if parts is None or (parts[0] is not vip and parts[0] != vip):
-            parts = self._parts[(src, k)] = (vip, src.packed + k[0].packed, vip.packed)
-        msg = parts[1] + bytes((k[1], advbase, advskew)) + parts[2] + seq.to_bytes(4, "big")
-        return int.from_bytes(hmac_digest(self.key, msg, "sha256")[:4], "big")
+    marks: dict[Key, Marks] = field(default_factory=dict)
 
     @classmethod
     def for_password(
@@ -139,18 +147,56 @@ class NativeAuth:
     ) -> NativeAuth:
         return cls(derive_key(password), src, src6)
 
+    # Read-only views for status and tests: per VIP, and per (peer, VIP).
+    @property
+    def sent(self) -> dict[Key, int]:
+        return {k: m.sent for k, m in self.marks.items() if m.sent is not None}
+
+    @property
+    def top(self) -> dict[Key, int]:
+        return {k: m.top for k, m in self.marks.items() if m.top is not None}
+
+    @property
+    def heard(self) -> dict[tuple[IPAddress, Key], int]:
+        return {(src, k): s for k, m in self.marks.items() for src, s in m.heard.items()}
+
+    def marks_of(self, k: Key) -> Marks:
+        """VIP `k`'s marks (made on first use; the caller asks only for planned VIPs)."""
+        m = self.marks.get(k)
+        if m is None:
+            m = self.marks[k] = Marks()
+        return m
+
+    def own_source(self, k: Key) -> IPAddress:
+        """The address our adverts for VIP `k` are sealed with: of its group's family."""
+        src = self.src6 if k[0].version == 6 else self.src
+        if src is None:
+            raise ValueError(f"no IPv6 source to seal adverts of vhid {k[1]} in {k[0]}")
+        return src
+
     def counter(
         self, k: Key, vip: IPAddress, advbase: int, advskew: int, wall_seconds: float
     ) -> int:
         """The counter of our next advert for VIP `k` with this priority."""
-        src = self.src6 if k[0].version == 6 else self.src
-        if src is None:
-            raise ValueError(f"no IPv6 source to seal adverts for {vip}")
-        seq = max(self.sent.get(k, 0) + 1, self.top.get(k, 0) + 1, int(wall_seconds))
+        head = tag_head(self.own_source(k), k)
+        return self.seal(self.marks_of(k), head, vip.packed, advbase, advskew, wall_seconds)
+
+    def seal(
+        self,
+        marks: Marks,
+        head: bytes,
+        vip_packed: bytes,
+        advbase: int,
+        advskew: int,
+        wall_seconds: float,
+    ) -> int:
+        """`counter` for the VIP whose `marks` these are, `head` its `tag_head` from our own
+        source and `vip_packed` its address."""
+        seq = max((marks.sent or 0) + 1, (marks.top or 0) + 1, int(wall_seconds))
         seq = min(seq, MAX_SEQ)  # the year 2106; a full seq is replayed, never wrapped
-        self.sent[k] = seq
-        t = self._tag(src, k, vip, advbase, advskew, seq)
-        return seq << SEQ_BITS | t
+        marks.sent = seq
+        t = _tag_bytes(self.key, head, advbase, advskew, vip_packed, seq)
+        return seq << SEQ_BITS | int.from_bytes(t, "big")
 
     def check(
         self,
@@ -166,13 +212,29 @@ class NativeAuth:
 
         `wall_seconds`, our wall clock, is part of what a seq may not jump far above (FUTURE);
         without it that check is skipped."""
-        seq, got = split(counter)
-        want = self._tag(src, k, vip, advbase, advskew, seq)
-        if not hmac.compare_digest(want.to_bytes(4, "big"), got.to_bytes(4, "big")):
+        marks = self.marks_of(k)
+        return self.judge(
+            marks, src, tag_head(src, k), vip.packed, advbase, advskew, counter, wall_seconds
+        )
+
+    def judge(
+        self,
+        marks: Marks,
+        src: IPAddress,
+        head: bytes,
+        vip_packed: bytes,
+        advbase: int,
+        advskew: int,
+        counter: int,
+        wall_seconds: float | None = None,
+    ) -> Verdict:
+        """`check` for the VIP whose `marks` these are, `head` its `tag_head` from `src`."""
+        seq = counter >> SEQ_BITS
+        want = _tag_bytes(self.key, head, advbase, advskew, vip_packed, seq)
+        if not hmac.compare_digest(want, (counter & TAG_MASK).to_bytes(4, "big")):
             return Verdict.FORGED
-        peer = (src, k)
-        last = self.heard.get(peer)
-        top, sent = self.top.get(k), self.sent.get(k)
+        last = marks.heard.get(src)
+        top, sent = marks.top, marks.sent
         if wall_seconds is not None and (top is not None or sent is not None or last is not None):
             # Only against marks: a host that knows nothing of the VIP yet (just started) must
             # hear its master whatever its seq (sub-second intervals lift seqs above the wall
@@ -185,14 +247,11 @@ class NativeAuth:
             return Verdict.REPLAY
         if seq < max(top or 0, sent or 0):
             return Verdict.STALE
-        self.heard[peer] = seq
+        marks.heard[src] = seq
         if seq > (top or 0):
-            self.top[k] = seq
+            marks.top = seq
         return Verdict.OK
 
     def forget(self, keep: set[Key]) -> None:
         """Drop what we know of VIPs no longer planned (a reload)."""
-        self.sent = {k: s for k, s in self.sent.items() if k in keep}
-        self.top = {k: s for k, s in self.top.items() if k in keep}
-        self.heard = {pk: s for pk, s in self.heard.items() if pk[1] in keep}
-        self._parts = {}
+        self.marks = {k: m for k, m in self.marks.items() if k in keep}

@@ -42,7 +42,7 @@ from iprotate.carp.machine import (
     State,
     Transition,
 )
-from iprotate.carp.native_auth import NativeAuth, Verdict, derive_key
+from iprotate.carp.native_auth import Marks, NativeAuth, Verdict, derive_key, tag_head
 from iprotate.cluster.model import IPAddress
 from iprotate.plan.model import Plan, VipPlan
 from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW, SICK_ADVSKEW, interval
@@ -159,6 +159,42 @@ class Drift:
     count: int = 1
 
 
+class _Pair:
+    """A sender and a VIP of ours: what the receive path needs for each advert of that pair.
+
+    Made on the pair's first advert that passes the routing checks (the sender a host of the
+    file and not us, the group and vhid a planned VIP, an iprotate sender or one in the VIP's
+    order) and found from then on with one lookup by the packet's raw bytes (`Node._pairs`),
+    instead of those checks and a dozen lookups keyed by address objects (bench/scale.py). A
+    pair holds only facts of the plan, so every plan change drops them all. Bounded by hosts
+    of the file times VIPs."""
+
+    __slots__ = (
+        "allowed", "head", "key", "machine", "marks", "native", "planned", "prefix", "seen",
+        "src", "vip", "vip_packed",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        key: Key,
+        src: IPAddress,
+        vip: VipPlan,
+        prefix: bytes,
+        planned: int | None,
+        machine: CarpMachine | None,
+        marks: Marks | None,
+    ) -> None:
+        self.key, self.src, self.vip, self.prefix = key, src, vip, prefix
+        self.planned = planned  # the sender's advskew in the plan for this VIP (None: no part)
+        self.native = marks is not None  # an iprotate sender: authenticated, with fresh seqs
+        self.machine, self.marks = machine, marks
+        self.head = tag_head(src, key)
+        self.vip_packed = vip.ip.packed
+        # The skews that are no drift with the plan's advbase (see _check_priorities).
+        self.allowed = () if planned is None else (planned, FAREWELL_ADVSKEW, SICK_ADVSKEW)
+        self.seen: Seen | None = None
+
+
 @dataclass
 class Node:
     """One host's share of the plan. Build with `Node.build`."""
@@ -206,6 +242,13 @@ class Node:
     _keys_of: dict[IPAddress, tuple[Key, ...]] = field(default_factory=dict)
     _canon: dict[bytes, _Address] = field(default_factory=dict)  # packed IPv4 -> the node's own
     _routes: dict[Key, tuple[VipPlan, bytes, dict[IPAddress, int]]] = field(default_factory=dict)
+    # (sender, VIP) pairs heard: IPv4 ones keyed by the packet's bytes 12..21 (source, group,
+    # CARP version and type, vhid), IPv6 ones by (source, group, vhid). See _Pair.
+    _pairs: dict[object, _Pair] = field(default_factory=dict)
+    # What sealing our adverts of a VIP takes, made on its first advert: its marks, the tag's
+    # fixed bytes from our source, the VIP's bytes (three lookups and two `packed` an advert
+    # before: bench/scale.py). Dropped with the pairs.
+    _seals: dict[Key, tuple[Marks, bytes, bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._index_hosts()
@@ -218,6 +261,7 @@ class Node:
     def _index_hosts(self) -> None:
         # Looked up for every packet: keep them at hand rather than search the host list.
         c = self.plan.cluster
+        self._pairs, self._seals = {}, {}  # facts of the old plan
         # One _Address per IPv4 host and group address (the same objects across reloads), and
         # the VIPs keyed with them: see _Address. IPv6 ones stay as they are.
         old = self._canon
@@ -430,6 +474,12 @@ class Node:
 
     def packet(self, now: float, data: bytes) -> list[Effect]:
         """A packet read from the IPv4 CARP socket. Bad ones are dropped and counted."""
+        raw = data[12:22]  # source, group, CARP version and type, vhid: a pair's key
+        pair = self._pairs.get(raw)
+        if pair is not None:
+            fields = codec.advert_fields(data)
+            if fields is not None:
+                return self._accept(now, pair, *fields)
         try:
             raw_src, raw_dst, _, advert = codec.decode_fields(data)
         except codec.DecodeError as e:
@@ -439,7 +489,7 @@ class Node:
         # equal either way, only the lookups below are cheaper (see _Address).
         src = self._canon.get(raw_src) or IPv4Address(raw_src)
         dst = self._canon.get(raw_dst) or IPv4Address(raw_dst)
-        return self._receive(now, advert, src, dst)
+        return self._receive(now, advert, src, dst, raw)
 
     def packet6(
         self, now: float, carp: bytes, src: IPv6Address, dst: IPv6Address, hop_limit: int
@@ -451,12 +501,18 @@ class Node:
         except codec.DecodeError as e:
             self.counters[f"drop_{e.reason.value}"] += 1
             return []
-        return self._receive(now, pkt.advert, pkt.src, pkt.dst)
+        adv = pkt.advert
+        raw = (pkt.src, pkt.dst, adv.vhid)
+        pair = self._pairs.get(raw)
+        if pair is not None:
+            return self._accept(now, pair, adv.advskew, adv.advbase, adv.counter, adv.digest)
+        return self._receive(now, adv, pkt.src, pkt.dst, raw)
 
     def _receive(
-        self, now: float, adv: codec.Advert, src: IPAddress, dst: IPAddress
+        self, now: float, adv: codec.Advert, src: IPAddress, dst: IPAddress, raw: object
     ) -> list[Effect]:
-        """The checks after decoding, the same for both families."""
+        """The routing checks after decoding, the same for both families; a packet that passes
+        them makes its pair (`raw` its key) and goes on to `_accept`."""
         if src in self._own:
             return []  # our own advert, looped back
         if src not in self._host_at:
@@ -473,14 +529,38 @@ class Node:
                 self.unplanned[(src, dst, adv.vhid)] = now
             return []
         vip, prefix, skews = route
-        if not codec.verify_after(adv, self.plan.cluster.password, prefix):
+        native = src in self._native
+        if not native and src not in skews:
+            # A ucarp host's advert carries no tag: anyone can send one under its address. For
+            # the VIPs it serves that is CARP's own limit, but a VIP it takes no part in must
+            # not listen to it, or a captured advert resent from there, with any priority,
+            # moves (or holds off) a VIP served only by iprotate hosts.
+            self.counters["drop_not_in_order"] += 1
+            self._drifting(
+                now, key, src,
+                f"{self._host_at[src]} (ucarp) advertises but takes no part in the plan",
+            )  # fmt: skip
+            return []
+        marks = self.auth.marks_of(key) if native else None
+        pair = _Pair(key, src, vip, prefix, skews.get(src), self.machines.get(key), marks)
+        self._pairs[raw] = pair
+        return self._accept(now, pair, adv.advskew, adv.advbase, adv.counter, adv.digest)
+
+    def _accept(
+        self, now: float, pair: _Pair, advskew: int, advbase: int, counter: int, digest: bytes
+    ) -> list[Effect]:
+        """The checks of one advert of a known pair (digest, iprotate sender and freshness),
+        then what it tells us: who is heard, drift from the plan, and the VIP's machine."""
+        key, src = pair.key, pair.src
+        if not codec.verify_digest(digest, self.plan.cluster.password, pair.prefix, counter):
             self.counters[f"drop_{codec.Reject.BAD_DIGEST.value}"] += 1
             self._drifting(now, key, src, "fails the digest check (another password, VIP or vhid)")
             return []
-        if src in self._native:
-            verdict = self.auth.check(
-                src, key, vip.ip, adv.advbase, adv.advskew, adv.counter, now + self.wall_offset
-            )
+        if pair.marks is not None:
+            verdict = self.auth.judge(
+                pair.marks, src, pair.head, pair.vip_packed, advbase, advskew, counter,
+                now + self.wall_offset,
+            )  # fmt: skip
             if verdict is not Verdict.OK:
                 self.counters[f"drop_{verdict.value}"] += 1
                 if verdict is Verdict.FORGED:
@@ -495,37 +575,22 @@ class Node:
                         "sends a counter years ahead (a forged guess, or its clock is wrong)",
                     )  # fmt: skip
                 return []
-        elif src not in skews:
-            # A ucarp host's advert carries no tag: anyone can send one under its address. For
-            # the VIPs it serves that is CARP's own limit, but a VIP it takes no part in must
-            # not listen to it, or a captured advert resent from there, with any priority,
-            # moves (or holds off) a VIP served only by iprotate hosts.
-            self.counters["drop_not_in_order"] += 1
-            self._drifting(
-                now, key, src,
-                f"{self._host_at[src]} (ucarp) advertises but takes no part in the plan",
-            )  # fmt: skip
-            return []
         self.counters["adverts_received"] += 1
-        heard = self.seen.setdefault(key, {})
-        prior = heard.get(src)
-        streak = prior is not None and now - prior.at <= self._fresh()
-        first = prior.first if streak and prior is not None else now
+        prior = pair.seen
         if prior is None:
-            heard[src] = Seen(src, adv.advbase, adv.advskew, now, first)
+            prior = pair.seen = self.seen.setdefault(key, {}).get(src)
+        if prior is None:
+            pair.seen = self.seen[key][src] = Seen(src, advbase, advskew, now, now)
         else:  # updated in place: one object less per advert received
-            prior.advbase, prior.advskew, prior.at, prior.first = (
-                adv.advbase,
-                adv.advskew,
-                now,
-                first,
-            )
-        planned = skews.get(src)
-        self._check_priorities(now, key, src, adv.advbase, adv.advskew, planned)
-        m = self.machines.get(key)
+            if now - prior.at > self._fresh():
+                prior.first = now  # a new streak
+            prior.advbase, prior.advskew, prior.at = advbase, advskew, now
+        if self.drift or advbase != self.plan.cluster.advbase or advskew not in pair.allowed:
+            self._check_priorities(now, key, src, advbase, advskew, pair.planned)
+        m = pair.machine
         if m is None:
             return []  # a VIP we only watch
-        return self._effects(key, m.advert(now, src, adv.advbase, adv.advskew, planned), now)
+        return self._effects(key, m.advert(now, src, advbase, advskew, pair.planned), now, m)
 
     def reload(self, plan: Plan, now: float) -> list[Effect]:
         """Apply a new plan: unchanged VIPs are not touched, changed priorities are applied in
@@ -584,6 +649,7 @@ class Node:
             health[name] = st
         self.health = health
         self.machines = self._rekeyed(self.machines)
+        self._pairs, self._seals = {}, {}  # they hold the machines and marks replaced above
         self._set_phase_slots()
         return out + self._apply_health(now)
 
@@ -602,7 +668,7 @@ class Node:
             if d > now:
                 self._schedule(key, m)  # its deadline moved later meanwhile
                 continue
-            out += self._effects(key, m.timer(now), now)
+            out += self._effects(key, m.timer(now), now, m)
         return out
 
     @property
@@ -659,8 +725,13 @@ class Node:
                 i += 1
         return out
 
-    def _effects(self, key: Key, actions: list[Action], now: float) -> list[Effect]:
-        m = self.machines[key]
+    def _effects(
+        self, key: Key, actions: list[Action], now: float, m: CarpMachine | None = None
+    ) -> list[Effect]:
+        """`actions` of the machine of `key` (`m`, if the caller has it) as effects, its next
+        deadline queued, and each advert's counter sealed."""
+        if m is None:
+            m = self.machines[key]
         self._schedule(key, m)
         if not actions:  # a backup hearing its master: nothing more per advert
             return []
@@ -672,10 +743,13 @@ class Node:
             elif isinstance(a, SendAdvert):
                 # Every advert leaves with a sealed counter: peers authenticate its sender and
                 # priority and drop it when replayed (carp.native_auth).
+                seal = self._seals.get(key)
+                if seal is None:
+                    head = tag_head(self.auth.own_source(key), key)
+                    seal = self._seals[key] = (self.auth.marks_of(key), head, vip.ip.packed)
                 wall = now + self.wall_offset
-                a = SendAdvert(
-                    a.advbase, a.advskew, self.auth.counter(key, vip.ip, a.advbase, a.advskew, wall)
-                )
+                counter = self.auth.seal(*seal, a.advbase, a.advskew, wall)
+                a = SendAdvert(a.advbase, a.advskew, counter)
             out.append(Effect(vip, a))
         return out
 

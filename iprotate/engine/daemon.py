@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import (
     IPv4Address,
@@ -31,7 +31,7 @@ from ipaddress import (
     ip_interface,
 )
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pyroute2 import AsyncIPRoute
 
@@ -82,6 +82,7 @@ READ_BATCH = 64
 IN_SERVICE_WAIT = 0.05
 # Effects in one batch above which the state-change log lines wait for the batch's end (_emit).
 LOG_AFTER_BATCH = 64
+_R = TypeVar("_R")
 
 
 class StartError(Exception):
@@ -870,30 +871,88 @@ class Daemon:
         """In a large batch (a takeover of hundreds of VIPs at once) the state-change lines are
         written after the batch's effects: a log line costs about 14 us, and written in between
         they held the last of 4,000 addresses back by 50 ms (bench/scale.py). The lines and their
-        order are the same."""
+        order are the same.
+
+        Adverts that follow each other in `effects` (a grid point's adverts: carp.machine
+        "Phase") are encoded first and then sent back to back, before the next effect of
+        another kind: the order of effects is kept, only the sendto calls come together. Sent
+        one by one between the encodings, each advert found the receiving side asleep again and
+        paid for waking it (bench/scale.py)."""
         defer = len(effects) > LOG_AFTER_BATCH and self._deferred_logs is None
         if defer:
             self._deferred_logs = []
         held_any = self._held  # empty but for fresh IPv6 VIPs: no address hashed per effect
+        adverts: list[tuple[VipPlan, bytes]] = []
         for e in effects:
             held = held_any.get(e.vip.ip) if held_any else None  # type: ignore[call-overload]
             if held is not None and not isinstance(e.action, DelAddress):
                 held[0].append(e)  # after the ones already waiting, in order
                 continue
+            if type(e.action) is SendAdvert:
+                if (carp := self._guarded(e, self._encode)) is not None:
+                    adverts.append((e.vip, carp))
+                continue
+            if adverts:
+                self._send_adverts(adverts)
+                adverts = []
             if held is not None:  # released before it is in service: whatever waits goes first
                 self._in_service(e.vip.ip, released=True)  # type: ignore[arg-type]
-            try:
-                self._apply(e)
-            except OSError as err:  # the NIC vanished, the socket broke: log, keep going
-                self.node.counters["errors"] += 1
-                log.error("%s vhid %d: %s failed: %s", e.vip.address, e.vip.vhid, e.action, err)
-            except Exception:  # a bug must not stop every other VIP's adverts
-                self.node.counters["errors"] += 1
-                log.exception("%s vhid %d: %s failed", e.vip.address, e.vip.vhid, e.action)
+            self._guarded(e, self._apply)
+        if adverts:
+            self._send_adverts(adverts)
         if defer:
             lines, self._deferred_logs = self._deferred_logs, None
             for args in lines or ():
                 log.info(*args)
+
+    def _guarded(self, e: Effect, do: Callable[[Effect], _R]) -> _R | None:
+        """`do(e)`; what it raises is logged and counted, and the other effects go on."""
+        try:
+            return do(e)
+        except OSError as err:  # the NIC vanished, the socket broke: log, keep going
+            self.node.counters["errors"] += 1
+            log.error("%s vhid %d: %s failed: %s", e.vip.address, e.vip.vhid, e.action, err)
+        except Exception:  # a bug must not stop every other VIP's adverts
+            self.node.counters["errors"] += 1
+            log.exception("%s vhid %d: %s failed", e.vip.address, e.vip.vhid, e.action)
+        return None
+
+    def _encode(self, e: Effect) -> bytes:
+        """The CARP bytes of the SendAdvert `e`. Each VIP's encoder is found by its plan
+        object's identity (kept and compared: a reused id never finds another's); a reload
+        starts them again."""
+        a, v = e.action, e.vip
+        assert isinstance(a, SendAdvert)
+        known = self._encoders.get(id(v))
+        if known is None or known[0] is not v:
+            enc = codec.AdvertEncoder(v.vhid, v.ip, self.plan.cluster.password)
+            known = self._encoders[id(v)] = (v, enc)
+        return known[1].encode(a.advbase, a.advskew, a.counter)
+
+    def _send_adverts(self, adverts: list[tuple[VipPlan, bytes]]) -> None:
+        """Send encoded adverts back to back, each to its VIP's group; a failed one is logged
+        and counted, and the others still go."""
+        for v, carp in adverts:
+            try:
+                if isinstance(v.group, IPv6Address):
+                    assert self.socket6 is not None
+                    self.socket6.send(carp, v.group)
+                else:
+                    assert self.socket is not None
+                    self.socket.send(carp, v.group)
+            except OSError as err:
+                self.node.counters["errors"] += 1
+                log.error("%s vhid %d: sending an advert failed: %s", v.address, v.vhid, err)
+                continue
+            self.node.counters["adverts_sent"] += 1
+            # Only right after a takeover (the key's hash is not free, adverts go out every T).
+            started = (
+                self._takeover_started.pop((v.group, v.vhid), None)
+                if self._takeover_started
+                else None
+            )
+            if started is not None:
+                self.node.takeover_seconds[(v.group, v.vhid)] = time.perf_counter() - started
 
     def _arm_timer(self) -> None:
         loop = asyncio.get_running_loop()
@@ -912,28 +971,7 @@ class Daemon:
         a = e.action
         v = e.vip
         if isinstance(a, SendAdvert):
-            # Each VIP's encoder, found by its plan object's identity (kept and compared: a
-            # reused id never finds another's); a reload starts them again.
-            known = self._encoders.get(id(v))
-            if known is None or known[0] is not v:
-                enc = codec.AdvertEncoder(v.vhid, v.ip, self.plan.cluster.password)
-                known = self._encoders[id(v)] = (v, enc)
-            carp = known[1].encode(a.advbase, a.advskew, a.counter)
-            if isinstance(v.group, IPv6Address):
-                assert self.socket6 is not None
-                self.socket6.send(carp, v.group)
-            else:
-                assert self.socket is not None
-                self.socket.send(carp, v.group)
-            self.node.counters["adverts_sent"] += 1
-            # Only right after a takeover (the key's hash is not free, adverts go out every T).
-            started = (
-                self._takeover_started.pop((v.group, v.vhid), None)
-                if self._takeover_started
-                else None
-            )
-            if started is not None:
-                self.node.takeover_seconds[(v.group, v.vhid)] = time.perf_counter() - started
+            self._send_adverts([(v, self._encode(e))])
         elif isinstance(a, AddAddress):
             assert self.addresses is not None
             if self.addresses.add(v.address):
