@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import signal
 import sys
@@ -16,6 +15,7 @@ import click
 from tabulate import tabulate
 
 from iprotate.cli import lab_bgp, main
+from iprotate.cli.lab_loop import Commands, interactive
 from iprotate.cluster.model import ClusterError
 from iprotate.lab.bgplab import BgpLab
 from iprotate.lab.lab import SERVICE_CHECK, SERVICE_PORT, Lab
@@ -108,39 +108,18 @@ def _demo(lab: Lab) -> bool:
 
 
 def _interactive(lab: Lab) -> None:
-    last = ""
-    while True:
-        lab.poll_probe(0.0)
-        shown = _table(lab)
-        body = shown.split("\n", 1)[1]
-        if body != last:
-            click.clear()  # a live table, redrawn in place
-            click.echo(f"{shown}\n\n{_help(lab)}\n> ", nl=False)
-            last = body
-        ready, _, _ = select.select([sys.stdin], [], [], 0.2)
-        if not ready:
-            continue
-        line = sys.stdin.readline()
-        if not line:
-            return
-        words = line.split()
-        if not words:
-            continue
-        cmd, args = words[0], words[1:]
-        if cmd in ("quit", "q", "exit"):
-            return
-        actions = {"fail": lab.kill, "stop": lab.stop, "start": lab.restore}
-        if lab.service:
-            actions |= {"break": lab.stop_service, "fix": lab.start_service}
-        if cmd in actions and len(args) == 1 and args[0] in lab.names:
-            try:
-                actions[cmd](args[0])
-            except (RuntimeError, OSError) as e:  # e.g. a service that cannot start: say so
-                click.echo(f"{cmd} {args[0]}: {e}\n> ", nl=False)
-                continue
-            last = ""
-        else:
-            click.echo(f"? {line.strip()}\n{_help(lab)}\n> ", nl=False)
+    actions = {"fail": lab.kill, "stop": lab.stop, "start": lab.restore}
+    if lab.service:
+        actions |= {"break": lab.stop_service, "fix": lab.start_service}
+    commands = Commands(
+        actions,
+        lab.names,
+        _help(lab),
+        failures=(RuntimeError, OSError),  # e.g. a service that cannot start: say so
+        poll=lambda: lab.poll_probe(0.0),
+        every=0.2,
+    )
+    interactive(lambda: _table(lab), commands)
 
 
 def _help(lab: Lab) -> str:
