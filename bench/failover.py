@@ -62,6 +62,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))  # the sibling modules, also when imported from the tests
 from keepalived import KEEPALIVED, KeepalivedLab, priority  # noqa: E402
 from keepalived import master_down as vrrp_master_down  # noqa: E402
+from timeline import runs  # noqa: E402
 
 HOSTS = 3
 VIPS = 12
@@ -234,21 +235,15 @@ def segments(
     """Runs of consecutive pings answered by one host, as [from, to, host] in seconds after t0 by
     the time each ping was sent (a lost ping is a gap where it was sent, however late the
     replies around it were read), for the plot. A gap over three ping intervals ends a run."""
-    out: list[list[Any]] = []
     seen: set[int] = set()
+    events = []
     for r in rs:
         t = sent.get(r.seq)
-        if t is None or r.seq in seen or not start <= t <= end:
+        if t is None or r.seq in seen:
             continue
         seen.add(r.seq)
-        x = t - t0
-        if out and out[-1][2] == r.host and x - out[-1][1] <= 3 * PING_INTERVAL:
-            out[-1][1] = x
-        else:
-            out.append([x, x, r.host])
-    for seg in out:
-        seg[0], seg[1] = round(seg[0], 4), round(seg[1] + PING_INTERVAL, 4)
-    return out
+        events.append((t, r.host))
+    return runs(events, t0, start, end, PING_INTERVAL)
 
 
 def stable_since(rs: list[Reply], rounds: list[int], holder: str | None) -> float | None:
@@ -836,7 +831,9 @@ def write_outputs(doc: dict[str, Any], out: Path) -> None:
     (out / "failover.json").write_text(dumps(doc) + "\n")
     (out / "failover.md").write_text(markdown(doc))
     try:
-        from timeline import plot
+        from timeline import plot, pyplot
+
+        pyplot()
     except ImportError as e:  # matplotlib is the `bench` extra
         print(f"failover: no plot ({e}); pip install matplotlib", file=sys.stderr)
         return
