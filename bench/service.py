@@ -58,10 +58,13 @@ sys.path.insert(0, str(BENCH))  # the sibling modules, also when imported from t
 from failover import (  # noqa: E402
     commit,
     dumps,
-    interrupted_exit,
+    engine_names,
+    held,
+    new_doc,
     percentile,
     promote_secondaries,
-    terminate_as_interrupt,
+    run_each,
+    version,
 )
 from keepalived import KEEPALIVED, KeepalivedLab  # noqa: E402
 from timeline import runs  # noqa: E402
@@ -271,19 +274,7 @@ def settled(lab: Lab, client: Client, down: set[str]) -> bool:
 
 
 def wait_settled(lab: Lab, client: Client, down: set[str], timeout: float, hold: float) -> bool:
-    t0 = time.monotonic()
-    since: float | None = None
-    while time.monotonic() - t0 < timeout:
-        client.poll()
-        now = time.monotonic()
-        if settled(lab, client, down):
-            since = now if since is None else since
-            if now - since >= hold:
-                return True
-        else:
-            since = None
-        time.sleep(0.05)
-    return False
+    return held(lambda: settled(lab, client, down), client.poll, timeout, hold)
 
 
 def timeline(conns: list[Conn], t0: float, start: float, end: float) -> list[list[Any]]:
@@ -540,14 +531,6 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def environment(argv: list[str]) -> dict[str, Any]:
-    def version(cmd: list[str]) -> str:
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=5)
-        except OSError:
-            return "missing"
-        text = (r.stdout + r.stderr).strip()
-        return text.splitlines()[0] if text else "?"
-
     import platform
 
     return {
@@ -661,31 +644,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.replot:
         write_outputs(json.loads(args.replot.read_text()), args.out)
         return 0
-    if os.geteuid() != 0:
-        print("service: needs root (network namespaces)", file=sys.stderr)
+    names = engine_names("service", args.engines, ENGINES)
+    if names is None:
         return 2
-    names = [n for n in args.engines.split(",") if n]
-    unknown = [n for n in names if n not in ENGINES]
-    if unknown:
-        print(f"service: unknown engine(s) {unknown}; known: {list(ENGINES)}", file=sys.stderr)
-        return 2
-    doc: dict[str, Any] = {
-        "argv": argv,
-        "repeat": args.repeat,
-        "environment": environment(argv),
-        "results": [],
-        "errors": [],
-    }
-    with terminate_as_interrupt(), interrupted_exit():
-        for n in names:
-            print(f"{n}:", flush=True)
-            try:
-                res = run_engine(ENGINES[n], args.workdir / f"service-{n}", args.repeat)
-            except RuntimeError as e:
-                print(f"  {n}: {e}", file=sys.stderr)
-                doc["errors"].append({"engine": n, "error": str(e)})
-                continue
-            doc["results"].append(res)
+    doc = new_doc(argv, args.repeat, environment(argv))
+    run_each(
+        doc, names, lambda n: run_engine(ENGINES[n], args.workdir / f"service-{n}", args.repeat)
+    )
     write_outputs(doc, args.out)
     print(tabulate(table_rows(doc["results"]), HEADERS))
     return 1 if doc["errors"] else 0
