@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -183,10 +185,8 @@ def lab(
     for tool in ("ip", *(["ucarp"] if legacy else [])):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             raise click.ClickException(f"{tool} not found: apt-get install iproute2 ucarp")
-    workdir = Path(tempfile.mkdtemp(prefix="iprotate-lab-"))
-    old = {sig: signal.signal(sig, _raise_exit) for sig in EXIT_SIGNALS}
     ok = True
-    try:
+    with _session("iprotate-lab-", keep) as workdir:
         try:
             if legacy == hosts and vips6:
                 raise ValueError("every host runs ucarp, which speaks no IPv6: add --vips6 0")
@@ -219,6 +219,19 @@ def lab(
             else:
                 _interactive(lab_)
         click.echo("lab removed: every namespace, link and process it made is gone")
+    if not ok:
+        raise SystemExit(1)
+
+
+@contextlib.contextmanager
+def _session(prefix: str, keep: bool) -> Iterator[Path]:
+    """A lab's working directory, removed at the end unless `keep`; meanwhile the signals that
+    end a terminal session unwind through the lab's `with` (which removes the lab), and Ctrl-C
+    ends the lab with a word."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    old = {sig: signal.signal(sig, _raise_exit) for sig in EXIT_SIGNALS}
+    try:
+        yield workdir
     except KeyboardInterrupt:
         click.echo("\ninterrupted: lab removed")
     finally:
@@ -228,45 +241,33 @@ def lab(
             click.echo(f"files kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    if not ok:
-        raise SystemExit(1)
 
 
 def _bgp_lab(hosts: int, vips: int, vips6: int, bfd: bool, demo: bool, keep: bool) -> None:
     if shutil.which("bird") is None and not Path("/usr/sbin/bird").exists():
         raise click.ClickException("bird not found: apt-get install bird2")
-    workdir = Path(tempfile.mkdtemp(prefix="iprotate-bgplab-"))
-    old = {sig: signal.signal(sig, _raise_exit) for sig in EXIT_SIGNALS}
     ok = True
-    try:
+    with _session("iprotate-bgplab-", keep) as workdir:
         try:
             the_lab = BgpLab(hosts=hosts, vips=vips, vips6=vips6, bfd=bfd, workdir=str(workdir))
         except ValueError as e:
             raise click.ClickException(str(e)) from None
-        with the_lab as lab_:
-            click.echo(f"BGP lab {lab_.seg.prefix}: {hosts} hosts, {vips} VIPs, {vips6} IPv6 "
-                       f"VIPs, a BIRD 2 router (BFD {'on' if bfd else 'off'}), a client behind "
-                       "it")  # fmt: skip
-            click.echo(f"cluster file: {lab_.cluster_file}; logs in {workdir}\n")
-            lab_.wait(lambda: len(lab_.sessions_up()) == hosts, 30)
-            if vips6:
-                lab_.wait(lambda: len(lab_.sessions6_up()) == hosts, 30)
-            if demo or not sys.stdin.isatty():
-                ok = lab_bgp.demo(lab_)
-            else:
-                lab_bgp.interactive(lab_)
-        click.echo("lab removed: every namespace, link and process it made is gone")
-    except KeyboardInterrupt:
-        click.echo("\ninterrupted: lab removed")
-    except TimeoutError:
-        ok = False
-        click.echo("the BGP sessions did not come up: lab removed", err=True)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-        if keep:
-            click.echo(f"files kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        try:
+            with the_lab as lab_:
+                click.echo(f"BGP lab {lab_.seg.prefix}: {hosts} hosts, {vips} VIPs, {vips6} IPv6 "
+                           f"VIPs, a BIRD 2 router (BFD {'on' if bfd else 'off'}), a client "
+                           "behind it")  # fmt: skip
+                click.echo(f"cluster file: {lab_.cluster_file}; logs in {workdir}\n")
+                lab_.wait(lambda: len(lab_.sessions_up()) == hosts, 30)
+                if vips6:
+                    lab_.wait(lambda: len(lab_.sessions6_up()) == hosts, 30)
+                if demo or not sys.stdin.isatty():
+                    ok = lab_bgp.demo(lab_)
+                else:
+                    lab_bgp.interactive(lab_)
+            click.echo("lab removed: every namespace, link and process it made is gone")
+        except TimeoutError:
+            ok = False
+            click.echo("the BGP sessions did not come up: lab removed", err=True)
     if not ok:
         raise SystemExit(1)
