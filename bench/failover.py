@@ -46,7 +46,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -62,6 +62,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))  # the sibling modules, also when imported from the tests
 from keepalived import KEEPALIVED, KeepalivedLab, priority  # noqa: E402
 from keepalived import master_down as vrrp_master_down  # noqa: E402
+from timeline import runs  # noqa: E402
 
 HOSTS = 3
 VIPS = 12
@@ -199,12 +200,20 @@ def settled(lab: Lab, client: Client, down: set[str]) -> bool:
 
 def wait_settled(lab: Lab, client: Client, down: set[str], timeout: float, hold: float) -> bool:
     """Poll until `settled` has held for `hold` seconds; False on timeout."""
+    return held(lambda: settled(lab, client, down), client.poll, timeout, hold)
+
+
+def held(
+    check: Callable[[], bool], poll: Callable[[], object], timeout: float, hold: float
+) -> bool:
+    """Poll (`poll`, then `check`, every 50 ms) until `check` has held for `hold` seconds; False
+    after `timeout` (the failover and service benchmarks' wait for a settled cluster)."""
     t0 = time.monotonic()
     since: float | None = None
     while time.monotonic() - t0 < timeout:
-        client.poll()
+        poll()
         now = time.monotonic()
-        if settled(lab, client, down):
+        if check():
             since = now if since is None else since
             if now - since >= hold:
                 return True
@@ -234,21 +243,15 @@ def segments(
     """Runs of consecutive pings answered by one host, as [from, to, host] in seconds after t0 by
     the time each ping was sent (a lost ping is a gap where it was sent, however late the
     replies around it were read), for the plot. A gap over three ping intervals ends a run."""
-    out: list[list[Any]] = []
     seen: set[int] = set()
+    events = []
     for r in rs:
         t = sent.get(r.seq)
-        if t is None or r.seq in seen or not start <= t <= end:
+        if t is None or r.seq in seen:
             continue
         seen.add(r.seq)
-        x = t - t0
-        if out and out[-1][2] == r.host and x - out[-1][1] <= 3 * PING_INTERVAL:
-            out[-1][1] = x
-        else:
-            out.append([x, x, r.host])
-    for seg in out:
-        seg[0], seg[1] = round(seg[0], 4), round(seg[1] + PING_INTERVAL, 4)
-    return out
+        events.append((t, r.host))
+    return runs(events, t0, start, end, PING_INTERVAL)
 
 
 def stable_since(rs: list[Reply], rounds: list[int], holder: str | None) -> float | None:
@@ -580,14 +583,17 @@ HEADERS = [
 ]
 
 
-def environment(argv: list[str]) -> dict[str, Any]:
-    def version(cmd: list[str]) -> str:
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=5)
-        except OSError:
-            return "missing"
-        return (r.stdout + r.stderr).strip().splitlines()[0] if (r.stdout + r.stderr) else "?"
+def version(cmd: list[str]) -> str:
+    """The first line `cmd` prints (a tool's version); "missing" if it cannot run."""
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=5)
+    except OSError:
+        return "missing"
+    text = (r.stdout + r.stderr).strip()
+    return text.splitlines()[0] if text else "?"
 
+
+def environment(argv: list[str]) -> dict[str, Any]:
     return {
         "command": " ".join(["python bench/failover.py", *argv]),
         "commit": commit(),
@@ -740,36 +746,53 @@ def main(argv: list[str] | None = None) -> int:
         doc = json.loads(args.replot.read_text())
         write_outputs(doc, args.out)
         return 0
+    names = engine_names("failover", args.engines, ENGINES)
+    if names is None:
+        return 2
+    doc = new_doc(argv, args.repeat, environment(argv))
+    run_each(
+        doc,
+        names,
+        lambda n: run_engine(
+            ENGINES[n], args.workdir / n, args.repeat, not args.kernel_secondaries
+        ),
+    )
+    write_outputs(doc, args.out)
+    print(tabulate(table_rows(doc["results"]), HEADERS))
+    return 1 if doc["errors"] else 0
+
+
+def engine_names(tool: str, spec: str, engines: Mapping[str, Any]) -> list[str] | None:
+    """The engines `--engines` names, in run order; None (said on stderr) without root or with an
+    unknown one (the failover and service benchmarks' checks)."""
     if os.geteuid() != 0:
-        print("failover: needs root (network namespaces)", file=sys.stderr)
-        return 2
-    names = [n for n in args.engines.split(",") if n]
-    unknown = [n for n in names if n not in ENGINES]
+        print(f"{tool}: needs root (network namespaces)", file=sys.stderr)
+        return None
+    names = [n for n in spec.split(",") if n]
+    unknown = [n for n in names if n not in engines]
     if unknown:
-        print(f"failover: unknown engine(s) {unknown}; known: {list(ENGINES)}", file=sys.stderr)
-        return 2
-    doc: dict[str, Any] = {
-        "argv": argv,
-        "repeat": args.repeat,
-        "environment": environment(argv),
-        "results": [],
-        "errors": [],
-    }
+        print(f"{tool}: unknown engine(s) {unknown}; known: {list(engines)}", file=sys.stderr)
+        return None
+    return names
+
+
+def new_doc(argv: list[str], repeat: int, env: dict[str, Any]) -> dict[str, Any]:
+    """The results document a run fills in."""
+    return {"argv": argv, "repeat": repeat, "environment": env, "results": [], "errors": []}
+
+
+def run_each(doc: dict[str, Any], names: list[str], run: Callable[[str], dict[str, Any]]) -> None:
+    """`run` each engine in turn into `doc`; a signal tears the labs down and exits 130."""
     with terminate_as_interrupt(), interrupted_exit():
         for n in names:
             print(f"{n}:", flush=True)
             try:
-                res = run_engine(
-                    ENGINES[n], args.workdir / n, args.repeat, not args.kernel_secondaries
-                )
+                res = run(n)
             except RuntimeError as e:  # one engine that never settles must not hide the others
                 print(f"  {n}: {e}", file=sys.stderr)
                 doc["errors"].append({"engine": n, "error": str(e)})
                 continue
             doc["results"].append(res)
-    write_outputs(doc, args.out)
-    print(tabulate(table_rows(doc["results"]), HEADERS))
-    return 1 if doc["errors"] else 0
 
 
 def dumps(doc: Any, indent: str = "") -> str:
@@ -836,7 +859,9 @@ def write_outputs(doc: dict[str, Any], out: Path) -> None:
     (out / "failover.json").write_text(dumps(doc) + "\n")
     (out / "failover.md").write_text(markdown(doc))
     try:
-        from timeline import plot
+        from timeline import plot, pyplot
+
+        pyplot()
     except ImportError as e:  # matplotlib is the `bench` extra
         print(f"failover: no plot ({e}); pip install matplotlib", file=sys.stderr)
         return

@@ -58,12 +58,16 @@ sys.path.insert(0, str(BENCH))  # the sibling modules, also when imported from t
 from failover import (  # noqa: E402
     commit,
     dumps,
-    interrupted_exit,
+    engine_names,
+    held,
+    new_doc,
     percentile,
     promote_secondaries,
-    terminate_as_interrupt,
+    run_each,
+    version,
 )
 from keepalived import KEEPALIVED, KeepalivedLab  # noqa: E402
+from timeline import runs  # noqa: E402
 
 HOSTS = 3
 VIPS = 6
@@ -270,35 +274,15 @@ def settled(lab: Lab, client: Client, down: set[str]) -> bool:
 
 
 def wait_settled(lab: Lab, client: Client, down: set[str], timeout: float, hold: float) -> bool:
-    t0 = time.monotonic()
-    since: float | None = None
-    while time.monotonic() - t0 < timeout:
-        client.poll()
-        now = time.monotonic()
-        if settled(lab, client, down):
-            since = now if since is None else since
-            if now - since >= hold:
-                return True
-        else:
-            since = None
-        time.sleep(0.05)
-    return False
+    return held(lambda: settled(lab, client, down), client.poll, timeout, hold)
 
 
 def timeline(conns: list[Conn], t0: float, start: float, end: float) -> list[list[Any]]:
     """Runs of consecutive connections with one result (the host that served them, or `failed`),
     as [from, to, who] in seconds after t0 by the time each was opened, for the plot."""
-    out: list[list[Any]] = []
-    for c in sorted(conns, key=lambda c: c.start):
-        if not start <= c.start <= end:
-            continue
-        who = c.host if c.served >= 0 else "failed"
-        x = c.start - t0
-        if out and out[-1][2] == who and x - out[-1][1] <= 3 * EVERY:
-            out[-1][1] = x
-        else:
-            out.append([x, x, who])
-    return [[round(a, 4), round(b + EVERY, 4), w] for a, b, w in out]
+    ordered = sorted(conns, key=lambda c: c.start)
+    return runs(((c.start, c.host if c.served >= 0 else "failed") for c in ordered), t0, start,
+                end, EVERY)  # fmt: skip
 
 
 # --- one scenario ------------------------------------------------------------------------------
@@ -547,14 +531,6 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def environment(argv: list[str]) -> dict[str, Any]:
-    def version(cmd: list[str]) -> str:
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=5)
-        except OSError:
-            return "missing"
-        text = (r.stdout + r.stderr).strip()
-        return text.splitlines()[0] if text else "?"
-
     import platform
 
     return {
@@ -640,66 +616,19 @@ above).
 """
 
 
-def plot(doc: dict[str, Any], path: Path) -> None:
-    """For each engine (rows) and scenario (columns), a timeline per VIP of which host served the
-    client's connections; red: connections never served."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    results = doc["results"]
-    from iprotate.lab.lab import NAMES
-
-    palette = ("tab:green", "tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:pink")
-    hosts = {n: palette[i % len(palette)] for i, n in enumerate(NAMES)}  # a host keeps its colour
-    colours = {"failed": "tab:red"}
-    fig, axes = plt.subplots(
-        len(results), len(SCENARIOS), figsize=(6 * len(SCENARIOS), 2.2 * len(results) + 0.8),
-        squeeze=False,
-    )  # fmt: skip
-    for row, e in enumerate(results):
-        for col, kind in enumerate(SCENARIOS):
-            ax = axes[row][col]
-            s = next(s for s in e["runs"][0]["scenarios"] if s["scenario"] == kind)
-            for y, (_ip, v) in enumerate(s["vips"].items()):
-                for a, b, who in v.get("timeline", []):
-                    if who not in colours:
-                        colours[who] = hosts.get(who, "tab:gray")
-                    ax.broken_barh([(a, b - a)], (y - 0.4, 0.8), color=colours[who])
-            ax.axvline(0, color="black", lw=0.8)
-            if kind == "drain":
-                ax.axvline(s["service_stopped_s"], color="black", lw=0.8, ls="--")
-            ax.set_yticks(range(len(s["vips"])))
-            ax.set_yticklabels(
-                [
-                    f"{ip} ({v['from']}→{v['to']})" if v["moved"] else ip
-                    for ip, v in s["vips"].items()
-                ],
-                fontsize=7,
-            )
-            what = "service killed" if kind == "kill" else "flag, then service stopped (dashed)"
-            ax.set_title(f"{e['engine']}: {kind} ({what})", fontsize=9)
-            ax.set_xlabel("seconds from the fault", fontsize=8)
-    fig.legend(
-        handles=[Patch(color=c, label=w) for w, c in colours.items()],
-        loc="lower center", ncol=len(colours), fontsize=8,
-    )  # fmt: skip
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def write_outputs(doc: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "service.json").write_text(dumps(doc) + "\n")
     (out / "service.md").write_text(markdown(doc))
     if doc["results"]:
         try:
-            plot(doc, out / "service.png")
-        except ImportError as e:
+            from timeline import plot_service, pyplot
+
+            pyplot()
+        except ImportError as e:  # matplotlib is the `bench` extra
             print(f"service: no plot ({e}); pip install matplotlib", file=sys.stderr)
+        else:
+            plot_service(doc, out / "service.png", SCENARIOS)
     print(f"service: wrote {out}/service.md, .json, .png")
 
 
@@ -715,31 +644,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.replot:
         write_outputs(json.loads(args.replot.read_text()), args.out)
         return 0
-    if os.geteuid() != 0:
-        print("service: needs root (network namespaces)", file=sys.stderr)
+    names = engine_names("service", args.engines, ENGINES)
+    if names is None:
         return 2
-    names = [n for n in args.engines.split(",") if n]
-    unknown = [n for n in names if n not in ENGINES]
-    if unknown:
-        print(f"service: unknown engine(s) {unknown}; known: {list(ENGINES)}", file=sys.stderr)
-        return 2
-    doc: dict[str, Any] = {
-        "argv": argv,
-        "repeat": args.repeat,
-        "environment": environment(argv),
-        "results": [],
-        "errors": [],
-    }
-    with terminate_as_interrupt(), interrupted_exit():
-        for n in names:
-            print(f"{n}:", flush=True)
-            try:
-                res = run_engine(ENGINES[n], args.workdir / f"service-{n}", args.repeat)
-            except RuntimeError as e:
-                print(f"  {n}: {e}", file=sys.stderr)
-                doc["errors"].append({"engine": n, "error": str(e)})
-                continue
-            doc["results"].append(res)
+    doc = new_doc(argv, args.repeat, environment(argv))
+    run_each(
+        doc, names, lambda n: run_engine(ENGINES[n], args.workdir / f"service-{n}", args.repeat)
+    )
     write_outputs(doc, args.out)
     print(tabulate(table_rows(doc["results"]), HEADERS))
     return 1 if doc["errors"] else 0

@@ -127,3 +127,64 @@ def test_a_busy_daemon_is_waited_for_then_named_busy(short_dir: Path) -> None:
         finally:
             for c in queued:
                 c.close()
+
+
+class _Refused(Exception):
+    pass
+
+
+def test_bind_server_raises_the_daemons_own_error_and_none_without_a_path(
+    short_dir: Path,
+) -> None:
+    import asyncio
+
+    async def handler(req: dict[str, object]) -> dict[str, object]:
+        return {"ok": True}
+
+    async def go() -> None:
+        assert await control.bind_server(None, handler, None, _Refused) is None
+        (short_dir / "f").write_text("")
+        with pytest.raises(_Refused, match="is a regular file: refusing to replace it"):
+            await control.bind_server(str(short_dir / "f"), handler, None, _Refused)
+        server = await control.bind_server(str(short_dir / "s"), handler, None, _Refused)
+        assert server is not None
+        await server.close()
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    ("req", "stopping", "error"),
+    [
+        ({"cmd": "drain"}, True, "stopping: no drain"),
+        ({"cmd": "undrain", "vip": "203.0.113.10"}, True, "stopping: no undrain"),
+        ({"cmd": "drain", "vip": 10}, False, "vip must be an address, or absent for every VIP"),
+        ({"cmd": "drain", "vip": ""}, False, "'' is not an IP address"),
+        ({"cmd": "drain", "vip": "x/24"}, False, "'x/24' is not an IP address"),
+    ],
+)
+def test_a_drain_request_that_names_no_vip_is_refused_with_its_error(
+    req: dict[str, object], stopping: bool, error: str
+) -> None:
+    with pytest.raises(control.BadRequest) as e:
+        control.drain_target(req, stopping)
+    assert str(e.value) == error
+
+
+def test_a_drain_request_names_a_vip_with_or_without_its_prefix_or_every_vip() -> None:
+    from ipaddress import ip_address
+
+    assert control.drain_target({"cmd": "drain"}, False) is None
+    assert control.drain_target({"cmd": "drain", "vip": "203.0.113.10/24"}, False) == ip_address(
+        "203.0.113.10"
+    )
+    assert control.drain_target({"cmd": "undrain", "vip": "2001:db8::1"}, False) == ip_address(
+        "2001:db8::1"
+    )
+    assert control.drain_answer(["203.0.113.10"], None) == {
+        "ok": True,
+        "drained": ["203.0.113.10"],
+    }
+    assert control.drain_answer([], "disk full")["warning"] == (
+        "done, but not remembered across a restart: disk full"
+    )

@@ -13,7 +13,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from labtools import settled, wait_for
 
-from iprotate.engine.drained_state import Drained, StateError, load, parse, save
+from iprotate.engine.drained_state import (
+    Drained,
+    StateError,
+    load,
+    load_or_log,
+    parse,
+    path_for,
+    save,
+    save_or_error,
+    to_drain,
+)
 from iprotate.lab.lab import Lab
 
 
@@ -76,3 +86,34 @@ def test_a_corrupt_state_file_is_logged_and_the_host_takes_part(
         assert "ignoring the drained state" in log, log
         assert "Traceback" not in log
         assert lab.running(host)
+
+
+def test_both_daemons_helpers_log_and_answer_as_the_daemons_did(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """load_or_log / to_drain / save_or_error: the lines and errors CARP and BGP mode share."""
+    caplog.set_level("INFO", logger="iprotate")
+    assert path_for(None, "alpha") is None
+    path = path_for(str(tmp_path), "alpha")
+    assert path == tmp_path / "drained-alpha.json"
+    assert load_or_log(None) is None and load_or_log(path) is None  # nothing saved: no line
+    assert save_or_error(None, Drained(True, ())) is None
+    assert caplog.records == []
+    path.write_text('{"all": "no"}')
+    assert load_or_log(path) is None
+    assert f"ignoring the drained state in {path}: " in caplog.text
+    a, b = IPv4Address("203.0.113.10"), IPv4Address("203.0.113.11")
+    assert list(to_drain(Drained(True, (a,)), lambda ip: False, "gone")) == [None]
+    assert "still drained (every VIP): `iprotate undrain` to take part again" in caplog.text
+    assert list(to_drain(Drained(False, (a, b)), {b}.__contains__, "is not here")) == [b]
+    assert f"drained state: {a} is not here; ignored" in caplog.text
+    assert f"{b} still drained: `iprotate undrain --vip {b}` to take it back" in caplog.text
+    assert save_or_error(path, Drained(False, (b,))) is None
+    assert load_or_log(path) == Drained(False, (b,))
+    blocked = tmp_path / "file" / "drained-alpha.json"
+    blocked.parent.write_text("")  # a file where the directory should be
+    problem = save_or_error(blocked, Drained(True, ()))
+    assert problem is not None and problem.startswith(
+        f"cannot save the drained state to {blocked}: "
+    )
+    assert f"cannot save the drained state to {blocked}: " in caplog.text

@@ -4,11 +4,17 @@ CARP socket's buffer rides out the moments the daemon is not scheduled."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from ipaddress import IPv4Address
 
 import pytest
+from flood_harness import (
+    FloodedSocket,
+    forged_carp,
+    reads_before_a_due_timer,
+    reads_per_wake_up,
+    two_hosts,
+)
 
 from iprotate.carp import codec
 from iprotate.cluster.loader import parse_cluster
@@ -25,77 +31,30 @@ VIP = IPv4Address("203.0.113.10")
 
 
 def _daemon() -> Daemon:
-    doc = {
-        "cluster": {"interface": "eth1", "password": "pw"},
-        "hosts": [
-            {"name": "a", "address": str(HOST)},
-            {"name": "b", "address": str(PEER)},
-        ],
-        "vips": [{"address": f"{VIP}/24"}],
-    }
-    return Daemon(make_plan(parse_cluster(doc, "t.toml")), "a")
+    return two_hosts(f"{VIP}/24")
 
 
-class FloodedSocket:
-    """A CARP socket that always has a forged advert waiting (until `left` runs out)."""
-
-    def __init__(self, left: int) -> None:
-        self.left = left
-        self.reads = 0
-        carp = codec.encode_advert(
-            vhid=10, advbase=1, advskew=0, counter=(1 << 63) | 12345, vip=VIP, password=b"pw"
-        )
-        self.packet = codec.build_ip_packet(PEER, IPv4Address("224.0.0.18"), carp)
-
-    def recv(self) -> bytes | None:
-        if self.reads >= self.left:
-            return None
-        self.reads += 1
-        return self.packet
+def _flood(left: int) -> FloodedSocket[bytes]:
+    """Forged adverts from the peer (the tag is wrong), always one more waiting."""
+    carp = forged_carp(10, VIP)
+    return FloodedSocket(codec.build_ip_packet(PEER, IPv4Address("224.0.0.18"), carp), left)
 
 
 def test_one_wake_up_reads_a_bounded_batch_and_returns_to_the_loop() -> None:
     d = _daemon()
-    sock = FloodedSocket(left=10 * BATCH)
+    sock = _flood(left=10 * BATCH)
     d.socket = sock  # type: ignore[assignment]
-
-    async def go() -> list[int]:
-        reads = []
-        while sock.reads < sock.left:
-            before = sock.reads
-            d._on_readable()
-            reads.append(sock.reads - before)
-        return reads
-
-    reads = asyncio.run(go())
-    assert reads == [BATCH] * 10
+    assert reads_per_wake_up(d._on_readable, sock) == [BATCH] * 10
     # Every packet was judged all the same: forged (the tag is wrong), none lost.
     assert d.node.counters["drop_forged"] == 10 * BATCH
 
 
 def test_a_due_timer_runs_while_the_socket_never_empties() -> None:
     d = _daemon()
-    sock = FloodedSocket(left=100_000)  # about a second of reads in one go
+    sock = _flood(left=100_000)  # about a second of reads in one go
     d.socket = sock  # type: ignore[assignment]
-    fired: list[int] = []
-
-    async def go() -> None:
-        loop = asyncio.get_running_loop()
-
-        # What add_reader does while the socket stays readable: the callback, again and again.
-        def readable() -> None:
-            d._on_readable()
-            if not fired and sock.reads < sock.left:
-                loop.call_soon(readable)
-
-        loop.call_soon(readable)
-        loop.call_later(0.01, lambda: fired.append(sock.reads))
-        while not fired:
-            await asyncio.sleep(0.01)
-
-    asyncio.run(go())
     # The timer ran while packets were still waiting, not once the flood was read to the end.
-    assert fired[0] < sock.left
+    assert reads_before_a_due_timer(d._on_readable, sock) < sock.left
 
 
 @pytest.mark.netns

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import select
 import signal
-import sys
 import time
 
 import click
 from tabulate import tabulate
 
+from iprotate.cli import lab_loop
 from iprotate.cluster.loader import load_cluster
 from iprotate.lab.bgplab import BgpLab
 from iprotate.plan.bgp import prefix_of
@@ -78,33 +77,10 @@ def demo(lab: BgpLab) -> bool:
 
 def interactive(lab: BgpLab) -> None:
     plan = make_plan(load_cluster(lab.cluster_file))
-    last = ""
-    while True:
-        shown = table(lab, plan)
-        body = shown.split("\n", 1)[1]
-        if body != last:
-            click.clear()
-            click.echo(f"{shown}\n\n{HELP}\n> ", nl=False)
-            last = body
-        ready, _, _ = select.select([sys.stdin], [], [], 0.5)
-        if not ready:
-            continue
-        line = sys.stdin.readline()
-        if not line:
-            return
-        words = line.split()
-        if not words:
-            continue
-        if words[0] in ("quit", "q", "exit"):
-            return
-        if len(words) == 2 and words[1] in lab.names:
-            name = words[1]
-            if words[0] == "fail":
-                lab.kill(name, signal.SIGKILL)
-            elif words[0] == "start":
-                lab.start(name)
-            elif words[0] in ("drain", "undrain"):
-                lab.ask(name, words[0])
-            last = ""
-            continue
-        click.echo(f"? {line.strip()}\n{HELP}\n> ", nl=False)
+    actions = {
+        "fail": lambda name: lab.kill(name, signal.SIGKILL),
+        "start": lab.start,
+        "drain": lambda name: lab.ask(name, "drain"),
+        "undrain": lambda name: lab.ask(name, "undrain"),
+    }
+    lab_loop.interactive(lambda: table(lab, plan), lab_loop.Commands(actions, lab.names, HELP))

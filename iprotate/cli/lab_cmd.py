@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import select
 import shutil
 import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -16,6 +17,7 @@ import click
 from tabulate import tabulate
 
 from iprotate.cli import lab_bgp, main
+from iprotate.cli.lab_loop import Commands, interactive
 from iprotate.cluster.model import ClusterError
 from iprotate.lab.bgplab import BgpLab
 from iprotate.lab.lab import SERVICE_CHECK, SERVICE_PORT, Lab
@@ -108,39 +110,18 @@ def _demo(lab: Lab) -> bool:
 
 
 def _interactive(lab: Lab) -> None:
-    last = ""
-    while True:
-        lab.poll_probe(0.0)
-        shown = _table(lab)
-        body = shown.split("\n", 1)[1]
-        if body != last:
-            click.clear()  # a live table, redrawn in place
-            click.echo(f"{shown}\n\n{_help(lab)}\n> ", nl=False)
-            last = body
-        ready, _, _ = select.select([sys.stdin], [], [], 0.2)
-        if not ready:
-            continue
-        line = sys.stdin.readline()
-        if not line:
-            return
-        words = line.split()
-        if not words:
-            continue
-        cmd, args = words[0], words[1:]
-        if cmd in ("quit", "q", "exit"):
-            return
-        actions = {"fail": lab.kill, "stop": lab.stop, "start": lab.restore}
-        if lab.service:
-            actions |= {"break": lab.stop_service, "fix": lab.start_service}
-        if cmd in actions and len(args) == 1 and args[0] in lab.names:
-            try:
-                actions[cmd](args[0])
-            except (RuntimeError, OSError) as e:  # e.g. a service that cannot start: say so
-                click.echo(f"{cmd} {args[0]}: {e}\n> ", nl=False)
-                continue
-            last = ""
-        else:
-            click.echo(f"? {line.strip()}\n{_help(lab)}\n> ", nl=False)
+    actions = {"fail": lab.kill, "stop": lab.stop, "start": lab.restore}
+    if lab.service:
+        actions |= {"break": lab.stop_service, "fix": lab.start_service}
+    commands = Commands(
+        actions,
+        lab.names,
+        _help(lab),
+        failures=(RuntimeError, OSError),  # e.g. a service that cannot start: say so
+        poll=lambda: lab.poll_probe(0.0),
+        every=0.2,
+    )
+    interactive(lambda: _table(lab), commands)
 
 
 def _help(lab: Lab) -> str:
@@ -204,10 +185,8 @@ def lab(
     for tool in ("ip", *(["ucarp"] if legacy else [])):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             raise click.ClickException(f"{tool} not found: apt-get install iproute2 ucarp")
-    workdir = Path(tempfile.mkdtemp(prefix="iprotate-lab-"))
-    old = {sig: signal.signal(sig, _raise_exit) for sig in EXIT_SIGNALS}
     ok = True
-    try:
+    with _session("iprotate-lab-", keep) as workdir:
         try:
             if legacy == hosts and vips6:
                 raise ValueError("every host runs ucarp, which speaks no IPv6: add --vips6 0")
@@ -240,6 +219,19 @@ def lab(
             else:
                 _interactive(lab_)
         click.echo("lab removed: every namespace, link and process it made is gone")
+    if not ok:
+        raise SystemExit(1)
+
+
+@contextlib.contextmanager
+def _session(prefix: str, keep: bool) -> Iterator[Path]:
+    """A lab's working directory, removed at the end unless `keep`; meanwhile the signals that
+    end a terminal session unwind through the lab's `with` (which removes the lab), and Ctrl-C
+    ends the lab with a word."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    old = {sig: signal.signal(sig, _raise_exit) for sig in EXIT_SIGNALS}
+    try:
+        yield workdir
     except KeyboardInterrupt:
         click.echo("\ninterrupted: lab removed")
     finally:
@@ -249,45 +241,33 @@ def lab(
             click.echo(f"files kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    if not ok:
-        raise SystemExit(1)
 
 
 def _bgp_lab(hosts: int, vips: int, vips6: int, bfd: bool, demo: bool, keep: bool) -> None:
     if shutil.which("bird") is None and not Path("/usr/sbin/bird").exists():
         raise click.ClickException("bird not found: apt-get install bird2")
-    workdir = Path(tempfile.mkdtemp(prefix="iprotate-bgplab-"))
-    old = {sig: signal.signal(sig, _raise_exit) for sig in EXIT_SIGNALS}
     ok = True
-    try:
+    with _session("iprotate-bgplab-", keep) as workdir:
         try:
             the_lab = BgpLab(hosts=hosts, vips=vips, vips6=vips6, bfd=bfd, workdir=str(workdir))
         except ValueError as e:
             raise click.ClickException(str(e)) from None
-        with the_lab as lab_:
-            click.echo(f"BGP lab {lab_.seg.prefix}: {hosts} hosts, {vips} VIPs, {vips6} IPv6 "
-                       f"VIPs, a BIRD 2 router (BFD {'on' if bfd else 'off'}), a client behind "
-                       "it")  # fmt: skip
-            click.echo(f"cluster file: {lab_.cluster_file}; logs in {workdir}\n")
-            lab_.wait(lambda: len(lab_.sessions_up()) == hosts, 30)
-            if vips6:
-                lab_.wait(lambda: len(lab_.sessions6_up()) == hosts, 30)
-            if demo or not sys.stdin.isatty():
-                ok = lab_bgp.demo(lab_)
-            else:
-                lab_bgp.interactive(lab_)
-        click.echo("lab removed: every namespace, link and process it made is gone")
-    except KeyboardInterrupt:
-        click.echo("\ninterrupted: lab removed")
-    except TimeoutError:
-        ok = False
-        click.echo("the BGP sessions did not come up: lab removed", err=True)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-        if keep:
-            click.echo(f"files kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        try:
+            with the_lab as lab_:
+                click.echo(f"BGP lab {lab_.seg.prefix}: {hosts} hosts, {vips} VIPs, {vips6} IPv6 "
+                           f"VIPs, a BIRD 2 router (BFD {'on' if bfd else 'off'}), a client "
+                           "behind it")  # fmt: skip
+                click.echo(f"cluster file: {lab_.cluster_file}; logs in {workdir}\n")
+                lab_.wait(lambda: len(lab_.sessions_up()) == hosts, 30)
+                if vips6:
+                    lab_.wait(lambda: len(lab_.sessions6_up()) == hosts, 30)
+                if demo or not sys.stdin.isatty():
+                    ok = lab_bgp.demo(lab_)
+                else:
+                    lab_bgp.interactive(lab_)
+            click.echo("lab removed: every namespace, link and process it made is gone")
+        except TimeoutError:
+            ok = False
+            click.echo("the BGP sessions did not come up: lab removed", err=True)
     if not ok:
         raise SystemExit(1)

@@ -15,6 +15,7 @@ import pwd
 import re
 import stat
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import (
     AddressValueError,
@@ -174,7 +175,9 @@ def parse_cluster(data: dict[str, Any], path: str, base_dir: Path | None = None)
     dead_ratio = _int(pr, "cluster.dead_ratio", cl.get("dead_ratio", 3), 1, 255)
     backups = _int(pr, "cluster.backups", cl.get("backups", 3), 0, 255)
     default_group = _group(pr, "cluster.multicast", cl.get("multicast", str(DEFAULT_GROUP)))
-    default_group6 = _group6(pr, "cluster.multicast6", cl.get("multicast6", str(DEFAULT_GROUP6)))
+    default_group6 = _group(
+        pr, "cluster.multicast6", cl.get("multicast6", str(DEFAULT_GROUP6)), _V6
+    )
     cl_if = _ifname(pr, "cluster.interface", cl.get("interface"))
     cl_vip_if = _ifname(pr, "cluster.vip_interface", cl.get("vip_interface"))
     cl_preempt = _bool(pr, "cluster.preempt", cl.get("preempt", True))
@@ -276,7 +279,7 @@ def _hosts(
             addrs[addr] = i
         addr6 = None
         if "address6" in h:
-            addr6 = _address6(pr, f"{key}.address6", h["address6"])
+            addr6 = _address(pr, f"{key}.address6", h["address6"], _V6)
         if addr6 is not None and addr6 in addrs:
             pr.add(f"{key}.address6", f"{addr6} is already the address6 of hosts[{addrs[addr6]}]")
         elif addr6 is not None:
@@ -407,15 +410,13 @@ def _entry_group(
     if family is None:
         return _any_group(pr, key, v["group"]) or default
     if family == 6:
-        return _group6(pr, key, v["group"], default)
+        return _group(pr, key, v["group"], _V6, default)
     return _group(pr, key, v["group"])
 
 
 def _any_group(pr: _Problems, key: str, value: Any) -> IPAddress | None:
     """A group checked on its own, for an entry whose addresses are broken: still said."""
-    if isinstance(value, str) and ":" in value:
-        return _group6(pr, key, value)
-    return _group(pr, key, value)
+    return _group(pr, key, value, _family_of(value))
 
 
 def _ipv6_participants(pr: _Problems, hosts: list[Host], vips: list[Vip], raw_hosts: Any) -> None:
@@ -781,7 +782,7 @@ def _router_address(pr: _Problems, key: str, value: Any) -> IPAddress | None:
     """A router's address: IPv4, or IPv6 global or ULA (a link-local peer would need an
     interface, which a router entry does not name)."""
     if isinstance(value, str) and ":" in value:
-        addr = _address6(pr, key, value)
+        addr = _address(pr, key, value, _V6)
         if addr is not None and addr.is_link_local:
             pr.add(key, f"{value!r} is link-local: give the router's global or ULA address")
             return None
@@ -1003,91 +1004,136 @@ def _ifname(pr: _Problems, key: str, value: Any) -> str | None:
     return value
 
 
-def _address(pr: _Problems, key: str, value: Any) -> IPv4Address | None:
-    try:
-        if not isinstance(value, str):
-            raise AddressValueError
-        addr = IPv4Address(value)
-    except AddressValueError:
-        what = "missing" if value is None else f"{value!r} is not an IPv4 address"
-        pr.add(key, f"{what} (like '198.51.100.1')")
-        return None
-    if addr.is_unspecified or addr.is_loopback or addr.is_multicast or addr.is_reserved:
-        pr.add(key, f"{value!r} cannot be a host's address (0.0.0.0, loopback, multicast, 240/4)")
-        return None
-    return addr
+@dataclass(frozen=True)
+class _Family:
+    """What the address parsers below need to know of one family, and how its errors read: the
+    parsers are written once, and `_V4` or `_V6` chooses."""
+
+    address: type[IPv4Address] | type[IPv6Address]
+    interface: type[IPv4Interface] | type[IPv6Interface]
+    name: str  # "IPv4"
+    zoned: bool  # a '%zone' suffix is possible, and refused (the interface is the host's own)
+    host_like: str  # a host's address, as its errors show one
+    not_host: Callable[[Any], bool]  # no host's address, for the reasons in `not_host_why`
+    not_host_why: str
+    vip_like: str
+    not_vip_why: str  # multicast, unspecified, loopback, reserved: the same test, its own words
+    link_local: Callable[[Any], bool]
+    link_local_why: str
+    min_prefix: int
+    no_vip_of: Callable[[Any], str | None]  # an address of its subnet no host may serve: why
+    is_group: Callable[[Any], bool]
+    group_bad: str  # the error of something that is no address
+    group_not: str  # ... and of an address that is no group
+    default_group: IPAddress
 
 
-def _address6(pr: _Problems, key: str, value: Any) -> IPv6Address | None:
-    """A host's IPv6 advert source: global, ULA or link-local (of its advert interface, so no
-    `%zone`: the interface is the host's own)."""
-    how = "like '2001:db8::1' or 'fe80::1'"
+def _v4_no_vip_of(addr: IPv4Interface) -> str | None:
+    ip, net = addr.ip, addr.network
+    if net.prefixlen <= 30 and ip in (net.network_address, net.broadcast_address):
+        what = "network" if ip == net.network_address else "broadcast"
+        return f"is the {what} address of {net}"
+    return None
+
+
+def _v6_no_vip_of(addr: IPv6Interface) -> str | None:
+    ip, net = addr.ip, addr.network
+    if net.prefixlen <= 126 and ip == net.network_address:
+        # RFC 4291 2.6.1: every router of the link answers it.
+        return f"is the subnet-router anycast address of {net}"
+    return None
+
+
+_V4 = _Family(
+    address=IPv4Address,
+    interface=IPv4Interface,
+    name="IPv4",
+    zoned=False,
+    host_like="like '198.51.100.1'",
+    not_host=lambda a: a.is_unspecified or a.is_loopback or a.is_multicast or a.is_reserved,
+    not_host_why="0.0.0.0, loopback, multicast, 240/4",
+    vip_like="203.0.113.10/24",
+    not_vip_why="multicast, loopback, 0.0.0.0, 240/4",
+    link_local=lambda a: a.is_link_local,
+    link_local_why="link-local, 169.254/16",
+    min_prefix=MIN_PREFIX,
+    no_vip_of=_v4_no_vip_of,
+    is_group=lambda a: a.is_multicast,
+    group_bad="is not a multicast group (224.0.0.0/4, like '224.0.0.18')",
+    group_not="is not a multicast group (224.0.0.0/4)",
+    default_group=DEFAULT_GROUP,
+)
+_V6_GROUP = "is not an IPv6 multicast group (ff02::/16 or wider scope, like 'ff02::12')"
+_V6 = _Family(
+    address=IPv6Address,
+    interface=IPv6Interface,
+    name="IPv6",
+    zoned=True,
+    host_like="like '2001:db8::1' or 'fe80::1', no prefix, no %zone",
+    not_host=lambda a: a.is_unspecified or a.is_loopback or a.is_multicast or a.ipv4_mapped,
+    not_host_why="::, ::1, multicast, IPv4-mapped",
+    vip_like="2001:db8::10/64",
+    # is_reserved covers ::/8 (IPv4-mapped and -compatible addresses) and the other IETF blocks.
+    not_vip_why="multicast, loopback, ::, reserved",
+    link_local=lambda a: a.is_link_local or a.is_site_local,
+    link_local_why="link-local fe80::/10, fec0::/10",
+    min_prefix=MIN_PREFIX6,
+    no_vip_of=_v6_no_vip_of,
+    # Of link scope or wider: an interface-local group never leaves the host.
+    is_group=lambda a: a.is_multicast and a.packed[1] & 0x0F >= 2,
+    group_bad=_V6_GROUP,
+    group_not=_V6_GROUP,
+    default_group=DEFAULT_GROUP6,
+)
+
+
+def _family_of(value: Any) -> _Family:
+    """The family an address as written is of: IPv6 if it has a ':' (so is any error on it)."""
+    return _V6 if isinstance(value, str) and ":" in value else _V4
+
+
+def _address(pr: _Problems, key: str, value: Any, f: _Family = _V4) -> IPAddress | None:
+    """A host's address of family `f` (its IPv6 advert source: global, ULA or link-local of its
+    advert interface)."""
     try:
-        if not isinstance(value, str) or "%" in value:
+        if not isinstance(value, str) or (f.zoned and "%" in value):
             raise AddressValueError
-        addr = IPv6Address(value)
+        addr = f.address(value)
     except AddressValueError:
-        pr.add(key, f"{value!r} is not an IPv6 address ({how}, no prefix, no %zone)")
+        what = "missing" if value is None else f"{value!r} is not an {f.name} address"
+        pr.add(key, f"{what} ({f.host_like})")
         return None
-    if addr.is_unspecified or addr.is_loopback or addr.is_multicast or addr.ipv4_mapped:
-        pr.add(key, f"{value!r} cannot be a host's address (::, ::1, multicast, IPv4-mapped)")
+    if f.not_host(addr):
+        pr.add(key, f"{value!r} cannot be a host's address ({f.not_host_why})")
         return None
     return addr
 
 
 def _interface(pr: _Problems, key: str, value: Any) -> IPInterface | None:
     """A VIP with its prefix: IPv4 ('203.0.113.10/24') or IPv6 ('2001:db8::10/64')."""
-    if isinstance(value, str) and ":" in value:
-        return _interface6(pr, key, value)
-    if not isinstance(value, str) or "/" not in value:
-        pr.add(key, f"{value!r} is not an IPv4 interface address (like '203.0.113.10/24')")
+    f = _family_of(value)
+    bad = f"{value!r} is not an {f.name} interface address (like '{f.vip_like}')"
+    if not isinstance(value, str) or "/" not in value or (f.zoned and "%" in value):
+        pr.add(key, bad)
         return None
     try:
-        addr = IPv4Interface(value)
+        addr = f.interface(value)
     except (AddressValueError, NetmaskValueError, ValueError):
-        pr.add(key, f"{value!r} is not an IPv4 interface address (like '203.0.113.10/24')")
+        pr.add(key, bad)
         return None
     ip, net = addr.ip, addr.network
     if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip.is_reserved:
-        pr.add(key, f"{value!r} cannot be a virtual address (multicast, loopback, 0.0.0.0, 240/4)")
+        pr.add(key, f"{value!r} cannot be a virtual address ({f.not_vip_why})")
         return None
-    if ip.is_link_local:
-        pr.add(key, f"{value!r} cannot be a virtual address (link-local, 169.254/16)")
+    if f.link_local(ip):
+        pr.add(key, f"{value!r} cannot be a virtual address ({f.link_local_why})")
         return None
-    if net.prefixlen < MIN_PREFIX:
-        pr.add(key, f"{value!r}: a prefix shorter than /{MIN_PREFIX} is not a subnet to serve")
+    if net.prefixlen < f.min_prefix:
+        pr.add(key, f"{value!r}: a prefix shorter than /{f.min_prefix} is not a subnet to serve")
         return None
-    if net.prefixlen <= 30 and ip in (net.network_address, net.broadcast_address):
-        what = "network" if ip == net.network_address else "broadcast"
-        pr.add(key, f"{value!r} is the {what} address of {net}")
-        return None
-    return addr
-
-
-def _interface6(pr: _Problems, key: str, value: str) -> IPv6Interface | None:
-    how = "is not an IPv6 interface address (like '2001:db8::10/64')"
-    if "/" not in value or "%" in value:
-        pr.add(key, f"{value!r} {how}")
-        return None
-    try:
-        addr = IPv6Interface(value)
-    except (AddressValueError, NetmaskValueError, ValueError):
-        pr.add(key, f"{value!r} {how}")
-        return None
-    ip, net = addr.ip, addr.network
-    # is_reserved covers ::/8 (IPv4-mapped and -compatible addresses) and the other IETF blocks.
-    if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip.is_reserved:
-        pr.add(key, f"{value!r} cannot be a virtual address (multicast, loopback, ::, reserved)")
-        return None
-    if ip.is_link_local or ip.is_site_local:
-        pr.add(key, f"{value!r} cannot be a virtual address (link-local fe80::/10, fec0::/10)")
-        return None
-    if net.prefixlen < MIN_PREFIX6:
-        pr.add(key, f"{value!r}: a prefix shorter than /{MIN_PREFIX6} is not a subnet to serve")
-        return None
-    if net.prefixlen <= 126 and ip == net.network_address:
-        # RFC 4291 2.6.1: every router of the link answers it.
-        pr.add(key, f"{value!r} is the subnet-router anycast address of {net}")
+    why = f.no_vip_of(addr)
+    if why is not None:
+        pr.add(key, f"{value!r} {why}")
         return None
     return addr
 
@@ -1124,34 +1170,19 @@ def _pool(pr: _Problems, key: str, value: Any) -> list[IPInterface]:
     return [kind((int(first.ip) + k, first.network.prefixlen)) for k in range(n)]
 
 
-def _group6(
-    pr: _Problems, key: str, value: Any, default: IPv6Address = DEFAULT_GROUP6
-) -> IPv6Address:
-    """An IPv6 group: multicast of link scope or wider (an interface-local group never leaves
-    the host)."""
-    how = "is not an IPv6 multicast group (ff02::/16 or wider scope, like 'ff02::12')"
+def _group(
+    pr: _Problems, key: str, value: Any, f: _Family = _V4, default: IPAddress | None = None
+) -> IPAddress:
+    """A multicast group of family `f`; `default` (the family's own if None) after an error."""
+    fallback = f.default_group if default is None else default
     try:
-        if not isinstance(value, str) or "%" in value:
+        if not isinstance(value, str) or (f.zoned and "%" in value):
             raise AddressValueError
-        addr = IPv6Address(value)
+        addr = f.address(value)
     except AddressValueError:
-        pr.add(key, f"{value!r} {how}")
-        return default
-    if not addr.is_multicast or addr.packed[1] & 0x0F < 2:
-        pr.add(key, f"{value!r} {how}")
-        return default
-    return addr
-
-
-def _group(pr: _Problems, key: str, value: Any) -> IPv4Address:
-    try:
-        if not isinstance(value, str):
-            raise AddressValueError
-        addr = IPv4Address(value)
-    except AddressValueError:
-        pr.add(key, f"{value!r} is not a multicast group (224.0.0.0/4, like '224.0.0.18')")
-        return DEFAULT_GROUP
-    if not addr.is_multicast:
-        pr.add(key, f"{value!r} is not a multicast group (224.0.0.0/4)")
-        return DEFAULT_GROUP
+        pr.add(key, f"{value!r} {f.group_bad}")
+        return fallback
+    if not f.is_group(addr):
+        pr.add(key, f"{value!r} {f.group_not}")
+        return fallback
     return addr

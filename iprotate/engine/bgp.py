@@ -66,11 +66,11 @@ from iprotate.cluster.loader import load_cluster
 from iprotate.cluster.model import Check, ClusterError, IPAddress
 from iprotate.engine import drained_state, hostlock
 from iprotate.engine.checks import CheckRunner, RunResult
-from iprotate.engine.control import ControlError, ControlServer
+from iprotate.engine.control import BadRequest, bind_server, drain_answer, drain_target
 from iprotate.engine.early_signals import EarlySignals
 from iprotate.engine.metrics import parse_address
-from iprotate.engine.sdnotify import Notifier
-from iprotate.engine.signals import install as install_signal_rules
+from iprotate.engine.sdnotify import Notifier, keep_watchdog
+from iprotate.engine.signals import install_for_daemon
 from iprotate.plan.model import Plan
 from iprotate.plan.planner import make_plan
 
@@ -171,15 +171,9 @@ class BgpDaemon:
         exporter = None
         tasks: list[asyncio.Task[None]] = []
         try:
-            if self.options.control_socket:
-                control = ControlServer(
-                    self.options.control_socket, self._control, self.options.control_group
-                )
-                try:
-                    await control.bind()
-                except ControlError as e:
-                    control = None
-                    raise BgpFailed(str(e)) from None
+            control = await bind_server(
+                self.options.control_socket, self._control, self.options.control_group, BgpFailed
+            )
             if self.options.metrics:
                 try:
                     exporter = serve_bgp_metrics(self.options.metrics, self)
@@ -193,13 +187,8 @@ class BgpDaemon:
             await self._start_bird()
             if control is not None:
                 await control.serve()
-            rules = install_signal_rules(
-                loop,
-                stop=self._stopping.set,
-                reload=lambda: asyncio.ensure_future(self.reload()),
-                status=self._log_status,
-                demote=lambda: log.info("SIGUSR2: no demote in BGP mode; use `iprotate drain`"),
-                early=self.early,
+            rules = install_for_daemon(
+                loop, self._stopping, self.reload, self._log_status, _no_demote, self.early
             )
             # A host drained for maintenance stays drained across restarts (as in CARP mode).
             self._restore_drained(loop.time())
@@ -219,7 +208,7 @@ class BgpDaemon:
                 asyncio.ensure_future(self._timers()),
                 asyncio.ensure_future(self._supervise()),
                 asyncio.ensure_future(self._watch_sessions()),
-                asyncio.ensure_future(self._watchdog()),
+                asyncio.ensure_future(keep_watchdog(self.notifier)),
             ]
             self.notifier.ready(f"BGP mode, {len(self.announcer.vips)} VIPs")
             await self._stopping.wait()
@@ -301,15 +290,6 @@ class BgpDaemon:
         log.info("%s", change.line(self.host.name))
         self.announcer.set_sick(now, self._sick_ips())
         self._poke()  # the timer task writes and loads the new configuration
-
-    async def _watchdog(self) -> None:
-        """systemd's watchdog (WatchdogSec=): pinged from the loop, so a hung loop is killed."""
-        interval = self.notifier.watchdog_interval()
-        if interval is None:
-            return
-        while True:
-            self.notifier.watchdog()
-            await asyncio.sleep(interval / 2)
 
     # --- BIRD ----------------------------------------------------------------------------------
 
@@ -620,15 +600,10 @@ class BgpDaemon:
         if cmd == "status":
             return {"ok": True, "status": self.status()}
         if cmd in ("drain", "undrain"):
-            if self._stopping.is_set():
-                return {"ok": False, "error": f"stopping: no {cmd}"}
-            only = req.get("vip")
-            if only is not None and not isinstance(only, str):
-                return {"ok": False, "error": "vip must be an address, or absent for every VIP"}
             try:
-                ip = ip_address(only.split("/")[0]) if only is not None else None
-            except ValueError:
-                return {"ok": False, "error": f"{only!r} is not an IP address"}
+                ip = drain_target(req, self._stopping.is_set())
+            except BadRequest as e:
+                return {"ok": False, "error": str(e)}
             if ip is not None and ip not in self.announcer.vips:
                 return {"ok": False, "error": f"{self.host.name} takes no part in {ip}"}
             now = asyncio.get_running_loop().time()
@@ -639,13 +614,8 @@ class BgpDaemon:
                 self._drain_all = False  # what stays drained is the per-VIP list
                 self.announcer.undrain(now, ip)
             log.info("%s %s", cmd, ip or "every VIP")
-            answer: dict[str, Any] = {
-                "ok": True,
-                "drained": [str(x) for x in self.announcer.drained()],
-            }
-            problem = self._save_drained()
-            if problem is not None:  # done, but a restart will not remember it: say so
-                answer["warning"] = f"done, but not remembered across a restart: {problem}"
+            drained = [str(x) for x in self.announcer.drained()]
+            answer = drain_answer(drained, self._save_drained())
             await self._apply(cmd)
             self._poke()
             return answer
@@ -750,45 +720,22 @@ class BgpDaemon:
         }
 
     def _state_file(self) -> Path | None:
-        d = self.options.state_dir
-        return Path(d) / f"drained-{self.host.name}.json" if d else None
+        return drained_state.path_for(self.options.state_dir, self.host.name)
 
     def _save_drained(self) -> str | None:
         """Save the drained state (the same file as CARP mode's); what went wrong, if anything."""
-        path = self._state_file()
-        if path is None:
-            return None
         state = drained_state.Drained(self._drain_all, tuple(self.announcer.drained()))
-        try:
-            drained_state.save(path, state)
-        except OSError as e:
-            log.error("cannot save the drained state to %s: %s", path, e)
-            return f"cannot save the drained state to {path}: {e.strerror or e}"
-        return None
+        return drained_state.save_or_error(self._state_file(), state)
 
     def _restore_drained(self, now: float) -> None:
         """Drain what was drained when the daemon last ran (before anything is announced). A
         file that cannot be used is logged and ignored: the host takes part normally."""
-        path = self._state_file()
-        if path is None:
-            return
-        try:
-            state = drained_state.load(path)
-        except drained_state.StateError as e:
-            log.error("ignoring the drained state in %s: %s", path, e)
-            return
+        state = drained_state.load_or_log(self._state_file())
         if state is None:
             return
         self._drain_all = state.all
-        if state.all:
-            log.info("still drained (every VIP): `iprotate undrain` to take part again")
-            self.announcer.drain(now)
-            return
-        for ip in state.vips:
-            if ip not in self.announcer.vips:
-                log.warning("drained state: %s is not a VIP of this host; ignored", ip)
-                continue
-            log.info("%s still drained: `iprotate undrain --vip %s` to take it back", ip, ip)
+        known = self.announcer.vips.__contains__
+        for ip in drained_state.to_drain(state, known, "is not a VIP of this host"):
             self.announcer.drain(now, ip)
 
     def _remove_later(self, ips: list[IPAddress]) -> None:
@@ -920,6 +867,10 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return False
+
+
+def _no_demote() -> None:
+    log.info("SIGUSR2: no demote in BGP mode; use `iprotate drain`")
 
 
 def _load_plan(path: str) -> Plan:

@@ -25,8 +25,11 @@ import stat
 import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
+
+from iprotate.cluster.model import IPAddress
 
 log = logging.getLogger("iprotate")
 
@@ -318,6 +321,55 @@ class ControlServer:
         except Exception as e:  # a bug answers an error and is logged; the daemon carries on
             log.exception("control: request %.200r failed", request)
             return {"ok": False, "error": f"internal error: {type(e).__name__}"}
+
+
+async def bind_server(
+    path: str | None,
+    handler: Handler,
+    group: str | None,
+    refused: Callable[[str], Exception] = ControlError,
+) -> ControlServer | None:
+    """A daemon's control server bound at `path`, not answering yet (`serve` when the daemon is
+    ready); None without a path. A path that is refused raises `refused(why)`: the daemon's own
+    start-up error, before it has touched anything."""
+    if not path:
+        return None
+    server = ControlServer(path, handler, group)
+    try:
+        await server.bind()
+    except ControlError as e:
+        raise refused(str(e)) from None
+    return server
+
+
+class BadRequest(Exception):
+    """A request the daemon refuses; the message is the error it answers."""
+
+
+def drain_target(req: dict[str, Any], stopping: bool) -> IPAddress | None:
+    """The VIP a drain or undrain request names, None for every VIP; BadRequest when it names
+    no address, or when the daemon is stopping (its hand-over drains every VIP, not to be
+    remembered: saving the drained state then would bring the host back with every VIP
+    drained)."""
+    if stopping:
+        raise BadRequest(f"stopping: no {req.get('cmd')}")
+    only = req.get("vip")
+    if only is not None and not isinstance(only, str):
+        raise BadRequest("vip must be an address, or absent for every VIP")
+    try:
+        # "" is no address: it must never mean "every VIP".
+        return ip_address(only.split("/")[0]) if only is not None else None
+    except ValueError:
+        raise BadRequest(f"{only!r} is not an IP address") from None
+
+
+def drain_answer(drained: Iterable[str], problem: str | None) -> dict[str, Any]:
+    """The answer to a drain or undrain that was done: what is drained now, and a warning if
+    the drained state could not be saved (`problem`: a restart will not remember it)."""
+    answer: dict[str, Any] = {"ok": True, "drained": list(drained)}
+    if problem is not None:
+        answer["warning"] = f"done, but not remembered across a restart: {problem}"
+    return answer
 
 
 def request(path: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:

@@ -52,14 +52,13 @@ from iprotate.cluster.model import Check, ClusterError, IPAddress, IPInterface
 from iprotate.engine import drained_state, hostlock
 from iprotate.engine.addresses import AddressSetter
 from iprotate.engine.checks import CheckRunner, RunResult, local_problems
-from iprotate.engine.control import ControlError, ControlServer
+from iprotate.engine.control import BadRequest, bind_server, drain_answer, drain_target
 from iprotate.engine.garp import GarpSender
 from iprotate.engine.hooks import HookRunner, hook_for
 from iprotate.engine.links import IFA_F_DADFAILED, IFA_F_TENTATIVE, LinkState, LinkWatcher
 from iprotate.engine.metrics import serve as serve_metrics
-from iprotate.engine.sdnotify import Notifier
-from iprotate.engine.signals import EarlySignals, SignalRules
-from iprotate.engine.signals import install as install_signal_rules
+from iprotate.engine.sdnotify import Notifier, keep_watchdog
+from iprotate.engine.signals import EarlySignals, SignalRules, install_for_daemon
 from iprotate.engine.unsolicited_na import NaSender
 from iprotate.engine.wire import CarpSocket
 from iprotate.engine.wire6 import CarpSocket6
@@ -192,15 +191,9 @@ class Daemon:
         tasks: list[asyncio.Task[None]] = []
         signal_rules: SignalRules | None = None
         try:
-            if self.options.control_socket:
-                control = ControlServer(
-                    self.options.control_socket, self._control, self.options.control_group
-                )
-                try:
-                    await control.bind()
-                except ControlError as e:
-                    control = None
-                    raise StartError(str(e)) from None
+            control = await bind_server(
+                self.options.control_socket, self._control, self.options.control_group, StartError
+            )
             if self.options.metrics:
                 try:
                     exporter = serve_metrics(
@@ -218,16 +211,16 @@ class Daemon:
                 await control.serve()
             tasks = [
                 self._background(watch.run(), "link watcher"),
-                self._background(self._watchdog(), "watchdog"),
+                self._background(keep_watchdog(self.notifier), "watchdog"),
                 self._background(self._drift_reminders(), "drift reminders"),
             ]
-            signal_rules = install_signal_rules(
+            signal_rules = install_for_daemon(
                 loop,
-                stop=self._stopping.set,
-                reload=lambda: asyncio.ensure_future(self.reload()),
-                status=self._log_status,
-                demote=self._demote,
-                early=self.early_signals,
+                self._stopping,
+                self.reload,
+                self._log_status,
+                self._demote,
+                self.early_signals,
             )
             log.info(
                 "%s: taking part in %d VIPs on %s (VIPs on %s), %d owned",
@@ -1035,18 +1028,10 @@ class Daemon:
         if cmd == "status":
             return {"ok": True, "status": build_status(self.node, loop.time())}
         if cmd in ("drain", "undrain"):
-            if self._stopping.is_set():
-                # The hand-over drains every machine (not to be remembered): saving the drained
-                # state now would bring this host back with every VIP drained.
-                return {"ok": False, "error": f"stopping: no {cmd}"}
-            only = req.get("vip")
-            if only is not None and not isinstance(only, str):
-                return {"ok": False, "error": "vip must be an address, or absent for every VIP"}
             try:
-                # "" is no address: it must never mean "every VIP".
-                ip = ip_address(only.split("/")[0]) if only is not None else None
-            except ValueError:
-                return {"ok": False, "error": f"{only!r} is not an IP address"}
+                ip = drain_target(req, self._stopping.is_set())
+            except BadRequest as e:
+                return {"ok": False, "error": str(e)}
             if ip is not None and all(v.ip != ip for v in self.node.vips.values()):
                 return {"ok": False, "error": f"{ip} is not a VIP of this cluster"}
             if ip is not None and all(self.node.vips[k].ip != ip for k in self.node.machines):
@@ -1059,67 +1044,32 @@ class Daemon:
                 self._drain_all = False  # what stays drained is the per-VIP list
                 self._emit(self.node.undrain(now, ip))
             log.info("%s %s", cmd, ip or "every VIP")
-            answer: dict[str, Any] = {
-                "ok": True,
-                "drained": [str(v.address) for v in self.node.drained()],
-            }
-            problem = self._save_drained()
-            if problem is not None:  # done, but a restart will not remember it: say so
-                answer["warning"] = f"done, but not remembered across a restart: {problem}"
-            return answer
+            drained = [str(v.address) for v in self.node.drained()]
+            return drain_answer(drained, self._save_drained())
         if cmd == "reload":
             return await self.reload()
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     def _state_file(self) -> Path | None:
-        d = self.options.state_dir
-        return Path(d) / f"drained-{self.host.name}.json" if d else None
+        return drained_state.path_for(self.options.state_dir, self.host.name)
 
     def _save_drained(self) -> str | None:
         """Save the drained state; what went wrong, if it could not be saved."""
-        path = self._state_file()
-        if path is None:
-            return None
         state = drained_state.Drained(self._drain_all, tuple(v.ip for v in self.node.drained()))
-        try:
-            drained_state.save(path, state)
-        except OSError as e:
-            log.error("cannot save the drained state to %s: %s", path, e)
-            return f"cannot save the drained state to {path}: {e.strerror or e}"
-        return None
+        return drained_state.save_or_error(self._state_file(), state)
 
     def _restore_drained(self, now: float) -> None:
         """A host drained for maintenance stays drained across restarts until undrained. A file
         that cannot be used is logged and ignored: the host takes part normally."""
-        path = self._state_file()
-        if path is None:
-            return
-        try:
-            state = drained_state.load(path)
-        except drained_state.StateError as e:
-            log.error("ignoring the drained state in %s: %s", path, e)
-            return
+        state = drained_state.load_or_log(self._state_file())
         if state is None:
             return
         self._drain_all = state.all
-        if state.all:
-            log.info("still drained (every VIP): `iprotate undrain` to take part again")
-            self._emit(self.node.drain(now))
-            return
-        for ip in state.vips:
-            if all(v.ip != ip for v in self.node.vips.values()):
-                log.warning("drained state: %s is no longer a VIP of the plan; ignored", ip)
-                continue
-            log.info("%s still drained: `iprotate undrain --vip %s` to take it back", ip, ip)
+        known = {v.ip for v in self.node.vips.values()}
+        for ip in drained_state.to_drain(
+            state, known.__contains__, "is no longer a VIP of the plan"
+        ):
             self._emit(self.node.drain(now, ip))
-
-    async def _watchdog(self) -> None:
-        interval = self.notifier.watchdog_interval()
-        if interval is None:
-            return
-        while True:
-            self.notifier.watchdog()
-            await asyncio.sleep(interval / 2)
 
     def _log_status(self) -> None:
         """SIGUSR1: one line per VIP and one with the counters (drops by reason among them)."""

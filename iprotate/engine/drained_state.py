@@ -2,20 +2,26 @@
 `state_dir/drained-<host>.json`.
 
 The file is ours, but a disk, an editor or a bad day can leave anything in it. What is read is
-checked strictly: a file that is not exactly that shape is ignored as a whole (logged by the
-caller), never guessed at (`{"all": "no"}` once drained everything, and a corrupt file
-crash-looped the daemon).
+checked strictly: a file that is not exactly that shape is ignored as a whole (logged), never
+guessed at (`{"all": "no"}` once drained everything, and a corrupt file crash-looped the daemon).
+
+Both daemons (CARP mode's and BGP mode's) keep it the same way, through `path_for`,
+`load_or_log`, `to_drain` and `save_or_error`: the same file, the same log lines, the same errors.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
 from iprotate.cluster.loader import read_bounded
+
+log = logging.getLogger("iprotate")
 
 MAX_BYTES = 1 << 20
 
@@ -71,3 +77,50 @@ def save(path: Path, state: Drained) -> None:
     doc = {"all": state.all, "vips": [str(v) for v in state.vips]}
     tmp.write_text(json.dumps(doc) + "\n")
     os.replace(tmp, path)
+
+
+def path_for(state_dir: str | None, host: str) -> Path | None:
+    """Where `host`'s drained state lives in `state_dir`; None without a state_dir (nowhere)."""
+    return Path(state_dir) / f"drained-{host}.json" if state_dir else None
+
+
+def load_or_log(path: Path | None) -> Drained | None:
+    """The state saved at `path`; None if there is none, no path, or a file that cannot be used
+    (logged: the host then takes part normally, a bad file must not keep the daemon down)."""
+    if path is None:
+        return None
+    try:
+        return load(path)
+    except StateError as e:
+        log.error("ignoring the drained state in %s: %s", path, e)
+        return None
+
+
+def to_drain(
+    state: Drained, known: Callable[[IPv4Address | IPv6Address], bool], unknown: str
+) -> Iterator[IPv4Address | IPv6Address | None]:
+    """What to drain again after a restart, each logged as it is yielded (so the caller's own
+    lines follow each one): None for every VIP, else the saved VIPs that `known` accepts (the
+    others are logged with `unknown`, why they are ignored)."""
+    if state.all:
+        log.info("still drained (every VIP): `iprotate undrain` to take part again")
+        yield None
+        return
+    for ip in state.vips:
+        if not known(ip):
+            log.warning("drained state: %s %s; ignored", ip, unknown)
+            continue
+        log.info("%s still drained: `iprotate undrain --vip %s` to take it back", ip, ip)
+        yield ip
+
+
+def save_or_error(path: Path | None, state: Drained) -> str | None:
+    """Save `state` at `path` (nothing without a path); what went wrong (logged), if anything."""
+    if path is None:
+        return None
+    try:
+        save(path, state)
+    except OSError as e:
+        log.error("cannot save the drained state to %s: %s", path, e)
+        return f"cannot save the drained state to {path}: {e.strerror or e}"
+    return None

@@ -25,6 +25,7 @@ Typical use in the daemon::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -108,6 +109,17 @@ class Notifier:
         if pid is not None and (not pid.isdigit() or int(pid) != self._pid):
             return None
         return int(usec) / 1_000_000
+
+
+async def keep_watchdog(notifier: Notifier) -> None:
+    """Ping systemd's watchdog (WatchdogSec=) at half its timeout, from the loop, so a hung loop
+    is killed; returns at once where there is no watchdog for us."""
+    interval = notifier.watchdog_interval()
+    if interval is None:
+        return
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval / 2)
 
 
 def _status(text: str) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +102,27 @@ def install(
     if early is not None:
         _replay(early, stop=stop, reload=reload, status=status)
     return rules
+
+
+def install_for_daemon(
+    loop: asyncio.AbstractEventLoop,
+    stopping: asyncio.Event,
+    reload: Callable[[], Awaitable[object]],
+    status: Callable[[], object],
+    demote: Callable[[], object],
+    early: EarlySignals | None,
+) -> SignalRules:
+    """`install` as both daemons (CARP and BGP mode) use it: a stop signal sets `stopping`, which
+    the daemon's run awaits; SIGHUP starts `reload` as a task of its own (it awaits, a signal
+    handler may not)."""
+    return install(
+        loop,
+        stop=stopping.set,
+        reload=lambda: asyncio.ensure_future(reload()),
+        status=status,
+        demote=demote,
+        early=early,
+    )
 
 
 def _replay(
