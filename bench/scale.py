@@ -20,6 +20,12 @@ tests": more than the 256 addresses of 203.0.113.0/24 are needed), only ever add
 bench's own namespaces: 250 per multicast group (vhids 1..250 from the last octet), group g being
 224.0.0.(18 + g) with VIPs 198.18.g.1 ..; 1 VIP in 1 group, 256 in 2, 1,000 in 4, 4,000 in 16.
 
+The wire (`--wire napi`, the default): every veth end of a segment gets GRO with
+rx-udp-gro-forwarding and threaded NAPI (`napi_wire`), so the bridge and the receiver's kernel
+work run on NAPI kernel threads, not in the sending daemon's context as with plain veths (on a
+real segment the receiving machine does that work); those threads' run time over the window is
+the wire's own cost. `--wire veth` keeps the plain veths, for comparison with older figures.
+
 Steady state: the owners come up first (they take every VIP after D), then the survivors; after a
 warm-up, each process's own run time (/proc/PID/schedstat; utime+stime beside it) over `--window`
 seconds and VmRSS/Pss at its end. Then, iprotate only: a `status` request on each host and a
@@ -611,24 +617,39 @@ class Side:
     def pids(self, host: str) -> list[int]:
         return [p.pid for p in self.procs.get(host, [])]
 
-    def wire_pids(self) -> list[int]:
-        """The PIDs of the segment's NAPI kernel threads (only ever read, never signalled)."""
-        return [pid for pairs in self.wire.values() for _, pid in pairs]
+    def wire_groups(self) -> dict[str, list[int]]:
+        """`measure` groups: per veth end ('ENGINE.wire:namespace/device'), the PIDs of its NAPI
+        kernel threads (only ever read, never signalled)."""
+        return {
+            f"{self.engine}.wire:{key}": [pid for _, pid in pairs]
+            for key, pairs in self.wire.items()
+        }
 
-    def wire_usage(self, u: Usage) -> dict[str, Any]:
-        """The wire's run time over the window, as the hosts' figures are given; `kept`: every
-        thread was still the same NAPI thread at the end (the sum covers the whole window)."""
+    def wire_usage(self, usage: dict[str, Usage]) -> dict[str, Any]:
+        """The wire's run time over the window, summed and per veth end, as the hosts' figures
+        are given; `kept`: every thread was still the same NAPI thread at the end (the sums
+        cover the whole window)."""
         kept = all(
             is_napi_thread(pid, key.split("/", 1)[1], napi_id)
             for key, pairs in self.wire.items()
             for napi_id, pid in pairs
         )
-        j = u.to_json()
+        ends = {k: usage[f"{self.engine}.wire:{k}"] for k in self.wire}
+        if not kept:  # a thread gone reads 0: its sum would be short, even negative
+            return {"napi_threads": sum(u.processes for u in ends.values()), "kept": False}
+        run = sum(u.run_s for u in ends.values())
+        window = next(iter(ends.values())).window_s
         return {
-            "napi_threads": u.processes,
-            "devices": {k: [i for i, _ in pairs] for k, pairs in self.wire.items()},
-            "sched_cpu_s_per_min": j["sched_cpu_s_per_min"],
-            "sched_cpu_pct_of_core": j["sched_cpu_pct_of_core"],
+            "napi_threads": sum(u.processes for u in ends.values()),
+            "sched_cpu_s_per_min": round(run * 60.0 / window, 3),
+            "sched_cpu_pct_of_core": round(run / window * 100, 2),
+            "per_end": {
+                k: {
+                    "napi_ids": [i for i, _ in self.wire[k]],
+                    "sched_cpu_pct_of_core": u.to_json()["sched_cpu_pct_of_core"],
+                }
+                for k, u in ends.items()
+            },
             "kept": kept,
         }
 
@@ -834,7 +855,7 @@ def run_size(
             for host in (OWNER, SURVIVOR):
                 pids[f"{side.engine}.{host}"] = side.pids(host)
             if side.wire:
-                pids[f"{side.engine}.wire"] = side.wire_pids()
+                pids.update(side.wire_groups())
         load0 = os.getloadavg()[0]
         usage = measure(pids, window)
         result["loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
@@ -850,7 +871,7 @@ def run_size(
                 "survivor_adds_before_kill": len(flaps),
             }
             if side.wire:
-                result[side.engine]["wire"] = side.wire_usage(usage[f"{side.engine}.wire"])
+                result[side.engine]["wire"] = side.wire_usage(usage)
             if side.engine == "iprotate":
                 up = time.monotonic() - survivor_t0
                 result["iprotate"]["survivor_counters"] = status_counters(side, SURVIVOR)
@@ -1423,7 +1444,10 @@ def main() -> None:
     ap.add_argument("--napi-threads", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.napi_threads:
-        print(json.dumps(napi_threads(args.napi_threads.split(","))))
+        try:
+            print(json.dumps(napi_threads(args.napi_threads.split(","))))
+        except OSError as e:  # no netdev family (Linux < 6.8), no such device
+            sys.exit(f"netdev napi-get: {e}")
         return
     if args.monitor:
         monitor(INTERFACE, args.me, args.owner, [g for g in args.mcast.split(",") if g])
