@@ -424,8 +424,14 @@ def veth_ends(seg: Segment) -> list[tuple[str, str]]:
     return out
 
 
-def _in_netns(ns: str, *argv: str) -> str:
-    r = subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True)
+def _in_netns(ns: str, *argv: str, timeout: float = 30.0) -> str:
+    """Run a short command in namespace `ns`; its stdout. WireError if it fails or hangs."""
+    try:
+        r = subprocess.run(
+            ["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        raise WireError(f"{ns}: {' '.join(argv)}: no answer in {timeout:.0f} s") from None
     if r.returncode != 0:
         raise WireError(f"{ns}: {' '.join(argv)}: {(r.stderr or r.stdout).strip()}")
     return r.stdout
