@@ -20,6 +20,12 @@ tests": more than the 256 addresses of 203.0.113.0/24 are needed), only ever add
 bench's own namespaces: 250 per multicast group (vhids 1..250 from the last octet), group g being
 224.0.0.(18 + g) with VIPs 198.18.g.1 ..; 1 VIP in 1 group, 256 in 2, 1,000 in 4, 4,000 in 16.
 
+The wire (`--wire napi`, the default): every veth end of a segment gets GRO with
+rx-udp-gro-forwarding and threaded NAPI (`napi_wire`), so the bridge and the receiver's kernel
+work run on NAPI kernel threads, not in the sending daemon's context as with plain veths (on a
+real segment the receiving machine does that work); those threads' run time over the window is
+the wire's own cost. `--wire veth` keeps the plain veths, for comparison with older figures.
+
 Steady state: the owners come up first (they take every VIP after D), then the survivors; after a
 warm-up, each process's own run time (/proc/PID/schedstat; utime+stime beside it) over `--window`
 seconds and VmRSS/Pss at its end. Then, iprotate only: a `status` request on each host and a
@@ -396,6 +402,165 @@ class Monitor:
         return self.last_advert
 
 
+# --- the wire ------------------------------------------------------------------------------------
+
+WIRES = ("napi", "veth")
+KTHREAD = 0x00200000  # PF_KTHREAD in /proc/PID/stat's flags: a kernel thread
+
+
+class WireError(Exception):
+    """The NAPI wire cannot be set up on this machine; the bench stops (`--wire veth` runs the
+    old wire). Not a RuntimeError: a size's errors are recorded and the run goes on, this one
+    must not be."""
+
+
+def veth_ends(seg: Segment) -> list[tuple[str, str]]:
+    """(namespace, device) of every veth end of the segment: each member's interfaces in its
+    namespace and their bridge ports in the switch namespace."""
+    out = []
+    for m in seg.members.values():
+        for interface, port in m.all_ports.items():
+            out += [(m.netns, interface), (seg.switch, port)]
+    return out
+
+
+def _in_netns(ns: str, *argv: str, timeout: float = 30.0) -> str:
+    """Run a short command in namespace `ns`; its stdout. WireError if it fails or hangs."""
+    try:
+        r = subprocess.run(
+            ["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        raise WireError(f"{ns}: {' '.join(argv)}: no answer in {timeout:.0f} s") from None
+    if r.returncode != 0:
+        raise WireError(f"{ns}: {' '.join(argv)}: {(r.stderr or r.stdout).strip()}")
+    return r.stdout
+
+
+def napi_wire(seg: Segment) -> dict[str, list[tuple[int, int]]]:
+    """Make the segment's veths carry packets as a real wire does: the receiver's kernel work
+    done off the sender's process. A plain veth hands a packet to its peer's netif_rx and the
+    softirq runs in the sender's context: the bridge, the second veth, the receiving
+    namespace's IP receive path and raw-socket delivery (waking the receiver included) are
+    charged to the sending daemon (8.8-10.4 us per 56-byte advert; on a real segment the
+    other machine does that work). With GRO and rx-udp-gro-forwarding on every end (what makes
+    a raw socket's skb eligible for veth's NAPI path) and threaded NAPI, veth queues to the
+    peer's NAPI and the `napi/<dev>-<id>` kernel threads do it. Returns `wire_threads(seg)`;
+    raises WireError if ethtool, the features or threaded NAPI are missing (no fallback)."""
+    if shutil.which("ethtool") is None:
+        raise WireError("ethtool not found (Debian package ethtool, ./setup installs it)")
+    for ns, dev in veth_ends(seg):
+        _in_netns(ns, "ethtool", "-K", dev, "gro", "on", "rx-udp-gro-forwarding", "on")
+        features = _in_netns(ns, "ethtool", "-k", dev)
+        for feature in ("generic-receive-offload", "rx-udp-gro-forwarding"):
+            if f"{feature}: on" not in features:
+                raise WireError(f"{ns} {dev}: ethtool could not turn {feature} on")
+        threaded = f"/sys/class/net/{dev}/threaded"
+        try:
+            now = _in_netns(ns, "sh", "-c", f"echo 1 > {threaded} && cat {threaded}").strip()
+        except WireError as e:
+            raise WireError(f"threaded NAPI unavailable: {e}") from None
+        if now in ("", "0"):
+            raise WireError(f"{ns} {dev}: threaded NAPI did not turn on ({threaded}: {now!r})")
+    return wire_threads(seg)
+
+
+def wire_threads(seg: Segment) -> dict[str, list[tuple[int, int]]]:
+    """'namespace/device' -> [(NAPI id, PID of its kernel thread)] for every veth end.
+
+    The mapping comes from the kernel itself: the netdev netlink family's napi-get, asked
+    inside each namespace (`--napi-threads`), gives each NAPI instance of a device with the
+    PID of its thread. Names alone would not do: every member's `eth1` makes a
+    `napi/eth1-<id>` thread, in this run and in the labs other jobs run at the same time, and
+    the set of `napi/*` threads new since a moment also catches theirs. Each PID is checked
+    to be a kernel thread whose name is `napi/<dev>-<id>` (so a reused PID is never counted)."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    by_ns: dict[str, list[str]] = {}
+    for ns, dev in veth_ends(seg):
+        by_ns.setdefault(ns, []).append(dev)
+    for ns, devs in by_ns.items():
+        argv = [sys.executable, str(Path(__file__).resolve()), "--napi-threads", ",".join(devs)]
+        found = json.loads(_in_netns(ns, *argv))
+        for dev in devs:
+            pairs = [(int(i), int(p)) for i, p in found.get(dev, [])]
+            if not pairs:
+                raise WireError(f"{ns} {dev}: no threaded NAPI instance (kernel too old?)")
+            for napi_id, pid in pairs:
+                if not is_napi_thread(pid, dev, napi_id):
+                    raise WireError(f"{ns} {dev}: PID {pid} is not napi/{dev}-{napi_id}")
+            out[f"{ns}/{dev}"] = pairs
+    return out
+
+
+def is_napi_thread(pid: int, dev: str, napi_id: int) -> bool:
+    """Is PID the kernel thread of NAPI instance `napi_id` of `dev` (its comm, 15 bytes)?"""
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        flags = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[6])
+    except (OSError, ValueError, IndexError):
+        return False
+    return bool(flags & KTHREAD) and comm == f"napi/{dev}-{napi_id}"[:15]
+
+
+NETLINK_GENERIC, GENL_ID_CTRL, CTRL_CMD_GETFAMILY = 16, 0x10, 3
+CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME = 1, 2
+NETDEV_CMD_NAPI_GET = 11  # include/uapi/linux/netdev.h
+NETDEV_A_NAPI_IFINDEX, NETDEV_A_NAPI_ID, NETDEV_A_NAPI_PID = 1, 2, 4
+NLM_F_REQUEST, NLM_F_DUMP, NLMSG_ERROR, NLMSG_DONE = 1, 0x300, 2, 3
+
+
+def _genl(
+    sock: socket.socket, family: int, cmd: int, attrs: bytes, flags: int
+) -> list[dict[int, bytes]]:
+    """One generic-netlink request; the attributes of every message answered."""
+    body = struct.pack("=BBH", cmd, 1, 0) + attrs
+    sock.send(struct.pack("=IHHII", 16 + len(body), family, NLM_F_REQUEST | flags, 1, 0) + body)
+    msgs: list[dict[int, bytes]] = []
+    while True:
+        data = sock.recv(1 << 16)
+        at = 0
+        while at + 16 <= len(data):
+            length, kind = struct.unpack_from("=IH", data, at)
+            if length < 16 or kind == NLMSG_DONE:
+                return msgs
+            if kind == NLMSG_ERROR:
+                (err,) = struct.unpack_from("=i", data, at + 16)
+                if err:
+                    raise OSError(-err, os.strerror(-err))
+                return msgs
+            msg, a = {}, at + 20  # nlmsghdr, genlmsghdr
+            while a + 4 <= at + length:
+                alen, atype = struct.unpack_from("=HH", data, a)
+                if alen < 4:
+                    break
+                msg[atype & 0x3FFF] = data[a + 4 : a + alen]
+                a += (alen + 3) & ~3
+            msgs.append(msg)
+            at += (length + 3) & ~3
+        if not flags & NLM_F_DUMP:
+            return msgs
+
+
+def napi_threads(devs: Sequence[str]) -> dict[str, list[tuple[int, int]]]:
+    """In this namespace: device -> [(NAPI id, thread PID)] of its threaded NAPI instances, from
+    the netdev family's napi-get dump (Linux 6.8 and later report the PID)."""
+    index = {socket.if_nametoindex(d): d for d in devs}
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC) as s:
+        s.bind((0, 0))
+        name = b"netdev\0"
+        pad = b"\0" * (-len(name) % 4)
+        attr = struct.pack("=HH", 4 + len(name), CTRL_ATTR_FAMILY_NAME) + name + pad
+        (fam,) = _genl(s, GENL_ID_CTRL, CTRL_CMD_GETFAMILY, attr, 0)
+        (family,) = struct.unpack("=H", fam[CTRL_ATTR_FAMILY_ID])
+        out: dict[str, list[tuple[int, int]]] = {d: [] for d in devs}
+        for m in _genl(s, family, NETDEV_CMD_NAPI_GET, b"", NLM_F_DUMP):
+            u32 = {k: struct.unpack("=I", v)[0] for k, v in m.items() if len(v) == 4}
+            dev = index.get(u32.get(NETDEV_A_NAPI_IFINDEX, 0))
+            if dev is not None and NETDEV_A_NAPI_PID in u32:
+                out[dev].append((u32[NETDEV_A_NAPI_ID], u32[NETDEV_A_NAPI_PID]))
+    return out
+
+
 # --- the run -------------------------------------------------------------------------------------
 
 
@@ -409,6 +574,8 @@ class Side:
     procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
     monitor: Monitor | None = None
     profile: bool = False  # run iprotate under cProfile (host.prof in workdir, at a clean stop)
+    # The NAPI wire's threads ('namespace/device' -> [(NAPI id, PID)]); empty: the plain veths.
+    wire: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
     notify: dict[str, socket.socket] = field(default_factory=dict)
     started_at: dict[str, float] = field(default_factory=dict)
@@ -455,6 +622,42 @@ class Side:
 
     def pids(self, host: str) -> list[int]:
         return [p.pid for p in self.procs.get(host, [])]
+
+    def wire_groups(self) -> dict[str, list[int]]:
+        """`measure` groups: per veth end ('ENGINE.wire:namespace/device'), the PIDs of its NAPI
+        kernel threads (only ever read, never signalled)."""
+        return {
+            f"{self.engine}.wire:{key}": [pid for _, pid in pairs]
+            for key, pairs in self.wire.items()
+        }
+
+    def wire_usage(self, usage: dict[str, Usage]) -> dict[str, Any]:
+        """The wire's run time over the window, summed and per veth end, as the hosts' figures
+        are given; `kept`: every thread was still the same NAPI thread at the end (the sums
+        cover the whole window)."""
+        kept = all(
+            is_napi_thread(pid, key.split("/", 1)[1], napi_id)
+            for key, pairs in self.wire.items()
+            for napi_id, pid in pairs
+        )
+        ends = {k: usage[f"{self.engine}.wire:{k}"] for k in self.wire}
+        if not kept:  # a thread gone reads 0: its sum would be short, even negative
+            return {"napi_threads": sum(u.processes for u in ends.values()), "kept": False}
+        run = sum(u.run_s for u in ends.values())
+        window = next(iter(ends.values())).window_s
+        return {
+            "napi_threads": sum(u.processes for u in ends.values()),
+            "sched_cpu_s_per_min": round(run * 60.0 / window, 3),
+            "sched_cpu_pct_of_core": round(run / window * 100, 2),
+            "per_end": {
+                k: {
+                    "napi_ids": [i for i, _ in self.wire[k]],
+                    "sched_cpu_pct_of_core": u.to_json()["sched_cpu_pct_of_core"],
+                }
+                for k, u in ends.items()
+            },
+            "kept": kept,
+        }
 
     def held(self, host: str) -> set[str]:
         return {a.split("/")[0] for a in self.seg.addresses(host) if is_vip(a)}
@@ -586,8 +789,10 @@ def run_size(
     engines: Sequence[str] = ("iprotate", "ucarp"),
     profile: bool = False,
     profile_takeover: bool = False,
+    wire: str = "napi",
 ) -> dict[str, Any]:
-    """One size: the engines side by side, steady state, then a takeover each. With `profile`,
+    """One size: the engines side by side, steady state, then a takeover each; each segment on
+    the NAPI wire (`napi_wire`) unless `wire` is "veth". With `profile`,
     iprotate runs under cProfile and, after the steady-state window, both hosts are stopped
     cleanly (no takeover) and their profiles' top lines returned; with `profile_takeover` too,
     the owner is killed first (its profile is lost), the survivor takes over, is stopped, and
@@ -607,6 +812,7 @@ def run_size(
         "groups": used_groups,
         "layout": layout(plan),
         "window_s": window,
+        "wire": wire,
         "machine": machine(),
         "revision": revision(),
     }
@@ -621,6 +827,8 @@ def run_size(
             stack.callback(side.stop_all)
             for name, octet in OCTETS.items():
                 seg.add(name, octet, INTERFACE)
+            if wire == "napi":
+                side.wire = napi_wire(seg)
             argv = [sys.executable, str(Path(__file__).resolve()), "--monitor"]
             argv += ["--owner", f"198.51.100.{OCTETS[OWNER]}", "--mcast", ",".join(used_groups)]
             argv += ["--me", f"198.51.100.{OCTETS[SURVIVOR]}"]
@@ -652,6 +860,8 @@ def run_size(
         for side in sides:
             for host in (OWNER, SURVIVOR):
                 pids[f"{side.engine}.{host}"] = side.pids(host)
+            if side.wire:
+                pids.update(side.wire_groups())
         load0 = os.getloadavg()[0]
         usage = measure(pids, window)
         result["loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
@@ -666,6 +876,8 @@ def run_size(
                 "steady": ok,
                 "survivor_adds_before_kill": len(flaps),
             }
+            if side.wire:
+                result[side.engine]["wire"] = side.wire_usage(usage)
             if side.engine == "iprotate":
                 up = time.monotonic() - survivor_t0
                 result["iprotate"]["survivor_counters"] = status_counters(side, SURVIVOR)
@@ -998,6 +1210,8 @@ def markdown(results: list[dict[str, Any]], command: str, profile: list[str] | N
         "group, 256 in 2, 1,000 in 4, 4,000 in 16. advbase 1, dead_ratio 3, survivor advskew "
         "from the plan: D = 3.25 s.",
         "",
+        wire_sentence({r.get("wire", "veth") for r in runs}),
+        "",
         "## Steady state (owner holds every VIP, survivor is backup of every VIP)",
         "",
         *([UCARP_1000, ""] if ucarp_max < 1000 else []),
@@ -1005,8 +1219,8 @@ def markdown(results: list[dict[str, Any]], command: str, profile: list[str] | N
         "engineers' test runs share the machine).",
         "",
         "| VIPs | groups | engine | processes | owner RSS MB | owner PSS MB | owner % of a core "
-        "| survivor RSS MB | survivor % of a core | load |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        "| survivor RSS MB | survivor % of a core | wire % of a core | load |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in runs:
         for eng in ("iprotate", "ucarp"):
@@ -1016,7 +1230,7 @@ def markdown(results: list[dict[str, Any]], command: str, profile: list[str] | N
             lines.append(
                 f"| {r['vips']:,} | {len(r['groups'])} | {eng} | {e['owner']['processes']} | "
                 f"{_mb(e['owner'])} | {e['owner']['pss_mb']:.1f} | {_pct(e['owner'])} | "
-                f"{_mb(e['survivor'])} | {_pct(e['survivor'])} | "
+                f"{_mb(e['survivor'])} | {_pct(e['survivor'])} | {_pct(e.get('wire'))} | "
                 f"{' -> '.join(f'{x:.1f}' for x in r.get('loadavg_1m', []))} |"
             )
         x = r.get("ucarp_extrapolated")
@@ -1025,7 +1239,7 @@ def markdown(results: list[dict[str, Any]], command: str, profile: list[str] | N
                 f"| {r['vips']:,} | {len(r['groups'])} | ucarp (extrapolated from "
                 f"{x['from_vips']:,}, not run) | {x['owner']['processes']} | "
                 f"{_mb(x['owner'])} | {x['owner']['pss_mb']:.1f} | {_pct(x['owner'])} | "
-                f"{_mb(x['survivor'])} | {_pct(x['survivor'])} | - |"
+                f"{_mb(x['survivor'])} | {_pct(x['survivor'])} | - | - |"
             )
     lines += [
         "",
@@ -1150,6 +1364,27 @@ def markdown(results: list[dict[str, Any]], command: str, profile: list[str] | N
     return "\n".join(lines).rstrip() + "\n"
 
 
+def wire_sentence(wires: set[str]) -> str:
+    """What the segments' wire was, for the page's header."""
+    if wires == {"napi"}:
+        return (
+            "The wire: on every veth end (members' interfaces, bridge ports) GRO with "
+            "rx-udp-gro-forwarding and threaded NAPI, so the bridge and the receiver's kernel "
+            "work (IP receive, raw-socket delivery, the wake-up) run on the receiving end's "
+            "`napi/<dev>-<id>` kernel threads, as on a real segment the receiving machine does "
+            "it; a plain veth runs it in the sender's context and charges it to the sending "
+            "process. wire % of a core: those threads' run time over "
+            "the window, summed per segment (both segments have this wire). `--wire veth` gives "
+            "the old wire and its figures."
+        )
+    return (
+        "The wire: plain veths (`--wire veth`, or a run before the NAPI wire): the bridge and "
+        "the receiver's kernel work run in the sender's context and are charged to the sending "
+        "process, which on a real segment the receiving machine does; "
+        "the default wire moves that work to NAPI kernel threads and measures them."
+    )
+
+
 def _yes(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
@@ -1197,6 +1432,14 @@ def main() -> None:
         help="with --profile: kill the owner after the window; the survivor's profile then "
         "covers its takeover (use a short --window)",
     )
+    ap.add_argument(
+        "--wire",
+        choices=WIRES,
+        default="napi",
+        help="napi (default): the veths' receive work on NAPI kernel threads, as a real wire "
+        "does it off the sender, and measured; veth: plain veths, the old wire (the receiver's "
+        "kernel work charged to the sender)",
+    )
     ap.add_argument("--keep", help="work in this directory and keep it (logs, cluster files)")
     ap.add_argument("--render", action="store_true", help="only write scale.md from scale.json")
     ap.add_argument("--out", default=str(RESULTS), help="where scale.json and scale.md go")
@@ -1204,7 +1447,14 @@ def main() -> None:
     ap.add_argument("--owner", help=argparse.SUPPRESS)
     ap.add_argument("--me", help=argparse.SUPPRESS)
     ap.add_argument("--mcast", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--napi-threads", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.napi_threads:
+        try:
+            print(json.dumps(napi_threads(args.napi_threads.split(","))))
+        except OSError as e:  # no netdev family (Linux < 6.8), no such device
+            sys.exit(f"netdev napi-get: {e}")
+        return
     if args.monitor:
         monitor(INTERFACE, args.me, args.owner, [g for g in args.mcast.split(",") if g])
         return
@@ -1245,7 +1495,10 @@ def main() -> None:
                     engines,
                     args.profile,
                     args.profile_takeover,
+                    args.wire,
                 )
+            except WireError as e:
+                sys.exit(f"bench/scale.py: the NAPI wire: {e}; `--wire veth` runs the old wire")
             except (RuntimeError, OSError) as e:  # NetnsError is a RuntimeError
                 r = {"bench": "scale", "vips": n, "error": str(e)}
             print(json.dumps(r), flush=True)
