@@ -38,15 +38,16 @@ import hmac
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+from typing import Any
 
 from iprotate.cluster.model import IPAddress
 
 try:
-    # What hmac.digest calls for a digest named by a string, without its Python wrapper (half a
-    # microsecond, twice per advert sent or received: bench/scale.py). The same HMAC.
-    from _hashlib import hmac_digest
+    # What hmac.new makes for a digest named by a string, without its Python wrapper: a keyed
+    # OpenSSL HMAC whose copy, update and digest are C calls. The same HMAC.
+    from _hashlib import hmac_new as _keyed_hmac
 except ImportError:  # a Python built without OpenSSL: the wrapper's own fallback
-    hmac_digest = hmac.digest
+    _keyed_hmac = None
 
 CARP_PROTO = 112
 CARP_LEN = 36  # CARP header bytes
@@ -218,11 +219,36 @@ def digest_prefix(vhid: int, vip: IPAddress) -> bytes:
     return bytes((CARP_VERSION, CARP_TYPE_ADVERTISEMENT, vhid)) + vip.packed
 
 
+class KeyedMac:
+    """HMAC under one key, the key set up once: each MAC copies the keyed state. OpenSSL 3's
+    one-shot HMAC sets the key up on every call, 1.3 to 1.5 us against 0.7 here, and every
+    advert sent or received takes two (bench/scale.py). The same MAC as
+    hmac.digest(key, msg, name)."""
+
+    __slots__ = ("_keyed", "key", "name")
+
+    def __init__(self, key: bytes, name: str) -> None:
+        self.key, self.name = key, name
+        if _keyed_hmac is None:
+            self._keyed: Any = hmac.new(key, digestmod=name)
+        else:
+            self._keyed = _keyed_hmac(key, digestmod=name)
+
+    def __call__(self, msg: bytes) -> bytes:
+        h = self._keyed.copy()
+        h.update(msg)
+        digest: bytes = h.digest()
+        return digest
+
+
 def digest_after(password: bytes, prefix: bytes, counter: int) -> bytes:
     """`digest` from the VIP's `digest_prefix` and a 64-bit counter."""
-    # The one-shot form: no HMAC object built per advert (one per advert sent or received is
-    # a good part of the receive path at 1,000 VIPs, bench/scale.py); the same HMAC-SHA1.
-    return hmac_digest(password, prefix + counter.to_bytes(8, "big"), "sha1")
+    return digest_with(KeyedMac(password, "sha1"), prefix, counter)
+
+
+def digest_with(mac: KeyedMac, prefix: bytes, counter: int) -> bytes:
+    """`digest_after` with the password's HMAC-SHA1 set up beforehand (`KeyedMac`)."""
+    return mac(prefix + counter.to_bytes(8, "big"))
 
 
 def verify(advert: Advert, password: bytes, vip: IPAddress) -> bool:
@@ -233,12 +259,13 @@ def verify(advert: Advert, password: bytes, vip: IPAddress) -> bool:
 def verify_after(advert: Advert, password: bytes, prefix: bytes) -> bool:
     """`verify` with the VIP's `digest_prefix` made beforehand (its vhid must be the advert's:
     the caller looked the VIP up by it)."""
-    return verify_digest(advert.digest, password, prefix, advert.counter)
+    return verify_digest(advert.digest, KeyedMac(password, "sha1"), prefix, advert.counter)
 
 
-def verify_digest(digest: bytes, password: bytes, prefix: bytes, counter: int) -> bool:
-    """`verify_after` from an advert's digest and counter alone (constant-time compare)."""
-    return hmac.compare_digest(digest_after(password, prefix, counter), digest)
+def verify_digest(digest: bytes, mac: KeyedMac, prefix: bytes, counter: int) -> bool:
+    """`verify_after` from an advert's digest and counter, with the password's HMAC-SHA1 set
+    up beforehand (`KeyedMac`); a constant-time compare."""
+    return hmac.compare_digest(digest_with(mac, prefix, counter), digest)
 
 
 def pack_advert(advert: Advert) -> bytes:
@@ -276,14 +303,20 @@ class AdvertEncoder:
     """`encode_advert` for one VIP: its vhid and password checked, and its digest's fixed bytes
     made, once. A master's send path encodes one advert per VIP a second (bench/scale.py)."""
 
-    __slots__ = ("_prefix", "password", "vhid", "vip")
+    __slots__ = ("_mac", "_prefix", "password", "vhid", "vip")
 
-    def __init__(self, vhid: int, vip: IPAddress, password: bytes) -> None:
+    def __init__(
+        self, vhid: int, vip: IPAddress, password: bytes, mac: KeyedMac | None = None
+    ) -> None:
+        """`mac`: the password's KeyedMac for SHA-1, to share between the VIPs' encoders."""
         _check_byte("vhid", vhid, low=1)
         # A password ucarp cannot be given would fail every peer's digest check.
         if not 1 <= len(password) <= MAX_PASSWORD_LEN or b"\0" in password:
             raise ValueError(f"password must be 1..{MAX_PASSWORD_LEN} bytes without NUL")
+        if mac is not None and (mac.key, mac.name) != (password, "sha1"):
+            raise ValueError("mac must be the password's HMAC-SHA1")
         self.vhid, self.vip, self.password = vhid, vip, password
+        self._mac = mac or KeyedMac(password, "sha1")
         self._prefix = digest_prefix(vhid, vip)
 
     def encode(self, advbase: int, advskew: int, counter: int) -> bytes:
@@ -304,7 +337,7 @@ class AdvertEncoder:
             advbase,
             0,
             counter,
-            digest_after(self.password, self._prefix, counter),
+            digest_with(self._mac, self._prefix, counter),
         )
         return unsummed[:6] + checksum(unsummed).to_bytes(2, "big") + unsummed[8:]
 

@@ -56,7 +56,7 @@ import hmac
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
-from iprotate.carp.codec import hmac_digest
+from iprotate.carp.codec import KeyedMac
 from iprotate.cluster.model import IPAddress
 
 SEQ_BITS = 32
@@ -95,17 +95,16 @@ def tag(
 ) -> int:
     """The 32-bit tag over everything the CARP digest leaves out, and seq."""
     head = src.packed + group.packed + bytes((vhid,))
-    return int.from_bytes(_tag_bytes(key, head, advbase, advskew, vip.packed, seq), "big")
+    mac = KeyedMac(key, "sha256")
+    return int.from_bytes(_tag_bytes(mac, head, advbase, advskew, vip.packed, seq), "big")
 
 
 def _tag_bytes(
-    key: bytes, head: bytes, advbase: int, advskew: int, vip_packed: bytes, seq: int
+    mac: KeyedMac, head: bytes, advbase: int, advskew: int, vip_packed: bytes, seq: int
 ) -> bytes:
-    """The tag's 4 bytes; `head` is `tag_head` (sender, group, vhid)."""
-    msg = head + bytes((advbase, advskew)) + vip_packed + seq.to_bytes(4, "big")
-    # One-shot HMAC (no object per advert): the same HMAC-SHA256, cheaper on both the send and
-    # the receive path (bench/scale.py).
-    return hmac_digest(key, msg, "sha256")[:4]
+    """The tag's 4 bytes; `head` is `tag_head` (sender, group, vhid), `mac` the key's
+    HMAC-SHA256."""
+    return mac(head + bytes((advbase, advskew)) + vip_packed + seq.to_bytes(4, "big"))[:4]
 
 
 def split(counter: int) -> tuple[int, int]:
@@ -140,6 +139,14 @@ class NativeAuth:
     src: IPv4Address  # our own address: what our tags cover
     src6: IPv6Address | None = None  # our IPv6 source: what our IPv6 VIPs' tags cover
     marks: dict[Key, Marks] = field(default_factory=dict)
+    _mac: KeyedMac = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._mac = KeyedMac(self.key, "sha256")
+
+    def rekey(self, key: bytes) -> None:
+        """Seal and check with another key from now on (the password changed)."""
+        self.key, self._mac = key, KeyedMac(key, "sha256")
 
     @classmethod
     def for_password(
@@ -195,7 +202,7 @@ class NativeAuth:
         seq = max((marks.sent or 0) + 1, (marks.top or 0) + 1, int(wall_seconds))
         seq = min(seq, MAX_SEQ)  # the year 2106; a full seq is replayed, never wrapped
         marks.sent = seq
-        t = _tag_bytes(self.key, head, advbase, advskew, vip_packed, seq)
+        t = _tag_bytes(self._mac, head, advbase, advskew, vip_packed, seq)
         return seq << SEQ_BITS | int.from_bytes(t, "big")
 
     def check(
@@ -230,7 +237,7 @@ class NativeAuth:
     ) -> Verdict:
         """`check` for the VIP whose `marks` these are, `head` its `tag_head` from `src`."""
         seq = counter >> SEQ_BITS
-        want = _tag_bytes(self.key, head, advbase, advskew, vip_packed, seq)
+        want = _tag_bytes(self._mac, head, advbase, advskew, vip_packed, seq)
         if not hmac.compare_digest(want, (counter & TAG_MASK).to_bytes(4, "big")):
             return Verdict.FORGED
         last = marks.heard.get(src)

@@ -159,6 +159,24 @@ class Drift:
     count: int = 1
 
 
+class _Slot:
+    """One machine's place in the node's timer heap, and what sealing its adverts takes.
+
+    The heap holds slots, not keys: a master's every advert and a backup's every D take a heap
+    entry, and finding the machine, its queued time and its seal by a key hashed an address
+    object five times per advert (bench/scale.py). A slot whose machine is replaced or removed
+    is dead: `queued` None, its heap entries skipped."""
+
+    __slots__ = ("key", "machine", "queued", "seal")
+
+    def __init__(self, key: Key, machine: CarpMachine) -> None:
+        self.key, self.machine = key, machine
+        self.queued: float | None = None  # when its one live heap entry is due
+        # Made on its first advert, dropped on a reload: its marks, the tag's fixed bytes from
+        # our source, the VIP's bytes (carp.native_auth.NativeAuth.seal).
+        self.seal: tuple[Marks, bytes, bytes] | None = None
+
+
 class _Pair:
     """A sender and a VIP of ours: what the receive path needs for each advert of that pair.
 
@@ -170,8 +188,8 @@ class _Pair:
     of the file times VIPs."""
 
     __slots__ = (
-        "allowed", "head", "key", "machine", "marks", "native", "planned", "prefix", "seen",
-        "src", "vip", "vip_packed",
+        "allowed", "head", "key", "marks", "native", "planned", "prefix", "seen", "slot", "src",
+        "vip", "vip_packed",
     )  # fmt: skip
 
     def __init__(
@@ -181,13 +199,13 @@ class _Pair:
         vip: VipPlan,
         prefix: bytes,
         planned: int | None,
-        machine: CarpMachine | None,
+        slot: _Slot | None,
         marks: Marks | None,
     ) -> None:
         self.key, self.src, self.vip, self.prefix = key, src, vip, prefix
         self.planned = planned  # the sender's advskew in the plan for this VIP (None: no part)
         self.native = marks is not None  # an iprotate sender: authenticated, with fresh seqs
-        self.machine, self.marks = machine, marks
+        self.slot, self.marks = slot, marks  # slot None: a VIP we only watch
         self.head = tag_head(src, key)
         self.vip_packed = vip.ip.packed
         # The skews that are no drift with the plan's advbase (see _check_priorities).
@@ -224,14 +242,14 @@ class Node:
     unplanned: dict[tuple[IPAddress, IPAddress, int], float] = field(default_factory=dict)
     # This host's health checks by name (the plan's checks that run here), and their states.
     health: dict[str, CheckState] = field(default_factory=dict)
-    # The timer heap: (when, tie-break, key), at most one live entry per machine, `_queued` its
-    # time. A backup's deadline moves later with every advert it hears: that entry is left where
-    # it is and, when it comes due, put back at the machine's new deadline (one heap push and pop
-    # per D, not per advert: bench/scale.py). A deadline that moves earlier gets a new entry and
-    # the older one is skipped. The tie-break keeps equal times from comparing addresses (keys
-    # of both families never compare: ipaddress refuses).
-    _timers: list[tuple[float, int, Key]] = field(default_factory=list)
-    _queued: dict[Key, float] = field(default_factory=dict)
+    # The timer heap: (when, tie-break, slot), at most one live entry per machine, the slot's
+    # `queued` its time. A backup's deadline moves later with every advert it hears: that entry
+    # is left where it is and, when it comes due, put back at the machine's new deadline (one
+    # heap push and pop per D, not per advert: bench/scale.py). A deadline that moves earlier
+    # gets a new entry and the older one is skipped. The tie-break keeps equal times from
+    # comparing slots.
+    _timers: list[tuple[float, int, _Slot]] = field(default_factory=list)
+    _slots: dict[Key, _Slot] = field(default_factory=dict)
     _tie: Iterator[int] = field(default_factory=itertools.count)
     _host_at: dict[IPAddress, str] = field(default_factory=dict)
     _address: IPv4Address = field(default=IPv4Address(0))
@@ -245,15 +263,13 @@ class Node:
     # (sender, VIP) pairs heard: IPv4 ones keyed by the packet's bytes 12..21 (source, group,
     # CARP version and type, vhid), IPv6 ones by (source, group, vhid). See _Pair.
     _pairs: dict[object, _Pair] = field(default_factory=dict)
-    # What sealing our adverts of a VIP takes, made on its first advert: its marks, the tag's
-    # fixed bytes from our source, the VIP's bytes (three lookups and two `packed` an advert
-    # before: bench/scale.py). Dropped with the pairs.
-    _seals: dict[Key, tuple[Marks, bytes, bytes]] = field(default_factory=dict)
+    _digest_mac: codec.KeyedMac = field(init=False, repr=False)  # the password's HMAC-SHA1
 
     def __post_init__(self) -> None:
         self._index_hosts()
         self.machines = self._rekeyed(self.machines)
         self._set_phase_slots()
+        self._digest_mac = codec.KeyedMac(self.plan.cluster.password, "sha1")
         self.auth = NativeAuth.for_password(
             self.plan.cluster.password, self._address, self._address6
         )
@@ -261,7 +277,9 @@ class Node:
     def _index_hosts(self) -> None:
         # Looked up for every packet: keep them at hand rather than search the host list.
         c = self.plan.cluster
-        self._pairs, self._seals = {}, {}  # facts of the old plan
+        self._pairs = {}  # facts of the old plan
+        for slot in self._slots.values():
+            slot.seal = None  # our source, or the marks, may change with it
         # One _Address per IPv4 host and group address (the same objects across reloads), and
         # the VIPs keyed with them: see _Address. IPv6 ones stay as they are.
         old = self._canon
@@ -446,7 +464,8 @@ class Node:
         i = 0
         for key in mine:
             m = self.machines[key]
-            out += self._effects(key, m.source(up, now, self._preempt_after(now, i, n)), now)
+            act = m.source(up, now, self._preempt_after(now, i, n))
+            out += self._effects(self._slot_of(key), act, now)
             if m.cfg.preempt:
                 i += 1
         return out
@@ -469,7 +488,7 @@ class Node:
                 out.append(Effect(v, DelAddress()))
             else:
                 planned = prefixlen is None or prefixlen == v.address.network.prefixlen
-                out += self._effects(key, m.address_present(now, planned), now)
+                out += self._effects(self._slot_of(key), m.address_present(now, planned), now)
         return out
 
     def packet(self, now: float, data: bytes) -> list[Effect]:
@@ -542,7 +561,8 @@ class Node:
             )  # fmt: skip
             return []
         marks = self.auth.marks_of(key) if native else None
-        pair = _Pair(key, src, vip, prefix, skews.get(src), self.machines.get(key), marks)
+        slot = self._slot_of(key) if key in self.machines else None
+        pair = _Pair(key, src, vip, prefix, skews.get(src), slot, marks)
         self._pairs[raw] = pair
         return self._accept(now, pair, adv.advskew, adv.advbase, adv.counter, adv.digest)
 
@@ -552,7 +572,7 @@ class Node:
         """The checks of one advert of a known pair (digest, iprotate sender and freshness),
         then what it tells us: who is heard, drift from the plan, and the VIP's machine."""
         key, src = pair.key, pair.src
-        if not codec.verify_digest(digest, self.plan.cluster.password, pair.prefix, counter):
+        if not codec.verify_digest(digest, self._digest_mac, pair.prefix, counter):
             self.counters[f"drop_{codec.Reject.BAD_DIGEST.value}"] += 1
             self._drifting(now, key, src, "fails the digest check (another password, VIP or vhid)")
             return []
@@ -587,10 +607,11 @@ class Node:
             prior.advbase, prior.advskew, prior.at = advbase, advskew, now
         if self.drift or advbase != self.plan.cluster.advbase or advskew not in pair.allowed:
             self._check_priorities(now, key, src, advbase, advskew, pair.planned)
-        m = pair.machine
-        if m is None:
+        slot = pair.slot
+        if slot is None:
             return []  # a VIP we only watch
-        return self._effects(key, m.advert(now, src, advbase, advskew, pair.planned), now, m)
+        m = slot.machine
+        return self._effects(slot, m.advert(now, src, advbase, advskew, pair.planned), now)
 
     def reload(self, plan: Plan, now: float) -> list[Effect]:
         """Apply a new plan: unchanged VIPs are not touched, changed priorities are applied in
@@ -601,10 +622,11 @@ class Node:
         out: list[Effect] = []
         for key in list(self.machines):
             if key not in new_cfgs or new_vips[key].address != old_vips[key].address:
-                out += self._effects(key, self.machines[key].stop(now), now)
+                out += self._effects(self._slot_of(key), self.machines[key].stop(now), now)
                 del self.machines[key]
         if plan.cluster.password != self.plan.cluster.password:
-            self.auth.key = derive_key(plan.cluster.password)
+            self.auth.rekey(derive_key(plan.cluster.password))
+            self._digest_mac = codec.KeyedMac(plan.cluster.password, "sha1")
         self.plan, self.vips = plan, new_vips
         self._index_hosts()
         self.auth.src, self.auth.src6 = self._address, self._address6
@@ -621,15 +643,14 @@ class Node:
         for key, cfg in new_cfgs.items():
             m = self.machines.get(key)
             if m is not None:
-                out += self._effects(key, m.reconfigure(cfg, now), now)
+                out += self._effects(self._slot_of(key), m.reconfigure(cfg, now), now)
             else:
                 m = self.machines[key] = CarpMachine(cfg)
                 # A VIP that joins while a link is down must not take over on it.
                 m.advert_link_up, m.vip_link_up = self.links_up[False], self.links_up[True]
                 m.source_up = self.source6_up if cfg.src.version == 6 else self.source_up
-                out += self._effects(
-                    key, m.start(now, self._preempt_after(now, joined, joining)), now
-                )
+                act = m.start(now, self._preempt_after(now, joined, joining))
+                out += self._effects(self._slot_of(key), act, now)
                 joined += 1
         # Checks: a changed one keeps its state; a new one starts up (a reload must not touch
         # healthy VIPs; it goes down after `fall` failures); a removed one no longer counts. But a
@@ -649,51 +670,79 @@ class Node:
             health[name] = st
         self.health = health
         self.machines = self._rekeyed(self.machines)
-        self._pairs, self._seals = {}, {}  # they hold the machines and marks replaced above
+        self._reslot()
+        self._pairs = {}  # they hold the slots and marks replaced above
         self._set_phase_slots()
         return out + self._apply_health(now)
 
     def timers(self, now: float) -> list[Effect]:
         """Run every machine whose deadline has passed."""
         out: list[Effect] = []
-        while self._timers and self._timers[0][0] <= now:
-            t, _, key = heapq.heappop(self._timers)
-            if self._queued.get(key) != t:
-                continue  # superseded by an earlier entry for that machine
-            del self._queued[key]
-            m = self.machines.get(key)
-            d = None if m is None else m.deadline  # a property that computes: read it once
-            if m is None or d is None:
-                continue  # gone, or no timer armed any more
+        heap = self._timers
+        while heap and heap[0][0] <= now:
+            t, _, slot = heapq.heappop(heap)
+            if slot.queued != t:
+                continue  # superseded by an earlier entry for that machine, or dead
+            slot.queued = None
+            m = slot.machine
+            d = m.deadline  # a property that computes: read it once
+            if d is None:
+                continue  # no timer armed any more
             if d > now:
-                self._schedule(key, m)  # its deadline moved later meanwhile
+                self._schedule(slot)  # its deadline moved later meanwhile
                 continue
-            out += self._effects(key, m.timer(now), now, m)
+            out += self._effects(slot, m.timer(now), now)
         return out
 
     @property
     def deadline(self) -> float | None:
         """When `timers` must run next: no later than the earliest machine deadline (possibly
         earlier, when a deadline has moved later since it was queued; `timers` then re-queues)."""
-        while self._timers:
-            t, _, key = self._timers[0]
-            if self._queued.get(key) == t and key in self.machines:
+        heap = self._timers
+        while heap:
+            t, _, slot = heap[0]
+            if slot.queued == t:
                 return t
-            heapq.heappop(self._timers)
-            if self._queued.get(key) == t:
-                del self._queued[key]
+            heapq.heappop(heap)
         return None
 
-    def _schedule(self, key: Key, m: CarpMachine) -> None:
-        """Queue `m`'s deadline, unless an entry at or before it is queued already."""
-        d = m.deadline
+    def _schedule(self, slot: _Slot) -> None:
+        """Queue the slot's machine's deadline, unless an entry at or before it is queued."""
+        d = slot.machine.deadline
         if d is None:
             return
-        queued = self._queued.get(key)
+        queued = slot.queued
         if queued is not None and queued <= d:
             return
-        heapq.heappush(self._timers, (d, next(self._tie), key))
-        self._queued[key] = d
+        heapq.heappush(self._timers, (d, next(self._tie), slot))
+        slot.queued = d
+
+    def _slot_of(self, key: Key) -> _Slot:
+        """The slot of the machine of `key`; a new one if that machine is new (a replaced
+        machine's old slot is dead from then on)."""
+        m = self.machines[key]
+        slot = self._slots.get(key)
+        if slot is None or slot.machine is not m:
+            if slot is not None:
+                slot.queued = None
+            slot = self._slots[key] = _Slot(key, m)
+        return slot
+
+    def _reslot(self) -> None:
+        """After a reload: a slot for every machine, keyed as `machines` is; every other slot
+        dead."""
+        slots: dict[Key, _Slot] = {}
+        for key, m in self.machines.items():
+            slot = self._slots.get(key)
+            if slot is None or slot.machine is not m:
+                slot = _Slot(key, m)
+                self._schedule(slot)
+            slot.key = key
+            slots[key] = slot
+        for key, slot in self._slots.items():
+            if slots.get(key) is not slot:
+                slot.queued = None
+        self._slots = slots
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -720,21 +769,18 @@ class Node:
             ]
         count = sum(1 for _, m in chosen if m.cfg.preempt)
         for key, m in chosen:
-            out += self._effects(key, step(m, i, count), now)
+            out += self._effects(self._slot_of(key), step(m, i, count), now)
             if m.cfg.preempt:
                 i += 1
         return out
 
-    def _effects(
-        self, key: Key, actions: list[Action], now: float, m: CarpMachine | None = None
-    ) -> list[Effect]:
-        """`actions` of the machine of `key` (`m`, if the caller has it) as effects, its next
-        deadline queued, and each advert's counter sealed."""
-        if m is None:
-            m = self.machines[key]
-        self._schedule(key, m)
+    def _effects(self, slot: _Slot, actions: list[Action], now: float) -> list[Effect]:
+        """`actions` of the slot's machine as effects, its next deadline queued, and each
+        advert's counter sealed."""
+        self._schedule(slot)
         if not actions:  # a backup hearing its master: nothing more per advert
             return []
+        key = slot.key
         vip = self.vips[key]
         out = []
         for a in actions:
@@ -743,10 +789,10 @@ class Node:
             elif isinstance(a, SendAdvert):
                 # Every advert leaves with a sealed counter: peers authenticate its sender and
                 # priority and drop it when replayed (carp.native_auth).
-                seal = self._seals.get(key)
+                seal = slot.seal
                 if seal is None:
                     head = tag_head(self.auth.own_source(key), key)
-                    seal = self._seals[key] = (self.auth.marks_of(key), head, vip.ip.packed)
+                    seal = slot.seal = (self.auth.marks_of(key), head, vip.ip.packed)
                 wall = now + self.wall_offset
                 counter = self.auth.seal(*seal, a.advbase, a.advskew, wall)
                 a = SendAdvert(a.advbase, a.advskew, counter)

@@ -150,6 +150,7 @@ class Daemon:
         self._adv_index = 0
         self._takeover_started: dict[tuple[IPAddress, int], float] = {}
         self._encoders: dict[int, tuple[VipPlan, codec.AdvertEncoder]] = {}  # by id(VipPlan)
+        self._digest_mac: codec.KeyedMac | None = None
         self._drain_all = False
         self._reloading = False
         self._strangers_logged = -DRIFT_LOG_EVERY
@@ -918,7 +919,10 @@ class Daemon:
         assert isinstance(a, SendAdvert)
         known = self._encoders.get(id(v))
         if known is None or known[0] is not v:
-            enc = codec.AdvertEncoder(v.vhid, v.ip, self.plan.cluster.password)
+            password = self.plan.cluster.password
+            if self._digest_mac is None or self._digest_mac.key != password:
+                self._digest_mac = codec.KeyedMac(password, "sha1")  # shared by the encoders
+            enc = codec.AdvertEncoder(v.vhid, v.ip, password, self._digest_mac)
             known = self._encoders[id(v)] = (v, enc)
         return known[1].encode(a.advbase, a.advskew, a.counter)
 
