@@ -337,7 +337,7 @@ class AdvertEncoder:
             advbase,
             0,
             counter,
-            digest_with(self._mac, self._prefix, counter),
+            self._mac(self._prefix + counter.to_bytes(8, "big")),  # digest_with, inlined
         )
         return unsummed[:6] + checksum(unsummed).to_bytes(2, "big") + unsummed[8:]
 

@@ -285,9 +285,10 @@ class CarpMachine:
     @property
     def advskew(self) -> int:
         """The skew we stand for now: a drained host ranks last, a sick one just above it."""
-        if self.only_sick:
-            return SICK_ADVSKEW
-        return FAREWELL_ADVSKEW if self.aside else self.cfg.advskew
+        # `aside` and `only_sick` spelled out: read for every advert sent and heard.
+        if self.drained or self.demoted_until is not None:
+            return FAREWELL_ADVSKEW
+        return SICK_ADVSKEW if self.sick else self.cfg.advskew
 
     @property
     def interval(self) -> float:
@@ -295,8 +296,9 @@ class CarpMachine:
 
     @property
     def down_timeout(self) -> float:
-        d = master_down(self.cfg.advbase, self.advskew, self.cfg.dead_ratio)
-        if self.only_sick:
+        cfg = self.cfg
+        d = master_down(cfg.advbase, self.advskew, cfg.dead_ratio)
+        if self.sick and not self.drained and self.demoted_until is None:  # only_sick
             # After every healthy backup (whose D is below D(254)), in the plan's order.
             d += self.cfg.advskew / 256.0
         return d

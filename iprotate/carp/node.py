@@ -794,7 +794,8 @@ class Node:
                     head = tag_head(self.auth.own_source(key), key)
                     seal = slot.seal = (self.auth.marks_of(key), head, vip.ip.packed)
                 wall = now + self.wall_offset
-                counter = self.auth.seal(*seal, a.advbase, a.advskew, wall)
+                marks, head, vip_packed = seal
+                counter = self.auth.seal(marks, head, vip_packed, a.advbase, a.advskew, wall)
                 a = SendAdvert(a.advbase, a.advskew, counter)
             out.append(Effect(vip, a))
         return out

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import (
     IPv4Address,
@@ -31,7 +31,7 @@ from ipaddress import (
     ip_interface,
 )
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from pyroute2 import AsyncIPRoute
 
@@ -81,7 +81,6 @@ READ_BATCH = 64
 IN_SERVICE_WAIT = 0.05
 # Effects in one batch above which the state-change log lines wait for the batch's end (_emit).
 LOG_AFTER_BATCH = 64
-_R = TypeVar("_R")
 
 
 class StartError(Exception):
@@ -882,34 +881,28 @@ class Daemon:
             if held is not None and not isinstance(e.action, DelAddress):
                 held[0].append(e)  # after the ones already waiting, in order
                 continue
-            if type(e.action) is SendAdvert:
-                if (carp := self._guarded(e, self._encode)) is not None:
-                    adverts.append((e.vip, carp))
-                continue
-            if adverts:
-                self._send_adverts(adverts)
-                adverts = []
-            if held is not None:  # released before it is in service: whatever waits goes first
-                self._in_service(e.vip.ip, released=True)  # type: ignore[arg-type]
-            self._guarded(e, self._apply)
+            try:
+                if type(e.action) is SendAdvert:
+                    adverts.append((e.vip, self._encode(e)))
+                    continue
+                if adverts:
+                    sending, adverts = adverts, []
+                    self._send_adverts(sending)
+                if held is not None:  # released before it is in service: whatever waits first
+                    self._in_service(e.vip.ip, released=True)  # type: ignore[arg-type]
+                self._apply(e)
+            except OSError as err:  # the NIC vanished, the socket broke: log, keep going
+                self.node.counters["errors"] += 1
+                log.error("%s vhid %d: %s failed: %s", e.vip.address, e.vip.vhid, e.action, err)
+            except Exception:  # a bug must not stop every other VIP's adverts
+                self.node.counters["errors"] += 1
+                log.exception("%s vhid %d: %s failed", e.vip.address, e.vip.vhid, e.action)
         if adverts:
             self._send_adverts(adverts)
         if defer:
             lines, self._deferred_logs = self._deferred_logs, None
             for args in lines or ():
                 log.info(*args)
-
-    def _guarded(self, e: Effect, do: Callable[[Effect], _R]) -> _R | None:
-        """`do(e)`; what it raises is logged and counted, and the other effects go on."""
-        try:
-            return do(e)
-        except OSError as err:  # the NIC vanished, the socket broke: log, keep going
-            self.node.counters["errors"] += 1
-            log.error("%s vhid %d: %s failed: %s", e.vip.address, e.vip.vhid, e.action, err)
-        except Exception:  # a bug must not stop every other VIP's adverts
-            self.node.counters["errors"] += 1
-            log.exception("%s vhid %d: %s failed", e.vip.address, e.vip.vhid, e.action)
-        return None
 
     def _encode(self, e: Effect) -> bytes:
         """The CARP bytes of the SendAdvert `e`. Each VIP's encoder is found by its plan

@@ -34,8 +34,9 @@ class VipPlan:
         # per advert sent and received (bench/scale.py).
         return self.vip.address.ip
 
-    @property
+    @cached_property
     def group(self) -> IPAddress:
+        # Read twice per advert sent (bench/scale.py).
         return self.vip.group
 
     @property
