@@ -339,7 +339,8 @@ class AdvertEncoder:
             counter,
             self._mac(self._prefix + counter.to_bytes(8, "big")),  # digest_with, inlined
         )
-        return unsummed[:6] + checksum(unsummed).to_bytes(2, "big") + unsummed[8:]
+        summed = (_ones_sum(unsummed) ^ 0xFFFF).to_bytes(2, "big")  # checksum, inlined
+        return unsummed[:6] + summed + unsummed[8:]
 
 
 def _unpack_carp(carp: bytes) -> Advert:

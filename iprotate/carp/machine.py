@@ -177,7 +177,7 @@ class State(enum.Enum):
 # --- actions -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SendAdvert:
     advbase: int
     advskew: int
@@ -200,7 +200,7 @@ class SendGarp:
     advertisement (override flag) for an IPv6 one; the shell picks by the VIP's family."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Transition:
     old: State
     new: State
@@ -213,7 +213,7 @@ Action = SendAdvert | AddAddress | DelAddress | SendGarp | Transition
 # --- configuration -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MachineConfig:
     vip: IPAddress
     vhid: int
@@ -237,7 +237,7 @@ def _tiebreak(addr: IPAddress) -> int:
 # --- the machine ---------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class CarpMachine:
     """One VIP's CARP state. See the module docstring for the rules."""
 
@@ -262,6 +262,7 @@ class CarpMachine:
     _drain_deadline: float | None = None  # MASTER while draining: stop waiting for a taker
     _demote_preempt_after: float = 0.0  # preempt_after once the demote ends
     _phase_of: tuple[int, float] | None = None  # (phase_slots, _phase) for those slots
+    _last_advert: SendAdvert | None = None  # see _advert
 
     # --- derived values ----------------------------------------------------------------------
 
@@ -685,7 +686,11 @@ class CarpMachine:
     def _advert(self) -> SendAdvert:
         if self._drain_deadline is not None and self.aside and self.state is State.MASTER:
             return SendAdvert(FAREWELL_ADVBASE, FAREWELL_ADVSKEW)
-        return SendAdvert(self.cfg.advbase, self.advskew)
+        # The same values as last time, the same (immutable) action: one a second per VIP.
+        last, skew = self._last_advert, self.advskew
+        if last is None or last.advskew != skew or last.advbase != self.cfg.advbase:
+            last = self._last_advert = SendAdvert(self.cfg.advbase, skew)
+        return last
 
     def _to_backup(self, now: float, why: str) -> list[Action]:
         old = self.state

@@ -112,7 +112,7 @@ def split(counter: int) -> tuple[int, int]:
     return counter >> SEQ_BITS, counter & TAG_MASK
 
 
-@dataclass
+@dataclass(slots=True)
 class Marks:
     """What one host knows of one VIP's seqs: the last it sent, the highest it accepted from
     any peer, and the last accepted from each peer (None: none yet)."""

@@ -122,7 +122,7 @@ def _source(src: IPAddress | None, host: str, v: VipPlan) -> IPAddress:
     return src
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Effect:
     """An action of one VIP's machine, for the daemon to carry out."""
 
@@ -130,7 +130,7 @@ class Effect:
     action: Action
 
 
-@dataclass
+@dataclass(slots=True)
 class Seen:
     """The last advert heard for a vhid: who sends it, with which priority, when."""
 
@@ -167,10 +167,11 @@ class _Slot:
     object five times per advert (bench/scale.py). A slot whose machine is replaced or removed
     is dead: `queued` None, its heap entries skipped."""
 
-    __slots__ = ("key", "machine", "queued", "seal")
+    __slots__ = ("key", "machine", "queued", "seal", "vip")
 
-    def __init__(self, key: Key, machine: CarpMachine) -> None:
+    def __init__(self, key: Key, machine: CarpMachine, vip: VipPlan) -> None:
         self.key, self.machine = key, machine
+        self.vip = vip  # the plan's, renewed by a reload (Node._index_hosts)
         self.queued: float | None = None  # when its one live heap entry is due
         # Made on its first advert, dropped on a reload: its marks, the tag's fixed bytes from
         # our source, the VIP's bytes (carp.native_auth.NativeAuth.seal).
@@ -280,6 +281,7 @@ class Node:
         self._pairs = {}  # facts of the old plan
         for slot in self._slots.values():
             slot.seal = None  # our source, or the marks, may change with it
+            slot.vip = self.vips.get(slot.key, slot.vip)  # a machine to stop keeps its own
         # One _Address per IPv4 host and group address (the same objects across reloads), and
         # the VIPs keyed with them: see _Address. IPv6 ones stay as they are.
         old = self._canon
@@ -725,7 +727,7 @@ class Node:
         if slot is None or slot.machine is not m:
             if slot is not None:
                 slot.queued = None
-            slot = self._slots[key] = _Slot(key, m)
+            slot = self._slots[key] = _Slot(key, m, self.vips[key])
         return slot
 
     def _reslot(self) -> None:
@@ -735,7 +737,7 @@ class Node:
         for key, m in self.machines.items():
             slot = self._slots.get(key)
             if slot is None or slot.machine is not m:
-                slot = _Slot(key, m)
+                slot = _Slot(key, m, self.vips[key])
                 self._schedule(slot)
             slot.key = key
             slots[key] = slot
@@ -780,8 +782,7 @@ class Node:
         self._schedule(slot)
         if not actions:  # a backup hearing its master: nothing more per advert
             return []
-        key = slot.key
-        vip = self.vips[key]
+        key, vip = slot.key, slot.vip
         out = []
         for a in actions:
             if isinstance(a, Transition):

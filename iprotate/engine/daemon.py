@@ -922,27 +922,30 @@ class Daemon:
     def _send_adverts(self, adverts: list[tuple[VipPlan, bytes]]) -> None:
         """Send encoded adverts back to back, each to its VIP's group; a failed one is logged
         and counted, and the others still go."""
+        sent = 0
         for v, carp in adverts:
+            group = v.group
             try:
-                if isinstance(v.group, IPv6Address):
+                if isinstance(group, IPv6Address):
                     assert self.socket6 is not None
-                    self.socket6.send(carp, v.group)
+                    self.socket6.send(carp, group)
                 else:
                     assert self.socket is not None
-                    self.socket.send(carp, v.group)
+                    self.socket.send(carp, group)
             except OSError as err:
                 self.node.counters["errors"] += 1
                 log.error("%s vhid %d: sending an advert failed: %s", v.address, v.vhid, err)
                 continue
-            self.node.counters["adverts_sent"] += 1
+            sent += 1
             # Only right after a takeover (the key's hash is not free, adverts go out every T).
             started = (
-                self._takeover_started.pop((v.group, v.vhid), None)
+                self._takeover_started.pop((group, v.vhid), None)
                 if self._takeover_started
                 else None
             )
             if started is not None:
-                self.node.takeover_seconds[(v.group, v.vhid)] = time.perf_counter() - started
+                self.node.takeover_seconds[(group, v.vhid)] = time.perf_counter() - started
+        self.node.counters["adverts_sent"] += sent
 
     def _arm_timer(self) -> None:
         loop = asyncio.get_running_loop()
