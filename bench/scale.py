@@ -1099,7 +1099,6 @@ CUTS: list[tuple[str, str, float, float, float | None]] = [
 # Round two (issue 12 again), from main after the IPv6, checks and BGP merges: 1,000 and 4,000
 # VIPs, own run time over 20 to 30 s windows, takeover worst VIP past D. None: not measured at
 # that commit. (commits, cut, 1,000: owner %, survivor %, past D max s, 4,000: the same)
-FINAL: tuple[float | None, ...] = (3.67, 2.81, 0.073, 15.15, 10.52, 0.064)  # this page's run
 CUTS2: list[tuple[str, str, tuple[float | None, ...]]] = [
     (
         "eda5acf",
@@ -1132,9 +1131,69 @@ CUTS2: list[tuple[str, str, tuple[float | None, ...]]] = [
         "0afff93",
         "one point of the grid per 250 VIPs of the node (1 to 250 VIPs: one batch, 1,000: 4, "
         "4,000: 16); a 4-point trial at 1,000 VIPs: 3.27 / 2.49 %, max 0.038 s past D",
-        FINAL,
+        (3.67, 2.81, 0.073, 15.15, 10.52, 0.064),
     ),
 ]
+
+# Round three (issue 12, the CPU targets), on a quiet machine (no other job running during the
+# windows, 1-minute load below 1): 1,000 VIPs, own run time over 40 s windows, a row per
+# measured step, some steps measured more than once (each run given). (commits, cut, runs of
+# (owner %, survivor %, past D max s or None: not kept)).
+CUTS3: list[tuple[str, str, list[tuple[float, float, float | None]]]] = [
+    (
+        "9a72c03",
+        "main before round three, plain veths (the receiving side's kernel work charged to the "
+        "sender: see the wire above)",
+        [(3.85, 3.00, 0.027), (3.46, 2.89, None)],
+    ),
+    (
+        "49c6098",
+        "an advert of a known (sender, VIP) pair found by one lookup of its raw bytes (the "
+        "routing checks once per pair); marks per VIP for the native tag; the checksum as one "
+        "big-integer remainder; a batch's adverts encoded first, then sent back to back (each "
+        "sendto between two encodings woke the receiving side again: 24 us a sendto under "
+        "cProfile, 12 us in a tight loop); plain veths",
+        [(2.71, 1.62, 0.061)],
+    ),
+    (
+        "49c6098 + the NAPI wire",
+        "the same code on the wire above (the bench's change): the sender no longer pays for "
+        "the receiver's kernel work",
+        [(2.26, 1.74, 0.067)],
+    ),
+    (
+        "a8527fc",
+        "the timer heap holds a slot per machine (its queued time and seal), not keys hashed "
+        "five times an advert; HMACs from keyed states copied per MAC (OpenSSL 3's one-shot "
+        "HMAC sets the key up each call: 1.3-1.5 us against 0.7)",
+        [(1.87, 1.31, 0.059)],
+    ),
+    (
+        "c460374",
+        "fewer calls per advert sent: advskew without nested properties, VipPlan.group made "
+        "once, the digest inlined in the encoder",
+        [(2.27, 1.50, 0.060), (1.79, 1.37, None), (1.76, 1.43, None)],
+    ),
+    (
+        "afa105e",
+        "slotted dataclasses (machine, config, actions, marks, Seen); a master's advert action "
+        "reused while its values stay; adverts_sent counted per batch",
+        [(1.78, 1.48, 0.027), (2.03, 1.61, 0.050)],
+    ),
+]
+
+
+def cuts3_table() -> list[str]:
+    out = [
+        "| commits | cut | 1,000: owner % | survivor % | past D max s |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for commits, cut, runs in CUTS3:
+        owner = " / ".join(_p(o) for o, _, _ in runs)
+        survivor = " / ".join(_p(v) for _, v, _ in runs)
+        past = " / ".join(_s(d) for _, _, d in runs if d is not None)
+        out.append(f"| {commits} | {cut} | {owner} | {survivor} | {past or '-'} |")
+    return out
 
 
 def cuts2_table() -> list[str]:
@@ -1346,6 +1405,7 @@ def markdown(results: list[dict[str, Any]], command: str, profile: list[str] | N
         )
     lines += ["", "## What each cut bought", "", "Round one:", "", *cuts_table(), ""]
     lines += ["Round two (1,000 and 4,000 VIPs):", "", *cuts2_table(), ""]
+    lines += ["Round three (1,000 VIPs; a run per figure):", "", *cuts3_table(), ""]
     if profile:
         lines += [
             "## Where the time goes now (cProfile, 1,000 VIPs)",
