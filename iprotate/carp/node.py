@@ -19,6 +19,13 @@ freshness (native_auth keys its marks by source address, so IPv6 sources have th
 plan's priorities (drift). A machine of an IPv6 VIP has our `address6` as its source; the
 effects carry the VipPlan, whose address family tells the shell which socket, which way to add
 the address (nodad) and which announcement (see machine.SendGarp).
+
+Speed (issue 12: 1,000 VIPs a host at under 2 % of a core, bench/scale.py): the checks above run
+in full once per (sender, VIP) pair; the pair (`_Pair`) then holds what they found, and the next
+adverts of that pair are found by one lookup of their raw bytes and go straight to `_accept`
+(digest, tag and freshness, Seen, drift, machine), which every advert passes. The timer heap
+holds one `_Slot` per machine. Pairs hold only facts of the plan: a reload drops them, and
+renews the slots.
 """
 
 from __future__ import annotations
