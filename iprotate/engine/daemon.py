@@ -881,13 +881,15 @@ class Daemon:
             if held is not None and not isinstance(e.action, DelAddress):
                 held[0].append(e)  # after the ones already waiting, in order
                 continue
+            if adverts and type(e.action) is not SendAdvert:
+                # Outside the try below: a failed advert must not cost this effect (an address
+                # left behind); _send_adverts logs and counts each failure itself.
+                sending, adverts = adverts, []
+                self._send_adverts(sending)
             try:
                 if type(e.action) is SendAdvert:
                     adverts.append((e.vip, self._encode(e)))
                     continue
-                if adverts:
-                    sending, adverts = adverts, []
-                    self._send_adverts(sending)
                 if held is not None:  # released before it is in service: whatever waits first
                     self._in_service(e.vip.ip, released=True)  # type: ignore[arg-type]
                 self._apply(e)
@@ -935,6 +937,10 @@ class Daemon:
             except OSError as err:
                 self.node.counters["errors"] += 1
                 log.error("%s vhid %d: sending an advert failed: %s", v.address, v.vhid, err)
+                continue
+            except Exception:  # a bug (a socket gone, say) costs this advert, not the batch's
+                self.node.counters["errors"] += 1
+                log.exception("%s vhid %d: sending an advert failed", v.address, v.vhid)
                 continue
             sent += 1
             # Only right after a takeover (the key's hash is not free, adverts go out every T).
