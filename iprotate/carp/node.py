@@ -495,6 +495,8 @@ class Node:
 
     def packet(self, now: float, data: bytes) -> list[Effect]:
         """A packet read from the IPv4 CARP socket. Bad ones are dropped and counted."""
+        if type(data) is not bytes:  # a bytearray's slice cannot key the pairs (unhashable)
+            data = bytes(data)
         raw = data[12:22]  # source, group, CARP version and type, vhid: a pair's key
         pair = self._pairs.get(raw)
         if pair is not None:
