@@ -10,6 +10,8 @@ import asyncio
 from ipaddress import IPv6Address
 from typing import Any
 
+from iprotate.carp.machine import AddAddress, SendAdvert, SendGarp
+from iprotate.carp.node import Effect
 from iprotate.cluster.loader import parse_cluster
 from iprotate.engine.daemon import Daemon
 from iprotate.plan.planner import make_plan
@@ -107,5 +109,50 @@ def test_one_family_failing_does_not_silence_the_other() -> None:
         if d._timer is not None:
             d._timer.cancel()
         del loop
+
+    asyncio.run(main())
+
+
+def test_a_failed_send_mid_batch_keeps_the_order_and_the_others() -> None:
+    """[advert, add, advert (fails: ENOBUFS), advert, garp, advert]: the adverts around the
+    failure go, the address is added after the first advert and before the next, the GARP after
+    the adverts before it; one error, the rest counted as sent."""
+
+    async def main() -> None:
+        d, r = _masters([{"pool": "203.0.113.10-203.0.113.14/24"}])
+        vips = sorted(d.node.vips.values(), key=lambda v: v.vhid)
+        calls: list[tuple[str, int]] = []
+
+        def send(*args: Any) -> None:  # CarpSocket.send(carp, group) or GarpSender.send(ip)
+            if len(args) == 1:
+                calls.append(("garp", int(args[0]) & 0xFF))
+            elif args[0][1] == vips[2].vhid:
+                raise OSError(105, "No buffer space available")
+            else:
+                calls.append(("advert", args[0][1]))
+
+        r.send = send  # type: ignore[method-assign]
+        r.add = lambda a: calls.append(("add", int(a.ip) & 0xFF)) or True  # type: ignore[method-assign]
+        ad = SendAdvert(1, 0, 5)
+        effects = [
+            Effect(vips[0], ad),
+            Effect(vips[1], AddAddress()),
+            Effect(vips[2], ad),
+            Effect(vips[3], ad),
+            Effect(vips[4], SendGarp()),
+            Effect(vips[1], ad),
+        ]
+        sent, errors = d.node.counters["adverts_sent"], d.node.counters["errors"]
+        d._emit_all(effects)
+        vh = [v.vhid for v in vips]
+        assert calls == [
+            ("advert", vh[0]),
+            ("add", 11),
+            ("advert", vh[3]),
+            ("garp", 14),
+            ("advert", vh[1]),
+        ]
+        assert d.node.counters["adverts_sent"] - sent == 3
+        assert d.node.counters["errors"] - errors == 1
 
     asyncio.run(main())
