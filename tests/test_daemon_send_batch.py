@@ -10,6 +10,8 @@ import asyncio
 from ipaddress import IPv6Address
 from typing import Any
 
+import pytest
+
 from iprotate.carp.machine import AddAddress, SendAdvert, SendGarp
 from iprotate.carp.node import Effect
 from iprotate.cluster.loader import parse_cluster
@@ -66,9 +68,12 @@ def _masters(doc_vips: list[dict[str, Any]]) -> tuple[Daemon, Recorder]:
     return d, r
 
 
-def test_a_gone_socket_keeps_the_rest_of_the_batch_and_the_timer() -> None:
+def test_a_gone_socket_keeps_the_rest_of_the_batch_and_the_timer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """The IPv4 socket is gone (None): a stop's farewell adverts fail, but every address is
-    still removed after them and _emit returns normally (the timer re-armed)."""
+    still removed after them and _emit returns normally (the timer re-armed); a log line per
+    batch of adverts, not a traceback per advert (a thousand VIPs advertise every second)."""
 
     async def main() -> None:
         d, r = _masters([{"pool": "203.0.113.10-203.0.113.13/24"}])
@@ -79,6 +84,10 @@ def test_a_gone_socket_keeps_the_rest_of_the_batch_and_the_timer() -> None:
             f"203.0.113.{i}" for i in range(10, 14)
         ]
         assert d.node.counters["errors"] - errors == 4  # one per advert not sent
+        lines = [r.getMessage() for r in caplog.records if "advert" in r.getMessage()]
+        assert all("adverts not sent: no CARP socket" in m for m in lines)
+        assert sum(int(m.split()[0]) for m in lines) == 4
+        assert not any(r.exc_info for r in caplog.records)
         assert d.node.deadline is None or d._timer is not None
         if d._timer is not None:
             d._timer.cancel()

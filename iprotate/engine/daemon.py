@@ -924,16 +924,15 @@ class Daemon:
     def _send_adverts(self, adverts: list[tuple[VipPlan, bytes]]) -> None:
         """Send encoded adverts back to back, each to its VIP's group; a failed one is logged
         and counted, and the others still go."""
-        sent = 0
+        sent = missing = 0
         for v, carp in adverts:
             group = v.group
+            sock: Any = self.socket6 if isinstance(group, IPv6Address) else self.socket
+            if sock is None:  # its link's rebuild failed (logged there): one line a batch below
+                missing += 1
+                continue
             try:
-                if isinstance(group, IPv6Address):
-                    assert self.socket6 is not None
-                    self.socket6.send(carp, group)
-                else:
-                    assert self.socket is not None
-                    self.socket.send(carp, group)
+                sock.send(carp, group)
             except OSError as err:
                 self.node.counters["errors"] += 1
                 log.error("%s vhid %d: sending an advert failed: %s", v.address, v.vhid, err)
@@ -952,6 +951,10 @@ class Daemon:
             if started is not None:
                 self.node.takeover_seconds[(group, v.vhid)] = time.perf_counter() - started
         self.node.counters["adverts_sent"] += sent
+        if missing:
+            self.node.counters["errors"] += missing
+            log.error("%d adverts not sent: no CARP socket for their family (see the link's "
+                      "rebuild above)", missing)  # fmt: skip
 
     def _arm_timer(self) -> None:
         loop = asyncio.get_running_loop()
