@@ -46,6 +46,8 @@ def _variants() -> list[Plan]:
         v(lambda d: d["cluster"].update(password="pw2")),
         v(lambda d: d["hosts"][1].update(address="198.51.100.9")),
         v(lambda d: d["hosts"][0].update(address="198.51.100.8")),
+        v(lambda d: d["hosts"][1].update(address6="2001:db8::9")),
+        v(lambda d: d["hosts"][0].update(address6="2001:db8::8")),
         v(lambda d: d["vips"][1].update(address="203.0.113.99/24")),
         v(lambda d: d["vips"][0].update(vhid=77)),
         v(lambda d: d["hosts"][2].update(engine="iprotate", address6="2001:db8::3")),
