@@ -881,13 +881,14 @@ class Daemon:
             if held is not None and not isinstance(e.action, DelAddress):
                 held[0].append(e)  # after the ones already waiting, in order
                 continue
-            if adverts and type(e.action) is not SendAdvert:
+            advert = type(e.action) is SendAdvert
+            if adverts and not advert:
                 # Outside the try below: a failed advert must not cost this effect (an address
                 # left behind); _send_adverts logs and counts each failure itself.
                 sending, adverts = adverts, []
                 self._send_adverts(sending)
             try:
-                if type(e.action) is SendAdvert:
+                if advert:
                     adverts.append((e.vip, self._encode(e)))
                     continue
                 if held is not None:  # released before it is in service: whatever waits first
