@@ -502,6 +502,8 @@ class Node:
 
     def packet(self, now: float, data: bytes) -> list[Effect]:
         """A packet read from the IPv4 CARP socket. Bad ones are dropped and counted."""
+        if type(data) is not bytes:  # a bytearray's slice cannot key the pairs (unhashable)
+            data = bytes(data)
         raw = data[12:22]  # source, group, CARP version and type, vhid: a pair's key
         pair = self._pairs.get(raw)
         if pair is not None:
@@ -629,13 +631,16 @@ class Node:
         new_cfgs = machine_configs(plan, self.host, self.garp_refresh, self.ignore_ifstate)
         new_vips = {(v.group, v.vhid): v for v in plan.vips}
         out: list[Effect] = []
+        if plan.cluster.password != self.plan.cluster.password:
+            # Before the farewells below are sealed: the shell digests every advert it sends
+            # from now on with the new password, so their tags must be under the new key too, or
+            # no peer accepts them (the old password fails the digest, the new one the tag).
+            self.auth.rekey(derive_key(plan.cluster.password))
+            self._digest_mac = codec.KeyedMac(plan.cluster.password, "sha1")
         for key in list(self.machines):
             if key not in new_cfgs or new_vips[key].address != old_vips[key].address:
                 out += self._effects(self._slot_of(key), self.machines[key].stop(now), now)
                 del self.machines[key]
-        if plan.cluster.password != self.plan.cluster.password:
-            self.auth.rekey(derive_key(plan.cluster.password))
-            self._digest_mac = codec.KeyedMac(plan.cluster.password, "sha1")
         self.plan, self.vips = plan, new_vips
         self._index_hosts()
         self.auth.src, self.auth.src6 = self._address, self._address6

@@ -881,13 +881,16 @@ class Daemon:
             if held is not None and not isinstance(e.action, DelAddress):
                 held[0].append(e)  # after the ones already waiting, in order
                 continue
+            advert = type(e.action) is SendAdvert
+            if adverts and not advert:
+                # Outside the try below: a failed advert must not cost this effect (an address
+                # left behind); _send_adverts logs and counts each failure itself.
+                sending, adverts = adverts, []
+                self._send_adverts(sending)
             try:
-                if type(e.action) is SendAdvert:
+                if advert:
                     adverts.append((e.vip, self._encode(e)))
                     continue
-                if adverts:
-                    sending, adverts = adverts, []
-                    self._send_adverts(sending)
                 if held is not None:  # released before it is in service: whatever waits first
                     self._in_service(e.vip.ip, released=True)  # type: ignore[arg-type]
                 self._apply(e)
@@ -922,19 +925,22 @@ class Daemon:
     def _send_adverts(self, adverts: list[tuple[VipPlan, bytes]]) -> None:
         """Send encoded adverts back to back, each to its VIP's group; a failed one is logged
         and counted, and the others still go."""
-        sent = 0
+        sent = missing = 0
         for v, carp in adverts:
             group = v.group
+            sock: Any = self.socket6 if isinstance(group, IPv6Address) else self.socket
+            if sock is None:  # its link's rebuild failed (logged there): one line a batch below
+                missing += 1
+                continue
             try:
-                if isinstance(group, IPv6Address):
-                    assert self.socket6 is not None
-                    self.socket6.send(carp, group)
-                else:
-                    assert self.socket is not None
-                    self.socket.send(carp, group)
+                sock.send(carp, group)
             except OSError as err:
                 self.node.counters["errors"] += 1
                 log.error("%s vhid %d: sending an advert failed: %s", v.address, v.vhid, err)
+                continue
+            except Exception:  # a bug (a socket gone, say) costs this advert, not the batch's
+                self.node.counters["errors"] += 1
+                log.exception("%s vhid %d: sending an advert failed", v.address, v.vhid)
                 continue
             sent += 1
             # Only right after a takeover (the key's hash is not free, adverts go out every T).
@@ -946,6 +952,10 @@ class Daemon:
             if started is not None:
                 self.node.takeover_seconds[(group, v.vhid)] = time.perf_counter() - started
         self.node.counters["adverts_sent"] += sent
+        if missing:
+            self.node.counters["errors"] += missing
+            log.error("%d adverts not sent: no CARP socket for their family (see the link's "
+                      "rebuild above)", missing)  # fmt: skip
 
     def _arm_timer(self) -> None:
         loop = asyncio.get_running_loop()
