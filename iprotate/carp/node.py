@@ -174,8 +174,9 @@ class _Slot:
         self.vip = vip  # the plan's, renewed by a reload (Node._index_hosts)
         self.queued: float | None = None  # when its one live heap entry is due
         # Made on its first advert, dropped on a reload: its marks, the tag's fixed bytes from
-        # our source, the VIP's bytes (carp.native_auth.NativeAuth.seal).
-        self.seal: tuple[Marks, bytes, bytes] | None = None
+        # our source, the VIP's bytes (carp.native_auth.NativeAuth.seal), and its encoder
+        # (None: the password is no CARP password; the shell encodes, and says why it fails).
+        self.seal: tuple[Marks, bytes, bytes, codec.AdvertEncoder | None] | None = None
 
 
 class _Pair:
@@ -782,24 +783,40 @@ class Node:
         self._schedule(slot)
         if not actions:  # a backup hearing its master: nothing more per advert
             return []
-        key, vip = slot.key, slot.vip
+        vip = slot.vip
         out = []
         for a in actions:
-            if isinstance(a, Transition):
-                self.counters[f"to_{a.new.value.lower()}"] += 1
-            elif isinstance(a, SendAdvert):
+            if type(a) is SendAdvert:  # the usual one (a master's every advert): tested first
                 # Every advert leaves with a sealed counter: peers authenticate its sender and
-                # priority and drop it when replayed (carp.native_auth).
-                seal = slot.seal
-                if seal is None:
-                    head = tag_head(self.auth.own_source(key), key)
-                    seal = slot.seal = (self.auth.marks_of(key), head, vip.ip.packed)
+                # priority and drop it when replayed (carp.native_auth). It is encoded here with
+                # it, by the slot's encoder: one object per advert and no encoder looked up by
+                # the shell (bench/scale.py).
+                marks, head, vip_packed, encoder = slot.seal or self._seal_of(slot)
+                advbase, advskew = a.advbase, a.advskew
                 wall = now + self.wall_offset
-                marks, head, vip_packed = seal
-                counter = self.auth.seal(marks, head, vip_packed, a.advbase, a.advskew, wall)
-                a = SendAdvert(a.advbase, a.advskew, counter)
+                counter = self.auth.seal(marks, head, vip_packed, advbase, advskew, wall)
+                try:
+                    carp = encoder.encode(advbase, advskew, counter) if encoder else b""
+                except ValueError:  # values no advert may carry: the shell's encoding says so
+                    carp = b""
+                a = SendAdvert(advbase, advskew, counter, carp)
+            elif isinstance(a, Transition):
+                self.counters[f"to_{a.new.value.lower()}"] += 1
             out.append(Effect(vip, a))
         return out
+
+    def _seal_of(self, slot: _Slot) -> tuple[Marks, bytes, bytes, codec.AdvertEncoder | None]:
+        """What sealing and encoding the slot's adverts takes (`_Slot.seal`), made now."""
+        key, vip = slot.key, slot.vip
+        head = tag_head(self.auth.own_source(key), key)
+        try:
+            encoder: codec.AdvertEncoder | None = codec.AdvertEncoder(
+                vip.vhid, vip.ip, self.plan.cluster.password, self._digest_mac
+            )
+        except ValueError:
+            encoder = None
+        seal = slot.seal = (self.auth.marks_of(key), head, vip.ip.packed, encoder)
+        return seal
 
     def drained(self) -> list[VipPlan]:
         """The VIPs drained on this host (to remember across restarts)."""

@@ -883,7 +883,8 @@ class Daemon:
                 continue
             try:
                 if type(e.action) is SendAdvert:
-                    adverts.append((e.vip, self._encode(e)))
+                    # Encoded by the node with its counter (carp.node); b"": encoded here.
+                    adverts.append((e.vip, e.action.carp or self._encode(e)))
                     continue
                 if adverts:
                     sending, adverts = adverts, []
@@ -964,7 +965,7 @@ class Daemon:
         a = e.action
         v = e.vip
         if isinstance(a, SendAdvert):
-            self._send_adverts([(v, self._encode(e))])
+            self._send_adverts([(v, a.carp or self._encode(e))])
         elif isinstance(a, AddAddress):
             assert self.addresses is not None
             if self.addresses.add(v.address):
