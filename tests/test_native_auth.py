@@ -208,18 +208,3 @@ def test_a_sealed_seq_is_above_every_mark_and_the_wall_clock(
     seq = split(a.counter(K, VIP, 1, 0, wall))[0]
     assert seq == min(max((sent or 0) + 1, (top or 0) + 1, int(wall)), MAX_SEQ)
     assert marks.sent == seq
-
-
-def test_a_kept_sealer_follows_each_change_of_priority() -> None:
-    # The sealer hashes the priority into its MAC state once: a new priority must be tagged as
-    # such (a sick, drained or farewell advert), and the old one again after it.
-    a, b = host(ALPHA), host(BRAVO)
-    sealer = a.sealer(K, VIP)
-    for i, (advbase, advskew) in enumerate([(1, 0), (1, 0), (1, 254), (255, 255), (1, 0)]):
-        c = sealer.seal(advbase, advskew, T0 + i)
-        assert b.check(ALPHA, K, VIP, advbase, advskew, c) is Verdict.OK
-        assert c == tag_counter(advbase, advskew, split(c)[0])
-
-
-def tag_counter(advbase: int, advskew: int, seq: int) -> int:
-    return seq << 32 | tag(derive_key(PW), ALPHA, GROUP, 10, VIP, advbase, advskew, seq)

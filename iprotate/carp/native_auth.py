@@ -122,44 +122,6 @@ class Marks:
     heard: dict[IPAddress, int] = field(default_factory=dict)
 
 
-class Sealer:
-    """Seals the counters of our adverts of one VIP (`NativeAuth.sealer`): its marks and its tag
-    message's fixed start at hand, that start (sender, group, vhid, priority, VIP) hashed once
-    into the MAC's keyed state for the priority last sealed, so an advert sent hashes its seq
-    alone: no lookup keyed by addresses and no message built per advert (bench/scale.py)."""
-
-    __slots__ = ("_advbase", "_advskew", "_head", "_mac", "_marks", "_tagger", "_vip_packed")
-
-    def __init__(self, mac: KeyedMac, marks: Marks, head: bytes, vip_packed: bytes) -> None:
-        self._mac, self._marks, self._head, self._vip_packed = mac, marks, head, vip_packed
-        self._advbase = self._advskew = -1  # no priority sealed yet
-        self._tagger = mac
-
-    def seal(self, advbase: int, advskew: int, wall_seconds: float) -> int:
-        """The counter of our next advert with this priority: its seq above every seq sent or
-        heard for the VIP, and at least the wall clock's seconds; its tag over the advert."""
-        marks = self._marks
-        # max(sent + 1, top + 1, the wall clock), capped at MAX_SEQ: the year 2106; a full seq
-        # is replayed, never wrapped. Compared one by one: max and min with a tuple cost 0.2 us
-        # an advert sent (bench/scale.py). Seqs are >= 0: a missing mark counts as 0.
-        seq = int(wall_seconds)
-        above = (marks.sent or 0) + 1
-        if above > seq:
-            seq = above
-        above = (marks.top or 0) + 1
-        if above > seq:
-            seq = above
-        if seq > MAX_SEQ:
-            seq = MAX_SEQ
-        marks.sent = seq
-        if advbase != self._advbase or advskew != self._advskew:  # the priority changed
-            start = self._head + bytes((advbase, advskew)) + self._vip_packed  # as _tag_bytes
-            self._tagger = self._mac.after(start)
-            self._advbase, self._advskew = advbase, advskew
-        t = self._tagger(seq.to_bytes(4, "big"))
-        return seq << SEQ_BITS | int.from_bytes(t[:4], "big")
-
-
 def tag_head(src: IPAddress, k: Key) -> bytes:
     """The fixed start of a tag's message for adverts of VIP `k` from `src`."""
     return src.packed + k[0].packed + bytes((k[1],))
@@ -223,12 +185,36 @@ class NativeAuth:
         self, k: Key, vip: IPAddress, advbase: int, advskew: int, wall_seconds: float
     ) -> int:
         """The counter of our next advert for VIP `k` with this priority."""
-        return self.sealer(k, vip).seal(advbase, advskew, wall_seconds)
+        head = tag_head(self.own_source(k), k)
+        return self.seal(self.marks_of(k), head, vip.packed, advbase, advskew, wall_seconds)
 
-    def sealer(self, k: Key, vip: IPAddress) -> Sealer:
-        """What seals our adverts of VIP `k` (address `vip`), under the key of now: a caller
-        that keeps one makes it again after a `rekey` or a change of our source."""
-        return Sealer(self._mac, self.marks_of(k), tag_head(self.own_source(k), k), vip.packed)
+    def seal(
+        self,
+        marks: Marks,
+        head: bytes,
+        vip_packed: bytes,
+        advbase: int,
+        advskew: int,
+        wall_seconds: float,
+    ) -> int:
+        """`counter` for the VIP whose `marks` these are, `head` its `tag_head` from our own
+        source and `vip_packed` its address."""
+        # max(sent + 1, top + 1, the wall clock), capped at MAX_SEQ: the year 2106; a full seq
+        # is replayed, never wrapped. Compared one by one: max and min with a tuple cost 0.2 us
+        # an advert sent (bench/scale.py). Seqs are >= 0: a missing mark counts as 0.
+        seq = int(wall_seconds)
+        above = (marks.sent or 0) + 1
+        if above > seq:
+            seq = above
+        above = (marks.top or 0) + 1
+        if above > seq:
+            seq = above
+        if seq > MAX_SEQ:
+            seq = MAX_SEQ
+        marks.sent = seq
+        # _tag_bytes, inlined: one call less per advert sent (bench/scale.py).
+        t = self._mac(head + bytes((advbase, advskew)) + vip_packed + seq.to_bytes(4, "big"))
+        return seq << SEQ_BITS | int.from_bytes(t[:4], "big")
 
     def check(
         self,

@@ -42,14 +42,7 @@ from iprotate.carp.machine import (
     State,
     Transition,
 )
-from iprotate.carp.native_auth import (
-    Marks,
-    NativeAuth,
-    Sealer,
-    Verdict,
-    derive_key,
-    tag_head,
-)
+from iprotate.carp.native_auth import Marks, NativeAuth, Verdict, derive_key, tag_head
 from iprotate.cluster.model import IPAddress
 from iprotate.plan.model import Plan, VipPlan
 from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW, SICK_ADVSKEW, interval
@@ -180,10 +173,10 @@ class _Slot:
         self.key, self.machine = key, machine
         self.vip = vip  # the plan's, renewed by a reload (Node._index_hosts)
         self.queued: float | None = None  # when its one live heap entry is due
-        # Made on its first advert, dropped on a reload (the key or our source may change):
-        # its sealer (carp.native_auth.Sealer) and its encoder (None: the password is no CARP
-        # password; the shell encodes, and says why it fails).
-        self.seal: tuple[Sealer, codec.AdvertEncoder | None] | None = None
+        # Made on its first advert, dropped on a reload: its marks, the tag's fixed bytes from
+        # our source, the VIP's bytes (carp.native_auth.NativeAuth.seal), and its encoder
+        # (None: the password is no CARP password; the shell encodes, and says why it fails).
+        self.seal: tuple[Marks, bytes, bytes, codec.AdvertEncoder | None] | None = None
 
 
 class _Pair:
@@ -798,9 +791,10 @@ class Node:
                 # priority and drop it when replayed (carp.native_auth). It is encoded here with
                 # it, by the slot's encoder: one object per advert and no encoder looked up by
                 # the shell (bench/scale.py).
-                sealer, encoder = slot.seal or self._seal_of(slot)
+                marks, head, vip_packed, encoder = slot.seal or self._seal_of(slot)
                 advbase, advskew = a.advbase, a.advskew
-                counter = sealer.seal(advbase, advskew, now + self.wall_offset)
+                wall = now + self.wall_offset
+                counter = self.auth.seal(marks, head, vip_packed, advbase, advskew, wall)
                 try:
                     carp = encoder.encode(advbase, advskew, counter) if encoder else b""
                 except ValueError:  # values no advert may carry: the shell's encoding says so
@@ -811,16 +805,17 @@ class Node:
             out.append(Effect(vip, a))
         return out
 
-    def _seal_of(self, slot: _Slot) -> tuple[Sealer, codec.AdvertEncoder | None]:
+    def _seal_of(self, slot: _Slot) -> tuple[Marks, bytes, bytes, codec.AdvertEncoder | None]:
         """What sealing and encoding the slot's adverts takes (`_Slot.seal`), made now."""
-        vip = slot.vip
+        key, vip = slot.key, slot.vip
+        head = tag_head(self.auth.own_source(key), key)
         try:
             encoder: codec.AdvertEncoder | None = codec.AdvertEncoder(
                 vip.vhid, vip.ip, self.plan.cluster.password, self._digest_mac
             )
         except ValueError:
             encoder = None
-        seal = slot.seal = (self.auth.sealer(slot.key, vip.ip), encoder)
+        seal = slot.seal = (self.auth.marks_of(key), head, vip.ip.packed, encoder)
         return seal
 
     def drained(self) -> list[VipPlan]:
