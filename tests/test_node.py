@@ -500,3 +500,31 @@ def test_a_password_ucarp_refuses_leaves_the_encoding_to_the_shell() -> None:
     node.start(0.0)
     sent = [e for e in settle(node, 5.0) if isinstance(e.action, SendAdvert)]
     assert sent and all(e.action.carp == b"" and e.action.counter for e in sent)
+
+
+def test_machines_sharing_a_timer_time_each_run_once_per_time() -> None:
+    # The timers keep one entry per time for every machine due then (a master's grid point):
+    # each master advertises once per interval, none twice in a run, and `deadline` is never
+    # later than the earliest machine's, also after a deadline moved earlier (a drain).
+    p = plan([{"pool": "203.0.113.10-203.0.113.99/24"}], hosts=1)
+    node = Node.build(p, "h0")
+    node.start(0.0)
+    settle(node, 5.0)
+    assert all(m.state is State.MASTER for m in node.machines.values())
+    count: dict[Any, int] = {}
+    t = node.deadline
+    drained = False
+    while t is not None and t < 15.0:
+        due = min(d for m in node.machines.values() if (d := m.deadline) is not None)
+        assert t <= due
+        vips = [e.vip.ip for e in node.timers(t) if isinstance(e.action, SendAdvert)]
+        assert len(vips) == len(set(vips))
+        for v in vips:
+            count[v] = count.get(v, 0) + 1
+        if t > 10.0 and not drained:  # a machine's deadline moves earlier: found in time
+            drained = True
+            node.drain(t, IPv4Address("203.0.113.50"))
+        t = node.deadline
+    drained_vip = count.pop(IPv4Address("203.0.113.50"))
+    assert drained_vip >= 5 and len(count) == 89, count  # it advertised until drained, at least
+    assert all(9 <= n <= 11 for n in count.values()), count

@@ -24,9 +24,8 @@ the address (nodad) and which announcement (see machine.SendGarp).
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import TypeVar
@@ -244,15 +243,17 @@ class Node:
     unplanned: dict[tuple[IPAddress, IPAddress, int], float] = field(default_factory=dict)
     # This host's health checks by name (the plan's checks that run here), and their states.
     health: dict[str, CheckState] = field(default_factory=dict)
-    # The timer heap: (when, tie-break, slot), at most one live entry per machine, the slot's
-    # `queued` its time. A backup's deadline moves later with every advert it hears: that entry
-    # is left where it is and, when it comes due, put back at the machine's new deadline (one
-    # heap push and pop per D, not per advert: bench/scale.py). A deadline that moves earlier
-    # gets a new entry and the older one is skipped. The tie-break keeps equal times from
-    # comparing slots.
-    _timers: list[tuple[float, int, _Slot]] = field(default_factory=list)
+    # The timers: a heap of times, and the slots due at each time in the order queued, at most
+    # one live entry per machine, the slot's `queued` its time. A master's adverts fall on a
+    # few grid points ("Phase" in carp.machine): hundreds of machines share each time, so one
+    # heap entry per time, not per machine (a heap entry per advert walked ~10 cold tuples
+    # a second per VIP: bench/scale.py). A backup's deadline moves later with every advert it
+    # hears: that entry is left where it is and, when it comes due, put back at the machine's
+    # new deadline (one push per D, not per advert). A deadline that moves earlier gets a new
+    # entry and the older one is skipped.
+    _timers: list[float] = field(default_factory=list)
+    _due: dict[float, list[_Slot]] = field(default_factory=dict)
     _slots: dict[Key, _Slot] = field(default_factory=dict)
-    _tie: Iterator[int] = field(default_factory=itertools.count)
     _host_at: dict[IPAddress, str] = field(default_factory=dict)
     _address: IPv4Address = field(default=IPv4Address(0))
     _address6: IPv6Address | None = None
@@ -681,32 +682,39 @@ class Node:
     def timers(self, now: float) -> list[Effect]:
         """Run every machine whose deadline has passed."""
         out: list[Effect] = []
-        heap = self._timers
-        while heap and heap[0][0] <= now:
-            t, _, slot = heapq.heappop(heap)
-            if slot.queued != t:
-                continue  # superseded by an earlier entry for that machine, or dead
-            slot.queued = None
-            m = slot.machine
-            d = m.deadline  # a property that computes: read it once
-            if d is None:
-                continue  # no timer armed any more
-            if d > now:
-                self._schedule(slot)  # its deadline moved later meanwhile
-                continue
-            out += self._effects(slot, m.timer(now), now)
+        heap, due = self._timers, self._due
+        while heap and heap[0] <= now:
+            t = heapq.heappop(heap)
+            for slot in due.pop(t):  # in the order queued; a slot queued again goes elsewhere
+                if slot.queued != t:
+                    continue  # superseded by an earlier entry for that machine, or dead
+                slot.queued = None
+                m = slot.machine
+                d = m.deadline  # a property that computes: read it once
+                if d is None:
+                    continue  # no timer armed any more
+                if d > now:
+                    self._schedule(slot)  # its deadline moved later meanwhile
+                    continue
+                out += self._effects(slot, m.timer(now), now)
         return out
 
     @property
     def deadline(self) -> float | None:
         """When `timers` must run next: no later than the earliest machine deadline (possibly
         earlier, when a deadline has moved later since it was queued; `timers` then re-queues)."""
-        heap = self._timers
+        heap, due = self._timers, self._due
         while heap:
-            t, _, slot = heap[0]
-            if slot.queued == t:
+            t = heap[0]
+            slots = due[t]
+            if slots[0].queued == t:
+                return t
+            live = [s for s in slots if s.queued == t]  # dropped once, not read each time
+            if live:
+                due[t] = live
                 return t
             heapq.heappop(heap)
+            del due[t]
         return None
 
     def _schedule(self, slot: _Slot) -> None:
@@ -717,7 +725,12 @@ class Node:
         queued = slot.queued
         if queued is not None and queued <= d:
             return
-        heapq.heappush(self._timers, (d, next(self._tie), slot))
+        slots = self._due.get(d)
+        if slots is None:
+            heapq.heappush(self._timers, d)
+            self._due[d] = [slot]
+        else:
+            slots.append(slot)
         slot.queued = d
 
     def _slot_of(self, key: Key) -> _Slot:
