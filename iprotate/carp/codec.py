@@ -220,7 +220,7 @@ class KeyedMac:
     of its keyed HMAC object 0.70 us; the two hash copies here 0.58 us (hashlib's own states,
     the key's blocks hashed once), and every advert sent or received takes two (bench/scale.py)."""
 
-    __slots__ = ("_inner", "_outer", "key", "name")
+    __slots__ = ("inner", "key", "name", "outer")
 
     def __init__(self, key: bytes, name: str) -> None:
         self.key, self.name = key, name
@@ -228,13 +228,14 @@ class KeyedMac:
         if len(key) > block:  # RFC 2104: a key longer than a block is hashed first
             key = hashlib.new(name, key).digest()
         key = key.ljust(block, b"\0")
-        self._inner: Any = hashlib.new(name, key.translate(_IPAD))
-        self._outer: Any = hashlib.new(name, key.translate(_OPAD))
+        # The keyed states, only ever copied (a hot path may copy them itself: see encode).
+        self.inner: Any = hashlib.new(name, key.translate(_IPAD))
+        self.outer: Any = hashlib.new(name, key.translate(_OPAD))
 
     def __call__(self, msg: bytes) -> bytes:
-        inner = self._inner.copy()
+        inner = self.inner.copy()
         inner.update(msg)
-        outer = self._outer.copy()
+        outer = self.outer.copy()
         outer.update(inner.digest())
         digest: bytes = outer.digest()
         return digest
@@ -268,7 +269,12 @@ def verify_after(advert: Advert, password: bytes, prefix: bytes) -> bool:
 def verify_digest(digest: bytes, mac: KeyedMac, prefix: bytes, counter: int) -> bool:
     """`verify_after` from an advert's digest and counter, with the password's HMAC-SHA1 set
     up beforehand (`KeyedMac`); a constant-time compare."""
-    return hmac.compare_digest(digest_with(mac, prefix, counter), digest)
+    # digest_with and the KeyedMac call, inlined: two calls less per advert heard.
+    inner = mac.inner.copy()
+    inner.update(prefix + counter.to_bytes(8, "big"))
+    outer = mac.outer.copy()
+    outer.update(inner.digest())
+    return hmac.compare_digest(outer.digest(), digest)
 
 
 def pack_advert(advert: Advert) -> bytes:
@@ -333,7 +339,14 @@ class AdvertEncoder:
         if advbase == 0 and advskew == 0:
             raise ValueError("advbase and advskew cannot both be 0 (ucarp refuses it)")
         # pack_advert(Advert(...)) without the Advert: every field is checked above.
-        digest = self._mac(self._prefix + counter.to_bytes(8, "big"))  # digest_with, inlined
+        # digest_with and the KeyedMac call, inlined: two calls less per advert sent (0.15 us,
+        # bench/scale.py).
+        mac = self._mac
+        inner = mac.inner.copy()
+        inner.update(self._prefix + counter.to_bytes(8, "big"))
+        outer = mac.outer.copy()
+        outer.update(inner.digest())
+        digest = outer.digest()
         # The checksum from the fields, before packing (no packing twice, no slices): the
         # bytes' ones'-complement sum is their words' sum modulo 0xFFFF (see _ones_sum), and a
         # field's words sum to its value modulo 0xFFFF too (2**16 is 1 modulo 0xFFFF). The

@@ -212,9 +212,14 @@ class NativeAuth:
         if seq > MAX_SEQ:
             seq = MAX_SEQ
         marks.sent = seq
-        # _tag_bytes, inlined: one call less per advert sent (bench/scale.py).
-        t = self._mac(head + bytes((advbase, advskew)) + vip_packed + seq.to_bytes(4, "big"))
-        return seq << SEQ_BITS | int.from_bytes(t[:4], "big")
+        # _tag_bytes and the KeyedMac call, inlined: two calls less per advert sent
+        # (bench/scale.py).
+        mac = self._mac
+        inner = mac.inner.copy()
+        inner.update(head + bytes((advbase, advskew)) + vip_packed + seq.to_bytes(4, "big"))
+        outer = mac.outer.copy()
+        outer.update(inner.digest())
+        return seq << SEQ_BITS | int.from_bytes(outer.digest()[:4], "big")
 
     def check(
         self,
@@ -248,7 +253,13 @@ class NativeAuth:
     ) -> Verdict:
         """`check` for the VIP whose `marks` these are, `head` its `tag_head` from `src`."""
         seq = counter >> SEQ_BITS
-        want = _tag_bytes(self._mac, head, advbase, advskew, vip_packed, seq)
+        # _tag_bytes and the KeyedMac call, inlined: two calls less per advert heard.
+        mac = self._mac
+        inner = mac.inner.copy()
+        inner.update(head + bytes((advbase, advskew)) + vip_packed + seq.to_bytes(4, "big"))
+        outer = mac.outer.copy()
+        outer.update(inner.digest())
+        want = outer.digest()[:4]
         if not hmac.compare_digest(want, (counter & TAG_MASK).to_bytes(4, "big")):
             return Verdict.FORGED
         last = marks.heard.get(src)
