@@ -793,3 +793,16 @@ def test_advert_fields_agrees_with_decode_fields_on_every_single_byte_change() -
     for offset in range(len(VALID)):
         for value in range(256):
             fields_agree(patch(VALID, offset, bytes([value])))
+
+
+@given(
+    key=st.binary(max_size=200),  # longer than a block (64): hashed first (RFC 2104)
+    msg=st.binary(max_size=200),
+    name=st.sampled_from(["sha1", "sha256"]),
+)
+def test_keyed_mac_is_hmac(key: bytes, msg: bytes, name: str) -> None:
+    import hmac
+
+    mac = codec.KeyedMac(key, name)
+    assert mac(msg) == hmac.digest(key, msg, name)
+    assert mac(msg) == mac(msg)  # the keyed states are copied, never used up

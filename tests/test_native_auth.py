@@ -192,3 +192,19 @@ def test_one_advert_with_a_seq_near_the_top_cannot_lock_the_vip_for_good() -> No
     assert host(ALPHA).check(BRAVO, K, VIP, 1, 64, _lucky(BRAVO, MAX_SEQ - 5, 64), T0) is (
         Verdict.OK
     )
+
+
+@given(
+    sent=st.none() | st.integers(0, MAX_SEQ),
+    top=st.none() | st.integers(0, MAX_SEQ),
+    wall=st.floats(-10.0, 2.0**33),
+)
+def test_a_sealed_seq_is_above_every_mark_and_the_wall_clock(
+    sent: int | None, top: int | None, wall: float
+) -> None:
+    a = host(ALPHA)
+    marks = a.marks_of(K)
+    marks.sent, marks.top = sent, top
+    seq = split(a.counter(K, VIP, 1, 0, wall))[0]
+    assert seq == min(max((sent or 0) + 1, (top or 0) + 1, int(wall)), MAX_SEQ)
+    assert marks.sent == seq

@@ -4,6 +4,7 @@ fake clock and packets made by the codec: no sockets."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -471,3 +472,59 @@ def test_masters_advertise_in_one_burst_per_vips_per_slot_of_the_node() -> None:
     assert len(due) == 2
     first, second = sorted(d for d in due if d is not None)
     assert (second - first) % 1.0 == pytest.approx(0.5)
+
+
+def test_every_advert_leaves_encoded_with_its_sealed_counter() -> None:
+    # The node encodes each advert it seals (the shell only sends): the bytes must be what the
+    # codec gives for the advert's values and counter, farewells and reloads included.
+    p = plan()
+    node = Node.build(p, "h0", wall_offset=1e9)
+    node.start(0.0)
+    got = settle(node, 5.0)
+    got += node.stop(5.5)
+    sent = [e for e in got if isinstance(e.action, SendAdvert)]
+    assert len(sent) > len(p.for_host("h0")) and any(e.action.advbase == 255 for e in sent)
+    for e in sent:
+        a = e.action
+        want = codec.encode_advert(vhid=e.vip.vhid, advbase=a.advbase, advskew=a.advskew,
+                                   counter=a.counter, vip=e.vip.ip, password=PW)  # fmt: skip
+        assert a.carp == want
+
+
+def test_a_password_ucarp_refuses_leaves_the_encoding_to_the_shell() -> None:
+    # No encoder for a password no CARP advert may carry (the loader refuses one; a plan made
+    # otherwise): the adverts still come out, sealed, without bytes; the shell's encoding then
+    # fails and logs it, as before the node encoded them.
+    p = plan()
+    node = Node.build(replace(p, cluster=replace(p.cluster, password=b"a\0b")), "h0")
+    node.start(0.0)
+    sent = [e for e in settle(node, 5.0) if isinstance(e.action, SendAdvert)]
+    assert sent and all(e.action.carp == b"" and e.action.counter for e in sent)
+
+
+def test_machines_sharing_a_timer_time_each_run_once_per_time() -> None:
+    # The timers keep one entry per time for every machine due then (a master's grid point):
+    # each master advertises once per interval, none twice in a run, and `deadline` is never
+    # later than the earliest machine's, also after a deadline moved earlier (a drain).
+    p = plan([{"pool": "203.0.113.10-203.0.113.99/24"}], hosts=1)
+    node = Node.build(p, "h0")
+    node.start(0.0)
+    settle(node, 5.0)
+    assert all(m.state is State.MASTER for m in node.machines.values())
+    count: dict[Any, int] = {}
+    t = node.deadline
+    drained = False
+    while t is not None and t < 15.0:
+        due = min(d for m in node.machines.values() if (d := m.deadline) is not None)
+        assert t <= due
+        vips = [e.vip.ip for e in node.timers(t) if isinstance(e.action, SendAdvert)]
+        assert len(vips) == len(set(vips))
+        for v in vips:
+            count[v] = count.get(v, 0) + 1
+        if t > 10.0 and not drained:  # a machine's deadline moves earlier: found in time
+            drained = True
+            node.drain(t, IPv4Address("203.0.113.50"))
+        t = node.deadline
+    drained_vip = count.pop(IPv4Address("203.0.113.50"))
+    assert drained_vip >= 5 and len(count) == 89, count  # it advertised until drained, at least
+    assert all(9 <= n <= 11 for n in count.values()), count

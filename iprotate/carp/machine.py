@@ -146,7 +146,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from iprotate.cluster.model import IPAddress
 from iprotate.plan.timing import (
@@ -182,6 +182,9 @@ class SendAdvert:
     advbase: int
     advskew: int
     counter: int = 0  # filled in by the node (carp.native_auth) when it hands the advert out
+    # Its 36 CARP bytes, encoded by the node with the counter (b"": for the shell to encode);
+    # not part of what the advert is, so not compared.
+    carp: bytes = field(default=b"", compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -262,6 +265,8 @@ class CarpMachine:
     _drain_deadline: float | None = None  # MASTER while draining: stop waiting for a taker
     _demote_preempt_after: float = 0.0  # preempt_after once the demote ends
     _phase_of: tuple[int, float] | None = None  # (phase_slots, _phase) for those slots
+    # (cfg, advskew, phase_slots, interval, offset): this VIP's grid for those (_next_advert).
+    _grid: tuple[MachineConfig, int, int, float, float] | None = None
     _last_advert: SendAdvert | None = None  # see _advert
 
     # --- derived values ----------------------------------------------------------------------
@@ -631,8 +636,14 @@ class CarpMachine:
     def _next_advert(self, now: float) -> float:
         """The first point after `now` of this VIP's grid: its phase of the interval, every
         interval, on the shell's clock (see "Phase")."""
-        every = self.interval
-        offset = self._phase * every
+        # The interval and offset kept while the config (immutable), skew and slots stay: read
+        # per advert sent, they took four calls (bench/scale.py).
+        cfg, skew, slots = self.cfg, self.advskew, self.phase_slots
+        grid = self._grid
+        if grid is None or grid[0] is not cfg or grid[1] != skew or grid[2] != slots:
+            every = interval(cfg.advbase, skew)
+            grid = self._grid = (cfg, skew, slots, every, self._phase * every)
+        every, offset = grid[3], grid[4]
         due = (math.floor((now - offset) / every) + 1) * every + offset
         return due if due > now else due + every
 

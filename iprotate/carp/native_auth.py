@@ -199,11 +199,27 @@ class NativeAuth:
     ) -> int:
         """`counter` for the VIP whose `marks` these are, `head` its `tag_head` from our own
         source and `vip_packed` its address."""
-        seq = max((marks.sent or 0) + 1, (marks.top or 0) + 1, int(wall_seconds))
-        seq = min(seq, MAX_SEQ)  # the year 2106; a full seq is replayed, never wrapped
+        # max(sent + 1, top + 1, the wall clock), capped at MAX_SEQ: the year 2106; a full seq
+        # is replayed, never wrapped. Compared one by one: max and min with a tuple cost 0.2 us
+        # an advert sent (bench/scale.py). Seqs are >= 0: a missing mark counts as 0.
+        seq = int(wall_seconds)
+        above = (marks.sent or 0) + 1
+        if above > seq:
+            seq = above
+        above = (marks.top or 0) + 1
+        if above > seq:
+            seq = above
+        if seq > MAX_SEQ:
+            seq = MAX_SEQ
         marks.sent = seq
-        t = _tag_bytes(self._mac, head, advbase, advskew, vip_packed, seq)
-        return seq << SEQ_BITS | int.from_bytes(t, "big")
+        # _tag_bytes and the KeyedMac call, inlined: two calls less per advert sent
+        # (bench/scale.py).
+        mac = self._mac
+        inner = mac.inner.copy()
+        inner.update(head + bytes((advbase, advskew)) + vip_packed + seq.to_bytes(4, "big"))
+        outer = mac.outer.copy()
+        outer.update(inner.digest())
+        return seq << SEQ_BITS | int.from_bytes(outer.digest()[:4], "big")
 
     def check(
         self,
@@ -237,7 +253,13 @@ class NativeAuth:
     ) -> Verdict:
         """`check` for the VIP whose `marks` these are, `head` its `tag_head` from `src`."""
         seq = counter >> SEQ_BITS
-        want = _tag_bytes(self._mac, head, advbase, advskew, vip_packed, seq)
+        # _tag_bytes and the KeyedMac call, inlined: two calls less per advert heard.
+        mac = self._mac
+        inner = mac.inner.copy()
+        inner.update(head + bytes((advbase, advskew)) + vip_packed + seq.to_bytes(4, "big"))
+        outer = mac.outer.copy()
+        outer.update(inner.digest())
+        want = outer.digest()[:4]
         if not hmac.compare_digest(want, (counter & TAG_MASK).to_bytes(4, "big")):
             return Verdict.FORGED
         last = marks.heard.get(src)

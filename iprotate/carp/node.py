@@ -31,9 +31,8 @@ renews the slots.
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import TypeVar
@@ -181,8 +180,9 @@ class _Slot:
         self.vip = vip  # the plan's, renewed by a reload (Node._index_hosts)
         self.queued: float | None = None  # when its one live heap entry is due
         # Made on its first advert, dropped on a reload: its marks, the tag's fixed bytes from
-        # our source, the VIP's bytes (carp.native_auth.NativeAuth.seal).
-        self.seal: tuple[Marks, bytes, bytes] | None = None
+        # our source, the VIP's bytes (carp.native_auth.NativeAuth.seal), and its encoder
+        # (None: the password is no CARP password; the shell encodes, and says why it fails).
+        self.seal: tuple[Marks, bytes, bytes, codec.AdvertEncoder | None] | None = None
 
 
 class _Pair:
@@ -250,15 +250,17 @@ class Node:
     unplanned: dict[tuple[IPAddress, IPAddress, int], float] = field(default_factory=dict)
     # This host's health checks by name (the plan's checks that run here), and their states.
     health: dict[str, CheckState] = field(default_factory=dict)
-    # The timer heap: (when, tie-break, slot), at most one live entry per machine, the slot's
-    # `queued` its time. A backup's deadline moves later with every advert it hears: that entry
-    # is left where it is and, when it comes due, put back at the machine's new deadline (one
-    # heap push and pop per D, not per advert: bench/scale.py). A deadline that moves earlier
-    # gets a new entry and the older one is skipped. The tie-break keeps equal times from
-    # comparing slots.
-    _timers: list[tuple[float, int, _Slot]] = field(default_factory=list)
+    # The timers: a heap of times, and the slots due at each time in the order queued, at most
+    # one live entry per machine, the slot's `queued` its time. A master's adverts fall on a
+    # few grid points ("Phase" in carp.machine): hundreds of machines share each time, so one
+    # heap entry per time, not per machine (a heap entry per advert walked ~10 cold tuples
+    # a second per VIP: bench/scale.py). A backup's deadline moves later with every advert it
+    # hears: that entry is left where it is and, when it comes due, put back at the machine's
+    # new deadline (one push per D, not per advert). A deadline that moves earlier gets a new
+    # entry and the older one is skipped.
+    _timers: list[float] = field(default_factory=list)
+    _due: dict[float, list[_Slot]] = field(default_factory=dict)
     _slots: dict[Key, _Slot] = field(default_factory=dict)
-    _tie: Iterator[int] = field(default_factory=itertools.count)
     _host_at: dict[IPAddress, str] = field(default_factory=dict)
     _address: IPv4Address = field(default=IPv4Address(0))
     _address6: IPv6Address | None = None
@@ -692,32 +694,39 @@ class Node:
     def timers(self, now: float) -> list[Effect]:
         """Run every machine whose deadline has passed."""
         out: list[Effect] = []
-        heap = self._timers
-        while heap and heap[0][0] <= now:
-            t, _, slot = heapq.heappop(heap)
-            if slot.queued != t:
-                continue  # superseded by an earlier entry for that machine, or dead
-            slot.queued = None
-            m = slot.machine
-            d = m.deadline  # a property that computes: read it once
-            if d is None:
-                continue  # no timer armed any more
-            if d > now:
-                self._schedule(slot)  # its deadline moved later meanwhile
-                continue
-            out += self._effects(slot, m.timer(now), now)
+        heap, due = self._timers, self._due
+        while heap and heap[0] <= now:
+            t = heapq.heappop(heap)
+            for slot in due.pop(t):  # in the order queued; a slot queued again goes elsewhere
+                if slot.queued != t:
+                    continue  # superseded by an earlier entry for that machine, or dead
+                slot.queued = None
+                m = slot.machine
+                d = m.deadline  # a property that computes: read it once
+                if d is None:
+                    continue  # no timer armed any more
+                if d > now:
+                    self._schedule(slot)  # its deadline moved later meanwhile
+                    continue
+                out += self._effects(slot, m.timer(now), now)
         return out
 
     @property
     def deadline(self) -> float | None:
         """When `timers` must run next: no later than the earliest machine deadline (possibly
         earlier, when a deadline has moved later since it was queued; `timers` then re-queues)."""
-        heap = self._timers
+        heap, due = self._timers, self._due
         while heap:
-            t, _, slot = heap[0]
-            if slot.queued == t:
+            t = heap[0]
+            slots = due[t]
+            if slots[0].queued == t:
+                return t
+            live = [s for s in slots if s.queued == t]  # dropped once, not read each time
+            if live:
+                due[t] = live
                 return t
             heapq.heappop(heap)
+            del due[t]
         return None
 
     def _schedule(self, slot: _Slot) -> None:
@@ -728,7 +737,12 @@ class Node:
         queued = slot.queued
         if queued is not None and queued <= d:
             return
-        heapq.heappush(self._timers, (d, next(self._tie), slot))
+        slots = self._due.get(d)
+        if slots is None:
+            heapq.heappush(self._timers, d)
+            self._due[d] = [slot]
+        else:
+            slots.append(slot)
         slot.queued = d
 
     def _slot_of(self, key: Key) -> _Slot:
@@ -794,24 +808,40 @@ class Node:
         self._schedule(slot)
         if not actions:  # a backup hearing its master: nothing more per advert
             return []
-        key, vip = slot.key, slot.vip
+        vip = slot.vip
         out = []
         for a in actions:
-            if isinstance(a, Transition):
-                self.counters[f"to_{a.new.value.lower()}"] += 1
-            elif isinstance(a, SendAdvert):
+            if type(a) is SendAdvert:  # the usual one (a master's every advert): tested first
                 # Every advert leaves with a sealed counter: peers authenticate its sender and
-                # priority and drop it when replayed (carp.native_auth).
-                seal = slot.seal
-                if seal is None:
-                    head = tag_head(self.auth.own_source(key), key)
-                    seal = slot.seal = (self.auth.marks_of(key), head, vip.ip.packed)
+                # priority and drop it when replayed (carp.native_auth). It is encoded here with
+                # it, by the slot's encoder: one object per advert and no encoder looked up by
+                # the shell (bench/scale.py).
+                marks, head, vip_packed, encoder = slot.seal or self._seal_of(slot)
+                advbase, advskew = a.advbase, a.advskew
                 wall = now + self.wall_offset
-                marks, head, vip_packed = seal
-                counter = self.auth.seal(marks, head, vip_packed, a.advbase, a.advskew, wall)
-                a = SendAdvert(a.advbase, a.advskew, counter)
+                counter = self.auth.seal(marks, head, vip_packed, advbase, advskew, wall)
+                try:
+                    carp = encoder.encode(advbase, advskew, counter) if encoder else b""
+                except ValueError:  # values no advert may carry: the shell's encoding says so
+                    carp = b""
+                a = SendAdvert(advbase, advskew, counter, carp)
+            elif isinstance(a, Transition):
+                self.counters[f"to_{a.new.value.lower()}"] += 1
             out.append(Effect(vip, a))
         return out
+
+    def _seal_of(self, slot: _Slot) -> tuple[Marks, bytes, bytes, codec.AdvertEncoder | None]:
+        """What sealing and encoding the slot's adverts takes (`_Slot.seal`), made now."""
+        key, vip = slot.key, slot.vip
+        head = tag_head(self.auth.own_source(key), key)
+        try:
+            encoder: codec.AdvertEncoder | None = codec.AdvertEncoder(
+                vip.vhid, vip.ip, self.plan.cluster.password, self._digest_mac
+            )
+        except ValueError:
+            encoder = None
+        seal = slot.seal = (self.auth.marks_of(key), head, vip.ip.packed, encoder)
+        return seal
 
     def drained(self) -> list[VipPlan]:
         """The VIPs drained on this host (to remember across restarts)."""

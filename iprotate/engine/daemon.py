@@ -881,7 +881,8 @@ class Daemon:
             if held is not None and not isinstance(e.action, DelAddress):
                 held[0].append(e)  # after the ones already waiting, in order
                 continue
-            advert = type(e.action) is SendAdvert
+            a = e.action
+            advert = type(a) is SendAdvert
             if adverts and not advert:
                 # Outside the try below: a failed advert must not cost this effect (an address
                 # left behind); _send_adverts logs and counts each failure itself.
@@ -889,7 +890,8 @@ class Daemon:
                 self._send_adverts(sending)
             try:
                 if advert:
-                    adverts.append((e.vip, self._encode(e)))
+                    # Encoded by the node with its counter (carp.node); b"": encoded here.
+                    adverts.append((e.vip, a.carp or self._encode(e)))  # type: ignore[union-attr]
                     continue
                 if held is not None:  # released before it is in service: whatever waits first
                     self._in_service(e.vip.ip, released=True)  # type: ignore[arg-type]
@@ -974,7 +976,7 @@ class Daemon:
         a = e.action
         v = e.vip
         if isinstance(a, SendAdvert):
-            self._send_adverts([(v, self._encode(e))])
+            self._send_adverts([(v, a.carp or self._encode(e))])
         elif isinstance(a, AddAddress):
             assert self.addresses is not None
             if self.addresses.add(v.address):
