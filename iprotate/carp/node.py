@@ -639,6 +639,8 @@ class Node:
             # no peer accepts them (the old password fails the digest, the new one the tag).
             self.auth.rekey(derive_key(plan.cluster.password))
             self._digest_mac = codec.KeyedMac(plan.cluster.password, "sha1")
+            for slot in self._slots.values():
+                slot.seal = None  # their encoders digest with the old password
         for key in list(self.machines):
             if key not in new_cfgs or new_vips[key].address != old_vips[key].address:
                 out += self._effects(self._slot_of(key), self.machines[key].stop(now), now)
@@ -835,8 +837,11 @@ class Node:
         key, vip = slot.key, slot.vip
         head = tag_head(self.auth.own_source(key), key)
         try:
+            # The password of _digest_mac: the new one already while a reload seals its
+            # farewells (see reload), with the tags' key.
+            mac = self._digest_mac
             encoder: codec.AdvertEncoder | None = codec.AdvertEncoder(
-                vip.vhid, vip.ip, self.plan.cluster.password, self._digest_mac
+                vip.vhid, vip.ip, mac.key, mac
             )
         except ValueError:
             encoder = None
