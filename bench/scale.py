@@ -445,8 +445,13 @@ def napi_wire(seg: Segment) -> dict[str, list[tuple[int, int]]]:
     charged to the sending daemon (8.8-10.4 us per 56-byte advert; on a real segment the
     other machine does that work). With GRO and rx-udp-gro-forwarding on every end (what makes
     a raw socket's skb eligible for veth's NAPI path) and threaded NAPI, veth queues to the
-    peer's NAPI and the `napi/<dev>-<id>` kernel threads do it. Returns `wire_threads(seg)`;
-    raises WireError if ethtool, the features or threaded NAPI are missing (no fallback)."""
+    peer's NAPI and the `napi/<dev>-<id>` kernel threads do it. And a queue on every end, as a
+    NIC has (pfifo of 1,000 packets, a NIC's default txqueuelen): veth has none (noqueue) and
+    its NAPI ring holds 256 packets, so a burst longer than that (a grid point's adverts, one
+    per VIP) lost its tail without a word, the same VIPs every second, and the survivor took
+    them over from a live owner; with a queue the kernel holds them back instead. Returns
+    `wire_threads(seg)`; raises WireError if ethtool, the features or threaded NAPI are
+    missing (no fallback)."""
     if shutil.which("ethtool") is None:
         raise WireError("ethtool not found (Debian package ethtool, ./setup installs it)")
     for ns, dev in veth_ends(seg):
@@ -462,6 +467,7 @@ def napi_wire(seg: Segment) -> dict[str, list[tuple[int, int]]]:
             raise WireError(f"threaded NAPI unavailable: {e}") from None
         if now in ("", "0"):
             raise WireError(f"{ns} {dev}: threaded NAPI did not turn on ({threaded}: {now!r})")
+        _in_netns(ns, "tc", "qdisc", "replace", "dev", dev, "root", "pfifo", "limit", "1000")
     return wire_threads(seg)
 
 

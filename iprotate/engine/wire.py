@@ -54,6 +54,7 @@ def receive_buffer_size(vips: int) -> int:
 
 
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 
 
 # Group destinations remembered by object (see CarpSocket.send): more than a cluster has
@@ -94,7 +95,7 @@ class CarpSocket:
             s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, IPTOS_LOWDELAY)
-            grow_receive_buffer(s, receive_buffer_size(vips))
+            grow_buffers(s, receive_buffer_size(vips))
             # Before any group is joined: nothing unfiltered is queued.
             source_filter.attach(s, sources)
         except OSError:
@@ -142,10 +143,14 @@ class CarpSocket:
         self.sock.close()
 
 
-def grow_receive_buffer(s: socket.socket, size: int = RECV_BUFFER) -> None:
+def grow_buffers(s: socket.socket, size: int = RECV_BUFFER) -> None:
     """`size`, past net.core.rmem_max when allowed (CAP_NET_ADMIN, which the daemon has to set
-    addresses anyway); else as much as rmem_max allows."""
-    try:
-        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
-    except OSError:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    addresses anyway); else as much as rmem_max allows. The send buffer too: a master sends the
+    adverts of a grid point back to back (engine.daemon._emit_all), a few hundred packets, and
+    the default (wmem_default, about 208 KiB of truesize: some 270 packets) refused the tail of
+    a large one with EAGAIN until the NIC's queue drained."""
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            s.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            s.setsockopt(socket.SOL_SOCKET, plain, size)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 
 from iprotate.engine import source_filter
-from iprotate.engine.wire import RECV_SIZE, grow_receive_buffer, receive_buffer_size
+from iprotate.engine.wire import RECV_SIZE, grow_buffers, receive_buffer_size
 
 CARP_PROTO = 112
 HOP_LIMIT = 255
@@ -90,7 +90,7 @@ class CarpSocket6:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
             s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
             s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
-            grow_receive_buffer(s, receive_buffer_size(vips))
+            grow_buffers(s, receive_buffer_size(vips))
             # Before any group is joined: nothing unfiltered is queued.
             source_filter.attach6(s, sources)
         except OSError:
@@ -104,7 +104,7 @@ class CarpSocket6:
 
     def grow(self, vips: int) -> None:
         """A reload changed how many IPv6 VIPs the segment carries: size the buffer for them."""
-        grow_receive_buffer(self.sock, receive_buffer_size(vips))
+        grow_buffers(self.sock, receive_buffer_size(vips))
 
     def receive_buffer(self) -> int:
         """The socket's receive buffer in bytes, as the kernel reports it (twice what was set)."""
