@@ -1186,6 +1186,23 @@ CUTS3: list[tuple[str, str, list[tuple[float, float, float | None]]]] = [
         "reused while its values stay; adverts_sent counted per batch",
         [(1.78, 1.48, 0.027), (2.03, 1.61, 0.050)],
     ),
+    (
+        "823486d f59d98e 80f8733",
+        "the node encodes each advert it seals (the shell only sends); HMACs from copied inner "
+        "and outer hash states, the copies inlined where every advert passes; the checksum "
+        "summed from the fields; one timer-heap entry per time, not per machine (the slots due "
+        "then kept in order: a grid point's hundreds of machines share a time)",
+        [(1.36, 1.18, None), (1.90, 1.53, None), (1.56, 1.29, None), (1.59, 1.48, None)],
+    ),
+    (
+        "f0145d6",
+        "the CARP sockets' send buffer sized as the receive buffer, and a queue on every veth "
+        "end of the wire: from the NAPI wire on, every run above lost the tail of the largest "
+        "burst in veth's 256-packet ring (the survivor heard 44,842 to 44,990 adverts of "
+        "45,000 and took 2 to 22 VIPs from the live owner for a few seconds); this page's run "
+        "heard all 45,250 and took none",
+        [(1.91, 1.48, 0.066)],
+    ),
 ]
 
 
