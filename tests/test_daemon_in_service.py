@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 from ipaddress import IPv6Address
-from typing import Any
+
+from recorder import Recorder
 
 from iprotate.cluster.loader import parse_cluster
 from iprotate.engine import daemon as daemon_mod
@@ -15,34 +16,6 @@ from iprotate.engine.daemon import Daemon
 from iprotate.plan.planner import make_plan
 
 VIP_INDEX = 7
-
-
-class Recorder:
-    """Stands in for the address setter and every socket: records what is done, in order."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-
-    def add(self, address: Any) -> bool:
-        self.calls.append(("add", str(address.ip)))
-        return True
-
-    def delete(self, address: Any) -> bool:
-        self.calls.append(("del", str(address.ip)))
-        return True
-
-    def send(self, *args: Any) -> None:
-        if len(args) == 1:  # NaSender.send(ip) / GarpSender.send(ip)
-            kind = "na" if isinstance(args[0], IPv6Address) else "garp"
-            self.calls.append((kind, str(args[0])))
-        else:  # CarpSocket.send(carp, group)
-            self.calls.append(("advert", str(args[1])))
-
-    def close(self) -> None:
-        pass
-
-    def of(self, ip: str) -> list[str]:
-        return [k for k, a in self.calls if a == ip or (k == "advert" and ip == "*")]
 
 
 def _daemon() -> tuple[Daemon, Recorder]:

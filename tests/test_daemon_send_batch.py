@@ -7,44 +7,16 @@ removed) are still carried out in order, and the timer is armed again."""
 from __future__ import annotations
 
 import asyncio
-from ipaddress import IPv6Address
 from typing import Any
 
 import pytest
+from recorder import Recorder
 
 from iprotate.carp.machine import AddAddress, SendAdvert, SendGarp
 from iprotate.carp.node import Effect
 from iprotate.cluster.loader import parse_cluster
 from iprotate.engine.daemon import Daemon
 from iprotate.plan.planner import make_plan
-
-
-class Recorder:
-    """The address setter, GARP/NA senders and CARP sockets: records what is done, in order;
-    `fail` makes sends to those groups raise (a bug-like error, not an OSError)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-        self.fail: set[str] = set()
-
-    def add(self, address: Any) -> bool:
-        self.calls.append(("add", str(address.ip)))
-        return True
-
-    def delete(self, address: Any) -> bool:
-        self.calls.append(("del", str(address.ip)))
-        return True
-
-    def send(self, *args: Any) -> None:
-        if len(args) == 1:  # NaSender.send(ip) / GarpSender.send(ip)
-            self.calls.append(("na" if isinstance(args[0], IPv6Address) else "garp", str(args[0])))
-            return
-        if str(args[1]) in self.fail:
-            raise ValueError(f"cannot send to {args[1]}")
-        self.calls.append(("advert", str(args[1])))
-
-    def close(self) -> None:
-        pass
 
 
 def _masters(doc_vips: list[dict[str, Any]]) -> tuple[Daemon, Recorder]:
