@@ -1018,3 +1018,18 @@ def test_run_timing_bounds_fuzzed(key: str, value: Any) -> None:
         assert isinstance(value, int | float) and not isinstance(value, bool)
         assert math.isfinite(value)
         assert value == 0 if b.zero_means and value == 0 else b.lo <= value <= b.hi
+
+
+def test_vips_of_one_group_share_one_group_object(tmp_path: Path) -> None:
+    """The engine finds a group's socket address by the group object's identity
+    (engine.wire.CarpSocket.send): VIPs of one group, from separate entries, hold one object."""
+    data = base()
+    data["vips"][0]["group"] = "224.0.0.42"
+    data["vips"][1]["group"] = "224.0.0.42"
+    data["vips"][3]["group"] = "224.0.0.43"
+    c = load_cluster(write(tmp_path, data))
+    by_value: dict[Any, set[int]] = {}
+    for v in c.vips:
+        by_value.setdefault(v.group, set()).add(id(v.group))
+    assert {str(g) for g in by_value} == {"224.0.0.18", "224.0.0.42", "224.0.0.43"}
+    assert all(len(ids) == 1 for ids in by_value.values())

@@ -345,6 +345,9 @@ def _vips(
         return []
     out: list[Vip] = []
     seen: dict[IPAddress, str] = {}
+    # One object per group address: the engine's send path finds a group's socket address by
+    # the group object's identity (engine.wire), and 4,000 VIPs of 16 groups are 16 objects.
+    groups: dict[IPAddress, IPAddress] = {}
     for i, v in enumerate(raw):
         key = f"vips[{i}]"
         if not isinstance(v, dict):
@@ -374,6 +377,8 @@ def _vips(
         # One entry is one family (a pool's ends must agree): its group must be of that family.
         family = next((a.version for _, a in members if a is not None), None)
         group = _entry_group(pr, f"{key}.group", v, family, default_groups)
+        if group is not None:
+            group = groups.setdefault(group, group)
         for j, (src, addr) in enumerate(members):
             if addr is None:
                 continue
