@@ -6,6 +6,7 @@ SendAdvert to the other live machines at the same instant.
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -1288,3 +1289,67 @@ def test_own_address_gone_forces_backup_even_with_ignore_ifstate():
     assert out == [] and m.state is State.BACKUP
     assert m.deadline == pytest.approx(t0 + 101 + 3.25)
     assert m.preempt_after == t0 + 105
+
+
+def _snapshot(m: CarpMachine) -> tuple[object, ...]:
+    return tuple(getattr(m, s, None) for s in CarpMachine.__slots__)
+
+
+fast_path_events = st.one_of(
+    events,
+    st.tuples(st.just("demote"), st.floats(0, 3), st.floats(0, 4)),
+    st.tuples(st.just("sicken"), st.floats(0, 3)),
+    st.tuples(st.just("heal"), st.floats(0, 3)),
+)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(m=configs, evs=st.lists(fast_path_events, max_size=40))
+def test_periodic_advert_is_timer_when_it_answers_and_changes_nothing_when_not(m, evs):
+    """The node asks `periodic_advert` before `timer` at every deadline (carp.node): where it
+    answers, it must return what `timer` returns and leave the machine as `timer` does; where
+    it does not, the machine must be as before, for `timer` to decide."""
+    now = 0.0
+    m.start(now)
+    answered = declined = 0
+
+    def at_deadlines(until: float) -> None:
+        nonlocal answered, declined
+        for _ in range(10_000):
+            d = m.deadline
+            if d is None or d > until:
+                return
+            # Late as well as on time: the shell's timer may run after the deadline.
+            for t in (d, d + 0.3):
+                twin = copy.deepcopy(m)
+                before = _snapshot(m)
+                a = m.periodic_advert(t)
+                if a is None:
+                    declined += 1
+                    assert _snapshot(m) == before
+                    continue
+                answered += 1
+                assert twin.timer(t) == [a]
+                assert _snapshot(m) == _snapshot(twin)
+                break
+            else:
+                m.timer(d + 0.3)
+        raise AssertionError("timer loop does not advance")
+
+    for ev in evs:
+        kind, t = ev[0], now + ev[1]
+        at_deadlines(t)
+        now = t
+        if kind == "timer":
+            continue
+        if kind == "advert":
+            m.advert(now, ev[2], ev[3], ev[4])
+        elif kind == "demote":
+            m.demote(now, now + ev[2])
+        elif kind in ("drain", "undrain", "stop", "sicken", "heal"):
+            getattr(m, kind)(now)
+        elif kind == "link":
+            m.link(ev[2], now)
+        else:
+            m.start(now, preempt_after=now + ev[2])
+    at_deadlines(now + 10)

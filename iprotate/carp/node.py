@@ -704,6 +704,11 @@ class Node:
                     continue  # superseded by an earlier entry for that machine, or dead
                 slot.queued = None
                 m = slot.machine
+                advert = m.periodic_advert(now)  # a master's every advert: nothing else due
+                if advert is not None:
+                    self._schedule(slot)
+                    out.append(self._sealed(slot, advert, now))
+                    continue
                 d = m.deadline  # a property that computes: read it once
                 if d is None:
                     continue  # no timer armed any more
@@ -814,23 +819,27 @@ class Node:
         out = []
         for a in actions:
             if type(a) is SendAdvert:  # the usual one (a master's every advert): tested first
-                # Every advert leaves with a sealed counter: peers authenticate its sender and
-                # priority and drop it when replayed (carp.native_auth). It is encoded here with
-                # it, by the slot's encoder: one object per advert and no encoder looked up by
-                # the shell (bench/scale.py).
-                marks, head, vip_packed, encoder = slot.seal or self._seal_of(slot)
-                advbase, advskew = a.advbase, a.advskew
-                wall = now + self.wall_offset
-                counter = self.auth.seal(marks, head, vip_packed, advbase, advskew, wall)
-                try:
-                    carp = encoder.encode(advbase, advskew, counter) if encoder else b""
-                except ValueError:  # values no advert may carry: the shell's encoding says so
-                    carp = b""
-                a = SendAdvert(advbase, advskew, counter, carp)
-            elif isinstance(a, Transition):
+                out.append(self._sealed(slot, a, now))
+                continue
+            if isinstance(a, Transition):
                 self.counters[f"to_{a.new.value.lower()}"] += 1
             out.append(Effect(vip, a))
         return out
+
+    def _sealed(self, slot: _Slot, a: SendAdvert, now: float) -> Effect:
+        """The slot's advert `a` with its counter sealed, encoded by the slot's encoder.
+
+        Every advert leaves with a sealed counter: peers authenticate its sender and priority
+        and drop it when replayed (carp.native_auth). It is encoded here with it: one object per
+        advert, and no encoder looked up by the shell (bench/scale.py)."""
+        marks, head, vip_packed, encoder = slot.seal or self._seal_of(slot)
+        advbase, advskew = a.advbase, a.advskew
+        counter = self.auth.seal(marks, head, vip_packed, advbase, advskew, now + self.wall_offset)
+        try:
+            carp = encoder.encode(advbase, advskew, counter) if encoder else b""
+        except ValueError:  # values no advert may carry: the shell's encoding says so
+            carp = b""
+        return Effect(slot.vip, SendAdvert(advbase, advskew, counter, carp))
 
     def _seal_of(self, slot: _Slot) -> tuple[Marks, bytes, bytes, codec.AdvertEncoder | None]:
         """What sealing and encoding the slot's adverts takes (`_Slot.seal`), made now."""
