@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from iprotate.carp import codec
 from iprotate.carp.health import CheckState, HealthChange
@@ -48,11 +48,12 @@ from iprotate.carp.machine import (
     State,
     Transition,
 )
-from iprotate.carp.native_auth import Marks, NativeAuth, Verdict, derive_key, tag_head
+from iprotate.carp.native_auth import Marks, NativeAuth, Sealer, Verdict, derive_key, tag_head
 from iprotate.cluster.model import IPAddress
 from iprotate.plan.model import Plan, VipPlan
 from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW, SICK_ADVSKEW, interval
 
+_new_tuple = tuple.__new__  # an Effect without NamedTuple's own __new__ (see Effect)
 # Two masters' adverts must overlap this long at least (sub-second intervals can be a few ms).
 OVERLAP_FLOOR = 0.05
 Key = tuple[IPAddress, int]  # (group, vhid): how VIPs are told apart on the wire
@@ -128,9 +129,10 @@ def _source(src: IPAddress | None, host: str, v: VipPlan) -> IPAddress:
     return src
 
 
-@dataclass(frozen=True, slots=True)
-class Effect:
-    """An action of one VIP's machine, for the daemon to carry out."""
+class Effect(NamedTuple):
+    """An action of one VIP's machine, for the daemon to carry out. A named tuple, not a
+    dataclass: one is made per advert sent, and `tuple.__new__` makes it in a third of a frozen
+    dataclass's time (bench/scale.py)."""
 
     vip: VipPlan
     action: Action
@@ -179,10 +181,10 @@ class _Slot:
         self.key, self.machine = key, machine
         self.vip = vip  # the plan's, renewed by a reload (Node._index_hosts)
         self.queued: float | None = None  # when its one live heap entry is due
-        # Made on its first advert, dropped on a reload: its marks, the tag's fixed bytes from
-        # our source, the VIP's bytes (carp.native_auth.NativeAuth.seal), and its encoder
-        # (None: the password is no CARP password; the shell encodes, and says why it fails).
-        self.seal: tuple[Marks, bytes, bytes, codec.AdvertEncoder | None] | None = None
+        # Made on its first advert, dropped on a reload: its counters' sealer (our marks of the
+        # VIP, the tag's fixed bytes from our source) and its encoder (None: the password is
+        # no CARP password; the shell encodes, and says why it fails).
+        self.seal: tuple[Sealer, codec.AdvertEncoder | None] | None = None
 
 
 class _Pair:
@@ -832,16 +834,16 @@ class Node:
         Every advert leaves with a sealed counter: peers authenticate its sender and priority
         and drop it when replayed (carp.native_auth). It is encoded here with it: one object per
         advert, and no encoder looked up by the shell (bench/scale.py)."""
-        marks, head, vip_packed, encoder = slot.seal or self._seal_of(slot)
+        sealer, encoder = slot.seal or self._seal_of(slot)
         advbase, advskew = a.advbase, a.advskew
-        counter = self.auth.seal(marks, head, vip_packed, advbase, advskew, now + self.wall_offset)
+        counter = sealer.counter(advbase, advskew, now + self.wall_offset)
         try:
             carp = encoder.encode(advbase, advskew, counter) if encoder else b""
         except ValueError:  # values no advert may carry: the shell's encoding says so
             carp = b""
-        return Effect(slot.vip, SendAdvert(advbase, advskew, counter, carp))
+        return _new_tuple(Effect, (slot.vip, SendAdvert.sealed(advbase, advskew, counter, carp)))
 
-    def _seal_of(self, slot: _Slot) -> tuple[Marks, bytes, bytes, codec.AdvertEncoder | None]:
+    def _seal_of(self, slot: _Slot) -> tuple[Sealer, codec.AdvertEncoder | None]:
         """What sealing and encoding the slot's adverts takes (`_Slot.seal`), made now."""
         key, vip = slot.key, slot.vip
         head = tag_head(self.auth.own_source(key), key)
@@ -854,7 +856,8 @@ class Node:
             )
         except ValueError:
             encoder = None
-        seal = slot.seal = (self.auth.marks_of(key), head, vip.ip.packed, encoder)
+        sealer = Sealer(self.auth, self.auth.marks_of(key), head, vip.ip.packed)
+        seal = slot.seal = (sealer, encoder)
         return seal
 
     def drained(self) -> list[VipPlan]:
