@@ -55,7 +55,6 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
-from typing import Any
 
 from iprotate.carp.codec import KeyedMac
 from iprotate.cluster.model import IPAddress
@@ -126,51 +125,6 @@ class Marks:
 def tag_head(src: IPAddress, k: Key) -> bytes:
     """The fixed start of a tag's message for adverts of VIP `k` from `src`."""
     return src.packed + k[0].packed + bytes((k[1],))
-
-
-class Sealer:
-    """`NativeAuth.seal` for one VIP of ours: its marks, and the keyed SHA-256 state after the
-    tag's fixed bytes (our source, the group, vhid, priority and VIP), hashed once per priority
-    and copied per advert, so only the seq is hashed then. A master seals one advert per VIP an
-    interval, nearly always with the same priority (bench/scale.py: 0.3 us an advert). Made
-    again after a rekey or a change of our source (carp.node drops it); it also notices a
-    rekey itself."""
-
-    __slots__ = ("_advbase", "_advskew", "_auth", "_inner", "_mac", "head", "marks", "vip_packed")
-
-    def __init__(self, auth: NativeAuth, marks: Marks, head: bytes, vip_packed: bytes) -> None:
-        self._auth, self.marks, self.head, self.vip_packed = auth, marks, head, vip_packed
-        self._mac: KeyedMac | None = None
-        self._advbase = self._advskew = -1
-        self._inner: Any = None
-
-    def counter(self, advbase: int, advskew: int, wall_seconds: float) -> int:
-        """Our next advert's counter with this priority; `wall_seconds` our wall clock."""
-        mac = self._auth._mac
-        if advbase != self._advbase or advskew != self._advskew or mac is not self._mac:
-            inner = mac.inner.copy()
-            inner.update(self.head + bytes((advbase, advskew)) + self.vip_packed)
-            self._inner, self._mac, self._advbase, self._advskew = inner, mac, advbase, advskew
-        # max(sent + 1, top + 1, the wall clock), capped at MAX_SEQ: the year 2106; a full seq
-        # is replayed, never wrapped. Compared one by one: max and min with a tuple cost 0.2 us
-        # an advert sent (bench/scale.py). Seqs are >= 0: a missing mark counts as 0.
-        marks = self.marks
-        seq = int(wall_seconds)
-        above = (marks.sent or 0) + 1
-        if above > seq:
-            seq = above
-        above = (marks.top or 0) + 1
-        if above > seq:
-            seq = above
-        if seq > MAX_SEQ:
-            seq = MAX_SEQ
-        marks.sent = seq
-        # The HMAC of KeyedMac from the state above: the seq is the message's last 4 bytes.
-        inner = self._inner.copy()
-        inner.update(seq.to_bytes(4, "big"))
-        outer = mac.outer.copy()
-        outer.update(inner.digest())
-        return seq << SEQ_BITS | int.from_bytes(outer.digest()[:4], "big")
 
 
 @dataclass
@@ -244,9 +198,28 @@ class NativeAuth:
         wall_seconds: float,
     ) -> int:
         """`counter` for the VIP whose `marks` these are, `head` its `tag_head` from our own
-        source and `vip_packed` its address. A send path that seals one VIP's adverts again
-        and again keeps a `Sealer` instead."""
-        return Sealer(self, marks, head, vip_packed).counter(advbase, advskew, wall_seconds)
+        source and `vip_packed` its address."""
+        # max(sent + 1, top + 1, the wall clock), capped at MAX_SEQ: the year 2106; a full seq
+        # is replayed, never wrapped. Compared one by one: max and min with a tuple cost 0.2 us
+        # an advert sent (bench/scale.py). Seqs are >= 0: a missing mark counts as 0.
+        seq = int(wall_seconds)
+        above = (marks.sent or 0) + 1
+        if above > seq:
+            seq = above
+        above = (marks.top or 0) + 1
+        if above > seq:
+            seq = above
+        if seq > MAX_SEQ:
+            seq = MAX_SEQ
+        marks.sent = seq
+        # _tag_bytes and the KeyedMac call, inlined: two calls less per advert sent
+        # (bench/scale.py).
+        mac = self._mac
+        inner = mac.inner.copy()
+        inner.update(head + bytes((advbase, advskew)) + vip_packed + seq.to_bytes(4, "big"))
+        outer = mac.outer.copy()
+        outer.update(inner.digest())
+        return seq << SEQ_BITS | int.from_bytes(outer.digest()[:4], "big")
 
     def check(
         self,

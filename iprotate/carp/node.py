@@ -48,7 +48,7 @@ from iprotate.carp.machine import (
     State,
     Transition,
 )
-from iprotate.carp.native_auth import Marks, NativeAuth, Sealer, Verdict, derive_key, tag_head
+from iprotate.carp.native_auth import Marks, NativeAuth, Verdict, derive_key, tag_head
 from iprotate.cluster.model import IPAddress
 from iprotate.plan.model import Plan, VipPlan
 from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW, SICK_ADVSKEW, interval
@@ -181,10 +181,13 @@ class _Slot:
         self.key, self.machine = key, machine
         self.vip = vip  # the plan's, renewed by a reload (Node._index_hosts)
         self.queued: float | None = None  # when its one live heap entry is due
-        # Made on its first advert, dropped on a reload: its counters' sealer (our marks of the
-        # VIP, the tag's fixed bytes from our source) and its encoder (None: the password is
-        # no CARP password; the shell encodes, and says why it fails).
-        self.seal: tuple[Sealer, codec.AdvertEncoder | None] | None = None
+        # Made on its first advert, dropped on a reload: its marks, the tag's fixed bytes from
+        # our source, the VIP's bytes (carp.native_auth.NativeAuth.seal), and its encoder
+        # (None: the password is no CARP password; the shell encodes, and says why it fails).
+        # The keyed hash states stay the password's, one for every VIP: copies of per-VIP
+        # states after their fixed bytes were slower at 4,000 VIPs (their memory, not the
+        # hashing, bench/scale.py).
+        self.seal: tuple[Marks, bytes, bytes, codec.AdvertEncoder | None] | None = None
 
 
 class _Pair:
@@ -834,16 +837,16 @@ class Node:
         Every advert leaves with a sealed counter: peers authenticate its sender and priority
         and drop it when replayed (carp.native_auth). It is encoded here with it: one object per
         advert, and no encoder looked up by the shell (bench/scale.py)."""
-        sealer, encoder = slot.seal or self._seal_of(slot)
+        marks, head, vip_packed, encoder = slot.seal or self._seal_of(slot)
         advbase, advskew = a.advbase, a.advskew
-        counter = sealer.counter(advbase, advskew, now + self.wall_offset)
+        counter = self.auth.seal(marks, head, vip_packed, advbase, advskew, now + self.wall_offset)
         try:
             carp = encoder.encode(advbase, advskew, counter) if encoder else b""
         except ValueError:  # values no advert may carry: the shell's encoding says so
             carp = b""
         return _new_tuple(Effect, (slot.vip, SendAdvert.sealed(advbase, advskew, counter, carp)))
 
-    def _seal_of(self, slot: _Slot) -> tuple[Sealer, codec.AdvertEncoder | None]:
+    def _seal_of(self, slot: _Slot) -> tuple[Marks, bytes, bytes, codec.AdvertEncoder | None]:
         """What sealing and encoding the slot's adverts takes (`_Slot.seal`), made now."""
         key, vip = slot.key, slot.vip
         head = tag_head(self.auth.own_source(key), key)
@@ -856,8 +859,7 @@ class Node:
             )
         except ValueError:
             encoder = None
-        sealer = Sealer(self.auth, self.auth.marks_of(key), head, vip.ip.packed)
-        seal = slot.seal = (sealer, encoder)
+        seal = slot.seal = (self.auth.marks_of(key), head, vip.ip.packed, encoder)
         return seal
 
     def drained(self) -> list[VipPlan]:
