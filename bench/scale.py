@@ -1206,12 +1206,40 @@ CUTS3: list[tuple[str, str, list[tuple[float, float, float | None]]]] = [
 ]
 
 
-def cuts3_table() -> list[str]:
+# Round four (issue 12, the 4,000-VIP CPU target): 4,000 VIPs, `--sizes 4000 --engines iprotate
+# --window 30`, a run per figure, the same layout as round three. Found on the way: the owner's
+# profile (py-spy, perf) showed the send path formatting the group's address on every advert.
+CUTS4: list[tuple[str, str, list[tuple[float, float, float | None]]]] = [
+    ("5551d8f", "main at the start of round four", [(7.81, 5.90, 0.056)]),
+    (
+        "5e0049c b5fc034",
+        "one group object per group address (the send path's socket-address cache is keyed by "
+        "identity and held 1,024 entries: 4,000 VIPs had 4,000 group objects, so every advert "
+        "formatted its group's address again); a master's periodic advert without timer's "
+        "list and checks (CarpMachine.periodic_advert)",
+        [(6.70, 5.64, None)],
+    ),
+    (
+        "e0c907b",
+        "per-VIP keyed hash states after each VIP's fixed bytes (only the seq and counter "
+        "hashed per advert): faster for one VIP in a tight loop, slower at 4,000 (4,000 states' "
+        "memory against one hot state; reverted in the next row); Effect a named tuple and the "
+        "sealed advert built without the frozen dataclass's __init__",
+        [(7.13, 6.00, None)],
+    ),
+    ("f435574", "the per-VIP states reverted, the rest kept", [(6.30, 5.19, 0.069)]),
+]
+
+
+def cuts_runs_table(
+    rows: list[tuple[str, str, list[tuple[float, float, float | None]]]], size: str
+) -> list[str]:
+    """Rounds three and four: a row per step, each run's figures side by side."""
     out = [
-        "| commits | cut | 1,000: owner % | survivor % | past D max s |",
+        f"| commits | cut | {size}: owner % | survivor % | past D max s |",
         "|---|---|---:|---:|---:|",
     ]
-    for commits, cut, runs in CUTS3:
+    for commits, cut, runs in rows:
         owner = " / ".join(_p(o) for o, _, _ in runs)
         survivor = " / ".join(_p(v) for _, v, _ in runs)
         past = " / ".join(_s(d) for _, _, d in runs if d is not None)
@@ -1428,7 +1456,18 @@ def markdown(results: list[dict[str, Any]], command: str, profile: list[str] | N
         )
     lines += ["", "## What each cut bought", "", "Round one:", "", *cuts_table(), ""]
     lines += ["Round two (1,000 and 4,000 VIPs):", "", *cuts2_table(), ""]
-    lines += ["Round three (1,000 VIPs; a run per figure):", "", *cuts3_table(), ""]
+    lines += [
+        "Round three (1,000 VIPs; a run per figure):",
+        "",
+        *cuts_runs_table(CUTS3, "1,000"),
+        "",
+    ]
+    lines += [
+        "Round four (4,000 VIPs; a run per figure):",
+        "",
+        *cuts_runs_table(CUTS4, "4,000"),
+        "",
+    ]
     if profile:
         lines += [
             "## Where the time goes now (cProfile, 1,000 VIPs)",
