@@ -1033,3 +1033,29 @@ def test_vips_of_one_group_share_one_group_object(tmp_path: Path) -> None:
         by_value.setdefault(v.group, set()).add(id(v.group))
     assert {str(g) for g in by_value} == {"224.0.0.18", "224.0.0.42", "224.0.0.43"}
     assert all(len(ids) == 1 for ids in by_value.values())
+
+
+def test_one_group_object_across_default_explicit_families_and_pools() -> None:
+    """The cluster's default group written out again on an entry, an IPv6 group spelled two
+    ways, pools of both families: one object per group address, and the plan's VIPs hold it."""
+    doc = {
+        "cluster": {"interface": "eth1", "password": "pw", "multicast": "224.0.0.42"},
+        "hosts": [
+            {"name": f"h{i}", "address": f"198.51.100.{i + 1}", "address6": f"2001:db8:1::{i + 1}"}
+            for i in range(2)
+        ],
+        "vips": [
+            {"pool": "203.0.113.10-203.0.113.11/24"},
+            {"address": "203.0.113.20/24", "group": "224.0.0.42"},
+            {"pool": "2001:db8::10-2001:db8::11/64"},
+            {"address": "2001:db8::20/64", "group": "FF02::12"},
+            {"address": "2001:db8::21/64", "group": "ff02:0::12"},
+            {"address": "203.0.113.21/24", "group": "224.0.0.43"},
+        ],
+    }
+    plan = make_plan(parse_cluster(doc, "t.toml"))
+    by_value: dict[Any, set[int]] = {}
+    for v in plan.vips:
+        by_value.setdefault(v.group, set()).add(id(v.group))
+    assert {str(g) for g in by_value} == {"224.0.0.42", "224.0.0.43", "ff02::12"}
+    assert all(len(ids) == 1 for ids in by_value.values())
