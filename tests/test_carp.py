@@ -1353,23 +1353,3 @@ def test_periodic_advert_is_timer_when_it_answers_and_changes_nothing_when_not(m
         else:
             m.start(now, preempt_after=now + ev[2])
     at_deadlines(now + 10)
-
-
-def test_a_sealed_advert_is_the_advert_its_constructor_makes():
-    """The node builds the adverts it sends with SendAdvert.sealed (no __init__): the same value,
-    hash, repr and immutability as SendAdvert(...)."""
-    import dataclasses
-
-    made, sealed = (
-        SendAdvert(1, 64, 7 << 32 | 9, b"x" * 36),
-        SendAdvert.sealed(1, 64, 7 << 32 | 9, b"x" * 36),
-    )
-    assert sealed == made and hash(sealed) == hash(made) and repr(sealed) == repr(made)
-    assert (sealed.advbase, sealed.advskew, sealed.counter, sealed.carp) == (
-        1,
-        64,
-        7 << 32 | 9,
-        b"x" * 36,
-    )
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        sealed.counter = 0  # type: ignore[misc]

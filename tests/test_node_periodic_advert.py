@@ -81,11 +81,11 @@ def _advert(vip: Any, src: str, advbase: int, advskew: int, seq: int) -> bytes:
 
 
 def _canon(effects: list[Effect]) -> list[tuple[Any, ...]]:
-    """Effects by value, an advert's counter and bytes included (its equality leaves out carp)."""
+    """Effects by value, an advert's counter and bytes spelled out."""
     out: list[tuple[Any, ...]] = []
     for e in effects:
         a = e.action
-        extra = (a.counter, a.carp) if isinstance(a, SendAdvert) else ()
+        extra = (a.counter, e.carp) if isinstance(a, SendAdvert) else ()
         out.append((e.vip, a, *extra))
     return out
 

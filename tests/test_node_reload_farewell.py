@@ -36,7 +36,7 @@ def _wire(node: Node, effects: list[Effect], plan: Plan) -> list[bytes]:
             enc = codec.AdvertEncoder(v.vhid, v.ip, plan.cluster.password)
             # The node's own bytes when it encoded the advert (the daemon sends those as they
             # are), else the daemon's encoding with the plan's password.
-            carp = a.carp or enc.encode(a.advbase, a.advskew, a.counter)
+            carp = e.carp or enc.encode(a.advbase, a.advskew, a.counter)
             out.append(codec.build_ip_packet(node.address, v.group, carp))
     return out
 

@@ -53,7 +53,7 @@ from iprotate.cluster.model import IPAddress
 from iprotate.plan.model import Plan, VipPlan
 from iprotate.plan.timing import FAREWELL_ADVBASE, FAREWELL_ADVSKEW, SICK_ADVSKEW, interval
 
-_new_tuple = tuple.__new__  # an Effect without NamedTuple's own __new__ (see Effect)
+_new_tuple = tuple.__new__  # a named tuple without its Python-level __new__ (see Effect)
 # Two masters' adverts must overlap this long at least (sub-second intervals can be a few ms).
 OVERLAP_FLOOR = 0.05
 Key = tuple[IPAddress, int]  # (group, vhid): how VIPs are told apart on the wire
@@ -136,6 +136,9 @@ class Effect(NamedTuple):
 
     vip: VipPlan
     action: Action
+    # A SendAdvert's 36 CARP bytes, encoded by the node with its counter; b"": none (another
+    # action, or a password no advert may carry: the shell's encoding says why it fails).
+    carp: bytes = b""
 
 
 @dataclass(slots=True)
@@ -844,7 +847,8 @@ class Node:
             carp = encoder.encode(advbase, advskew, counter) if encoder else b""
         except ValueError:  # values no advert may carry: the shell's encoding says so
             carp = b""
-        return _new_tuple(Effect, (slot.vip, SendAdvert.sealed(advbase, advskew, counter, carp)))
+        advert = _new_tuple(SendAdvert, (advbase, advskew, counter))
+        return _new_tuple(Effect, (slot.vip, advert, carp))
 
     def _seal_of(self, slot: _Slot) -> tuple[Marks, bytes, bytes, codec.AdvertEncoder | None]:
         """What sealing and encoding the slot's adverts takes (`_Slot.seal`), made now."""

@@ -891,7 +891,7 @@ class Daemon:
             try:
                 if advert:
                     # Encoded by the node with its counter (carp.node); b"": encoded here.
-                    adverts.append((e.vip, a.carp or self._encode(e)))  # type: ignore[union-attr]
+                    adverts.append((e.vip, e.carp or self._encode(e)))
                     continue
                 if held is not None:  # released before it is in service: whatever waits first
                     self._in_service(e.vip.ip, released=True)  # type: ignore[arg-type]
@@ -976,7 +976,7 @@ class Daemon:
         a = e.action
         v = e.vip
         if isinstance(a, SendAdvert):
-            self._send_adverts([(v, a.carp or self._encode(e))])
+            self._send_adverts([(v, e.carp or self._encode(e))])
         elif isinstance(a, AddAddress):
             assert self.addresses is not None
             if self.addresses.add(v.address):
