@@ -1228,6 +1228,13 @@ CUTS4: list[tuple[str, str, list[tuple[float, float, float | None]]]] = [
         [(7.13, 6.00, None)],
     ),
     ("f435574", "the per-VIP states reverted, the rest kept", [(6.30, 5.19, 0.069)]),
+    (
+        "6377d29",
+        "SendAdvert a named tuple, its bytes on the Effect: both made from tuple free lists "
+        "(the sealed dataclass's instance dicts were 6 % of the owner's time under py-spy); the "
+        "first figure is this page's run (60 s window), the second a run at a load of 0.7",
+        [(6.51, 6.03, 0.065), (7.10, 6.77, 0.125)],
+    ),
 ]
 
 
@@ -1306,10 +1313,11 @@ def markdown(results: list[dict[str, Any]], command: str, profile: list[str] | N
     lines = [
         "# Scale: one `iprotate run` with 1 to 4,000 VIPs, beside ucarp",
         "",
-        f"Command: `{command}`. Revision {rev}. Machine: {mach}, shared with other engineers' "
-        f"test runs (1-minute load average {min(loads, default=0):.1f} to "
-        f"{max(loads, default=0):.1f} during the windows): CPU% of a process is its own "
-        "run time (/proc/PID/schedstat) over the window, little affected by others.",
+        f"Command: `{command}`. Revision {rev}. Machine: {mach}, a virtual machine (1-minute "
+        f"load average {min(loads, default=0):.1f} to {max(loads, default=0):.1f} during the "
+        "windows, the ucarp segment's processes included): CPU% of a process is its own run "
+        "time (/proc/PID/schedstat) over the window. Between runs of the same code it moves "
+        "by about 10 % (round four below).",
         "",
         "Per size two segments run side by side, each with two hosts: alpha owns every VIP "
         "(`owner` pins), bravo is the survivor. One runs `iprotate run` on both hosts, the other "
