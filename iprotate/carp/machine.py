@@ -7,7 +7,9 @@ current monotonic time `now` (`start`, `advert`, `timer`, `link`, `drain`, `undr
 `address_gone`, `address_present`, `sicken`, `heal`) and
 performs the actions it returns, in order (send an advert, add or delete the address, send a
 gratuitous ARP). After every event the shell reads `deadline` and calls `timer(now)` no later than
-that. Transitions come back as `Transition` actions so the shell can log them; it decides nothing.
+that (or first `periodic_advert(now)`, the same for a master whose only due deadline is its next
+advert). Transitions come back as `Transition` actions so the shell can log them; it decides
+nothing.
 
 States follow ucarp 1.5.2 as measured (CARP.md):
 
@@ -448,8 +450,7 @@ class CarpMachine:
         """`timer` for its most frequent case, a master whose one passed deadline is its next
         advert: that advert, the next one scheduled. None, changing nothing, in any other case
         (a drain, a demote's end, a GARP due, a backup): call `timer`. Every master runs it once
-        an interval per VIP, and `timer`'s list and checks cost a host of 4,000 VIPs about
-        1 us an advert (bench/scale.py)."""
+        an interval per VIP, without `timer`'s list and checks (bench/scale.py, round four)."""
         at = self._advert_at
         if at is None or at > now or self._drain_deadline is not None:
             return None

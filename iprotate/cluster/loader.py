@@ -377,8 +377,7 @@ def _vips(
         # One entry is one family (a pool's ends must agree): its group must be of that family.
         family = next((a.version for _, a in members if a is not None), None)
         group = _entry_group(pr, f"{key}.group", v, family, default_groups)
-        if group is not None:
-            group = groups.setdefault(group, group)
+        group = groups.setdefault(group, group)
         for j, (src, addr) in enumerate(members):
             if addr is None:
                 continue
