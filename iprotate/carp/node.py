@@ -204,8 +204,7 @@ class _Pair:
     of the file times VIPs."""
 
     __slots__ = (
-        "allowed", "head", "key", "marks", "native", "planned", "prefix", "seen", "slot", "src",
-        "vip", "vip_packed",
+        "allowed", "head", "key", "marks", "planned", "prefix", "seen", "slot", "src", "vip_packed",
     )  # fmt: skip
 
     def __init__(
@@ -218,10 +217,10 @@ class _Pair:
         slot: _Slot | None,
         marks: Marks | None,
     ) -> None:
-        self.key, self.src, self.vip, self.prefix = key, src, vip, prefix
+        self.key, self.src, self.prefix = key, src, prefix
         self.planned = planned  # the sender's advskew in the plan for this VIP (None: no part)
-        self.native = marks is not None  # an iprotate sender: authenticated, with fresh seqs
-        self.slot, self.marks = slot, marks  # slot None: a VIP we only watch
+        self.slot = slot  # None: a VIP we only watch
+        self.marks = marks  # an iprotate sender's (authenticated, fresh seqs); None: ucarp's
         self.head = tag_head(src, key)
         self.vip_packed = vip.ip.packed
         # The skews that are no drift with the plan's advbase (see _check_priorities).
