@@ -5,37 +5,17 @@ encodes an advert itself only when they are b"" (then to the same bytes)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from recorder import Recorder
+from recorder import Recorder, recorded_daemon
 
 from iprotate.carp.machine import SendAdvert
 from iprotate.carp.node import Effect
-from iprotate.cluster.loader import parse_cluster
 from iprotate.engine.daemon import Daemon
-from iprotate.plan.planner import make_plan
 
 
 def _daemon() -> tuple[Daemon, Recorder, list[bytes]]:
-    doc = {
-        "cluster": {"interface": "eth1", "password": "pw"},
-        "hosts": [{"name": "h0", "address": "198.51.100.1", "address6": "2001:db8::1"}],
-        "vips": [{"address": "203.0.113.10/24"}, {"address": "2001:db8:113::10/64"}],
-    }
-    d = Daemon(make_plan(parse_cluster(doc, "t.toml")), "h0")
-    r = Recorder()
-    d.addresses = d.na = d.garp = d.socket = d.socket6 = r  # type: ignore[assignment]
-    d._vip_index = 7
-    wire: list[bytes] = []
-    send = r.send
-
-    def recording(*args: Any) -> None:
-        if len(args) == 2:
-            wire.append(args[0])
-        send(*args)
-
-    r.send = recording  # type: ignore[method-assign]
-    return d, r, wire
+    d, r = recorded_daemon([{"address": "203.0.113.10/24"}, {"address": "2001:db8:113::10/64"}])
+    return d, r, r.wire
 
 
 def test_the_nodes_advert_bytes_leave_as_they_are_held_or_not() -> None:

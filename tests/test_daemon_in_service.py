@@ -8,27 +8,17 @@ from __future__ import annotations
 import asyncio
 from ipaddress import IPv6Address
 
-from recorder import Recorder
+from recorder import Recorder, recorded_daemon
 
-from iprotate.cluster.loader import parse_cluster
 from iprotate.engine import daemon as daemon_mod
 from iprotate.engine.daemon import Daemon
-from iprotate.plan.planner import make_plan
 
 VIP_INDEX = 7
 
 
 def _daemon() -> tuple[Daemon, Recorder]:
-    doc = {
-        "cluster": {"interface": "eth1", "password": "pw"},
-        "hosts": [{"name": "h0", "address": "198.51.100.1", "address6": "2001:db8::1"}],
-        "vips": [{"address": "203.0.113.10/24"}, {"pool": "2001:db8:113::10-2001:db8:113::11/64"}],
-    }
-    d = Daemon(make_plan(parse_cluster(doc, "t.toml")), "h0")
-    r = Recorder()
-    d.addresses = d.na = d.garp = d.socket = d.socket6 = r  # type: ignore[assignment]
-    d._vip_index = VIP_INDEX
-    return d, r
+    vips = [{"address": "203.0.113.10/24"}, {"pool": "2001:db8:113::10-2001:db8:113::11/64"}]
+    return recorded_daemon(vips, VIP_INDEX)
 
 
 def test_a_fresh_ipv6_vip_announces_itself_once_in_service() -> None:

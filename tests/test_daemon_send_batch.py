@@ -10,25 +10,15 @@ import asyncio
 from typing import Any
 
 import pytest
-from recorder import Recorder
+from recorder import Recorder, recorded_daemon
 
 from iprotate.carp.machine import AddAddress, SendAdvert, SendGarp
 from iprotate.carp.node import Effect
-from iprotate.cluster.loader import parse_cluster
 from iprotate.engine.daemon import Daemon
-from iprotate.plan.planner import make_plan
 
 
 def _masters(doc_vips: list[dict[str, Any]]) -> tuple[Daemon, Recorder]:
-    doc = {
-        "cluster": {"interface": "eth1", "password": "pw"},
-        "hosts": [{"name": "h0", "address": "198.51.100.1", "address6": "2001:db8::1"}],
-        "vips": doc_vips,
-    }
-    d = Daemon(make_plan(parse_cluster(doc, "t.toml")), "h0")
-    r = Recorder()
-    d.addresses = d.na = d.garp = d.socket = d.socket6 = r  # type: ignore[assignment]
-    d._vip_index = 7
+    d, r = recorded_daemon(doc_vips)
     now = asyncio.get_running_loop().time()
     d._emit(d.node.start(now))
     while any(m.state.value != "MASTER" for m in d.node.machines.values()):
